@@ -1,0 +1,17 @@
+//! kaskade SFU node: a WebRTC media plane on one UDP port (plus ICE-TCP), JSON signaling over
+//! WebSocket, Prometheus metrics and the web client.
+//!
+//! Layout: [`media`] is the sans-IO core (no tokio); [`node`] drives it with sockets and the
+//! clock; [`signaling`] speaks the client protocol; [`http`] serves pages, `/ws`, `/metrics`
+//! and `/healthz`; [`token`] signs and verifies access tokens.
+
+pub mod config;
+pub mod http;
+pub mod media;
+pub mod metrics;
+pub mod node;
+pub mod signaling;
+pub mod token;
+
+pub use config::NodeConfig;
+pub use http::serve;

@@ -1,0 +1,20 @@
+//! `kaskade-sfu`: runs one SFU node with its web client.
+
+use clap::Parser;
+use kaskade_sfu::NodeConfig;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=warn")),
+        )
+        .init();
+    let config = NodeConfig::parse();
+    let server = kaskade_sfu::serve(&config).await?;
+    println!("kaskade is running: open http://{}/m/hello", server.http_addr);
+    server.run().await?;
+    Ok(())
+}

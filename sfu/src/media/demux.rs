@@ -1,0 +1,136 @@
+//! Routes datagrams arriving on the node's shared socket to participants.
+//!
+//! The fast path is a map from the datagram's four-tuple to a participant. A datagram from an
+//! unknown four-tuple is routed only if it is a STUN binding request whose USERNAME starts with
+//! a ufrag this node issued: the ufrag begins with the participant id (see [`ufrag_for`]). The
+//! peer connection then authenticates the request with the ICE password; a tuple that never
+//! authenticates costs one map entry, and each participant keeps a bounded number of them.
+
+use rtc::shared::{FourTuple, TransportContext};
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::message::{Message, is_stun_message};
+use rtc::stun::textattrs::Username;
+use std::collections::HashMap;
+
+/// Participant identifier, unique on the node.
+pub type ParticipantId = u32;
+
+/// Four-tuples a participant may hold at once (candidate pairs, ICE-TCP, NAT rebinding).
+const MAX_TUPLES_PER_PARTICIPANT: usize = 8;
+
+/// The ICE ufrag for participant `id`: its id in hex, then `random` (ICE characters only).
+pub fn ufrag_for(id: ParticipantId, random: &str) -> String {
+    format!("{id:08x}{random}")
+}
+
+fn participant_of_ufrag(ufrag: &str) -> Option<ParticipantId> {
+    ParticipantId::from_str_radix(ufrag.get(..8)?, 16).ok()
+}
+
+/// Four-tuple affinity plus ufrag routing.
+#[derive(Default)]
+pub struct Demuxer {
+    affinity: HashMap<FourTuple, ParticipantId>,
+    tuples: HashMap<ParticipantId, Vec<FourTuple>>,
+}
+
+impl Demuxer {
+    /// The participant a datagram belongs to, learning new four-tuples from STUN.
+    pub fn route(&mut self, transport: &TransportContext, datagram: &[u8]) -> Option<ParticipantId> {
+        let tuple = FourTuple::from(transport);
+        if let Some(id) = self.affinity.get(&tuple) {
+            return Some(*id);
+        }
+        let id = stun_participant(datagram)?;
+        let tuples = self.tuples.entry(id).or_default();
+        if tuples.len() >= MAX_TUPLES_PER_PARTICIPANT {
+            let oldest = tuples.remove(0);
+            self.affinity.remove(&oldest);
+        }
+        tuples.push(tuple);
+        self.affinity.insert(tuple, id);
+        Some(id)
+    }
+
+    /// Forgets every four-tuple of a participant who left.
+    pub fn remove(&mut self, id: ParticipantId) {
+        for tuple in self.tuples.remove(&id).unwrap_or_default() {
+            self.affinity.remove(&tuple);
+        }
+    }
+}
+
+fn stun_participant(datagram: &[u8]) -> Option<ParticipantId> {
+    if !is_stun_message(datagram) {
+        return None;
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(datagram).ok()?;
+    let username = Username::get_from_as(&message, ATTR_USERNAME).ok()?;
+    let local = username.text.split_once(':')?.0;
+    participant_of_ufrag(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::shared::TransportProtocol;
+    use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
+
+    fn transport(port: u16) -> TransportContext {
+        TransportContext {
+            local_addr: "127.0.0.1:5000".parse().unwrap(),
+            peer_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        }
+    }
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    #[test]
+    fn learns_tuples_from_stun_then_routes_anything_from_them() {
+        let mut d = Demuxer::default();
+        let stun = binding_request(&format!("{}:remote", ufrag_for(42, "abcd")));
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), None);
+        assert_eq!(d.route(&transport(1), &stun), Some(42));
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), Some(42));
+        d.remove(42);
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn ignores_garbage_and_foreign_ufrags() {
+        let mut d = Demuxer::default();
+        for datagram in [
+            vec![],
+            vec![0u8; 3],
+            vec![0xff; 100],
+            binding_request("nothex!!:remote"),
+            binding_request("noseparator"),
+        ] {
+            assert_eq!(d.route(&transport(1), &datagram), None, "{datagram:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_the_tuples_one_participant_can_claim() {
+        let mut d = Demuxer::default();
+        let stun = binding_request(&format!("{}:remote", ufrag_for(7, "x")));
+        for port in 0..100 {
+            assert_eq!(d.route(&transport(port), &stun), Some(7));
+        }
+        assert_eq!(d.affinity.len(), MAX_TUPLES_PER_PARTICIPANT);
+        assert_eq!(d.route(&transport(0), &[0x80]), None, "oldest tuple evicted");
+        assert_eq!(d.route(&transport(99), &[0x80]), Some(7));
+    }
+}

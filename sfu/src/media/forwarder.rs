@@ -1,0 +1,360 @@
+//! Per-subscriber outbound stream rewriting.
+//!
+//! Every receive slot of a subscriber is one [`OutboundStream`]: a fixed SSRC, and sequence
+//! numbers and timestamps that advance without gaps or jumps whoever feeds the slot. When the
+//! source changes (another participant, a simulcast layer, or the same source resuming after a
+//! mute), the stream waits for a keyframe (video), then maps the new source so that its first
+//! packet follows the last one sent: sequence number + 1, and a timestamp advanced by the wall
+//! time since the last packet. Packets of a source from before the switch are dropped, so a
+//! late retransmission can never land in the middle of another source's frames.
+
+use std::time::Instant;
+
+/// Whether a slot carries audio or video (video waits for a keyframe on every switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Opus audio, 48 kHz clock.
+    Audio,
+    /// H.264 video, 90 kHz clock.
+    Video,
+}
+
+impl MediaKind {
+    /// The RTP clock rate of the codec kaskade forwards for this kind.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            MediaKind::Audio => 48_000,
+            MediaKind::Video => 90_000,
+        }
+    }
+
+    /// Lower-case name, as in SDP and in the signaling protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// The fields of an inbound packet that rewriting looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundPacket {
+    /// SSRC of the source stream.
+    pub ssrc: u32,
+    /// Sequence number as sent by the source.
+    pub seq: u16,
+    /// RTP timestamp as sent by the source.
+    pub timestamp: u32,
+    /// The packet starts a keyframe (H.264: carries an SPS or the first part of an IDR slice).
+    pub keyframe_start: bool,
+}
+
+/// Sequence number and timestamp to write on the forwarded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Outbound sequence number.
+    pub seq: u16,
+    /// Outbound RTP timestamp.
+    pub timestamp: u32,
+}
+
+/// Why a packet was not forwarded on a slot. Each reason is a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The slot has no source attached (idle, or the source is muted).
+    NoSource,
+    /// The packet belongs to a source other than the slot's current one.
+    OtherSource,
+    /// Video after a switch: waiting for the new source's next keyframe.
+    WaitingForKeyframe,
+    /// A late packet from before the current mapping began.
+    BeforeSwitch,
+}
+
+impl DropReason {
+    /// Label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NoSource => "no_source",
+            DropReason::OtherSource => "other_source",
+            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
+            DropReason::BeforeSwitch => "before_switch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// First source sequence number of this mapping; anything older is dropped.
+    base_seq: u16,
+    highest_seq: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastSent {
+    seq: u16,
+    timestamp: u32,
+    at: Instant,
+}
+
+/// One outbound stream of one subscriber: fixed SSRC, continuous sequence and timestamps.
+#[derive(Debug)]
+pub struct OutboundStream {
+    ssrc: u32,
+    kind: MediaKind,
+    /// The source to map at its next acceptable packet.
+    pending: Option<u32>,
+    mapping: Option<Mapping>,
+    last: LastSent,
+    sent_any: bool,
+}
+
+impl OutboundStream {
+    /// A stream with the given SSRC; its first packet gets `initial_seq` and `initial_ts`
+    /// (random in production, fixed in tests).
+    pub fn new(ssrc: u32, kind: MediaKind, initial_seq: u16, initial_ts: u32, now: Instant) -> Self {
+        Self {
+            ssrc,
+            kind,
+            pending: None,
+            mapping: None,
+            last: LastSent {
+                seq: initial_seq.wrapping_sub(1),
+                timestamp: initial_ts,
+                at: now,
+            },
+            sent_any: false,
+        }
+    }
+
+    /// The SSRC every packet of this stream carries.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Audio or video.
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    /// The source currently mapped or about to be, if any.
+    pub fn source(&self) -> Option<u32> {
+        self.pending.or(self.mapping.map(|m| m.ssrc))
+    }
+
+    /// Whether the stream waits for a keyframe from its source before it can forward.
+    pub fn awaits_keyframe(&self) -> bool {
+        self.kind == MediaKind::Video && self.pending.is_some()
+    }
+
+    /// Feed the stream from `source_ssrc` from its next acceptable packet on. Attaching the
+    /// source that is already mapped is a no-op; re-attaching after [`Self::detach`] re-syncs.
+    pub fn attach(&mut self, source_ssrc: u32) {
+        if self.source() != Some(source_ssrc) {
+            self.mapping = None;
+            self.pending = Some(source_ssrc);
+        }
+    }
+
+    /// Stop forwarding (source muted or gone). The next [`Self::attach`] re-syncs.
+    pub fn detach(&mut self) {
+        self.mapping = None;
+        self.pending = None;
+    }
+
+    /// Decides whether `packet` is forwarded on this stream, and with which sequence number and
+    /// timestamp.
+    pub fn rewrite(&mut self, packet: &InboundPacket, now: Instant) -> Result<Rewritten, DropReason> {
+        if self.pending == Some(packet.ssrc) {
+            if self.kind == MediaKind::Video && !packet.keyframe_start {
+                return Err(DropReason::WaitingForKeyframe);
+            }
+            self.begin_mapping(packet, now);
+        }
+        let Some(mapping) = self.mapping.as_mut() else {
+            return Err(if self.pending.is_some() {
+                DropReason::OtherSource
+            } else {
+                DropReason::NoSource
+            });
+        };
+        if mapping.ssrc != packet.ssrc {
+            return Err(DropReason::OtherSource);
+        }
+        if seq_before(packet.seq, mapping.base_seq) {
+            return Err(DropReason::BeforeSwitch);
+        }
+        let out = Rewritten {
+            seq: packet.seq.wrapping_add(mapping.seq_offset),
+            timestamp: packet.timestamp.wrapping_add(mapping.ts_offset),
+        };
+        if !seq_before(packet.seq, mapping.highest_seq) {
+            mapping.highest_seq = packet.seq;
+            self.last = LastSent {
+                seq: out.seq,
+                timestamp: out.timestamp,
+                at: now,
+            };
+        }
+        self.sent_any = true;
+        Ok(out)
+    }
+
+    fn begin_mapping(&mut self, packet: &InboundPacket, now: Instant) {
+        let out_seq = self.last.seq.wrapping_add(1);
+        let out_ts = if self.sent_any {
+            let elapsed = now.saturating_duration_since(self.last.at);
+            let ticks = (elapsed.as_micros() as u64 * u64::from(self.kind.clock_rate()) / 1_000_000)
+                .max(1);
+            self.last.timestamp.wrapping_add(ticks as u32)
+        } else {
+            self.last.timestamp
+        };
+        self.mapping = Some(Mapping {
+            ssrc: packet.ssrc,
+            seq_offset: out_seq.wrapping_sub(packet.seq),
+            ts_offset: out_ts.wrapping_sub(packet.timestamp),
+            base_seq: packet.seq,
+            highest_seq: packet.seq,
+        });
+        self.pending = None;
+    }
+}
+
+/// `a` comes before `b` in RTP sequence space (RFC 3550 wrap-around arithmetic).
+fn seq_before(a: u16, b: u16) -> bool {
+    (a.wrapping_sub(b) as i16) < 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const A: u32 = 0xA;
+    const B: u32 = 0xB;
+
+    fn pkt(ssrc: u32, seq: u16, timestamp: u32, keyframe_start: bool) -> InboundPacket {
+        InboundPacket {
+            ssrc,
+            seq,
+            timestamp,
+            keyframe_start,
+        }
+    }
+
+    /// One step of a table: the packet, milliseconds since the start, and the expected outcome.
+    type Step = (InboundPacket, u64, Result<(u16, u32), DropReason>);
+
+    fn run(stream: &mut OutboundStream, start: Instant, steps: &[Step]) {
+        for (i, (packet, at_ms, want)) in steps.iter().enumerate() {
+            let got = stream
+                .rewrite(packet, start + Duration::from_millis(*at_ms))
+                .map(|r| (r.seq, r.timestamp));
+            assert_eq!(got, *want, "step {i}: {packet:?}");
+        }
+    }
+
+    #[test]
+    fn idle_stream_drops_everything() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Audio, 100, 1000, start);
+        run(&mut s, start, &[(pkt(A, 5, 50, false), 0, Err(DropReason::NoSource))]);
+    }
+
+    #[test]
+    fn first_source_starts_at_the_initial_values_and_follows_the_source() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Audio, 100, 1000, start);
+        s.attach(A);
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 5000, 777, false), 0, Ok((100, 1000))),
+                (pkt(A, 5001, 1737, false), 20, Ok((101, 1960))),
+                // reordered and late: same offsets, and the newest packet stays the reference
+                (pkt(A, 5003, 3657, false), 60, Ok((103, 3880))),
+                (pkt(A, 5002, 2697, false), 61, Ok((102, 2920))),
+                (pkt(B, 9, 9, false), 62, Err(DropReason::OtherSource)),
+            ],
+        );
+    }
+
+    #[test]
+    fn video_waits_for_a_keyframe_then_switches_seamlessly() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 65534, 0, start);
+        s.attach(A);
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 10, 900, false), 0, Err(DropReason::WaitingForKeyframe)),
+                (pkt(A, 11, 900, true), 0, Ok((65534, 0))),
+                (pkt(A, 12, 900, false), 1, Ok((65535, 0))),
+                // sequence wraps on the way out
+                (pkt(A, 13, 4500, false), 50, Ok((0, 3600))),
+            ],
+        );
+        s.attach(B);
+        assert!(s.awaits_keyframe());
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 14, 8100, false), 90, Err(DropReason::OtherSource)),
+                (pkt(B, 40000, 123, false), 90, Err(DropReason::WaitingForKeyframe)),
+                // 100 ms after the last packet sent (at 50 ms): 9000 ticks later, seq + 1
+                (pkt(B, 40001, 123, true), 150, Ok((1, 3600 + 9000))),
+                (pkt(B, 40002, 3123, false), 183, Ok((2, 3600 + 9000 + 3000))),
+                // a retransmission from before the switch point of B is dropped
+                (pkt(B, 40000, 123, false), 184, Err(DropReason::BeforeSwitch)),
+            ],
+        );
+    }
+
+    #[test]
+    fn source_sequence_wrap_keeps_the_mapping() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Audio, 7, 0, start);
+        s.attach(A);
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 65535, u32::MAX - 959, false), 0, Ok((7, 0))),
+                (pkt(A, 0, 0, false), 20, Ok((8, 960))),
+                (pkt(A, 1, 960, false), 40, Ok((9, 1920))),
+            ],
+        );
+    }
+
+    #[test]
+    fn resume_after_mute_continues_without_a_sequence_gap() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Audio, 0, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 100, 48_000, false), 0, Ok((0, 0)))]);
+        s.detach();
+        run(&mut s, start, &[(pkt(A, 101, 48_960, false), 20, Err(DropReason::NoSource))]);
+        s.attach(A);
+        // 500 packets were skipped while muted; the subscriber sees seq 1, ts + 1 s
+        run(&mut s, start, &[(pkt(A, 601, 96_000, false), 1000, Ok((1, 48_000)))]);
+    }
+
+    #[test]
+    fn attaching_the_current_source_again_changes_nothing() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 0, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 1, 0, true), 0, Ok((0, 0)))]);
+        s.attach(A);
+        assert!(!s.awaits_keyframe());
+        run(&mut s, start, &[(pkt(A, 2, 0, false), 1, Ok((1, 0)))]);
+    }
+}

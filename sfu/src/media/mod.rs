@@ -1,0 +1,13 @@
+//! The media plane, free of I/O: routing datagrams to participants, forwarding RTP with
+//! per-subscriber rewriting, RTCP handling, speaker detection and room state.
+
+pub mod core;
+pub mod deadlines;
+pub mod demux;
+pub mod forwarder;
+pub mod keyframe;
+pub mod participant;
+pub mod peer;
+pub mod room;
+pub mod rtcp_tap;
+pub mod speaker;

@@ -1,0 +1,70 @@
+//! A participant on this node: identity, role, mute state, its transport and its slots.
+//!
+//! Every kind of participant (a browser today; a SIP leg, an RTSP camera, a recorder or a relay
+//! to another node later) is this one type with a different transport behind `peer`: the
+//! forwarder only sees publishers, routes and [`OutboundStream`](super::forwarder::OutboundStream)s.
+
+use crate::media::demux::ParticipantId;
+use crate::media::keyframe::KeyframeThrottle;
+use crate::media::peer::WebRtcPeer;
+use crate::media::room::SlotSource;
+use crate::signaling::protocol::ParticipantInfo;
+use crate::token::Role;
+use std::time::Instant;
+
+/// Index of a room in the core's room table.
+pub type RoomIndex = u32;
+
+/// One participant.
+pub struct Participant {
+    /// Node-unique id.
+    pub id: ParticipantId,
+    /// The room it is in.
+    pub room: RoomIndex,
+    /// Stable identity from the token.
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+    /// Role in the meeting.
+    pub role: Role,
+    /// Audio muted by self or a moderator: not forwarded.
+    pub audio_muted: bool,
+    /// Video muted: not forwarded.
+    pub video_muted: bool,
+    /// The transport.
+    pub peer: WebRtcPeer,
+    /// Who feeds each receive slot (parallel to `peer.slots()`).
+    pub slots: Vec<SlotSource>,
+    /// Keyframe requests towards this participant's video.
+    pub keyframes: KeyframeThrottle,
+    /// When it joined.
+    pub joined_at: Instant,
+    /// Queued for draining at the end of the current step.
+    pub dirty: bool,
+}
+
+impl Participant {
+    /// Hidden participants (recorders) are neither listed nor counted.
+    pub fn is_hidden(&self) -> bool {
+        self.role == Role::Recorder
+    }
+
+    /// How others see this participant.
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id,
+            name: self.name.clone(),
+            role: self.role,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
+        }
+    }
+
+    /// The participant's next deadline: its transport's or a coalesced keyframe request's.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        match (self.peer.poll_timeout(), self.keyframes.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

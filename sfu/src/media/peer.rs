@@ -1,0 +1,554 @@
+//! A browser-style participant's transport: one sans-IO `RTCPeerConnection` on the node's
+//! shared socket, negotiated once, with a fixed set of receive slots.
+//!
+//! The client offers its publish m-lines (sendonly) and N recvonly slots per kind; the peer
+//! answers with one sendonly transceiver per slot, each with an SSRC chosen here, so the slot's
+//! [`OutboundStream`] can rewrite whatever feeds it onto that SSRC. ICE is lite with credentials
+//! chosen here (the ufrag names the participant, for routing), DTLS is the server role, and
+//! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
+
+use crate::media::forwarder::{MediaKind, OutboundStream};
+use crate::media::rtcp_tap::RtcpTap;
+use crate::metrics::Metrics;
+use rtc::ice::tcp_type::TcpType;
+use rtc::interceptor::{Registry, Slot as InterceptorSlot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+use rtc::shared::TaggedBytesMut;
+use rtc::shared::error::Error as RtcError;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::statistics::StatsSelector;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// H.264 constrained baseline, packetization mode 1: what every kaskade participant sends.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+const H264_PAYLOAD_TYPE: u8 = 102;
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// How a peer connection is configured; the same for every participant of a node.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// Addresses announced as UDP host candidates (the node's one UDP socket, per public IP).
+    pub udp_candidates: Vec<SocketAddr>,
+    /// Addresses announced as ICE-TCP passive candidates.
+    pub tcp_candidates: Vec<SocketAddr>,
+    /// Also offer AES_CM_128_HMAC_SHA1_80 and AEAD_AES_128_GCM for legacy peers.
+    pub legacy_srtp: bool,
+    /// Upper bound on receive slots per kind.
+    pub max_slots: usize,
+}
+
+/// Why an offer could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiationError {
+    /// The SDP does not parse, or asks for something this node cannot do.
+    #[error("invalid offer: {0}")]
+    InvalidOffer(String),
+    /// The peer connection already negotiated (kaskade negotiates once per session).
+    #[error("the session is already negotiated")]
+    AlreadyNegotiated,
+}
+
+/// One receive slot of a subscriber.
+#[derive(Debug)]
+pub struct RecvSlot {
+    /// The m-line's mid, as the client knows it.
+    pub mid: String,
+    /// The sender writing this slot.
+    sender: RTCRtpSenderId,
+    /// The payload type this subscriber negotiated for the slot's codec.
+    payload_type: u8,
+    /// Rewriting state.
+    pub stream: OutboundStream,
+}
+
+/// What the client publishes, learned from its offer and first packets.
+#[derive(Debug, Default)]
+struct Publish {
+    audio_receiver: Option<RTCRtpReceiverId>,
+    video_receiver: Option<RTCRtpReceiverId>,
+    /// Payload type -> kind, for the client's publish m-lines.
+    payload_kinds: Vec<(u8, MediaKind)>,
+    audio_level_ext: Option<u8>,
+    video_ssrc: Option<u32>,
+}
+
+/// Something a peer's connection did that the room must act on.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// ICE + DTLS are up: media can flow.
+    Connected {
+        /// The negotiated SRTP protection profile.
+        srtp_profile: String,
+    },
+    /// The connection failed or closed.
+    Disconnected,
+}
+
+/// A participant's WebRTC transport.
+pub struct WebRtcPeer {
+    pc: RTCPeerConnection,
+    settings: Arc<PeerSettings>,
+    connected: bool,
+    negotiated: bool,
+    publish: Publish,
+    slots: Vec<RecvSlot>,
+}
+
+impl WebRtcPeer {
+    /// A peer whose ICE ufrag is `ufrag` (routes its STUN to it) and password `pwd`.
+    pub fn new(
+        now: Instant,
+        ufrag: String,
+        pwd: String,
+        settings: Arc<PeerSettings>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RtcError> {
+        let mut profiles = vec![SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm];
+        if settings.legacy_srtp {
+            profiles.extend([
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ]);
+        }
+        let setting_engine = SettingEngineBuilder::new()
+            .with_ice_credentials(ufrag, pwd)
+            .with_lite(true)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_srtp_protection_profiles(profiles)
+            .build();
+        let mut media_engine = media_engine()?;
+        let registry = configure_nack(Registry::new(), &mut media_engine);
+        let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+        let registry = configure_rtcp_reports(registry);
+        let registry = registry.with(InterceptorSlot::Custom(14_000), RtcpTap::new(metrics));
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        Ok(Self {
+            pc,
+            settings,
+            connected: false,
+            negotiated: false,
+            publish: Publish::default(),
+            slots: Vec::new(),
+        })
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The receive slots, in offer order.
+    pub fn slots(&self) -> &[RecvSlot] {
+        &self.slots
+    }
+
+    /// Mutable access to the receive slots.
+    pub fn slots_mut(&mut self) -> &mut [RecvSlot] {
+        &mut self.slots
+    }
+
+    /// Whether the client publishes media of `kind`.
+    pub fn publishes(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.publish.audio_receiver.is_some(),
+            MediaKind::Video => self.publish.video_receiver.is_some(),
+        }
+    }
+
+    /// Answers the client's one offer. `slot_ssrc` picks a fresh SSRC for each slot and
+    /// `initial` the random first sequence number and timestamp of its stream.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        offer_sdp: String,
+        mut slot_ssrc: impl FnMut() -> u32,
+        mut initial: impl FnMut() -> (u16, u32),
+    ) -> Result<String, NegotiationError> {
+        if self.negotiated {
+            return Err(NegotiationError::AlreadyNegotiated);
+        }
+        let invalid = |e: RtcError| NegotiationError::InvalidOffer(e.to_string());
+        let offer = RTCSessionDescription::offer(offer_sdp).map_err(invalid)?;
+        let parsed = offer.unmarshal().map_err(invalid)?;
+        let recvonly = |kind: &str| {
+            parsed
+                .media_descriptions
+                .iter()
+                .filter(|m| m.media_name.media == kind && m.attribute("recvonly").is_some())
+                .count()
+                .min(self.settings.max_slots)
+        };
+        let wanted = [
+            (MediaKind::Audio, recvonly("audio")),
+            (MediaKind::Video, recvonly("video")),
+        ];
+        for (kind, count) in wanted {
+            for _ in 0..count {
+                let ssrc = slot_ssrc();
+                self.pc
+                    .add_transceiver_from_track(
+                        slot_track(kind, ssrc),
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Sendonly,
+                            streams: vec![],
+                            send_encodings: vec![],
+                        }),
+                    )
+                    .map_err(invalid)?;
+            }
+        }
+        self.pc.set_remote_description(now, offer).map_err(invalid)?;
+        for candidate in self.local_candidates().map_err(invalid)? {
+            self.pc.add_local_candidate(candidate).map_err(invalid)?;
+        }
+        let answer = self.pc.create_answer(None).map_err(invalid)?;
+        self.pc.set_local_description(now, answer).map_err(invalid)?;
+        let sdp = self
+            .pc
+            .local_description()
+            .ok_or_else(|| NegotiationError::InvalidOffer("no local description".into()))?
+            .sdp;
+        self.learn_negotiated(now, &mut initial);
+        self.negotiated = true;
+        Ok(sdp)
+    }
+
+    fn local_candidates(&self) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
+        let udp = self.settings.udp_candidates.iter().map(|a| (a, "udp", TcpType::Unspecified));
+        let tcp = self.settings.tcp_candidates.iter().map(|a| (a, "tcp", TcpType::Passive));
+        udp.chain(tcp)
+            .map(|(addr, network, tcp_type)| {
+                let candidate = CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: network.to_owned(),
+                        address: addr.ip().to_string(),
+                        port: addr.port(),
+                        component: 1,
+                        ..Default::default()
+                    },
+                    tcp_type,
+                }
+                .new_candidate_host()?;
+                RTCIceCandidate::from(&candidate).to_json()
+            })
+            .collect()
+    }
+
+    /// Records the slots and publish m-lines the answer settled.
+    fn learn_negotiated(&mut self, now: Instant, initial: &mut impl FnMut() -> (u16, u32)) {
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        for id in transceivers {
+            let Some(transceiver) = self.pc.rtp_transceiver(id) else {
+                continue;
+            };
+            let Some(mid) = transceiver.mid().clone() else {
+                continue;
+            };
+            let direction = transceiver.direction();
+            let sender = transceiver.sender();
+            let receiver = transceiver.receiver();
+            if direction == RTCRtpTransceiverDirection::Sendonly
+                && let Some(sender_id) = sender
+            {
+                let Some(mut sender) = self.pc.rtp_sender(sender_id) else {
+                    continue;
+                };
+                let ssrc = sender.track().ssrcs().next().unwrap_or_default();
+                let kind = kind_of(sender.track().kind());
+                let Some(payload_type) = sender
+                    .get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| is_forwarded_codec(&c.rtp_codec.mime_type))
+                    .map(|c| c.payload_type)
+                else {
+                    continue;
+                };
+                let (seq, ts) = initial();
+                self.slots.push(RecvSlot {
+                    mid,
+                    sender: sender_id,
+                    payload_type,
+                    stream: OutboundStream::new(ssrc, kind, seq, ts, now),
+                });
+            } else if direction.has_recv()
+                && let Some(receiver_id) = receiver
+            {
+                let Some(mut receiver) = self.pc.rtp_receiver(receiver_id) else {
+                    continue;
+                };
+                let kind = kind_of(receiver.track().kind());
+                let params = receiver.get_parameters().rtp_parameters.clone();
+                for codec in &params.codecs {
+                    if is_forwarded_codec(&codec.rtp_codec.mime_type) {
+                        self.publish.payload_kinds.push((codec.payload_type, kind));
+                    }
+                }
+                match kind {
+                    MediaKind::Audio => {
+                        self.publish.audio_receiver = Some(receiver_id);
+                        self.publish.audio_level_ext = params
+                            .header_extensions
+                            .iter()
+                            .find(|e| e.uri == AUDIO_LEVEL_URI)
+                            .and_then(|e| u8::try_from(e.id).ok());
+                    }
+                    MediaKind::Video => self.publish.video_receiver = Some(receiver_id),
+                }
+            }
+        }
+    }
+
+    /// Feeds one datagram from the network into the connection.
+    pub fn handle_read(&mut self, msg: TaggedBytesMut) -> Result<(), RtcError> {
+        self.pc.handle_read(msg)
+    }
+
+    /// The next decrypted RTP/RTCP message for the application.
+    pub fn poll_read(&mut self) -> Option<TaggedRTCMessage> {
+        self.pc.poll_read()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
+        self.pc.poll_write()
+    }
+
+    /// Drives timers (ICE consent, DTLS retransmission, RTCP reports, NACK generation).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
+        self.pc.handle_timeout(now)
+    }
+
+    /// The connection's next deadline.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// Drains connection events into the few the room cares about.
+    pub fn poll_event(&mut self, now: Instant) -> Option<PeerEvent> {
+        while let Some(event) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                match state {
+                    RTCPeerConnectionState::Connected if !self.connected => {
+                        self.connected = true;
+                        let srtp_profile = self
+                            .pc
+                            .get_stats(now, StatsSelector::None)
+                            .transport()
+                            .map(|t| t.srtp_cipher.clone())
+                            .unwrap_or_default();
+                        return Some(PeerEvent::Connected { srtp_profile });
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.connected = false;
+                        return Some(PeerEvent::Disconnected);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// The kind of a packet the client published, by payload type.
+    pub fn published_kind(&self, payload_type: u8) -> Option<MediaKind> {
+        self.publish
+            .payload_kinds
+            .iter()
+            .find(|(pt, _)| *pt == payload_type)
+            .map(|(_, kind)| *kind)
+    }
+
+    /// The negotiated id of the audio-level header extension on the client's audio.
+    pub fn audio_level_ext(&self) -> Option<u8> {
+        self.publish.audio_level_ext
+    }
+
+    /// Remembers the SSRC the client's video arrives on (needed to address PLIs).
+    pub fn note_video_ssrc(&mut self, ssrc: u32) {
+        self.publish.video_ssrc = Some(ssrc);
+    }
+
+    /// Asks the client for a keyframe of its video. Returns false when it has none yet.
+    pub fn send_pli(&mut self, now: Instant) -> Result<bool, RtcError> {
+        let (Some(receiver_id), Some(media_ssrc)) =
+            (self.publish.video_receiver, self.publish.video_ssrc)
+        else {
+            return Ok(false);
+        };
+        let Some(mut receiver) = self.pc.rtp_receiver(receiver_id) else {
+            return Ok(false);
+        };
+        receiver.write_rtcp(
+            now,
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })],
+        )?;
+        Ok(true)
+    }
+
+    /// Writes one forwarded packet on slot `slot`, rewritten as `header`, with the publisher's
+    /// payload.
+    pub fn write_slot(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        mut packet: rtc::rtp::Packet,
+    ) -> Result<(), RtcError> {
+        let Some(slot) = self.slots.get(slot) else {
+            return Ok(());
+        };
+        packet.header.payload_type = slot.payload_type;
+        packet.header.ssrc = slot.stream.ssrc();
+        let Some(mut sender) = self.pc.rtp_sender(slot.sender) else {
+            return Ok(());
+        };
+        sender.write_rtp(now, packet)
+    }
+
+    /// The slot whose outbound SSRC is `ssrc`.
+    pub fn slot_by_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.slots.iter().position(|s| s.stream.ssrc() == ssrc)
+    }
+
+    /// Closes the connection.
+    pub fn close(&mut self) {
+        let _ = self.pc.close();
+    }
+}
+
+/// Whether an RTP message is media the application should forward.
+pub fn rtp_of(message: RTCMessage) -> Option<rtc::rtp::Packet> {
+    match message {
+        RTCMessage::RtpPacket(_, packet) => Some(packet),
+        _ => None,
+    }
+}
+
+fn is_forwarded_codec(mime: &str) -> bool {
+    mime.eq_ignore_ascii_case(MIME_TYPE_H264) || mime.eq_ignore_ascii_case(MIME_TYPE_OPUS)
+}
+
+fn kind_of(kind: RtpCodecKind) -> MediaKind {
+    if kind == RtpCodecKind::Audio {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![RTCPFeedback {
+            typ: "transport-cc".to_owned(),
+            parameter: String::new(),
+        }],
+    }
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![
+            feedback("goog-remb", ""),
+            feedback("transport-cc", ""),
+            feedback("ccm", "fir"),
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+        ],
+    }
+}
+
+/// The codecs and header extensions a kaskade node negotiates: Opus and H.264 CB mode 1.
+fn media_engine() -> Result<MediaEngine, RtcError> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        Some(RTCRtpTransceiverDirection::Recvonly),
+    )?;
+    Ok(engine)
+}
+
+fn slot_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
+    let (codec, rtp_kind) = match kind {
+        MediaKind::Audio => (opus_codec(), RtpCodecKind::Audio),
+        MediaKind::Video => (h264_codec(), RtpCodecKind::Video),
+    };
+    MediaStreamTrack::new(
+        format!("kaskade-{ssrc:08x}"),
+        format!("{}-{ssrc:08x}", kind.as_str()),
+        format!("{}-{ssrc:08x}", kind.as_str()),
+        rtp_kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    )
+}

@@ -1,0 +1,399 @@
+//! The async shell around the media core: the node's UDP socket, its ICE-TCP listener, the
+//! clock, and the channel signaling sessions use to reach the core.
+//!
+//! One task owns the [`MediaCore`] and is the only place that touches it, so the core needs no
+//! locks; nothing awaits while the core is borrowed except the socket send of a ready datagram.
+
+use crate::media::core::{Admitted, JoinRequest, MediaCore, Output};
+use crate::media::demux::ParticipantId;
+use crate::metrics::Metrics;
+use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use bytes::{Buf, BytesMut};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Datagrams read from the UDP socket per wake-up before other inputs get a turn.
+const UDP_BATCH: usize = 64;
+/// Socket buffer size asked of the kernel (bursts of ten-person rooms overflow the default).
+const SOCKET_BUFFER: usize = 8 << 20;
+/// Frames queued towards one ICE-TCP connection before its datagrams are dropped.
+const TCP_QUEUE: usize = 512;
+
+/// What a signaling session receives from the core.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A frame to send.
+    Message(ServerMessage),
+    /// The participant is gone from the core: close the socket.
+    Close,
+}
+
+enum Request {
+    Join {
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        reply: oneshot::Sender<Result<Admitted, (ErrorCode, String)>>,
+    },
+    Offer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Message {
+        id: ParticipantId,
+        message: ClientMessage,
+    },
+    Leave {
+        id: ParticipantId,
+    },
+}
+
+enum TcpInput {
+    Opened(SocketAddr, mpsc::Sender<BytesMut>),
+    Frame(TransportContext, BytesMut),
+    Closed(SocketAddr),
+}
+
+/// A cheap handle through which signaling sessions talk to the media core.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+/// The core's task has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the media core has stopped")]
+pub struct CoreStopped;
+
+impl NodeHandle {
+    /// Asks the core to admit a participant; `events` receives its frames from then on.
+    pub async fn join(
+        &self,
+        request: JoinRequest,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Result<Result<Admitted, (ErrorCode, String)>, CoreStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Join {
+            request,
+            events,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| CoreStopped)
+    }
+
+    /// Hands a participant's offer to the core; returns the answer SDP or why there is none.
+    pub async fn offer(
+        &self,
+        id: ParticipantId,
+        sdp: String,
+    ) -> Result<Result<String, String>, CoreStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Offer { id, sdp, reply }).await?;
+        answer.await.map_err(|_| CoreStopped)
+    }
+
+    /// Forwards any other request of a participant.
+    pub async fn message(&self, id: ParticipantId, message: ClientMessage) -> Result<(), CoreStopped> {
+        self.send(Request::Message { id, message }).await
+    }
+
+    /// The participant's signaling socket closed.
+    pub async fn leave(&self, id: ParticipantId) -> Result<(), CoreStopped> {
+        self.send(Request::Leave { id }).await
+    }
+
+    async fn send(&self, request: Request) -> Result<(), CoreStopped> {
+        self.requests.send(request).await.map_err(|_| CoreStopped)
+    }
+}
+
+/// The sockets a node's media plane listens on.
+pub struct MediaSockets {
+    /// The one UDP socket every peer shares.
+    pub udp: UdpSocket,
+    /// The ICE-TCP listener, if enabled.
+    pub tcp: Option<TcpListener>,
+}
+
+impl MediaSockets {
+    /// Binds the UDP socket (with large buffers) and the TCP listener.
+    pub async fn bind(udp: SocketAddr, tcp: Option<SocketAddr>) -> std::io::Result<Self> {
+        let socket = std::net::UdpSocket::bind(udp)?;
+        socket.set_nonblocking(true)?;
+        let sock_ref = socket2_ref(&socket);
+        let _ = sock_ref.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock_ref.set_send_buffer_size(SOCKET_BUFFER);
+        let tcp = match tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            udp: UdpSocket::from_std(socket)?,
+            tcp,
+        })
+    }
+}
+
+fn socket2_ref(socket: &std::net::UdpSocket) -> socket2::SockRef<'_> {
+    socket2::SockRef::from(socket)
+}
+
+/// Starts the media core's task; returns the handle sessions use.
+pub fn spawn(core: MediaCore, sockets: MediaSockets, metrics: Arc<Metrics>) -> NodeHandle {
+    let (requests, request_rx) = mpsc::channel(1024);
+    let (tcp_tx, tcp_rx) = mpsc::channel(4096);
+    if let Some(listener) = sockets.tcp {
+        tokio::spawn(accept_tcp(listener, tcp_tx));
+    }
+    let driver = Driver {
+        core,
+        udp: sockets.udp,
+        metrics,
+        sessions: HashMap::new(),
+        tcp_writers: HashMap::new(),
+    };
+    tokio::spawn(driver.run(request_rx, tcp_rx));
+    NodeHandle { requests }
+}
+
+struct Driver {
+    core: MediaCore,
+    udp: UdpSocket,
+    metrics: Arc<Metrics>,
+    sessions: HashMap<ParticipantId, mpsc::UnboundedSender<SessionEvent>>,
+    tcp_writers: HashMap<SocketAddr, mpsc::Sender<BytesMut>>,
+}
+
+impl Driver {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>, mut tcp: mpsc::Receiver<TcpInput>) {
+        let local_udp = match self.udp.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                warn!("UDP socket has no local address: {e}");
+                return;
+            }
+        };
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        loop {
+            self.flush().await;
+            let deadline = self
+                .core
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                received = self.udp.recv_buf_from(&mut buf) => {
+                    match received {
+                        Ok((_, peer)) => self.datagram(local_udp, peer, buf.split()),
+                        Err(e) => debug!("UDP receive failed: {e}"),
+                    }
+                    for _ in 1..UDP_BATCH {
+                        if buf.capacity() < 2048 {
+                            buf.reserve(1 << 16);
+                        }
+                        match self.udp.try_recv_buf_from(&mut buf) {
+                            Ok((_, peer)) => self.datagram(local_udp, peer, buf.split()),
+                            Err(_) => break,
+                        }
+                    }
+                    if buf.capacity() < 2048 {
+                        buf.reserve(1 << 16);
+                    }
+                }
+                Some(input) = tcp.recv() => self.tcp_input(input),
+                Some(request) = requests.recv() => self.request(request),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, local: SocketAddr, peer: SocketAddr, datagram: BytesMut) {
+        self.metrics.packets_in.inc();
+        self.metrics.bytes_in.inc_by(datagram.len() as u64);
+        let transport = TransportContext {
+            local_addr: local,
+            peer_addr: peer,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        };
+        self.core.handle_datagram(Instant::now(), transport, datagram);
+    }
+
+    fn tcp_input(&mut self, input: TcpInput) {
+        match input {
+            TcpInput::Opened(peer, writer) => {
+                self.tcp_writers.insert(peer, writer);
+            }
+            TcpInput::Frame(transport, frame) => {
+                self.metrics.packets_in.inc();
+                self.metrics.bytes_in.inc_by(frame.len() as u64);
+                self.core.handle_datagram(Instant::now(), transport, frame);
+            }
+            TcpInput::Closed(peer) => {
+                self.tcp_writers.remove(&peer);
+            }
+        }
+    }
+
+    fn request(&mut self, request: Request) {
+        let now = Instant::now();
+        match request {
+            Request::Join {
+                request,
+                events,
+                reply,
+            } => {
+                let result = self.core.join(now, request);
+                if let Ok(admitted) = &result {
+                    self.sessions.insert(admitted.id, events);
+                }
+                if let Err(Ok(admitted)) = reply.send(result) {
+                    // the session went away while we were admitting it
+                    self.sessions.remove(&admitted.id);
+                    self.core.leave(now, admitted.id, LeaveReason::Left);
+                }
+            }
+            Request::Offer { id, sdp, reply } => {
+                let _ = reply.send(self.core.offer(now, id, sdp));
+            }
+            Request::Message { id, message } => self.core.client_message(now, id, message),
+            Request::Leave { id } => {
+                self.sessions.remove(&id);
+                self.core.leave(now, id, LeaveReason::Left);
+            }
+        }
+    }
+
+    /// Sends every ready datagram and routes every ready signaling output.
+    async fn flush(&mut self) {
+        while let Some(TaggedBytesMut {
+            transport, message, ..
+        }) = self.core.poll_transmit()
+        {
+            self.metrics.packets_out.inc();
+            self.metrics.bytes_out.inc_by(message.len() as u64);
+            match transport.transport_protocol {
+                TransportProtocol::UDP => {
+                    if let Err(e) = self.udp.try_send_to(&message, transport.peer_addr) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            let _ = self.udp.send_to(&message, transport.peer_addr).await;
+                        } else {
+                            self.metrics.drop_packet("send_failed");
+                        }
+                    }
+                }
+                TransportProtocol::TCP => {
+                    let sent = self
+                        .tcp_writers
+                        .get(&transport.peer_addr)
+                        .is_some_and(|w| w.try_send(message).is_ok());
+                    if !sent {
+                        self.metrics.drop_packet("tcp_queue_full");
+                    }
+                }
+                _ => self.metrics.drop_packet("unsupported_transport"),
+            }
+        }
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send(id, message) => {
+                    if let Some(session) = self.sessions.get(&id) {
+                        let _ = session.send(SessionEvent::Message(message));
+                    }
+                }
+                Output::Close(id) => {
+                    if let Some(session) = self.sessions.remove(&id) {
+                        let _ = session.send(SessionEvent::Close);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, inputs: mpsc::Sender<TcpInput>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_tcp(stream, peer, inputs.clone()));
+            }
+            Err(e) => {
+                warn!("ICE-TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One ICE-TCP connection: RFC 4571 frames (16-bit length, then the datagram) both ways.
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, inputs: mpsc::Sender<TcpInput>) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let (frames_tx, mut frames_rx) = mpsc::channel::<BytesMut>(TCP_QUEUE);
+    if inputs.send(TcpInput::Opened(peer, frames_tx)).await.is_err() {
+        return;
+    }
+    let write = async move {
+        while let Some(frame) = frames_rx.recv().await {
+            let Ok(len) = u16::try_from(frame.len()) else {
+                continue;
+            };
+            if writer.write_all(&len.to_be_bytes()).await.is_err()
+                || writer.write_all(&frame).await.is_err()
+            {
+                break;
+            }
+        }
+    };
+    let transport = TransportContext {
+        local_addr: local,
+        peer_addr: peer,
+        ecn: None,
+        transport_protocol: TransportProtocol::TCP,
+    };
+    let read_inputs = inputs.clone();
+    let read = async move {
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        loop {
+            while buf.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                if buf.len() < 2 + len {
+                    break;
+                }
+                buf.advance(2);
+                let frame = buf.split_to(len);
+                if read_inputs
+                    .send(TcpInput::Frame(transport, frame))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if buf.capacity() - buf.len() < 2048 {
+                buf.reserve(1 << 16);
+            }
+            match reader.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = write => {}
+        _ = read => {}
+    }
+    let _ = inputs.send(TcpInput::Closed(peer)).await;
+}

@@ -1,0 +1,230 @@
+//! The JSON frames of the signaling protocol (docs/SIGNALING.md), as plain data.
+
+use crate::media::demux::ParticipantId;
+use crate::token::Role;
+use serde::{Deserialize, Serialize};
+
+/// A frame from a client.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Enter a meeting (first frame only).
+    Join {
+        /// Meeting name.
+        meeting: String,
+        /// Display name.
+        #[serde(default)]
+        name: String,
+        /// Access token.
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// The client's one SDP offer.
+    Offer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// Set own mute state.
+    Mute {
+        /// New audio mute state, if changing.
+        #[serde(default)]
+        audio: Option<bool>,
+        /// New video mute state, if changing.
+        #[serde(default)]
+        video: Option<bool>,
+    },
+    /// A moderator action on another participant.
+    Moderate {
+        /// What to do.
+        action: ModerateAction,
+        /// Whom to do it to.
+        target: ParticipantId,
+    },
+    /// Lock or unlock the meeting (moderators).
+    Lock {
+        /// New state.
+        locked: bool,
+    },
+    /// Leave at once.
+    Leave,
+}
+
+/// What a moderator can do to another participant.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerateAction {
+    /// Stop forwarding their audio until they unmute.
+    MuteAudio,
+    /// Stop forwarding their video until they unmute.
+    MuteVideo,
+    /// Hang up on them.
+    Remove,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Node-unique id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// Role in the meeting.
+    pub role: Role,
+    /// Audio muted (by self or a moderator).
+    pub audio_muted: bool,
+    /// Video muted.
+    pub video_muted: bool,
+}
+
+/// One assigned receive slot.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SlotAssignment {
+    /// The m-line's mid.
+    pub mid: String,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// Whose media the slot carries.
+    pub participant: ParticipantId,
+}
+
+/// Why someone left.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They left or closed the page.
+    Left,
+    /// A moderator removed them.
+    Removed,
+    /// Their connection failed.
+    Disconnected,
+}
+
+/// Error codes of the `error` frame.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Token missing, forged, expired or for another meeting.
+    BadToken,
+    /// The room is full.
+    MeetingFull,
+    /// The meeting is locked.
+    MeetingLocked,
+    /// The node is at capacity.
+    NodeFull,
+    /// Malformed frame or invalid field.
+    BadRequest,
+    /// Unknown `type`.
+    UnknownType,
+    /// Not allowed for this role.
+    Forbidden,
+    /// No such participant in the meeting.
+    NotFound,
+}
+
+impl ErrorCode {
+    /// Whether the node closes the socket after this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadToken
+                | ErrorCode::MeetingFull
+                | ErrorCode::MeetingLocked
+                | ErrorCode::NodeFull
+        )
+    }
+}
+
+/// A frame to a client.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Join accepted.
+    Welcome {
+        /// The joining participant.
+        you: ParticipantInfo,
+        /// Meeting name.
+        meeting: String,
+        /// Whether the meeting is locked.
+        locked: bool,
+        /// Room size limit.
+        max_room_size: usize,
+        /// Receive slots per kind the client should offer.
+        recv_slots: usize,
+        /// Everyone else present.
+        participants: Vec<ParticipantInfo>,
+        /// Current active speaker.
+        speaker: Option<ParticipantId>,
+        /// Token for reconnecting with the same identity and role.
+        token: String,
+    },
+    /// The answer to the client's offer.
+    Answer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// The complete current slot map.
+    Slots {
+        /// Assigned slots.
+        slots: Vec<SlotAssignment>,
+    },
+    /// Someone joined.
+    Joined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone left.
+    Left {
+        /// Who.
+        id: ParticipantId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Someone's mute state changed.
+    Updated {
+        /// Their new state.
+        participant: ParticipantInfo,
+    },
+    /// The active speaker changed.
+    Speaker {
+        /// Who speaks now.
+        id: ParticipantId,
+    },
+    /// The meeting was locked or unlocked.
+    Lock {
+        /// New state.
+        locked: bool,
+        /// By whom.
+        by: ParticipantId,
+    },
+    /// A moderator muted the recipient.
+    MutedByModerator {
+        /// Audio was muted.
+        audio: bool,
+        /// Video was muted.
+        video: bool,
+        /// By whom.
+        by: ParticipantId,
+    },
+    /// A moderator removed the recipient.
+    Removed {
+        /// By whom.
+        by: ParticipantId,
+    },
+    /// Something went wrong.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,765 @@
+// kaskade web client. Speaks the signaling protocol of docs/SIGNALING.md over one WebSocket,
+// sends camera + microphone on one RTCPeerConnection, and shows everyone in a grid of tiles.
+// No build step and no dependencies: this file is served as-is at /static/client.js.
+//
+// State for automated tests lives on window.kaskade (see `state` below).
+'use strict';
+
+(() => {
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const MEETING_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+  if (document.body.dataset.page === 'index') {
+    initIndex();
+    return;
+  }
+
+  // ---------------------------------------------------------------- constants
+
+  const FATAL_ERRORS = {
+    bad_token: 'Access refused: the meeting token is missing, expired or for another meeting.',
+    meeting_full: 'This meeting is full.',
+    meeting_locked: 'This meeting is locked: a moderator stopped new joins.',
+    node_full: 'The server is at capacity right now. Please try again later.',
+  };
+  const DISCONNECT_GRACE_MS = 3000; // a peer connection "disconnected" longer than this => rejoin
+  const CONNECT_TIMEOUT_MS = 15000; // from opening the socket to media "connected"
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 5000;
+  const MAX_TILES = 10;
+
+  // ---------------------------------------------------------------- state
+
+  /** Everything a test (or a curious developer) may want to look at. */
+  const state = {
+    you: null,          // own participant from `welcome` (id, name, role, audio_muted, video_muted)
+    participants: {},   // everyone else, by id: {id, name, role, audio_muted, video_muted}
+    speaker: null,      // id of the active speaker, or null
+    pc: null,           // the current RTCPeerConnection
+    locked: false,
+    status: '',         // text shown in #status
+    statusCode: null,   // machine-readable: 'connected', 'reconnecting', 'removed', an error code...
+    slots: {},          // receive slots by mid: {kind, participant}
+    meeting: '',
+    frames: [],         // the last 200 signaling frames, for debugging: {t, dir, type, frame}
+    stats: collectStats,
+    leave,
+  };
+  window.kaskade = state;
+
+  /** Local capture; survives reconnects. */
+  const local = {
+    stream: null, audio: null, video: null,
+    audioMuted: false, videoMuted: false,
+    bitrateKbps: 1000, resolution: '640x480',
+    mediaNote: '',      // why we are receive-only, if we are
+  };
+
+  const urlParams = new URLSearchParams(location.search);
+  const urlToken = urlParams.get('token') || null;
+  let joinName = '';
+  let joinToken = urlToken;   // replaced by the token of each `welcome`
+  let session = null;         // the current connection attempt, see connect()
+  let wantJoined = false;     // false before Join, after Leave and after a fatal error
+  let attempt = 0;            // consecutive failed attempts, for the backoff
+  let reconnectTimer = null;
+  const tiles = new Map();    // remote participant id -> tile element
+  let selfTile = null;
+
+  // ---------------------------------------------------------------- pages
+
+  function initIndex() {
+    const form = $('#start-form');
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const meeting = $('#meeting').value.trim();
+      const name = $('#name').value.trim();
+      const status = $('#status');
+      if (!MEETING_RE.test(meeting) || !name) {
+        status.hidden = false;
+        status.textContent = 'Meeting names use 1 to 64 letters, digits, "_", "." or "-".';
+        return;
+      }
+      location.href = `/m/${encodeURIComponent(meeting)}?name=${encodeURIComponent(name)}&autojoin=1`;
+    });
+  }
+
+  function initMeeting() {
+    state.meeting = meetingFromUrl();
+    $('#meeting-name').textContent = state.meeting;
+    document.title = `${state.meeting} · kaskade`;
+    $('#name').value = urlParams.get('name') || '';
+    selfTile = createTile(null, true);
+    layoutGrid();
+
+    $('#join-form').addEventListener('submit', (ev) => { ev.preventDefault(); join(); });
+    $('#btn-audio').addEventListener('click', () => setLocalMute('audio', !local.audioMuted));
+    $('#btn-video').addEventListener('click', () => setLocalMute('video', !local.videoMuted));
+    $('#sel-resolution').addEventListener('change', (ev) => applyResolution(ev.target.value));
+    $('#sel-bitrate').addEventListener('change', (ev) => applyBitrate(Number(ev.target.value)));
+    $('#btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
+    $('#btn-leave').addEventListener('click', leave);
+    // Browsers may refuse to autoplay sound before a user gesture: retry on the first click.
+    document.addEventListener('click', playAllAudio);
+    renderControls();
+
+    if (!MEETING_RE.test(state.meeting)) {
+      setStatus('Invalid meeting name in the address.', 'bad_request', 'error');
+      $('#join').disabled = true;
+    } else if (urlParams.get('autojoin') === '1' && $('#name').value.trim()) {
+      join();
+    }
+  }
+
+  /** `/m/<meeting>`; `?meeting=` as a fallback for pages served from elsewhere. */
+  function meetingFromUrl() {
+    const m = location.pathname.match(/^\/m\/([^/]+)\/?$/);
+    if (m) return decodeURIComponent(m[1]);
+    return urlParams.get('meeting') || 'test';
+  }
+
+  // ---------------------------------------------------------------- status line
+
+  function setStatus(text, code = null, level = 'info') {
+    state.status = text;
+    state.statusCode = code;
+    const el = $('#status');
+    el.textContent = text;
+    el.dataset.level = level;
+    el.dataset.code = code || '';
+    el.hidden = !text;
+  }
+
+  // ---------------------------------------------------------------- local media
+
+  /** Opens camera and microphone once; failures leave us receive-only with a message. */
+  async function getLocalMedia() {
+    if (local.stream) return;
+    local.mediaNote = '';
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      local.mediaNote = 'Camera and microphone need HTTPS (or localhost): you join receive-only.';
+      return;
+    }
+    const [w, h] = local.resolution.split('x').map(Number);
+    const video = { width: { ideal: w }, height: { ideal: h } };
+    let stream = null;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
+    } catch (err) {
+      if (isDenied(err)) {
+        local.mediaNote = 'Camera and microphone access was denied: you join receive-only. ' +
+          'Allow access in the browser and rejoin to send.';
+      } else {
+        // One device missing or busy: try each alone before giving up.
+        stream = await tryGetUserMedia({ audio: true }) || await tryGetUserMedia({ video });
+        local.mediaNote = stream
+          ? `Only part of your devices are available (${err.name}).`
+          : `No camera or microphone available (${err.name}): you join receive-only.`;
+      }
+    }
+    if (!stream) return;
+    local.stream = stream;
+    local.audio = stream.getAudioTracks()[0] || null;
+    local.video = stream.getVideoTracks()[0] || null;
+    if (local.audio) local.audio.enabled = !local.audioMuted;
+    if (local.video) local.video.enabled = !local.videoMuted;
+    attachVideo(selfTile, local.video ? stream : null);
+  }
+
+  function isDenied(err) {
+    return err && (err.name === 'NotAllowedError' || err.name === 'SecurityError' ||
+                   err.name === 'PermissionDeniedError');
+  }
+
+  async function tryGetUserMedia(constraints) {
+    try { return await navigator.mediaDevices.getUserMedia(constraints); } catch { return null; }
+  }
+
+  function stopLocalMedia() {
+    if (local.stream) local.stream.getTracks().forEach((t) => t.stop());
+    local.stream = local.audio = local.video = null;
+    attachVideo(selfTile, null);
+  }
+
+  /**
+   * Mutes own audio or video. Both use `track.enabled = false`: the browser then sends silence
+   * or black frames at a trickle, the node stops forwarding on our `mute` frame, and unmuting
+   * is instant with no renegotiation (replaceTrack(null) would stop the encoder and need a
+   * keyframe round trip on unmute, and would complicate resolution changes while muted).
+   */
+  function setLocalMute(kind, muted) {
+    const track = kind === 'audio' ? local.audio : local.video;
+    if (!track) return;
+    track.enabled = !muted;
+    if (kind === 'audio') local.audioMuted = muted; else local.videoMuted = muted;
+    if (state.you) state.you[`${kind}_muted`] = muted;
+    send({ type: 'mute', [kind]: muted });
+    renderControls();
+    renderSelf();
+  }
+
+  /** Our own tile shows our local truth: muted, or nothing to send at all. */
+  function renderSelf() {
+    renderTile(selfTile, {
+      name: state.you ? state.you.name : joinName,
+      audio_muted: local.audioMuted || !local.audio,
+      video_muted: local.videoMuted || !local.video,
+    });
+  }
+
+  /**
+   * Changes the camera resolution during the call. applyConstraints can only scale down from
+   * the format the camera was opened with, so a larger size reopens the camera and swaps the
+   * new track into the live sender with replaceTrack (no renegotiation, no rejoin).
+   */
+  async function applyResolution(value) {
+    local.resolution = value;
+    if (!local.video) return;
+    const [w, h] = value.split('x').map(Number);
+    try {
+      await local.video.applyConstraints({ width: { ideal: w }, height: { ideal: h } });
+      const s = local.video.getSettings();
+      if (s.width < w && s.height < h) await reopenCamera(w, h);
+      const now = local.video.getSettings();
+      console.info(`kaskade: camera now ${now.width}x${now.height}`);
+    } catch (err) {
+      setStatus(`Could not change the resolution: ${err.message || err.name}`, 'resolution', 'warn');
+    }
+  }
+
+  /** The browser shares one capture format per camera, so the old track stops first. */
+  async function reopenCamera(w, h) {
+    const old = local.video;
+    const { deviceId } = old.getSettings();
+    const open = (width, height) => navigator.mediaDevices.getUserMedia({
+      video: { deviceId, width: { ideal: width }, height: { ideal: height } } });
+    const before = old.getSettings();
+    old.stop();
+    let fresh;
+    try { fresh = await open(w, h); } catch (err) { fresh = await open(before.width, before.height); }
+    const track = fresh.getVideoTracks()[0];
+    track.enabled = !local.videoMuted;
+    if (session && session.videoSender) await session.videoSender.replaceTrack(track);
+    local.stream.removeTrack(old);
+    local.stream.addTrack(track);
+    local.video = track;
+  }
+
+  /** Caps the video encoder's bitrate on the live sender (no renegotiation). */
+  async function applyBitrate(kbps) {
+    local.bitrateKbps = kbps;
+    const sender = session && session.videoSender;
+    if (!sender) return; // used for the next connection
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length === 0) params.encodings = [{}];
+    params.encodings[0].maxBitrate = kbps * 1000;
+    try {
+      await sender.setParameters(params);
+    } catch (err) {
+      setStatus(`Could not change the bitrate: ${err.message || err.name}`, 'bitrate', 'warn');
+    }
+  }
+
+  // ---------------------------------------------------------------- join / leave / reconnect
+
+  async function join() {
+    const name = $('#name').value.trim();
+    if (!name) { setStatus('Please enter your name.', 'name', 'warn'); return; }
+    joinName = name.slice(0, 64);
+    wantJoined = true;
+    attempt = 0;
+    $('#join-form').hidden = true;
+    renderSelf();
+    setStatus('Starting camera and microphone…', 'media');
+    await getLocalMedia();
+    renderControls();
+    renderSelf();
+    if (local.mediaNote) setStatus(local.mediaNote, 'camera_denied', 'warn');
+    if (wantJoined) connect();
+  }
+
+  /** One connection attempt: a WebSocket, then (after `welcome`) a peer connection. */
+  function connect() {
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${proto}://${location.host}/ws`);
+    const sess = {
+      ws, pc: null, welcomed: false, closed: false, videoSender: null,
+      streams: new Map(), // mid -> MediaStream holding that slot's receiver track
+      graceTimer: null,
+      watchdog: setTimeout(() => { if (sess === session) reconnect('timed out connecting'); },
+        CONNECT_TIMEOUT_MS),
+      usedWelcomeToken: joinToken !== null && joinToken !== urlToken,
+    };
+    session = sess;
+    if (attempt === 0 && !local.mediaNote) setStatus('Joining…', 'joining');
+    ws.onopen = () => {
+      const frame = { type: 'join', meeting: state.meeting, name: joinName };
+      if (joinToken) frame.token = joinToken;
+      send(frame);
+    };
+    ws.onmessage = (ev) => onFrame(sess, ev.data);
+    ws.onclose = () => { if (sess === session) reconnect('connection to the server lost'); };
+  }
+
+  /** Closes the current attempt (socket, peer connection, remote tiles); keeps local media. */
+  function teardown() {
+    const sess = session;
+    session = null;
+    if (!sess) return;
+    sess.closed = true;
+    clearTimeout(sess.watchdog);
+    clearTimeout(sess.graceTimer);
+    sess.ws.onclose = sess.ws.onmessage = sess.ws.onopen = null;
+    if (sess.ws.readyState <= WebSocket.OPEN) sess.ws.close();
+    if (sess.pc) sess.pc.close();
+    state.pc = null;
+    state.slots = {};
+    state.participants = {};
+    state.speaker = null;
+    for (const tile of tiles.values()) tile.remove();
+    tiles.clear();
+    $('#audio-sinks').replaceChildren();
+    layoutGrid();
+    renderControls();
+  }
+
+  /** Tears down and schedules a rejoin with backoff 0.5 s, 1 s, 2 s, ... capped at 5 s. */
+  function reconnect(reason) {
+    if (!wantJoined || reconnectTimer) return;
+    teardown();
+    const delay = Math.min(BACKOFF_MIN_MS * 2 ** attempt, BACKOFF_MAX_MS);
+    attempt += 1;
+    console.warn(`kaskade: ${reason}; rejoining in ${delay} ms`);
+    setStatus(`Connection lost (${reason}), reconnecting…`, 'reconnecting', 'warn');
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      if (wantJoined) connect();
+    }, delay);
+  }
+
+  /** Ends the meeting for us without reconnecting (fatal error, removal, leave). */
+  function stop(text, code, level) {
+    wantJoined = false;
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    teardown();
+    setStatus(text, code, level);
+    $('#join-form').hidden = false;
+  }
+
+  function leave() {
+    send({ type: 'leave' });
+    stop('You left the meeting.', 'left', 'info');
+  }
+
+  function send(frame) {
+    const ws = session && session.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    if (frame.type !== 'join' && frame.type !== 'offer' && !session.welcomed) return false;
+    ws.send(JSON.stringify(frame));
+    logFrame('out', frame);
+    return true;
+  }
+
+  function logFrame(dir, msg) {
+    const frame = msg.sdp ? { ...msg, sdp: `(${msg.sdp.length} bytes)` } : msg;
+    state.frames.push({ t: Math.round(performance.now()), dir, type: msg.type, frame });
+    if (state.frames.length > 200) state.frames.shift();
+  }
+
+  // ---------------------------------------------------------------- signaling frames
+
+  const HANDLERS = {
+    welcome: onWelcome, answer: onAnswer, slots: onSlots, joined: onJoined, left: onLeft,
+    updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
+    muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
+  };
+
+  function onFrame(sess, data) {
+    if (sess !== session) return;
+    let msg;
+    try { msg = JSON.parse(data); } catch { console.warn('kaskade: non-JSON frame', data); return; }
+    if (msg && typeof msg === 'object') logFrame('in', msg);
+    const handler = HANDLERS[msg && msg.type];
+    if (!handler) { console.warn('kaskade: unknown frame', msg); return; }
+    Promise.resolve()
+      .then(() => handler(sess, msg))
+      .catch((err) => {
+        console.error(`kaskade: handling ${msg.type} failed`, err);
+        if (sess === session) reconnect(`${msg.type} failed: ${err.message || err}`);
+      });
+  }
+
+  async function onWelcome(sess, msg) {
+    sess.welcomed = true;
+    state.you = { ...msg.you };
+    if (msg.token) joinToken = msg.token;
+    state.participants = {};
+    for (const p of msg.participants || []) addParticipant(p);
+    selfTile.dataset.participantId = String(msg.you.id);
+    renderSelf();
+    setLocked(!!msg.locked);
+    setSpeaker(msg.speaker ?? null);
+    renderControls();
+    // A rejoin starts unmuted on the node: restore our own mute state.
+    if (local.audioMuted) send({ type: 'mute', audio: true });
+    if (local.videoMuted) send({ type: 'mute', video: true });
+    if (local.audioMuted) state.you.audio_muted = true;
+    if (local.videoMuted) state.you.video_muted = true;
+    await startPeer(sess, Number(msg.recv_slots) || 0);
+  }
+
+  async function onAnswer(sess, msg) {
+    await sess.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  }
+
+  function onSlots(sess, msg) {
+    state.slots = {};
+    for (const s of msg.slots || []) state.slots[s.mid] = { kind: s.kind, participant: s.participant };
+    applySlots();
+  }
+
+  function onJoined(sess, msg) {
+    addParticipant(msg.participant);
+    applySlots();
+  }
+
+  function onLeft(sess, msg) {
+    delete state.participants[msg.id];
+    const tile = tiles.get(msg.id);
+    if (tile) tile.remove();
+    tiles.delete(msg.id);
+    if (state.speaker === msg.id) setSpeaker(null);
+    layoutGrid();
+  }
+
+  function onUpdated(sess, msg) {
+    const p = msg.participant;
+    if (state.you && p.id === state.you.id) {
+      Object.assign(state.you, p);
+      renderSelf();
+      return;
+    }
+    state.participants[p.id] = { ...state.participants[p.id], ...p };
+    const tile = tiles.get(p.id);
+    if (tile) renderTile(tile, state.participants[p.id]);
+  }
+
+  function onMutedByModerator(sess, msg) {
+    const what = [];
+    // The node already stopped forwarding; we mirror it locally so the UI tells the truth.
+    if (msg.audio && local.audio) { local.audio.enabled = false; local.audioMuted = true; what.push('microphone'); }
+    if (msg.video && local.video) { local.video.enabled = false; local.videoMuted = true; what.push('camera'); }
+    if (state.you) {
+      if (msg.audio) state.you.audio_muted = true;
+      if (msg.video) state.you.video_muted = true;
+    }
+    renderSelf();
+    renderControls();
+    setStatus(`A moderator muted your ${what.join(' and ') || 'media'}. Unmute when you are ready.`,
+      'muted_by_moderator', 'warn');
+  }
+
+  function onRemoved() {
+    stopLocalMedia();
+    stop('You were removed from the meeting by a moderator.', 'removed', 'error');
+  }
+
+  function onError(sess, msg) {
+    const fatal = msg.code in FATAL_ERRORS || (msg.code === 'bad_request' && !sess.welcomed);
+    if (!fatal) {
+      console.warn('kaskade: error from node', msg);
+      setStatus(`Server: ${msg.message || msg.code}`, msg.code, 'warn');
+      return;
+    }
+    if (msg.code === 'bad_token' && sess.usedWelcomeToken) {
+      // The token from an earlier welcome expired during a long outage: rejoin as at first.
+      joinToken = urlToken;
+      reconnect('session token expired');
+      return;
+    }
+    stop(FATAL_ERRORS[msg.code] || `Could not join: ${msg.message || msg.code}`, msg.code, 'error');
+  }
+
+  // ---------------------------------------------------------------- peer connection
+
+  /** Builds the peer connection exactly as SIGNALING.md section 2 says, and sends the offer. */
+  async function startPeer(sess, recvSlots) {
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    sess.pc = pc;
+    state.pc = pc;
+    if (local.audio) {
+      pc.addTransceiver(local.audio, { direction: 'sendonly', streams: [local.stream] });
+    }
+    if (local.video) {
+      const t = pc.addTransceiver(local.video, {
+        direction: 'sendonly', streams: [local.stream],
+        sendEncodings: [{ maxBitrate: local.bitrateKbps * 1000 }],
+      });
+      sess.videoSender = t.sender;
+      preferH264(t, 'sender');
+    }
+    for (let i = 0; i < recvSlots; i++) pc.addTransceiver('audio', { direction: 'recvonly' });
+    for (let i = 0; i < recvSlots; i++) {
+      preferH264(pc.addTransceiver('video', { direction: 'recvonly' }), 'receiver');
+    }
+    pc.addEventListener('connectionstatechange', () => onPeerState(sess));
+
+    // The node is ICE-lite and learns our address from our connectivity checks, so the offer
+    // goes out at once, without waiting for candidate gathering.
+    await pc.setLocalDescription(await pc.createOffer());
+    if (sess.closed) return;
+    createAudioSinks(sess);
+    applySlots();
+    send({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  /** Puts H.264 constrained baseline, packetization-mode 1 (42e01f) first, other H.264 next. */
+  function preferH264(transceiver, side) {
+    if (typeof transceiver.setCodecPreferences !== 'function') return;
+    const rank = (c) => {
+      const mime = c.mimeType.toLowerCase();
+      const fmtp = (c.sdpFmtpLine || '').toLowerCase();
+      if (mime !== 'video/h264') return mime === 'video/vp8' ? 3 : 4;
+      const pm1 = fmtp.includes('packetization-mode=1');
+      if (pm1 && fmtp.includes('profile-level-id=42e01f')) return 0;
+      return pm1 ? 1 : 2;
+    };
+    // Browsers validate preferences against sender or receiver capabilities depending on
+    // version and direction: try the natural side first, then the other.
+    const sides = side === 'sender' ? [RTCRtpSender, RTCRtpReceiver] : [RTCRtpReceiver, RTCRtpSender];
+    for (const api of sides) {
+      const caps = api.getCapabilities && api.getCapabilities('video');
+      if (!caps) continue;
+      const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b)); // stable sort
+      try { transceiver.setCodecPreferences(codecs); return; } catch (err) { /* next side */ }
+    }
+    console.warn('kaskade: could not set H.264 codec preference');
+  }
+
+  function onPeerState(sess) {
+    if (sess !== session) return;
+    const st = sess.pc.connectionState;
+    if (st === 'connected') {
+      attempt = 0;
+      clearTimeout(sess.watchdog);
+      clearTimeout(sess.graceTimer);
+      sess.graceTimer = null;
+      if (state.statusCode !== 'muted_by_moderator') {
+        setStatus(local.mediaNote || 'Connected.', local.mediaNote ? 'camera_denied' : 'connected',
+          local.mediaNote ? 'warn' : 'ok');
+      }
+      renderControls();
+    } else if ((st === 'disconnected' || st === 'failed') && !sess.graceTimer) {
+      sess.graceTimer = setTimeout(() => {
+        sess.graceTimer = null;
+        const now = sess.pc.connectionState;
+        if (sess === session && (now === 'disconnected' || now === 'failed')) {
+          reconnect(`media connection ${now}`);
+        }
+      }, DISCONNECT_GRACE_MS);
+    }
+  }
+
+  function transceiverByMid(pc, mid) {
+    return pc.getTransceivers().find((t) => t.mid === mid) || null;
+  }
+
+  /** A MediaStream per slot, wrapping the slot receiver's track (stable for the session). */
+  function slotStream(sess, mid) {
+    if (!sess.streams.has(mid)) {
+      const t = transceiverByMid(sess.pc, mid);
+      if (!t) return null;
+      sess.streams.set(mid, new MediaStream([t.receiver.track]));
+    }
+    return sess.streams.get(mid);
+  }
+
+  /** One hidden, always-playing <audio> per audio slot; the node mixes nothing, we just play. */
+  function createAudioSinks(sess) {
+    const sinks = $('#audio-sinks');
+    sinks.replaceChildren();
+    for (const t of sess.pc.getTransceivers()) {
+      if (t.receiver.track.kind !== 'audio' || t.direction !== 'recvonly') continue;
+      const audio = document.createElement('audio');
+      audio.autoplay = true;
+      audio.dataset.mid = t.mid;
+      audio.srcObject = slotStream(sess, t.mid);
+      sinks.append(audio);
+    }
+    playAllAudio();
+  }
+
+  function playAllAudio() {
+    for (const a of document.querySelectorAll('#audio-sinks audio')) {
+      a.play().catch(() => {
+        if (!state.statusCode || state.statusCode === 'connected') {
+          setStatus('Click anywhere to enable sound.', 'autoplay', 'warn');
+        }
+      });
+    }
+  }
+
+  /** Points each remote tile's <video> at the slot that currently carries its video. */
+  function applySlots() {
+    const sess = session;
+    if (!sess || !sess.pc) return;
+    const videoMid = new Map();
+    for (const [mid, s] of Object.entries(state.slots)) {
+      if (s.kind === 'video') videoMid.set(s.participant, mid);
+    }
+    for (const [id, tile] of tiles) {
+      const mid = videoMid.get(id);
+      attachVideo(tile, mid !== undefined ? slotStream(sess, mid) : null);
+      tile.dataset.mid = mid ?? '';
+    }
+  }
+
+  // ---------------------------------------------------------------- stats for tests
+
+  /**
+   * Per remote participant: {framesDecoded, audioBytes}, from inbound-rtp stats joined with the
+   * slot map by mid. A slot keeps its SSRC across reassignments, so counts are per slot and
+   * include what the slot carried for earlier occupants.
+   */
+  async function collectStats() {
+    const pc = state.pc;
+    const out = {};
+    if (!pc) return out;
+    const midOfTrack = new Map(pc.getTransceivers().map((t) => [t.receiver.track.id, t.mid]));
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const slot = state.slots[s.mid ?? midOfTrack.get(s.trackIdentifier)];
+      if (!slot) return;
+      const e = out[slot.participant] || (out[slot.participant] = { framesDecoded: 0, audioBytes: 0 });
+      if (s.kind === 'video') e.framesDecoded += s.framesDecoded || 0;
+      else if (s.kind === 'audio') e.audioBytes += s.bytesReceived || 0;
+    });
+    return out;
+  }
+
+  // ---------------------------------------------------------------- participants and tiles
+
+  function addParticipant(p) {
+    if (state.you && p.id === state.you.id) return;
+    state.participants[p.id] = { ...p };
+    let tile = tiles.get(p.id);
+    if (!tile) {
+      if (tiles.size + 1 >= MAX_TILES) console.warn('kaskade: more participants than tiles');
+      tile = createTile(p.id, false);
+      tiles.set(p.id, tile);
+    }
+    renderTile(tile, state.participants[p.id]);
+    layoutGrid();
+  }
+
+  const ICON_MIC_OFF = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11zM3 3l18 18" stroke="currentColor" stroke-width="2" fill="none"/></svg>';
+  const ICON_CAM_OFF = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 7h11a1 1 0 0 1 1 1v8a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V8a1 1 0 0 1 1-1zm12 4 6-4v10l-6-4M3 3l18 18" stroke="currentColor" stroke-width="2" fill="none"/></svg>';
+
+  /** A tile: <video>, an avatar for when there is no picture, name, indicators, moderator tools. */
+  function createTile(id, isSelf) {
+    const tile = document.createElement('div');
+    tile.className = isSelf ? 'tile self' : 'tile';
+    tile.dataset.participantId = id === null ? '' : String(id);
+    tile.innerHTML = `
+      <video autoplay playsinline muted></video>
+      <div class="avatar" aria-hidden="true"></div>
+      <div class="label">
+        <span class="name"></span>
+        <span class="ind ind-audio" title="Microphone muted">${ICON_MIC_OFF}</span>
+        <span class="ind ind-video" title="Camera off">${ICON_CAM_OFF}</span>
+      </div>
+      ${isSelf ? '' : `<div class="mod-actions">
+        <button type="button" class="mod-mute" title="Mute this participant">Mute</button>
+        <button type="button" class="mod-remove" title="Remove from the meeting">Remove</button>
+      </div>`}`;
+    $('video', tile).addEventListener('loadeddata', onVideoFrameSize);
+    $('video', tile).addEventListener('resize', onVideoFrameSize);
+    if (!isSelf) {
+      $('.mod-mute', tile).addEventListener('click', () => moderate('mute_audio', id));
+      $('.mod-remove', tile).addEventListener('click', () => moderate('remove', id));
+    }
+    $('#grid').append(tile);
+    return tile;
+  }
+
+  function moderate(action, target) {
+    send({ type: 'moderate', action, target });
+  }
+
+  function renderTile(tile, p) {
+    const name = p.name || '';
+    $('.name', tile).textContent = tile.classList.contains('self') ? `${name} (you)` : name;
+    $('.avatar', tile).textContent = name.trim().charAt(0).toUpperCase() || '?';
+    tile.classList.toggle('audio-muted', !!p.audio_muted);
+    tile.classList.toggle('video-muted', !!p.video_muted);
+    tile.classList.toggle('speaking', state.speaker !== null && tile.dataset.participantId === String(state.speaker));
+  }
+
+  /** Shows `stream` in the tile; the avatar stays until a frame with a size has arrived. */
+  function attachVideo(tile, stream) {
+    const video = $('video', tile);
+    if (video.srcObject === stream) return;
+    video.srcObject = stream;
+    tile.classList.remove('has-video');
+    if (stream) video.play().catch(() => {});
+  }
+
+  function onVideoFrameSize(ev) {
+    const video = ev.target;
+    video.closest('.tile').classList.toggle('has-video', !!video.srcObject && video.videoWidth > 0);
+  }
+
+  /** Picks the column count from the number of tiles (CSS narrows it on small screens). */
+  function layoutGrid() {
+    const n = $('#grid').children.length;
+    const cols = n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
+    const grid = $('#grid');
+    grid.dataset.cols = String(cols);
+    grid.style.setProperty('--fit', String(cols / Math.max(1, Math.ceil(n / cols))));
+  }
+
+  function setSpeaker(id) {
+    state.speaker = id;
+    for (const tile of document.querySelectorAll('#grid .tile')) {
+      tile.classList.toggle('speaking', id !== null && tile.dataset.participantId === String(id));
+    }
+  }
+
+  function setLocked(locked) {
+    state.locked = locked;
+    $('#lock-badge').hidden = !locked;
+    renderControls();
+  }
+
+  /** Button labels, pressed states and which controls are usable right now. */
+  function renderControls() {
+    const inCall = !!(session && session.welcomed);
+    const isModerator = inCall && state.you && state.you.role === 'moderator';
+    document.body.classList.toggle('moderator', !!isModerator);
+    document.body.classList.toggle('in-call', inCall);
+    $('#role-badge').hidden = !isModerator;
+
+    const audio = $('#btn-audio');
+    audio.disabled = !local.audio;
+    audio.textContent = !local.audio ? 'No mic' : local.audioMuted ? 'Unmute mic' : 'Mute mic';
+    audio.setAttribute('aria-pressed', String(local.audioMuted));
+    audio.classList.toggle('off', local.audioMuted || !local.audio);
+
+    const video = $('#btn-video');
+    video.disabled = !local.video;
+    video.textContent = !local.video ? 'No camera' : local.videoMuted ? 'Start video' : 'Stop video';
+    video.setAttribute('aria-pressed', String(local.videoMuted));
+    video.classList.toggle('off', local.videoMuted || !local.video);
+
+    $('#sel-resolution').disabled = !local.video;
+    const lock = $('#btn-lock');
+    lock.hidden = !isModerator;
+    lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';
+    lock.setAttribute('aria-pressed', String(state.locked));
+    $('#btn-leave').disabled = !wantJoined;
+  }
+
+  initMeeting(); // last, once every const above is initialized
+})();

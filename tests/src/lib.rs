@@ -1,0 +1,1 @@
+//! Helpers for kaskade end-to-end tests: processes, namespaces, ports.
