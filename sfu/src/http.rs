@@ -56,9 +56,17 @@ pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
     };
     let announced = config.announced_ips();
     let peer = PeerSettings {
-        udp_candidates: announced.iter().map(|ip| SocketAddr::new(*ip, udp_addr.port())).collect(),
+        udp_candidates: announced
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, udp_addr.port()))
+            .collect(),
         tcp_candidates: tcp_port
-            .map(|port| announced.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+            .map(|port| {
+                announced
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect()
+            })
             .unwrap_or_default(),
         legacy_srtp: config.legacy_srtp,
         max_slots: 31,
@@ -105,8 +113,14 @@ pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(include_str!("../web/index.html")) }))
-        .route("/m/{meeting}", get(|| async { Html(include_str!("../web/meeting.html")) }))
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../web/index.html")) }),
+        )
+        .route(
+            "/m/{meeting}",
+            get(|| async { Html(include_str!("../web/meeting.html")) }),
+        )
         .route(
             "/static/client.js",
             get(|| async { asset("text/javascript", include_str!("../web/client.js")) }),

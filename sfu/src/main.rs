@@ -14,7 +14,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = NodeConfig::parse();
     let server = kaskade_sfu::serve(&config).await?;
-    println!("kaskade is running: open http://{}/m/hello", server.http_addr);
+    println!("kaskade media: udp {}", server.udp_addr);
+    println!(
+        "kaskade is running: open http://{}/m/hello",
+        server.http_addr
+    );
     server.run().await?;
     Ok(())
 }

@@ -80,8 +80,16 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("rooms", "Rooms with participants", metrics.rooms.clone());
-        registry.register("participants", "Participants on this node", metrics.participants.clone());
-        registry.register("packets_in", "Datagrams received", metrics.packets_in.clone());
+        registry.register(
+            "participants",
+            "Participants on this node",
+            metrics.participants.clone(),
+        );
+        registry.register(
+            "packets_in",
+            "Datagrams received",
+            metrics.packets_in.clone(),
+        );
         registry.register("bytes_in", "Bytes received", metrics.bytes_in.clone());
         registry.register("packets_out", "Datagrams sent", metrics.packets_out.clone());
         registry.register("bytes_out", "Bytes sent", metrics.bytes_out.clone());
@@ -90,7 +98,11 @@ impl Metrics {
             "RTP packets forwarded to subscribers",
             metrics.rtp_forwarded.clone(),
         );
-        registry.register("dropped", "Packets dropped, by reason", metrics.dropped.clone());
+        registry.register(
+            "dropped",
+            "Packets dropped, by reason",
+            metrics.dropped.clone(),
+        );
         registry.register(
             "nacks_received",
             "Lost packets subscribers asked to retransmit",

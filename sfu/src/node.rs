@@ -101,7 +101,11 @@ impl NodeHandle {
     }
 
     /// Forwards any other request of a participant.
-    pub async fn message(&self, id: ParticipantId, message: ClientMessage) -> Result<(), CoreStopped> {
+    pub async fn message(
+        &self,
+        id: ParticipantId,
+        message: ClientMessage,
+    ) -> Result<(), CoreStopped> {
         self.send(Request::Message { id, message }).await
     }
 
@@ -173,7 +177,11 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut requests: mpsc::Receiver<Request>, mut tcp: mpsc::Receiver<TcpInput>) {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut tcp: mpsc::Receiver<TcpInput>,
+    ) {
         let local_udp = match self.udp.local_addr() {
             Ok(addr) => addr,
             Err(e) => {
@@ -225,7 +233,8 @@ impl Driver {
             ecn: None,
             transport_protocol: TransportProtocol::UDP,
         };
-        self.core.handle_datagram(Instant::now(), transport, datagram);
+        self.core
+            .handle_datagram(Instant::now(), transport, datagram);
     }
 
     fn tcp_input(&mut self, input: TcpInput) {
@@ -342,7 +351,11 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, inputs: mpsc::Sender<Tcp
     };
     let (mut reader, mut writer) = stream.into_split();
     let (frames_tx, mut frames_rx) = mpsc::channel::<BytesMut>(TCP_QUEUE);
-    if inputs.send(TcpInput::Opened(peer, frames_tx)).await.is_err() {
+    if inputs
+        .send(TcpInput::Opened(peer, frames_tx))
+        .await
+        .is_err()
+    {
         return;
     }
     let write = async move {

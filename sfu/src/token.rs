@@ -199,7 +199,11 @@ mod tests {
             (&token, "board", 1_000, TokenError::WrongMeeting),
         ];
         for (token, meeting, now, want) in cases {
-            assert_eq!(key.verify(token, meeting, *now), Err(want.clone()), "{token}");
+            assert_eq!(
+                key.verify(token, meeting, *now),
+                Err(want.clone()),
+                "{token}"
+            );
         }
         assert_eq!(
             other_key.verify(&token, "standup", 1_000),

@@ -1,1 +1,208 @@
-//! Helpers for kaskade end-to-end tests: processes, namespaces, ports.
+//! Helpers for kaskade end-to-end tests: start real node processes (optionally inside a network
+//! namespace of their own), read their metrics, and clean up after themselves.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A private network namespace with loopback up, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with a name unique to this process and call.
+    pub fn new(prefix: &str) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self { name };
+        run(Command::new("ip").args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A running `kaskade-sfu` process, killed on drop.
+pub struct Node {
+    child: Child,
+    /// The HTTP address it printed.
+    pub http: SocketAddr,
+    /// The media UDP address it printed.
+    pub udp_addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+impl Node {
+    /// Starts `binary` (with `args`, plus an ephemeral HTTP, UDP and TCP port unless given)
+    /// and waits until it prints its URL.
+    pub fn start(mut command: Command, args: &[&str]) -> Result<Self> {
+        let has = |flag: &str| args.contains(&flag);
+        command.args(args);
+        if !has("--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !has("--udp-port") {
+            command.args(["--udp-port", "0"]);
+        }
+        if !has("--tcp-port") {
+            command.args(["--tcp-port", "0"]);
+        }
+        let mut child = command
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the node")?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Self {
+            child,
+            http: "0.0.0.0:0".parse()?,
+            udp_addr: "0.0.0.0:0".parse()?,
+            log,
+        };
+        loop {
+            let line = node
+                .log
+                .recv_timeout(Duration::from_secs(20))
+                .context("the node did not print its URL in time")?;
+            if let Some(addr) = line.strip_prefix("kaskade media: udp ") {
+                node.udp_addr = addr
+                    .parse()
+                    .with_context(|| format!("bad address in {line:?}"))?;
+            }
+            if let Some(url) = line.strip_prefix("kaskade is running: open http://") {
+                let addr = url.split('/').next().unwrap_or_default();
+                node.http = addr
+                    .parse()
+                    .with_context(|| format!("bad address in {line:?}"))?;
+                return Ok(node);
+            }
+        }
+    }
+
+    /// The node's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The value of one metric sample (name with labels, exactly as exposed), or 0.
+    pub fn metric(&self, sample: &str) -> Result<f64> {
+        let text = http_get(self.http, "/metrics")?;
+        Ok(parse_metric(&text, sample).unwrap_or(0.0))
+    }
+
+    /// CPU time (user + system) the process has used, from /proc.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
+            + fields.get(12).context("stime")?.parse::<f64>()?;
+        Ok(ticks / 100.0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `sample` (e.g. `kaskade_sfu_dropped_total{reason="muted"}`) in a Prometheus text body.
+pub fn parse_metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+}
+
+/// A plain HTTP/1.1 GET on loopback (no client library needed for metrics and health).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_samples_with_labels() {
+        let text =
+            "# HELP x\nkaskade_sfu_rooms 2\nkaskade_sfu_dropped_total{reason=\"muted\"} 17\n";
+        assert_eq!(parse_metric(text, "kaskade_sfu_rooms"), Some(2.0));
+        assert_eq!(
+            parse_metric(text, "kaskade_sfu_dropped_total{reason=\"muted\"}"),
+            Some(17.0)
+        );
+        assert_eq!(parse_metric(text, "kaskade_sfu_participants"), None);
+    }
+}

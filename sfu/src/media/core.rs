@@ -168,7 +168,12 @@ impl MediaCore {
             self.config.peer.clone(),
             self.metrics.clone(),
         )
-        .map_err(|e| (ErrorCode::BadRequest, format!("cannot create a session: {e}")))?;
+        .map_err(|e| {
+            (
+                ErrorCode::BadRequest,
+                format!("cannot create a session: {e}"),
+            )
+        })?;
         let participant = Participant {
             id,
             room: room_index,
@@ -208,12 +213,18 @@ impl MediaCore {
         room.members.push(id);
         let first_member = room.members.len() == 1;
         self.participants.insert(id, participant);
-        self.metrics.participants.set(self.participants.len() as i64);
+        self.metrics
+            .participants
+            .set(self.participants.len() as i64);
         if first_member {
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
         if !hidden {
-            self.broadcast(room_index, Some(id), ServerMessage::Joined { participant: you });
+            self.broadcast(
+                room_index,
+                Some(id),
+                ServerMessage::Joined { participant: you },
+            );
         }
         self.mark_dirty(id);
         info!(participant = id, meeting = %self.meeting_name(room_index), ?role, "joined");
@@ -221,7 +232,12 @@ impl MediaCore {
     }
 
     /// Answers a participant's offer and assigns slots.
-    pub fn offer(&mut self, now: Instant, id: ParticipantId, sdp: String) -> Result<String, String> {
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        sdp: String,
+    ) -> Result<String, String> {
         let participant = self
             .participants
             .get_mut(&id)
@@ -275,7 +291,9 @@ impl MediaCore {
             room.members.retain(|m| *m != id);
             room.speaker.remove(id);
         }
-        self.metrics.participants.set(self.participants.len() as i64);
+        self.metrics
+            .participants
+            .set(self.participants.len() as i64);
         info!(participant = id, ?reason, "left");
         if !participant.is_hidden() {
             self.broadcast(room_index, None, ServerMessage::Left { id, reason });
@@ -285,7 +303,12 @@ impl MediaCore {
     }
 
     /// Feeds one datagram received at `now` from `transport`.
-    pub fn handle_datagram(&mut self, now: Instant, transport: TransportContext, datagram: bytes::BytesMut) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        transport: TransportContext,
+        datagram: bytes::BytesMut,
+    ) {
         let Some(id) = self.demux.route(&transport, &datagram) else {
             self.metrics.drop_packet("unroutable");
             return;
@@ -325,10 +348,6 @@ impl MediaCore {
             self.metrics.drop_packet("unknown_payload_type");
             return;
         };
-        if packet.payload.is_empty() {
-            self.metrics.drop_packet("padding_only");
-            return;
-        }
         let room_index = p.room;
         let mut keyframe_start = false;
         match kind {
@@ -381,6 +400,13 @@ impl MediaCore {
                 continue;
             };
             recv_slot.stream.attach(inbound.ssrc);
+            if packet.payload.is_empty() {
+                // a padding-only probe: not worth a subscriber's bandwidth, but its sequence
+                // number must not become a gap
+                recv_slot.stream.skip(&inbound);
+                self.metrics.drop_packet("padding_only");
+                continue;
+            }
             match recv_slot.stream.rewrite(&inbound, now) {
                 Ok(rewritten) => {
                     let mut header = packet.header.clone();
@@ -617,12 +643,25 @@ impl MediaCore {
         }
     }
 
-    fn moderate(&mut self, now: Instant, id: ParticipantId, action: ModerateAction, target: ParticipantId) {
+    fn moderate(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        action: ModerateAction,
+        target: ParticipantId,
+    ) {
         let Some(room) = self.moderator_room(id) else {
             return;
         };
-        if self.participants.get(&target).is_none_or(|t| t.room != room || t.is_hidden()) {
-            self.send(id, ServerMessage::error(ErrorCode::NotFound, "no such participant"));
+        if self
+            .participants
+            .get(&target)
+            .is_none_or(|t| t.room != room || t.is_hidden())
+        {
+            self.send(
+                id,
+                ServerMessage::error(ErrorCode::NotFound, "no such participant"),
+            );
             return;
         }
         match action {
@@ -684,7 +723,11 @@ impl MediaCore {
             };
             let before = p.slots.clone();
             let others = |kind| {
-                let all = if kind == MediaKind::Audio { &audio } else { &video };
+                let all = if kind == MediaKind::Audio {
+                    &audio
+                } else {
+                    &video
+                };
                 all.iter().copied().filter(|m| m != id).collect()
             };
             if assign_slots(&mut p.slots, others) {
@@ -728,7 +771,11 @@ impl MediaCore {
     }
 
     fn drop_room_if_empty(&mut self, room_index: RoomIndex) {
-        if self.rooms.get(&room_index).is_some_and(|r| r.members.is_empty()) {
+        if self
+            .rooms
+            .get(&room_index)
+            .is_some_and(|r| r.members.is_empty())
+        {
             self.rooms.remove(&room_index);
             self.room_names.retain(|_, index| *index != room_index);
             self.metrics.rooms.set(self.rooms.len() as i64);
@@ -747,7 +794,12 @@ impl MediaCore {
         self.outputs.push_back(Output::Send(id, message));
     }
 
-    fn broadcast(&mut self, room: RoomIndex, except: Option<ParticipantId>, message: ServerMessage) {
+    fn broadcast(
+        &mut self,
+        room: RoomIndex,
+        except: Option<ParticipantId>,
+        message: ServerMessage,
+    ) {
         let Some(room) = self.rooms.get(&room) else {
             return;
         };

@@ -36,7 +36,11 @@ pub struct Demuxer {
 
 impl Demuxer {
     /// The participant a datagram belongs to, learning new four-tuples from STUN.
-    pub fn route(&mut self, transport: &TransportContext, datagram: &[u8]) -> Option<ParticipantId> {
+    pub fn route(
+        &mut self,
+        transport: &TransportContext,
+        datagram: &[u8],
+    ) -> Option<ParticipantId> {
         let tuple = FourTuple::from(transport);
         if let Some(id) = self.affinity.get(&tuple) {
             return Some(*id);
@@ -130,7 +134,11 @@ mod tests {
             assert_eq!(d.route(&transport(port), &stun), Some(7));
         }
         assert_eq!(d.affinity.len(), MAX_TUPLES_PER_PARTICIPANT);
-        assert_eq!(d.route(&transport(0), &[0x80]), None, "oldest tuple evicted");
+        assert_eq!(
+            d.route(&transport(0), &[0x80]),
+            None,
+            "oldest tuple evicted"
+        );
         assert_eq!(d.route(&transport(99), &[0x80]), Some(7));
     }
 }

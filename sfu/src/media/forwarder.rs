@@ -6,9 +6,16 @@
 //! mute), the stream waits for a keyframe (video), then maps the new source so that its first
 //! packet follows the last one sent: sequence number + 1, and a timestamp advanced by the wall
 //! time since the last packet. Packets of a source from before the switch are dropped, so a
-//! late retransmission can never land in the middle of another source's frames.
+//! late retransmission can never land in the middle of another source's frames. Packets the
+//! node chooses not to forward (padding-only probes) are [`OutboundStream::skip`]ped: later
+//! sequence numbers close up over them, so a subscriber never sees a gap it would NACK.
 
+use std::collections::VecDeque;
 use std::time::Instant;
+
+/// Skipped sequence numbers remembered per stream (older ones no longer shift anything that
+/// can still arrive).
+const MAX_SKIPPED: usize = 128;
 
 /// Whether a slot carries audio or video (video waits for a keyframe on every switch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +77,8 @@ pub enum DropReason {
     WaitingForKeyframe,
     /// A late packet from before the current mapping began.
     BeforeSwitch,
+    /// A packet already left out with [`OutboundStream::skip`].
+    Skipped,
 }
 
 impl DropReason {
@@ -80,11 +89,12 @@ impl DropReason {
             DropReason::OtherSource => "other_source",
             DropReason::WaitingForKeyframe => "waiting_for_keyframe",
             DropReason::BeforeSwitch => "before_switch",
+            DropReason::Skipped => "skipped",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Mapping {
     ssrc: u32,
     seq_offset: u16,
@@ -92,6 +102,15 @@ struct Mapping {
     /// First source sequence number of this mapping; anything older is dropped.
     base_seq: u16,
     highest_seq: u16,
+    /// Source sequence numbers skipped since the mapping began, oldest first.
+    skipped: VecDeque<u16>,
+}
+
+impl Mapping {
+    /// How many skipped sequence numbers come before `seq`.
+    fn skipped_before(&self, seq: u16) -> u16 {
+        self.skipped.iter().filter(|s| seq_before(**s, seq)).count() as u16
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +135,13 @@ pub struct OutboundStream {
 impl OutboundStream {
     /// A stream with the given SSRC; its first packet gets `initial_seq` and `initial_ts`
     /// (random in production, fixed in tests).
-    pub fn new(ssrc: u32, kind: MediaKind, initial_seq: u16, initial_ts: u32, now: Instant) -> Self {
+    pub fn new(
+        ssrc: u32,
+        kind: MediaKind,
+        initial_seq: u16,
+        initial_ts: u32,
+        now: Instant,
+    ) -> Self {
         Self {
             ssrc,
             kind,
@@ -143,7 +168,7 @@ impl OutboundStream {
 
     /// The source currently mapped or about to be, if any.
     pub fn source(&self) -> Option<u32> {
-        self.pending.or(self.mapping.map(|m| m.ssrc))
+        self.pending.or(self.mapping.as_ref().map(|m| m.ssrc))
     }
 
     /// Whether the stream waits for a keyframe from its source before it can forward.
@@ -168,7 +193,11 @@ impl OutboundStream {
 
     /// Decides whether `packet` is forwarded on this stream, and with which sequence number and
     /// timestamp.
-    pub fn rewrite(&mut self, packet: &InboundPacket, now: Instant) -> Result<Rewritten, DropReason> {
+    pub fn rewrite(
+        &mut self,
+        packet: &InboundPacket,
+        now: Instant,
+    ) -> Result<Rewritten, DropReason> {
         if self.pending == Some(packet.ssrc) {
             if self.kind == MediaKind::Video && !packet.keyframe_start {
                 return Err(DropReason::WaitingForKeyframe);
@@ -188,8 +217,14 @@ impl OutboundStream {
         if seq_before(packet.seq, mapping.base_seq) {
             return Err(DropReason::BeforeSwitch);
         }
+        if mapping.skipped.contains(&packet.seq) {
+            return Err(DropReason::Skipped);
+        }
         let out = Rewritten {
-            seq: packet.seq.wrapping_add(mapping.seq_offset),
+            seq: packet
+                .seq
+                .wrapping_add(mapping.seq_offset)
+                .wrapping_sub(mapping.skipped_before(packet.seq)),
             timestamp: packet.timestamp.wrapping_add(mapping.ts_offset),
         };
         if !seq_before(packet.seq, mapping.highest_seq) {
@@ -204,12 +239,30 @@ impl OutboundStream {
         Ok(out)
     }
 
+    /// Leaves `packet` out of this stream without a gap: later packets close up over it. A
+    /// packet that would start a mapping is simply not used to start it.
+    pub fn skip(&mut self, packet: &InboundPacket) {
+        let Some(mapping) = self.mapping.as_mut() else {
+            return;
+        };
+        if mapping.ssrc != packet.ssrc || seq_before(packet.seq, mapping.base_seq) {
+            return;
+        }
+        if mapping.skipped.len() == MAX_SKIPPED {
+            mapping.skipped.pop_front();
+        }
+        mapping.skipped.push_back(packet.seq);
+        if !seq_before(packet.seq, mapping.highest_seq) {
+            mapping.highest_seq = packet.seq;
+        }
+    }
+
     fn begin_mapping(&mut self, packet: &InboundPacket, now: Instant) {
         let out_seq = self.last.seq.wrapping_add(1);
         let out_ts = if self.sent_any {
             let elapsed = now.saturating_duration_since(self.last.at);
-            let ticks = (elapsed.as_micros() as u64 * u64::from(self.kind.clock_rate()) / 1_000_000)
-                .max(1);
+            let ticks =
+                (elapsed.as_micros() as u64 * u64::from(self.kind.clock_rate()) / 1_000_000).max(1);
             self.last.timestamp.wrapping_add(ticks as u32)
         } else {
             self.last.timestamp
@@ -220,6 +273,7 @@ impl OutboundStream {
             ts_offset: out_ts.wrapping_sub(packet.timestamp),
             base_seq: packet.seq,
             highest_seq: packet.seq,
+            skipped: VecDeque::new(),
         });
         self.pending = None;
     }
@@ -263,7 +317,11 @@ mod tests {
     fn idle_stream_drops_everything() {
         let start = Instant::now();
         let mut s = OutboundStream::new(1, MediaKind::Audio, 100, 1000, start);
-        run(&mut s, start, &[(pkt(A, 5, 50, false), 0, Err(DropReason::NoSource))]);
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 5, 50, false), 0, Err(DropReason::NoSource))],
+        );
     }
 
     #[test]
@@ -294,7 +352,11 @@ mod tests {
             &mut s,
             start,
             &[
-                (pkt(A, 10, 900, false), 0, Err(DropReason::WaitingForKeyframe)),
+                (
+                    pkt(A, 10, 900, false),
+                    0,
+                    Err(DropReason::WaitingForKeyframe),
+                ),
                 (pkt(A, 11, 900, true), 0, Ok((65534, 0))),
                 (pkt(A, 12, 900, false), 1, Ok((65535, 0))),
                 // sequence wraps on the way out
@@ -308,12 +370,20 @@ mod tests {
             start,
             &[
                 (pkt(A, 14, 8100, false), 90, Err(DropReason::OtherSource)),
-                (pkt(B, 40000, 123, false), 90, Err(DropReason::WaitingForKeyframe)),
+                (
+                    pkt(B, 40000, 123, false),
+                    90,
+                    Err(DropReason::WaitingForKeyframe),
+                ),
                 // 100 ms after the last packet sent (at 50 ms): 9000 ticks later, seq + 1
                 (pkt(B, 40001, 123, true), 150, Ok((1, 3600 + 9000))),
                 (pkt(B, 40002, 3123, false), 183, Ok((2, 3600 + 9000 + 3000))),
                 // a retransmission from before the switch point of B is dropped
-                (pkt(B, 40000, 123, false), 184, Err(DropReason::BeforeSwitch)),
+                (
+                    pkt(B, 40000, 123, false),
+                    184,
+                    Err(DropReason::BeforeSwitch),
+                ),
             ],
         );
     }
@@ -339,12 +409,51 @@ mod tests {
         let start = Instant::now();
         let mut s = OutboundStream::new(1, MediaKind::Audio, 0, 0, start);
         s.attach(A);
-        run(&mut s, start, &[(pkt(A, 100, 48_000, false), 0, Ok((0, 0)))]);
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 100, 48_000, false), 0, Ok((0, 0)))],
+        );
         s.detach();
-        run(&mut s, start, &[(pkt(A, 101, 48_960, false), 20, Err(DropReason::NoSource))]);
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 101, 48_960, false), 20, Err(DropReason::NoSource))],
+        );
         s.attach(A);
         // 500 packets were skipped while muted; the subscriber sees seq 1, ts + 1 s
-        run(&mut s, start, &[(pkt(A, 601, 96_000, false), 1000, Ok((1, 48_000)))]);
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 601, 96_000, false), 1000, Ok((1, 48_000)))],
+        );
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_even_when_others_arrive_out_of_order() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 500, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 10, 0, true), 0, Ok((500, 0)))]);
+        s.skip(&pkt(A, 11, 0, false)); // padding probe
+        s.skip(&pkt(A, 12, 0, false));
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 14, 3000, false), 30, Ok((502, 3000))),
+                // late, but after the skipped ones: still lands right before 14
+                (pkt(A, 13, 3000, false), 31, Ok((501, 3000))),
+                (pkt(A, 11, 0, false), 32, Err(DropReason::Skipped)),
+                (pkt(A, 15, 6000, false), 60, Ok((503, 6000))),
+            ],
+        );
+        s.skip(&pkt(A, 65000, 0, false)); // from before the mapping: ignored
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 16, 6000, false), 61, Ok((504, 6000)))],
+        );
     }
 
     #[test]

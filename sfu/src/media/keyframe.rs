@@ -121,7 +121,10 @@ mod tests {
         assert!(!k.request(ms(20)));
         assert_eq!(k.poll_timeout(), Some(ms(300)));
         assert!(!k.handle_timeout(ms(299)));
-        assert!(k.handle_timeout(ms(300)), "the coalesced request goes out once");
+        assert!(
+            k.handle_timeout(ms(300)),
+            "the coalesced request goes out once"
+        );
         assert!(!k.handle_timeout(ms(301)));
         assert_eq!(k.poll_timeout(), None);
         assert!(k.request(ms(700)), "after a quiet interval, at once again");
@@ -141,15 +144,15 @@ mod tests {
     fn detects_h264_keyframe_starts() {
         let cases: &[(&[u8], bool)] = &[
             (&[], false),
-            (&[0x65, 0x88], true),                            // single IDR slice
-            (&[0x67, 0x42], true),                            // single SPS
-            (&[0x41, 0x9a], false),                           // non-IDR slice
-            (&[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68], true),    // STAP-A with SPS
-            (&[0x78, 0, 1, 0x68, 0, 2, 0x41, 0x9a], false),   // STAP-A with PPS + P slice
-            (&[0x78, 0, 9, 0x67], false),                     // STAP-A truncated
-            (&[0x7c, 0x85, 0xb8], true),                      // FU-A start of IDR
-            (&[0x7c, 0x05, 0xb8], false),                     // FU-A middle of IDR
-            (&[0x7c, 0x81, 0xb8], false),                     // FU-A start of P slice
+            (&[0x65, 0x88], true),                          // single IDR slice
+            (&[0x67, 0x42], true),                          // single SPS
+            (&[0x41, 0x9a], false),                         // non-IDR slice
+            (&[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68], true),  // STAP-A with SPS
+            (&[0x78, 0, 1, 0x68, 0, 2, 0x41, 0x9a], false), // STAP-A with PPS + P slice
+            (&[0x78, 0, 9, 0x67], false),                   // STAP-A truncated
+            (&[0x7c, 0x85, 0xb8], true),                    // FU-A start of IDR
+            (&[0x7c, 0x05, 0xb8], false),                   // FU-A middle of IDR
+            (&[0x7c, 0x81, 0xb8], false),                   // FU-A start of P slice
         ];
         for (payload, want) in cases {
             assert_eq!(h264_keyframe_start(payload), *want, "{payload:02x?}");

@@ -10,6 +10,7 @@
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap::RtcpTap;
 use crate::metrics::Metrics;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, Slot as InterceptorSlot};
 use rtc::media_stream::MediaStreamTrack;
@@ -40,7 +41,6 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::error::Error as RtcError;
-use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::statistics::StatsSelector;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -228,12 +228,16 @@ impl WebRtcPeer {
                     .map_err(invalid)?;
             }
         }
-        self.pc.set_remote_description(now, offer).map_err(invalid)?;
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(invalid)?;
         for candidate in self.local_candidates().map_err(invalid)? {
             self.pc.add_local_candidate(candidate).map_err(invalid)?;
         }
         let answer = self.pc.create_answer(None).map_err(invalid)?;
-        self.pc.set_local_description(now, answer).map_err(invalid)?;
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(invalid)?;
         let sdp = self
             .pc
             .local_description()
@@ -245,8 +249,16 @@ impl WebRtcPeer {
     }
 
     fn local_candidates(&self) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
-        let udp = self.settings.udp_candidates.iter().map(|a| (a, "udp", TcpType::Unspecified));
-        let tcp = self.settings.tcp_candidates.iter().map(|a| (a, "tcp", TcpType::Passive));
+        let udp = self
+            .settings
+            .udp_candidates
+            .iter()
+            .map(|a| (a, "udp", TcpType::Unspecified));
+        let tcp = self
+            .settings
+            .tcp_candidates
+            .iter()
+            .map(|a| (a, "tcp", TcpType::Passive));
         udp.chain(tcp)
             .map(|(addr, network, tcp_type)| {
                 let candidate = CandidateHostConfig {

@@ -154,10 +154,19 @@ mod tests {
     fn routes_fan_out_by_publisher_and_kind() {
         let mut room = Room::default();
         let a = vec![
-            SlotSource { kind: Audio, publisher: Some(2) },
-            SlotSource { kind: Video, publisher: Some(2) },
+            SlotSource {
+                kind: Audio,
+                publisher: Some(2),
+            },
+            SlotSource {
+                kind: Video,
+                publisher: Some(2),
+            },
         ];
-        let b = vec![SlotSource { kind: Audio, publisher: Some(2) }];
+        let b = vec![SlotSource {
+            kind: Audio,
+            publisher: Some(2),
+        }];
         room.rebuild_routes([(1, a.as_slice()), (3, b.as_slice())].into_iter());
         assert_eq!(room.routes(2, Audio), &[(1, 0), (3, 0)]);
         assert_eq!(room.routes(2, Video), &[(1, 1)]);

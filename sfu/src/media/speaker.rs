@@ -96,7 +96,9 @@ impl<P: Copy + Eq + Hash> SpeakerDetector<P> {
             Some((_, l)) if l < SPEECH_THRESHOLD => true,
             Some((_, l)) => {
                 loudest.1 > l + SWITCH_MARGIN
-                    && self.since.is_none_or(|s| now.saturating_duration_since(s) >= MIN_HOLD)
+                    && self
+                        .since
+                        .is_none_or(|s| now.saturating_duration_since(s) >= MIN_HOLD)
             }
         };
         if take_over {
@@ -117,7 +119,14 @@ pub fn audio_level(extension_payload: &[u8]) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn feed(d: &mut SpeakerDetector<u32>, who: u32, level: u8, from_ms: u64, to_ms: u64, t0: Instant) {
+    fn feed(
+        d: &mut SpeakerDetector<u32>,
+        who: u32,
+        level: u8,
+        from_ms: u64,
+        to_ms: u64,
+        t0: Instant,
+    ) {
         for ms in (from_ms..to_ms).step_by(20) {
             d.record(who, level, t0 + Duration::from_millis(ms));
         }

@@ -36,7 +36,12 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
             token,
         }))) => (meeting, name, token),
         Ok(Some(Ok(_))) => {
-            return refuse(socket, ErrorCode::BadRequest, "the first frame must be a join").await;
+            return refuse(
+                socket,
+                ErrorCode::BadRequest,
+                "the first frame must be a join",
+            )
+            .await;
         }
         Ok(Some(Err((code, message)))) => return refuse(socket, code, &message).await,
         Ok(None) => return,
@@ -161,8 +166,17 @@ fn valid_meeting(meeting: &str) -> bool {
 }
 
 fn display_name(name: &str) -> String {
-    let name: String = name.trim().chars().filter(|c| !c.is_control()).take(64).collect();
-    if name.is_empty() { "Guest".into() } else { name }
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "Guest".into()
+    } else {
+        name
+    }
 }
 
 /// The next client frame: `None` when the socket closed, `Err` for a frame that is not a
@@ -174,7 +188,10 @@ async fn next_message(
         let text = match socket.recv().await? {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {
-                return Some(Err((ErrorCode::BadRequest, "frames must be JSON text".into())));
+                return Some(Err((
+                    ErrorCode::BadRequest,
+                    "frames must be JSON text".into(),
+                )));
             }
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => continue,
@@ -218,7 +235,10 @@ async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
     let Ok(text) = serde_json::to_string(message) else {
         return false;
     };
-    socket.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+    socket
+        .send(Message::Text(Utf8Bytes::from(text)))
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -236,7 +256,10 @@ mod tests {
         );
         let code = |text: &str| parse(text).map_err(|(code, _)| code).err();
         assert_eq!(code(r#"{"type":"dance"}"#), Some(ErrorCode::UnknownType));
-        assert_eq!(code(r#"{"type":"moderate","action":"explode","target":1}"#), Some(ErrorCode::BadRequest));
+        assert_eq!(
+            code(r#"{"type":"moderate","action":"explode","target":1}"#),
+            Some(ErrorCode::BadRequest)
+        );
         assert_eq!(code(r#"{"type":"offer"}"#), Some(ErrorCode::BadRequest));
         assert_eq!(code("not json"), Some(ErrorCode::BadRequest));
         assert_eq!(code("[1,2]"), Some(ErrorCode::BadRequest));
@@ -252,11 +275,22 @@ mod tests {
             key: TokenKey::from_secret(b"k"),
             open: false,
         };
-        let join = |meeting: &str, token: Option<String>| (meeting.to_string(), " Ann ".to_string(), token);
+        let join = |meeting: &str, token: Option<String>| {
+            (meeting.to_string(), " Ann ".to_string(), token)
+        };
         let guest = authenticate(&open, join("m1", None)).unwrap();
-        assert_eq!((guest.name.as_str(), guest.role), ("Ann", Role::Participant));
-        assert_eq!(authenticate(&closed, join("m1", None)).unwrap_err().0, ErrorCode::BadToken);
-        assert_eq!(authenticate(&open, join("bad name!", None)).unwrap_err().0, ErrorCode::BadRequest);
+        assert_eq!(
+            (guest.name.as_str(), guest.role),
+            ("Ann", Role::Participant)
+        );
+        assert_eq!(
+            authenticate(&closed, join("m1", None)).unwrap_err().0,
+            ErrorCode::BadToken
+        );
+        assert_eq!(
+            authenticate(&open, join("bad name!", None)).unwrap_err().0,
+            ErrorCode::BadRequest
+        );
         let token = closed.key.sign(&Claims {
             meeting: "m1".into(),
             sub: "ann@example.com".into(),
@@ -265,7 +299,15 @@ mod tests {
             exp: unix_now() + 60,
         });
         let admitted = authenticate(&closed, join("m1", Some(token.clone()))).unwrap();
-        assert_eq!((admitted.identity.as_str(), admitted.role), ("ann@example.com", Role::Moderator));
-        assert_eq!(authenticate(&closed, join("m2", Some(token))).unwrap_err().0, ErrorCode::BadToken);
+        assert_eq!(
+            (admitted.identity.as_str(), admitted.role),
+            ("ann@example.com", Role::Moderator)
+        );
+        assert_eq!(
+            authenticate(&closed, join("m2", Some(token)))
+                .unwrap_err()
+                .0,
+            ErrorCode::BadToken
+        );
     }
 }
