@@ -518,7 +518,7 @@ impl MediaCore {
 
     /// When [`Self::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.deadlines.next(), self.next_speaker_tick) {
+        match (self.deadlines.earliest(), self.next_speaker_tick) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

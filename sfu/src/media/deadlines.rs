@@ -31,7 +31,7 @@ impl Deadlines {
     }
 
     /// The earliest live deadline.
-    pub fn next(&mut self) -> Option<Instant> {
+    pub fn earliest(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {
             if self.current.get(&id) == Some(&at) {
                 return Some(at);
@@ -43,15 +43,12 @@ impl Deadlines {
 
     /// Removes and returns a participant whose deadline is at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<ParticipantId> {
-        while let Some(at) = self.next() {
-            if at > now {
-                return None;
-            }
-            let Reverse((_, id)) = self.heap.pop()?;
-            self.current.remove(&id);
-            return Some(id);
+        if self.earliest()? > now {
+            return None;
         }
-        None
+        let Reverse((_, id)) = self.heap.pop()?;
+        self.current.remove(&id);
+        Some(id)
     }
 }
 
@@ -70,10 +67,10 @@ mod tests {
         d.set(3, Some(ms(20)));
         d.set(2, Some(ms(50))); // superseded: 2 is no longer due at 10
         d.set(3, None);
-        assert_eq!(d.next(), Some(ms(30)));
+        assert_eq!(d.earliest(), Some(ms(30)));
         assert_eq!(d.pop_due(ms(40)), Some(1));
         assert_eq!(d.pop_due(ms(40)), None);
         assert_eq!(d.pop_due(ms(50)), Some(2));
-        assert_eq!(d.next(), None);
+        assert_eq!(d.earliest(), None);
     }
 }

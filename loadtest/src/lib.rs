@@ -1,0 +1,28 @@
+//! `kaskade_loadtest`: synthetic kaskade participants for end-to-end tests and load generation.
+//!
+//! A [`Participant`] speaks the signaling protocol of docs/SIGNALING.md, publishes a looped
+//! openh264-encoded test pattern (H.264 constrained baseline, packetization mode 1) and an Opus
+//! 440 Hz tone carrying an RFC 6464 audio level, receives every slot the node offers, decodes
+//! the video with openh264 and counts everything per remote participant. [`LossyRelay`] puts
+//! random RTP/RTCP loss on one participant's media path.
+
+pub mod audio;
+pub mod h264;
+pub mod lossy_relay;
+pub mod participant;
+mod peer;
+mod receive;
+pub mod rtcp_tap;
+mod send;
+pub mod signaling;
+pub mod state;
+pub mod video;
+
+pub use lossy_relay::{LossyRelay, RelayHandle, RelayStats};
+pub use participant::{JoinConfig, JoinError, Participant};
+pub use peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, rewrite_candidates};
+pub use signaling::{
+    ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,
+    ParticipantInfo, Role, ServerMessage,
+};
+pub use state::{Event, MeetingState, ParticipantStats, RemoteStats};

@@ -1,0 +1,147 @@
+//! Receivers of a participant: maps each remote track to its receive slot (SDP mid), then
+//! counts, reassembles and decodes its media, attributing it to the participant the node's
+//! slot map currently assigns to that mid, and asks for keyframes (PLI) after losses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::PeerConnection;
+
+use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
+use crate::h264::H264Receiver;
+use crate::peer::Shared;
+use crate::signaling::MediaKind;
+use crate::state::Event;
+
+/// Minimum interval between two PLIs for one slot.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Maps each new remote track to its slot (mid) and starts its receiver task.
+pub(crate) async fn dispatch_tracks(
+    pc: Arc<dyn PeerConnection>,
+    mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    shared: Arc<Shared>,
+) {
+    while let Some(track) = tracks.recv().await {
+        let mut mid = None;
+        let mut level_ext = None;
+        for transceiver in pc.get_transceivers().await {
+            let Ok(Some(receiver)) = transceiver.receiver().await else {
+                continue;
+            };
+            if Arc::as_ptr(receiver.track()).cast::<()>() != Arc::as_ptr(&track).cast::<()>() {
+                continue;
+            }
+            mid = transceiver.mid().await.ok().flatten();
+            if let Ok(params) = receiver.get_parameters().await {
+                level_ext = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == AUDIO_LEVEL_URI)
+                    .map(|e| e.id as u8);
+            }
+            break;
+        }
+        let Some(mid) = mid else {
+            tracing::warn!("remote track without a transceiver mid");
+            continue;
+        };
+        let kind = match track.kind().await {
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => MediaKind::Audio,
+        };
+        shared.update(
+            Some(Event::TrackStarted {
+                mid: mid.clone(),
+                kind,
+            }),
+            |_| {},
+        );
+        tokio::spawn(receive_track(
+            track,
+            mid,
+            kind,
+            level_ext,
+            Arc::clone(&shared),
+        ));
+    }
+}
+
+async fn receive_track(
+    track: Arc<dyn TrackRemote>,
+    mid: String,
+    kind: MediaKind,
+    level_ext: Option<u8>,
+    shared: Arc<Shared>,
+) {
+    let mut h264 = (kind == MediaKind::Video).then(H264Receiver::default);
+    let mut last_pli: Option<Instant> = None;
+    while let Some(event) = track.poll().await {
+        let packet = match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => packet,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
+        };
+        let now = Instant::now();
+        let len = packet.payload.len() as u64;
+        let media_ssrc = packet.header.ssrc;
+        let level = level_ext
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|p| parse_audio_level(&p));
+        let outcome = h264.as_mut().map(|r| {
+            r.push(
+                now,
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.header.marker,
+                packet.payload,
+            )
+        });
+        shared.with_state(|s| {
+            s.stats.packets_received += 1;
+            s.stats.bytes_received += len;
+            let Some(owner) = s.slot_owner(&mid) else {
+                s.stats.unattributed_packets += 1;
+                return;
+            };
+            let r = s.stats.remotes.entry(owner).or_default();
+            match &outcome {
+                Some(o) => {
+                    r.video_packets += 1;
+                    r.video_bytes += len;
+                    r.video_frames_decoded += u64::from(o.decoded);
+                    r.decode_errors += u64::from(o.errors);
+                    r.video_frames_dropped += u64::from(o.dropped);
+                    if o.decoded > 0 {
+                        r.first_frame_at.get_or_insert(now);
+                        r.last_frame_at = Some(now);
+                    }
+                }
+                None => {
+                    r.audio_packets += 1;
+                    r.audio_bytes += len;
+                    if let Some((level, _voice)) = level {
+                        r.last_audio_level = Some(level);
+                    }
+                }
+            }
+        });
+        if outcome.is_some_and(|o| o.want_keyframe)
+            && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)
+        {
+            last_pli = Some(now);
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::debug!("sending PLI: {e}");
+            }
+        }
+    }
+}

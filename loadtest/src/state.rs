@@ -1,0 +1,222 @@
+//! What a synthetic participant knows and has measured: the meeting as signaled by the node
+//! ([`MeetingState`]), media statistics ([`ParticipantStats`]), and the [`Event`] stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::signaling::{
+    ErrorCode, LeaveReason, MediaKind, ParticipantId, ParticipantInfo, ServerMessage, Welcome,
+};
+
+/// Received-media statistics for one remote participant (attributed through the slot map).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteStats {
+    /// Video frames decoded into pictures by openh264.
+    pub video_frames_decoded: u64,
+    /// Frames the decoder rejected or whose payloads were malformed.
+    pub decode_errors: u64,
+    /// Frames lost in the network or skipped while waiting for a keyframe.
+    pub video_frames_dropped: u64,
+    /// Video RTP packets received.
+    pub video_packets: u64,
+    /// Video RTP payload bytes received.
+    pub video_bytes: u64,
+    /// Audio RTP packets received.
+    pub audio_packets: u64,
+    /// Audio RTP payload bytes received.
+    pub audio_bytes: u64,
+    /// When the first video frame of this participant was decoded.
+    pub first_frame_at: Option<Instant>,
+    /// When the last video frame was decoded.
+    pub last_frame_at: Option<Instant>,
+    /// The RFC 6464 level of the last audio packet that carried one.
+    pub last_audio_level: Option<u8>,
+}
+
+/// Everything a participant has measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParticipantStats {
+    /// Per remote participant.
+    pub remotes: BTreeMap<ParticipantId, RemoteStats>,
+    /// Media received on a slot that the slot map did not assign (packets).
+    pub unattributed_packets: u64,
+    /// RTP packets sent (both kinds, retransmissions excluded).
+    pub packets_sent: u64,
+    /// RTP payload bytes sent.
+    pub bytes_sent: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Audio packets sent.
+    pub audio_packets_sent: u64,
+    /// RTP packets received (both kinds).
+    pub packets_received: u64,
+    /// RTP payload bytes received.
+    pub bytes_received: u64,
+    /// Keyframes sent (loop restarts and forced ones).
+    pub keyframes_sent: u64,
+    /// Keyframes sent because of a PLI/FIR.
+    pub keyframes_forced: u64,
+    /// PLI packets received.
+    pub plis_received: u64,
+    /// FIR packets received.
+    pub firs_received: u64,
+    /// PLI packets sent.
+    pub plis_sent: u64,
+    /// NACK packets received (the default interceptors answer them).
+    pub nacks_received: u64,
+    /// Sequence numbers the node asked this client to retransmit.
+    pub nacked_packets_received: u64,
+    /// NACK packets sent for this client's own losses.
+    pub nacks_sent: u64,
+    /// Sequence numbers this client asked to be retransmitted.
+    pub nacked_packets_sent: u64,
+}
+
+impl ParticipantStats {
+    /// Stats for one remote participant (default if nothing arrived yet).
+    pub fn remote(&self, id: ParticipantId) -> RemoteStats {
+        self.remotes.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Sum of decoded frames over all remote participants.
+    pub fn total_frames_decoded(&self) -> u64 {
+        self.remotes.values().map(|r| r.video_frames_decoded).sum()
+    }
+
+    /// Sum of decode errors over all remote participants.
+    pub fn total_decode_errors(&self) -> u64 {
+        self.remotes.values().map(|r| r.decode_errors).sum()
+    }
+}
+
+/// One receive slot's current assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotState {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The participant it carries.
+    pub participant: ParticipantId,
+}
+
+/// The meeting as signaled by the node, plus this client's measurements.
+#[derive(Debug, Clone, Default)]
+pub struct MeetingState {
+    /// This participant as the node described it in `welcome` (mute state kept current).
+    pub me: Option<ParticipantInfo>,
+    /// The `welcome` frame.
+    pub welcome: Option<Welcome>,
+    /// Everyone else currently in the meeting.
+    pub participants: BTreeMap<ParticipantId, ParticipantInfo>,
+    /// The current active speaker.
+    pub speaker: Option<ParticipantId>,
+    /// Whether the meeting is locked.
+    pub locked: bool,
+    /// Who locked or unlocked it last.
+    pub locked_by: Option<ParticipantId>,
+    /// Current slot map, by mid.
+    pub slots: HashMap<String, SlotState>,
+    /// Everyone who left, with the reason, in order.
+    pub left: Vec<(ParticipantId, LeaveReason)>,
+    /// `muted_by_moderator` frames received: (audio, video, by).
+    pub muted_by_moderator: Vec<(bool, bool, Option<ParticipantId>)>,
+    /// Set when a moderator removed this participant.
+    pub removed_by: Option<Option<ParticipantId>>,
+    /// Every `error` frame received.
+    pub errors: Vec<(ErrorCode, String)>,
+    /// Frames that did not parse.
+    pub unparsed: Vec<String>,
+    /// The signaling socket is closed.
+    pub signaling_closed: bool,
+    /// The peer connection state (`connected`, `failed`, ...).
+    pub connection_state: String,
+    /// When the peer connection first reached `connected`.
+    pub connected_at: Option<Instant>,
+    /// Media statistics.
+    pub stats: ParticipantStats,
+}
+
+impl MeetingState {
+    /// The participant a receive slot currently carries.
+    pub fn slot_owner(&self, mid: &str) -> Option<ParticipantId> {
+        self.slots.get(mid).map(|s| s.participant)
+    }
+
+    /// The participants currently visible to this client, sorted by id.
+    pub fn participant_list(&self) -> Vec<ParticipantInfo> {
+        self.participants.values().cloned().collect()
+    }
+
+    /// Applies one frame from the node.
+    pub fn apply(&mut self, msg: &ServerMessage) {
+        match msg {
+            ServerMessage::Welcome(w) => {
+                self.me = Some(w.you.clone());
+                self.welcome = Some(w.clone());
+                self.locked = w.locked;
+                self.speaker = w.speaker;
+                self.participants = w.participants.iter().map(|p| (p.id, p.clone())).collect();
+            }
+            ServerMessage::Answer { .. } => {}
+            ServerMessage::Slots { slots } => {
+                self.slots = slots
+                    .iter()
+                    .map(|s| {
+                        let state = SlotState {
+                            kind: s.kind,
+                            participant: s.participant,
+                        };
+                        (s.mid.clone(), state)
+                    })
+                    .collect();
+            }
+            ServerMessage::Joined { participant } | ServerMessage::Updated { participant } => {
+                if self.me.as_ref().is_some_and(|me| me.id == participant.id) {
+                    self.me = Some(participant.clone());
+                } else {
+                    self.participants
+                        .insert(participant.id, participant.clone());
+                }
+            }
+            ServerMessage::Left { id, reason } => {
+                self.participants.remove(id);
+                self.left.push((*id, *reason));
+            }
+            ServerMessage::Speaker { id } => self.speaker = *id,
+            ServerMessage::Lock { locked, by } => {
+                self.locked = *locked;
+                self.locked_by = *by;
+            }
+            ServerMessage::MutedByModerator { audio, video, by } => {
+                self.muted_by_moderator.push((*audio, *video, *by));
+                if let Some(me) = &mut self.me {
+                    me.audio_muted |= *audio;
+                    me.video_muted |= *video;
+                }
+            }
+            ServerMessage::Removed { by } => self.removed_by = Some(*by),
+            ServerMessage::Error { code, message } => {
+                self.errors.push((code.clone(), message.clone()));
+            }
+        }
+    }
+}
+
+/// Something that happened to a participant, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A frame from the node (already applied to the state).
+    Signal(ServerMessage),
+    /// A text frame that did not parse.
+    Unparsed(String),
+    /// The peer connection changed state (`connected`, `failed`, ...).
+    Connection(String),
+    /// Media started arriving on a receive slot.
+    TrackStarted {
+        /// The slot's mid.
+        mid: String,
+        /// Its kind.
+        kind: MediaKind,
+    },
+    /// The signaling socket closed.
+    SignalingClosed,
+}

@@ -1,0 +1,215 @@
+//! Synthetic H.264 video source: an openh264-encoded, looped test-pattern clip.
+//!
+//! The clip is encoded once per [`VideoClipConfig`] (and shared between participants through
+//! [`VideoClip::shared`]): constrained baseline, one IDR at the start of the loop and only P
+//! frames after it, so looping back to frame 0 is always a valid bitstream. Every frame is
+//! pre-split into RTP payloads with H.264 packetization mode 1 (single NAL, STAP-A, FU-A), so
+//! sending costs no encoding and no copying. A keyframe on demand (PLI/FIR) is served by
+//! restarting the loop at its IDR, see [`VideoCursor`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use openh264::OpenH264API;
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    RateControlMode, UsageType,
+};
+use openh264::formats::YUVBuffer;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
+
+/// RTP payload budget per packet (bytes), leaving room for SRTP and header extensions.
+pub const RTP_PAYLOAD_MTU: usize = 1160;
+/// The RTP clock rate of video.
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+
+/// Parameters of an encoded clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VideoClipConfig {
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Target bitrate in bits per second.
+    pub bitrate_bps: u32,
+    /// Clip length in frames; the clip starts with its only IDR.
+    pub frames: u32,
+}
+
+impl VideoClipConfig {
+    /// A 2 s clip (IDR every 2 s) at the given resolution, frame rate and bitrate.
+    pub fn new(width: u32, height: u32, fps: u32, bitrate_bps: u32) -> Self {
+        Self {
+            width,
+            height,
+            fps,
+            bitrate_bps,
+            frames: fps.max(1) * 2,
+        }
+    }
+}
+
+/// One encoded frame of the clip.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    /// The Annex B access unit as the encoder produced it.
+    pub annexb: Bytes,
+    /// The access unit split into RTP payloads (packetization mode 1); the last one ends the
+    /// frame and gets the marker bit.
+    pub payloads: Vec<Bytes>,
+    /// Whether the frame is an IDR (with SPS and PPS in front).
+    pub keyframe: bool,
+}
+
+/// A looped, pre-encoded and pre-packetized H.264 clip.
+#[derive(Debug)]
+pub struct VideoClip {
+    config: VideoClipConfig,
+    frames: Vec<EncodedFrame>,
+}
+
+impl VideoClip {
+    /// Encodes a new clip of the moving test pattern.
+    pub fn encode(config: VideoClipConfig) -> Result<Self> {
+        if !config.width.is_multiple_of(2) || !config.height.is_multiple_of(2) || config.width == 0
+        {
+            bail!("video size {}x{} must be even", config.width, config.height);
+        }
+        if config.fps == 0 || config.frames == 0 {
+            bail!("fps and clip length must be positive");
+        }
+        let enc_config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(config.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(config.fps as f32))
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .profile(Profile::Baseline)
+            .level(Level::Level_3_1)
+            .skip_frames(false)
+            .scene_change_detect(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(config.frames));
+        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), enc_config)
+            .context("creating openh264 encoder")?;
+        let (w, h) = (config.width as usize, config.height as usize);
+        let mut payloader = H264Payloader::default();
+        let mut frames = Vec::with_capacity(config.frames as usize);
+        for index in 0..config.frames {
+            let yuv = YUVBuffer::from_vec(test_pattern(w, h, index), w, h);
+            if index == 0 {
+                encoder.force_intra_frame();
+            }
+            let bitstream = encoder.encode(&yuv).context("encoding test pattern")?;
+            let frame_type = bitstream.frame_type();
+            let annexb = Bytes::from(bitstream.to_vec());
+            if annexb.is_empty() {
+                bail!("encoder skipped frame {index}");
+            }
+            let keyframe = frame_type == FrameType::IDR;
+            if (index == 0) != keyframe {
+                bail!("unexpected frame type {frame_type:?} at clip frame {index}");
+            }
+            let payloads = payloader
+                .payload(RTP_PAYLOAD_MTU, &annexb)
+                .context("packetizing H.264")?;
+            frames.push(EncodedFrame {
+                annexb,
+                payloads,
+                keyframe,
+            });
+        }
+        Ok(Self { config, frames })
+    }
+
+    /// Returns the clip for `config`, encoding it on first use (process-wide cache).
+    pub fn shared(config: VideoClipConfig) -> Result<Arc<Self>> {
+        static CACHE: OnceLock<Mutex<HashMap<VideoClipConfig, Arc<VideoClip>>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(clip) = cache.lock().expect("clip cache").get(&config) {
+            return Ok(Arc::clone(clip));
+        }
+        let clip = Arc::new(Self::encode(config)?);
+        cache
+            .lock()
+            .expect("clip cache")
+            .insert(config, Arc::clone(&clip));
+        Ok(clip)
+    }
+
+    /// The clip's parameters.
+    pub fn config(&self) -> &VideoClipConfig {
+        &self.config
+    }
+
+    /// All frames in order; frame 0 is the IDR.
+    pub fn frames(&self) -> &[EncodedFrame] {
+        &self.frames
+    }
+
+    /// RTP timestamp increment per frame.
+    pub fn timestamp_step(&self) -> u32 {
+        VIDEO_CLOCK_RATE / self.config.fps
+    }
+}
+
+/// Walks a [`VideoClip`] in a loop and serves keyframe requests.
+#[derive(Debug)]
+pub struct VideoCursor {
+    clip: Arc<VideoClip>,
+    next: usize,
+}
+
+impl VideoCursor {
+    /// Starts at the clip's IDR.
+    pub fn new(clip: Arc<VideoClip>) -> Self {
+        Self { clip, next: 0 }
+    }
+
+    /// Makes the next frame a keyframe by restarting the loop at its IDR.
+    pub fn force_keyframe(&mut self) {
+        self.next = 0;
+    }
+
+    /// The frame to send now; advances the loop.
+    pub fn next_frame(&mut self) -> &EncodedFrame {
+        let index = self.next;
+        self.next = (self.next + 1) % self.clip.frames.len();
+        &self.clip.frames[index]
+    }
+
+    /// The underlying clip.
+    pub fn clip(&self) -> &Arc<VideoClip> {
+        &self.clip
+    }
+}
+
+/// Draws frame `index` of the moving test pattern as I420: a diagonal luma gradient that
+/// scrolls, a bright square that moves across, and slowly cycling chroma.
+pub fn test_pattern(width: usize, height: usize, index: u32) -> Vec<u8> {
+    let mut yuv = vec![0u8; width * height * 3 / 2];
+    let (luma, chroma) = yuv.split_at_mut(width * height);
+    let shift = index as usize * 4;
+    for (y, row) in luma.chunks_exact_mut(width).enumerate() {
+        for (x, px) in row.iter_mut().enumerate() {
+            *px = (((x + y + shift) * 255 / (width + height)) % 224 + 16) as u8;
+        }
+    }
+    let side = (height / 4).max(2);
+    let bx = (index as usize * 8) % width.saturating_sub(side).max(1);
+    let by = height / 2 - side / 2;
+    for row in luma.chunks_exact_mut(width).skip(by).take(side) {
+        for px in row.iter_mut().skip(bx).take(side) {
+            *px = 235;
+        }
+    }
+    let (u, v) = chroma.split_at_mut(width * height / 4);
+    let cu = (128 + ((index * 3) % 64) as i32 - 32) as u8;
+    let cv = (128 - ((index * 5) % 64) as i32 + 32) as u8;
+    u.fill(cu);
+    v.fill(cv);
+    yuv
+}

@@ -1,0 +1,127 @@
+//! Typed frames parse the examples of docs/SIGNALING.md and serialize to its wire format.
+
+use kaskade_loadtest::signaling::{ClientMessage, ErrorCode, ServerMessage, SlotAssignment};
+use kaskade_loadtest::{LeaveReason, MediaKind, ModerateAction, Role, rewrite_candidates};
+use serde_json::json;
+
+fn parse(v: serde_json::Value) -> ServerMessage {
+    serde_json::from_value(v).expect("parses")
+}
+
+#[test]
+fn server_frames_from_the_spec_parse() {
+    let ServerMessage::Welcome(w) = parse(json!({"type": "welcome",
+        "you": {"id": 7, "name": "Alice", "role": "moderator", "audio_muted": false, "video_muted": false},
+        "meeting": "standup", "locked": false, "max_room_size": 10, "recv_slots": 9,
+        "participants": [{"id": 3, "name": "Bob", "role": "participant", "audio_muted": false, "video_muted": true}],
+        "speaker": 3, "token": "eyJ"}))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (w.you.id, w.you.role, w.recv_slots, w.speaker),
+        (7, Role::Moderator, 9, Some(3))
+    );
+    assert!(w.participants[0].video_muted);
+    assert_eq!(
+        parse(json!({"type":"slots","slots":[{"mid":"2","kind":"audio","participant":3}]})),
+        ServerMessage::Slots {
+            slots: vec![SlotAssignment {
+                mid: "2".into(),
+                kind: MediaKind::Audio,
+                participant: 3
+            }]
+        }
+    );
+    assert_eq!(
+        parse(json!({"type":"left","id":3,"reason":"removed"})),
+        ServerMessage::Left {
+            id: 3,
+            reason: LeaveReason::Removed
+        }
+    );
+    assert_eq!(
+        parse(json!({"type":"speaker","id":3})),
+        ServerMessage::Speaker { id: Some(3) }
+    );
+    assert_eq!(
+        parse(json!({"type":"lock","locked":true,"by":7})),
+        ServerMessage::Lock {
+            locked: true,
+            by: Some(7)
+        }
+    );
+    assert_eq!(
+        parse(json!({"type":"muted_by_moderator","audio":true,"video":false,"by":7})),
+        ServerMessage::MutedByModerator {
+            audio: true,
+            video: false,
+            by: Some(7)
+        }
+    );
+    assert_eq!(
+        parse(json!({"type":"removed","by":7})),
+        ServerMessage::Removed { by: Some(7) }
+    );
+    assert_eq!(
+        parse(json!({"type":"error","code":"meeting_full","message":"full"})),
+        ServerMessage::Error {
+            code: ErrorCode::MeetingFull,
+            message: "full".into()
+        }
+    );
+    assert_eq!(
+        parse(json!({"type":"error","code":"brand_new","message":""})),
+        ServerMessage::Error {
+            code: ErrorCode::Other("brand_new".into()),
+            message: String::new()
+        }
+    );
+}
+
+#[test]
+fn client_frames_serialize_like_the_spec() {
+    let s = |m: &ClientMessage| serde_json::to_value(m).unwrap();
+    assert_eq!(
+        s(&ClientMessage::Join {
+            meeting: "standup".into(),
+            name: "Alice".into(),
+            token: None
+        }),
+        json!({"type":"join","meeting":"standup","name":"Alice"})
+    );
+    assert_eq!(
+        s(&ClientMessage::Mute {
+            audio: Some(true),
+            video: None
+        }),
+        json!({"type":"mute","audio":true})
+    );
+    assert_eq!(
+        s(&ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            target: 3
+        }),
+        json!({"type":"moderate","action":"mute_audio","target":3})
+    );
+    assert_eq!(
+        s(&ClientMessage::Lock { locked: true }),
+        json!({"type":"lock","locked":true})
+    );
+    assert_eq!(s(&ClientMessage::Leave), json!({"type":"leave"}));
+}
+
+#[test]
+fn answer_candidates_are_rewritten_to_the_relay() {
+    let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+               a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+               a=candidate:2 1 tcp 1671430143 10.0.0.5 40000 typ host tcptype passive\r\n\
+               a=end-of-candidates\r\n";
+    let out = rewrite_candidates(sdp, "127.0.0.1:5555".parse().unwrap());
+    assert!(
+        out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5555 typ host\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("tcp"), "{out}");
+    assert!(out.contains("a=end-of-candidates\r\n"));
+}
