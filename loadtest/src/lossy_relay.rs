@@ -59,6 +59,8 @@ struct Shared {
     loss: AtomicU64,
     /// xorshift64* state.
     rng: AtomicU64,
+    /// The upstream socket of every client, for [`RelayHandle::inject_upstream`].
+    upstreams: std::sync::Mutex<Vec<Arc<UdpSocket>>>,
 }
 
 impl Shared {
@@ -111,6 +113,23 @@ impl RelayHandle {
             .store(loss.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
+    /// Sends `datagram` to the upstream from every client's upstream socket, as if the client
+    /// had sent it (bad-input tests: garbage on an established participant's 5-tuple).
+    /// Returns how many copies were sent.
+    pub async fn inject_upstream(&self, datagram: &[u8]) -> usize {
+        let upstreams = match self.shared.upstreams.lock() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut sent = 0;
+        for up in upstreams {
+            if up.send(datagram).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Stops the relay and all its per-client tasks.
     pub async fn stop(self) {
         self.main.abort();
@@ -156,6 +175,7 @@ impl LossyRelay {
             counters: RelayCounters::default(),
             loss: AtomicU64::new(loss.clamp(0.0, 1.0).to_bits()),
             rng: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            upstreams: std::sync::Mutex::new(Vec::new()),
         });
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let main = tokio::spawn(run_listener(
@@ -203,6 +223,9 @@ async fn run_listener(
                     }
                 };
                 shared.counters.clients.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut upstreams) = shared.upstreams.lock() {
+                    upstreams.push(Arc::clone(&up));
+                }
                 clients.insert(from, Arc::clone(&up));
                 let task = tokio::spawn(run_downstream(
                     Arc::clone(&up),

@@ -9,6 +9,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The node binary to test: `KASKADE_SFU_BIN` when set (e.g. a release build for benchmark
+/// runs), else the one Cargo built for the tests (`built`).
+pub fn node_binary(built: &str) -> String {
+    std::env::var("KASKADE_SFU_BIN").unwrap_or_else(|_| built.to_string())
+}
+
+/// Starts the node under test on loopback with `args` (see [`node_binary`]); panics if it
+/// cannot start, which fails the calling test.
+pub fn start_node(built: &str, args: &[&str]) -> Node {
+    Node::start(Command::new(node_binary(built)), args).expect("node starts")
+}
+
 /// A private network namespace with loopback up, deleted on drop.
 pub struct Netns {
     name: String,

@@ -1,11 +1,11 @@
 //! Real browsers: headless Chromium participants driven by playwright-core (scripts in
 //! tests/browser/) against a real node, each test inside a private network namespace.
 
-use kaskade_e2e::{Netns, Node};
+use kaskade_e2e::{Netns, Node, node_binary};
 
 fn start_node(ns: &Netns) -> Node {
     Node::start(
-        ns.command(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+        ns.command(&node_binary(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"))),
         &[],
     )
     .expect("node starts")

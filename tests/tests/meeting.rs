@@ -1,23 +1,18 @@
 //! Meetings of real WebRTC clients (webrtc-rs, openh264-encoded H.264, libopus Opus) against a
 //! real `kaskade-sfu` process on loopback.
 
-use kaskade_e2e::Node;
+use kaskade_e2e::{Node, start_node};
 use kaskade_loadtest::{
     ErrorCode, JoinConfig, JoinError, LossyRelay, MeetingState, ModerateAction, Participant,
     ParticipantId,
 };
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The machine has two cores: meetings run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn node(args: &[&str]) -> Node {
-    Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
-        args,
-    )
-    .expect("node starts")
+    start_node(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"), args)
 }
 
 fn config(node: &Node, meeting: &str, name: &str) -> JoinConfig {

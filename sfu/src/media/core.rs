@@ -9,7 +9,7 @@
 //! [`MediaCore::poll_transmit`].
 
 use crate::media::deadlines::Deadlines;
-use crate::media::demux::{Demuxer, ParticipantId, ufrag_for};
+use crate::media::demux::{Demuxer, ParticipantId, malformed, ufrag_for};
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
 use crate::media::keyframe::{KeyframeThrottle, h264_keyframe_start};
 use crate::media::participant::{Participant, RoomIndex};
@@ -144,7 +144,6 @@ impl MediaCore {
             return Err((ErrorCode::MeetingLocked, "the meeting is locked".into()));
         }
         if visible >= self.config.max_room_size && !hidden {
-            self.drop_room_if_empty(room_index);
             return Err((
                 ErrorCode::MeetingFull,
                 format!(
@@ -257,7 +256,7 @@ impl MediaCore {
             .collect();
         let room = participant.room;
         self.mark_dirty(id);
-        self.reassign_slots(room);
+        self.reassign_slots(now, room);
         Ok(answer)
     }
 
@@ -279,7 +278,7 @@ impl MediaCore {
     }
 
     /// Removes a participant from the node.
-    pub fn leave(&mut self, _now: Instant, id: ParticipantId, reason: LeaveReason) {
+    pub fn leave(&mut self, now: Instant, id: ParticipantId, reason: LeaveReason) {
         let Some(mut participant) = self.participants.remove(&id) else {
             return;
         };
@@ -298,7 +297,7 @@ impl MediaCore {
         if !participant.is_hidden() {
             self.broadcast(room_index, None, ServerMessage::Left { id, reason });
         }
-        self.reassign_slots(room_index);
+        self.reassign_slots(now, room_index);
         self.drop_room_if_empty(room_index);
     }
 
@@ -309,6 +308,14 @@ impl MediaCore {
         transport: TransportContext,
         datagram: bytes::BytesMut,
     ) {
+        if datagram.is_empty() {
+            self.metrics.drop_packet("empty");
+            return;
+        }
+        if let Some(reason) = malformed(&datagram) {
+            self.metrics.drop_packet(reason);
+            return;
+        }
         let Some(id) = self.demux.route(&transport, &datagram) else {
             self.metrics.drop_packet("unroutable");
             return;
@@ -409,14 +416,16 @@ impl MediaCore {
             }
             match recv_slot.stream.rewrite(&inbound, now) {
                 Ok(rewritten) => {
-                    let mut header = packet.header.clone();
-                    header.sequence_number = rewritten.seq;
-                    header.timestamp = rewritten.timestamp;
-                    header.padding = false;
-                    header.extension = false;
-                    header.extensions.clear();
+                    // a fresh header: the publisher's extensions (ids negotiated with the
+                    // publisher) are not forwarded, and nothing here allocates
                     let out = rtc::rtp::Packet {
-                        header,
+                        header: rtc::rtp::header::Header {
+                            version: 2,
+                            marker: packet.header.marker,
+                            sequence_number: rewritten.seq,
+                            timestamp: rewritten.timestamp,
+                            ..Default::default()
+                        },
                         payload: packet.payload.clone(),
                     };
                     match s.peer.write_slot(now, slot, out) {
@@ -442,6 +451,7 @@ impl MediaCore {
         if wants_keyframe {
             self.request_keyframe(now, publisher);
         }
+        // the one clock read of the core: observability of real processing time, not protocol
         self.metrics
             .forward_seconds
             .observe(Instant::now().saturating_duration_since(now).as_secs_f64());
@@ -700,7 +710,7 @@ impl MediaCore {
 
     /// Gives every subscriber of the room a slot for every publisher, keeping existing
     /// assignments, tells subscribers whose map changed, and rebuilds the fan-out table.
-    fn reassign_slots(&mut self, room_index: RoomIndex) {
+    fn reassign_slots(&mut self, now: Instant, room_index: RoomIndex) {
         let Some(room) = self.rooms.get_mut(&room_index) else {
             return;
         };
@@ -766,7 +776,7 @@ impl MediaCore {
             self.send(id, ServerMessage::Slots { slots });
         }
         if self.next_speaker_tick.is_none() {
-            self.next_speaker_tick = Some(Instant::now() + SPEAKER_INTERVAL);
+            self.next_speaker_tick = Some(now + SPEAKER_INTERVAL);
         }
     }
 

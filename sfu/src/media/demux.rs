@@ -64,6 +64,26 @@ impl Demuxer {
     }
 }
 
+/// Why a datagram cannot be STUN, DTLS, RTP or RTCP (RFC 7983 first byte, minimum sizes), as a
+/// metrics label; `None` when it may be one of them.
+pub fn malformed(datagram: &[u8]) -> Option<&'static str> {
+    const STUN_HEADER: usize = 20;
+    const DTLS_RECORD_HEADER: usize = 13;
+    const RTP_HEADER: usize = 12;
+    const RTCP_HEADER: usize = 8;
+    let first = *datagram.first()?;
+    let minimum = match first {
+        0..=3 => STUN_HEADER,
+        20..=63 => DTLS_RECORD_HEADER,
+        128..=191 => match datagram.get(1) {
+            Some(192..=223) => RTCP_HEADER,
+            _ => RTP_HEADER,
+        },
+        _ => return Some("not_webrtc"),
+    };
+    (datagram.len() < minimum).then_some("truncated")
+}
+
 fn stun_participant(datagram: &[u8]) -> Option<ParticipantId> {
     if !is_stun_message(datagram) {
         return None;
@@ -123,6 +143,26 @@ mod tests {
             binding_request("noseparator"),
         ] {
             assert_eq!(d.route(&transport(1), &datagram), None, "{datagram:?}");
+        }
+    }
+
+    #[test]
+    fn classifies_datagrams_by_first_byte_and_size() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (&[], None),
+            (&[0, 1, 0, 0], Some("truncated")),
+            (&[0; 20], None),
+            (&[22, 254, 253], Some("truncated")),
+            (&[22; 13], None),
+            (&[0x80, 0x60, 0, 1], Some("truncated")),
+            (&[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], None),
+            (&[0x81, 0xc9, 0, 1, 0, 0, 0, 0], None),
+            (&[0x81, 0xc9, 0, 1], Some("truncated")),
+            (&[0x10; 40], Some("not_webrtc")),
+            (&[0xff; 40], Some("not_webrtc")),
+        ];
+        for (datagram, want) in cases {
+            assert_eq!(malformed(datagram), *want, "{datagram:?}");
         }
     }
 

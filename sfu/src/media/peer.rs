@@ -507,7 +507,6 @@ fn h264_codec() -> RTCRtpCodec {
         channels: 0,
         sdp_fmtp_line: H264_FMTP.to_owned(),
         rtcp_feedback: vec![
-            feedback("goog-remb", ""),
             feedback("transport-cc", ""),
             feedback("ccm", "fir"),
             feedback("nack", ""),
