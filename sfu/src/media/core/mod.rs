@@ -8,22 +8,20 @@
 //! subscriber's peer connection encrypts it into a datagram drained by
 //! [`MediaCore::poll_transmit`].
 
+mod moderation;
+mod packets;
+mod slots;
+
 use crate::media::deadlines::Deadlines;
 use crate::media::demux::{Demuxer, ParticipantId, malformed, ufrag_for};
-use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
-use crate::media::keyframe::{KeyframeThrottle, h264_keyframe_start};
+use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
-use crate::media::room::{Room, SlotSource, assign_slots};
-use crate::media::speaker::audio_level;
+use crate::media::room::{Room, SlotSource};
 use crate::metrics::{Metrics, ProfileLabel};
-use crate::signaling::protocol::{
-    ClientMessage, ErrorCode, LeaveReason, ModerateAction, ServerMessage, SlotAssignment,
-};
+use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
 use crate::token::Role;
 use rtc::peer_connection::message::RTCMessage;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -347,165 +345,6 @@ impl MediaCore {
         self.flush(now);
     }
 
-    fn on_rtp(&mut self, now: Instant, publisher: ParticipantId, packet: rtc::rtp::Packet) {
-        let Some(p) = self.participants.get_mut(&publisher) else {
-            return;
-        };
-        let Some(kind) = p.peer.published_kind(packet.header.payload_type) else {
-            self.metrics.drop_packet("unknown_payload_type");
-            return;
-        };
-        let room_index = p.room;
-        let mut keyframe_start = false;
-        match kind {
-            MediaKind::Audio => {
-                if let Some(level) = p
-                    .peer
-                    .audio_level_ext()
-                    .and_then(|ext| packet.header.get_extension(ext))
-                    .and_then(|payload| audio_level(&payload))
-                    && !p.audio_muted
-                    && let Some(room) = self.rooms.get_mut(&room_index)
-                {
-                    room.speaker.record(publisher, level, now);
-                }
-            }
-            MediaKind::Video => {
-                p.peer.note_video_ssrc(packet.header.ssrc);
-                keyframe_start = h264_keyframe_start(&packet.payload);
-                if keyframe_start {
-                    p.keyframes.keyframe_seen();
-                }
-            }
-        }
-        let muted = match kind {
-            MediaKind::Audio => p.audio_muted,
-            MediaKind::Video => p.video_muted,
-        };
-        if muted {
-            self.metrics.drop_packet("muted");
-            return;
-        }
-        let inbound = InboundPacket {
-            ssrc: packet.header.ssrc,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            keyframe_start,
-        };
-        let Some(room) = self.rooms.get(&room_index) else {
-            return;
-        };
-        let mut wants_keyframe = false;
-        for &(subscriber, slot) in room.routes(publisher, kind) {
-            let Some(s) = self.participants.get_mut(&subscriber) else {
-                continue;
-            };
-            if !s.peer.is_connected() {
-                continue;
-            }
-            let Some(recv_slot) = s.peer.slots_mut().get_mut(slot) else {
-                continue;
-            };
-            recv_slot.stream.attach(inbound.ssrc);
-            if packet.payload.is_empty() {
-                // a padding-only probe: not worth a subscriber's bandwidth, but its sequence
-                // number must not become a gap
-                recv_slot.stream.skip(&inbound);
-                self.metrics.drop_packet("padding_only");
-                continue;
-            }
-            match recv_slot.stream.rewrite(&inbound, now) {
-                Ok(rewritten) => {
-                    // a fresh header: the publisher's extensions (ids negotiated with the
-                    // publisher) are not forwarded, and nothing here allocates
-                    let out = rtc::rtp::Packet {
-                        header: rtc::rtp::header::Header {
-                            version: 2,
-                            marker: packet.header.marker,
-                            sequence_number: rewritten.seq,
-                            timestamp: rewritten.timestamp,
-                            ..Default::default()
-                        },
-                        payload: packet.payload.clone(),
-                    };
-                    match s.peer.write_slot(now, slot, out) {
-                        Ok(()) => {
-                            self.metrics.rtp_forwarded.inc();
-                        }
-                        Err(e) => {
-                            self.metrics.drop_packet("write_failed");
-                            debug!(subscriber, "forward failed: {e}");
-                        }
-                    };
-                    if !s.dirty {
-                        s.dirty = true;
-                        self.dirty.push(subscriber);
-                    }
-                }
-                Err(reason) => {
-                    wants_keyframe |= reason == DropReason::WaitingForKeyframe;
-                    self.metrics.drop_packet(reason.as_str());
-                }
-            }
-        }
-        if wants_keyframe {
-            self.request_keyframe(now, publisher);
-        }
-        // the one clock read of the core: observability of real processing time, not protocol
-        self.metrics
-            .forward_seconds
-            .observe(Instant::now().saturating_duration_since(now).as_secs_f64());
-    }
-
-    fn on_rtcp(
-        &mut self,
-        now: Instant,
-        subscriber: ParticipantId,
-        packets: &[Box<dyn rtc::rtcp::Packet>],
-    ) {
-        for packet in packets {
-            let any = packet.as_any();
-            if !(any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()) {
-                continue;
-            }
-            self.metrics.keyframe_requests_received.inc();
-            for ssrc in packet.destination_ssrc() {
-                let publisher = self.participants.get(&subscriber).and_then(|s| {
-                    let slot = s.peer.slot_by_ssrc(ssrc)?;
-                    s.slots.get(slot)?.publisher
-                });
-                if let Some(publisher) = publisher {
-                    self.request_keyframe(now, publisher);
-                }
-            }
-        }
-    }
-
-    fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
-        let Some(p) = self.participants.get_mut(&publisher) else {
-            return;
-        };
-        if p.keyframes.request(now) {
-            self.send_pli(now, publisher);
-        } else {
-            self.mark_dirty(publisher);
-        }
-    }
-
-    fn send_pli(&mut self, now: Instant, publisher: ParticipantId) {
-        let Some(p) = self.participants.get_mut(&publisher) else {
-            return;
-        };
-        match p.peer.send_pli(now) {
-            Ok(true) => {
-                self.metrics.plis_sent.inc();
-            }
-            Ok(false) => {}
-            Err(e) => debug!(publisher, "PLI failed: {e}"),
-        }
-        self.mark_dirty(publisher);
-    }
-
     /// Drives every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(id) = self.deadlines.pop_due(now) {
@@ -606,180 +445,6 @@ impl MediaCore {
         }
     }
 
-    fn set_mute(
-        &mut self,
-        id: ParticipantId,
-        audio: Option<bool>,
-        video: Option<bool>,
-        by: Option<ParticipantId>,
-    ) {
-        let Some(p) = self.participants.get_mut(&id) else {
-            return;
-        };
-        p.audio_muted = audio.unwrap_or(p.audio_muted);
-        p.video_muted = video.unwrap_or(p.video_muted);
-        let (info, room) = (p.info(), p.room);
-        for (kind, muted) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
-            if muted == Some(true) {
-                self.detach_routes(room, id, kind);
-            }
-        }
-        if let Some(by) = by {
-            self.send(
-                id,
-                ServerMessage::MutedByModerator {
-                    audio: audio == Some(true),
-                    video: video == Some(true),
-                    by,
-                },
-            );
-        }
-        self.broadcast(room, None, ServerMessage::Updated { participant: info });
-    }
-
-    /// Stops every stream fed by `publisher`'s `kind`, so resuming re-syncs it.
-    fn detach_routes(&mut self, room: RoomIndex, publisher: ParticipantId, kind: MediaKind) {
-        let Some(room) = self.rooms.get(&room) else {
-            return;
-        };
-        for &(subscriber, slot) in room.routes(publisher, kind) {
-            if let Some(s) = self
-                .participants
-                .get_mut(&subscriber)
-                .and_then(|s| s.peer.slots_mut().get_mut(slot))
-            {
-                s.stream.detach();
-            }
-        }
-    }
-
-    fn moderate(
-        &mut self,
-        now: Instant,
-        id: ParticipantId,
-        action: ModerateAction,
-        target: ParticipantId,
-    ) {
-        let Some(room) = self.moderator_room(id) else {
-            return;
-        };
-        if self
-            .participants
-            .get(&target)
-            .is_none_or(|t| t.room != room || t.is_hidden())
-        {
-            self.send(
-                id,
-                ServerMessage::error(ErrorCode::NotFound, "no such participant"),
-            );
-            return;
-        }
-        match action {
-            ModerateAction::MuteAudio => self.set_mute(target, Some(true), None, Some(id)),
-            ModerateAction::MuteVideo => self.set_mute(target, None, Some(true), Some(id)),
-            ModerateAction::Remove => {
-                self.send(target, ServerMessage::Removed { by: id });
-                self.leave(now, target, LeaveReason::Removed);
-                self.outputs.push_back(Output::Close(target));
-            }
-        }
-    }
-
-    fn lock(&mut self, id: ParticipantId, locked: bool) {
-        let Some(room) = self.moderator_room(id) else {
-            return;
-        };
-        if let Some(r) = self.rooms.get_mut(&room) {
-            r.locked = locked;
-        }
-        self.broadcast(room, None, ServerMessage::Lock { locked, by: id });
-    }
-
-    /// The room of `id` if it is a moderator; otherwise tells it no.
-    fn moderator_room(&mut self, id: ParticipantId) -> Option<RoomIndex> {
-        let p = self.participants.get(&id)?;
-        if p.role == Role::Moderator {
-            return Some(p.room);
-        }
-        self.send(
-            id,
-            ServerMessage::error(ErrorCode::Forbidden, "only moderators can do that"),
-        );
-        None
-    }
-
-    /// Gives every subscriber of the room a slot for every publisher, keeping existing
-    /// assignments, tells subscribers whose map changed, and rebuilds the fan-out table.
-    fn reassign_slots(&mut self, now: Instant, room_index: RoomIndex) {
-        let Some(room) = self.rooms.get_mut(&room_index) else {
-            return;
-        };
-        let publishers = |kind| -> Vec<ParticipantId> {
-            room.members
-                .iter()
-                .filter(|m| {
-                    self.participants
-                        .get(m)
-                        .is_some_and(|p| !p.is_hidden() && p.peer.publishes(kind))
-                })
-                .copied()
-                .collect()
-        };
-        let (audio, video) = (publishers(MediaKind::Audio), publishers(MediaKind::Video));
-        let mut changed = Vec::new();
-        for id in &room.members {
-            let Some(p) = self.participants.get_mut(id) else {
-                continue;
-            };
-            let before = p.slots.clone();
-            let others = |kind| {
-                let all = if kind == MediaKind::Audio {
-                    &audio
-                } else {
-                    &video
-                };
-                all.iter().copied().filter(|m| m != id).collect()
-            };
-            if assign_slots(&mut p.slots, others) {
-                for (index, (old, new)) in before.iter().zip(&p.slots).enumerate() {
-                    if old.publisher != new.publisher
-                        && let Some(slot) = p.peer.slots_mut().get_mut(index)
-                    {
-                        slot.stream.detach();
-                    }
-                }
-                changed.push(*id);
-            }
-        }
-        let members = room.members.clone();
-        room.rebuild_routes(
-            members
-                .iter()
-                .filter_map(|m| self.participants.get(m).map(|p| (*m, p.slots.as_slice()))),
-        );
-        for id in changed {
-            let Some(p) = self.participants.get(&id) else {
-                continue;
-            };
-            let slots = p
-                .slots
-                .iter()
-                .zip(p.peer.slots())
-                .filter_map(|(source, slot)| {
-                    Some(SlotAssignment {
-                        mid: slot.mid.clone(),
-                        kind: source.kind.as_str(),
-                        participant: source.publisher?,
-                    })
-                })
-                .collect();
-            self.send(id, ServerMessage::Slots { slots });
-        }
-        if self.next_speaker_tick.is_none() {
-            self.next_speaker_tick = Some(now + SPEAKER_INTERVAL);
-        }
-    }
-
     fn drop_room_if_empty(&mut self, room_index: RoomIndex) {
         if self
             .rooms
@@ -828,3 +493,6 @@ fn random_ice_chars(len: usize) -> String {
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

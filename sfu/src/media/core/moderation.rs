@@ -1,0 +1,113 @@
+//! Participants' and moderators' requests: mute state, removal, lock.
+
+use super::{MediaCore, Output};
+use crate::media::demux::ParticipantId;
+use crate::media::forwarder::MediaKind;
+use crate::media::participant::RoomIndex;
+use crate::signaling::protocol::{ErrorCode, LeaveReason, ModerateAction, ServerMessage};
+use crate::token::Role;
+use std::time::Instant;
+
+impl MediaCore {
+    pub(super) fn set_mute(
+        &mut self,
+        id: ParticipantId,
+        audio: Option<bool>,
+        video: Option<bool>,
+        by: Option<ParticipantId>,
+    ) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.audio_muted = audio.unwrap_or(p.audio_muted);
+        p.video_muted = video.unwrap_or(p.video_muted);
+        let (info, room) = (p.info(), p.room);
+        for (kind, muted) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
+            if muted == Some(true) {
+                self.detach_routes(room, id, kind);
+            }
+        }
+        if let Some(by) = by {
+            self.send(
+                id,
+                ServerMessage::MutedByModerator {
+                    audio: audio == Some(true),
+                    video: video == Some(true),
+                    by,
+                },
+            );
+        }
+        self.broadcast(room, None, ServerMessage::Updated { participant: info });
+    }
+
+    /// Stops every stream fed by `publisher`'s `kind`, so resuming re-syncs it.
+    fn detach_routes(&mut self, room: RoomIndex, publisher: ParticipantId, kind: MediaKind) {
+        let Some(room) = self.rooms.get(&room) else {
+            return;
+        };
+        for &(subscriber, slot) in room.routes(publisher, kind) {
+            if let Some(s) = self
+                .participants
+                .get_mut(&subscriber)
+                .and_then(|s| s.peer.slots_mut().get_mut(slot))
+            {
+                s.stream.detach();
+            }
+        }
+    }
+
+    pub(super) fn moderate(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        action: ModerateAction,
+        target: ParticipantId,
+    ) {
+        let Some(room) = self.moderator_room(id) else {
+            return;
+        };
+        if self
+            .participants
+            .get(&target)
+            .is_none_or(|t| t.room != room || t.is_hidden())
+        {
+            self.send(
+                id,
+                ServerMessage::error(ErrorCode::NotFound, "no such participant"),
+            );
+            return;
+        }
+        match action {
+            ModerateAction::MuteAudio => self.set_mute(target, Some(true), None, Some(id)),
+            ModerateAction::MuteVideo => self.set_mute(target, None, Some(true), Some(id)),
+            ModerateAction::Remove => {
+                self.send(target, ServerMessage::Removed { by: id });
+                self.leave(now, target, LeaveReason::Removed);
+                self.outputs.push_back(Output::Close(target));
+            }
+        }
+    }
+
+    pub(super) fn lock(&mut self, id: ParticipantId, locked: bool) {
+        let Some(room) = self.moderator_room(id) else {
+            return;
+        };
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.locked = locked;
+        }
+        self.broadcast(room, None, ServerMessage::Lock { locked, by: id });
+    }
+
+    /// The room of `id` if it is a moderator; otherwise tells it no.
+    fn moderator_room(&mut self, id: ParticipantId) -> Option<RoomIndex> {
+        let p = self.participants.get(&id)?;
+        if p.role == Role::Moderator {
+            return Some(p.room);
+        }
+        self.send(
+            id,
+            ServerMessage::error(ErrorCode::Forbidden, "only moderators can do that"),
+        );
+        None
+    }
+}
