@@ -10,12 +10,15 @@ pub struct NodeConfig {
     /// HTTP address for the web client, signaling (/ws), /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// UDP port shared by every peer's media.
+    /// UDP port shared by every peer's media (0: any free port).
     #[arg(long, default_value_t = 10_000)]
     pub udp_port: u16,
-    /// TCP port for ICE-TCP (clients whose UDP is blocked); 0 disables it.
+    /// TCP port for ICE-TCP, for clients whose UDP is blocked (0: any free port).
     #[arg(long, default_value_t = 10_000)]
     pub tcp_port: u16,
+    /// Do not listen for ICE-TCP.
+    #[arg(long)]
+    pub no_ice_tcp: bool,
     /// Address the media sockets bind to (default: the --listen address).
     #[arg(long)]
     pub media_bind: Option<IpAddr>,

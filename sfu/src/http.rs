@@ -46,7 +46,7 @@ pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
     let media_ip = config.media_ip();
     let sockets = MediaSockets::bind(
         SocketAddr::new(media_ip, config.udp_port),
-        (config.tcp_port != 0).then(|| SocketAddr::new(media_ip, config.tcp_port)),
+        (!config.no_ice_tcp).then(|| SocketAddr::new(media_ip, config.tcp_port)),
     )
     .await?;
     let udp_addr = sockets.udp.local_addr()?;

@@ -59,9 +59,6 @@ fn browsers_meet_over_ice_tcp_when_udp_is_blocked() {
         let status = ns.command("nft").args(&rule).status().expect("nft");
         assert!(status.success(), "nft {rule:?}");
     }
+    // the script asserts that the selected candidate pair is TCP and that video decodes
     run_script(&ns, &node, "ice_tcp.test.mjs");
-    assert!(
-        node.metric("kaskade_sfu_packets_in_total").unwrap() > 100.0,
-        "media arrived (over TCP: UDP is dropped)"
-    );
 }
