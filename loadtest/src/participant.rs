@@ -162,7 +162,7 @@ async fn read_until<T>(
         // Any error before the join completes is fatal for the join (a bad offer, too).
         if let ServerMessage::Error { code, message } = &msg {
             return Err(JoinError::Refused {
-                code: code.clone(),
+                code: *code,
                 message: message.clone(),
             });
         }

@@ -234,7 +234,7 @@ pub(crate) async fn build(
     local_ip: IpAddr,
     publish_audio: bool,
     publish_video: bool,
-    recv_slots: u32,
+    recv_slots: usize,
 ) -> Result<Peer> {
     let mut media_engine = MediaEngine::default();
     let (opus, h264) = (opus_codec(), h264_codec());

@@ -118,9 +118,9 @@ pub struct MeetingState {
     /// Everyone who left, with the reason, in order.
     pub left: Vec<(ParticipantId, LeaveReason)>,
     /// `muted_by_moderator` frames received: (audio, video, by).
-    pub muted_by_moderator: Vec<(bool, bool, Option<ParticipantId>)>,
+    pub muted_by_moderator: Vec<(bool, bool, ParticipantId)>,
     /// Set when a moderator removed this participant.
-    pub removed_by: Option<Option<ParticipantId>>,
+    pub removed_by: Option<ParticipantId>,
     /// Every `error` frame received.
     pub errors: Vec<(ErrorCode, String)>,
     /// Frames that did not parse.
@@ -181,10 +181,10 @@ impl MeetingState {
                 self.participants.remove(id);
                 self.left.push((*id, *reason));
             }
-            ServerMessage::Speaker { id } => self.speaker = *id,
+            ServerMessage::Speaker { id } => self.speaker = Some(*id),
             ServerMessage::Lock { locked, by } => {
                 self.locked = *locked;
-                self.locked_by = *by;
+                self.locked_by = Some(*by);
             }
             ServerMessage::MutedByModerator { audio, video, by } => {
                 self.muted_by_moderator.push((*audio, *video, *by));
@@ -195,7 +195,7 @@ impl MeetingState {
             }
             ServerMessage::Removed { by } => self.removed_by = Some(*by),
             ServerMessage::Error { code, message } => {
-                self.errors.push((code.clone(), message.clone()));
+                self.errors.push((*code, message.clone()));
             }
         }
     }

@@ -11,7 +11,7 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod signaling;
-pub mod token;
 
 pub use config::NodeConfig;
 pub use http::serve;
+pub use kaskade_protocol::token;

@@ -12,8 +12,7 @@ use rtc::stun::message::{Message, is_stun_message};
 use rtc::stun::textattrs::Username;
 use std::collections::HashMap;
 
-/// Participant identifier, unique on the node.
-pub type ParticipantId = u32;
+pub use kaskade_protocol::signaling::ParticipantId;
 
 /// Four-tuples a participant may hold at once (candidate pairs, ICE-TCP, NAT rebinding).
 const MAX_TUPLES_PER_PARTICIPANT: usize = 8;

@@ -17,30 +17,13 @@ use std::time::Instant;
 /// can still arrive).
 const MAX_SKIPPED: usize = 128;
 
-/// Whether a slot carries audio or video (video waits for a keyframe on every switch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    /// Opus audio, 48 kHz clock.
-    Audio,
-    /// H.264 video, 90 kHz clock.
-    Video,
-}
+pub use kaskade_protocol::signaling::MediaKind;
 
-impl MediaKind {
-    /// The RTP clock rate of the codec kaskade forwards for this kind.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            MediaKind::Audio => 48_000,
-            MediaKind::Video => 90_000,
-        }
-    }
-
-    /// Lower-case name, as in SDP and in the signaling protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
+/// The RTP clock rate of the codec kaskade forwards for `kind` (Opus 48 kHz, H.264 90 kHz).
+pub fn clock_rate(kind: MediaKind) -> u32 {
+    match kind {
+        MediaKind::Audio => 48_000,
+        MediaKind::Video => 90_000,
     }
 }
 
@@ -262,7 +245,7 @@ impl OutboundStream {
         let out_ts = if self.sent_any {
             let elapsed = now.saturating_duration_since(self.last.at);
             let ticks =
-                (elapsed.as_micros() as u64 * u64::from(self.kind.clock_rate()) / 1_000_000).max(1);
+                (elapsed.as_micros() as u64 * u64::from(clock_rate(self.kind)) / 1_000_000).max(1);
             self.last.timestamp.wrapping_add(ticks as u32)
         } else {
             self.last.timestamp

@@ -1,4 +1,4 @@
 //! Signaling: the JSON-over-WebSocket protocol (docs/SIGNALING.md) and its sessions.
 
-pub mod protocol;
+pub use kaskade_protocol::signaling as protocol;
 pub mod session;

@@ -59,8 +59,8 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
     };
     let id = admitted.id;
     let mut welcome = admitted.welcome;
-    if let ServerMessage::Welcome { token, .. } = &mut welcome {
-        *token = auth.key.sign(&Claims {
+    if let ServerMessage::Welcome(welcome) = &mut welcome {
+        welcome.token = auth.key.sign(&Claims {
             meeting: request.meeting.clone(),
             sub: request.identity.clone(),
             name: request.name.clone(),

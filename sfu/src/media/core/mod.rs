@@ -19,7 +19,7 @@ use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
 use crate::media::room::{Room, SlotSource};
 use crate::metrics::{Metrics, ProfileLabel};
-use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage, Welcome};
 use crate::token::Role;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::shared::{TaggedBytesMut, TransportContext};
@@ -193,7 +193,7 @@ impl MediaCore {
             .filter(|p| !p.is_hidden())
             .map(Participant::info)
             .collect();
-        let welcome = ServerMessage::Welcome {
+        let welcome = ServerMessage::Welcome(Welcome {
             you: you.clone(),
             meeting: request.meeting,
             locked: room.locked,
@@ -206,7 +206,7 @@ impl MediaCore {
             participants: others,
             speaker: room.speaker.current(),
             token: String::new(),
-        };
+        });
         room.members.push(id);
         let first_member = room.members.len() == 1;
         self.participants.insert(id, participant);

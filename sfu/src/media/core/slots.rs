@@ -69,7 +69,7 @@ impl MediaCore {
                 .filter_map(|(source, slot)| {
                     Some(SlotAssignment {
                         mid: slot.mid.clone(),
-                        kind: source.kind.as_str(),
+                        kind: source.kind,
                         participant: source.publisher?,
                     })
                 })

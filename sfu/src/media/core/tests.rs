@@ -84,10 +84,10 @@ fn recorders_are_hidden_and_not_counted() {
     let ann = join(&mut c, "m", "ann", Role::Participant).unwrap();
     let rec = join(&mut c, "m", "rec", Role::Recorder).unwrap();
     assert_eq!(rec.role, Role::Recorder);
-    let ServerMessage::Welcome { participants, .. } = &rec.welcome else {
+    let ServerMessage::Welcome(welcome) = &rec.welcome else {
         panic!("welcome");
     };
-    assert_eq!(participants.len(), 1);
+    assert_eq!(welcome.participants.len(), 1);
     assert!(
         sent_to(&outputs(&mut c), ann.id).is_empty(),
         "nobody is told about a recorder"

@@ -1,11 +1,46 @@
-//! The JSON frames of the signaling protocol (docs/SIGNALING.md), as plain data.
+//! The JSON frames of the signaling protocol (docs/SIGNALING.md), as plain data that both
+//! the node (sending [`ServerMessage`], receiving [`ClientMessage`]) and clients use.
 
-use crate::media::demux::ParticipantId;
-use crate::token::Role;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Participant identifier, unique on a node.
+pub type ParticipantId = u32;
+
+/// What a participant may do in a meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Publishes and receives media.
+    Participant,
+    /// A participant who may also mute or remove others and lock the meeting.
+    Moderator,
+    /// A hidden, subscribe-only participant that records the meeting.
+    Recorder,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    /// Opus audio.
+    Audio,
+    /// H.264 video.
+    Video,
+}
+
+impl MediaKind {
+    /// Lower-case name, as in SDP and in the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
 
 /// A frame from a client.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter a meeting (first frame only).
@@ -16,7 +51,7 @@ pub enum ClientMessage {
         #[serde(default)]
         name: String,
         /// Access token.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
     },
     /// The client's one SDP offer.
@@ -27,10 +62,10 @@ pub enum ClientMessage {
     /// Set own mute state.
     Mute {
         /// New audio mute state, if changing.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         audio: Option<bool>,
         /// New video mute state, if changing.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         video: Option<bool>,
     },
     /// A moderator action on another participant.
@@ -50,7 +85,7 @@ pub enum ClientMessage {
 }
 
 /// What a moderator can do to another participant.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ModerateAction {
     /// Stop forwarding their audio until they unmute.
@@ -62,7 +97,7 @@ pub enum ModerateAction {
 }
 
 /// A participant as others see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParticipantInfo {
     /// Node-unique id.
     pub id: ParticipantId,
@@ -77,18 +112,18 @@ pub struct ParticipantInfo {
 }
 
 /// One assigned receive slot.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SlotAssignment {
     /// The m-line's mid.
     pub mid: String,
-    /// `audio` or `video`.
-    pub kind: &'static str,
+    /// What the slot carries.
+    pub kind: MediaKind,
     /// Whose media the slot carries.
     pub participant: ParticipantId,
 }
 
 /// Why someone left.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     /// They left or closed the page.
@@ -100,7 +135,7 @@ pub enum LeaveReason {
 }
 
 /// Error codes of the `error` frame.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Token missing, forged, expired or for another meeting.
@@ -122,6 +157,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::MeetingFull => "meeting_full",
+            ErrorCode::MeetingLocked => "meeting_locked",
+            ErrorCode::NodeFull => "node_full",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+        }
+    }
+
     /// Whether the node closes the socket after this error.
     pub fn is_fatal(self) -> bool {
         matches!(
@@ -134,29 +183,40 @@ impl ErrorCode {
     }
 }
 
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `welcome` frame: a join accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Welcome {
+    /// The joining participant.
+    pub you: ParticipantInfo,
+    /// Meeting name.
+    pub meeting: String,
+    /// Whether the meeting is locked.
+    pub locked: bool,
+    /// Room size limit.
+    pub max_room_size: usize,
+    /// Receive slots per kind the client should offer.
+    pub recv_slots: usize,
+    /// Everyone else present.
+    pub participants: Vec<ParticipantInfo>,
+    /// Current active speaker.
+    pub speaker: Option<ParticipantId>,
+    /// Token for reconnecting with the same identity and role.
+    #[serde(default)]
+    pub token: String,
+}
+
 /// A frame to a client.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Join accepted.
-    Welcome {
-        /// The joining participant.
-        you: ParticipantInfo,
-        /// Meeting name.
-        meeting: String,
-        /// Whether the meeting is locked.
-        locked: bool,
-        /// Room size limit.
-        max_room_size: usize,
-        /// Receive slots per kind the client should offer.
-        recv_slots: usize,
-        /// Everyone else present.
-        participants: Vec<ParticipantInfo>,
-        /// Current active speaker.
-        speaker: Option<ParticipantId>,
-        /// Token for reconnecting with the same identity and role.
-        token: String,
-    },
+    Welcome(Welcome),
     /// The answer to the client's offer.
     Answer {
         /// SDP text.

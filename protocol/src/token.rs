@@ -4,23 +4,12 @@
 //! [`TokenError`] variant, so callers can log the cause while telling the client only that the
 //! token was refused.
 
+pub use crate::signaling::Role;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// What a participant may do in a meeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Publishes and receives media.
-    Participant,
-    /// A participant who may also mute or remove others and lock the meeting.
-    Moderator,
-    /// A hidden, subscribe-only participant that records the meeting.
-    Recorder,
-}
 
 /// The claims a kaskade token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
