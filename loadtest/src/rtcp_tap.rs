@@ -1,23 +1,20 @@
 //! Interceptors that observe RTCP feedback for the participant's statistics and hand keyframe
 //! requests to the application.
 //!
-//! webrtc-rs stops inbound RTCP at the end of the interceptor chain unless an interceptor marks
-//! it `DeliverToApplication`. [`RtcpCounter`] sits next to the wire (so it sees every inbound
+//! Both are [`RtcpTap`]s. [`RtcpCounter`] sits next to the wire (so it sees every inbound
 //! packet before the NACK responder consumes it, and every outbound packet after the NACK
-//! generator produced it) and only counts. [`KeyframeForwarder`] sits last and marks inbound
-//! PLI/FIR so the local video track's `poll()` yields them.
+//! generator produced it) and only counts. [`KeyframeForwarder`] sits last and narrows inbound
+//! RTCP to PLI/FIR, delivered so the local video track's `poll()` yields them.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict, is_keyframe_request, nacked_packets};
+use rtc::interceptor::{Registry, Slot};
+use rtc::rtcp::Packet as RtcpPacket;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 
 /// Slot next to the wire for the counter (below congestion control, 1_000).
 const COUNTER_SLOT: usize = 500;
@@ -48,144 +45,60 @@ pub fn register(registry: Registry, counters: Arc<RtcpCounters>) -> Registry {
     registry
         .with(
             Slot::from(COUNTER_SLOT),
-            RtcpCounter {
-                counters,
-                read: VecDeque::new(),
-                write: VecDeque::new(),
-            },
+            RtcpTap::new(RtcpCounter { counters }),
         )
-        .with(
-            Slot::from(FORWARDER_SLOT),
-            KeyframeForwarder {
-                read: VecDeque::new(),
-                write: VecDeque::new(),
-            },
-        )
-}
-
-fn nacked(nack: &TransportLayerNack) -> u64 {
-    nack.nacks
-        .iter()
-        .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
-        .sum()
-}
-
-fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
-    let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+        .with(Slot::from(FORWARDER_SLOT), RtcpTap::new(KeyframeForwarder))
 }
 
 /// Counts NACK/PLI/FIR in both directions; passes everything through unchanged.
 pub struct RtcpCounter {
     counters: Arc<RtcpCounters>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpCounter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let c = &self.counters;
-            for packet in packets {
-                let any = packet.as_any();
-                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                    c.nacks_received.fetch_add(1, Ordering::Relaxed);
-                    c.nacked_packets_received
-                        .fetch_add(nacked(nack), Ordering::Relaxed);
-                } else if any.is::<PictureLossIndication>() {
-                    c.plis_received.fetch_add(1, Ordering::Relaxed);
-                } else if any.is::<FullIntraRequest>() {
-                    c.firs_received.fetch_add(1, Ordering::Relaxed);
-                }
+impl RtcpObserver for RtcpCounter {
+    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+        let c = &self.counters;
+        for packet in packets.iter() {
+            let any = packet.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                c.nacks_received.fetch_add(1, Ordering::Relaxed);
+                c.nacked_packets_received
+                    .fetch_add(nacked_packets(nack), Ordering::Relaxed);
+            } else if any.is::<PictureLossIndication>() {
+                c.plis_received.fetch_add(1, Ordering::Relaxed);
+            } else if any.is::<FullIntraRequest>() {
+                c.firs_received.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.read.push_back(msg);
-        Ok(())
+        Verdict::Pass
     }
 
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let c = &self.counters;
-            for packet in packets {
-                let any = packet.as_any();
-                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                    c.nacks_sent.fetch_add(1, Ordering::Relaxed);
-                    c.nacked_packets_sent
-                        .fetch_add(nacked(nack), Ordering::Relaxed);
-                } else if any.is::<PictureLossIndication>() {
-                    c.plis_sent.fetch_add(1, Ordering::Relaxed);
-                }
+    fn outbound(&mut self, packets: &[Box<dyn RtcpPacket>]) {
+        let c = &self.counters;
+        for packet in packets {
+            let any = packet.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                c.nacks_sent.fetch_add(1, Ordering::Relaxed);
+                c.nacked_packets_sent
+                    .fetch_add(nacked_packets(nack), Ordering::Relaxed);
+            } else if any.is::<PictureLossIndication>() {
+                c.plis_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
     }
 }
 
-impl Interceptor for RtcpCounter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
+/// Delivers inbound PLI/FIR to the application (narrowed to just those packets); other inbound
+/// RTCP stops here as it would at the end of the default chain.
+pub struct KeyframeForwarder;
 
-/// Marks inbound PLI/FIR for delivery to the application (narrowed to just those packets);
-/// other inbound RTCP stops here as it would at the end of the default chain.
-pub struct KeyframeForwarder {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                return Ok(());
-            }
-            packets.retain(|p| is_keyframe_request(p.as_ref()));
-            msg.message.add(Attribute::DeliverToApplication);
+impl RtcpObserver for KeyframeForwarder {
+    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+        packets.retain(|p| is_keyframe_request(p.as_ref()));
+        if packets.is_empty() {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
         }
-        self.read.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeForwarder {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

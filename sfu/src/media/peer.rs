@@ -8,7 +8,7 @@
 //! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
 
 use crate::media::forwarder::{MediaKind, OutboundStream};
-use crate::media::rtcp_tap::RtcpTap;
+use crate::media::rtcp_tap;
 use crate::metrics::Metrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::tcp_type::TcpType;
@@ -147,7 +147,7 @@ impl WebRtcPeer {
         let registry = configure_nack(Registry::new(), &mut media_engine);
         let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
         let registry = configure_rtcp_reports(registry);
-        let registry = registry.with(InterceptorSlot::Custom(14_000), RtcpTap::new(metrics));
+        let registry = registry.with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
         let pc = RTCPeerConnectionBuilder::new()
             .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
