@@ -2,13 +2,11 @@
 //! tests/browser/) against a real node, each test inside a private network namespace.
 
 use kaskade_e2e::{Netns, Node, node_binary};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 
 fn start_node(ns: &Netns) -> Node {
-    Node::start(
-        ns.command(&node_binary(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"))),
-        &[],
-    )
-    .expect("node starts")
+    start_node_with(ns, &[])
 }
 
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
@@ -61,4 +59,61 @@ fn browsers_meet_over_ice_tcp_when_udp_is_blocked() {
     }
     // the script asserts that the selected candidate pair is TCP and that video decodes
     run_script(&ns, &node, "ice_tcp.test.mjs");
+}
+
+#[test]
+fn browsers_reconnect_by_themselves_when_the_node_restarts() {
+    let ns = Netns::new("kr").expect("network namespace (needs root)");
+    // fixed ports (the namespace is private), so the restarted node has the same address
+    let fixed = [
+        "--listen",
+        "127.0.0.1:8080",
+        "--udp-port",
+        "10000",
+        "--tcp-port",
+        "10000",
+    ];
+    let node = start_node_with(&ns, &fixed);
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/browser");
+    let mut script = ns
+        .command("node")
+        .args(["--test", "--test-reporter=spec", "reconnect.test.mjs"])
+        .current_dir(browser_dir)
+        .env("KASKADE_URL", node.url())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node --test");
+    let stdout = script.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let mut output = Vec::new();
+    let mut restarted = None;
+    for line in lines.by_ref() {
+        let restart_now = line.contains("NODE_MAY_RESTART");
+        output.push(line);
+        if restart_now {
+            drop(node);
+            restarted = Some(start_node_with(&ns, &fixed));
+            break;
+        }
+    }
+    output.extend(lines);
+    let status = script.wait().expect("script ends");
+    assert!(
+        restarted.is_some(),
+        "the script never got to the restart:\n{}",
+        output.join("\n")
+    );
+    assert!(
+        status.success(),
+        "reconnect.test.mjs failed:\n{}",
+        output.join("\n")
+    );
+}
+
+fn start_node_with(ns: &Netns, args: &[&str]) -> Node {
+    Node::start(
+        ns.command(&node_binary(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"))),
+        args,
+    )
+    .expect("node starts")
 }

@@ -1,0 +1,53 @@
+// Automatic reconnect: two Chromium participants are in a call when the node dies. The Rust
+// wrapper (tests/tests/browser.rs) restarts it on the same address when this script prints
+// NODE_MAY_RESTART; the pages must rejoin by themselves and decode each other again.
+//
+//   cd tests/browser && KASKADE_URL=http://127.0.0.1:8080 node --test reconnect.test.mjs
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Participant, launchBrowser, waitFor } from './helpers.mjs';
+
+const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const MEETING = `rc-${randomBytes(4).toString('hex')}`;
+
+/** How many `welcome` frames the page has received (one per successful join). */
+function welcomes(who) {
+  return who.page.evaluate(() => window.kaskade.frames.filter((f) => f.type === 'welcome').length);
+}
+
+/** Frames decoded from the one other participant, whoever that is now. */
+async function framesFromOther(who) {
+  const values = Object.values((await who.stats()) || {});
+  return values.length === 1 ? values[0].framesDecoded : 0;
+}
+
+describe('reconnect after the node dies', { timeout: 150_000 }, () => {
+  let browser;
+  let close = async () => {};
+  before(async () => { ({ browser, close } = await launchBrowser()); });
+  after(async () => { await close(); });
+
+  it('both pages rejoin and see each other again without a reload', { timeout: 120_000 }, async () => {
+    const people = [];
+    for (const name of ['Rita', 'Rick']) {
+      const who = await Participant.open(browser, name);
+      await who.goto(BASE_URL, MEETING);
+      people.push(who);
+    }
+    for (const who of people) {
+      await waitFor(`${who.name} decodes the other`, () => framesFromOther(who), (n) => n > 10,
+        { timeout: 30_000 });
+      assert.equal(await welcomes(who), 1);
+    }
+    console.log('NODE_MAY_RESTART');
+    for (const who of people) {
+      await waitFor(`${who.name} is welcomed by the restarted node`, () => welcomes(who),
+        (n) => n >= 2, { timeout: 60_000 });
+      await waitFor(`${who.name} decodes the other again`, () => framesFromOther(who),
+        (n) => n > 10, { timeout: 30_000 });
+    }
+    const navigations = await people[0].page.evaluate(() => performance.getEntriesByType('navigation').length);
+    assert.equal(navigations, 1, 'no page reload');
+  });
+});
