@@ -25,6 +25,9 @@ const UDP_BATCH: usize = 64;
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Frames queued towards one ICE-TCP connection before its datagrams are dropped.
 const TCP_QUEUE: usize = 512;
+/// ICE-TCP connections open at once; further ones are closed at accept (a node carries at most
+/// a few hundred participants, each with one or two connections).
+const MAX_TCP_CONNECTIONS: usize = 2048;
 
 /// What a signaling session receives from the core.
 #[derive(Debug)]
@@ -330,11 +333,20 @@ impl Driver {
 }
 
 async fn accept_tcp(listener: TcpListener, inputs: mpsc::Sender<TcpInput>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    debug!(%peer, "ICE-TCP connection refused: too many open");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_tcp(stream, peer, inputs.clone()));
+                let inputs = inputs.clone();
+                tokio::spawn(async move {
+                    serve_tcp(stream, peer, inputs).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 warn!("ICE-TCP accept failed: {e}");

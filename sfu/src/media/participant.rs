@@ -37,8 +37,6 @@ pub struct Participant {
     pub slots: Vec<SlotSource>,
     /// Keyframe requests towards this participant's video.
     pub keyframes: KeyframeThrottle,
-    /// When it joined.
-    pub joined_at: Instant,
     /// Queued for draining at the end of the current step.
     pub dirty: bool,
 }

@@ -158,19 +158,22 @@ impl MediaCore {
         let id = self.next_participant;
         self.next_participant = self.next_participant.wrapping_add(1).max(1);
         let ufrag = ufrag_for(id, &random_ice_chars(8));
-        let peer = WebRtcPeer::new(
+        let peer = match WebRtcPeer::new(
             now,
             ufrag,
             random_ice_chars(24),
             self.config.peer.clone(),
             self.metrics.clone(),
-        )
-        .map_err(|e| {
-            (
-                ErrorCode::BadRequest,
-                format!("cannot create a session: {e}"),
-            )
-        })?;
+        ) {
+            Ok(peer) => peer,
+            Err(e) => {
+                self.drop_room_if_empty(room_index);
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("cannot create a session: {e}"),
+                ));
+            }
+        };
         let participant = Participant {
             id,
             room: room_index,
@@ -182,7 +185,6 @@ impl MediaCore {
             peer,
             slots: Vec::new(),
             keyframes: KeyframeThrottle::default(),
-            joined_at: now,
             dirty: false,
         };
         let you = participant.info();
@@ -224,7 +226,13 @@ impl MediaCore {
             );
         }
         self.mark_dirty(id);
-        info!(participant = id, meeting = %self.meeting_name(room_index), ?role, "joined");
+        info!(
+            participant = id,
+            identity = %self.participants[&id].identity,
+            meeting = %self.meeting_name(room_index),
+            ?role,
+            "joined"
+        );
         Ok(Admitted { id, role, welcome })
     }
 
