@@ -3,13 +3,13 @@
 //!
 //! Both are [`RtcpTap`]s. [`RtcpCounter`] sits next to the wire (so it sees every inbound
 //! packet before the NACK responder consumes it, and every outbound packet after the NACK
-//! generator produced it) and only counts. [`KeyframeForwarder`] sits last and narrows inbound
+//! generator produced it) and only counts. [`KeyframeRequests`] sits last and narrows inbound
 //! RTCP to PLI/FIR, delivered so the local video track's `poll()` yields them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict, is_keyframe_request, nacked_packets};
+use kaskade_rtcp_tap::{KeyframeRequests, RtcpObserver, RtcpTap, Verdict, nacked_packets};
 use rtc::interceptor::{Registry, Slot};
 use rtc::rtcp::Packet as RtcpPacket;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -47,7 +47,7 @@ pub fn register(registry: Registry, counters: Arc<RtcpCounters>) -> Registry {
             Slot::from(COUNTER_SLOT),
             RtcpTap::new(RtcpCounter { counters }),
         )
-        .with(Slot::from(FORWARDER_SLOT), RtcpTap::new(KeyframeForwarder))
+        .with(Slot::from(FORWARDER_SLOT), RtcpTap::new(KeyframeRequests))
 }
 
 /// Counts NACK/PLI/FIR in both directions; passes everything through unchanged.
@@ -84,21 +84,6 @@ impl RtcpObserver for RtcpCounter {
             } else if any.is::<PictureLossIndication>() {
                 c.plis_sent.fetch_add(1, Ordering::Relaxed);
             }
-        }
-    }
-}
-
-/// Delivers inbound PLI/FIR to the application (narrowed to just those packets); other inbound
-/// RTCP stops here as it would at the end of the default chain.
-pub struct KeyframeForwarder;
-
-impl RtcpObserver for KeyframeForwarder {
-    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
-        packets.retain(|p| is_keyframe_request(p.as_ref()));
-        if packets.is_empty() {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
         }
     }
 }

@@ -105,6 +105,21 @@ impl<O: RtcpObserver> Interceptor for RtcpTap<O> {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// An observer that lets exactly the keyframe requests (PLI/FIR) of inbound RTCP reach the
+/// application and stops everything else, as the end of a default chain would.
+pub struct KeyframeRequests;
+
+impl RtcpObserver for KeyframeRequests {
+    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+        packets.retain(|p| is_keyframe_request(p.as_ref()));
+        if packets.is_empty() {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
 /// Whether `packet` asks for a keyframe (PLI or FIR).
 pub fn is_keyframe_request(packet: &dyn RtcpPacket) -> bool {
     let any = packet.as_any();
@@ -126,19 +141,6 @@ mod tests {
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
     use rtc::shared::{TransportContext, TransportProtocol};
 
-    struct KeyframesOnly;
-
-    impl RtcpObserver for KeyframesOnly {
-        fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
-            packets.retain(|p| is_keyframe_request(p.as_ref()));
-            if packets.is_empty() {
-                Verdict::Drop
-            } else {
-                Verdict::Deliver
-            }
-        }
-    }
-
     fn rtcp(packets: Vec<Box<dyn RtcpPacket>>) -> TaggedPacket {
         TaggedPacket {
             now: Instant::now(),
@@ -154,7 +156,7 @@ mod tests {
 
     #[test]
     fn the_verdict_decides_delivery_and_writes_pass_untouched() {
-        let mut tap = RtcpTap::new(KeyframesOnly);
+        let mut tap = RtcpTap::new(KeyframeRequests);
         tap.handle_read(rtcp(vec![
             Box::new(ReceiverReport::default()),
             Box::new(PictureLossIndication::default()),

@@ -119,6 +119,12 @@ export class Participant {
     return this.page.evaluate(() => window.kaskade.stats());
   }
 
+  /** framesDecoded from the only other participant (0 until there is exactly one). */
+  async framesFromOnlyOther() {
+    const values = Object.values((await this.stats()) || {});
+    return values.length === 1 ? values[0].framesDecoded : 0;
+  }
+
   /** framesDecoded of the inbound video stream on one receive slot (by mid), or null. */
   framesDecodedOnMid(mid) {
     return this.page.evaluate(async (mid) => {

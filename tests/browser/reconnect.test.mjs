@@ -16,12 +16,6 @@ function welcomes(who) {
   return who.page.evaluate(() => window.kaskade.frames.filter((f) => f.type === 'welcome').length);
 }
 
-/** Frames decoded from the one other participant, whoever that is now. */
-async function framesFromOther(who) {
-  const values = Object.values((await who.stats()) || {});
-  return values.length === 1 ? values[0].framesDecoded : 0;
-}
-
 describe('reconnect after the node dies', { timeout: 150_000 }, () => {
   let browser;
   let close = async () => {};
@@ -36,7 +30,7 @@ describe('reconnect after the node dies', { timeout: 150_000 }, () => {
       people.push(who);
     }
     for (const who of people) {
-      await waitFor(`${who.name} decodes the other`, () => framesFromOther(who), (n) => n > 10,
+      await waitFor(`${who.name} decodes the other`, () => who.framesFromOnlyOther(), (n) => n > 10,
         { timeout: 30_000 });
       assert.equal(await welcomes(who), 1);
     }
@@ -44,7 +38,7 @@ describe('reconnect after the node dies', { timeout: 150_000 }, () => {
     for (const who of people) {
       await waitFor(`${who.name} is welcomed by the restarted node`, () => welcomes(who),
         (n) => n >= 2, { timeout: 60_000 });
-      await waitFor(`${who.name} decodes the other again`, () => framesFromOther(who),
+      await waitFor(`${who.name} decodes the other again`, () => who.framesFromOnlyOther(),
         (n) => n > 10, { timeout: 30_000 });
     }
     const navigations = await people[0].page.evaluate(() => performance.getEntriesByType('navigation').length);
