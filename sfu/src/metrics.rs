@@ -1,21 +1,107 @@
 //! Prometheus metrics of one node, rendered as text at `/metrics`.
 //!
-//! Counters are atomics updated on the media path without locks; the registry is only touched
-//! when `/metrics` is scraped.
+//! Every handle the media path touches is created up front, so counting is one atomic add: no
+//! lock and no label lookup per packet. The registry is only read when `/metrics` is scraped.
 
+use crate::media::forwarder::DropReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+
+/// Why a datagram or an RTP packet was not delivered. Each reason is one
+/// `kaskade_sfu_dropped_total{reason=…}` counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A datagram without a byte.
+    Empty,
+    /// Shorter than the header its first byte announces.
+    Truncated,
+    /// Its first byte is none of STUN, DTLS, RTP or RTCP (RFC 7983).
+    NotWebrtc,
+    /// From an unknown four-tuple and not a STUN request naming a participant.
+    Unroutable,
+    /// Routed to a participant who has left.
+    UnknownParticipant,
+    /// The participant's connection refused it.
+    RejectedByTransport,
+    /// RTP with a payload type the publisher did not negotiate.
+    UnknownPayloadType,
+    /// The publisher is muted.
+    Muted,
+    /// A padding-only probe, skipped without a sequence gap.
+    PaddingOnly,
+    /// A slot decision of the forwarder.
+    Slot(DropReason),
+    /// The subscriber's connection refused the forwarded packet.
+    WriteFailed,
+    /// The socket refused the datagram.
+    SendFailed,
+    /// An ICE-TCP connection's queue was full.
+    TcpQueueFull,
+    /// A transport the node does not speak.
+    UnsupportedTransport,
+}
+
+impl Dropped {
+    /// Every reason, in counter order.
+    const ALL: [Dropped; 18] = [
+        Dropped::Empty,
+        Dropped::Truncated,
+        Dropped::NotWebrtc,
+        Dropped::Unroutable,
+        Dropped::UnknownParticipant,
+        Dropped::RejectedByTransport,
+        Dropped::UnknownPayloadType,
+        Dropped::Muted,
+        Dropped::PaddingOnly,
+        Dropped::Slot(DropReason::NoSource),
+        Dropped::Slot(DropReason::OtherSource),
+        Dropped::Slot(DropReason::WaitingForKeyframe),
+        Dropped::Slot(DropReason::BeforeSwitch),
+        Dropped::Slot(DropReason::Skipped),
+        Dropped::WriteFailed,
+        Dropped::SendFailed,
+        Dropped::TcpQueueFull,
+        Dropped::UnsupportedTransport,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dropped::Empty => "empty",
+            Dropped::Truncated => "truncated",
+            Dropped::NotWebrtc => "not_webrtc",
+            Dropped::Unroutable => "unroutable",
+            Dropped::UnknownParticipant => "unknown_participant",
+            Dropped::RejectedByTransport => "rejected_by_transport",
+            Dropped::UnknownPayloadType => "unknown_payload_type",
+            Dropped::Muted => "muted",
+            Dropped::PaddingOnly => "padding_only",
+            Dropped::Slot(DropReason::NoSource) => "no_source",
+            Dropped::Slot(DropReason::OtherSource) => "other_source",
+            Dropped::Slot(DropReason::WaitingForKeyframe) => "waiting_for_keyframe",
+            Dropped::Slot(DropReason::BeforeSwitch) => "before_switch",
+            Dropped::Slot(DropReason::Skipped) => "skipped",
+            Dropped::WriteFailed => "write_failed",
+            Dropped::SendFailed => "send_failed",
+            Dropped::TcpQueueFull => "tcp_queue_full",
+            Dropped::UnsupportedTransport => "unsupported_transport",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
 
 /// Label of a dropped-packet counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Why the packet was dropped.
-    pub reason: &'static str,
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 /// Label naming an SRTP protection profile.
@@ -42,8 +128,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// RTP packets forwarded to a subscriber.
     pub rtp_forwarded: Counter,
-    /// Datagrams or RTP packets dropped, by reason.
-    pub dropped: Family<ReasonLabel, Counter>,
+    /// One counter per [`Dropped`] reason, in [`Dropped::ALL`] order.
+    dropped: Vec<Counter>,
     /// Lost packets subscribers asked for (NACK entries received).
     pub nacks_received: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
@@ -56,87 +142,94 @@ pub struct Metrics {
     pub forward_seconds: Histogram,
 }
 
+/// Registers `metric` under `name` and hands it back.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// A fresh set of metrics, all zero.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kaskade_sfu");
-        let metrics = Self {
-            rooms: Gauge::default(),
-            participants: Gauge::default(),
-            packets_in: Counter::default(),
-            bytes_in: Counter::default(),
-            packets_out: Counter::default(),
-            bytes_out: Counter::default(),
-            rtp_forwarded: Counter::default(),
-            dropped: Family::default(),
-            nacks_received: Counter::default(),
-            keyframe_requests_received: Counter::default(),
-            plis_sent: Counter::default(),
-            srtp_profiles: Family::default(),
-            // 1 us .. ~16 ms
-            forward_seconds: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 15),
-            ),
-            registry: Registry::default(),
-        };
-        registry.register("rooms", "Rooms with participants", metrics.rooms.clone());
-        registry.register(
-            "participants",
-            "Participants on this node",
-            metrics.participants.clone(),
-        );
-        registry.register(
-            "packets_in",
-            "Datagrams received",
-            metrics.packets_in.clone(),
-        );
-        registry.register("bytes_in", "Bytes received", metrics.bytes_in.clone());
-        registry.register("packets_out", "Datagrams sent", metrics.packets_out.clone());
-        registry.register("bytes_out", "Bytes sent", metrics.bytes_out.clone());
-        registry.register(
-            "rtp_forwarded",
-            "RTP packets forwarded to subscribers",
-            metrics.rtp_forwarded.clone(),
-        );
-        registry.register(
+        let mut r = Registry::with_prefix("kaskade_sfu");
+        let dropped_family = register(
+            &mut r,
             "dropped",
             "Packets dropped, by reason",
-            metrics.dropped.clone(),
+            Family::<ReasonLabel, Counter>::default(),
         );
-        registry.register(
-            "nacks_received",
-            "Lost packets subscribers asked to retransmit",
-            metrics.nacks_received.clone(),
-        );
-        registry.register(
-            "keyframe_requests_received",
-            "PLI/FIR received from subscribers",
-            metrics.keyframe_requests_received.clone(),
-        );
-        registry.register(
-            "plis_sent",
-            "PLI sent to publishers after coalescing",
-            metrics.plis_sent.clone(),
-        );
-        registry.register(
-            "srtp_profiles",
-            "DTLS-SRTP sessions by negotiated protection profile",
-            metrics.srtp_profiles.clone(),
-        );
-        registry.register(
-            "forward_seconds",
-            "Datagram arrival to last forwarded copy written, per inbound RTP packet",
-            metrics.forward_seconds.clone(),
-        );
+        let dropped = Dropped::ALL
+            .iter()
+            .map(|reason| {
+                dropped_family
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.label(),
+                    })
+                    .clone()
+            })
+            .collect();
         Self {
-            registry,
-            ..metrics
+            rooms: register(&mut r, "rooms", "Rooms with participants", Gauge::default()),
+            participants: register(
+                &mut r,
+                "participants",
+                "Participants on this node",
+                Gauge::default(),
+            ),
+            packets_in: register(
+                &mut r,
+                "packets_in",
+                "Datagrams received",
+                Counter::default(),
+            ),
+            bytes_in: register(&mut r, "bytes_in", "Bytes received", Counter::default()),
+            packets_out: register(&mut r, "packets_out", "Datagrams sent", Counter::default()),
+            bytes_out: register(&mut r, "bytes_out", "Bytes sent", Counter::default()),
+            rtp_forwarded: register(
+                &mut r,
+                "rtp_forwarded",
+                "RTP packets forwarded to subscribers",
+                Counter::default(),
+            ),
+            dropped,
+            nacks_received: register(
+                &mut r,
+                "nacks_received",
+                "Lost packets subscribers asked to retransmit",
+                Counter::default(),
+            ),
+            keyframe_requests_received: register(
+                &mut r,
+                "keyframe_requests_received",
+                "PLI/FIR received from subscribers",
+                Counter::default(),
+            ),
+            plis_sent: register(
+                &mut r,
+                "plis_sent",
+                "PLI sent to publishers after coalescing",
+                Counter::default(),
+            ),
+            srtp_profiles: register(
+                &mut r,
+                "srtp_profiles",
+                "DTLS-SRTP sessions by negotiated protection profile",
+                Family::default(),
+            ),
+            // 1 us .. ~16 ms
+            forward_seconds: register(
+                &mut r,
+                "forward_seconds",
+                "Datagram arrival to last forwarded copy written, per inbound RTP packet",
+                Histogram::new(exponential_buckets(1e-6, 2.0, 15)),
+            ),
+            registry: r,
         }
     }
 
     /// Counts one dropped packet.
-    pub fn drop_packet(&self, reason: &'static str) {
-        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+    pub fn drop_packet(&self, reason: Dropped) {
+        self.dropped[reason.index()].inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -152,5 +245,31 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_from_the_start() {
+        let metrics = Metrics::new();
+        metrics.drop_packet(Dropped::Slot(DropReason::WaitingForKeyframe));
+        metrics.drop_packet(Dropped::Muted);
+        metrics.drop_packet(Dropped::Muted);
+        let text = metrics.render();
+        for reason in Dropped::ALL {
+            assert!(
+                text.contains(&format!("reason=\"{}\"", reason.label())),
+                "{reason:?}"
+            );
+        }
+        assert!(
+            text.contains("kaskade_sfu_dropped_total{reason=\"muted\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("kaskade_sfu_dropped_total{reason=\"waiting_for_keyframe\"} 1"));
+        assert!(text.contains("kaskade_sfu_dropped_total{reason=\"unroutable\"} 0"));
     }
 }

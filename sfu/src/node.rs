@@ -6,7 +6,7 @@
 
 use crate::media::core::{Admitted, JoinRequest, MediaCore, Output};
 use crate::media::demux::ParticipantId;
-use crate::metrics::Metrics;
+use crate::metrics::{Dropped, Metrics};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
 use bytes::{Buf, BytesMut};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -299,7 +299,7 @@ impl Driver {
                         if e.kind() == std::io::ErrorKind::WouldBlock {
                             let _ = self.udp.send_to(&message, transport.peer_addr).await;
                         } else {
-                            self.metrics.drop_packet("send_failed");
+                            self.metrics.drop_packet(Dropped::SendFailed);
                         }
                     }
                 }
@@ -309,10 +309,10 @@ impl Driver {
                         .get(&transport.peer_addr)
                         .is_some_and(|w| w.try_send(message).is_ok());
                     if !sent {
-                        self.metrics.drop_packet("tcp_queue_full");
+                        self.metrics.drop_packet(Dropped::TcpQueueFull);
                     }
                 }
-                _ => self.metrics.drop_packet("unsupported_transport"),
+                _ => self.metrics.drop_packet(Dropped::UnsupportedTransport),
             }
         }
         while let Some(output) = self.core.poll_output() {

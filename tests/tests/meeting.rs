@@ -4,7 +4,7 @@
 use kaskade_e2e::{Node, start_node};
 use kaskade_loadtest::{
     ErrorCode, JoinConfig, JoinError, LossyRelay, MeetingState, ModerateAction, Participant,
-    ParticipantId,
+    ParticipantId, RemoteStats,
 };
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,18 @@ fn ids(participants: &[Participant]) -> Vec<ParticipantId> {
 }
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// What `observer` received from `source` before and after one second, once half a second
+/// has let packets already in flight arrive.
+async fn settle_then_observe(
+    observer: &Participant,
+    source: ParticipantId,
+) -> (RemoteStats, RemoteStats) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = observer.stats().remote(source);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (before, observer.stats().remote(source))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_participants_receive_the_other_nine_and_the_eleventh_is_refused() {
@@ -160,10 +172,7 @@ async fn mute_state_propagates_and_a_moderator_mute_is_enforced_by_the_node() {
         })
         .await
         .expect("the mute state propagates");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = moderator.stats().remote(b_id);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = moderator.stats().remote(b_id);
+    let (before, after) = settle_then_observe(&moderator, b_id).await;
     assert_eq!(
         after.audio_packets, before.audio_packets,
         "muted audio still forwarded"
@@ -217,10 +226,7 @@ async fn a_removed_participant_is_gone_and_its_media_stops() {
     bob.wait_until(WAIT, |s| !s.participants.contains_key(&carol_id))
         .await
         .expect("bob no longer lists carol");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = bob.stats().remote(carol_id);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = bob.stats().remote(carol_id);
+    let (before, after) = settle_then_observe(&bob, carol_id).await;
     assert_eq!(
         before.video_packets, after.video_packets,
         "carol's video still arrives"

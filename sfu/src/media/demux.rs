@@ -6,6 +6,7 @@
 //! peer connection then authenticates the request with the ICE password; a tuple that never
 //! authenticates costs one map entry, and each participant keeps a bounded number of them.
 
+use crate::metrics::Dropped;
 use rtc::shared::{FourTuple, TransportContext};
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, is_stun_message};
@@ -63,14 +64,16 @@ impl Demuxer {
     }
 }
 
-/// Why a datagram cannot be STUN, DTLS, RTP or RTCP (RFC 7983 first byte, minimum sizes), as a
-/// metrics label; `None` when it may be one of them.
-pub fn malformed(datagram: &[u8]) -> Option<&'static str> {
+/// Why a datagram cannot be STUN, DTLS, RTP or RTCP (RFC 7983 first byte, minimum sizes);
+/// `None` when it may be one of them.
+pub fn malformed(datagram: &[u8]) -> Option<Dropped> {
     const STUN_HEADER: usize = 20;
     const DTLS_RECORD_HEADER: usize = 13;
     const RTP_HEADER: usize = 12;
     const RTCP_HEADER: usize = 8;
-    let first = *datagram.first()?;
+    let Some(&first) = datagram.first() else {
+        return Some(Dropped::Empty);
+    };
     let minimum = match first {
         0..=3 => STUN_HEADER,
         20..=63 => DTLS_RECORD_HEADER,
@@ -78,9 +81,9 @@ pub fn malformed(datagram: &[u8]) -> Option<&'static str> {
             Some(192..=223) => RTCP_HEADER,
             _ => RTP_HEADER,
         },
-        _ => return Some("not_webrtc"),
+        _ => return Some(Dropped::NotWebrtc),
     };
-    (datagram.len() < minimum).then_some("truncated")
+    (datagram.len() < minimum).then_some(Dropped::Truncated)
 }
 
 fn stun_participant(datagram: &[u8]) -> Option<ParticipantId> {
@@ -147,18 +150,19 @@ mod tests {
 
     #[test]
     fn classifies_datagrams_by_first_byte_and_size() {
-        let cases: &[(&[u8], Option<&str>)] = &[
-            (&[], None),
-            (&[0, 1, 0, 0], Some("truncated")),
+        use Dropped::{Empty, NotWebrtc, Truncated};
+        let cases: &[(&[u8], Option<Dropped>)] = &[
+            (&[], Some(Empty)),
+            (&[0, 1, 0, 0], Some(Truncated)),
             (&[0; 20], None),
-            (&[22, 254, 253], Some("truncated")),
+            (&[22, 254, 253], Some(Truncated)),
             (&[22; 13], None),
-            (&[0x80, 0x60, 0, 1], Some("truncated")),
+            (&[0x80, 0x60, 0, 1], Some(Truncated)),
             (&[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], None),
             (&[0x81, 0xc9, 0, 1, 0, 0, 0, 0], None),
-            (&[0x81, 0xc9, 0, 1], Some("truncated")),
-            (&[0x10; 40], Some("not_webrtc")),
-            (&[0xff; 40], Some("not_webrtc")),
+            (&[0x81, 0xc9, 0, 1], Some(Truncated)),
+            (&[0x10; 40], Some(NotWebrtc)),
+            (&[0xff; 40], Some(NotWebrtc)),
         ];
         for (datagram, want) in cases {
             assert_eq!(malformed(datagram), *want, "{datagram:?}");

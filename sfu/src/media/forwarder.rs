@@ -49,7 +49,7 @@ pub struct Rewritten {
     pub timestamp: u32,
 }
 
-/// Why a packet was not forwarded on a slot. Each reason is a metrics label.
+/// Why a packet was not forwarded on a slot (each is a metrics reason, see `Dropped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// The slot has no source attached (idle, or the source is muted).
@@ -62,19 +62,6 @@ pub enum DropReason {
     BeforeSwitch,
     /// A packet already left out with [`OutboundStream::skip`].
     Skipped,
-}
-
-impl DropReason {
-    /// Label used in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::NoSource => "no_source",
-            DropReason::OtherSource => "other_source",
-            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
-            DropReason::BeforeSwitch => "before_switch",
-            DropReason::Skipped => "skipped",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 pub type Route = (ParticipantId, usize);
 
 /// One meeting's state on this node.
-#[derive(Default)]
 pub struct Room {
+    /// The meeting's name.
+    pub meeting: String,
     /// Members in join order (hidden recorders included).
     pub members: Vec<ParticipantId>,
     /// A locked meeting refuses new joins.
@@ -23,6 +24,17 @@ pub struct Room {
 }
 
 impl Room {
+    /// An empty room for `meeting`.
+    pub fn new(meeting: String) -> Self {
+        Self {
+            meeting,
+            members: Vec::new(),
+            locked: false,
+            speaker: SpeakerDetector::default(),
+            routes: HashMap::new(),
+        }
+    }
+
     /// The subscriber slots fed by `publisher`'s media of `kind`.
     pub fn routes(&self, publisher: ParticipantId, kind: MediaKind) -> &[Route] {
         self.routes
@@ -152,7 +164,7 @@ mod tests {
 
     #[test]
     fn routes_fan_out_by_publisher_and_kind() {
-        let mut room = Room::default();
+        let mut room = Room::new("m".into());
         let a = vec![
             SlotSource {
                 kind: Audio,

@@ -18,7 +18,7 @@ use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
 use crate::media::room::{Room, SlotSource};
-use crate::metrics::{Metrics, ProfileLabel};
+use crate::metrics::{Dropped, Metrics, ProfileLabel};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage, Welcome};
 use crate::token::Role;
 use rtc::peer_connection::message::RTCMessage;
@@ -131,7 +131,10 @@ impl MediaCore {
                 self.next_room += 1;
                 index
             });
-        let room = self.rooms.entry(room_index).or_default();
+        let room = self
+            .rooms
+            .entry(room_index)
+            .or_insert_with(|| Room::new(request.meeting.clone()));
         let visible = room
             .members
             .iter()
@@ -226,13 +229,9 @@ impl MediaCore {
             );
         }
         self.mark_dirty(id);
-        info!(
-            participant = id,
-            identity = %self.participants[&id].identity,
-            meeting = %self.meeting_name(room_index),
-            ?role,
-            "joined"
-        );
+        if let (Some(room), Some(p)) = (self.rooms.get(&room_index), self.participants.get(&id)) {
+            info!(participant = id, identity = %p.identity, meeting = %room.meeting, ?role, "joined");
+        }
         Ok(Admitted { id, role, welcome })
     }
 
@@ -314,20 +313,16 @@ impl MediaCore {
         transport: TransportContext,
         datagram: bytes::BytesMut,
     ) {
-        if datagram.is_empty() {
-            self.metrics.drop_packet("empty");
-            return;
-        }
         if let Some(reason) = malformed(&datagram) {
             self.metrics.drop_packet(reason);
             return;
         }
         let Some(id) = self.demux.route(&transport, &datagram) else {
-            self.metrics.drop_packet("unroutable");
+            self.metrics.drop_packet(Dropped::Unroutable);
             return;
         };
         let Some(participant) = self.participants.get_mut(&id) else {
-            self.metrics.drop_packet("unknown_participant");
+            self.metrics.drop_packet(Dropped::UnknownParticipant);
             return;
         };
         if let Err(e) = participant.peer.handle_read(TaggedBytesMut {
@@ -335,7 +330,7 @@ impl MediaCore {
             transport,
             message: datagram,
         }) {
-            self.metrics.drop_packet("rejected_by_transport");
+            self.metrics.drop_packet(Dropped::RejectedByTransport);
             debug!(participant = id, "datagram rejected: {e}");
         }
         self.mark_dirty(id);
@@ -459,18 +454,11 @@ impl MediaCore {
             .get(&room_index)
             .is_some_and(|r| r.members.is_empty())
         {
-            self.rooms.remove(&room_index);
-            self.room_names.retain(|_, index| *index != room_index);
+            if let Some(room) = self.rooms.remove(&room_index) {
+                self.room_names.remove(&room.meeting);
+            }
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
-    }
-
-    fn meeting_name(&self, room_index: RoomIndex) -> &str {
-        self.room_names
-            .iter()
-            .find(|(_, index)| **index == room_index)
-            .map(|(name, _)| name.as_str())
-            .unwrap_or_default()
     }
 
     fn send(&mut self, id: ParticipantId, message: ServerMessage) {

@@ -6,6 +6,7 @@ use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
 use crate::media::keyframe::h264_keyframe_start;
 use crate::media::speaker::audio_level;
+use crate::metrics::Dropped;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use std::time::Instant;
@@ -22,7 +23,7 @@ impl MediaCore {
             return;
         };
         let Some(kind) = p.peer.published_kind(packet.header.payload_type) else {
-            self.metrics.drop_packet("unknown_payload_type");
+            self.metrics.drop_packet(Dropped::UnknownPayloadType);
             return;
         };
         let room_index = p.room;
@@ -53,7 +54,7 @@ impl MediaCore {
             MediaKind::Video => p.video_muted,
         };
         if muted {
-            self.metrics.drop_packet("muted");
+            self.metrics.drop_packet(Dropped::Muted);
             return;
         }
         let inbound = InboundPacket {
@@ -81,7 +82,7 @@ impl MediaCore {
                 // a padding-only probe: not worth a subscriber's bandwidth, but its sequence
                 // number must not become a gap
                 recv_slot.stream.skip(&inbound);
-                self.metrics.drop_packet("padding_only");
+                self.metrics.drop_packet(Dropped::PaddingOnly);
                 continue;
             }
             match recv_slot.stream.rewrite(&inbound, now) {
@@ -103,7 +104,7 @@ impl MediaCore {
                             self.metrics.rtp_forwarded.inc();
                         }
                         Err(e) => {
-                            self.metrics.drop_packet("write_failed");
+                            self.metrics.drop_packet(Dropped::WriteFailed);
                             debug!(subscriber, "forward failed: {e}");
                         }
                     };
@@ -114,7 +115,7 @@ impl MediaCore {
                 }
                 Err(reason) => {
                     wants_keyframe |= reason == DropReason::WaitingForKeyframe;
-                    self.metrics.drop_packet(reason.as_str());
+                    self.metrics.drop_packet(Dropped::Slot(reason));
                 }
             }
         }
