@@ -195,6 +195,7 @@ impl Participant {
                 meeting: cfg.meeting.clone(),
                 name: cfg.name.clone(),
                 token: cfg.token.clone(),
+                client: Some("synthetic".into()),
             })
             .await?;
         let welcome = timed(

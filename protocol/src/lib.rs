@@ -1,5 +1,7 @@
 //! Wire types every kaskade process and client shares: the JSON frames of the signaling
-//! protocol (docs/SIGNALING.md) and the HS256 access tokens that admit participants.
+//! protocol (docs/SIGNALING.md), the HS256 access tokens that admit participants, and the
+//! cluster API between clients, the locator and SFU nodes (docs/CLUSTER.md).
 
+pub mod cluster;
 pub mod signaling;
 pub mod token;

@@ -53,6 +53,9 @@ pub enum ClientMessage {
         /// Access token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// What kind of client this is (`browser`, `synthetic`, `sip`, ...), for call records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
     /// The client's one SDP offer.
     Offer {
@@ -286,5 +289,28 @@ impl ServerMessage {
             code,
             message: message.into(),
         }
+    }
+}
+
+/// Whether `meeting` is a valid meeting name: 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
+pub fn valid_meeting(meeting: &str) -> bool {
+    (1..=64).contains(&meeting.len())
+        && meeting
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A display name cleaned of control characters, trimmed to 64 characters (`Guest` if empty).
+pub fn display_name(name: &str) -> String {
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "Guest".into()
+    } else {
+        name
     }
 }

@@ -88,9 +88,10 @@ fn client_frames_serialize_like_the_spec() {
         s(&ClientMessage::Join {
             meeting: "standup".into(),
             name: "Alice".into(),
-            token: None
+            token: None,
+            client: Some("browser".into()),
         }),
-        json!({"type":"join","meeting":"standup","name":"Alice"})
+        json!({"type":"join","meeting":"standup","name":"Alice","client":"browser"})
     );
     assert_eq!(
         s(&ClientMessage::Mute {

@@ -4,7 +4,9 @@
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
-use crate::signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use crate::signaling::protocol::{
+    ClientMessage, ErrorCode, ServerMessage, display_name, valid_meeting,
+};
 use crate::token::{Claims, Role, TokenKey, unix_now};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use std::sync::Arc;
@@ -34,7 +36,8 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
             meeting,
             name,
             token,
-        }))) => (meeting, name, token),
+            client,
+        }))) => (meeting, name, token, client),
         Ok(Some(Ok(_))) => {
             return refuse(
                 socket,
@@ -127,8 +130,9 @@ async fn serve(
 /// Turns a join frame into an authenticated request, or the reason it is refused.
 fn authenticate(
     auth: &Auth,
-    (meeting, name, token): (String, String, Option<String>),
+    (meeting, name, token, client): (String, String, Option<String>, Option<String>),
 ) -> Result<JoinRequest, (ErrorCode, String)> {
+    let kind = client_kind(client.as_deref());
     if !valid_meeting(&meeting) {
         return Err((
             ErrorCode::BadRequest,
@@ -146,6 +150,7 @@ fn authenticate(
                 identity: claims.sub,
                 name: display_name(&claims.name),
                 role: claims.role,
+                kind,
             })
         }
         None if auth.open => Ok(JoinRequest {
@@ -153,29 +158,21 @@ fn authenticate(
             identity: format!("guest-{:08x}", rand::random::<u32>()),
             name: display_name(&name),
             role: Role::Participant,
+            kind,
         }),
         None => Err((ErrorCode::BadToken, "this node requires a token".into())),
     }
 }
 
-fn valid_meeting(meeting: &str) -> bool {
-    (1..=64).contains(&meeting.len())
-        && meeting
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-fn display_name(name: &str) -> String {
-    let name: String = name
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "Guest".into()
-    } else {
-        name
+/// The client kind recorded in call records: what the client says, if it is a plain word.
+fn client_kind(client: Option<&str>) -> String {
+    match client {
+        Some(kind)
+            if (1..=16).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_lowercase()) =>
+        {
+            kind.to_string()
+        }
+        _ => "unknown".to_string(),
     }
 }
 
@@ -276,12 +273,17 @@ mod tests {
             open: false,
         };
         let join = |meeting: &str, token: Option<String>| {
-            (meeting.to_string(), " Ann ".to_string(), token)
+            (
+                meeting.to_string(),
+                " Ann ".to_string(),
+                token,
+                Some("browser".to_string()),
+            )
         };
         let guest = authenticate(&open, join("m1", None)).unwrap();
         assert_eq!(
-            (guest.name.as_str(), guest.role),
-            ("Ann", Role::Participant)
+            (guest.name.as_str(), guest.role, guest.kind.as_str()),
+            ("Ann", Role::Participant, "browser")
         );
         assert_eq!(
             authenticate(&closed, join("m1", None)).unwrap_err().0,

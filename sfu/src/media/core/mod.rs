@@ -55,6 +55,8 @@ pub struct JoinRequest {
     pub name: String,
     /// Role granted by the token (or by default).
     pub role: Role,
+    /// Client kind for call records (`browser`, `synthetic`, ...).
+    pub kind: String,
 }
 
 /// A join the core accepted.

@@ -26,6 +26,7 @@ fn request(meeting: &str, name: &str, role: Role) -> JoinRequest {
         identity: name.into(),
         name: name.into(),
         role,
+        kind: "synthetic".into(),
     }
 }
 
