@@ -24,6 +24,10 @@ pub struct Claims {
     pub role: Role,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// A reconnect token: its holder was admitted to the meeting, so a lock does not keep
+    /// them out when they come back (after a lost connection or a lost node).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejoin: bool,
 }
 
 /// Why a token was refused.
@@ -148,6 +152,7 @@ mod tests {
             name: "Alice".into(),
             role: Role::Moderator,
             exp,
+            rejoin: false,
         }
     }
 

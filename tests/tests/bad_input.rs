@@ -61,6 +61,7 @@ fn token(secret: &str, meeting: &str, exp: u64) -> String {
         name: "Someone".into(),
         role: Role::Participant,
         exp,
+        rejoin: false,
     })
 }
 

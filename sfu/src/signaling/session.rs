@@ -69,6 +69,7 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
             name: request.name.clone(),
             role: admitted.role,
             exp: unix_now() + RECONNECT_TOKEN_LIFETIME,
+            rejoin: true,
         });
     }
     if send(&mut socket, &welcome).await {
@@ -299,6 +300,7 @@ mod tests {
             name: "Ann A.".into(),
             role: Role::Moderator,
             exp: unix_now() + 60,
+            rejoin: false,
         });
         let admitted = authenticate(&closed, join("m1", Some(token.clone()))).unwrap();
         assert_eq!(
