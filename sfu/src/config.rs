@@ -38,12 +38,56 @@ pub struct NodeConfig {
     /// Also offer AES_CM_128_HMAC_SHA1_80 and AEAD_AES_128_GCM SRTP (legacy peers).
     #[arg(long)]
     pub legacy_srtp: bool,
+    /// Locator base URL(s) to register with and report to (repeatable: the next is tried when
+    /// one stops answering). Without one, the node serves joins by itself.
+    #[arg(long = "locator")]
+    pub locators: Vec<String>,
+    /// The node's region, for placement.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The node's unique name in the cluster (default: its advertised URL's host:port).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The HTTP base URL clients and other nodes reach this node at (default: http://LISTEN).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// Outbound bitrate the node carries before it reports overload, in Mbit/s.
+    #[arg(long)]
+    pub max_bitrate_mbps: Option<u64>,
 }
 
 impl NodeConfig {
     /// The IP the media sockets bind to.
     pub fn media_ip(&self) -> IpAddr {
         self.media_bind.unwrap_or(self.listen.ip())
+    }
+
+    /// The base URL others reach this node's HTTP surface at.
+    pub fn advertised_url(&self) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Where clients open signaling: the advertised URL with a WebSocket scheme, then `/ws`.
+    pub fn signaling_url(&self) -> String {
+        let base = self.advertised_url();
+        let ws = match base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => format!("ws://{}", base.strip_prefix("http://").unwrap_or(&base)),
+        };
+        format!("{ws}/ws")
+    }
+
+    /// The node's name in the cluster.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let base = self.advertised_url();
+            let host = base.split("://").nth(1).unwrap_or(&base);
+            host.split('/').next().unwrap_or(host).to_string()
+        })
     }
 
     /// The IPs announced as candidates.

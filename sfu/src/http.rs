@@ -7,21 +7,34 @@ use crate::metrics::Metrics;
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
 use crate::token::TokenKey;
-use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::header;
+use crate::token::Role;
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
+use kaskade_protocol::signaling::valid_meeting;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Clone)]
 struct AppState {
     node: NodeHandle,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
+    name: String,
+}
+
+/// A node whose sockets are bound and whose core runs, with the router of its HTTP surface
+/// (to serve on its own listener, or to nest in a locator's).
+pub struct Node {
+    /// Where the media UDP socket is bound.
+    pub udp_addr: SocketAddr,
+    /// The node's HTTP routes.
+    pub router: Router,
 }
 
 /// A running node: its HTTP address and the router serving it.
@@ -43,6 +56,21 @@ impl Server {
 
 /// Binds every socket of a node and builds its router; call [`Server::run`] to serve.
 pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let http_addr = listener.local_addr()?;
+    let node = build(config).await?;
+    info!(%http_addr, udp_addr = %node.udp_addr, "node ready");
+    Ok(Server {
+        http_addr,
+        udp_addr: node.udp_addr,
+        listener,
+        router: node.router,
+    })
+}
+
+/// Binds the media sockets, starts the core and builds the HTTP routes, without an HTTP
+/// listener of its own.
+pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
     let media_ip = config.media_ip();
     let sockets = MediaSockets::bind(
         SocketAddr::new(media_ip, config.udp_port),
@@ -95,23 +123,37 @@ pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
             }
         }
     });
-    let router = router(AppState {
-        node,
-        auth,
-        metrics,
-    });
-    let listener = TcpListener::bind(config.listen).await?;
-    let http_addr = listener.local_addr()?;
-    info!(%http_addr, %udp_addr, ?tcp_port, "node ready");
-    Ok(Server {
-        http_addr,
-        udp_addr,
-        listener,
-        router,
-    })
+    let standalone = config.locators.is_empty();
+    let router = router(
+        AppState {
+            node,
+            auth,
+            metrics,
+            name: config.node_name(),
+        },
+        standalone,
+    );
+    debug!(%udp_addr, ?tcp_port, "media sockets bound");
+    Ok(Node { udp_addr, router })
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, standalone: bool) -> Router {
+    let node_routes = Router::new()
+        .route("/ws", get(websocket))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }));
+    let node_routes = if standalone {
+        node_routes
+            .route("/api/meetings/{meeting}/join", post(join))
+            .merge(web_pages())
+    } else {
+        node_routes
+    };
+    node_routes.with_state(state)
+}
+
+/// The web client's pages and assets, for any server that hands out meetings.
+pub fn web_pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",
@@ -129,10 +171,64 @@ fn router(state: AppState) -> Router {
             "/static/style.css",
             get(|| async { asset("text/css", include_str!("../web/style.css")) }),
         )
-        .route("/ws", get(websocket))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+}
+
+/// `POST /api/meetings/{meeting}/join` of a node without a locator: join here. The token, if
+/// any, is checked when the client presents it in its `join` frame.
+async fn join(
+    State(state): State<AppState>,
+    Path(meeting): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<JoinRequest>>,
+) -> Response {
+    if !valid_meeting(&meeting) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "meeting names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        );
+    }
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    let token = request.token.or_else(|| bearer(&headers)).unwrap_or_default();
+    if token.is_empty() && !state.auth.open {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "this node requires a token",
+        );
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    Json(JoinResponse {
+        meeting,
+        node: state.name.clone(),
+        signaling_url: format!("ws://{host}/ws"),
+        token,
+        role: Role::Participant,
+    })
+    .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+fn api_error(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: error.into(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -13,5 +13,5 @@ pub mod node;
 pub mod signaling;
 
 pub use config::NodeConfig;
-pub use http::serve;
+pub use http::{Node, build, serve, web_pages};
 pub use kaskade_protocol::token;
