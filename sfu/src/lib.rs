@@ -5,6 +5,7 @@
 //! clock; [`signaling`] speaks the client protocol; [`http`] serves pages, `/ws`, `/metrics`
 //! and `/healthz`; [`token`] signs and verifies access tokens.
 
+pub mod cascade;
 pub mod config;
 pub mod http;
 pub mod media;
