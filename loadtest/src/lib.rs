@@ -3,17 +3,22 @@
 //! A [`Participant`] speaks the signaling protocol of docs/SIGNALING.md, publishes a looped
 //! openh264-encoded test pattern (H.264 constrained baseline, packetization mode 1) and an Opus
 //! 440 Hz tone carrying an RFC 6464 audio level, receives every slot the node offers, decodes
-//! the video with openh264 and counts everything per remote participant. [`LossyRelay`] puts
-//! random RTP/RTCP loss on one participant's media path.
+//! the video with openh264 and counts everything per remote participant. It joins straight at
+//! a node, or through the join API ([`join_api`]) of a locator or a standalone node; then it
+//! fails over by itself to another node when its node is lost. [`LossyRelay`] puts random
+//! RTP/RTCP loss on one participant's media path.
 
 pub mod audio;
+mod failover;
 pub mod h264;
+pub mod join_api;
 pub mod lossy_relay;
 pub mod participant;
 mod peer;
 mod receive;
 pub mod rtcp_tap;
 mod send;
+mod session;
 pub mod signaling;
 pub mod state;
 pub mod video;

@@ -1,5 +1,8 @@
-//! A synthetic participant: joins a meeting over signaling, publishes the synthetic H.264 and
-//! Opus sources in real time, decodes what it receives, and records every signaling event.
+//! A synthetic participant: joins a meeting over signaling (straight at a node, or through the
+//! join API of a locator or a standalone node), publishes the synthetic H.264 and Opus sources
+//! in real time, decodes what it receives, and records every signaling event. A participant
+//! that joined through the join API fails over by itself when its node is lost (see
+//! `failover.rs`); its statistics accumulate across sessions.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -12,32 +15,37 @@
 //! # Ok(()) }
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-use rtc::peer_connection::sdp::RTCSessionDescription;
-use tokio::sync::{Mutex, broadcast};
+use anyhow::anyhow;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use webrtc::peer_connection::PeerConnection;
 
-use crate::audio::{AUDIO_LEVEL_URI, LEVEL_SILENT, OpusClip};
-use crate::peer::{self, Shared};
+use crate::audio::LEVEL_SILENT;
+use crate::failover;
+use crate::join_api::ApiError;
+use crate::peer::Shared;
+use crate::session::{Current, Media, Session, locate};
 use crate::signaling::{
-    self, ClientMessage, ErrorCode, Incoming, ModerateAction, ParticipantId, ParticipantInfo,
-    ServerMessage, SignalReader, SignalWriter, Welcome,
+    ClientMessage, ErrorCode, ModerateAction, ParticipantId, ParticipantInfo, Welcome,
 };
 use crate::state::{Event, MeetingState, ParticipantStats};
-use crate::video::{VideoClip, VideoClipConfig};
-use crate::{receive, send};
 
 /// How to join.
 #[derive(Debug, Clone)]
 pub struct JoinConfig {
-    /// The node's signaling address (`ws://ADDR/ws`).
+    /// The node's signaling address (`ws://ADDR/ws`), for direct joins (`locator` unset).
     pub server: SocketAddr,
+    /// Join through the join API at this base URL (`http://host:port`, a locator or a node
+    /// without one) instead of `server`, and fail over by itself when the node is lost.
+    pub locator: Option<String>,
+    /// Preferred region (join API).
+    pub region: Option<String>,
+    /// Pin the first join to this node (join API); failover goes wherever the API says.
+    pub node: Option<String>,
     /// Meeting name.
     pub meeting: String,
     /// Display name.
@@ -64,10 +72,10 @@ pub struct JoinConfig {
     /// Route media through this address (a [`crate::LossyRelay`]): the answer's UDP candidates
     /// are rewritten to it and its TCP candidates dropped.
     pub media_via: Option<SocketAddr>,
-    /// Local IP to bind the media socket to; by default the IP the OS would use to reach the
-    /// server (loopback for a loopback server).
+    /// Local IP to bind the media socket to; by default the local IP of the signaling
+    /// connection (loopback for a loopback node).
     pub local_ip: Option<IpAddr>,
-    /// Timeout for the join (welcome + answer).
+    /// Timeout for each step of a join (join API, connect, welcome, answer).
     pub timeout: Duration,
 }
 
@@ -76,6 +84,9 @@ impl JoinConfig {
     pub fn new(server: SocketAddr, meeting: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             server,
+            locator: None,
+            region: None,
+            node: None,
             meeting: meeting.into(),
             name: name.into(),
             token: None,
@@ -105,6 +116,14 @@ pub enum JoinError {
         /// The node's message.
         message: String,
     },
+    /// The join API answered with an error status.
+    #[error("join API refused ({status}): {}: {}", error.error, error.message)]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error body.
+        error: ApiError,
+    },
     /// The node did not answer in time.
     #[error("join timed out: {0}")]
     Timeout(&'static str),
@@ -113,224 +132,84 @@ pub enum JoinError {
     Other(#[from] anyhow::Error),
 }
 
-/// A connected synthetic participant. Dropping it closes its connections.
-pub struct Participant {
-    welcome: Welcome,
-    shared: Arc<Shared>,
-    writer: Mutex<SignalWriter>,
-    pc: Arc<dyn PeerConnection>,
-    events: broadcast::Receiver<Event>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-fn default_local_ip(server: SocketAddr) -> IpAddr {
-    let probe = || -> std::io::Result<IpAddr> {
-        let unspecified = if server.is_ipv4() {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-        };
-        let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
-        socket.connect(server)?;
-        Ok(socket.local_addr()?.ip())
-    };
-    probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-async fn read_until<T>(
-    reader: &mut SignalReader,
-    shared: &Shared,
-    what: &'static str,
-    mut pick: impl FnMut(&ServerMessage) -> Option<T>,
-) -> Result<T, JoinError> {
-    loop {
-        let msg = match reader.recv().await? {
-            None => {
-                return Err(JoinError::Other(anyhow!(
-                    "socket closed while waiting for {what}"
-                )));
-            }
-            Some(Incoming::Unparsed(text)) => {
-                shared.update(Some(Event::Unparsed(text.clone())), |s| {
-                    s.unparsed.push(text)
-                });
-                continue;
-            }
-            Some(Incoming::Message(msg)) => msg,
-        };
-        shared.update(Some(Event::Signal(msg.clone())), |s| s.apply(&msg));
-        // Any error before the join completes is fatal for the join (a bad offer, too).
-        if let ServerMessage::Error { code, message } = &msg {
-            return Err(JoinError::Refused {
-                code: *code,
-                message: message.clone(),
-            });
+impl JoinError {
+    /// The machine-readable code of a refusal, from the node's `error` frame or the join API
+    /// (`meeting_full`, `bad_token`, `no_capacity`, ...).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            JoinError::Refused { code, .. } => Some(code.as_str()),
+            JoinError::Api { error, .. } => Some(&error.error),
+            JoinError::Timeout(_) | JoinError::Other(_) => None,
         }
-        if let Some(value) = pick(&msg) {
-            return Ok(value);
+    }
+
+    /// Whether joining again (later, or elsewhere) may succeed: timeouts, connection
+    /// failures, a full node, and join API server errors (`no_capacity`, 5xx) may pass; a bad
+    /// token, a locked or full meeting and other refusals do not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JoinError::Refused { code, .. } => *code == ErrorCode::NodeFull,
+            JoinError::Api { status, .. } => *status >= 500,
+            JoinError::Timeout(_) | JoinError::Other(_) => true,
         }
     }
 }
 
-async fn timed<T>(
-    timeout: Duration,
-    what: &'static str,
-    fut: impl Future<Output = Result<T, JoinError>>,
-) -> Result<T, JoinError> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| JoinError::Timeout(what))?
+/// A connected synthetic participant. Dropping it closes its connections.
+pub struct Participant {
+    shared: Arc<Shared>,
+    current: Arc<Current>,
+    failover: Option<JoinHandle<()>>,
+    events: broadcast::Receiver<Event>,
 }
 
 impl Participant {
-    /// Joins a meeting: signaling, offer/answer, then starts publishing and receiving.
+    /// Joins a meeting: through the join API when `cfg.locator` is set (and then fails over by
+    /// itself), else straight at `cfg.server`; signaling, offer/answer, then starts publishing
+    /// and receiving.
     pub async fn join(cfg: JoinConfig) -> Result<Self, JoinError> {
         let shared = Arc::new(Shared::new(cfg.audio_level));
-        let (mut writer, mut reader) = timed(cfg.timeout, "connect", async {
-            Ok(signaling::connect(cfg.server).await?)
-        })
-        .await?;
-        writer
-            .send(&ClientMessage::Join {
-                meeting: cfg.meeting.clone(),
-                name: cfg.name.clone(),
-                token: cfg.token.clone(),
-                client: Some("synthetic".into()),
-            })
-            .await?;
-        let welcome = timed(
-            cfg.timeout,
-            "welcome",
-            read_until(&mut reader, &shared, "welcome", |m| match m {
-                ServerMessage::Welcome(w) => Some(w.clone()),
-                _ => None,
-            }),
-        )
-        .await?;
-
-        // Encode (or fetch) the media before offering, so it is ready when media flows.
-        let video_clip = if cfg.publish_video {
-            let mut config =
-                VideoClipConfig::new(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate_bps);
-            config.frames = cfg.fps.max(1) * cfg.clip_seconds.max(1);
-            Some(
-                tokio::task::spawn_blocking(move || VideoClip::shared(config))
-                    .await
-                    .context("video encoder task")??,
-            )
-        } else {
-            None
-        };
-        let audio_clip = if cfg.publish_audio {
-            Some(OpusClip::shared()?)
-        } else {
-            None
-        };
-
-        let local_ip = cfg.local_ip.unwrap_or_else(|| default_local_ip(cfg.server));
-        let peer = peer::build(
-            &shared,
-            local_ip,
-            cfg.publish_audio,
-            cfg.publish_video,
-            welcome.recv_slots,
-        )
-        .await?;
-        let pc = peer.pc;
-        let offer = pc.create_offer(None).await.context("create_offer")?;
-        let mut gathered = shared.gathering_done.subscribe();
-        pc.set_local_description(offer)
-            .await
-            .context("set_local_description")?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), gathered.wait_for(|done| *done)).await;
-        let offer = pc
-            .local_description()
-            .await
-            .ok_or_else(|| anyhow!("no local description"))?;
-        writer
-            .send(&ClientMessage::Offer { sdp: offer.sdp })
-            .await?;
-        let answer = timed(
-            cfg.timeout,
-            "answer",
-            read_until(&mut reader, &shared, "answer", |m| match m {
-                ServerMessage::Answer { sdp } => Some(sdp.clone()),
-                _ => None,
-            }),
-        )
-        .await?;
-        let answer = match cfg.media_via {
-            Some(via) => peer::rewrite_candidates(&answer, via),
-            None => answer,
-        };
-        let answer = RTCSessionDescription::answer(answer).context("parsing answer")?;
-        pc.set_remote_description(answer)
-            .await
-            .context("set_remote_description")?;
-
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(read_signaling(reader, Arc::clone(&shared))));
-        tasks.push(tokio::spawn(receive::dispatch_tracks(
-            Arc::clone(&pc),
-            peer.tracks_rx,
-            Arc::clone(&shared),
-        )));
-        let senders = pc.get_senders().await;
-        for sender in senders {
-            let track_ssrc = |t: &Option<(Arc<_>, u32)>| t.as_ref().map(|(_, s)| *s);
-            let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
-            let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
-            if is(track_ssrc(&peer.local.video))
-                && let (Some((track, ssrc)), Some(clip)) = (&peer.local.video, &video_clip)
-            {
-                let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
-                tasks.push(tokio::spawn(send::send_video(
-                    Arc::clone(track),
-                    *ssrc,
-                    pt,
-                    Arc::clone(clip),
-                    Arc::clone(&shared),
-                )));
-                tasks.push(tokio::spawn(send::watch_keyframe_requests(
-                    Arc::clone(track),
-                    Arc::clone(&shared),
-                )));
-            } else if is(track_ssrc(&peer.local.audio))
-                && let (Some((track, ssrc)), Some(clip)) = (&peer.local.audio, &audio_clip)
-            {
-                let (pt, level_ext) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
-                if level_ext.is_none() {
-                    tracing::warn!("audio level extension not negotiated");
-                }
-                tasks.push(tokio::spawn(send::send_audio(
-                    Arc::clone(track),
-                    *ssrc,
-                    pt,
-                    level_ext,
-                    Arc::clone(clip),
-                    Arc::clone(&shared),
-                )));
-            }
-        }
+        // Encode (or fetch) the media before joining, so it is ready when media flows.
+        let media = Media::prepare(&cfg).await?;
+        let target = locate(&cfg, cfg.token.clone(), None, cfg.node.clone()).await?;
+        let (session, welcome) = Session::open(&cfg, &shared, &media, &target).await?;
+        shared.update(None, |s| s.node = target.node);
+        let current = Arc::new(Current::new(session, welcome));
+        let failover = cfg.locator.is_some().then(|| {
+            tokio::spawn(failover::run(
+                cfg,
+                Arc::clone(&shared),
+                Arc::clone(&current),
+                media,
+            ))
+        });
         let events = shared.events.subscribe();
         Ok(Self {
-            welcome,
             shared,
-            writer: Mutex::new(writer),
-            pc,
+            current,
+            failover,
             events,
-            tasks,
         })
     }
 
-    /// This participant's id.
+    /// This participant's id in the current session.
     pub fn id(&self) -> ParticipantId {
-        self.welcome.you.id
+        self.current.with_welcome(|w| w.you.id)
     }
 
-    /// The `welcome` frame.
-    pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+    /// The current session's `welcome` frame.
+    pub fn welcome(&self) -> Welcome {
+        self.current.with_welcome(Welcome::clone)
+    }
+
+    /// The current session's node, as the join API named it (`None` for direct joins).
+    pub fn node(&self) -> Option<String> {
+        self.shared.with_state(|s| s.node.clone())
+    }
+
+    /// How many times failover replaced a lost session.
+    pub fn reconnects(&self) -> u32 {
+        self.shared.with_state(|s| s.reconnects)
     }
 
     /// A snapshot of the meeting state and statistics.
@@ -409,14 +288,14 @@ impl Participant {
         self.send(&ClientMessage::Lock { locked }).await
     }
 
-    /// Sends any frame.
+    /// Sends any frame on the current session (an error while failover is joining again).
     pub async fn send(&self, msg: &ClientMessage) -> anyhow::Result<()> {
-        self.writer.lock().await.send(msg).await
+        self.current.writer().await?.send(msg).await
     }
 
     /// Sends raw text on the signaling socket (for malformed-frame tests).
     pub async fn send_raw(&self, text: impl Into<String>) -> anyhow::Result<()> {
-        self.writer.lock().await.send_raw(text.into()).await
+        self.current.writer().await?.send_raw(text.into()).await
     }
 
     /// Asks the local video sender for a keyframe at the next frame.
@@ -457,10 +336,11 @@ impl Participant {
                 return Ok(state);
             }
             if tokio::time::Instant::now() >= deadline {
+                let (id, name) = self
+                    .current
+                    .with_welcome(|w| (w.you.id, w.you.name.clone()));
                 return Err(anyhow!(
-                    "participant {} ({}): condition not met within {timeout:?}; state: {:?}",
-                    self.id(),
-                    self.welcome.you.name,
+                    "participant {id} ({name}): condition not met within {timeout:?}; state: {:?}",
                     summary(&state)
                 ));
             }
@@ -480,7 +360,8 @@ impl Participant {
     }
 
     /// Sends `leave`, then closes the socket and the peer connection.
-    pub async fn leave(self) -> anyhow::Result<()> {
+    pub async fn leave(mut self) -> anyhow::Result<()> {
+        self.stop_failover();
         let sent = self.send(&ClientMessage::Leave).await;
         self.close().await;
         sent
@@ -488,59 +369,39 @@ impl Participant {
 
     /// Closes the socket and the peer connection without sending `leave`.
     pub async fn close(mut self) {
-        let _ = self.writer.lock().await.close().await;
-        self.shutdown().await;
+        self.stop_failover();
+        if let Some(session) = self.current.take().await {
+            session.close().await;
+        }
     }
 
-    async fn shutdown(&mut self) {
-        for task in self.tasks.drain(..) {
+    fn stop_failover(&mut self) {
+        if let Some(task) = self.failover.take() {
             task.abort();
         }
-        let _ = self.pc.close().await;
     }
 }
 
 impl Drop for Participant {
     fn drop(&mut self) {
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-        let pc = Arc::clone(&self.pc);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = pc.close().await;
-            });
-        }
+        // The session closes when the last reference to it goes (see `Session`'s `Drop`).
+        self.stop_failover();
     }
 }
 
 fn summary(state: &MeetingState) -> String {
     format!(
-        "me={:?} participants={:?} speaker={:?} locked={} slots={} conn={} errors={:?} stats={:?}",
+        "me={:?} node={:?} reconnects={} participants={:?} speaker={:?} locked={} slots={} conn={} errors={:?} failover_error={:?} stats={:?}",
         state.me.as_ref().map(|m| m.id),
+        state.node,
+        state.reconnects,
         state.participants.keys().collect::<Vec<_>>(),
         state.speaker,
         state.locked,
         state.slots.len(),
         state.connection_state,
         state.errors,
+        state.failover_error,
         state.stats
     )
-}
-
-async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>) {
-    loop {
-        match reader.recv().await {
-            Ok(Some(Incoming::Message(msg))) => {
-                shared.update(Some(Event::Signal(msg.clone())), |s| s.apply(&msg));
-            }
-            Ok(Some(Incoming::Unparsed(text))) => {
-                shared.update(Some(Event::Unparsed(text.clone())), |s| {
-                    s.unparsed.push(text)
-                });
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    shared.update(Some(Event::SignalingClosed), |s| s.signaling_closed = true);
 }

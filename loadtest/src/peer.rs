@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub send_video: AtomicBool,
     pub force_keyframe: AtomicBool,
     pub gathering_done: watch::Sender<bool>,
+    /// The current session's number; callbacks of earlier sessions are ignored.
+    session: AtomicU64,
 }
 
 impl Shared {
@@ -86,6 +88,49 @@ impl Shared {
             send_video: AtomicBool::new(true),
             force_keyframe: AtomicBool::new(false),
             gathering_done: watch::channel(false).0,
+            session: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a session and returns its number: from now on the callbacks and tasks of earlier
+    /// sessions change nothing, and what belonged to the last session is cleared.
+    pub fn begin_session(&self) -> u64 {
+        self.gathering_done.send_replace(false);
+        let mut state = self.state.lock().expect("state lock");
+        let session = self.session.fetch_add(1, Ordering::Relaxed) + 1;
+        state.new_session();
+        drop(state);
+        self.version.send_modify(|v| *v += 1);
+        session
+    }
+
+    /// Runs `f` on the state while `session` is the current one; `None` once it is not.
+    pub fn with_session<R>(
+        &self,
+        session: u64,
+        f: impl FnOnce(&mut MeetingState) -> R,
+    ) -> Option<R> {
+        let mut state = self.state.lock().expect("state lock");
+        self.is_current(session).then(|| f(&mut state))
+    }
+
+    /// Whether `session` is the current session.
+    pub fn is_current(&self, session: u64) -> bool {
+        self.session.load(Ordering::Relaxed) == session
+    }
+
+    /// [`Shared::update`] for an event of `session`: dropped if a newer session started.
+    pub fn update_session(
+        &self,
+        session: u64,
+        event: Option<Event>,
+        f: impl FnOnce(&mut MeetingState),
+    ) {
+        if self.with_session(session, f).is_some() {
+            self.version.send_modify(|v| *v += 1);
+            if let Some(event) = event {
+                let _ = self.events.send(event);
+            }
         }
     }
 
@@ -117,13 +162,14 @@ impl Shared {
 
 struct Handler {
     shared: Arc<Shared>,
+    session: u64,
     tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
+        if state == RTCIceGatheringState::Complete && self.shared.is_current(self.session) {
             self.shared.gathering_done.send_replace(true);
         }
     }
@@ -132,7 +178,7 @@ impl PeerConnectionEventHandler for Handler {
         let name = state.to_string();
         let connected = state == RTCPeerConnectionState::Connected;
         self.shared
-            .update(Some(Event::Connection(name.clone())), |s| {
+            .update_session(self.session, Some(Event::Connection(name.clone())), |s| {
                 s.connection_state = name;
                 if connected && s.connected_at.is_none() {
                     s.connected_at = Some(Instant::now());
@@ -228,9 +274,10 @@ fn init(direction: RTCRtpTransceiverDirection) -> Option<RTCRtpTransceiverInit> 
     })
 }
 
-/// Builds the peer connection and adds transceivers in the protocol's order.
+/// Builds the peer connection of `session` and adds transceivers in the protocol's order.
 pub(crate) async fn build(
     shared: &Arc<Shared>,
+    session: u64,
     local_ip: IpAddr,
     publish_audio: bool,
     publish_video: bool,
@@ -252,6 +299,7 @@ pub(crate) async fn build(
     let (tracks_tx, tracks_rx) = mpsc::unbounded_channel();
     let handler = Arc::new(Handler {
         shared: Arc::clone(shared),
+        session,
         tracks: tracks_tx,
     });
     let pc = PeerConnectionBuilder::new()

@@ -20,11 +20,12 @@ use crate::state::Event;
 /// Minimum interval between two PLIs for one slot.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
-/// Maps each new remote track to its slot (mid) and starts its receiver task.
+/// Maps each new remote track of `session` to its slot (mid) and starts its receiver task.
 pub(crate) async fn dispatch_tracks(
     pc: Arc<dyn PeerConnection>,
     mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     shared: Arc<Shared>,
+    session: u64,
 ) {
     while let Some(track) = tracks.recv().await {
         let mut mid = None;
@@ -55,30 +56,40 @@ pub(crate) async fn dispatch_tracks(
             RtpCodecKind::Video => MediaKind::Video,
             _ => MediaKind::Audio,
         };
-        shared.update(
+        shared.update_session(
+            session,
             Some(Event::TrackStarted {
                 mid: mid.clone(),
                 kind,
             }),
             |_| {},
         );
-        tokio::spawn(receive_track(
-            track,
+        let slot = Slot {
             mid,
             kind,
             level_ext,
-            Arc::clone(&shared),
-        ));
+            session,
+        };
+        tokio::spawn(receive_track(track, slot, Arc::clone(&shared)));
     }
 }
 
-async fn receive_track(
-    track: Arc<dyn TrackRemote>,
+/// One receive slot of one session.
+struct Slot {
     mid: String,
     kind: MediaKind,
     level_ext: Option<u8>,
-    shared: Arc<Shared>,
-) {
+    session: u64,
+}
+
+/// Counts and decodes one slot's media until the track ends or its session is replaced.
+async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shared>) {
+    let Slot {
+        mid,
+        kind,
+        level_ext,
+        session,
+    } = slot;
     let mut h264 = (kind == MediaKind::Video).then(H264Receiver::default);
     let mut last_pli: Option<Instant> = None;
     while let Some(event) = track.poll().await {
@@ -102,7 +113,7 @@ async fn receive_track(
                 packet.payload,
             )
         });
-        shared.with_state(|s| {
+        let counted = shared.with_session(session, |s| {
             s.stats.packets_received += 1;
             s.stats.bytes_received += len;
             let Some(owner) = s.slot_owner(&mid) else {
@@ -131,6 +142,9 @@ async fn receive_track(
                 }
             }
         });
+        if counted.is_none() {
+            break;
+        }
         if outcome.is_some_and(|o| o.want_keyframe)
             && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)
         {

@@ -2,7 +2,7 @@
 //! types of `kaskade_protocol`, and a WebSocket client. [`connect`] opens `ws://ADDR/ws` and
 //! returns a [`SignalWriter`] / [`SignalReader`] pair.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -21,6 +21,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// The sending half of a signaling connection.
 pub struct SignalWriter {
     sink: SplitSink<Ws, Message>,
+    local_ip: Option<IpAddr>,
 }
 
 /// The receiving half of a signaling connection.
@@ -38,8 +39,12 @@ pub async fn connect_url(url: &str) -> Result<(SignalWriter, SignalReader)> {
     let (ws, _response) = tokio_tungstenite::connect_async(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
+    let local_ip = match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok().map(|a| a.ip()),
+        _ => None,
+    };
     let (sink, stream) = ws.split();
-    Ok((SignalWriter { sink }, SignalReader { stream }))
+    Ok((SignalWriter { sink, local_ip }, SignalReader { stream }))
 }
 
 impl SignalWriter {
@@ -55,6 +60,11 @@ impl SignalWriter {
             .send(Message::Text(text.into()))
             .await
             .context("sending signaling frame")
+    }
+
+    /// The local IP of the connection: the one the OS uses to reach the node.
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.local_ip
     }
 
     /// Closes the WebSocket politely.

@@ -125,13 +125,19 @@ pub struct MeetingState {
     pub errors: Vec<(ErrorCode, String)>,
     /// Frames that did not parse.
     pub unparsed: Vec<String>,
-    /// The signaling socket is closed.
+    /// The signaling socket of the current session is closed.
     pub signaling_closed: bool,
-    /// The peer connection state (`connected`, `failed`, ...).
+    /// The state of the current session's peer connection (`connected`, `failed`, ...).
     pub connection_state: String,
-    /// When the peer connection first reached `connected`.
+    /// When the current session's peer connection first reached `connected`.
     pub connected_at: Option<Instant>,
-    /// Media statistics.
+    /// The node of the current session, as the join API named it (`None` for direct joins).
+    pub node: Option<String>,
+    /// Sessions replaced by failover so far.
+    pub reconnects: u32,
+    /// Why failover gave up (a fatal refusal), if it did.
+    pub failover_error: Option<String>,
+    /// Media statistics, accumulated over every session.
     pub stats: ParticipantStats,
 }
 
@@ -144,6 +150,17 @@ impl MeetingState {
     /// The participants currently visible to this client, sorted by id.
     pub fn participant_list(&self) -> Vec<ParticipantInfo> {
         self.participants.values().cloned().collect()
+    }
+
+    /// Forgets what belonged to the previous session (the meeting as that node signaled it and
+    /// its connection); keeps the history and the statistics.
+    pub(crate) fn new_session(&mut self) {
+        self.participants.clear();
+        self.slots.clear();
+        self.speaker = None;
+        self.signaling_closed = false;
+        self.connection_state.clear();
+        self.connected_at = None;
     }
 
     /// Applies one frame from the node.
@@ -219,4 +236,9 @@ pub enum Event {
     },
     /// The signaling socket closed.
     SignalingClosed,
+    /// Failover joined again: a new session on `node` replaced the lost one.
+    Rejoined {
+        /// The new session's node.
+        node: Option<String>,
+    },
 }

@@ -1,0 +1,372 @@
+//! One session of a participant on one node: where to connect (straight to a node, or as the
+//! join API says), the signaling socket, the offer/answer exchange, and the peer connection
+//! with the tasks that send and receive its media. Failover replaces a session whole; the
+//! media clips and the statistics outlive it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use tokio::sync::{MappedMutexGuard, MutexGuard};
+use tokio::task::JoinHandle;
+use webrtc::peer_connection::PeerConnection;
+
+use crate::audio::{AUDIO_LEVEL_URI, OpusClip};
+use crate::join_api::{self, JoinRequest};
+use crate::participant::{JoinConfig, JoinError};
+use crate::peer::{self, Shared};
+use crate::signaling::{
+    self, ClientMessage, Incoming, ServerMessage, SignalReader, SignalWriter, Welcome,
+};
+use crate::state::Event;
+use crate::video::{VideoClip, VideoClipConfig};
+use crate::{receive, send};
+
+/// The synthetic media a participant publishes, encoded once and re-published by every
+/// session.
+#[derive(Clone)]
+pub(crate) struct Media {
+    video: Option<Arc<VideoClip>>,
+    audio: Option<Arc<OpusClip>>,
+}
+
+impl Media {
+    /// Encodes (or fetches) the clips `cfg` asks for.
+    pub async fn prepare(cfg: &JoinConfig) -> anyhow::Result<Self> {
+        let video = if cfg.publish_video {
+            let mut config =
+                VideoClipConfig::new(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate_bps);
+            config.frames = cfg.fps.max(1) * cfg.clip_seconds.max(1);
+            Some(
+                tokio::task::spawn_blocking(move || VideoClip::shared(config))
+                    .await
+                    .context("video encoder task")??,
+            )
+        } else {
+            None
+        };
+        let audio = if cfg.publish_audio {
+            Some(OpusClip::shared()?)
+        } else {
+            None
+        };
+        Ok(Self { video, audio })
+    }
+}
+
+/// Where a session connects.
+pub(crate) struct Target {
+    /// The node's name, when the join API chose it.
+    pub node: Option<String>,
+    /// The signaling WebSocket URL.
+    pub url: String,
+    /// The token for the `join` frame.
+    pub token: Option<String>,
+}
+
+/// Finds where to join: through the join API at `cfg.locator` (presenting `token`, avoiding
+/// `avoid_node`, pinned to `node`), or straight at `cfg.server`.
+pub(crate) async fn locate(
+    cfg: &JoinConfig,
+    token: Option<String>,
+    avoid_node: Option<String>,
+    node: Option<String>,
+) -> Result<Target, JoinError> {
+    let Some(base) = &cfg.locator else {
+        return Ok(Target {
+            node: None,
+            url: format!("ws://{}/ws", cfg.server),
+            token,
+        });
+    };
+    let request = JoinRequest {
+        name: cfg.name.clone(),
+        token,
+        region: cfg.region.clone(),
+        avoid_node,
+        node,
+    };
+    let answer = timed(
+        cfg.timeout,
+        "join API",
+        join_api::request_join(base, &cfg.meeting, &request),
+    )
+    .await?;
+    Ok(Target {
+        node: Some(answer.node),
+        url: answer.signaling_url,
+        token: (!answer.token.is_empty()).then_some(answer.token),
+    })
+}
+
+/// A live connection to one node. Dropping it stops its tasks and closes the peer connection.
+pub(crate) struct Session {
+    pub writer: SignalWriter,
+    pc: Option<Arc<dyn PeerConnection>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Joins at `target` as a new session of `shared`: signaling, offer/answer, then starts
+    /// publishing `media` and receiving. Returns the session and its `welcome`.
+    pub async fn open(
+        cfg: &JoinConfig,
+        shared: &Arc<Shared>,
+        media: &Media,
+        target: &Target,
+    ) -> Result<(Self, Welcome), JoinError> {
+        let id = shared.begin_session();
+        let (mut writer, mut reader) = timed(cfg.timeout, "connect", async {
+            Ok(signaling::connect_url(&target.url).await?)
+        })
+        .await?;
+        writer
+            .send(&ClientMessage::Join {
+                meeting: cfg.meeting.clone(),
+                name: cfg.name.clone(),
+                token: target.token.clone(),
+                client: Some("synthetic".into()),
+            })
+            .await?;
+        let welcome = timed(
+            cfg.timeout,
+            "welcome",
+            read_until(&mut reader, shared, id, "welcome", |m| match m {
+                ServerMessage::Welcome(w) => Some(w.clone()),
+                _ => None,
+            }),
+        )
+        .await?;
+
+        let local_ip = cfg
+            .local_ip
+            .or_else(|| writer.local_ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let built = peer::build(
+            shared,
+            id,
+            local_ip,
+            cfg.publish_audio,
+            cfg.publish_video,
+            welcome.recv_slots,
+        )
+        .await?;
+        let pc = Arc::clone(&built.pc);
+        let mut session = Self {
+            writer,
+            pc: Some(Arc::clone(&pc)),
+            tasks: Vec::new(),
+        };
+        let offer = pc.create_offer(None).await.context("create_offer")?;
+        let mut gathered = shared.gathering_done.subscribe();
+        pc.set_local_description(offer)
+            .await
+            .context("set_local_description")?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), gathered.wait_for(|done| *done)).await;
+        let offer = pc
+            .local_description()
+            .await
+            .ok_or_else(|| anyhow!("no local description"))?;
+        session
+            .writer
+            .send(&ClientMessage::Offer { sdp: offer.sdp })
+            .await?;
+        let answer = timed(
+            cfg.timeout,
+            "answer",
+            read_until(&mut reader, shared, id, "answer", |m| match m {
+                ServerMessage::Answer { sdp } => Some(sdp.clone()),
+                _ => None,
+            }),
+        )
+        .await?;
+        let answer = match cfg.media_via {
+            Some(via) => peer::rewrite_candidates(&answer, via),
+            None => answer,
+        };
+        let answer = RTCSessionDescription::answer(answer).context("parsing answer")?;
+        pc.set_remote_description(answer)
+            .await
+            .context("set_remote_description")?;
+
+        let tasks = &mut session.tasks;
+        tasks.push(tokio::spawn(read_signaling(reader, Arc::clone(shared), id)));
+        tasks.push(tokio::spawn(receive::dispatch_tracks(
+            Arc::clone(&pc),
+            built.tracks_rx,
+            Arc::clone(shared),
+            id,
+        )));
+        for sender in pc.get_senders().await {
+            let track_ssrc = |t: &Option<(Arc<_>, u32)>| t.as_ref().map(|(_, s)| *s);
+            let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
+            let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
+            if is(track_ssrc(&built.local.video))
+                && let (Some((track, ssrc)), Some(clip)) = (&built.local.video, &media.video)
+            {
+                let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
+                tasks.push(tokio::spawn(send::send_video(
+                    Arc::clone(track),
+                    *ssrc,
+                    pt,
+                    Arc::clone(clip),
+                    Arc::clone(shared),
+                )));
+                tasks.push(tokio::spawn(send::watch_keyframe_requests(
+                    Arc::clone(track),
+                    Arc::clone(shared),
+                )));
+            } else if is(track_ssrc(&built.local.audio))
+                && let (Some((track, ssrc)), Some(clip)) = (&built.local.audio, &media.audio)
+            {
+                let (pt, level_ext) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
+                if level_ext.is_none() {
+                    tracing::warn!("audio level extension not negotiated");
+                }
+                tasks.push(tokio::spawn(send::send_audio(
+                    Arc::clone(track),
+                    *ssrc,
+                    pt,
+                    level_ext,
+                    Arc::clone(clip),
+                    Arc::clone(shared),
+                )));
+            }
+        }
+        Ok((session, welcome))
+    }
+
+    /// Closes the socket (politely, if it is still open) and the peer connection.
+    pub async fn close(mut self) {
+        let _ = self.writer.close().await;
+        self.stop_tasks();
+        if let Some(pc) = self.pc.take() {
+            let _ = pc.close().await;
+        }
+    }
+
+    fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop_tasks();
+        if let (Some(pc), Ok(handle)) = (self.pc.take(), tokio::runtime::Handle::try_current()) {
+            handle.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// Runs `fut` with `timeout`; a [`JoinError::Timeout`] naming `what` if it takes longer.
+pub(crate) async fn timed<T>(
+    timeout: Duration,
+    what: &'static str,
+    fut: impl Future<Output = Result<T, JoinError>>,
+) -> Result<T, JoinError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| JoinError::Timeout(what))?
+}
+
+/// Applies frames of `session` until `pick` finds what the join waits for.
+async fn read_until<T>(
+    reader: &mut SignalReader,
+    shared: &Shared,
+    session: u64,
+    what: &'static str,
+    mut pick: impl FnMut(&ServerMessage) -> Option<T>,
+) -> Result<T, JoinError> {
+    loop {
+        let msg = match reader.recv().await? {
+            None => {
+                return Err(JoinError::Other(anyhow!(
+                    "socket closed while waiting for {what}"
+                )));
+            }
+            Some(incoming) => match apply(shared, session, incoming) {
+                Some(msg) => msg,
+                None => continue,
+            },
+        };
+        // Any error before the join completes is fatal for the join (a bad offer, too).
+        if let ServerMessage::Error { code, message } = msg {
+            return Err(JoinError::Refused { code, message });
+        }
+        if let Some(value) = pick(&msg) {
+            return Ok(value);
+        }
+    }
+}
+
+/// Records one item from the socket in the state of `session`; returns it if it parsed.
+fn apply(shared: &Shared, session: u64, incoming: Incoming) -> Option<ServerMessage> {
+    match incoming {
+        Incoming::Message(msg) => {
+            shared.update_session(session, Some(Event::Signal(msg.clone())), |s| s.apply(&msg));
+            Some(msg)
+        }
+        Incoming::Unparsed(text) => {
+            shared.update_session(session, Some(Event::Unparsed(text.clone())), |s| {
+                s.unparsed.push(text)
+            });
+            None
+        }
+    }
+}
+
+async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>, session: u64) {
+    while let Ok(Some(incoming)) = reader.recv().await {
+        apply(&shared, session, incoming);
+    }
+    shared.update_session(session, Some(Event::SignalingClosed), |s| {
+        s.signaling_closed = true
+    });
+}
+
+/// The session a participant is in now, and its `welcome`; failover replaces both.
+pub(crate) struct Current {
+    welcome: std::sync::Mutex<Welcome>,
+    session: tokio::sync::Mutex<Option<Session>>,
+}
+
+impl Current {
+    pub fn new(session: Session, welcome: Welcome) -> Self {
+        Self {
+            welcome: std::sync::Mutex::new(welcome),
+            session: tokio::sync::Mutex::new(Some(session)),
+        }
+    }
+
+    /// Runs `f` on the current session's `welcome`.
+    pub fn with_welcome<R>(&self, f: impl FnOnce(&Welcome) -> R) -> R {
+        f(&self.welcome.lock().expect("welcome lock"))
+    }
+
+    /// The current session's signaling writer; an error while failover is joining again.
+    pub async fn writer(&self) -> anyhow::Result<MappedMutexGuard<'_, SignalWriter>> {
+        MutexGuard::try_map(self.session.lock().await, |s| {
+            s.as_mut().map(|s| &mut s.writer)
+        })
+        .map_err(|_| anyhow!("not connected: failover is joining again"))
+    }
+
+    /// Takes the session out (to close it); the participant is not connected until the next
+    /// [`Current::install`].
+    pub async fn take(&self) -> Option<Session> {
+        self.session.lock().await.take()
+    }
+
+    /// Makes `session` the current one.
+    pub async fn install(&self, session: Session, welcome: Welcome) {
+        *self.welcome.lock().expect("welcome lock") = welcome;
+        *self.session.lock().await = Some(session);
+    }
+}
