@@ -4,3 +4,4 @@
 //! meeting state and link keys in-process or in Redis.
 
 pub mod placement;
+pub mod state;

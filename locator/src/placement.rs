@@ -366,6 +366,11 @@ impl Placer {
         }
     }
 
+    /// Whether any node hosts `meeting`.
+    pub fn hosted(&self, meeting: &str) -> bool {
+        self.meetings.contains_key(meeting)
+    }
+
     /// Names of the nodes not removed.
     pub fn live_nodes(&self) -> impl Iterator<Item = &str> {
         self.slots.iter().filter(|s| s.live).map(|s| &*s.name)

@@ -1,0 +1,341 @@
+//! In-process state: the default, for one locator.
+//!
+//! Everything sits behind one mutex that no await ever holds: every operation is a short,
+//! synchronous critical section, so placement always sees a consistent table.
+
+use super::{
+    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Store, StoreError,
+    StoreFuture, new_link_key, pair,
+};
+use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
+use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The locator's state in this process.
+pub struct MemoryStore {
+    timeout: Duration,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    placer: Placer,
+    records: HashMap<String, NodeRecord>,
+    /// Index -> the node that holds (or last held) it.
+    index_holder: HashMap<u16, String>,
+    /// Node -> the index it holds (or last held).
+    node_index: HashMap<String, u16>,
+    meetings: HashMap<String, Meeting>,
+    links: HashMap<(String, String), String>,
+}
+
+#[derive(Default)]
+struct Meeting {
+    locked: bool,
+    moderators: BTreeSet<String>,
+    empty_since_ms: Option<u64>,
+}
+
+impl MemoryStore {
+    /// An empty state with these placement limits.
+    pub fn new(config: PlacementConfig) -> Self {
+        Self {
+            timeout: config.node_timeout,
+            inner: Mutex::new(Inner {
+                placer: Placer::new(config),
+                records: HashMap::new(),
+                index_holder: HashMap::new(),
+                node_index: HashMap::new(),
+                meetings: HashMap::new(),
+                links: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn live(&self, node: &str, now: Now, timeout: Duration) -> Option<&NodeRecord> {
+        self.records
+            .get(node)
+            .filter(|record| record.is_live(now, timeout))
+    }
+
+    /// The index for `node`: the one it asks for or held before unless another live node
+    /// holds it, else one nobody has held, else one no live node holds.
+    fn claim_index(
+        &mut self,
+        node: &str,
+        wanted: Option<u16>,
+        now: Now,
+        timeout: Duration,
+    ) -> Result<u16, StoreError> {
+        let held_by_other = |i: u16| match self.index_holder.get(&i) {
+            Some(holder) if holder != node => self.live(holder, now, timeout).is_some(),
+            _ => false,
+        };
+        let valid = |i: &u16| (1..=MAX_NODE_INDEX).contains(i);
+        let index = [wanted, self.node_index.get(node).copied()]
+            .into_iter()
+            .flatten()
+            .filter(valid)
+            .find(|&i| !held_by_other(i))
+            .or_else(|| (1..=MAX_NODE_INDEX).find(|i| !self.index_holder.contains_key(i)))
+            .or_else(|| (1..=MAX_NODE_INDEX).find(|&i| !held_by_other(i)))
+            .ok_or(StoreError::NoFreeIndex)?;
+        if let Some(old) = self.node_index.insert(node.to_string(), index)
+            && old != index
+            && self.index_holder.get(&old).is_some_and(|h| h == node)
+        {
+            self.index_holder.remove(&old);
+        }
+        if let Some(previous) = self.index_holder.insert(index, node.to_string())
+            && previous != node
+        {
+            self.node_index.remove(&previous);
+        }
+        Ok(index)
+    }
+
+    fn meeting_mut(&mut self, meeting: &str) -> &mut Meeting {
+        self.meetings.entry(meeting.to_string()).or_default()
+    }
+
+    fn link_key(&mut self, a: &str, b: &str) -> Result<String, StoreError> {
+        let (x, y) = pair(a, b);
+        if let Some(key) = self.links.get(&(x.to_string(), y.to_string())) {
+            return Ok(key.clone());
+        }
+        let key = new_link_key()?;
+        self.links
+            .insert((x.to_string(), y.to_string()), key.clone());
+        Ok(key)
+    }
+
+    fn view(&self, meeting: &str, state: &Meeting, now: Now) -> MeetingView {
+        let nodes: Vec<MeetingNode> = self
+            .placer
+            .meeting_nodes(meeting, now.instant)
+            .into_iter()
+            .map(|(node, participants)| MeetingNode {
+                node: node.to_string(),
+                participants,
+            })
+            .collect();
+        MeetingView {
+            meeting: meeting.to_string(),
+            locked: state.locked,
+            moderators: state.moderators.iter().cloned().collect(),
+            participants: nodes.iter().map(|n| n.participants).sum(),
+            nodes,
+        }
+    }
+
+    fn drop_node(&mut self, node: &str) {
+        self.records.remove(node);
+        self.placer.remove_node(node);
+    }
+}
+
+impl Store for MemoryStore {
+    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, u16> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            let index = inner.claim_index(&report.node, report.index, now, self.timeout)?;
+            let record = NodeRecord::from_report(report, index, now);
+            let load = record.load();
+            inner.records.insert(report.node.clone(), record);
+            let meetings = report
+                .meetings
+                .iter()
+                .map(|m| (m.meeting.as_str(), m.participants));
+            inner
+                .placer
+                .report(&report.node, load, meetings, now.instant);
+            for load in &report.meetings {
+                let meeting = inner.meeting_mut(&load.meeting);
+                meeting.locked = load.locked;
+                meeting.moderators.extend(load.moderators.iter().cloned());
+                meeting.empty_since_ms = None;
+            }
+            Ok(index)
+        })
+    }
+
+    fn node<'a>(&'a self, node: &'a str, now: Now) -> StoreFuture<'a, Option<NodeRecord>> {
+        Box::pin(async move { Ok(self.lock().live(node, now, self.timeout).cloned()) })
+    }
+
+    fn mark_dead<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.lock().drop_node(node);
+            Ok(())
+        })
+    }
+
+    fn nodes(&self, now: Now) -> StoreFuture<'_, Vec<NodeView>> {
+        Box::pin(async move {
+            let inner = self.lock();
+            let mut nodes: Vec<NodeView> = inner
+                .records
+                .values()
+                .filter(|record| record.is_live(now, self.timeout))
+                .map(|record| {
+                    let corrected = inner
+                        .placer
+                        .corrected_participants(&record.node)
+                        .unwrap_or(record.participants);
+                    let placed = corrected.saturating_sub(record.participants);
+                    NodeView::new(record.clone(), placed, now, self.timeout)
+                })
+                .collect();
+            nodes.sort_by_key(|n| n.record.index);
+            Ok(nodes)
+        })
+    }
+
+    fn meeting<'a>(&'a self, meeting: &'a str, now: Now) -> StoreFuture<'a, Option<MeetingView>> {
+        Box::pin(async move {
+            let inner = self.lock();
+            Ok(inner
+                .meetings
+                .get(meeting)
+                .map(|state| inner.view(meeting, state, now)))
+        })
+    }
+
+    fn meetings(&self, now: Now) -> StoreFuture<'_, Vec<MeetingView>> {
+        Box::pin(async move {
+            let inner = self.lock();
+            let mut views: Vec<MeetingView> = inner
+                .meetings
+                .iter()
+                .map(|(meeting, state)| inner.view(meeting, state, now))
+                .collect();
+            views.sort_by(|a, b| a.meeting.cmp(&b.meeting));
+            Ok(views)
+        })
+    }
+
+    fn place<'a>(
+        &'a self,
+        meeting: &'a str,
+        request: Request<'a>,
+        now: Now,
+    ) -> StoreFuture<'a, Result<Placed, PlacementError>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            let placed = inner
+                .placer
+                .place(meeting, request, now.instant, &mut rand::rng());
+            let placement = match placed {
+                Ok(placement) => placement,
+                Err(e) => return Ok(Err(e)),
+            };
+            let node = inner
+                .records
+                .get(&*placement.node)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("no record of {}", placement.node)))?;
+            inner.meeting_mut(meeting).empty_since_ms = None;
+            Ok(Ok(Placed { placement, node }))
+        })
+    }
+
+    fn add_moderator<'a>(&'a self, meeting: &'a str, identity: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.lock()
+                .meeting_mut(meeting)
+                .moderators
+                .insert(identity.to_string());
+            Ok(())
+        })
+    }
+
+    fn host<'a>(
+        &'a self,
+        node: &'a str,
+        meeting: &'a str,
+        now: Now,
+    ) -> StoreFuture<'a, Option<MeetingInfo>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            if inner.live(node, now, self.timeout).is_none() {
+                return Ok(None);
+            }
+            inner.placer.host(meeting, node);
+            let state = inner.meeting_mut(meeting);
+            state.empty_since_ms = None;
+            let locked = state.locked;
+            let mut peers = Vec::new();
+            for (peer, _) in inner.placer.meeting_nodes(meeting, now.instant) {
+                if &*peer == node {
+                    continue;
+                }
+                let Some(record) = inner.live(&peer, now, self.timeout).cloned() else {
+                    continue;
+                };
+                let key = inner.link_key(node, &peer)?;
+                peers.push(record.link(key));
+            }
+            Ok(Some(MeetingInfo {
+                meeting: meeting.to_string(),
+                locked,
+                peers,
+            }))
+        })
+    }
+
+    fn link<'a>(
+        &'a self,
+        node: &'a str,
+        peer: &'a str,
+        now: Now,
+    ) -> StoreFuture<'a, Option<LinkInfo>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            if node == peer {
+                return Ok(None);
+            }
+            let Some(record) = inner.live(peer, now, self.timeout).cloned() else {
+                return Ok(None);
+            };
+            let key = inner.link_key(node, peer)?;
+            Ok(Some(record.link(key)))
+        })
+    }
+
+    fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            let stale: Vec<String> = inner
+                .records
+                .values()
+                .filter(|record| !record.is_live(now, self.timeout))
+                .map(|record| record.node.clone())
+                .collect();
+            for node in stale {
+                inner.drop_node(&node);
+            }
+            let Inner {
+                placer, meetings, ..
+            } = &mut *inner;
+            let linger = u64::try_from(MEETING_LINGER.as_millis()).unwrap_or(u64::MAX);
+            meetings.retain(|meeting, state| {
+                if placer.hosted(meeting) {
+                    state.empty_since_ms = None;
+                    return true;
+                }
+                let since = *state.empty_since_ms.get_or_insert(now.unix_ms);
+                now.unix_ms.saturating_sub(since) < linger
+            });
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,690 @@
+//! State in Redis, so several locators serve one cluster (`--redis redis://...`).
+//!
+//! Key layout (all under `kaskade:`; docs/CLUSTER.md has the table):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `nodes` | hash | node -> [`NodeRecord`] JSON (last report, index, arrival in Unix ms) |
+//! | `node-placed` | hash | node -> participants placed since its last report |
+//! | `node-meetings:{node}` | set | meetings the node hosts |
+//! | `meetings` | set | every known meeting |
+//! | `meeting:{m}` | hash | `locked` 0/1, `n:{node}` reported participants, `p:{node}` placed since |
+//! | `moderators:{m}` | set | moderator identities |
+//! | `empty-meetings` | sorted set | meetings nobody hosts, scored by since when (ms) |
+//! | `links` | hash | `"{a}\n{b}"` (a < b) -> the pair's key, 64 hex digits, set once (HSETNX) |
+//! | `index:{i}` | string | the node holding index `i`, with a lease of one node timeout |
+//! | `node-index` / `index-owner` | hash | node -> index it last held, and back |
+//!
+//! Each locator mirrors the node table in a local [`Placer`] refreshed at most every
+//! [`CACHE_TTL`]; a placement re-reads the meeting's hosts, places on that view, and then adds
+//! its correction in Redis (HINCRBY), so other locators count it too.
+
+use super::{
+    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Store, StoreError,
+    StoreFuture, new_link_key, pair,
+};
+use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
+use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
+use redis::aio::ConnectionManager;
+use redis::{Pipeline, Script};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How long a locator places on its mirror of the node table before reading it again.
+pub const CACHE_TTL: Duration = Duration::from_millis(250);
+
+const NODES: &str = "kaskade:nodes";
+const NODE_PLACED: &str = "kaskade:node-placed";
+const MEETINGS: &str = "kaskade:meetings";
+const EMPTY_MEETINGS: &str = "kaskade:empty-meetings";
+const LINKS: &str = "kaskade:links";
+
+/// Claims a node index: the wanted one, else the one the node held before, else one never
+/// held, else one whose lease expired. Returns 0 when every index is leased to another node.
+const CLAIM_INDEX: &str = r"
+local node, lease, wanted, max = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local function try(i, nx)
+  if i == nil or i < 1 or i > max then return false end
+  local key = 'kaskade:index:' .. i
+  local holder = redis.call('GET', key)
+  if holder == false or holder == node then
+    if nx and redis.call('HEXISTS', 'kaskade:index-owner', i) == 1 then return false end
+    redis.call('SET', key, node, 'PX', lease)
+    local old = redis.call('HGET', 'kaskade:node-index', node)
+    if old and tonumber(old) ~= i and redis.call('HGET', 'kaskade:index-owner', old) == node then
+      redis.call('HDEL', 'kaskade:index-owner', old)
+    end
+    redis.call('HSET', 'kaskade:node-index', node, i)
+    redis.call('HSET', 'kaskade:index-owner', i, node)
+    return true
+  end
+  return false
+end
+if try(wanted, false) then return wanted end
+local held = tonumber(redis.call('HGET', 'kaskade:node-index', node) or '0')
+if try(held, false) then return held end
+for i = 1, max do if try(i, true) then return i end end
+for i = 1, max do if try(i, false) then return i end end
+return 0
+";
+
+fn node_meetings_key(node: &str) -> String {
+    format!("kaskade:node-meetings:{node}")
+}
+
+fn meeting_key(meeting: &str) -> String {
+    format!("kaskade:meeting:{meeting}")
+}
+
+fn moderators_key(meeting: &str) -> String {
+    format!("kaskade:moderators:{meeting}")
+}
+
+fn reported_field(node: &str) -> String {
+    format!("n:{node}")
+}
+
+fn placed_field(node: &str) -> String {
+    format!("p:{node}")
+}
+
+fn link_field(a: &str, b: &str) -> String {
+    let (x, y) = pair(a, b);
+    format!("{x}\n{y}")
+}
+
+/// `(node, reported, placed)` of every host field of a meeting hash.
+fn hosts(hash: &HashMap<String, String>) -> Vec<(String, u32, u32)> {
+    let mut hosts: Vec<(String, u32, u32)> = Vec::new();
+    for (field, value) in hash {
+        let (node, reported) = if let Some(node) = field.strip_prefix("n:") {
+            (node, true)
+        } else if let Some(node) = field.strip_prefix("p:") {
+            (node, false)
+        } else {
+            continue;
+        };
+        let count = value.parse::<u32>().unwrap_or(0);
+        let entry = match hosts.iter_mut().find(|h| h.0 == node) {
+            Some(entry) => entry,
+            None => {
+                hosts.push((node.to_string(), 0, 0));
+                let last = hosts.len() - 1;
+                &mut hosts[last]
+            }
+        };
+        if reported {
+            entry.1 = count;
+        } else {
+            entry.2 = count;
+        }
+    }
+    hosts.sort();
+    hosts
+}
+
+fn parse_record(json: &str) -> Result<NodeRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("node record: {e}")))
+}
+
+struct Cache {
+    placer: Placer,
+    records: HashMap<String, NodeRecord>,
+    refreshed: Option<Instant>,
+}
+
+/// The locator's state in Redis.
+pub struct RedisStore {
+    con: ConnectionManager,
+    timeout: Duration,
+    claim: Script,
+    cache: Mutex<Cache>,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`); reconnects by itself later.
+    pub async fn connect(url: &str, config: PlacementConfig) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let con = client.get_connection_manager().await?;
+        Ok(Self {
+            con,
+            timeout: config.node_timeout,
+            claim: Script::new(CLAIM_INDEX),
+            cache: Mutex::new(Cache {
+                placer: Placer::new(config),
+                records: HashMap::new(),
+                refreshed: None,
+            }),
+        })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let mut con = self.con.clone();
+        Ok(pipe.query_async(&mut con).await?)
+    }
+
+    /// Every stored node record and placement count.
+    async fn load_nodes(&self) -> Result<(Vec<NodeRecord>, HashMap<String, u32>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(NODES)
+            .cmd("HGETALL")
+            .arg(NODE_PLACED);
+        let (records, placed): (HashMap<String, String>, HashMap<String, u32>) =
+            self.run(&pipe).await?;
+        let mut parsed = Vec::with_capacity(records.len());
+        for (node, json) in records {
+            match parse_record(&json) {
+                Ok(record) => parsed.push(record),
+                Err(e) => warn!(%node, "skipping node: {e}"),
+            }
+        }
+        Ok((parsed, placed))
+    }
+
+    /// Reads the node table into the local mirror unless it is fresher than [`CACHE_TTL`].
+    async fn refresh(&self, now: Now) -> Result<(), StoreError> {
+        let fresh = self
+            .cache()
+            .refreshed
+            .is_some_and(|at| now.instant.saturating_duration_since(at) < CACHE_TTL);
+        if fresh {
+            return Ok(());
+        }
+        let (records, placed) = self.load_nodes().await?;
+        let mut cache = self.cache();
+        let known: HashSet<&str> = records.iter().map(|r| r.node.as_str()).collect();
+        let gone: Vec<String> = cache
+            .placer
+            .live_nodes()
+            .filter(|node| !known.contains(node))
+            .map(str::to_string)
+            .collect();
+        for node in gone {
+            cache.placer.remove_node(&node);
+        }
+        let mut by_name = HashMap::with_capacity(records.len());
+        for record in records {
+            if let Some(at) = now.instant_of(record.reported_at_ms) {
+                let placed = placed.get(&record.node).copied().unwrap_or(0);
+                cache
+                    .placer
+                    .set_node(&record.node, record.load(), at, placed);
+            }
+            by_name.insert(record.node.clone(), record);
+        }
+        cache.records = by_name;
+        cache.refreshed = Some(now.instant);
+        Ok(())
+    }
+
+    /// Live records of `nodes`.
+    async fn live_records(
+        &self,
+        nodes: &[&str],
+        now: Now,
+    ) -> Result<HashMap<String, NodeRecord>, StoreError> {
+        if nodes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(NODES).arg(nodes);
+        let (jsons,): (Vec<Option<String>>,) = self.run(&pipe).await?;
+        let mut records = HashMap::new();
+        for json in jsons.into_iter().flatten() {
+            let record = parse_record(&json)?;
+            if record.is_live(now, self.timeout) {
+                records.insert(record.node.clone(), record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The key of the pair `a`-`b`, created by whichever locator asks first.
+    async fn link_key(&self, a: &str, b: &str) -> Result<String, StoreError> {
+        let field = link_field(a, b);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSETNX")
+            .arg(LINKS)
+            .arg(&field)
+            .arg(new_link_key()?)
+            .ignore()
+            .cmd("HGET")
+            .arg(LINKS)
+            .arg(&field);
+        let (key,): (String,) = self.run(&pipe).await?;
+        Ok(key)
+    }
+
+    /// Puts the meetings that no node hosts any more on the list of empty meetings.
+    async fn note_if_empty(&self, meetings: &[String], now: Now) -> Result<(), StoreError> {
+        if meetings.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for meeting in meetings {
+            pipe.cmd("HKEYS").arg(meeting_key(meeting));
+        }
+        let fields: Vec<Vec<String>> = self.run(&pipe).await?;
+        let mut pipe = redis::pipe();
+        for (meeting, fields) in meetings.iter().zip(fields) {
+            if !fields
+                .iter()
+                .any(|f| f.starts_with("n:") || f.starts_with("p:"))
+            {
+                pipe.cmd("ZADD")
+                    .arg(EMPTY_MEETINGS)
+                    .arg("NX")
+                    .arg(now.unix_ms)
+                    .arg(meeting)
+                    .ignore();
+            }
+        }
+        self.run::<()>(&pipe).await
+    }
+
+    async fn drop_node(&self, node: &str, now: Now) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SMEMBERS").arg(node_meetings_key(node));
+        let (meetings,): (Vec<String>,) = self.run(&pipe).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HDEL").arg(NODES).arg(node).ignore();
+        pipe.cmd("HDEL").arg(NODE_PLACED).arg(node).ignore();
+        pipe.cmd("DEL").arg(node_meetings_key(node)).ignore();
+        for meeting in &meetings {
+            pipe.cmd("HDEL")
+                .arg(meeting_key(meeting))
+                .arg(reported_field(node))
+                .arg(placed_field(node))
+                .ignore();
+        }
+        self.run::<()>(&pipe).await?;
+        {
+            let mut cache = self.cache();
+            cache.placer.remove_node(node);
+            cache.records.remove(node);
+        }
+        self.note_if_empty(&meetings, now).await
+    }
+
+    fn view(
+        &self,
+        meeting: &str,
+        hash: &HashMap<String, String>,
+        moderators: Vec<String>,
+        records: &HashMap<String, NodeRecord>,
+    ) -> MeetingView {
+        let nodes: Vec<MeetingNode> = hosts(hash)
+            .into_iter()
+            .filter(|(node, _, _)| records.contains_key(node))
+            .map(|(node, reported, placed)| MeetingNode {
+                node,
+                participants: reported.saturating_add(placed),
+            })
+            .collect();
+        let mut moderators = moderators;
+        moderators.sort();
+        MeetingView {
+            meeting: meeting.to_string(),
+            locked: hash.get("locked").is_some_and(|v| v == "1"),
+            moderators,
+            participants: nodes.iter().map(|n| n.participants).sum(),
+            nodes,
+        }
+    }
+}
+
+impl Store for RedisStore {
+    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, u16> {
+        Box::pin(async move {
+            let node = report.node.as_str();
+            let lease = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+            let mut con = self.con.clone();
+            let index: u16 = self
+                .claim
+                .arg(node)
+                .arg(lease)
+                .arg(report.index.unwrap_or(0))
+                .arg(MAX_NODE_INDEX)
+                .invoke_async(&mut con)
+                .await?;
+            if index == 0 {
+                return Err(StoreError::NoFreeIndex);
+            }
+            let record = NodeRecord::from_report(report, index, now);
+            let json = serde_json::to_string(&record)
+                .map_err(|e| StoreError::Corrupt(format!("node record: {e}")))?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SMEMBERS").arg(node_meetings_key(node));
+            let (previous,): (HashSet<String>,) = self.run(&pipe).await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(NODES).arg(node).arg(json).ignore();
+            pipe.cmd("HDEL").arg(NODE_PLACED).arg(node).ignore();
+            let (reported, placed) = (reported_field(node), placed_field(node));
+            for load in &report.meetings {
+                let key = meeting_key(&load.meeting);
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(&reported)
+                    .arg(load.participants)
+                    .arg("locked")
+                    .arg(u8::from(load.locked))
+                    .ignore();
+                pipe.cmd("HDEL").arg(&key).arg(&placed).ignore();
+                pipe.cmd("SADD").arg(MEETINGS).arg(&load.meeting).ignore();
+                pipe.cmd("SADD")
+                    .arg(node_meetings_key(node))
+                    .arg(&load.meeting)
+                    .ignore();
+                pipe.cmd("ZREM")
+                    .arg(EMPTY_MEETINGS)
+                    .arg(&load.meeting)
+                    .ignore();
+                if !load.moderators.is_empty() {
+                    pipe.cmd("SADD")
+                        .arg(moderators_key(&load.meeting))
+                        .arg(&load.moderators)
+                        .ignore();
+                }
+            }
+            let current: HashSet<&str> =
+                report.meetings.iter().map(|m| m.meeting.as_str()).collect();
+            let ended: Vec<String> = previous
+                .into_iter()
+                .filter(|m| !current.contains(m.as_str()))
+                .collect();
+            for meeting in &ended {
+                pipe.cmd("HDEL")
+                    .arg(meeting_key(meeting))
+                    .arg(&reported)
+                    .arg(&placed)
+                    .ignore();
+                pipe.cmd("SREM")
+                    .arg(node_meetings_key(node))
+                    .arg(meeting)
+                    .ignore();
+            }
+            self.run::<()>(&pipe).await?;
+            {
+                let mut cache = self.cache();
+                let loads = report
+                    .meetings
+                    .iter()
+                    .map(|m| (m.meeting.as_str(), m.participants));
+                cache.placer.report(node, record.load(), loads, now.instant);
+                cache.records.insert(node.to_string(), record);
+            }
+            self.note_if_empty(&ended, now).await?;
+            Ok(index)
+        })
+    }
+
+    fn node<'a>(&'a self, node: &'a str, now: Now) -> StoreFuture<'a, Option<NodeRecord>> {
+        Box::pin(async move { Ok(self.live_records(&[node], now).await?.remove(node)) })
+    }
+
+    fn mark_dead<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.drop_node(node, Now::now()).await })
+    }
+
+    fn nodes(&self, now: Now) -> StoreFuture<'_, Vec<NodeView>> {
+        Box::pin(async move {
+            let (records, placed) = self.load_nodes().await?;
+            let mut nodes: Vec<NodeView> = records
+                .into_iter()
+                .filter(|record| record.is_live(now, self.timeout))
+                .map(|record| {
+                    let placed = placed.get(&record.node).copied().unwrap_or(0);
+                    NodeView::new(record, placed, now, self.timeout)
+                })
+                .collect();
+            nodes.sort_by_key(|n| n.record.index);
+            Ok(nodes)
+        })
+    }
+
+    fn meeting<'a>(&'a self, meeting: &'a str, now: Now) -> StoreFuture<'a, Option<MeetingView>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGETALL")
+                .arg(meeting_key(meeting))
+                .cmd("SMEMBERS")
+                .arg(moderators_key(meeting));
+            let (hash, moderators): (HashMap<String, String>, Vec<String>) =
+                self.run(&pipe).await?;
+            if hash.is_empty() && moderators.is_empty() {
+                return Ok(None);
+            }
+            let names: Vec<String> = hosts(&hash).into_iter().map(|h| h.0).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let records = self.live_records(&names, now).await?;
+            Ok(Some(self.view(meeting, &hash, moderators, &records)))
+        })
+    }
+
+    fn meetings(&self, now: Now) -> StoreFuture<'_, Vec<MeetingView>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SMEMBERS").arg(MEETINGS);
+            let (mut names,): (Vec<String>,) = self.run(&pipe).await?;
+            names.sort();
+            let (records, _) = self.load_nodes().await?;
+            let records: HashMap<String, NodeRecord> = records
+                .into_iter()
+                .filter(|r| r.is_live(now, self.timeout))
+                .map(|r| (r.node.clone(), r))
+                .collect();
+            let mut pipe = redis::pipe();
+            for meeting in &names {
+                pipe.cmd("HGETALL")
+                    .arg(meeting_key(meeting))
+                    .cmd("SMEMBERS")
+                    .arg(moderators_key(meeting));
+            }
+            let answers: Vec<redis::Value> = self.run(&pipe).await?;
+            let mut views = Vec::with_capacity(names.len());
+            let mut answers = answers.into_iter();
+            for meeting in &names {
+                let (Some(hash), Some(moderators)) = (answers.next(), answers.next()) else {
+                    break;
+                };
+                let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+                let hash: HashMap<String, String> =
+                    redis::from_redis_value(hash).map_err(corrupt)?;
+                let moderators: Vec<String> =
+                    redis::from_redis_value(moderators).map_err(corrupt)?;
+                views.push(self.view(meeting, &hash, moderators, &records));
+            }
+            Ok(views)
+        })
+    }
+
+    fn place<'a>(
+        &'a self,
+        meeting: &'a str,
+        request: Request<'a>,
+        now: Now,
+    ) -> StoreFuture<'a, Result<Placed, PlacementError>> {
+        Box::pin(async move {
+            self.refresh(now).await?;
+            let key = meeting_key(meeting);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGETALL").arg(&key);
+            let (hash,): (HashMap<String, String>,) = self.run(&pipe).await?;
+            let hosts = hosts(&hash);
+            let placed = {
+                let mut cache = self.cache();
+                cache
+                    .placer
+                    .set_hosts(meeting, hosts.iter().map(|(n, r, p)| (n.as_str(), *r, *p)));
+                match cache
+                    .placer
+                    .place(meeting, request, now.instant, &mut rand::rng())
+                {
+                    Ok(placement) => match cache.records.get(&*placement.node) {
+                        Some(node) => Ok(Placed {
+                            node: node.clone(),
+                            placement,
+                        }),
+                        None => Err(PlacementError::UnknownNode),
+                    },
+                    Err(e) => Err(e),
+                }
+            };
+            let placed = match placed {
+                Ok(placed) => placed,
+                Err(e) => return Ok(Err(e)),
+            };
+            let node = placed.node.node.as_str();
+            let mut pipe = redis::pipe();
+            pipe.cmd("HINCRBY")
+                .arg(NODE_PLACED)
+                .arg(node)
+                .arg(1)
+                .ignore();
+            pipe.cmd("HINCRBY")
+                .arg(&key)
+                .arg(placed_field(node))
+                .arg(1)
+                .ignore();
+            pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
+            pipe.cmd("SADD")
+                .arg(node_meetings_key(node))
+                .arg(meeting)
+                .ignore();
+            pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
+            pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
+            self.run::<()>(&pipe).await?;
+            Ok(Ok(placed))
+        })
+    }
+
+    fn add_moderator<'a>(&'a self, meeting: &'a str, identity: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD")
+                .arg(moderators_key(meeting))
+                .arg(identity)
+                .ignore();
+            self.run::<()>(&pipe).await
+        })
+    }
+
+    fn host<'a>(
+        &'a self,
+        node: &'a str,
+        meeting: &'a str,
+        now: Now,
+    ) -> StoreFuture<'a, Option<MeetingInfo>> {
+        Box::pin(async move {
+            if self.live_records(&[node], now).await?.is_empty() {
+                return Ok(None);
+            }
+            let key = meeting_key(meeting);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSETNX")
+                .arg(&key)
+                .arg(reported_field(node))
+                .arg(0)
+                .ignore();
+            pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
+            pipe.cmd("SADD")
+                .arg(node_meetings_key(node))
+                .arg(meeting)
+                .ignore();
+            pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
+            pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
+            pipe.cmd("HGETALL").arg(&key);
+            let (hash,): (HashMap<String, String>,) = self.run(&pipe).await?;
+            let others: Vec<String> = hosts(&hash)
+                .into_iter()
+                .map(|h| h.0)
+                .filter(|peer| peer != node)
+                .collect();
+            let others: Vec<&str> = others.iter().map(String::as_str).collect();
+            let mut records: Vec<NodeRecord> = self
+                .live_records(&others, now)
+                .await?
+                .into_values()
+                .collect();
+            records.sort_by(|a, b| a.node.cmp(&b.node));
+            let mut peers = Vec::with_capacity(records.len());
+            for record in records {
+                let key = self.link_key(node, &record.node).await?;
+                peers.push(record.link(key));
+            }
+            Ok(Some(MeetingInfo {
+                meeting: meeting.to_string(),
+                locked: hash.get("locked").is_some_and(|v| v == "1"),
+                peers,
+            }))
+        })
+    }
+
+    fn link<'a>(
+        &'a self,
+        node: &'a str,
+        peer: &'a str,
+        now: Now,
+    ) -> StoreFuture<'a, Option<LinkInfo>> {
+        Box::pin(async move {
+            if node == peer {
+                return Ok(None);
+            }
+            let Some(record) = self.live_records(&[peer], now).await?.remove(peer) else {
+                return Ok(None);
+            };
+            let key = self.link_key(node, peer).await?;
+            Ok(Some(record.link(key)))
+        })
+    }
+
+    fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (records, _) = self.load_nodes().await?;
+            for record in records {
+                if !record.is_live(now, self.timeout) {
+                    self.drop_node(&record.node, now).await?;
+                }
+            }
+            let linger = u64::try_from(MEETING_LINGER.as_millis()).unwrap_or(u64::MAX);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(EMPTY_MEETINGS)
+                .arg("-inf")
+                .arg(now.unix_ms.saturating_sub(linger));
+            let (expired,): (Vec<String>,) = self.run(&pipe).await?;
+            if expired.is_empty() {
+                return Ok(());
+            }
+            let mut pipe = redis::pipe();
+            for meeting in &expired {
+                pipe.cmd("HKEYS").arg(meeting_key(meeting));
+            }
+            let fields: Vec<Vec<String>> = self.run(&pipe).await?;
+            let mut pipe = redis::pipe();
+            for (meeting, fields) in expired.iter().zip(fields) {
+                pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
+                if !fields
+                    .iter()
+                    .any(|f| f.starts_with("n:") || f.starts_with("p:"))
+                {
+                    pipe.cmd("DEL")
+                        .arg(meeting_key(meeting))
+                        .arg(moderators_key(meeting))
+                        .ignore();
+                    pipe.cmd("SREM").arg(MEETINGS).arg(meeting).ignore();
+                }
+            }
+            self.run::<()>(&pipe).await
+        })
+    }
+}
