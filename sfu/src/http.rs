@@ -1,14 +1,15 @@
 //! The node's HTTP surface: web client pages, the signaling WebSocket, metrics and health.
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::NodeConfig;
 use crate::media::core::{CoreConfig, MediaCore};
 use crate::media::peer::PeerSettings;
 use crate::metrics::Metrics;
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::token::TokenKey;
 use crate::token::Role;
-use axum::extract::{Path, State, WebSocketUpgrade};
+use crate::token::TokenKey;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +27,7 @@ struct AppState {
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     name: String,
+    cluster: Option<Cluster>,
 }
 
 /// A node whose sockets are bound and whose core runs, with the router of its HTTP surface
@@ -99,6 +101,10 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         legacy_srtp: config.legacy_srtp,
         max_slots: 31,
     };
+    let standalone = config.locators.is_empty();
+    if !standalone && config.secret.is_none() {
+        anyhow::bail!("--locator needs --secret: the cluster secret shared with the locator");
+    }
     let metrics = Arc::new(Metrics::new());
     let core = MediaCore::new(
         CoreConfig {
@@ -106,10 +112,35 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
             max_participants: config.max_participants,
             first_is_moderator: config.secret.is_none(),
             peer: Arc::new(peer),
+            node_name: config.node_name(),
         },
         metrics.clone(),
     );
-    let node = node::spawn(core, sockets, metrics.clone());
+    let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let node = node::spawn(
+        core,
+        sockets,
+        metrics.clone(),
+        (!standalone).then_some(events),
+    );
+    let cluster = (!standalone).then(|| {
+        Cluster::start(
+            ClusterConfig {
+                locators: config.locators.clone(),
+                secret: config.secret.clone().unwrap_or_default().into_bytes(),
+                name: config.node_name(),
+                signaling_url: config.signaling_url(),
+                http_url: config.advertised_url(),
+                media_addr: SocketAddr::new(announced[0], udp_addr.port()),
+                region: config.region.clone(),
+                capacity: config.max_participants as u32,
+                max_bitrate_out_bps: config.max_bitrate_mbps.map(|m| m * 1_000_000),
+            },
+            node.clone(),
+            metrics.clone(),
+            events_rx,
+        )
+    });
     let auth = Arc::new(match &config.secret {
         Some(secret) => Auth {
             key: TokenKey::from_secret(secret.as_bytes()),
@@ -123,33 +154,48 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
             }
         }
     });
-    let standalone = config.locators.is_empty();
-    let router = router(
-        AppState {
-            node,
-            auth,
-            metrics,
-            name: config.node_name(),
-        },
-        standalone,
-    );
+    let router = router(AppState {
+        node,
+        auth,
+        metrics,
+        name: config.node_name(),
+        cluster,
+    });
     debug!(%udp_addr, ?tcp_port, "media sockets bound");
     Ok(Node { udp_addr, router })
 }
 
-fn router(state: AppState, standalone: bool) -> Router {
+fn router(state: AppState) -> Router {
     let node_routes = Router::new()
         .route("/ws", get(websocket))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }));
-    let node_routes = if standalone {
+    let node_routes = if state.cluster.is_some() {
+        node_routes.route("/cascade", get(cascade))
+    } else {
         node_routes
             .route("/api/meetings/{meeting}/join", post(join))
             .merge(web_pages())
-    } else {
-        node_routes
     };
     node_routes.with_state(state)
+}
+
+/// A peer node dials this node's cascade link (`?from=NAME`).
+async fn cascade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Query(query): Query<CascadeQuery>,
+) -> Response {
+    let Some(cluster) = state.cluster else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    ws.max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| async move { cluster.accept(query.from, socket).await })
+}
+
+#[derive(serde::Deserialize)]
+struct CascadeQuery {
+    from: String,
 }
 
 /// The web client's pages and assets, for any server that hands out meetings.
@@ -189,7 +235,10 @@ async fn join(
         );
     }
     let request = body.map(|Json(r)| r).unwrap_or_default();
-    let token = request.token.or_else(|| bearer(&headers)).unwrap_or_default();
+    let token = request
+        .token
+        .or_else(|| bearer(&headers))
+        .unwrap_or_default();
     if token.is_empty() && !state.auth.open {
         return api_error(
             StatusCode::UNAUTHORIZED,

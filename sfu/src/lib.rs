@@ -6,6 +6,7 @@
 //! and `/healthz`; [`token`] signs and verifies access tokens.
 
 pub mod cascade;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod media;

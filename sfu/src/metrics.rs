@@ -44,11 +44,21 @@ pub enum Dropped {
     TcpQueueFull,
     /// A transport the node does not speak.
     UnsupportedTransport,
+    /// A cascade datagram too short, of another version, or not a frame.
+    CascadeMalformed,
+    /// A cascade datagram from a node this node has no link with.
+    CascadeUnknownLink,
+    /// A cascade datagram that does not authenticate under its link's key.
+    CascadeForged,
+    /// A cascade datagram whose counter was seen already.
+    CascadeReplayed,
+    /// Relayed media of a publisher the link did not announce.
+    CascadeUnknownPublisher,
 }
 
 impl Dropped {
     /// Every reason, in counter order.
-    const ALL: [Dropped; 18] = [
+    const ALL: [Dropped; 23] = [
         Dropped::Empty,
         Dropped::Truncated,
         Dropped::NotWebrtc,
@@ -67,6 +77,11 @@ impl Dropped {
         Dropped::SendFailed,
         Dropped::TcpQueueFull,
         Dropped::UnsupportedTransport,
+        Dropped::CascadeMalformed,
+        Dropped::CascadeUnknownLink,
+        Dropped::CascadeForged,
+        Dropped::CascadeReplayed,
+        Dropped::CascadeUnknownPublisher,
     ];
 
     /// The metrics label.
@@ -90,6 +105,11 @@ impl Dropped {
             Dropped::SendFailed => "send_failed",
             Dropped::TcpQueueFull => "tcp_queue_full",
             Dropped::UnsupportedTransport => "unsupported_transport",
+            Dropped::CascadeMalformed => "cascade_malformed",
+            Dropped::CascadeUnknownLink => "cascade_unknown_link",
+            Dropped::CascadeForged => "cascade_forged",
+            Dropped::CascadeReplayed => "cascade_replayed",
+            Dropped::CascadeUnknownPublisher => "cascade_unknown_publisher",
         }
     }
 
@@ -109,6 +129,25 @@ struct ReasonLabel {
 pub struct ProfileLabel {
     /// The negotiated profile, as rtc names it.
     pub profile: String,
+}
+
+/// Label naming the peer node of a cascade link.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's node name.
+    pub peer: String,
+}
+
+/// The counters of one cascade link, created once when the link comes up.
+pub struct LinkCounters {
+    /// RTP packets relayed to the peer.
+    pub rtp_sent: Counter,
+    /// RTP packets relayed from the peer.
+    pub rtp_received: Counter,
+    /// Streams relayed to the peer now.
+    pub streams_sent: Gauge,
+    /// Streams relayed from the peer now.
+    pub streams_received: Gauge,
 }
 
 /// Every metric of a node.
@@ -140,6 +179,20 @@ pub struct Metrics {
     pub srtp_profiles: Family<ProfileLabel, Counter>,
     /// Time from a datagram's arrival to the last forwarded copy written, per inbound RTP packet.
     pub forward_seconds: Histogram,
+    /// RTP packets received from this node's own publishers.
+    pub rtp_published: Counter,
+    /// Cascade links up.
+    pub cascade_links: Gauge,
+    /// NACKs sent over cascade links for relayed packets lost on the way.
+    pub cascade_nacks_sent: Counter,
+    /// Relayed packets sent again because a peer asked.
+    pub cascade_retransmits: Counter,
+    /// Keyframe requests sent to other nodes' publishers.
+    pub cascade_keyframe_requests: Counter,
+    cascade_rtp_sent: Family<PeerLabel, Counter>,
+    cascade_rtp_received: Family<PeerLabel, Counter>,
+    cascade_streams_sent: Family<PeerLabel, Gauge>,
+    cascade_streams_received: Family<PeerLabel, Gauge>,
 }
 
 /// Registers `metric` under `name` and hands it back.
@@ -223,7 +276,74 @@ impl Metrics {
                 "Datagram arrival to last forwarded copy written, per inbound RTP packet",
                 Histogram::new(exponential_buckets(1e-6, 2.0, 15)),
             ),
+            rtp_published: register(
+                &mut r,
+                "rtp_published",
+                "RTP packets received from this node's publishers",
+                Counter::default(),
+            ),
+            cascade_links: register(
+                &mut r,
+                "cascade_links",
+                "Cascade links up",
+                Gauge::default(),
+            ),
+            cascade_nacks_sent: register(
+                &mut r,
+                "cascade_nacks_sent",
+                "NACKs sent to peer nodes for relayed packets lost on the link",
+                Counter::default(),
+            ),
+            cascade_retransmits: register(
+                &mut r,
+                "cascade_retransmits",
+                "Relayed packets resent at a peer's request",
+                Counter::default(),
+            ),
+            cascade_keyframe_requests: register(
+                &mut r,
+                "cascade_keyframe_requests",
+                "Keyframe requests sent to publishers on other nodes",
+                Counter::default(),
+            ),
+            cascade_rtp_sent: register(
+                &mut r,
+                "cascade_rtp_sent",
+                "RTP packets relayed to a peer node",
+                Family::default(),
+            ),
+            cascade_rtp_received: register(
+                &mut r,
+                "cascade_rtp_received",
+                "RTP packets relayed from a peer node",
+                Family::default(),
+            ),
+            cascade_streams_sent: register(
+                &mut r,
+                "cascade_streams_sent",
+                "Streams relayed to a peer node now",
+                Family::default(),
+            ),
+            cascade_streams_received: register(
+                &mut r,
+                "cascade_streams_received",
+                "Streams relayed from a peer node now",
+                Family::default(),
+            ),
             registry: r,
+        }
+    }
+
+    /// The counters of the link to `peer` (created on first use, then held by the link).
+    pub fn link(&self, peer: &str) -> LinkCounters {
+        let label = PeerLabel {
+            peer: peer.to_string(),
+        };
+        LinkCounters {
+            rtp_sent: self.cascade_rtp_sent.get_or_create(&label).clone(),
+            rtp_received: self.cascade_rtp_received.get_or_create(&label).clone(),
+            streams_sent: self.cascade_streams_sent.get_or_create(&label).clone(),
+            streams_received: self.cascade_streams_received.get_or_create(&label).clone(),
         }
     }
 

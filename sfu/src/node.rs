@@ -4,11 +4,14 @@
 //! One task owns the [`MediaCore`] and is the only place that touches it, so the core needs no
 //! locks; nothing awaits while the core is borrowed except the socket send of a ready datagram.
 
-use crate::media::core::{Admitted, JoinRequest, MediaCore, Output};
+use crate::cascade::control::LinkMessage;
+use crate::cascade::link::LinkParams;
+use crate::media::core::{Admitted, JoinRequest, MediaCore, NodeLoad, Output};
 use crate::media::demux::ParticipantId;
 use crate::metrics::{Dropped, Metrics};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
 use bytes::{Buf, BytesMut};
+use kaskade_protocol::cluster::CallRecord;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Datagrams read from the UDP socket per wake-up before other inputs get a turn.
 const UDP_BATCH: usize = 64;
@@ -56,6 +59,38 @@ enum Request {
     Leave {
         id: ParticipantId,
     },
+    SetIndex(u16),
+    Load(oneshot::Sender<NodeLoad>),
+    LinkUp {
+        params: LinkParams,
+        connection: u64,
+        messages: mpsc::UnboundedSender<LinkMessage>,
+    },
+    LinkMessage {
+        peer: u16,
+        message: LinkMessage,
+    },
+    LinkDown {
+        peer: u16,
+        connection: u64,
+    },
+    Attach {
+        peer: u16,
+        meeting: String,
+    },
+    MeetingLocked {
+        meeting: String,
+        locked: bool,
+    },
+}
+
+/// What the core tells the cluster shell.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// A meeting got its first participant on this node.
+    MeetingOpened(String),
+    /// A participant session ended.
+    CallRecord(CallRecord),
 }
 
 enum TcpInput {
@@ -117,6 +152,58 @@ impl NodeHandle {
         self.send(Request::Leave { id }).await
     }
 
+    /// Sets the node's cluster index (from the locator).
+    pub async fn set_node_index(&self, index: u16) -> Result<(), CoreStopped> {
+        self.send(Request::SetIndex(index)).await
+    }
+
+    /// The node's current load.
+    pub async fn load(&self) -> Result<NodeLoad, CoreStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Load(reply)).await?;
+        answer.await.map_err(|_| CoreStopped)
+    }
+
+    /// A cascade link's control connection is up; `messages` carries the core's messages to
+    /// the peer. `connection` tells this connection from a later one to the same peer.
+    pub async fn link_up(
+        &self,
+        params: LinkParams,
+        connection: u64,
+        messages: mpsc::UnboundedSender<LinkMessage>,
+    ) -> Result<(), CoreStopped> {
+        self.send(Request::LinkUp {
+            params,
+            connection,
+            messages,
+        })
+        .await
+    }
+
+    /// A control message from a peer.
+    pub async fn link_message(&self, peer: u16, message: LinkMessage) -> Result<(), CoreStopped> {
+        self.send(Request::LinkMessage { peer, message }).await
+    }
+
+    /// A link's control connection closed.
+    pub async fn link_down(&self, peer: u16, connection: u64) -> Result<(), CoreStopped> {
+        self.send(Request::LinkDown { peer, connection }).await
+    }
+
+    /// Shares a meeting with a peer over its link.
+    pub async fn attach(&self, peer: u16, meeting: String) -> Result<(), CoreStopped> {
+        self.send(Request::Attach { peer, meeting }).await
+    }
+
+    /// Applies the locator's lock state of a meeting.
+    pub async fn set_meeting_locked(
+        &self,
+        meeting: String,
+        locked: bool,
+    ) -> Result<(), CoreStopped> {
+        self.send(Request::MeetingLocked { meeting, locked }).await
+    }
+
     async fn send(&self, request: Request) -> Result<(), CoreStopped> {
         self.requests.send(request).await.map_err(|_| CoreStopped)
     }
@@ -153,8 +240,14 @@ fn socket2_ref(socket: &std::net::UdpSocket) -> socket2::SockRef<'_> {
     socket2::SockRef::from(socket)
 }
 
-/// Starts the media core's task; returns the handle sessions use.
-pub fn spawn(core: MediaCore, sockets: MediaSockets, metrics: Arc<Metrics>) -> NodeHandle {
+/// Starts the media core's task; returns the handle sessions use. `cluster` receives what the
+/// locator and peer nodes must learn (none for a node on its own).
+pub fn spawn(
+    core: MediaCore,
+    sockets: MediaSockets,
+    metrics: Arc<Metrics>,
+    cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
+) -> NodeHandle {
     let (requests, request_rx) = mpsc::channel(1024);
     let (tcp_tx, tcp_rx) = mpsc::channel(4096);
     if let Some(listener) = sockets.tcp {
@@ -166,6 +259,8 @@ pub fn spawn(core: MediaCore, sockets: MediaSockets, metrics: Arc<Metrics>) -> N
         metrics,
         sessions: HashMap::new(),
         tcp_writers: HashMap::new(),
+        links: HashMap::new(),
+        cluster,
     };
     tokio::spawn(driver.run(request_rx, tcp_rx));
     NodeHandle { requests }
@@ -177,6 +272,8 @@ struct Driver {
     metrics: Arc<Metrics>,
     sessions: HashMap<ParticipantId, mpsc::UnboundedSender<SessionEvent>>,
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<BytesMut>>,
+    links: HashMap<u16, (u64, mpsc::UnboundedSender<LinkMessage>)>,
+    cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
 }
 
 impl Driver {
@@ -282,6 +379,29 @@ impl Driver {
                 self.sessions.remove(&id);
                 self.core.leave(now, id, LeaveReason::Left);
             }
+            Request::SetIndex(index) => self.core.set_node_index(index),
+            Request::Load(reply) => {
+                let _ = reply.send(self.core.load());
+            }
+            Request::LinkUp {
+                params,
+                connection,
+                messages,
+            } => {
+                self.links.insert(params.index, (connection, messages));
+                self.core.link_up(now, params);
+            }
+            Request::LinkMessage { peer, message } => self.core.link_message(now, peer, message),
+            Request::LinkDown { peer, connection } => {
+                if self.links.get(&peer).is_some_and(|(c, _)| *c == connection) {
+                    self.links.remove(&peer);
+                    self.core.link_down(now, peer);
+                }
+            }
+            Request::Attach { peer, meeting } => self.core.attach(peer, &meeting),
+            Request::MeetingLocked { meeting, locked } => {
+                self.core.set_meeting_locked(&meeting, locked);
+            }
         }
     }
 
@@ -325,6 +445,31 @@ impl Driver {
                 Output::Close(id) => {
                     if let Some(session) = self.sessions.remove(&id) {
                         let _ = session.send(SessionEvent::Close);
+                    }
+                }
+                Output::Link(peer, message) => {
+                    if let Some((_, link)) = self.links.get(&peer) {
+                        let _ = link.send(message);
+                    }
+                }
+                Output::MeetingOpened(meeting) => {
+                    if let Some(cluster) = &self.cluster {
+                        let _ = cluster.send(ClusterEvent::MeetingOpened(meeting));
+                    }
+                }
+                Output::CallRecord(record) => {
+                    info!(
+                        session = %record.session,
+                        meeting = %record.meeting,
+                        identity = %record.identity,
+                        kind = %record.kind,
+                        seconds = record.left_at_ms.saturating_sub(record.joined_at_ms) / 1000,
+                        bytes_sent = record.bytes_sent,
+                        bytes_received = record.bytes_received,
+                        "call record"
+                    );
+                    if let Some(cluster) = &self.cluster {
+                        let _ = cluster.send(ClusterEvent::CallRecord(record));
                     }
                 }
             }

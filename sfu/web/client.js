@@ -2,6 +2,18 @@
 // sends camera + microphone on one RTCPeerConnection, and shows everyone in a grid of tiles.
 // No build step and no dependencies: this file is served as-is at /static/client.js.
 //
+// Joining and failover. The page asks where to join, `POST /api/meetings/{meeting}/join` on its
+// own origin (a locator, or a node without one) with {name, token?, region?, avoid_node?}
+// (`region` from a `?region=` query parameter, `token` from `?token=`), then opens the answer's
+// `signaling_url` and sends `join` with the answer's token. When the connection is lost (the
+// socket closes or errors, the peer connection fails, or stays "disconnected" for 1.5 s), the
+// page joins again by itself, without a reload: the same API call with the last `welcome`'s
+// reconnect token and `avoid_node` = the node it was on, a new socket and a fresh peer
+// connection that sends the same camera and microphone. Attempts follow at once, then after
+// 250 ms, 500 ms, 1 s, then every 2 s, with the status line saying so. A refused reconnect
+// token (a restarted node, an expired token) makes the next attempt join as at first. Fatal
+// refusals (bad_token, meeting_locked, meeting_full, a malformed request) end it with a message.
+//
 // State for automated tests lives on window.kaskade (see `state` below).
 'use strict';
 
@@ -20,12 +32,17 @@
     bad_token: 'Access refused: the meeting token is missing, expired or for another meeting.',
     meeting_full: 'This meeting is full.',
     meeting_locked: 'This meeting is locked: a moderator stopped new joins.',
-    node_full: 'The server is at capacity right now. Please try again later.',
+    unauthorized: 'Access refused: this meeting needs a token.',
   };
-  const DISCONNECT_GRACE_MS = 3000; // a peer connection "disconnected" longer than this => rejoin
-  const CONNECT_TIMEOUT_MS = 15000; // from opening the socket to media "connected"
-  const BACKOFF_MIN_MS = 500;
-  const BACKOFF_MAX_MS = 5000;
+  /** Refusals worth retrying: another node, or the same one a little later, may have room. */
+  const CAPACITY_ERRORS = {
+    node_full: 'The server is at capacity right now; trying again…',
+    no_capacity: 'No server has room right now; trying again…',
+  };
+  const DISCONNECT_GRACE_MS = 1500; // a peer connection "disconnected" longer than this => rejoin
+  const CONNECT_TIMEOUT_MS = 10000; // from asking where to join to media "connected"
+  const API_TIMEOUT_MS = 4000;      // for the join API's answer
+  const RETRY_DELAYS_MS = [0, 250, 500, 1000, 2000]; // before each retry; the last one repeats
   const MAX_TILES = 10;
 
   // ---------------------------------------------------------------- state
@@ -42,6 +59,8 @@
     slots: {},          // receive slots by mid: {kind, participant}
     meeting: '',
     frames: [],         // the last 200 signaling frames, for debugging: {t, dir, type, frame}
+    node: null,         // the node of the current connection, as the join API named it
+    reconnects: 0,      // times the page joined again after losing its connection
     stats: collectStats,
     leave,
   };
@@ -57,10 +76,13 @@
 
   const urlParams = new URLSearchParams(location.search);
   const urlToken = urlParams.get('token') || null;
+  const urlRegion = urlParams.get('region') || null;
   let joinName = '';
   let joinToken = urlToken;   // replaced by the token of each `welcome`
+  let avoidNode = null;       // the node whose connection was lost, for the join API
   let session = null;         // the current connection attempt, see connect()
   let wantJoined = false;     // false before Join, after Leave and after a fatal error
+  let welcomedOnce = false;   // since Join: a later `welcome` is a reconnect
   let attempt = 0;            // consecutive failed attempts, for the backoff
   let reconnectTimer = null;
   const tiles = new Map();    // remote participant id -> tile element
@@ -267,6 +289,8 @@
     if (!name) { setStatus('Please enter your name.', 'name', 'warn'); return; }
     joinName = name.slice(0, 64);
     wantJoined = true;
+    welcomedOnce = false;
+    avoidNode = null;
     attempt = 0;
     $('#join-form').hidden = true;
     renderSelf();
@@ -278,27 +302,78 @@
     if (wantJoined) connect();
   }
 
-  /** One connection attempt: a WebSocket, then (after `welcome`) a peer connection. */
-  function connect() {
-    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(`${proto}://${location.host}/ws`);
+  /**
+   * One connection attempt: ask the join API where to join, open that WebSocket, then (after
+   * `welcome`) a peer connection.
+   */
+  async function connect() {
     const sess = {
-      ws, pc: null, welcomed: false, closed: false, videoSender: null,
+      ws: null, pc: null, welcomed: false, closed: false, videoSender: null,
       streams: new Map(), // mid -> MediaStream holding that slot's receiver track
       graceTimer: null,
+      api: new AbortController(),
       watchdog: setTimeout(() => { if (sess === session) reconnect('timed out connecting'); },
         CONNECT_TIMEOUT_MS),
       usedWelcomeToken: joinToken !== null && joinToken !== urlToken,
     };
     session = sess;
-    if (attempt === 0 && !local.mediaNote) setStatus('Joining…', 'joining');
+    if (attempt === 0 && !local.mediaNote && !welcomedOnce) setStatus('Joining…', 'joining');
+    let placement;
+    try {
+      placement = await locate(sess);
+      if (sess !== session) return;
+      sess.ws = new WebSocket(placement.signaling_url);
+    } catch (err) {
+      if (sess === session) refused(sess, err.code || 'unreachable', err.message || String(err));
+      return;
+    }
+    state.node = placement.node || null;
+    const ws = sess.ws;
     ws.onopen = () => {
-      const frame = { type: 'join', meeting: state.meeting, name: joinName };
-      if (joinToken) frame.token = joinToken;
+      const frame = { type: 'join', meeting: state.meeting, name: joinName, client: 'browser' };
+      if (placement.token) frame.token = placement.token;
       send(frame);
     };
     ws.onmessage = (ev) => onFrame(sess, ev.data);
+    // A socket that errors also closes: one handler covers both.
     ws.onclose = () => { if (sess === session) reconnect('connection to the server lost'); };
+  }
+
+  /**
+   * `POST /api/meetings/{meeting}/join` on this page's origin: {node, signaling_url, token}. Throws
+   * {code, message}: the API's error, or `unreachable` when there is no answer.
+   */
+  async function locate(sess) {
+    const body = { name: joinName };
+    if (joinToken) body.token = joinToken;
+    if (urlRegion) body.region = urlRegion;
+    if (avoidNode) body.avoid_node = avoidNode;
+    const timer = setTimeout(() => sess.api.abort(), API_TIMEOUT_MS);
+    let response;
+    let answer = null;
+    try {
+      response = await fetch(`/api/meetings/${encodeURIComponent(state.meeting)}/join`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: sess.api.signal,
+        cache: 'no-store',
+      });
+      answer = await response.json().catch(() => null);
+    } catch (err) {
+      throw { code: 'unreachable', message: err.name === 'AbortError' ? 'no answer' : err.message };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!response.ok || !answer || typeof answer.signaling_url !== 'string') {
+      const code = (answer && answer.error) || (response.status >= 500 ? 'unreachable' : 'bad_request');
+      throw { code, message: (answer && answer.message) || `HTTP ${response.status}` };
+    }
+    // A page served over HTTPS (behind a TLS proxy) may only open secure sockets.
+    if (location.protocol === 'https:' && answer.signaling_url.startsWith('ws:')) {
+      answer.signaling_url = `wss:${answer.signaling_url.slice(3)}`;
+    }
+    return answer;
   }
 
   /** Closes the current attempt (socket, peer connection, remote tiles); keeps local media. */
@@ -309,8 +384,11 @@
     sess.closed = true;
     clearTimeout(sess.watchdog);
     clearTimeout(sess.graceTimer);
-    sess.ws.onclose = sess.ws.onmessage = sess.ws.onopen = null;
-    if (sess.ws.readyState <= WebSocket.OPEN) sess.ws.close();
+    sess.api.abort();
+    if (sess.ws) {
+      sess.ws.onclose = sess.ws.onmessage = sess.ws.onopen = null;
+      if (sess.ws.readyState <= WebSocket.OPEN) sess.ws.close();
+    }
     if (sess.pc) sess.pc.close();
     state.pc = null;
     state.slots = {};
@@ -323,14 +401,20 @@
     renderControls();
   }
 
-  /** Tears down and schedules a rejoin with backoff 0.5 s, 1 s, 2 s, ... capped at 5 s. */
-  function reconnect(reason) {
+  /**
+   * Tears down and schedules a rejoin after RETRY_DELAYS_MS[attempt] (at once, 250 ms, 500 ms,
+   * 1 s, then every 2 s), avoiding the node that was lost. `status` replaces the usual text.
+   */
+  function reconnect(reason, status = null) {
     if (!wantJoined || reconnectTimer) return;
+    if (state.node) avoidNode = state.node;
     teardown();
-    const delay = Math.min(BACKOFF_MIN_MS * 2 ** attempt, BACKOFF_MAX_MS);
+    const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
     attempt += 1;
     console.warn(`kaskade: ${reason}; rejoining in ${delay} ms`);
-    setStatus(`Connection lost (${reason}), reconnecting…`, 'reconnecting', 'warn');
+    if (status) setStatus(status.text, status.code, 'warn');
+    else if (welcomedOnce) setStatus(`Connection lost (${reason}). Reconnecting…`, 'reconnecting', 'warn');
+    else setStatus(`Could not join yet (${reason}). Retrying…`, 'reconnecting', 'warn');
     reconnectTimer = setTimeout(() => {
       reconnectTimer = null;
       if (wantJoined) connect();
@@ -392,6 +476,8 @@
 
   async function onWelcome(sess, msg) {
     sess.welcomed = true;
+    if (welcomedOnce) state.reconnects += 1;
+    welcomedOnce = true;
     state.you = { ...msg.you };
     if (msg.token) joinToken = msg.token;
     state.participants = {};
@@ -466,19 +552,31 @@
   }
 
   function onError(sess, msg) {
-    const fatal = msg.code in FATAL_ERRORS || (msg.code === 'bad_request' && !sess.welcomed);
-    if (!fatal) {
+    const refusal = msg.code in FATAL_ERRORS || msg.code in CAPACITY_ERRORS ||
+      (msg.code === 'bad_request' && !sess.welcomed);
+    if (!refusal) {
       console.warn('kaskade: error from node', msg);
       setStatus(`Server: ${msg.message || msg.code}`, msg.code, 'warn');
       return;
     }
-    if (msg.code === 'bad_token' && sess.usedWelcomeToken) {
-      // The token from an earlier welcome expired during a long outage: rejoin as at first.
+    refused(sess, msg.code, msg.message);
+  }
+
+  /** A join refused by the join API or the node: retry if another try may pass, else stop. */
+  function refused(sess, code, message) {
+    if (code === 'bad_token' && sess.usedWelcomeToken) {
+      // The reconnect token is not valid here (a node that restarted, a token that expired
+      // during a long outage): join as at first, right away.
       joinToken = urlToken;
-      reconnect('session token expired');
-      return;
+      attempt = 0;
+      reconnect('session token refused');
+    } else if (code in FATAL_ERRORS || code === 'bad_request') {
+      stop(FATAL_ERRORS[code] || `Could not join: ${message || code}`, code, 'error');
+    } else if (code in CAPACITY_ERRORS) {
+      reconnect(code, { text: CAPACITY_ERRORS[code], code });
+    } else {
+      reconnect(code === 'unreachable' ? `server unreachable: ${message}` : `${code}: ${message}`);
     }
-    stop(FATAL_ERRORS[msg.code] || `Could not join: ${msg.message || msg.code}`, msg.code, 'error');
   }
 
   // ---------------------------------------------------------------- peer connection
@@ -550,7 +648,9 @@
           local.mediaNote ? 'warn' : 'ok');
       }
       renderControls();
-    } else if ((st === 'disconnected' || st === 'failed') && !sess.graceTimer) {
+    } else if (st === 'failed') {
+      reconnect('media connection failed');
+    } else if (st === 'disconnected' && !sess.graceTimer) {
       sess.graceTimer = setTimeout(() => {
         sess.graceTimer = null;
         const now = sess.pc.connectionState;

@@ -133,8 +133,8 @@ pub fn open(cipher: &mut LinkCipher, frame: &[u8]) -> Result<LinkMessage, Contro
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::cipher::Channel;
+    use super::*;
 
     fn key(n: u8) -> [u8; 32] {
         [n; 32]
@@ -154,8 +154,7 @@ mod tests {
             open(&mut b, &frame),
             Err(ControlError::Open(OpenError::Replayed))
         ));
-        let mut stranger =
-            LinkCipher::new(&key(2), 2, 1, Channel::Control).unwrap();
+        let mut stranger = LinkCipher::new(&key(2), 2, 1, Channel::Control).unwrap();
         let frame = seal(&mut a, &message);
         assert!(matches!(
             open(&mut stranger, &frame),

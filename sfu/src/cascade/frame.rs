@@ -177,7 +177,7 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
         Some(&KEYFRAME) if frame.len() == 5 => Ok(Frame::KeyframeRequest {
             publisher: u32_at(1)?,
         }),
-        Some(&NACK) if frame.len() >= 6 && frame.len() % 2 == 0 => Ok(Frame::Nack {
+        Some(&NACK) if frame.len() >= 6 && frame.len().is_multiple_of(2) => Ok(Frame::Nack {
             kind: kind_at(1)?,
             publisher: u32_at(2)?,
             seqs: frame.slice(6..),
@@ -266,7 +266,9 @@ mod tests {
             Err(FrameError::UnknownType)
         );
         assert_eq!(
-            decode(Bytes::from_static(&[1, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+            decode(Bytes::from_static(&[
+                1, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ])),
             Err(FrameError::Malformed),
             "unknown kind"
         );
@@ -289,10 +291,7 @@ mod tests {
                 counter: 0
             })
         );
-        assert_eq!(
-            parse_header(&datagram[..20]),
-            Err(FrameError::Malformed)
-        );
+        assert_eq!(parse_header(&datagram[..20]), Err(FrameError::Malformed));
         datagram[1] = 2;
         assert_eq!(parse_header(&datagram), Err(FrameError::Malformed));
     }

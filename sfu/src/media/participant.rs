@@ -5,6 +5,7 @@
 //! forwarder only sees publishers, routes and [`OutboundStream`](super::forwarder::OutboundStream)s.
 
 use crate::media::demux::ParticipantId;
+use crate::media::forwarder::MediaKind;
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::peer::WebRtcPeer;
 use crate::media::room::SlotSource;
@@ -39,6 +40,40 @@ pub struct Participant {
     pub keyframes: KeyframeThrottle,
     /// Queued for draining at the end of the current step.
     pub dirty: bool,
+    /// Client kind for the call record.
+    pub kind: String,
+    /// When it joined, Unix milliseconds.
+    pub joined_at_ms: u64,
+    /// Bytes received from it.
+    pub bytes_received: u64,
+    /// Bytes sent to it.
+    pub bytes_sent: u64,
+}
+
+/// A participant on another node, relayed over a cascade link.
+pub struct RemoteParticipant {
+    /// How others see it (its id is cluster-unique).
+    pub info: ParticipantInfo,
+    /// The node it is on.
+    pub home: u16,
+    /// The room it is in here.
+    pub room: RoomIndex,
+    /// It publishes audio.
+    pub audio: bool,
+    /// It publishes video.
+    pub video: bool,
+    /// When a keyframe was last asked of its node.
+    pub last_keyframe_request: Option<Instant>,
+}
+
+impl RemoteParticipant {
+    /// Whether it publishes `kind` (muted or not: a muted stream keeps its slots).
+    pub fn publishes(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+        }
+    }
 }
 
 impl Participant {

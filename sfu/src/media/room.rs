@@ -1,6 +1,7 @@
 //! A meeting on this node: who is in it, whether it is locked, who speaks, and which
 //! subscriber slot carries which publisher.
 
+use crate::cascade::control::StreamRef;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::speaker::SpeakerDetector;
@@ -13,14 +14,24 @@ pub type Route = (ParticipantId, usize);
 pub struct Room {
     /// The meeting's name.
     pub meeting: String,
-    /// Members in join order (hidden recorders included).
+    /// Members on this node in join order (hidden recorders included).
     pub members: Vec<ParticipantId>,
+    /// Members on other nodes, relayed over cascade links, in the order they were announced.
+    pub remote_members: Vec<ParticipantId>,
+    /// Nodes sharing this meeting over a cascade link.
+    pub peers: Vec<u16>,
+    /// The streams of this node's publishers each peer wants.
+    pub subscriptions: HashMap<u16, Vec<StreamRef>>,
+    /// The streams of each peer's publishers this node last asked for.
+    pub wanted: HashMap<u16, Vec<StreamRef>>,
     /// A locked meeting refuses new joins.
     pub locked: bool,
     /// Active-speaker detection over the members' audio.
     pub speaker: SpeakerDetector<ParticipantId>,
     /// Fan-out table: (publisher, kind) -> subscriber slots, rebuilt when assignments change.
     routes: HashMap<(ParticipantId, MediaKind), Vec<Route>>,
+    /// Relay table: (local publisher, kind) -> peers that want it, rebuilt from subscriptions.
+    relays: HashMap<(ParticipantId, MediaKind), Vec<u16>>,
 }
 
 impl Room {
@@ -29,10 +40,44 @@ impl Room {
         Self {
             meeting,
             members: Vec::new(),
+            remote_members: Vec::new(),
+            peers: Vec::new(),
+            subscriptions: HashMap::new(),
+            wanted: HashMap::new(),
             locked: false,
             speaker: SpeakerDetector::default(),
             routes: HashMap::new(),
+            relays: HashMap::new(),
         }
+    }
+
+    /// The peers that want `publisher`'s stream of `kind` relayed.
+    pub fn relays(&self, publisher: ParticipantId, kind: MediaKind) -> &[u16] {
+        self.relays
+            .get(&(publisher, kind))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Rebuilds the relay table from every peer's subscription.
+    pub fn rebuild_relays(&mut self) {
+        self.relays.clear();
+        for (peer, streams) in &self.subscriptions {
+            for stream in streams {
+                self.relays
+                    .entry((stream.publisher, stream.kind))
+                    .or_default()
+                    .push(*peer);
+            }
+        }
+    }
+
+    /// Forgets a peer: its subscriptions, what was asked of it, and the link itself.
+    pub fn remove_peer(&mut self, peer: u16) {
+        self.peers.retain(|p| *p != peer);
+        self.subscriptions.remove(&peer);
+        self.wanted.remove(&peer);
+        self.rebuild_relays();
     }
 
     /// The subscriber slots fed by `publisher`'s media of `kind`.

@@ -151,6 +151,7 @@ fn authenticate(
                 identity: claims.sub,
                 name: display_name(&claims.name),
                 role: claims.role,
+                rejoin: claims.rejoin,
                 kind,
             })
         }
@@ -159,6 +160,7 @@ fn authenticate(
             identity: format!("guest-{:08x}", rand::random::<u32>()),
             name: display_name(&name),
             role: Role::Participant,
+            rejoin: false,
             kind,
         }),
         None => Err((ErrorCode::BadToken, "this node requires a token".into())),

@@ -8,24 +8,31 @@
 //! subscriber's peer connection encrypts it into a datagram drained by
 //! [`MediaCore::poll_transmit`].
 
+mod cascade;
 mod moderation;
 mod packets;
 mod slots;
 
+pub use cascade::NodeLoad;
+
+use crate::cascade::control::LinkMessage;
+use crate::cascade::frame;
+use crate::cascade::link::Link;
 use crate::media::deadlines::Deadlines;
 use crate::media::demux::{Demuxer, ParticipantId, malformed, ufrag_for};
 use crate::media::keyframe::KeyframeThrottle;
-use crate::media::participant::{Participant, RoomIndex};
+use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
 use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
 use crate::media::room::{Room, SlotSource};
-use crate::metrics::{Dropped, Metrics, ProfileLabel};
+use crate::metrics::{Dropped, LinkCounters, Metrics, ProfileLabel};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage, Welcome};
 use crate::token::Role;
+use kaskade_protocol::cluster::{CallRecord, PARTICIPANT_COUNTER_BITS};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 /// How often active speakers are re-evaluated.
@@ -42,6 +49,8 @@ pub struct CoreConfig {
     pub first_is_moderator: bool,
     /// Peer connection settings.
     pub peer: Arc<PeerSettings>,
+    /// The node's name in call records.
+    pub node_name: String,
 }
 
 /// Someone asking to join, already authenticated.
@@ -55,6 +64,8 @@ pub struct JoinRequest {
     pub name: String,
     /// Role granted by the token (or by default).
     pub role: Role,
+    /// The holder was admitted before (a reconnect token): a lock does not keep it out.
+    pub rejoin: bool,
     /// Client kind for call records (`browser`, `synthetic`, ...).
     pub kind: String,
 }
@@ -77,6 +88,12 @@ pub enum Output {
     Send(ParticipantId, ServerMessage),
     /// Close a participant's signaling socket (it has already left the core).
     Close(ParticipantId),
+    /// A control message for the peer node with this index.
+    Link(u16, LinkMessage),
+    /// A meeting got its first participant here: find the other nodes hosting it.
+    MeetingOpened(String),
+    /// A participant session ended.
+    CallRecord(CallRecord),
 }
 
 /// The node's media core.
@@ -88,8 +105,11 @@ pub struct MediaCore {
     room_names: HashMap<String, RoomIndex>,
     demux: Demuxer,
     deadlines: Deadlines,
+    node_index: u16,
     next_participant: ParticipantId,
     next_room: RoomIndex,
+    links: HashMap<u16, (Link, LinkCounters)>,
+    remote: HashMap<ParticipantId, RemoteParticipant>,
     next_speaker_tick: Option<Instant>,
     dirty: Vec<ParticipantId>,
     transmits: VecDeque<TaggedBytesMut>,
@@ -107,8 +127,11 @@ impl MediaCore {
             room_names: HashMap::new(),
             demux: Demuxer::default(),
             deadlines: Deadlines::default(),
+            node_index: 0,
             next_participant: 1,
             next_room: 1,
+            links: HashMap::new(),
+            remote: HashMap::new(),
             next_speaker_tick: None,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
@@ -141,9 +164,10 @@ impl MediaCore {
             .members
             .iter()
             .filter(|id| self.participants.get(id).is_some_and(|p| !p.is_hidden()))
-            .count();
+            .count()
+            + room.remote_members.len();
         let hidden = request.role == Role::Recorder;
-        if room.locked && !hidden {
+        if room.locked && !hidden && !request.rejoin {
             return Err((ErrorCode::MeetingLocked, "the meeting is locked".into()));
         }
         if visible >= self.config.max_room_size && !hidden {
@@ -160,8 +184,9 @@ impl MediaCore {
         } else {
             request.role
         };
-        let id = self.next_participant;
-        self.next_participant = self.next_participant.wrapping_add(1).max(1);
+        let id = next_id(&mut self.next_participant, self.node_index, |id| {
+            self.participants.contains_key(&id)
+        });
         let ufrag = ufrag_for(id, &random_ice_chars(8));
         let peer = match WebRtcPeer::new(
             now,
@@ -191,6 +216,10 @@ impl MediaCore {
             slots: Vec::new(),
             keyframes: KeyframeThrottle::default(),
             dirty: false,
+            kind: request.kind,
+            joined_at_ms: unix_ms(),
+            bytes_received: 0,
+            bytes_sent: 0,
         };
         let you = participant.info();
         let others: Vec<_> = room
@@ -199,6 +228,12 @@ impl MediaCore {
             .filter_map(|m| self.participants.get(m))
             .filter(|p| !p.is_hidden())
             .map(Participant::info)
+            .chain(
+                room.remote_members
+                    .iter()
+                    .filter_map(|m| self.remote.get(m))
+                    .map(|r| r.info.clone()),
+            )
             .collect();
         let welcome = ServerMessage::Welcome(Welcome {
             you: you.clone(),
@@ -222,6 +257,8 @@ impl MediaCore {
             .set(self.participants.len() as i64);
         if first_member {
             self.metrics.rooms.set(self.rooms.len() as i64);
+            let meeting = self.participant_meeting(id);
+            self.outputs.push_back(Output::MeetingOpened(meeting));
         }
         if !hidden {
             self.broadcast(
@@ -229,6 +266,7 @@ impl MediaCore {
                 Some(id),
                 ServerMessage::Joined { participant: you },
             );
+            self.announce(id);
         }
         self.mark_dirty(id);
         if let (Some(room), Some(p)) = (self.rooms.get(&room_index), self.participants.get(&id)) {
@@ -264,6 +302,7 @@ impl MediaCore {
         let room = participant.room;
         self.mark_dirty(id);
         self.reassign_slots(now, room);
+        self.announce(id);
         Ok(answer)
     }
 
@@ -303,7 +342,18 @@ impl MediaCore {
         info!(participant = id, ?reason, "left");
         if !participant.is_hidden() {
             self.broadcast(room_index, None, ServerMessage::Left { id, reason });
+            if let Some(meeting) = self.rooms.get(&room_index).map(|r| r.meeting.clone()) {
+                self.tell_peers(
+                    room_index,
+                    LinkMessage::Left {
+                        meeting,
+                        id,
+                        reason,
+                    },
+                );
+            }
         }
+        self.record_call(&participant, reason);
         self.reassign_slots(now, room_index);
         self.drop_room_if_empty(room_index);
     }
@@ -315,6 +365,11 @@ impl MediaCore {
         transport: TransportContext,
         datagram: bytes::BytesMut,
     ) {
+        if datagram.first() == Some(&frame::MAGIC) {
+            self.on_link_datagram(now, datagram);
+            self.flush(now);
+            return;
+        }
         if let Some(reason) = malformed(&datagram) {
             self.metrics.drop_packet(reason);
             return;
@@ -327,6 +382,7 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::UnknownParticipant);
             return;
         };
+        participant.bytes_received += datagram.len() as u64;
         if let Err(e) = participant.peer.handle_read(TaggedBytesMut {
             now,
             transport,
@@ -438,6 +494,7 @@ impl MediaCore {
                 }
             }
             while let Some(datagram) = p.peer.poll_write() {
+                p.bytes_sent += datagram.message.len() as u64;
                 self.transmits.push_back(datagram);
             }
             let deadline = p.next_deadline();
@@ -458,6 +515,18 @@ impl MediaCore {
         {
             if let Some(room) = self.rooms.remove(&room_index) {
                 self.room_names.remove(&room.meeting);
+                for id in &room.remote_members {
+                    self.remote.remove(id);
+                }
+                for peer in &room.peers {
+                    self.outputs.push_back(Output::Link(
+                        *peer,
+                        LinkMessage::Detach {
+                            meeting: room.meeting.clone(),
+                        },
+                    ));
+                }
+                self.update_link_gauges();
             }
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
@@ -482,6 +551,30 @@ impl MediaCore {
             }
         }
     }
+}
+
+/// The next free participant id of node `index`: the index above
+/// [`PARTICIPANT_COUNTER_BITS`] bits of a counter that skips 0 and ids still in use.
+fn next_id(counter: &mut u32, index: u16, taken: impl Fn(ParticipantId) -> bool) -> ParticipantId {
+    let mask = (1u32 << PARTICIPANT_COUNTER_BITS) - 1;
+    loop {
+        let id = u32::from(index) << PARTICIPANT_COUNTER_BITS | (*counter & mask);
+        *counter = (*counter + 1) & mask;
+        if *counter == 0 {
+            *counter = 1;
+        }
+        if id & mask != 0 && !taken(id) {
+            return id;
+        }
+    }
+}
+
+/// Now, in Unix milliseconds (call records).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Random characters valid in ICE ufrags and passwords.

@@ -1,6 +1,7 @@
 //! Participants' and moderators' requests: mute state, removal, lock.
 
 use super::{MediaCore, Output};
+use crate::cascade::control::LinkMessage;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::RoomIndex;
@@ -38,10 +39,16 @@ impl MediaCore {
             );
         }
         self.broadcast(room, None, ServerMessage::Updated { participant: info });
+        self.announce(id);
     }
 
     /// Stops every stream fed by `publisher`'s `kind`, so resuming re-syncs it.
-    fn detach_routes(&mut self, room: RoomIndex, publisher: ParticipantId, kind: MediaKind) {
+    pub(super) fn detach_routes(
+        &mut self,
+        room: RoomIndex,
+        publisher: ParticipantId,
+        kind: MediaKind,
+    ) {
         let Some(room) = self.rooms.get(&room) else {
             return;
         };
@@ -66,6 +73,25 @@ impl MediaCore {
         let Some(room) = self.moderator_room(id) else {
             return;
         };
+        if let Some(home) = self
+            .remote
+            .get(&target)
+            .filter(|t| t.room == room)
+            .map(|t| t.home)
+        {
+            if let Some(meeting) = self.rooms.get(&room).map(|r| r.meeting.clone()) {
+                self.outputs.push_back(Output::Link(
+                    home,
+                    LinkMessage::Moderate {
+                        meeting,
+                        by: id,
+                        action,
+                        target,
+                    },
+                ));
+            }
+            return;
+        }
         if self
             .participants
             .get(&target)
@@ -77,11 +103,22 @@ impl MediaCore {
             );
             return;
         }
+        self.apply_moderation(now, id, action, target);
+    }
+
+    /// Carries out a moderator's action on a participant of this node.
+    pub(super) fn apply_moderation(
+        &mut self,
+        now: Instant,
+        by: ParticipantId,
+        action: ModerateAction,
+        target: ParticipantId,
+    ) {
         match action {
-            ModerateAction::MuteAudio => self.set_mute(target, Some(true), None, Some(id)),
-            ModerateAction::MuteVideo => self.set_mute(target, None, Some(true), Some(id)),
+            ModerateAction::MuteAudio => self.set_mute(target, Some(true), None, Some(by)),
+            ModerateAction::MuteVideo => self.set_mute(target, None, Some(true), Some(by)),
             ModerateAction::Remove => {
-                self.send(target, ServerMessage::Removed { by: id });
+                self.send(target, ServerMessage::Removed { by });
                 self.leave(now, target, LeaveReason::Removed);
                 self.outputs.push_back(Output::Close(target));
             }
@@ -92,10 +129,20 @@ impl MediaCore {
         let Some(room) = self.moderator_room(id) else {
             return;
         };
-        if let Some(r) = self.rooms.get_mut(&room) {
-            r.locked = locked;
-        }
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        r.locked = locked;
+        let meeting = r.meeting.clone();
         self.broadcast(room, None, ServerMessage::Lock { locked, by: id });
+        self.tell_peers(
+            room,
+            LinkMessage::Lock {
+                meeting,
+                locked,
+                by: id,
+            },
+        );
     }
 
     /// The room of `id` if it is a moderator; otherwise tells it no.

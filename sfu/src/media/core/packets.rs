@@ -5,6 +5,7 @@ use super::MediaCore;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
 use crate::media::keyframe::h264_keyframe_start;
+use crate::media::participant::RoomIndex;
 use crate::media::speaker::audio_level;
 use crate::metrics::Dropped;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -26,15 +27,18 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::UnknownPayloadType);
             return;
         };
+        self.metrics.rtp_published.inc();
         let room_index = p.room;
         let mut keyframe_start = false;
+        let mut level = None;
         match kind {
             MediaKind::Audio => {
-                if let Some(level) = p
+                level = p
                     .peer
                     .audio_level_ext()
                     .and_then(|ext| packet.header.get_extension(ext))
-                    .and_then(|payload| audio_level(&payload))
+                    .and_then(|payload| audio_level(&payload));
+                if let Some(level) = level
                     && !p.audio_muted
                     && let Some(room) = self.rooms.get_mut(&room_index)
                 {
@@ -57,6 +61,20 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::Muted);
             return;
         }
+        self.relay(now, room_index, publisher, kind, level, &packet);
+        self.fan_out(now, room_index, publisher, kind, &packet, keyframe_start);
+    }
+
+    /// Writes `packet` of `publisher` (local or relayed) to every subscriber slot it feeds.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        room_index: RoomIndex,
+        publisher: ParticipantId,
+        kind: MediaKind,
+        packet: &rtc::rtp::Packet,
+        keyframe_start: bool,
+    ) {
         let inbound = InboundPacket {
             ssrc: packet.header.ssrc,
             seq: packet.header.sequence_number,
@@ -152,8 +170,11 @@ impl MediaCore {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
+    /// Asks `publisher` for a keyframe: coalesced and throttled here for a local publisher,
+    /// sent to its node for a relayed one.
+    pub(super) fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
         let Some(p) = self.participants.get_mut(&publisher) else {
+            self.request_remote_keyframe(now, publisher);
             return;
         };
         if p.keyframes.request(now) {

@@ -16,15 +16,16 @@ impl MediaCore {
             return;
         };
         let publishers = |kind| -> Vec<ParticipantId> {
-            room.members
+            let local = room.members.iter().filter(|m| {
+                self.participants
+                    .get(m)
+                    .is_some_and(|p| !p.is_hidden() && p.peer.publishes(kind))
+            });
+            let relayed = room
+                .remote_members
                 .iter()
-                .filter(|m| {
-                    self.participants
-                        .get(m)
-                        .is_some_and(|p| !p.is_hidden() && p.peer.publishes(kind))
-                })
-                .copied()
-                .collect()
+                .filter(|m| self.remote.get(m).is_some_and(|r| r.publishes(kind)));
+            local.chain(relayed).copied().collect()
         };
         let (audio, video) = (publishers(MediaKind::Audio), publishers(MediaKind::Video));
         let mut changed = Vec::new();
@@ -76,6 +77,7 @@ impl MediaCore {
                 .collect();
             self.send(id, ServerMessage::Slots { slots });
         }
+        self.update_subscriptions(room_index);
         if self.next_speaker_tick.is_none() {
             self.next_speaker_tick = Some(now + SPEAKER_INTERVAL);
         }

@@ -1,6 +1,7 @@
 //! The core's admission and moderation rules, driven without any network.
 
 use super::*;
+use crate::cascade::control::LinkMessage;
 use crate::signaling::protocol::ModerateAction;
 
 fn core(max_room_size: usize, max_participants: usize) -> MediaCore {
@@ -15,6 +16,7 @@ fn core(max_room_size: usize, max_participants: usize) -> MediaCore {
                 legacy_srtp: false,
                 max_slots: 31,
             }),
+            node_name: "test".into(),
         },
         Arc::new(Metrics::new()),
     )
@@ -26,6 +28,7 @@ fn request(meeting: &str, name: &str, role: Role) -> JoinRequest {
         identity: name.into(),
         name: name.into(),
         role,
+        rejoin: false,
         kind: "synthetic".into(),
     }
 }
@@ -164,4 +167,316 @@ fn a_full_node_refuses_and_empty_rooms_disappear() {
     assert_eq!(c.rooms.len(), 1);
     assert!(!c.room_names.contains_key("m"));
     assert!(join(&mut c, "m", "cy", Role::Participant).is_ok());
+}
+
+/// Two cores joined by a link: control messages are carried between them by hand.
+struct Pair {
+    a: MediaCore,
+    b: MediaCore,
+    /// Frames for participants, from both cores.
+    frames: Vec<Output>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let mut a = core(10, 100);
+        let mut b = core(10, 100);
+        a.set_node_index(1);
+        b.set_node_index(2);
+        // in a cluster the locator picks moderators
+        a.config.first_is_moderator = false;
+        b.config.first_is_moderator = false;
+        let params = |index: u16| crate::cascade::link::LinkParams {
+            index,
+            name: format!("node-{index}"),
+            media_addr: "127.0.0.1:9".parse().unwrap(),
+            key: [3; 32],
+        };
+        a.link_up(Instant::now(), params(2));
+        b.link_up(Instant::now(), params(1));
+        Self {
+            a,
+            b,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Delivers link messages both ways until both cores are quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for (from_a, peer_index) in [(true, 1u16), (false, 2u16)] {
+                let (from, to) = if from_a {
+                    (&mut self.a, &mut self.b)
+                } else {
+                    (&mut self.b, &mut self.a)
+                };
+                for output in outputs(from) {
+                    match output {
+                        Output::Link(_, message) => {
+                            to.link_message(Instant::now(), peer_index, message);
+                            moved = true;
+                        }
+                        other => self.frames.push(other),
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn take_frames(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.frames)
+    }
+}
+
+#[test]
+fn participants_on_two_nodes_meet_and_moderation_crosses_the_link() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    assert_eq!(ann.id >> 20, 1, "ids carry the node index");
+    assert_eq!(bob.id >> 20, 2);
+    pair.pump();
+    assert!(
+        pair.take_frames()
+            .iter()
+            .any(|o| matches!(o, Output::MeetingOpened(m) if m == "m"))
+    );
+    pair.a.attach(2, "m");
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, bob.id).iter().any(
+            |m| matches!(m, ServerMessage::Joined { participant } if participant.id == ann.id)
+        )
+    );
+    assert!(
+        sent_to(&frames, ann.id).iter().any(
+            |m| matches!(m, ServerMessage::Joined { participant } if participant.id == bob.id)
+        )
+    );
+    let cy = join(&mut pair.b, "m", "cy", Role::Participant).unwrap();
+    let ServerMessage::Welcome(welcome) = &cy.welcome else {
+        panic!("no welcome");
+    };
+    let mut ids: Vec<_> = welcome.participants.iter().map(|p| p.id).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [ann.id, bob.id],
+        "a late joiner sees both nodes' participants"
+    );
+    pair.pump();
+    pair.take_frames();
+
+    pair.a.client_message(
+        Instant::now(),
+        ann.id,
+        ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            target: bob.id,
+        },
+    );
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, ann.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "ann is not a moderator: refused on her own node"
+    );
+    assert!(
+        !sent_to(&frames, bob.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::MutedByModerator { .. }))
+    );
+}
+
+#[test]
+fn a_moderator_mutes_locks_and_removes_across_nodes() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Moderator).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    pair.b.attach(1, "m");
+    pair.pump();
+    pair.take_frames();
+
+    let now = Instant::now();
+    pair.a.client_message(
+        now,
+        ann.id,
+        ClientMessage::Moderate {
+            action: ModerateAction::MuteAudio,
+            target: bob.id,
+        },
+    );
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(sent_to(&frames, bob.id).iter().any(
+        |m| matches!(m, ServerMessage::MutedByModerator { audio: true, by, .. } if *by == ann.id)
+    ));
+    assert!(sent_to(&frames, ann.id).iter().any(|m| matches!(
+        m,
+        ServerMessage::Updated { participant } if participant.id == bob.id && participant.audio_muted
+    )), "the moderator sees the mute take effect");
+
+    pair.a
+        .client_message(now, ann.id, ClientMessage::Lock { locked: true });
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, bob.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Lock { locked: true, by } if *by == ann.id))
+    );
+    assert_eq!(
+        join(&mut pair.b, "m", "cy", Role::Participant).unwrap_err(),
+        ErrorCode::MeetingLocked,
+        "the lock holds on the other node"
+    );
+    let mut back = request("m", "dee", Role::Participant);
+    back.rejoin = true;
+    assert!(
+        pair.b.join(now, back).is_ok(),
+        "someone coming back with a reconnect token gets in"
+    );
+    pair.pump();
+    pair.take_frames();
+
+    pair.a.client_message(
+        now,
+        ann.id,
+        ClientMessage::Moderate {
+            action: ModerateAction::Remove,
+            target: bob.id,
+        },
+    );
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, bob.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Removed { .. }))
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|o| matches!(o, Output::Close(id) if *id == bob.id))
+    );
+    assert!(sent_to(&frames, ann.id).iter().any(
+        |m| matches!(m, ServerMessage::Left { id, reason: LeaveReason::Removed } if *id == bob.id)
+    ));
+    assert!(frames.iter().any(
+        |o| matches!(o, Output::CallRecord(r) if r.identity == "bob" && r.reason == "removed")
+    ));
+}
+
+#[test]
+fn an_emptied_room_detaches_and_a_lost_link_takes_its_participants_away() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    let cy = join(&mut pair.b, "m", "cy", Role::Participant).unwrap();
+    pair.a.attach(2, "m");
+    pair.pump();
+    pair.take_frames();
+
+    pair.b.leave(Instant::now(), bob.id, LeaveReason::Left);
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(sent_to(&frames, ann.id).iter().any(
+        |m| matches!(m, ServerMessage::Left { id, reason: LeaveReason::Left } if *id == bob.id)
+    ));
+
+    pair.a.link_down(Instant::now(), 2);
+    let frames = outputs(&mut pair.a);
+    assert!(sent_to(&frames, ann.id).iter().any(
+        |m| matches!(m, ServerMessage::Left { id, reason: LeaveReason::Disconnected } if *id == cy.id)
+    ));
+    assert!(pair.a.remote.is_empty());
+    assert!(pair.a.rooms.values().all(|r| r.peers.is_empty()));
+}
+
+#[test]
+fn a_peer_cannot_announce_ids_of_another_node() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let _bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    pair.a.attach(2, "m");
+    pair.pump();
+    pair.take_frames();
+    let forged = crate::signaling::protocol::ParticipantInfo {
+        id: (3 << 20) | 1,
+        name: "mallory".into(),
+        role: Role::Moderator,
+        audio_muted: false,
+        video_muted: false,
+    };
+    pair.a.link_message(
+        Instant::now(),
+        2,
+        LinkMessage::Participant {
+            meeting: "m".into(),
+            participant: forged,
+            audio: true,
+            video: true,
+        },
+    );
+    let frames = outputs(&mut pair.a);
+    assert!(sent_to(&frames, ann.id).is_empty());
+    assert_eq!(pair.a.remote.len(), 1);
+}
+
+#[test]
+fn link_datagrams_that_do_not_authenticate_are_counted_and_dropped() {
+    let mut pair = Pair::new();
+    let transport = TransportContext {
+        local_addr: "127.0.0.1:10000".parse().unwrap(),
+        peer_addr: "127.0.0.1:9".parse().unwrap(),
+        ecn: None,
+        transport_protocol: rtc::shared::TransportProtocol::UDP,
+    };
+    let mut stranger = crate::cascade::link::Link::new(
+        2,
+        crate::cascade::link::LinkParams {
+            index: 1,
+            name: "node-1".into(),
+            media_addr: "127.0.0.1:10000".parse().unwrap(),
+            key: [4; 32],
+        },
+    );
+    let rtp = crate::cascade::frame::RelayedRtp {
+        publisher: (2 << 20) | 1,
+        kind: crate::media::forwarder::MediaKind::Audio,
+        level: Some(3),
+        marker: false,
+        payload_type: 111,
+        seq: 1,
+        timestamp: 1,
+        ssrc: 1,
+        payload: bytes::Bytes::from_static(b"opus"),
+    };
+    let now = Instant::now();
+    pair.a.handle_datagram(now, transport, stranger.relay(&rtp));
+    let mut unknown = crate::cascade::frame::start_datagram(9, 0);
+    unknown.extend_from_slice(&[0; 32]);
+    pair.a.handle_datagram(now, transport, unknown);
+    pair.a
+        .handle_datagram(now, transport, bytes::BytesMut::from(&[0xCA, 1, 0][..]));
+    let text = pair.a.metrics.render();
+    for reason in [
+        "cascade_forged",
+        "cascade_unknown_link",
+        "cascade_malformed",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "kaskade_sfu_dropped_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
 }
