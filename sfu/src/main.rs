@@ -15,10 +15,18 @@ async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
     let server = kaskade_sfu::serve(&config).await?;
     println!("kaskade media: udp {}", server.udp_addr);
-    println!(
-        "kaskade is running: open http://{}/m/hello",
-        server.http_addr
-    );
+    if config.locators.is_empty() {
+        println!(
+            "kaskade is running: open http://{}/m/hello",
+            server.http_addr
+        );
+    } else {
+        println!(
+            "kaskade node ready: http://{} (joins go through {})",
+            server.http_addr,
+            config.locators.join(", ")
+        );
+    }
     server.run().await?;
     Ok(())
 }

@@ -67,7 +67,7 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// A running `kaskade-sfu` process, killed on drop.
+/// A running kaskade process (an SFU node or a locator), killed (SIGKILL) on drop.
 pub struct Node {
     child: Child,
     /// The HTTP address it printed.
@@ -126,8 +126,11 @@ impl Node {
                     .parse()
                     .with_context(|| format!("bad address in {line:?}"))?;
             }
-            if let Some(url) = line.strip_prefix("kaskade is running: open http://") {
-                let addr = url.split('/').next().unwrap_or_default();
+            if let Some(url) = line
+                .strip_prefix("kaskade is running: open http://")
+                .or_else(|| line.strip_prefix("kaskade node ready: http://"))
+            {
+                let addr = url.split(['/', ' ']).next().unwrap_or_default();
                 node.http = addr
                     .parse()
                     .with_context(|| format!("bad address in {line:?}"))?;
