@@ -108,6 +108,7 @@ export class Participant {
       return {
         you: k.you, participants, speaker: k.speaker, locked: k.locked,
         status: k.status, statusCode: k.statusCode, slots: k.slots,
+        node: k.node, reconnects: k.reconnects,
         pcState: k.pc ? k.pc.connectionState : null,
         iceState: k.pc ? k.pc.iceConnectionState : null,
       };
@@ -221,7 +222,7 @@ export class Participant {
         const k = window.kaskade;
         return k ? {
           you: k.you, participants: k.participants, speaker: k.speaker, status: k.status,
-          statusCode: k.statusCode, slots: k.slots,
+          statusCode: k.statusCode, slots: k.slots, node: k.node, reconnects: k.reconnects,
           pc: k.pc && { connection: k.pc.connectionState, ice: k.pc.iceConnectionState,
             signaling: k.pc.signalingState },
           lastFrames: (k.frames || []).slice(-25),
