@@ -1,0 +1,422 @@
+//! A cluster of real processes on loopback: locators, SFU nodes reporting to them, and
+//! synthetic WebRTC participants joining through the locator's join API. Meetings cascade
+//! across nodes, survive the loss of a node, and keep being placed when a locator dies.
+
+use kaskade_e2e::{Node, http_get, parse_metric};
+use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The machine has two cores: clusters run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SECRET: &str = "cluster-secret-for-tests";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn locator(extra: &[&str]) -> (Node, tempfile_db::Db) {
+    let db = tempfile_db::Db::new();
+    let mut args = vec!["--cluster", "--secret", SECRET, "--db", db.path()];
+    args.extend_from_slice(extra);
+    let node = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &args,
+    )
+    .expect("locator starts");
+    (node, db)
+}
+
+fn sfu(locators: &[&Node], name: &str, capacity: usize, extra: &[&str]) -> Node {
+    let capacity = capacity.to_string();
+    let urls: Vec<String> = locators.iter().map(|l| l.url()).collect();
+    let mut args = vec![
+        "--secret",
+        SECRET,
+        "--name",
+        name,
+        "--max-participants",
+        &capacity,
+    ];
+    for url in &urls {
+        args.extend_from_slice(&["--locator", url]);
+    }
+    args.extend_from_slice(extra);
+    Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+        &args,
+    )
+    .expect("node starts")
+}
+
+/// Waits until the locator lists `names` as its nodes.
+async fn wait_for_nodes(locator: &Node, names: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = http_get(locator.http, "/api/nodes").unwrap_or_default();
+        if names.iter().all(|n| listed.contains(&format!("\"{n}\""))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes {names:?} never registered: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn config(locator: &Node, meeting: &str, name: &str) -> JoinConfig {
+    let mut cfg = JoinConfig::new(locator.http, meeting, name);
+    cfg.locator = Some(locator.url());
+    cfg.width = 160;
+    cfg.height = 120;
+    cfg.fps = 15;
+    cfg.video_bitrate_bps = 120_000;
+    cfg
+}
+
+async fn join(locator: &Node, meeting: &str, name: &str) -> Participant {
+    Participant::join(config(locator, meeting, name))
+        .await
+        .unwrap_or_else(|e| panic!("{name} joins: {e}"))
+}
+
+/// Decodable video and audio keep arriving from each of `others` after `since`.
+fn receiving_from(state: &MeetingState, others: &[ParticipantId], since: Instant) -> bool {
+    others.iter().all(|id| {
+        let r = state.stats.remote(*id);
+        r.audio_packets > 0 && r.decode_errors == 0 && r.last_frame_at.is_some_and(|t| t > since)
+    })
+}
+
+/// Waits until every participant receives every other one's media (fresh after `since`).
+async fn everyone_receives_everyone(people: &[Participant], since: Instant) {
+    for p in people {
+        let others: Vec<_> = people
+            .iter()
+            .map(Participant::id)
+            .filter(|id| *id != p.id())
+            .collect();
+        p.wait_until(WAIT, |s| receiving_from(s, &others, since))
+            .await
+            .unwrap_or_else(|e| panic!("participant {} on {:?}: {e}", p.id(), p.node()));
+    }
+}
+
+fn metric(node: &Node, sample: &str) -> f64 {
+    let text = http_get(node.http, "/metrics").expect("metrics");
+    parse_metric(&text, sample).unwrap_or(0.0)
+}
+
+fn placement(people: &[Participant]) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for p in people {
+        *count.entry(p.node().unwrap_or_default()).or_default() += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_participants_on_three_nodes_receive_everyone_and_each_stream_crosses_a_link_once() {
+    let _serial = SERIAL.lock().await;
+    let (locator, _db) = locator(&[]);
+    let names = ["n1", "n2", "n3"];
+    let nodes: Vec<Node> = names.iter().map(|n| sfu(&[&locator], n, 4, &[])).collect();
+    wait_for_nodes(&locator, &names).await;
+
+    let mut people = Vec::new();
+    for i in 0..10 {
+        people.push(join(&locator, "cascade", &format!("p{i}")).await);
+    }
+    let placed = placement(&people);
+    println!("PLACEMENT {placed:?}");
+    assert_eq!(placed.len(), 3, "the meeting spans three nodes: {placed:?}");
+    assert!(placed.values().all(|n| *n <= 4), "no node above capacity");
+    let start = Instant::now();
+    everyone_receives_everyone(&people, start).await;
+    for p in &people {
+        assert_eq!(p.stats().total_decode_errors(), 0);
+        assert_eq!(p.participants().len(), 9, "everyone sees nine others");
+    }
+
+    // streams per link: exactly the sending node's own publishers' audio and video
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let local: BTreeMap<&str, usize> = names
+        .iter()
+        .map(|n| (*n, placed.get(*n).copied().unwrap_or(0)))
+        .collect();
+    let before: Vec<(f64, Vec<f64>)> = nodes
+        .iter()
+        .zip(names)
+        .map(|(node, name)| {
+            let sent = names
+                .iter()
+                .filter(|p| **p != name)
+                .map(|peer| {
+                    metric(
+                        node,
+                        &format!("kaskade_sfu_cascade_rtp_sent_total{{peer=\"{peer}\"}}"),
+                    )
+                })
+                .collect();
+            (metric(node, "kaskade_sfu_rtp_published_total"), sent)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for ((node, name), (published_before, sent_before)) in nodes.iter().zip(names).zip(before) {
+        let published = metric(node, "kaskade_sfu_rtp_published_total") - published_before;
+        for (peer, sent_before) in names.iter().filter(|p| **p != name).zip(sent_before) {
+            let streams = metric(
+                node,
+                &format!("kaskade_sfu_cascade_streams_sent{{peer=\"{peer}\"}}"),
+            );
+            assert_eq!(
+                streams as usize,
+                2 * local[name],
+                "{name} relays each of its publishers' two streams to {peer}, once"
+            );
+            let sent = metric(
+                node,
+                &format!("kaskade_sfu_cascade_rtp_sent_total{{peer=\"{peer}\"}}"),
+            ) - sent_before;
+            let ratio = sent / published;
+            println!("LINK {name}->{peer} streams={streams} rtp_sent/published={ratio:.3}");
+            assert!(
+                (0.9..=1.05).contains(&ratio),
+                "{name}->{peer}: each packet crosses once ({sent} sent of {published} published)"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_participants_of_a_killed_node_are_back_within_five_seconds() {
+    let _serial = SERIAL.lock().await;
+    let (locator, _db) = locator(&["--node-timeout", "3s"]);
+    let names = ["k1", "k2", "k3"];
+    let mut nodes: BTreeMap<String, Node> = names
+        .iter()
+        .map(|n| (n.to_string(), sfu(&[&locator], n, 4, &[])))
+        .collect();
+    wait_for_nodes(&locator, &names).await;
+    let mut people = Vec::new();
+    for i in 0..6 {
+        people.push(join(&locator, "failover", &format!("f{i}")).await);
+    }
+    everyone_receives_everyone(&people, Instant::now()).await;
+    let victim = people[0].node().expect("on a node");
+    let moved: Vec<usize> = (0..people.len())
+        .filter(|i| people[*i].node().as_deref() == Some(victim.as_str()))
+        .collect();
+    println!("KILLING {victim} with {} participants", moved.len());
+
+    let killed_at = Instant::now();
+    drop(nodes.remove(&victim));
+    // everyone (moved or not) receives every other participant's fresh media again
+    for p in &people {
+        let deadline = killed_at + Duration::from_secs(5);
+        loop {
+            let state = p.state();
+            let others: Vec<_> = state.participants.keys().copied().collect();
+            if others.len() == people.len() - 1 && receiving_from(&state, &others, killed_at) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} not back within 5 s: sees {} others",
+                p.node(),
+                others.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!("FAILOVER all_back_ms={}", killed_at.elapsed().as_millis());
+    for i in moved {
+        assert_ne!(people[i].node().as_deref(), Some(victim.as_str()));
+        assert!(people[i].reconnects() >= 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_locators_share_redis_and_joins_go_on_when_one_dies() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (first, _db1) = locator(&["--redis", &url]);
+    let (second, _db2) = locator(&["--redis", &url]);
+    let node = sfu(&[&first, &second], "r1", 10, &[]);
+    wait_for_nodes(&first, &["r1"]).await;
+    wait_for_nodes(&second, &["r1"]).await;
+
+    let a = join(&first, "shared", "a").await;
+    let b = join(&second, "shared", "b").await;
+    assert_eq!(a.node(), b.node(), "both locators place the meeting alike");
+    drop(first);
+    let c = join(&second, "shared", "c").await;
+    let people = [a, b, c];
+    everyone_receives_everyone(&people, Instant::now()).await;
+    let meetings = http_get(second.http, "/api/meetings").expect("meetings");
+    assert!(meetings.contains("shared"), "{meetings}");
+    assert!(metric(&node, "kaskade_sfu_participants") >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impostor_nodes_and_forged_cascade_packets_are_refused_without_harm() {
+    let _serial = SERIAL.lock().await;
+    let (locator, _db) = locator(&[]);
+    let honest = [
+        sfu(&[&locator], "h1", 1, &[]),
+        sfu(&[&locator], "h2", 1, &[]),
+    ];
+    let impostor = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+        &[
+            "--secret",
+            "not-the-cluster-secret",
+            "--name",
+            "impostor",
+            "--locator",
+            &locator.url(),
+        ],
+    )
+    .expect("impostor starts");
+    wait_for_nodes(&locator, &["h1", "h2"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let nodes = http_get(locator.http, "/api/nodes").unwrap();
+    assert!(!nodes.contains("impostor"), "{nodes}");
+
+    let a = join(&locator, "guarded", "a").await;
+    let b = join(&locator, "guarded", "b").await;
+    assert_ne!(a.node(), b.node(), "capacity 1: the meeting cascades");
+    let people = [a, b];
+    everyone_receives_everyone(&people, Instant::now()).await;
+
+    // forged link datagrams: a made-up sender, and a real sender index with a wrong key
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for target in &honest {
+        let mut forged = vec![0xCA, 1, 0x0F, 0xFF];
+        forged.extend_from_slice(&[0; 40]);
+        socket.send_to(&forged, target.udp_addr).unwrap();
+        for sender in 1..=3u16 {
+            let mut wrong_key = vec![0xCA, 1];
+            wrong_key.extend_from_slice(&sender.to_be_bytes());
+            wrong_key.extend_from_slice(&[7; 60]);
+            socket.send_to(&wrong_key, target.udp_addr).unwrap();
+        }
+    }
+    // a dial of the cascade socket by a name the locator does not know
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/cascade?from=nobody", honest[0].http))
+            .await
+            .expect("the upgrade itself succeeds");
+    let mut ws = ws;
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(
+            closed,
+            Ok(None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))))
+        ),
+        "an unknown node's dial is closed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dropped: f64 = honest
+        .iter()
+        .map(|n| {
+            metric(
+                n,
+                "kaskade_sfu_dropped_total{reason=\"cascade_unknown_link\"}",
+            ) + metric(n, "kaskade_sfu_dropped_total{reason=\"cascade_forged\"}")
+        })
+        .sum();
+    assert!(
+        dropped >= 8.0,
+        "forged link datagrams are counted ({dropped})"
+    );
+    everyone_receives_everyone(&people, Instant::now()).await;
+    drop(impostor);
+}
+
+/// A throwaway `redis-server` on a free port, killed on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A call-record database file in a fresh temporary directory, removed on drop.
+mod tempfile_db {
+    pub struct Db {
+        dir: std::path::PathBuf,
+        path: String,
+    }
+
+    impl Db {
+        pub fn new() -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "kaskade-cluster-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join("cdr.sqlite").to_string_lossy().into_owned();
+            Self { dir, path }
+        }
+
+        pub fn path(&self) -> &str {
+            &self.path
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
