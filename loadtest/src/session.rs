@@ -77,7 +77,7 @@ pub(crate) async fn locate(
     let Some(base) = &cfg.locator else {
         return Ok(Target {
             node: None,
-            url: format!("ws://{}/ws", cfg.server),
+            url: signaling::url(cfg.server),
             token,
         });
     };

@@ -29,9 +29,14 @@ pub struct SignalReader {
     stream: SplitStream<Ws>,
 }
 
+/// The signaling WebSocket URL of the node at `server`: `ws://{server}/ws`.
+pub fn url(server: SocketAddr) -> String {
+    format!("ws://{server}/ws")
+}
+
 /// Opens the signaling WebSocket `ws://{server}/ws`.
 pub async fn connect(server: SocketAddr) -> Result<(SignalWriter, SignalReader)> {
-    connect_url(&format!("ws://{server}/ws")).await
+    connect_url(&url(server)).await
 }
 
 /// Opens a signaling WebSocket at an explicit URL.
