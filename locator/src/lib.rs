@@ -1,7 +1,18 @@
-//! kaskade locator: the cluster's front door.
+//! kaskade locator: the cluster's front door. It places each participant of a meeting on an SFU
+//! node, cascades a meeting over several nodes as load or regions demand, keeps meeting state
+//! (lock, moderators) that outlives a node, and keeps the call detail records.
 //!
-//! Layout: [`placement`] chooses nodes (pure, no I/O); [`state`] keeps the node registry,
-//! meeting state and link keys in-process or in Redis.
+//! Layout: [`placement`] chooses nodes (pure: no I/O, no clock); [`state`] keeps the node
+//! registry, meeting state and link keys in-process or in Redis; [`api`] is the HTTP surface
+//! (joins, the node protocol, the operator's endpoints); [`cdr`] stores call records in SQLite;
+//! [`metrics`] counts; [`config`] is the command line; [`embedded`] runs the all-in-one node;
+//! [`server`] puts them together.
 
+pub mod api;
+pub mod cdr;
+pub mod config;
+pub mod embedded;
+pub mod metrics;
 pub mod placement;
+pub mod server;
 pub mod state;

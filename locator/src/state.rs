@@ -59,7 +59,7 @@ pub struct Now {
 
 impl Now {
     /// The current time.
-    pub fn now() -> Self {
+    pub fn current() -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -39,7 +39,7 @@ fn later(now: Now, ms: u64) -> Now {
 async fn nodes_keep_their_index_across_reports_and_restarts() {
     let (redis, stores) = stores().await;
     for (name, store) in &stores {
-        let now = Now::now();
+        let now = Now::current();
         assert_eq!(
             store.report(&report("a", 10), now).await.unwrap(),
             1,
@@ -77,7 +77,11 @@ async fn nodes_keep_their_index_across_reports_and_restarts() {
     for (name, store) in &fresh {
         let mut back = report("d", 10);
         back.index = Some(7);
-        assert_eq!(store.report(&back, Now::now()).await.unwrap(), 7, "{name}");
+        assert_eq!(
+            store.report(&back, Now::current()).await.unwrap(),
+            7,
+            "{name}"
+        );
     }
 }
 
@@ -85,7 +89,7 @@ async fn nodes_keep_their_index_across_reports_and_restarts() {
 async fn a_node_whose_reports_stop_is_dropped() {
     let (_redis, stores) = stores().await;
     for (name, store) in &stores {
-        let t0 = Now::now();
+        let t0 = Now::current();
         store
             .report(&with_meeting(report("a", 10), "m", 2), t0)
             .await
@@ -121,7 +125,7 @@ async fn a_node_whose_reports_stop_is_dropped() {
 async fn placements_count_until_the_next_report() {
     let (_redis, stores) = stores().await;
     for (name, store) in &stores {
-        let now = Now::now();
+        let now = Now::current();
         store.report(&report("a", 2), now).await.unwrap();
         for meeting in ["m1", "m2"] {
             let placed = store.place(meeting, Request::default(), now).await.unwrap();
@@ -164,7 +168,7 @@ async fn placements_count_until_the_next_report() {
 async fn hosting_nodes_learn_their_peers_and_share_one_key_per_pair() {
     let (_redis, stores) = stores().await;
     for (name, store) in &stores {
-        let now = Now::now();
+        let now = Now::current();
         for node in ["a", "b", "c"] {
             store.report(&report(node, 10), now).await.unwrap();
         }
@@ -208,7 +212,7 @@ async fn hosting_nodes_learn_their_peers_and_share_one_key_per_pair() {
 async fn meeting_state_follows_reports_and_survives_its_node() {
     let (_redis, stores) = stores().await;
     for (name, store) in &stores {
-        let now = Now::now();
+        let now = Now::current();
         let mut locked = with_meeting(report("a", 10), "board", 3);
         locked.meetings[0].locked = true;
         locked.meetings[0].moderators = vec!["alice".into()];

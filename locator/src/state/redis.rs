@@ -432,7 +432,7 @@ impl Store for RedisStore {
     }
 
     fn mark_dead<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move { self.drop_node(node, Now::now()).await })
+        Box::pin(async move { self.drop_node(node, Now::current()).await })
     }
 
     fn nodes(&self, now: Now) -> StoreFuture<'_, Vec<NodeView>> {

@@ -1,0 +1,185 @@
+//! `POST /api/meetings/{meeting}/join`: admit a participant, place them on a node, and hand
+//! them that node's signaling URL and a token for it.
+
+use super::{ApiPath, AppState, Failure, bearer, fail, parse_json};
+use crate::placement::{PlacementError, Request};
+use crate::state::Now;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kaskade_protocol::cluster::{JoinRequest, JoinResponse};
+use kaskade_protocol::signaling::{Role, display_name, valid_meeting};
+use kaskade_protocol::token::Claims;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// How long a token handed out with a placement lasts.
+pub const JOIN_TOKEN_SECS: u64 = 300;
+
+pub(super) async fn join(
+    State(state): State<AppState>,
+    ApiPath(meeting): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match admit(&state, meeting, &headers, &body).await {
+        Ok(joined) => {
+            state.0.metrics.join("ok");
+            Json(joined).into_response()
+        }
+        Err(failure) => {
+            state.0.metrics.join(failure.code());
+            failure.into_response()
+        }
+    }
+}
+
+async fn admit(
+    state: &AppState,
+    meeting: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<JoinResponse, Failure> {
+    let shared = &state.0;
+    if !valid_meeting(&meeting) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "meeting names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        JoinRequest::default()
+    } else {
+        parse_json(body)?
+    };
+    let now = Now::current();
+    let now_secs = now.unix_ms / 1000;
+    let token = request
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(headers));
+    let claims = match token {
+        Some(token) => Some(
+            shared
+                .tokens
+                .verify(token, &meeting, now_secs)
+                .map_err(|e| fail(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?,
+        ),
+        None if shared.open => None,
+        None => {
+            return Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                "this locator admits only holders of a token for the meeting",
+            ));
+        }
+    };
+    let (identity, name, mut role, rejoin) = match claims {
+        Some(c) => (c.sub, c.name, c.role, c.rejoin),
+        None => {
+            let name = display_name(&request.name);
+            let name = if name.is_empty() {
+                "Guest".into()
+            } else {
+                name
+            };
+            let identity = format!("guest-{:08x}", rand::random::<u32>());
+            (identity, name, Role::Participant, false)
+        }
+    };
+    let view = shared
+        .store
+        .meeting(&meeting, now)
+        .await?
+        .unwrap_or_default();
+    let known_moderator = view.moderators.contains(&identity);
+    if role == Role::Participant && known_moderator {
+        role = Role::Moderator;
+    }
+    if view.locked && !rejoin && role != Role::Moderator {
+        return Err(fail(
+            StatusCode::LOCKED,
+            "meeting_locked",
+            "the meeting is locked: a moderator has to unlock it",
+        ));
+    }
+    if let Some(lost) = request.avoid_node.as_deref() {
+        check_lost_node(state, lost, now).await?;
+    }
+    let wanted = Request {
+        region: request.region.as_deref(),
+        pinned: request.node.as_deref(),
+        avoid: request.avoid_node.as_deref(),
+    };
+    let started = Instant::now();
+    let placed = shared.store.place(&meeting, wanted, now).await?;
+    shared
+        .metrics
+        .placement_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let placed = placed.map_err(|e| match e {
+        PlacementError::MeetingFull(_) => fail(StatusCode::CONFLICT, "meeting_full", e.to_string()),
+        PlacementError::NoCapacity => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            e.to_string(),
+        ),
+        PlacementError::UnknownNode => fail(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!(
+                "no live node is named {:?}",
+                request.node.as_deref().unwrap_or("")
+            ),
+        ),
+    })?;
+    shared.metrics.placement(placed.placement.kind.label());
+    if shared.open && role == Role::Participant && placed.placement.participants_before == 0 {
+        role = Role::Moderator;
+    }
+    if role == Role::Moderator && !known_moderator {
+        shared.store.add_moderator(&meeting, &identity).await?;
+    }
+    let token = shared.tokens.sign(&Claims {
+        meeting: meeting.clone(),
+        sub: identity,
+        name,
+        role,
+        exp: now_secs + JOIN_TOKEN_SECS,
+        rejoin,
+    });
+    Ok(JoinResponse {
+        meeting,
+        node: placed.node.node,
+        signaling_url: placed.node.signaling_url,
+        token,
+        role,
+    })
+}
+
+/// A client lost `node`: if its health check fails too, drop it now rather than at the node
+/// timeout, so the next joins of its participants do not wait for it.
+async fn check_lost_node(state: &AppState, node: &str, now: Now) -> Result<(), Failure> {
+    let shared = &state.0;
+    let Some(record) = shared.store.node(node, now).await? else {
+        return Ok(());
+    };
+    let url = format!("{}/healthz", record.http_url.trim_end_matches('/'));
+    let healthy = shared
+        .http
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if healthy {
+        info!(%node, "a client lost the node, but it answers its health check");
+    } else {
+        warn!(%node, "a client lost the node and its health check fails: dropping it");
+        shared.store.mark_dead(node).await?;
+    }
+    Ok(())
+}
