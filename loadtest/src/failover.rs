@@ -33,12 +33,13 @@ pub(crate) const BACKOFF: [Duration; 5] = [
 /// Watches the current session and replaces it whenever it is lost, until failover fails.
 pub(crate) async fn run(cfg: JoinConfig, shared: Arc<Shared>, current: Arc<Current>, media: Media) {
     while let Some(reason) = lost(&shared).await {
-        tracing::info!(meeting = %cfg.meeting, name = %cfg.name, "session lost ({reason}); joining again");
+        let (meeting, name) = (&cfg.meeting, &cfg.name);
+        tracing::info!(%meeting, %name, "session lost ({reason}); joining again");
         if let Some(session) = current.take().await {
             session.close().await;
         }
         if let Err(e) = rejoin(&cfg, &shared, &current, &media).await {
-            tracing::warn!(meeting = %cfg.meeting, name = %cfg.name, "failover gave up: {e}");
+            tracing::warn!(%meeting, %name, "failover gave up: {e}");
             shared.update(None, |s| s.failover_error = Some(e.to_string()));
             return;
         }

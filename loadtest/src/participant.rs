@@ -391,7 +391,8 @@ impl Drop for Participant {
 
 fn summary(state: &MeetingState) -> String {
     format!(
-        "me={:?} node={:?} reconnects={} participants={:?} speaker={:?} locked={} slots={} conn={} errors={:?} failover_error={:?} stats={:?}",
+        "me={:?} node={:?} reconnects={} participants={:?} speaker={:?} locked={} slots={} \
+         conn={} errors={:?} failover_error={:?} stats={:?}",
         state.me.as_ref().map(|m| m.id),
         state.node,
         state.reconnects,
