@@ -60,7 +60,12 @@ impl Server {
 pub async fn serve(config: &NodeConfig) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(config.listen).await?;
     let http_addr = listener.local_addr()?;
-    let node = build(config).await?;
+    // the bound address (an ephemeral port resolved) is what others reach and what names it
+    let config = NodeConfig {
+        listen: http_addr,
+        ..config.clone()
+    };
+    let node = build(&config).await?;
     info!(%http_addr, udp_addr = %node.udp_addr, "node ready");
     Ok(Server {
         http_addr,
