@@ -150,7 +150,10 @@ mod tests {
         let cli = Cli::try_parse_from(["kaskade-locator"]).unwrap();
         assert!(cli.command.is_none());
         assert!(!cli.serve.cluster);
-        assert_eq!(cli.serve.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            cli.serve.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(cli.serve.node_timeout, Duration::from_secs(3));
         assert_eq!(cli.serve.max_room_size, 10);
         let cli = Cli::try_parse_from([

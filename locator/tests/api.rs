@@ -1,0 +1,742 @@
+//! The locator's HTTP API over loopback, with simulated nodes sending real reports.
+
+mod common;
+
+use common::{RedisServer, report, with_meeting};
+use kaskade_locator::api::{self, ApiConfig, AppState, ROUTES};
+use kaskade_locator::cdr::CdrDb;
+use kaskade_locator::placement::PlacementConfig;
+use kaskade_locator::server::{self, Running};
+use kaskade_locator::state::{MemoryStore, RedisStore, Store};
+use kaskade_protocol::cluster::{CallRecord, NodeReport, node_credential};
+use kaskade_protocol::signaling::Role;
+use kaskade_protocol::token::{Claims, TokenKey, unix_now};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "cluster-secret";
+
+struct Options {
+    open: bool,
+    api_key: Option<&'static str>,
+    timeout: Duration,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            open: true,
+            api_key: None,
+            timeout: Duration::from_secs(3),
+            store: None,
+        }
+    }
+}
+
+struct Locator {
+    base: String,
+    http: reqwest::Client,
+    _running: Running,
+    db: PathBuf,
+}
+
+impl Drop for Locator {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.db);
+    }
+}
+
+fn placement(timeout: Duration) -> PlacementConfig {
+    PlacementConfig {
+        node_timeout: timeout,
+        max_meeting_size: 10,
+    }
+}
+
+async fn start(options: Options) -> Locator {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let db = std::env::temp_dir().join(format!(
+        "kaskade-locator-test-{}-{}.sqlite",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&db);
+    let store = options
+        .store
+        .unwrap_or_else(|| Arc::new(MemoryStore::new(placement(options.timeout))));
+    let config = ApiConfig {
+        secret: SECRET.as_bytes().to_vec(),
+        open: options.open,
+        api_key: options.api_key.map(str::to_string),
+        node_timeout: options.timeout,
+    };
+    let state = AppState::new(config, store.clone(), CdrDb::open(&db).expect("cdr db"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let running =
+        server::spawn(listener, api::router(state), store, options.timeout).expect("serve");
+    Locator {
+        base: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        _running: running,
+        db,
+    }
+}
+
+impl Locator {
+    async fn send_report(&self, report: &NodeReport, secret: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/nodes/report", self.base))
+            .header(
+                "Authorization",
+                node_credential(secret.as_bytes(), &report.node, unix_now()),
+            )
+            .json(report)
+            .send()
+            .await
+            .expect("report");
+        answer(response).await
+    }
+
+    async fn node_get(&self, node: &str, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(
+                "Authorization",
+                node_credential(SECRET.as_bytes(), node, unix_now()),
+            )
+            .send()
+            .await
+            .expect("node request");
+        answer(response).await
+    }
+
+    async fn join(&self, meeting: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/meetings/{meeting}/join", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("join");
+        answer(response).await
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        answer(request.send().await.expect("get")).await
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn token(meeting: &str, identity: &str, role: Role, rejoin: bool) -> String {
+    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
+        meeting: meeting.into(),
+        sub: identity.into(),
+        name: identity.into(),
+        role,
+        exp: unix_now() + 600,
+        rejoin,
+    })
+}
+
+#[tokio::test]
+async fn every_route_in_the_table_is_served() {
+    let locator = start(Options::default()).await;
+    for (method, path) in ROUTES {
+        let url = format!(
+            "{}{}",
+            locator.base,
+            path.replace("{meeting}", "m")
+                .replace("{node}", "n")
+                .replace("{peer}", "p")
+        );
+        let request = match *method {
+            "get" => locator.http.get(url),
+            "post" => locator.http.post(url),
+            other => panic!("no test for method {other}"),
+        };
+        let (status, body) = answer(request.send().await.unwrap()).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_ne!(body["message"], "no such route", "{method} {path}");
+    }
+    let (status, body) = locator.get("/api/nowhere", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, openapi) = locator.get("/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(openapi["openapi"], "3.1.0");
+    let (status, page) = locator.get("/m/hello", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.as_str().is_some_and(|p| p.contains("<html")),
+        "the web client is served"
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_a_wrong_secret_is_refused_and_not_listed() {
+    let locator = start(Options::default()).await;
+    let (status, body) = locator.send_report(&report("intruder", 10), "wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "bad_node_credentials");
+    assert!(
+        body["message"].as_str().unwrap().contains("secret"),
+        "{body}"
+    );
+    let unsigned = locator
+        .http
+        .post(format!("{}/api/nodes/report", locator.base))
+        .json(&report("intruder", 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    // a credential of one node cannot speak for another
+    let forged = locator
+        .http
+        .post(format!("{}/api/nodes/report", locator.base))
+        .header(
+            "Authorization",
+            node_credential(SECRET.as_bytes(), "a", unix_now()),
+        )
+        .json(&report("b", 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    assert_eq!(nodes, json!([]));
+    let (status, body) = locator.join("m", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity"))
+    );
+    let (_, metrics) = locator.get("/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("kaskade_locator_node_reports_rejected_total{reason=\"credentials\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_reports_are_refused_and_do_no_harm() {
+    let locator = start(Options::default()).await;
+    let (status, ack) = locator.send_report(&report("a", 10), SECRET).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ack, json!({"index": 1, "node_timeout_ms": 3000}));
+    let credential = node_credential(SECRET.as_bytes(), "a", unix_now());
+    for garbage in ["", "{", "[]", "{\"node\":\"a\"}", "{\"node\": 5}"] {
+        let response = locator
+            .http
+            .post(format!("{}/api/nodes/report", locator.base))
+            .header("Authorization", &credential)
+            .body(garbage)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = answer(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage:?}");
+        assert_eq!(body["error"], "bad_request");
+    }
+    let mut invalid = Vec::new();
+    let mut r = report("a", 0);
+    invalid.push(("capacity", r.clone()));
+    r = report("a", 10);
+    r.http_url = "ftp://a".into();
+    invalid.push(("http_url", r.clone()));
+    r = report("a", 10);
+    r.signaling_url = "ws://".into();
+    invalid.push(("signaling_url", r.clone()));
+    r = with_meeting(report("a", 10), "bad name!", 1);
+    invalid.push(("meeting", r.clone()));
+    r = report("a", 10);
+    r.index = Some(5000);
+    invalid.push(("index", r.clone()));
+    r = report("a", 10);
+    r.cpu_cores = -1.0;
+    invalid.push(("cpu", r));
+    for (what, bad) in invalid {
+        let (status, body) = locator.send_report(&bad, SECRET).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["capacity"], 10, "the bad reports changed nothing");
+    assert_eq!(nodes[0]["state"], "up");
+    let (status, joined) = locator.join("m", json!({})).await;
+    assert_eq!(
+        (status, joined["node"].as_str()),
+        (StatusCode::OK, Some("a"))
+    );
+}
+
+#[tokio::test]
+async fn joins_are_checked_and_pinned_joins_need_a_live_node() {
+    let locator = start(Options::default()).await;
+    locator.send_report(&report("a", 10), SECRET).await;
+    let (status, body) = locator.join("m", json!({"node": "ghost"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_node"))
+    );
+    let (status, body) = locator.join("bad%20name", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let malformed = locator
+        .http
+        .post(format!("{}/api/meetings/m/join", locator.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let (status, body) = locator.join("m", json!({"token": "nonsense"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad_token"))
+    );
+    // an empty body is a join with no preferences
+    let empty = locator
+        .http
+        .post(format!("{}/api/meetings/m/join", locator.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::OK);
+    let (status, joined) = locator.join("m", json!({"node": "a", "name": "Ann"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(joined["signaling_url"], "ws://a.test/ws");
+    let claims = TokenKey::from_secret(SECRET.as_bytes())
+        .verify(joined["token"].as_str().unwrap(), "m", unix_now())
+        .expect("the token verifies under the cluster secret");
+    assert_eq!(claims.name, "Ann");
+    assert!(claims.sub.starts_with("guest-"));
+    assert!(claims.exp <= unix_now() + 300);
+}
+
+#[tokio::test]
+async fn the_first_open_participant_is_the_moderator() {
+    let locator = start(Options::default()).await;
+    locator.send_report(&report("a", 10), SECRET).await;
+    let (_, first) = locator.join("standup", json!({"name": "Ann"})).await;
+    assert_eq!(first["role"], "moderator");
+    let (_, second) = locator.join("standup", json!({"name": "Bob"})).await;
+    assert_eq!(second["role"], "participant");
+    let identity = TokenKey::from_secret(SECRET.as_bytes())
+        .verify(first["token"].as_str().unwrap(), "standup", unix_now())
+        .unwrap()
+        .sub;
+    let (_, meeting) = locator.get("/api/meetings/standup", None).await;
+    assert_eq!(meeting["moderators"], json!([identity]));
+    assert_eq!(meeting["participants"], 2);
+    // a participant token of a known moderator identity joins as moderator again
+    let again = token("standup", &identity, Role::Participant, true);
+    let (_, back) = locator.join("standup", json!({"token": again})).await;
+    assert_eq!(back["role"], "moderator");
+}
+
+#[tokio::test]
+async fn a_locked_meeting_refuses_newcomers_but_not_rejoins_or_moderators() {
+    let locator = start(Options::default()).await;
+    let mut locked = with_meeting(report("a", 10), "board", 2);
+    locked.meetings[0].locked = true;
+    locator.send_report(&locked, SECRET).await;
+    let (status, body) = locator.join("board", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::LOCKED, Some("meeting_locked"))
+    );
+    let rejoin = token("board", "carol", Role::Participant, true);
+    let (status, joined) = locator.join("board", json!({"token": rejoin})).await;
+    assert_eq!(status, StatusCode::OK);
+    let claims = TokenKey::from_secret(SECRET.as_bytes())
+        .verify(joined["token"].as_str().unwrap(), "board", unix_now())
+        .unwrap();
+    assert!(claims.rejoin, "the new token keeps the rejoin claim");
+    let moderator = token("board", "dave", Role::Moderator, false);
+    let (status, _) = locator.join("board", json!({"token": moderator})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_overloaded_node_gets_no_new_participants() {
+    let locator = start(Options::default()).await;
+    let mut busy = report("busy", 100);
+    busy.overloaded = true;
+    locator.send_report(&busy, SECRET).await;
+    let (status, _) = locator.join("m", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    locator.send_report(&report("idle", 100), SECRET).await;
+    for i in 0..10 {
+        let (status, joined) = locator.join(&format!("m{i}"), json!({})).await;
+        assert_eq!(
+            (status, joined["node"].as_str()),
+            (StatusCode::OK, Some("idle"))
+        );
+    }
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    let busy = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "busy")
+        .unwrap();
+    assert_eq!(busy["state"], "overloaded");
+}
+
+#[tokio::test]
+async fn a_node_whose_reports_stop_is_dropped_after_the_timeout() {
+    let locator = start(Options {
+        timeout: Duration::from_millis(400),
+        ..Options::default()
+    })
+    .await;
+    let (_, ack) = locator.send_report(&report("a", 10), SECRET).await;
+    assert_eq!(ack["node_timeout_ms"], 400);
+    let (status, _) = locator.join("m", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, body) = locator.join("m", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity"))
+    );
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    assert_eq!(nodes, json!([]));
+    let (_, meeting) = locator.get("/api/meetings/m", None).await;
+    assert_eq!(meeting["nodes"], json!([]), "its placements are gone");
+}
+
+#[tokio::test]
+async fn a_lost_node_that_fails_its_health_check_is_dropped_at_once() {
+    let locator = start(Options::default()).await;
+    // nothing listens on the lost node's port
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut lost = with_meeting(report("lost", 10), "m", 3);
+    lost.http_url = dead_url;
+    locator.send_report(&lost, SECRET).await;
+    // a node that still answers its health check is avoided for this join only
+    let alive = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alive_url = format!("http://{}", alive.local_addr().unwrap());
+    let health = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let alive_server = tokio::spawn(async move { axum::serve(alive, health).await });
+    let mut shaky = report("shaky", 10);
+    shaky.http_url = alive_url;
+    locator.send_report(&shaky, SECRET).await;
+    locator.send_report(&report("spare", 10), SECRET).await;
+    let (status, joined) = locator.join("m", json!({"avoid_node": "lost"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(joined["node"], "lost");
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["shaky", "spare"],
+        "lost is dropped before its timeout"
+    );
+    for _ in 0..5 {
+        let (_, joined) = locator.join("x", json!({"avoid_node": "shaky"})).await;
+        assert_eq!(joined["node"], "spare");
+    }
+    let (_, nodes) = locator.get("/api/nodes", None).await;
+    assert_eq!(
+        nodes.as_array().unwrap().len(),
+        2,
+        "shaky answered its health check"
+    );
+    alive_server.abort();
+}
+
+#[tokio::test]
+async fn nodes_learn_their_peers_and_links_over_http() {
+    let locator = start(Options::default()).await;
+    for node in ["a", "b"] {
+        locator.send_report(&report(node, 10), SECRET).await;
+    }
+    let (status, info) = locator.node_get("a", "/api/nodes/a/meetings/m").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info, json!({"meeting": "m", "locked": false, "peers": []}));
+    let (_, info) = locator.node_get("b", "/api/nodes/b/meetings/m").await;
+    assert_eq!(info["peers"][0]["node"], "a");
+    assert_eq!(info["peers"][0]["index"], 1);
+    let key = info["peers"][0]["key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 64);
+    let (status, link) = locator.node_get("a", "/api/nodes/a/links/b").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (link["node"].as_str(), link["key"].as_str()),
+        (Some("b"), Some(key.as_str()))
+    );
+    let (status, body) = locator.node_get("a", "/api/nodes/a/links/ghost").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_node"))
+    );
+    let (status, _) = locator.node_get("a", "/api/nodes/b/links/a").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = locator.node_get("c", "/api/nodes/c/meetings/m").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an unregistered node hosts nothing"
+    );
+    // the meeting now spans both nodes: a join stays on one of them
+    let (_, joined) = locator.join("m", json!({})).await;
+    let node = joined["node"].as_str().unwrap();
+    assert!(node == "a" || node == "b");
+}
+
+#[tokio::test]
+async fn tokens_need_an_api_key_and_so_do_the_operator_endpoints() {
+    let without = start(Options::default()).await;
+    let body = json!({"meeting": "m", "identity": "alice", "role": "moderator"});
+    let response = without
+        .http
+        .post(format!("{}/api/tokens", without.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, refused) = answer(response).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(refused["message"].as_str().unwrap().contains("--api-key"));
+
+    let locator = start(Options {
+        open: false,
+        api_key: Some("k3y"),
+        ..Options::default()
+    })
+    .await;
+    let mint = |key: Option<&'static str>, body: Value| {
+        let mut request = locator
+            .http
+            .post(format!("{}/api/tokens", locator.base))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    assert_eq!(
+        mint(None, body.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mint(Some("nope"), body.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let bad = json!({"meeting": "no good", "identity": "alice"});
+    assert_eq!(
+        mint(Some("k3y"), bad).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let (status, minted) = answer(mint(Some("k3y"), body).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = minted["token"].as_str().unwrap();
+    let claims = TokenKey::from_secret(SECRET.as_bytes())
+        .verify(token, "m", unix_now())
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.role),
+        ("alice", Role::Moderator)
+    );
+    assert!(
+        minted["join_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/m/m?token={token}"))
+    );
+    for path in ["/api/nodes", "/api/meetings", "/api/cdr.csv"] {
+        let (status, body) = locator.get(path, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{path}"
+        );
+        assert_eq!(
+            locator.get(path, Some("k3y")).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // with a secret, open joins are off; the minted token admits
+    locator.send_report(&report("a", 10), SECRET).await;
+    let (status, body) = locator.join("m", json!({"name": "x"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad_token"))
+    );
+    let response = locator
+        .http
+        .post(format!("{}/api/meetings/m/join", locator.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let (status, joined) = answer(response).await;
+    assert_eq!(
+        (status, joined["role"].as_str()),
+        (StatusCode::OK, Some("moderator"))
+    );
+}
+
+fn record(session: &str, node: &str, joined_at_ms: u64) -> CallRecord {
+    CallRecord {
+        session: session.into(),
+        meeting: "standup".into(),
+        identity: "alice".into(),
+        name: "Alice, \"Al\"".into(),
+        node: node.into(),
+        kind: "browser".into(),
+        role: Role::Participant,
+        joined_at_ms,
+        left_at_ms: joined_at_ms + 90_000,
+        bytes_sent: 10,
+        bytes_received: 20,
+        reason: "left".into(),
+    }
+}
+
+#[tokio::test]
+async fn call_records_round_trip_to_csv_with_time_filters() {
+    let locator = start(Options::default()).await;
+    let day = 1_772_323_200_000; // 2026-03-01T00:00:00Z
+    let records = vec![
+        record("a/1", "a", day - 3_600_000),
+        record("a/2", "a", day + 3_600_000),
+        record("a/3", "a", day + 86_400_000 + 1),
+    ];
+    let post = |records: &Vec<CallRecord>, node: &str| {
+        locator
+            .http
+            .post(format!("{}/api/nodes/{node}/cdr", locator.base))
+            .header(
+                "Authorization",
+                node_credential(SECRET.as_bytes(), node, unix_now()),
+            )
+            .json(records)
+            .send()
+    };
+    assert_eq!(
+        post(&records, "a").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        post(&records, "b").await.unwrap().status(),
+        StatusCode::BAD_REQUEST,
+        "a's records from b"
+    );
+    let csv = |query: &'static str| {
+        let url = format!("{}/api/cdr.csv{query}", locator.base);
+        let http = locator.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let (status, all) = csv("").await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = all.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("session,meeting,identity,name,node,kind,role,joined_at"));
+    assert!(lines[2].starts_with(
+        "a/2,standup,alice,\"Alice, \"\"Al\"\"\",a,browser,participant,2026-03-01T01:00:00Z,"
+    ));
+    assert!(lines[2].contains(",90000,10,20,left"), "{}", lines[2]);
+    let (_, one_day) = csv("?from=2026-03-01&to=2026-03-01").await;
+    assert_eq!(one_day.matches("\r\n").count(), 2, "{one_day}");
+    assert!(one_day.contains("a/2"));
+    let (_, since) = csv("?from=2026-03-01T00:00:00Z").await;
+    assert_eq!(since.matches("\r\n").count(), 3);
+    let (_, until) = csv("?to=1772323200").await;
+    assert!(until.contains("a/1") && !until.contains("a/2"));
+    let (status, _) = csv("?from=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, metrics) = locator.get("/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("kaskade_locator_cdr_rows_total 3")
+    );
+}
+
+#[tokio::test]
+async fn two_locators_share_one_redis_and_either_answers_any_join() {
+    let redis = RedisServer::start();
+    let timeout = Duration::from_secs(3);
+    let store = |url: String| async move {
+        let store: Arc<dyn Store> = Arc::new(
+            RedisStore::connect(&url, placement(timeout))
+                .await
+                .expect("redis"),
+        );
+        store
+    };
+    let a = start(Options {
+        store: Some(store(redis.url.clone()).await),
+        ..Options::default()
+    })
+    .await;
+    let b = start(Options {
+        store: Some(store(redis.url.clone()).await),
+        ..Options::default()
+    })
+    .await;
+    for node in ["n1", "n2", "n3"] {
+        let (status, _) = a.send_report(&report(node, 10), SECRET).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, first) = a.join("shared", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["role"], "moderator");
+    let node = first["node"].as_str().unwrap().to_string();
+    drop(a);
+    let (status, second) = b.join("shared", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        second["node"],
+        node.as_str(),
+        "B keeps the meeting on A's placement"
+    );
+    assert_eq!(second["role"], "participant", "B counts A's placement");
+    let (_, nodes) = b.get("/api/nodes", None).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 3);
+    let (_, meeting) = b.get("/api/meetings/shared", None).await;
+    assert_eq!(meeting["participants"], 2);
+    // nodes go on reporting to B, and keep their indexes
+    let (_, ack) = b.send_report(&report("n2", 10), SECRET).await;
+    assert_eq!(ack["index"], 2);
+}
