@@ -110,6 +110,73 @@ fn browsers_reconnect_by_themselves_when_the_node_restarts() {
     );
 }
 
+#[test]
+fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
+    let ns = Netns::new("kc").expect("network namespace (needs root)");
+    let db =
+        std::env::temp_dir().join(format!("kaskade-browser-cdr-{}.sqlite", std::process::id()));
+    let db = db.to_string_lossy().into_owned();
+    let secret = "browser-cluster-secret";
+    let locator = Node::start(
+        ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &["--cluster", "--secret", secret, "--db", &db],
+    )
+    .expect("locator starts");
+    let locator_url = locator.url();
+    let mut nodes: Vec<(String, Node)> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|name| {
+            let args = [
+                "--secret",
+                secret,
+                "--name",
+                name,
+                "--max-participants",
+                "1",
+                "--locator",
+                &locator_url,
+            ];
+            (name.to_string(), start_node_with(&ns, &args))
+        })
+        .collect();
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/browser");
+    let mut script = ns
+        .command("node")
+        .args(["--test", "--test-reporter=spec", "cascade.test.mjs"])
+        .current_dir(browser_dir)
+        .env("KASKADE_URL", &locator_url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node --test");
+    let stdout = script.stdout.take().expect("stdout");
+    let mut output = Vec::new();
+    let mut killed = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(name) = line.trim().strip_prefix("NODE_MAY_DIE ") {
+            killed = nodes.iter().position(|(n, _)| n == name);
+            if let Some(i) = killed {
+                drop(nodes.remove(i));
+            }
+        }
+        if line.contains("FAILOVER_TO_FIRST_FRAME_MS") {
+            println!("{line}");
+        }
+        output.push(line);
+    }
+    let status = script.wait().expect("script ends");
+    let _ = std::fs::remove_file(&db);
+    assert!(
+        killed.is_some(),
+        "the script never asked for a node to die:\n{}",
+        output.join("\n")
+    );
+    assert!(
+        status.success(),
+        "cascade.test.mjs failed:\n{}",
+        output.join("\n")
+    );
+}
+
 fn start_node_with(ns: &Netns, args: &[&str]) -> Node {
     Node::start(
         ns.command(&node_binary(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"))),

@@ -1,0 +1,64 @@
+// Cascading and failover in real browsers: a locator and three nodes that carry one
+// participant each. Two Chromium pages of one meeting land on two nodes and see each other
+// across the link; then the Rust wrapper (tests/tests/browser.rs) kills the first page's node
+// with SIGKILL when this script prints `NODE_MAY_DIE <name>`, and that page must come back on
+// the third node by itself, decoding the other again within 5 s.
+//
+//   cd tests/browser && KASKADE_URL=http://LOCATOR node --test cascade.test.mjs
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Participant, launchBrowser, waitFor } from './helpers.mjs';
+
+const FAILOVER_BUDGET_MS = 5_000;
+const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const MEETING = `cc-${randomBytes(4).toString('hex')}`;
+
+async function nodesUp() {
+  const response = await fetch(`${BASE_URL}/api/nodes`);
+  return response.ok ? (await response.json()).length : 0;
+}
+
+describe('a meeting across nodes', { timeout: 150_000 }, () => {
+  let browser;
+  let close = async () => {};
+  before(async () => { ({ browser, close } = await launchBrowser()); });
+  after(async () => { await close(); });
+
+  it('pages on two nodes see each other, and one survives its node', { timeout: 120_000 }, async () => {
+    await waitFor('three nodes registered', nodesUp, (n) => n === 3, { timeout: 30_000 });
+    const people = [];
+    for (const name of ['Nora', 'Nils']) {
+      const who = await Participant.open(browser, name);
+      await who.goto(BASE_URL, MEETING);
+      await waitFor(`${name} joined`, async () => (await who.state()).node, Boolean, { timeout: 30_000 });
+      people.push(who);
+    }
+    const [nora, nils] = people;
+    const first = (await nora.state()).node;
+    const second = (await nils.state()).node;
+    assert.notEqual(first, second, 'one participant per node: the meeting cascades');
+    for (const who of people) {
+      await waitFor(`${who.name} decodes the other across the link`, () => who.framesFromOnlyOther(),
+        (n) => n > 10, { timeout: 30_000 });
+    }
+    console.log(`NODE_MAY_DIE ${first}`);
+    const lost = Date.now();
+    await waitFor('Nora is on another node', async () => (await nora.state()).node,
+      (node) => node && node !== first, { timeout: 30_000, interval: 50 });
+    // Nora's page has a fresh peer connection now; Nils's keeps its slot for her
+    const nilsBefore = await nils.framesFromOnlyOther();
+    await waitFor('Nora decodes Nils again', async () => ((await nora.state()).reconnects === 1
+      ? nora.framesFromOnlyOther() : 0), (n) => n > 0, { timeout: 30_000, interval: 50 });
+    await waitFor('Nils decodes Nora again', () => nils.framesFromOnlyOther(),
+      (n) => n > nilsBefore, { timeout: 30_000, interval: 50 });
+    const resumed = Date.now() - lost;
+    console.log(`FAILOVER_TO_FIRST_FRAME_MS ${resumed}`);
+    assert.ok(resumed < FAILOVER_BUDGET_MS, `back only after ${resumed} ms`);
+    const third = (await nora.state()).node;
+    assert.notEqual(third, second, 'the third node, since the second is full');
+    assert.equal((await nora.state()).reconnects, 1);
+    const navigations = await nora.page.evaluate(() => performance.getEntriesByType('navigation').length);
+    assert.equal(navigations, 1, 'no page reload');
+  });
+});
