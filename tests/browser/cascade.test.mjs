@@ -14,9 +14,23 @@ const FAILOVER_BUDGET_MS = 5_000;
 const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const MEETING = `cc-${randomBytes(4).toString('hex')}`;
 
+const API_KEY = process.env.KASKADE_API_KEY;
+const operator = { authorization: `Bearer ${API_KEY}` };
+
 async function nodesUp() {
-  const response = await fetch(`${BASE_URL}/api/nodes`);
+  const response = await fetch(`${BASE_URL}/api/nodes`, { headers: operator });
   return response.ok ? (await response.json()).length : 0;
+}
+
+/** A token from the operator's token endpoint, as a backend would get one. */
+async function token(identity) {
+  const response = await fetch(`${BASE_URL}/api/tokens`, {
+    method: 'POST',
+    headers: { ...operator, 'content-type': 'application/json' },
+    body: JSON.stringify({ meeting: MEETING, identity, name: identity }),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).token;
 }
 
 describe('a meeting across nodes', { timeout: 150_000 }, () => {
@@ -30,7 +44,7 @@ describe('a meeting across nodes', { timeout: 150_000 }, () => {
     const people = [];
     for (const name of ['Nora', 'Nils']) {
       const who = await Participant.open(browser, name);
-      await who.goto(BASE_URL, MEETING);
+      await who.goto(BASE_URL, MEETING, await token(name));
       await waitFor(`${name} joined`, async () => (await who.state()).node, Boolean, { timeout: 30_000 });
       people.push(who);
     }

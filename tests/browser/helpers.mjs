@@ -90,9 +90,13 @@ export class Participant {
     return new Participant(name, context, await context.newPage());
   }
 
-  /** Navigates to the meeting with autojoin; returns the navigation start (Date.now()). */
-  async goto(baseUrl, meeting) {
-    const url = `${baseUrl}/m/${encodeURIComponent(meeting)}?name=${encodeURIComponent(this.name)}&autojoin=1`;
+  /**
+   * Navigates to the meeting with autojoin (and a token, if given); returns the navigation
+   * start (Date.now()).
+   */
+  async goto(baseUrl, meeting, token = null) {
+    const tokenParam = token ? `&token=${encodeURIComponent(token)}` : '';
+    const url = `${baseUrl}/m/${encodeURIComponent(meeting)}?name=${encodeURIComponent(this.name)}&autojoin=1${tokenParam}`;
     const start = Date.now();
     await this.page.goto(url, { waitUntil: 'load', timeout: 15_000 });
     return start;

@@ -119,7 +119,15 @@ fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
     let secret = "browser-cluster-secret";
     let locator = Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--cluster", "--secret", secret, "--db", &db],
+        &[
+            "--cluster",
+            "--secret",
+            secret,
+            "--api-key",
+            "browser-operator-key",
+            "--db",
+            &db,
+        ],
     )
     .expect("locator starts");
     let locator_url = locator.url();
@@ -145,6 +153,7 @@ fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
         .args(["--test", "--test-reporter=spec", "cascade.test.mjs"])
         .current_dir(browser_dir)
         .env("KASKADE_URL", &locator_url)
+        .env("KASKADE_API_KEY", "browser-operator-key")
         .stdout(Stdio::piped())
         .spawn()
         .expect("run node --test");

@@ -4,6 +4,7 @@
 
 use kaskade_e2e::{Node, http_get, parse_metric};
 use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
+use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -65,9 +66,23 @@ async fn wait_for_nodes(locator: &Node, names: &[&str]) {
     }
 }
 
+/// A participant token for `meeting`, signed with the cluster secret as an operator's backend
+/// would sign it.
+fn token(meeting: &str, name: &str) -> String {
+    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
+        meeting: meeting.into(),
+        sub: format!("{name}@example.com"),
+        name: name.into(),
+        role: Role::Participant,
+        exp: unix_now() + 600,
+        rejoin: false,
+    })
+}
+
 fn config(locator: &Node, meeting: &str, name: &str) -> JoinConfig {
     let mut cfg = JoinConfig::new(locator.http, meeting, name);
     cfg.locator = Some(locator.url());
+    cfg.token = Some(token(meeting, name));
     cfg.width = 160;
     cfg.height = 120;
     cfg.fps = 15;
