@@ -76,11 +76,6 @@ impl AppState {
             http,
         }))
     }
-
-    /// The state store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.0.store
-    }
 }
 
 /// Builds the router's API part and the list of its routes from one table, so the list
@@ -161,7 +156,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// An error answer: a status and an [`ApiError`] body.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     error: &'static str,
     message: String,
@@ -169,13 +164,13 @@ pub struct Failure {
 
 impl Failure {
     /// The error code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.error
     }
 }
 
 /// A failure with `status`, machine-readable `error` and a message for people.
-pub fn fail(status: StatusCode, error: &'static str, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(status: StatusCode, error: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         status,
         error,
@@ -210,7 +205,7 @@ impl From<StoreError> for Failure {
 }
 
 /// Path parameters whose rejection is an [`ApiError`].
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = Failure;

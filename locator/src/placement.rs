@@ -204,11 +204,6 @@ impl Placer {
         }
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> PlacementConfig {
-        self.config
-    }
-
     /// Records a node's report: its load, and its meetings with their participants. The
     /// report replaces every placement correction of the node.
     pub fn report<'m>(

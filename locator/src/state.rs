@@ -273,6 +273,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every meeting the locator knows.
     fn meetings(&self, now: Now) -> StoreFuture<'_, Vec<MeetingView>>;
 
+    /// How many live nodes and known meetings there are (cheaper than listing them).
+    fn counts(&self, now: Now) -> StoreFuture<'_, (usize, usize)>;
+
     /// Places one more participant of `meeting` on a consistent view of nodes and meeting, and
     /// counts it there until the node's next report.
     fn place<'a>(

@@ -223,7 +223,9 @@ async fn meeting_state_follows_reports_and_survives_its_node() {
         assert_eq!(view.moderators, ["alice", "bob"], "{name}");
         assert_eq!(view.participants, 3, "{name}");
         assert_eq!(store.meetings(now).await.unwrap().len(), 1, "{name}");
+        assert_eq!(store.counts(now).await.unwrap(), (1, 1), "{name}");
         store.mark_dead("a").await.unwrap();
+        assert_eq!(store.counts(now).await.unwrap(), (0, 1), "{name}");
         assert!(store.nodes(now).await.unwrap().is_empty(), "{name}");
         let view = store.meeting("board", now).await.unwrap().unwrap();
         assert!(view.locked && view.nodes.is_empty(), "{name}: {view:?}");

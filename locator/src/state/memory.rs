@@ -223,6 +223,18 @@ impl Store for MemoryStore {
         })
     }
 
+    fn counts(&self, now: Now) -> StoreFuture<'_, (usize, usize)> {
+        Box::pin(async move {
+            let inner = self.lock();
+            let nodes = inner
+                .records
+                .values()
+                .filter(|record| record.is_live(now, self.timeout))
+                .count();
+            Ok((nodes, inner.meetings.len()))
+        })
+    }
+
     fn place<'a>(
         &'a self,
         meeting: &'a str,

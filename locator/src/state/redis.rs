@@ -507,6 +507,21 @@ impl Store for RedisStore {
         })
     }
 
+    fn counts(&self, now: Now) -> StoreFuture<'_, (usize, usize)> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HVALS").arg(NODES).cmd("SCARD").arg(MEETINGS);
+            let (records, meetings): (Vec<String>, usize) = self.run(&pipe).await?;
+            let mut nodes = 0;
+            for json in records {
+                if parse_record(&json)?.is_live(now, self.timeout) {
+                    nodes += 1;
+                }
+            }
+            Ok((nodes, meetings))
+        })
+    }
+
     fn place<'a>(
         &'a self,
         meeting: &'a str,
