@@ -244,6 +244,15 @@ pub struct MeetingView {
     pub participants: u32,
 }
 
+/// What a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration {
+    /// The node's index.
+    pub index: u16,
+    /// The node was not registered (or had been dropped) before this report.
+    pub new: bool,
+}
+
 /// A placed join: where it goes and how to reach that node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
@@ -255,8 +264,8 @@ pub struct Placed {
 
 /// The locator's state, shared by every request (and, with Redis, every locator).
 pub trait Store: Send + Sync + 'static {
-    /// Records a node's report (registering the node on its first); returns its index.
-    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, u16>;
+    /// Records a node's report (registering the node on its first).
+    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, Registration>;
 
     /// A live node's record.
     fn node<'a>(&'a self, node: &'a str, now: Now) -> StoreFuture<'a, Option<NodeRecord>>;

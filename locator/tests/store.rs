@@ -5,7 +5,7 @@ mod common;
 
 use common::{RedisServer, report, with_meeting};
 use kaskade_locator::placement::{PlacementConfig, PlacementError, PlacementKind, Request};
-use kaskade_locator::state::{MemoryStore, NodeState, Now, RedisStore, Store};
+use kaskade_locator::state::{MemoryStore, NodeState, Now, RedisStore, Registration, Store};
 use std::time::Duration;
 
 fn config() -> PlacementConfig {
@@ -40,31 +40,32 @@ async fn nodes_keep_their_index_across_reports_and_restarts() {
     let (redis, stores) = stores().await;
     for (name, store) in &stores {
         let now = Now::current();
-        assert_eq!(
-            store.report(&report("a", 10), now).await.unwrap(),
-            1,
-            "{name}"
-        );
-        assert_eq!(
-            store.report(&report("b", 10), now).await.unwrap(),
-            2,
-            "{name}"
-        );
-        assert_eq!(
-            store.report(&report("a", 10), now).await.unwrap(),
-            1,
-            "{name}"
-        );
-        let mut wants_b = report("c", 10);
-        wants_b.index = Some(2);
-        assert_eq!(
-            store.report(&wants_b, now).await.unwrap(),
-            3,
-            "{name}: 2 is b's"
-        );
-        let mut wants_free = report("d", 10);
-        wants_free.index = Some(7);
-        assert_eq!(store.report(&wants_free, now).await.unwrap(), 7, "{name}");
+        let registered = |index, new| Registration { index, new };
+        let report_as = |node: &str, index: Option<u16>| {
+            let mut r = report(node, 10);
+            r.index = index;
+            r
+        };
+        let cases = [
+            (report_as("a", None), registered(1, true)),
+            (report_as("b", None), registered(2, true)),
+            (report_as("a", None), registered(1, false)),
+            (report_as("c", Some(2)), registered(3, true)), // 2 is b's
+            (report_as("d", Some(7)), registered(7, true)),
+        ];
+        for (r, want) in cases {
+            assert_eq!(
+                store.report(&r, now).await.unwrap(),
+                want,
+                "{name}: {}",
+                r.node
+            );
+        }
+        // a node dropped for silence registers anew, with its old index
+        let back = later(now, 5_000);
+        store.sweep(back).await.unwrap();
+        let again = store.report(&report_as("a", None), back).await.unwrap();
+        assert_eq!(again, registered(1, true), "{name}");
     }
     // a restarted locator: a node that says which index it holds keeps it
     let fresh: Vec<(&str, Box<dyn Store>)> = vec![
@@ -77,11 +78,8 @@ async fn nodes_keep_their_index_across_reports_and_restarts() {
     for (name, store) in &fresh {
         let mut back = report("d", 10);
         back.index = Some(7);
-        assert_eq!(
-            store.report(&back, Now::current()).await.unwrap(),
-            7,
-            "{name}"
-        );
+        let registration = store.report(&back, Now::current()).await.unwrap();
+        assert_eq!(registration.index, 7, "{name}");
     }
 }
 

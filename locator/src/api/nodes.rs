@@ -162,9 +162,9 @@ pub(super) async fn report(
         ));
     }
     let now = Now::current();
-    let known = shared.store.node(&name, now).await?.is_some();
-    let index = shared.store.report(&report, now).await?;
-    if !known {
+    let registration = shared.store.report(&report, now).await?;
+    let index = registration.index;
+    if registration.new {
         info!(node = %name, index, signaling = %report.signaling_url, "node registered");
     }
     shared.metrics.node_reports.inc();

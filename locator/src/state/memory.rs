@@ -4,8 +4,8 @@
 //! synchronous critical section, so placement always sees a consistent table.
 
 use super::{
-    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Store, StoreError,
-    StoreFuture, new_link_key, pair,
+    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Registration,
+    Store, StoreError, StoreFuture, new_link_key, pair,
 };
 use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
 use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
@@ -144,13 +144,16 @@ impl Inner {
 }
 
 impl Store for MemoryStore {
-    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, u16> {
+    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, Registration> {
         Box::pin(async move {
             let mut inner = self.lock();
             let index = inner.claim_index(&report.node, report.index, now, self.timeout)?;
             let record = NodeRecord::from_report(report, index, now);
             let load = record.load();
-            inner.records.insert(report.node.clone(), record);
+            let new = inner
+                .records
+                .insert(report.node.clone(), record)
+                .is_none_or(|old| !old.is_live(now, self.timeout));
             let meetings = report
                 .meetings
                 .iter()
@@ -164,7 +167,7 @@ impl Store for MemoryStore {
                 meeting.moderators.extend(load.moderators.iter().cloned());
                 meeting.empty_since_ms = None;
             }
-            Ok(index)
+            Ok(Registration { index, new })
         })
     }
 

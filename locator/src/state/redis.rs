@@ -5,6 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `nodes` | hash | node -> [`NodeRecord`] JSON (last report, index, arrival in Unix ms) |
+//! | `node-seen` | sorted set | node scored by its last report's arrival (ms), for the sweep |
 //! | `node-placed` | hash | node -> participants placed since its last report |
 //! | `node-meetings:{node}` | set | meetings the node hosts |
 //! | `meetings` | set | every known meeting |
@@ -20,8 +21,8 @@
 //! its correction in Redis (HINCRBY), so other locators count it too.
 
 use super::{
-    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Store, StoreError,
-    StoreFuture, new_link_key, pair,
+    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Registration,
+    Store, StoreError, StoreFuture, new_link_key, pair,
 };
 use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
 use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
@@ -37,6 +38,7 @@ pub const CACHE_TTL: Duration = Duration::from_millis(250);
 
 const NODES: &str = "kaskade:nodes";
 const NODE_PLACED: &str = "kaskade:node-placed";
+const NODE_SEEN: &str = "kaskade:node-seen";
 const MEETINGS: &str = "kaskade:meetings";
 const EMPTY_MEETINGS: &str = "kaskade:empty-meetings";
 const LINKS: &str = "kaskade:links";
@@ -158,6 +160,12 @@ impl RedisStore {
                 refreshed: None,
             }),
         })
+    }
+
+    /// Reports at or before this Unix millisecond are stale.
+    fn stale_before(&self, now: Now) -> u64 {
+        let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        now.unix_ms.saturating_sub(timeout)
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -297,6 +305,7 @@ impl RedisStore {
         let (meetings,): (Vec<String>,) = self.run(&pipe).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("HDEL").arg(NODES).arg(node).ignore();
+        pipe.cmd("ZREM").arg(NODE_SEEN).arg(node).ignore();
         pipe.cmd("HDEL").arg(NODE_PLACED).arg(node).ignore();
         pipe.cmd("DEL").arg(node_meetings_key(node)).ignore();
         for meeting in &meetings {
@@ -343,7 +352,7 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, u16> {
+    fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, Registration> {
         Box::pin(async move {
             let node = report.node.as_str();
             let lease = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
@@ -366,7 +375,12 @@ impl Store for RedisStore {
             pipe.cmd("SMEMBERS").arg(node_meetings_key(node));
             let (previous,): (HashSet<String>,) = self.run(&pipe).await?;
             let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(NODES).arg(node).arg(json).ignore();
+            pipe.cmd("HSET").arg(NODES).arg(node).arg(json);
+            pipe.cmd("ZADD")
+                .arg(NODE_SEEN)
+                .arg(now.unix_ms)
+                .arg(node)
+                .ignore();
             pipe.cmd("HDEL").arg(NODE_PLACED).arg(node).ignore();
             let (reported, placed) = (reported_field(node), placed_field(node));
             for load in &report.meetings {
@@ -412,7 +426,7 @@ impl Store for RedisStore {
                     .arg(meeting)
                     .ignore();
             }
-            self.run::<()>(&pipe).await?;
+            let (added,): (u32,) = self.run(&pipe).await?;
             {
                 let mut cache = self.cache();
                 let loads = report
@@ -423,7 +437,10 @@ impl Store for RedisStore {
                 cache.records.insert(node.to_string(), record);
             }
             self.note_if_empty(&ended, now).await?;
-            Ok(index)
+            Ok(Registration {
+                index,
+                new: added == 1,
+            })
         })
     }
 
@@ -510,15 +527,13 @@ impl Store for RedisStore {
     fn counts(&self, now: Now) -> StoreFuture<'_, (usize, usize)> {
         Box::pin(async move {
             let mut pipe = redis::pipe();
-            pipe.cmd("HVALS").arg(NODES).cmd("SCARD").arg(MEETINGS);
-            let (records, meetings): (Vec<String>, usize) = self.run(&pipe).await?;
-            let mut nodes = 0;
-            for json in records {
-                if parse_record(&json)?.is_live(now, self.timeout) {
-                    nodes += 1;
-                }
-            }
-            Ok((nodes, meetings))
+            pipe.cmd("ZCOUNT")
+                .arg(NODE_SEEN)
+                .arg(format!("({}", self.stale_before(now)))
+                .arg("+inf")
+                .cmd("SCARD")
+                .arg(MEETINGS);
+            self.run(&pipe).await
         })
     }
 
@@ -664,11 +679,14 @@ impl Store for RedisStore {
 
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let (records, _) = self.load_nodes().await?;
-            for record in records {
-                if !record.is_live(now, self.timeout) {
-                    self.drop_node(&record.node, now).await?;
-                }
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(NODE_SEEN)
+                .arg("-inf")
+                .arg(self.stale_before(now));
+            let (stale,): (Vec<String>,) = self.run(&pipe).await?;
+            for node in stale {
+                self.drop_node(&node, now).await?;
             }
             let linger = u64::try_from(MEETING_LINGER.as_millis()).unwrap_or(u64::MAX);
             let mut pipe = redis::pipe();
