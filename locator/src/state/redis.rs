@@ -16,9 +16,9 @@
 //! | `index:{i}` | string | the node holding index `i`, with a lease of one node timeout |
 //! | `node-index` / `index-owner` | hash | node -> index it last held, and back |
 //!
-//! Each locator mirrors the node table in a local [`Placer`] refreshed at most every
-//! [`CACHE_TTL`]; a placement re-reads the meeting's hosts, places on that view, and then adds
-//! its correction in Redis (HINCRBY), so other locators count it too.
+//! Each locator mirrors the node table (not the meetings) in a local [`Placer`] refreshed at
+//! most every [`CACHE_TTL`]; a placement re-reads the meeting's hosts, places on that view, and
+//! then adds its correction in Redis (HINCRBY), so other locators count it too.
 
 use super::{
     MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Registration,
@@ -341,11 +341,7 @@ impl Store for RedisStore {
             let (added,): (u32,) = self.run(&pipe).await?;
             {
                 let mut cache = self.cache();
-                let loads = report
-                    .meetings
-                    .iter()
-                    .map(|m| (m.meeting.as_str(), m.participants));
-                cache.placer.report(node, record.load(), loads, now.instant);
+                cache.placer.set_node(node, record.load(), now.instant, 0);
                 cache.records.insert(node.to_string(), record);
             }
             self.note_if_empty(&ended, now).await?;
@@ -467,19 +463,24 @@ impl Store for RedisStore {
                 cache
                     .placer
                     .set_hosts(meeting, hosts.iter().map(|(n, r, p)| (n.as_str(), *r, *p)));
-                match cache
-                    .placer
-                    .place(meeting, request, now.instant, &mut rand::rng())
-                {
-                    Ok(placement) => match cache.records.get(&*placement.node) {
-                        Some(node) => Ok(Placed {
-                            node: node.clone(),
-                            placement,
-                        }),
-                        None => Err(PlacementError::UnknownNode),
-                    },
-                    Err(e) => Err(e),
-                }
+                let placed =
+                    match cache
+                        .placer
+                        .place(meeting, request, now.instant, &mut rand::rng())
+                    {
+                        Ok(placement) => match cache.records.get(&*placement.node) {
+                            Some(node) => Ok(Placed {
+                                node: node.clone(),
+                                placement,
+                            }),
+                            None => Err(PlacementError::UnknownNode),
+                        },
+                        Err(e) => Err(e),
+                    };
+                // the meeting's hosts are re-read from Redis at its next join: keep the
+                // mirror to the node table, so it does not grow with every meeting ever seen
+                cache.placer.set_hosts(meeting, []);
+                placed
             };
             let placed = match placed {
                 Ok(placed) => placed,
