@@ -5,8 +5,14 @@ use kaskade_e2e::{Netns, Node, node_binary};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-fn start_node(ns: &Netns) -> Node {
-    start_node_with(ns, &[])
+/// The all-in-one default (`kaskade-locator` with no arguments: an embedded locator and node),
+/// the way the README runs kaskade.
+fn start_all_in_one(ns: &Netns) -> Node {
+    Node::start(
+        ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &[],
+    )
+    .expect("all-in-one starts")
 }
 
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
@@ -37,14 +43,14 @@ fn run_script(ns: &Netns, node: &Node, script: &str) {
 #[test]
 fn three_browsers_meet_mute_speak_and_get_removed() {
     let ns = Netns::new("kb").expect("network namespace (needs root)");
-    let node = start_node(&ns);
+    let node = start_all_in_one(&ns);
     run_script(&ns, &node, "meeting.test.mjs");
 }
 
 #[test]
 fn browsers_meet_over_ice_tcp_when_udp_is_blocked() {
     let ns = Netns::new("kt").expect("network namespace (needs root)");
-    let node = start_node(&ns);
+    let node = start_all_in_one(&ns);
     let port = node.udp_addr.port().to_string();
     let chain = "{ type filter hook output priority 0 ; }";
     for rule in [
