@@ -230,6 +230,22 @@ impl Pair {
     fn take_frames(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.frames)
     }
+
+    /// `by` on node A asks for `action` on `target`; returns the frames that result.
+    fn moderate(
+        &mut self,
+        by: ParticipantId,
+        action: ModerateAction,
+        target: ParticipantId,
+    ) -> Vec<Output> {
+        self.a.client_message(
+            Instant::now(),
+            by,
+            ClientMessage::Moderate { action, target },
+        );
+        self.pump();
+        self.take_frames()
+    }
 }
 
 #[test]
@@ -272,16 +288,7 @@ fn participants_on_two_nodes_meet_and_moderation_crosses_the_link() {
     pair.pump();
     pair.take_frames();
 
-    pair.a.client_message(
-        Instant::now(),
-        ann.id,
-        ClientMessage::Moderate {
-            action: ModerateAction::MuteAudio,
-            target: bob.id,
-        },
-    );
-    pair.pump();
-    let frames = pair.take_frames();
+    let frames = pair.moderate(ann.id, ModerateAction::MuteAudio, bob.id);
     assert!(
         sent_to(&frames, ann.id)
             .iter()
@@ -305,16 +312,7 @@ fn a_moderator_mutes_locks_and_removes_across_nodes() {
     pair.take_frames();
 
     let now = Instant::now();
-    pair.a.client_message(
-        now,
-        ann.id,
-        ClientMessage::Moderate {
-            action: ModerateAction::MuteAudio,
-            target: bob.id,
-        },
-    );
-    pair.pump();
-    let frames = pair.take_frames();
+    let frames = pair.moderate(ann.id, ModerateAction::MuteAudio, bob.id);
     assert!(sent_to(&frames, bob.id).iter().any(
         |m| matches!(m, ServerMessage::MutedByModerator { audio: true, by, .. } if *by == ann.id)
     ));
@@ -346,16 +344,7 @@ fn a_moderator_mutes_locks_and_removes_across_nodes() {
     pair.pump();
     pair.take_frames();
 
-    pair.a.client_message(
-        now,
-        ann.id,
-        ClientMessage::Moderate {
-            action: ModerateAction::Remove,
-            target: bob.id,
-        },
-    );
-    pair.pump();
-    let frames = pair.take_frames();
+    let frames = pair.moderate(ann.id, ModerateAction::Remove, bob.id);
     assert!(
         sent_to(&frames, bob.id)
             .iter()
