@@ -277,7 +277,13 @@ mod tests {
             verify_node_credential(b"cluster", &forged, 1_010),
             Err(CredentialError::BadSignature)
         );
-        for bad in ["", "Bearer x", "Kaskade-Node ", "Kaskade-Node a:b:c", "Kaskade-Node :1:00"] {
+        for bad in [
+            "",
+            "Bearer x",
+            "Kaskade-Node ",
+            "Kaskade-Node a:b:c",
+            "Kaskade-Node :1:00",
+        ] {
             assert_eq!(
                 verify_node_credential(b"cluster", bad, 1_000),
                 Err(CredentialError::Malformed),

@@ -2,7 +2,7 @@
 //! synthetic WebRTC participants joining through the locator's join API. Meetings cascade
 //! across nodes, survive the loss of a node, and keep being placed when a locator dies.
 
-use kaskade_e2e::{Node, http_get, parse_metric};
+use kaskade_e2e::{Node, http_get, node_binary, parse_metric};
 use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use std::collections::BTreeMap;
@@ -44,7 +44,7 @@ fn sfu(locators: &[&Node], name: &str, capacity: usize, extra: &[&str]) -> Node 
     }
     args.extend_from_slice(extra);
     Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+        Command::new(node_binary(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"))),
         &args,
     )
     .expect("node starts")
@@ -177,7 +177,43 @@ async fn ten_participants_on_three_nodes_receive_everyone_and_each_stream_crosse
             (metric(node, "kaskade_sfu_rtp_published_total"), sent)
         })
         .collect();
+    let cpu_before: f64 = nodes.iter().map(|n| n.cpu_seconds().unwrap()).sum();
+    let forwarded_before: f64 = nodes
+        .iter()
+        .map(|n| metric(n, "kaskade_sfu_rtp_forwarded_total"))
+        .sum();
+    let relayed = |nodes: &[Node]| -> f64 {
+        nodes
+            .iter()
+            .zip(names)
+            .map(|(n, name)| {
+                names
+                    .iter()
+                    .filter(|p| **p != name)
+                    .map(|peer| {
+                        metric(
+                            n,
+                            &format!("kaskade_sfu_cascade_rtp_sent_total{{peer=\"{peer}\"}}"),
+                        )
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let relayed_before = relayed(&nodes);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu: f64 = nodes.iter().map(|n| n.cpu_seconds().unwrap()).sum::<f64>() - cpu_before;
+    let forwarded: f64 = nodes
+        .iter()
+        .map(|n| metric(n, "kaskade_sfu_rtp_forwarded_total"))
+        .sum::<f64>()
+        - forwarded_before;
+    println!(
+        "CASCADE forwarded_per_s={:.0} relayed_per_s={:.0} cpu_us_per_forwarded_packet={:.2}",
+        forwarded / 3.0,
+        (relayed(&nodes) - relayed_before) / 3.0,
+        cpu * 1e6 / forwarded
+    );
     for ((node, name), (published_before, sent_before)) in nodes.iter().zip(names).zip(before) {
         let published = metric(node, "kaskade_sfu_rtp_published_total") - published_before;
         for (peer, sent_before) in names.iter().filter(|p| **p != name).zip(sent_before) {
@@ -201,6 +237,32 @@ async fn ten_participants_on_three_nodes_receive_everyone_and_each_stream_crosse
                 "{name}->{peer}: each packet crosses once ({sent} sent of {published} published)"
             );
         }
+    }
+
+    // every session leaves one call record at the locator, with its node and its bytes
+    for p in people {
+        p.leave().await.expect("leave");
+    }
+    let deadline = Instant::now() + WAIT;
+    let rows = loop {
+        let csv = http_get(locator.http, "/api/cdr.csv").unwrap_or_default();
+        let rows: Vec<String> = csv
+            .lines()
+            .filter(|l| l.contains("cascade"))
+            .map(str::to_string)
+            .collect();
+        if rows.len() == 10 {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "call records: {csv}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for row in &rows {
+        assert!(row.contains("synthetic"), "{row}");
+        assert!(
+            names.iter().any(|n| row.contains(&format!(",{n},"))),
+            "{row}"
+        );
     }
 }
 
