@@ -8,11 +8,27 @@ use std::process::Stdio;
 /// The all-in-one default (`kaskade-locator` with no arguments: an embedded locator and node),
 /// the way the README runs kaskade.
 fn start_all_in_one(ns: &Netns) -> Node {
+    // call records go to a scratch file, not into the source tree
+    let db = scratch_db();
     Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &[],
+        &["--db", &db],
     )
     .expect("all-in-one starts")
+}
+
+/// A call-record database path in the temporary directory, unique to this process and call.
+fn scratch_db() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir()
+        .join(format!(
+            "kaskade-browser-cdr-{}-{}.sqlite",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
@@ -119,9 +135,7 @@ fn browsers_reconnect_by_themselves_when_the_node_restarts() {
 #[test]
 fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
     let ns = Netns::new("kc").expect("network namespace (needs root)");
-    let db =
-        std::env::temp_dir().join(format!("kaskade-browser-cdr-{}.sqlite", std::process::id()));
-    let db = db.to_string_lossy().into_owned();
+    let db = scratch_db();
     let secret = "browser-cluster-secret";
     let locator = Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
