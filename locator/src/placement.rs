@@ -483,47 +483,21 @@ impl Placer {
             })
             .map(|h| h.node);
         let region_pool = region.and_then(|r| self.regions.get(r));
+        let (slots, scratch) = (&self.slots, &mut self.scratch);
+        let mut pick = |pool: &[u32]| two_choices(slots, pool, avoid, now, timeout, rng, scratch);
         if let Some(id) = stay {
-            let in_region = region.is_none_or(|r| self.slots[id as usize].in_region(r));
+            let in_region = region.is_none_or(|r| slots[id as usize].in_region(r));
             if !in_region
                 && let Some(pool) = region_pool
-                && let Some(other) = two_choices(
-                    &self.slots,
-                    pool,
-                    avoid,
-                    now,
-                    timeout,
-                    rng,
-                    &mut self.scratch,
-                )
+                && let Some(other) = pick(pool)
             {
                 return Ok((other, PlacementKind::Cascade));
             }
             return Ok((id, PlacementKind::Stay));
         }
-        let in_region = region_pool.and_then(|pool| {
-            two_choices(
-                &self.slots,
-                pool,
-                avoid,
-                now,
-                timeout,
-                rng,
-                &mut self.scratch,
-            )
-        });
-        let id = match in_region {
+        let id = match region_pool.and_then(|pool| pick(pool)) {
             Some(id) => id,
-            None => two_choices(
-                &self.slots,
-                &self.all,
-                avoid,
-                now,
-                timeout,
-                rng,
-                &mut self.scratch,
-            )
-            .ok_or(PlacementError::NoCapacity)?,
+            None => pick(&self.all).ok_or(PlacementError::NoCapacity)?,
         };
         let kind = if hosted {
             PlacementKind::Cascade

@@ -244,6 +244,26 @@ pub struct MeetingView {
     pub participants: u32,
 }
 
+impl MeetingView {
+    /// The view of `meeting` hosted on `nodes`; sorts the moderators and adds up the
+    /// participants.
+    pub fn new(
+        meeting: &str,
+        locked: bool,
+        mut moderators: Vec<String>,
+        nodes: Vec<MeetingNode>,
+    ) -> Self {
+        moderators.sort();
+        Self {
+            meeting: meeting.to_string(),
+            locked,
+            moderators,
+            participants: nodes.iter().map(|n| n.participants).sum(),
+            nodes,
+        }
+    }
+}
+
 /// What a report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
@@ -251,6 +271,15 @@ pub struct Registration {
     pub index: u16,
     /// The node was not registered (or had been dropped) before this report.
     pub new: bool,
+}
+
+/// A meeting a node has just started to host, as [`Store::add_host`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hosting {
+    /// Nobody new may join.
+    pub locked: bool,
+    /// The other live nodes hosting the meeting, in the order the node learns of them.
+    pub others: Vec<NodeRecord>,
 }
 
 /// A placed join: where it goes and how to reach that node.
@@ -304,7 +333,37 @@ pub trait Store: Send + Sync + 'static {
         node: &'a str,
         meeting: &'a str,
         now: Now,
-    ) -> StoreFuture<'a, Option<MeetingInfo>>;
+    ) -> StoreFuture<'a, Option<MeetingInfo>> {
+        let hosting = self.add_host(node, meeting, now);
+        Box::pin(async move {
+            let Some(Hosting { locked, others }) = hosting.await? else {
+                return Ok(None);
+            };
+            let mut peers = Vec::with_capacity(others.len());
+            for record in others {
+                let key = self.link_key(node, &record.node).await?;
+                peers.push(record.link(key));
+            }
+            Ok(Some(MeetingInfo {
+                meeting: meeting.to_string(),
+                locked,
+                peers,
+            }))
+        })
+    }
+
+    /// The part of [`Store::host`] each store does its own way: records that a live `node`
+    /// hosts `meeting` and reads the meeting's lock and the other live nodes hosting it.
+    /// `None` when `node` is not a live node.
+    fn add_host<'a>(
+        &'a self,
+        node: &'a str,
+        meeting: &'a str,
+        now: Now,
+    ) -> StoreFuture<'a, Option<Hosting>>;
+
+    /// The key of the pair `a`-`b` (either order), created on first use.
+    fn link_key<'a>(&'a self, a: &'a str, b: &'a str) -> StoreFuture<'a, String>;
 
     /// How `node` reaches `peer`, with the pair's key; `None` when `peer` is not a live node.
     fn link<'a>(
@@ -312,11 +371,47 @@ pub trait Store: Send + Sync + 'static {
         node: &'a str,
         peer: &'a str,
         now: Now,
-    ) -> StoreFuture<'a, Option<LinkInfo>>;
+    ) -> StoreFuture<'a, Option<LinkInfo>> {
+        if node == peer {
+            return Box::pin(async { Ok(None) });
+        }
+        Box::pin(async move {
+            let Some(record) = self.node(peer, now).await? else {
+                return Ok(None);
+            };
+            let key = self.link_key(node, peer).await?;
+            Ok(Some(record.link(key)))
+        })
+    }
 
     /// Drops nodes whose reports stopped and forgets meetings nobody has hosted for
     /// [`MEETING_LINGER`].
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()>;
+}
+
+/// The live ones of `records`, as the operator sees them, by index; `placed` tells how many
+/// participants were placed on a node since its report.
+fn node_views(
+    records: impl IntoIterator<Item = NodeRecord>,
+    placed: impl Fn(&NodeRecord) -> u32,
+    now: Now,
+    timeout: Duration,
+) -> Vec<NodeView> {
+    let mut nodes: Vec<NodeView> = records
+        .into_iter()
+        .filter(|record| record.is_live(now, timeout))
+        .map(|record| {
+            let placed = placed(&record);
+            NodeView::new(record, placed, now, timeout)
+        })
+        .collect();
+    nodes.sort_by_key(|n| n.record.index);
+    nodes
+}
+
+/// `duration` in whole milliseconds (saturating).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A new link key: 32 random bytes from the system's secure generator, in hex.

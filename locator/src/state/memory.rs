@@ -4,11 +4,11 @@
 //! synchronous critical section, so placement always sees a consistent table.
 
 use super::{
-    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Registration,
-    Store, StoreError, StoreFuture, new_link_key, pair,
+    Hosting, MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed,
+    Registration, Store, StoreError, StoreFuture, millis, new_link_key, node_views, pair,
 };
 use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
-use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
+use kaskade_protocol::cluster::{MAX_NODE_INDEX, NodeReport};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl Inner {
     }
 
     fn view(&self, meeting: &str, state: &Meeting, now: Now) -> MeetingView {
-        let nodes: Vec<MeetingNode> = self
+        let nodes = self
             .placer
             .meeting_nodes(meeting, now.instant)
             .into_iter()
@@ -128,13 +128,31 @@ impl Inner {
                 participants,
             })
             .collect();
-        MeetingView {
-            meeting: meeting.to_string(),
-            locked: state.locked,
-            moderators: state.moderators.iter().cloned().collect(),
-            participants: nodes.iter().map(|n| n.participants).sum(),
-            nodes,
-        }
+        let moderators = state.moderators.iter().cloned().collect();
+        MeetingView::new(meeting, state.locked, moderators, nodes)
+    }
+
+    /// [`Store::add_host`] under the lock.
+    fn add_host(
+        &mut self,
+        node: &str,
+        meeting: &str,
+        now: Now,
+        timeout: Duration,
+    ) -> Option<Hosting> {
+        self.live(node, now, timeout)?;
+        self.placer.host(meeting, node);
+        let state = self.meeting_mut(meeting);
+        state.empty_since_ms = None;
+        let locked = state.locked;
+        let others = self
+            .placer
+            .meeting_nodes(meeting, now.instant)
+            .into_iter()
+            .filter(|(peer, _)| &**peer != node)
+            .filter_map(|(peer, _)| self.live(&peer, now, timeout).cloned())
+            .collect();
+        Some(Hosting { locked, others })
     }
 
     fn drop_node(&mut self, node: &str) {
@@ -185,21 +203,15 @@ impl Store for MemoryStore {
     fn nodes(&self, now: Now) -> StoreFuture<'_, Vec<NodeView>> {
         Box::pin(async move {
             let inner = self.lock();
-            let mut nodes: Vec<NodeView> = inner
-                .records
-                .values()
-                .filter(|record| record.is_live(now, self.timeout))
-                .map(|record| {
-                    let corrected = inner
-                        .placer
-                        .corrected_participants(&record.node)
-                        .unwrap_or(record.participants);
-                    let placed = corrected.saturating_sub(record.participants);
-                    NodeView::new(record.clone(), placed, now, self.timeout)
-                })
-                .collect();
-            nodes.sort_by_key(|n| n.record.index);
-            Ok(nodes)
+            let placed = |record: &NodeRecord| {
+                let corrected = inner
+                    .placer
+                    .corrected_participants(&record.node)
+                    .unwrap_or(record.participants);
+                corrected.saturating_sub(record.participants)
+            };
+            let records = inner.records.values().cloned();
+            Ok(node_views(records, placed, now, self.timeout))
         })
     }
 
@@ -273,57 +285,17 @@ impl Store for MemoryStore {
         })
     }
 
-    fn host<'a>(
+    fn add_host<'a>(
         &'a self,
         node: &'a str,
         meeting: &'a str,
         now: Now,
-    ) -> StoreFuture<'a, Option<MeetingInfo>> {
-        Box::pin(async move {
-            let mut inner = self.lock();
-            if inner.live(node, now, self.timeout).is_none() {
-                return Ok(None);
-            }
-            inner.placer.host(meeting, node);
-            let state = inner.meeting_mut(meeting);
-            state.empty_since_ms = None;
-            let locked = state.locked;
-            let mut peers = Vec::new();
-            for (peer, _) in inner.placer.meeting_nodes(meeting, now.instant) {
-                if &*peer == node {
-                    continue;
-                }
-                let Some(record) = inner.live(&peer, now, self.timeout).cloned() else {
-                    continue;
-                };
-                let key = inner.link_key(node, &peer)?;
-                peers.push(record.link(key));
-            }
-            Ok(Some(MeetingInfo {
-                meeting: meeting.to_string(),
-                locked,
-                peers,
-            }))
-        })
+    ) -> StoreFuture<'a, Option<Hosting>> {
+        Box::pin(async move { Ok(self.lock().add_host(node, meeting, now, self.timeout)) })
     }
 
-    fn link<'a>(
-        &'a self,
-        node: &'a str,
-        peer: &'a str,
-        now: Now,
-    ) -> StoreFuture<'a, Option<LinkInfo>> {
-        Box::pin(async move {
-            let mut inner = self.lock();
-            if node == peer {
-                return Ok(None);
-            }
-            let Some(record) = inner.live(peer, now, self.timeout).cloned() else {
-                return Ok(None);
-            };
-            let key = inner.link_key(node, peer)?;
-            Ok(Some(record.link(key)))
-        })
+    fn link_key<'a>(&'a self, a: &'a str, b: &'a str) -> StoreFuture<'a, String> {
+        Box::pin(async move { self.lock().link_key(a, b) })
     }
 
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
@@ -341,7 +313,7 @@ impl Store for MemoryStore {
             let Inner {
                 placer, meetings, ..
             } = &mut *inner;
-            let linger = u64::try_from(MEETING_LINGER.as_millis()).unwrap_or(u64::MAX);
+            let linger = millis(MEETING_LINGER);
             meetings.retain(|meeting, state| {
                 if placer.hosted(meeting) {
                     state.empty_since_ms = None;

@@ -21,11 +21,11 @@
 //! then adds its correction in Redis (HINCRBY), so other locators count it too.
 
 use super::{
-    MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed, Registration,
-    Store, StoreError, StoreFuture, new_link_key,
+    Hosting, MEETING_LINGER, MeetingNode, MeetingView, NodeRecord, NodeView, Now, Placed,
+    Registration, Store, StoreError, StoreFuture, millis, new_link_key, node_views,
 };
 use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
-use kaskade_protocol::cluster::{LinkInfo, MAX_NODE_INDEX, MeetingInfo, NodeReport};
+use kaskade_protocol::cluster::{MAX_NODE_INDEX, NodeReport};
 use redis::aio::ConnectionManager;
 use redis::{Pipeline, Script};
 use std::collections::{HashMap, HashSet};
@@ -76,8 +76,7 @@ impl RedisStore {
 
     /// Reports at or before this Unix millisecond are stale.
     fn stale_before(&self, now: Now) -> u64 {
-        let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        now.unix_ms.saturating_sub(timeout)
+        now.unix_ms.saturating_sub(millis(self.timeout))
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -168,20 +167,21 @@ impl RedisStore {
         Ok(records)
     }
 
-    /// The key of the pair `a`-`b`, created by whichever locator asks first.
-    async fn link_key(&self, a: &str, b: &str) -> Result<String, StoreError> {
-        let field = link_field(a, b);
+    /// Whether any node hosts (or was placed on for) each of `meetings`.
+    async fn hosted(&self, meetings: &[String]) -> Result<Vec<bool>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HSETNX")
-            .arg(LINKS)
-            .arg(&field)
-            .arg(new_link_key()?)
-            .ignore()
-            .cmd("HGET")
-            .arg(LINKS)
-            .arg(&field);
-        let (key,): (String,) = self.run(&pipe).await?;
-        Ok(key)
+        for meeting in meetings {
+            pipe.cmd("HKEYS").arg(meeting_key(meeting));
+        }
+        let fields: Vec<Vec<String>> = self.run(&pipe).await?;
+        Ok(fields
+            .iter()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .any(|f| f.starts_with("n:") || f.starts_with("p:"))
+            })
+            .collect())
     }
 
     /// Puts the meetings that no node hosts any more on the list of empty meetings.
@@ -189,17 +189,10 @@ impl RedisStore {
         if meetings.is_empty() {
             return Ok(());
         }
+        let hosted = self.hosted(meetings).await?;
         let mut pipe = redis::pipe();
-        for meeting in meetings {
-            pipe.cmd("HKEYS").arg(meeting_key(meeting));
-        }
-        let fields: Vec<Vec<String>> = self.run(&pipe).await?;
-        let mut pipe = redis::pipe();
-        for (meeting, fields) in meetings.iter().zip(fields) {
-            if !fields
-                .iter()
-                .any(|f| f.starts_with("n:") || f.starts_with("p:"))
-            {
+        for (meeting, hosted) in meetings.iter().zip(hosted) {
+            if !hosted {
                 pipe.cmd("ZADD")
                     .arg(EMPTY_MEETINGS)
                     .arg("NX")
@@ -243,7 +236,7 @@ impl RedisStore {
         moderators: Vec<String>,
         records: &HashMap<String, NodeRecord>,
     ) -> MeetingView {
-        let nodes: Vec<MeetingNode> = hosts(hash)
+        let nodes = hosts(hash)
             .into_iter()
             .filter(|(node, _, _)| records.contains_key(node))
             .map(|(node, reported, placed)| MeetingNode {
@@ -251,23 +244,48 @@ impl RedisStore {
                 participants: reported.saturating_add(placed),
             })
             .collect();
-        let mut moderators = moderators;
-        moderators.sort();
-        MeetingView {
-            meeting: meeting.to_string(),
-            locked: hash.get("locked").is_some_and(|v| v == "1"),
-            moderators,
-            participants: nodes.iter().map(|n| n.participants).sum(),
-            nodes,
-        }
+        MeetingView::new(meeting, locked(hash), moderators, nodes)
     }
+}
+
+/// Whether a meeting hash says the meeting is locked.
+fn locked(hash: &HashMap<String, String>) -> bool {
+    hash.get("locked").is_some_and(|v| v == "1")
+}
+
+/// Adds to `pipe` what makes `node` a host of `meeting`: its field in the meeting hash (one
+/// more participant placed there when `placed`, else a reported count of 0 until the node's
+/// next report), an unlocked lock if the meeting has none yet, and the meeting on the lists of
+/// known meetings and of the node's meetings.
+fn add_host_cmds(pipe: &mut Pipeline, node: &str, meeting: &str, placed: bool) {
+    let key = meeting_key(meeting);
+    if placed {
+        pipe.cmd("HINCRBY")
+            .arg(&key)
+            .arg(placed_field(node))
+            .arg(1)
+            .ignore();
+    } else {
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg(reported_field(node))
+            .arg(0)
+            .ignore();
+    }
+    pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
+    pipe.cmd("SADD")
+        .arg(node_meetings_key(node))
+        .arg(meeting)
+        .ignore();
+    pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
+    pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
 }
 
 impl Store for RedisStore {
     fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, Registration> {
         Box::pin(async move {
             let node = report.node.as_str();
-            let lease = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+            let lease = millis(self.timeout);
             let mut con = self.con.clone();
             let index: u16 = self
                 .claim
@@ -363,16 +381,8 @@ impl Store for RedisStore {
     fn nodes(&self, now: Now) -> StoreFuture<'_, Vec<NodeView>> {
         Box::pin(async move {
             let (records, placed) = self.load_nodes().await?;
-            let mut nodes: Vec<NodeView> = records
-                .into_iter()
-                .filter(|record| record.is_live(now, self.timeout))
-                .map(|record| {
-                    let placed = placed.get(&record.node).copied().unwrap_or(0);
-                    NodeView::new(record, placed, now, self.timeout)
-                })
-                .collect();
-            nodes.sort_by_key(|n| n.record.index);
-            Ok(nodes)
+            let placed = |record: &NodeRecord| placed.get(&record.node).copied().unwrap_or(0);
+            Ok(node_views(records, placed, now, self.timeout))
         })
     }
 
@@ -493,18 +503,7 @@ impl Store for RedisStore {
                 .arg(node)
                 .arg(1)
                 .ignore();
-            pipe.cmd("HINCRBY")
-                .arg(&key)
-                .arg(placed_field(node))
-                .arg(1)
-                .ignore();
-            pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
-            pipe.cmd("SADD")
-                .arg(node_meetings_key(node))
-                .arg(meeting)
-                .ignore();
-            pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
-            pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
+            add_host_cmds(&mut pipe, node, meeting, true);
             self.run::<()>(&pipe).await?;
             Ok(Ok(placed))
         })
@@ -521,31 +520,19 @@ impl Store for RedisStore {
         })
     }
 
-    fn host<'a>(
+    fn add_host<'a>(
         &'a self,
         node: &'a str,
         meeting: &'a str,
         now: Now,
-    ) -> StoreFuture<'a, Option<MeetingInfo>> {
+    ) -> StoreFuture<'a, Option<Hosting>> {
         Box::pin(async move {
             if self.live_records(&[node], now).await?.is_empty() {
                 return Ok(None);
             }
-            let key = meeting_key(meeting);
             let mut pipe = redis::pipe();
-            pipe.cmd("HSETNX")
-                .arg(&key)
-                .arg(reported_field(node))
-                .arg(0)
-                .ignore();
-            pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
-            pipe.cmd("SADD")
-                .arg(node_meetings_key(node))
-                .arg(meeting)
-                .ignore();
-            pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
-            pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
-            pipe.cmd("HGETALL").arg(&key);
+            add_host_cmds(&mut pipe, node, meeting, false);
+            pipe.cmd("HGETALL").arg(meeting_key(meeting));
             let (hash,): (HashMap<String, String>,) = self.run(&pipe).await?;
             let others: Vec<String> = hosts(&hash)
                 .into_iter()
@@ -553,40 +540,34 @@ impl Store for RedisStore {
                 .filter(|peer| peer != node)
                 .collect();
             let others: Vec<&str> = others.iter().map(String::as_str).collect();
-            let mut records: Vec<NodeRecord> = self
+            let mut others: Vec<NodeRecord> = self
                 .live_records(&others, now)
                 .await?
                 .into_values()
                 .collect();
-            records.sort_by(|a, b| a.node.cmp(&b.node));
-            let mut peers = Vec::with_capacity(records.len());
-            for record in records {
-                let key = self.link_key(node, &record.node).await?;
-                peers.push(record.link(key));
-            }
-            Ok(Some(MeetingInfo {
-                meeting: meeting.to_string(),
-                locked: hash.get("locked").is_some_and(|v| v == "1"),
-                peers,
+            others.sort_by(|a, b| a.node.cmp(&b.node));
+            Ok(Some(Hosting {
+                locked: locked(&hash),
+                others,
             }))
         })
     }
 
-    fn link<'a>(
-        &'a self,
-        node: &'a str,
-        peer: &'a str,
-        now: Now,
-    ) -> StoreFuture<'a, Option<LinkInfo>> {
+    /// The key of the pair `a`-`b`, created by whichever locator asks first.
+    fn link_key<'a>(&'a self, a: &'a str, b: &'a str) -> StoreFuture<'a, String> {
         Box::pin(async move {
-            if node == peer {
-                return Ok(None);
-            }
-            let Some(record) = self.live_records(&[peer], now).await?.remove(peer) else {
-                return Ok(None);
-            };
-            let key = self.link_key(node, peer).await?;
-            Ok(Some(record.link(key)))
+            let field = link_field(a, b);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSETNX")
+                .arg(LINKS)
+                .arg(&field)
+                .arg(new_link_key()?)
+                .ignore()
+                .cmd("HGET")
+                .arg(LINKS)
+                .arg(&field);
+            let (key,): (String,) = self.run(&pipe).await?;
+            Ok(key)
         })
     }
 
@@ -601,7 +582,7 @@ impl Store for RedisStore {
             for node in stale {
                 self.drop_node(&node, now).await?;
             }
-            let linger = u64::try_from(MEETING_LINGER.as_millis()).unwrap_or(u64::MAX);
+            let linger = millis(MEETING_LINGER);
             let mut pipe = redis::pipe();
             pipe.cmd("ZRANGEBYSCORE")
                 .arg(EMPTY_MEETINGS)
@@ -611,18 +592,11 @@ impl Store for RedisStore {
             if expired.is_empty() {
                 return Ok(());
             }
+            let hosted = self.hosted(&expired).await?;
             let mut pipe = redis::pipe();
-            for meeting in &expired {
-                pipe.cmd("HKEYS").arg(meeting_key(meeting));
-            }
-            let fields: Vec<Vec<String>> = self.run(&pipe).await?;
-            let mut pipe = redis::pipe();
-            for (meeting, fields) in expired.iter().zip(fields) {
+            for (meeting, hosted) in expired.iter().zip(hosted) {
                 pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
-                if !fields
-                    .iter()
-                    .any(|f| f.starts_with("n:") || f.starts_with("p:"))
-                {
+                if !hosted {
                     pipe.cmd("DEL")
                         .arg(meeting_key(meeting))
                         .arg(moderators_key(meeting))
