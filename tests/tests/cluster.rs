@@ -83,10 +83,11 @@ fn config(locator: &Node, meeting: &str, name: &str) -> JoinConfig {
     let mut cfg = JoinConfig::new(locator.http, meeting, name);
     cfg.locator = Some(locator.url());
     cfg.token = Some(token(meeting, name));
-    cfg.width = 160;
-    cfg.height = 120;
+    // the media of tests/meeting.rs, so CPU per packet compares with one node's
+    cfg.width = 320;
+    cfg.height = 240;
     cfg.fps = 15;
-    cfg.video_bitrate_bps = 120_000;
+    cfg.video_bitrate_bps = 200_000;
     cfg
 }
 
