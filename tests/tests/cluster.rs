@@ -69,11 +69,15 @@ async fn wait_for_nodes(locator: &Node, names: &[&str]) {
 /// A participant token for `meeting`, signed with the cluster secret as an operator's backend
 /// would sign it.
 fn token(meeting: &str, name: &str) -> String {
+    token_as(meeting, name, Role::Participant)
+}
+
+fn token_as(meeting: &str, name: &str, role: Role) -> String {
     TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
         meeting: meeting.into(),
         sub: format!("{name}@example.com"),
         name: name.into(),
-        role: Role::Participant,
+        role,
         exp: unix_now() + 600,
         rejoin: false,
     })
@@ -277,11 +281,21 @@ async fn the_participants_of_a_killed_node_are_back_within_five_seconds() {
         .map(|n| (n.to_string(), sfu(&[&locator], n, 4, &[])))
         .collect();
     wait_for_nodes(&locator, &names).await;
-    let mut people = Vec::new();
-    for i in 0..6 {
+    let mut chair = config(&locator, "failover", "f0");
+    chair.token = Some(token_as("failover", "f0", Role::Moderator));
+    let mut people = vec![Participant::join(chair).await.expect("the moderator joins")];
+    for i in 1..6 {
         people.push(join(&locator, "failover", &format!("f{i}")).await);
     }
     everyone_receives_everyone(&people, Instant::now()).await;
+    people[0].lock(true).await.expect("lock");
+    for p in &people {
+        p.wait_until(WAIT, |s| s.locked)
+            .await
+            .expect("everyone sees the lock, on every node");
+    }
+    // the locator learns the lock from the nodes' next reports
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = people[0].node().expect("on a node");
     let moved: Vec<usize> = (0..people.len())
         .filter(|i| people[*i].node().as_deref() == Some(victim.as_str()))
@@ -313,6 +327,16 @@ async fn the_participants_of_a_killed_node_are_back_within_five_seconds() {
         assert_ne!(people[i].node().as_deref(), Some(victim.as_str()));
         assert!(people[i].reconnects() >= 1);
     }
+    // meeting state outlived the node: the moderator is still one, the meeting still locked
+    let chair = people[0].state();
+    assert_eq!(chair.me.map(|m| m.role), Some(Role::Moderator));
+    assert!(people.iter().all(|p| p.state().locked));
+    let latecomer = Participant::join(config(&locator, "failover", "late")).await;
+    assert!(
+        matches!(&latecomer, Err(e) if e.code() == Some("meeting_locked")),
+        "a newcomer is refused: {:?}",
+        latecomer.as_ref().err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,14 +114,19 @@ impl MediaCore {
         self.announce_all(room_index, peer);
     }
 
-    /// Applies meeting state kept by the locator (after a node loss, say).
+    /// Applies a lock kept elsewhere (by the locator after a node loss, or by a peer node that
+    /// shares the meeting): the participants here learn it with `by: 0` (no one on this node
+    /// locked it).
     pub fn set_meeting_locked(&mut self, meeting: &str, locked: bool) {
-        if let Some(room) = self
-            .room_names
-            .get(meeting)
-            .and_then(|i| self.rooms.get_mut(i))
-        {
-            room.locked |= locked;
+        let Some(&index) = self.room_names.get(meeting) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&index) else {
+            return;
+        };
+        if locked && !room.locked {
+            room.locked = true;
+            self.broadcast(index, None, ServerMessage::Lock { locked, by: 0 });
         }
     }
 
