@@ -255,10 +255,18 @@ async fn join(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
+    // behind a TLS-terminating proxy the page is https and signaling must be wss
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "wss",
+        _ => "ws",
+    };
     Json(JoinResponse {
         meeting,
         node: state.name.clone(),
-        signaling_url: format!("ws://{host}/ws"),
+        signaling_url: format!("{scheme}://{host}/ws"),
         token,
         role: Role::Participant,
     })

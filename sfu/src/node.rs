@@ -87,8 +87,8 @@ enum Request {
 /// What the core tells the cluster shell.
 #[derive(Debug)]
 pub enum ClusterEvent {
-    /// A meeting got its first participant on this node.
-    MeetingOpened(String),
+    /// Find the other nodes hosting this meeting and link with them.
+    FindPeers(String),
     /// A participant session ended.
     CallRecord(CallRecord),
 }
@@ -452,9 +452,9 @@ impl Driver {
                         let _ = link.send(message);
                     }
                 }
-                Output::MeetingOpened(meeting) => {
+                Output::FindPeers(meeting) => {
                     if let Some(cluster) = &self.cluster {
-                        let _ = cluster.send(ClusterEvent::MeetingOpened(meeting));
+                        let _ = cluster.send(ClusterEvent::FindPeers(meeting));
                     }
                 }
                 Output::CallRecord(record) => {

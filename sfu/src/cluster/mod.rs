@@ -19,12 +19,16 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often the node reports.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Call records kept while no locator answers.
 const MAX_PENDING_RECORDS: usize = 10_000;
+/// Meeting lookups tried before a meeting is left unlinked (until its next change).
+const LOOKUP_ATTEMPTS: u32 = 10;
+/// Pause between meeting lookups.
+const LOOKUP_RETRY: Duration = Duration::from_millis(300);
 /// CPU use (in cores, of those available) above which the node reports overload.
 const OVERLOAD_CPU_SHARE: f64 = 0.9;
 
@@ -105,7 +109,7 @@ impl Cluster {
 async fn event_loop(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<ClusterEvent>) {
     while let Some(event) = events.recv().await {
         match event {
-            ClusterEvent::MeetingOpened(meeting) => {
+            ClusterEvent::FindPeers(meeting) => {
                 tokio::spawn(host_meeting(inner.clone(), meeting));
             }
             ClusterEvent::CallRecord(record) => {
@@ -121,11 +125,19 @@ async fn event_loop(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Clust
 
 /// Links with every other node hosting `meeting` and shares it with them.
 async fn host_meeting(inner: Arc<Inner>, meeting: String) {
-    let info = match inner.locator.meeting(&meeting).await {
-        Ok(info) => info,
-        Err(e) => {
-            warn!(%meeting, "cannot learn the meeting's other nodes: {e}");
-            return;
+    let mut attempt = 0;
+    let info = loop {
+        match inner.locator.meeting(&meeting).await {
+            Ok(info) => break info,
+            Err(e) if attempt < LOOKUP_ATTEMPTS => {
+                debug!(%meeting, attempt, "meeting lookup failed, retrying: {e}");
+                attempt += 1;
+                tokio::time::sleep(LOOKUP_RETRY).await;
+            }
+            Err(e) => {
+                warn!(%meeting, "cannot learn the meeting's other nodes: {e}");
+                return;
+            }
         }
     };
     if info.locked {

@@ -83,6 +83,10 @@ impl MediaCore {
             .collect();
         for room in shared {
             self.detach_peer(now, room, peer, LeaveReason::Disconnected);
+            // the peer may be alive behind a broken connection: look again
+            if let Some(meeting) = self.rooms.get(&room).map(|r| r.meeting.clone()) {
+                self.outputs.push_back(Output::FindPeers(meeting));
+            }
         }
         self.update_link_gauges();
     }

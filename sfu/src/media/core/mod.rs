@@ -90,8 +90,9 @@ pub enum Output {
     Close(ParticipantId),
     /// A control message for the peer node with this index.
     Link(u16, LinkMessage),
-    /// A meeting got its first participant here: find the other nodes hosting it.
-    MeetingOpened(String),
+    /// Find the other nodes hosting this meeting and link with them: it got its first
+    /// participant here, or lost a link.
+    FindPeers(String),
     /// A participant session ended.
     CallRecord(CallRecord),
 }
@@ -258,7 +259,7 @@ impl MediaCore {
         if first_member {
             self.metrics.rooms.set(self.rooms.len() as i64);
             let meeting = self.participant_meeting(id);
-            self.outputs.push_back(Output::MeetingOpened(meeting));
+            self.outputs.push_back(Output::FindPeers(meeting));
         }
         if !hidden {
             self.broadcast(

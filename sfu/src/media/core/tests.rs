@@ -259,7 +259,7 @@ fn participants_on_two_nodes_meet_and_moderation_crosses_the_link() {
     assert!(
         pair.take_frames()
             .iter()
-            .any(|o| matches!(o, Output::MeetingOpened(m) if m == "m"))
+            .any(|o| matches!(o, Output::FindPeers(m) if m == "m"))
     );
     pair.a.attach(2, "m");
     pair.pump();
@@ -387,6 +387,12 @@ fn an_emptied_room_detaches_and_a_lost_link_takes_its_participants_away() {
     ));
     assert!(pair.a.remote.is_empty());
     assert!(pair.a.rooms.values().all(|r| r.peers.is_empty()));
+    assert!(
+        frames
+            .iter()
+            .any(|o| matches!(o, Output::FindPeers(m) if m == "m")),
+        "the node looks for the meeting's other nodes again"
+    );
 }
 
 #[test]
