@@ -272,6 +272,28 @@ async fn ten_participants_on_three_nodes_receive_everyone_and_each_stream_crosse
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_from_two_regions_meet_on_their_own_regions_nodes() {
+    let _serial = SERIAL.lock().await;
+    let (locator, _db) = locator(&[]);
+    let _eu = sfu(&[&locator], "eu-1", 10, &["--region", "eu"]);
+    let _us = sfu(&[&locator], "us-1", 10, &["--region", "us"]);
+    wait_for_nodes(&locator, &["eu-1", "us-1"]).await;
+    let mut people = Vec::new();
+    for (name, region) in [("anna", "eu"), ("bill", "us"), ("carl", "eu")] {
+        let mut cfg = config(&locator, "transatlantic", name);
+        cfg.region = Some(region.into());
+        let p = Participant::join(cfg).await.expect("joins");
+        assert_eq!(
+            p.node().as_deref(),
+            Some(format!("{region}-1").as_str()),
+            "{name} is placed in {region}"
+        );
+        people.push(p);
+    }
+    everyone_receives_everyone(&people, Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_participants_of_a_killed_node_are_back_within_five_seconds() {
     let _serial = SERIAL.lock().await;
     let (locator, _db) = locator(&["--node-timeout", "3s"]);
