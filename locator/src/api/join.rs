@@ -81,14 +81,8 @@ async fn admit(
     let (identity, name, mut role, rejoin) = match claims {
         Some(c) => (c.sub, c.name, c.role, c.rejoin),
         None => {
-            let name = display_name(&request.name);
-            let name = if name.is_empty() {
-                "Guest".into()
-            } else {
-                name
-            };
             let identity = format!("guest-{:08x}", rand::random::<u32>());
-            (identity, name, Role::Participant, false)
+            (identity, display_name(&request.name), Role::Participant, false)
         }
     };
     let view = shared
