@@ -180,7 +180,7 @@ pub struct CallRecord {
     pub bytes_sent: u64,
     /// Bytes the node received from the participant.
     pub bytes_received: u64,
-    /// Why the session ended (`left`, `disconnected`, `removed`, `node_shutdown`).
+    /// Why the session ended (`left`, `disconnected`, `removed`).
     pub reason: String,
 }
 
