@@ -82,7 +82,12 @@ async fn admit(
         Some(c) => (c.sub, c.name, c.role, c.rejoin),
         None => {
             let identity = format!("guest-{:08x}", rand::random::<u32>());
-            (identity, display_name(&request.name), Role::Participant, false)
+            (
+                identity,
+                display_name(&request.name),
+                Role::Participant,
+                false,
+            )
         }
     };
     let view = shared
