@@ -209,6 +209,9 @@ pub struct Welcome {
     pub participants: Vec<ParticipantInfo>,
     /// Current active speaker.
     pub speaker: Option<ParticipantId>,
+    /// Whether the meeting is being recorded.
+    #[serde(default)]
+    pub recording: bool,
     /// Token for reconnecting with the same identity and role.
     #[serde(default)]
     pub token: String,
@@ -258,6 +261,11 @@ pub enum ServerMessage {
         locked: bool,
         /// By whom.
         by: ParticipantId,
+    },
+    /// A recording of the meeting started or stopped.
+    Recording {
+        /// Whether a recorder is in the meeting now.
+        active: bool,
     },
     /// A moderator muted the recipient.
     MutedByModerator {

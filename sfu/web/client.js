@@ -54,6 +54,7 @@
     speaker: null,      // id of the active speaker, or null
     pc: null,           // the current RTCPeerConnection
     locked: false,
+    recording: false,
     status: '',         // text shown in #status
     statusCode: null,   // machine-readable: 'connected', 'reconnecting', 'removed', an error code...
     slots: {},          // receive slots by mid: {kind, participant}
@@ -456,6 +457,7 @@
   const HANDLERS = {
     welcome: onWelcome, answer: onAnswer, slots: onSlots, joined: onJoined, left: onLeft,
     updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
+    recording: (s, m) => setRecording(!!m.active),
     muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
   };
 
@@ -485,6 +487,7 @@
     selfTile.dataset.participantId = String(msg.you.id);
     renderSelf();
     setLocked(!!msg.locked);
+    setRecording(!!msg.recording);
     setSpeaker(msg.speaker ?? null);
     renderControls();
     // A rejoin starts unmuted on the node: restore our own mute state.
@@ -825,6 +828,11 @@
     for (const tile of document.querySelectorAll('#grid .tile')) {
       tile.classList.toggle('speaking', id !== null && tile.dataset.participantId === String(id));
     }
+  }
+
+  function setRecording(active) {
+    state.recording = active;
+    $('#rec-badge').hidden = !active;
   }
 
   function setLocked(locked) {

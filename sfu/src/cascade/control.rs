@@ -73,6 +73,13 @@ pub enum LinkMessage {
         /// To whom.
         target: ParticipantId,
     },
+    /// A recorder of the meeting joined or left the sender's node.
+    Recording {
+        /// Meeting name.
+        meeting: String,
+        /// Whether the sender has a recorder in the meeting now.
+        active: bool,
+    },
     /// A moderator locked or unlocked the meeting.
     Lock {
         /// Meeting name.

@@ -24,6 +24,12 @@ pub struct Room {
     pub subscriptions: HashMap<u16, Vec<StreamRef>>,
     /// The streams of each peer's publishers this node last asked for.
     pub wanted: HashMap<u16, Vec<StreamRef>>,
+    /// Peers with a recorder of this meeting.
+    pub recording_peers: Vec<u16>,
+    /// Whether local participants were last told the meeting is recorded.
+    pub recording: bool,
+    /// Whether peers were last told a recorder is here.
+    pub recorder_here: bool,
     /// A locked meeting refuses new joins.
     pub locked: bool,
     /// Active-speaker detection over the members' audio.
@@ -44,6 +50,9 @@ impl Room {
             peers: Vec::new(),
             subscriptions: HashMap::new(),
             wanted: HashMap::new(),
+            recording_peers: Vec::new(),
+            recording: false,
+            recorder_here: false,
             locked: false,
             speaker: SpeakerDetector::default(),
             routes: HashMap::new(),
@@ -75,6 +84,7 @@ impl Room {
     /// Forgets a peer: its subscriptions, what was asked of it, and the link itself.
     pub fn remove_peer(&mut self, peer: u16) {
         self.peers.retain(|p| *p != peer);
+        self.recording_peers.retain(|p| *p != peer);
         self.subscriptions.remove(&peer);
         self.wanted.remove(&peer);
         self.rebuild_relays();

@@ -205,6 +205,18 @@ impl MediaCore {
                     self.apply_moderation(now, by, action, target);
                 }
             }
+            LinkMessage::Recording { meeting, active } => {
+                let Some(room) = self.shared_room(&meeting, peer) else {
+                    return;
+                };
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.recording_peers.retain(|p| *p != peer);
+                    if active {
+                        r.recording_peers.push(peer);
+                    }
+                }
+                self.recording_changed(room);
+            }
             LinkMessage::Lock {
                 meeting,
                 locked,
@@ -218,6 +230,31 @@ impl MediaCore {
                 }
                 self.broadcast(room, None, ServerMessage::Lock { locked, by });
             }
+        }
+    }
+
+    /// After a recorder came or went here or on a peer: tells local participants whether the
+    /// meeting is recorded, and peers whether a recorder is here, when that changed.
+    pub(super) fn recording_changed(&mut self, room_index: RoomIndex) {
+        let Some(room) = self.rooms.get_mut(&room_index) else {
+            return;
+        };
+        let here = room
+            .members
+            .iter()
+            .any(|m| self.participants.get(m).is_some_and(Participant::is_hidden));
+        let active = here || !room.recording_peers.is_empty();
+        let tell_peers = (here != room.recorder_here).then(|| LinkMessage::Recording {
+            meeting: room.meeting.clone(),
+            active: here,
+        });
+        room.recorder_here = here;
+        if active != room.recording {
+            room.recording = active;
+            self.broadcast(room_index, None, ServerMessage::Recording { active });
+        }
+        if let Some(message) = tell_peers {
+            self.tell_peers(room_index, message);
         }
     }
 
@@ -551,12 +588,18 @@ impl MediaCore {
         let Some(room) = self.rooms.get(&room_index) else {
             return;
         };
-        let messages: Vec<LinkMessage> = room
+        let mut messages: Vec<LinkMessage> = room
             .members
             .iter()
             .filter_map(|m| self.participant_message(*m))
             .map(|(_, message)| message)
             .collect();
+        if room.recorder_here {
+            messages.push(LinkMessage::Recording {
+                meeting: room.meeting.clone(),
+                active: true,
+            });
+        }
         for message in messages {
             self.outputs.push_back(Output::Link(peer, message));
         }
@@ -652,6 +695,7 @@ impl MediaCore {
         if let Some(room) = self.rooms.get_mut(&room_index) {
             room.remove_peer(peer);
         }
+        self.recording_changed(room_index);
         self.reassign_slots(now, room_index);
         self.update_link_gauges();
     }

@@ -236,18 +236,22 @@ impl MediaCore {
                     .map(|r| r.info.clone()),
             )
             .collect();
+        let recording = room.recording;
         let welcome = ServerMessage::Welcome(Welcome {
             you: you.clone(),
             meeting: request.meeting,
             locked: room.locked,
             max_room_size: self.config.max_room_size,
-            recv_slots: self
-                .config
-                .max_room_size
-                .saturating_sub(1)
-                .min(self.config.peer.max_slots),
+            // a recorder receives everyone; a participant everyone else
+            recv_slots: if hidden {
+                self.config.max_room_size
+            } else {
+                self.config.max_room_size.saturating_sub(1)
+            }
+            .min(self.config.peer.max_slots),
             participants: others,
             speaker: room.speaker.current(),
+            recording,
             token: String::new(),
         });
         room.members.push(id);
@@ -261,7 +265,9 @@ impl MediaCore {
             let meeting = self.participant_meeting(id);
             self.outputs.push_back(Output::FindPeers(meeting));
         }
-        if !hidden {
+        if hidden {
+            self.recording_changed(room_index);
+        } else {
             self.broadcast(
                 room_index,
                 Some(id),
@@ -353,6 +359,9 @@ impl MediaCore {
                     },
                 );
             }
+        }
+        if participant.is_hidden() {
+            self.recording_changed(room_index);
         }
         self.record_call(&participant, reason);
         self.reassign_slots(now, room_index);

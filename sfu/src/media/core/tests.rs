@@ -92,9 +92,10 @@ fn recorders_are_hidden_and_not_counted() {
         panic!("welcome");
     };
     assert_eq!(welcome.participants.len(), 1);
-    assert!(
-        sent_to(&outputs(&mut c), ann.id).is_empty(),
-        "nobody is told about a recorder"
+    assert_eq!(
+        sent_to(&outputs(&mut c), ann.id),
+        [&ServerMessage::Recording { active: true }],
+        "nobody is told who the recorder is, only that the meeting is recorded"
     );
     assert_eq!(
         join(&mut c, "m", "bob", Role::Participant).unwrap_err(),
@@ -474,4 +475,39 @@ fn link_datagrams_that_do_not_authenticate_are_counted_and_dropped() {
             "{reason}: {text}"
         );
     }
+}
+
+#[test]
+fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let _bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    pair.a.attach(2, "m");
+    pair.pump();
+    pair.take_frames();
+
+    let recorder = join(&mut pair.b, "m", "rec", Role::Recorder).unwrap();
+    let ServerMessage::Welcome(welcome) = &recorder.welcome else {
+        panic!("no welcome");
+    };
+    assert_eq!(welcome.recv_slots, 10, "a recorder receives all ten");
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, ann.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Recording { active: true })),
+        "a participant on the other node sees the recording start"
+    );
+    let late = join(&mut pair.a, "m", "cy", Role::Participant).unwrap();
+    assert!(matches!(&late.welcome, ServerMessage::Welcome(w) if w.recording));
+
+    pair.b.leave(Instant::now(), recorder.id, LeaveReason::Left);
+    pair.pump();
+    let frames = pair.take_frames();
+    assert!(
+        sent_to(&frames, ann.id)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Recording { active: false }))
+    );
 }
