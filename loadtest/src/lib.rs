@@ -24,7 +24,7 @@ pub mod state;
 pub mod video;
 
 pub use lossy_relay::{LossyRelay, RelayHandle, RelayStats};
-pub use participant::{JoinConfig, JoinError, Participant};
+pub use participant::{JoinConfig, JoinError, MediaSink, Participant, ReceivedPacket};
 pub use peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, rewrite_candidates};
 pub use signaling::{
     ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,

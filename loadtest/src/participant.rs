@@ -30,7 +30,7 @@ use crate::join_api::ApiError;
 use crate::peer::Shared;
 use crate::session::{Current, Media, Session, locate};
 use crate::signaling::{
-    ClientMessage, ErrorCode, ModerateAction, ParticipantId, ParticipantInfo, Welcome,
+    ClientMessage, ErrorCode, MediaKind, ModerateAction, ParticipantId, ParticipantInfo, Welcome,
 };
 use crate::state::{Event, MeetingState, ParticipantStats};
 
@@ -77,6 +77,35 @@ pub struct JoinConfig {
     pub local_ip: Option<IpAddr>,
     /// Timeout for each step of a join (join API, connect, welcome, answer).
     pub timeout: Duration,
+    /// Decode received video (to count frames); a recorder that only stores packets turns it
+    /// off.
+    pub decode_video: bool,
+    /// Receives every RTP packet as it arrives, attributed to its publisher.
+    pub sink: Option<MediaSink>,
+}
+
+/// One received RTP packet, attributed to the participant the slot map gives its slot.
+#[derive(Debug, Clone)]
+pub struct ReceivedPacket {
+    /// The publisher.
+    pub from: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The packet (payload shared, not copied).
+    pub packet: rtc::rtp::Packet,
+    /// When it was read from the peer connection.
+    pub arrival: std::time::Instant,
+}
+
+/// A callback that receives every attributed RTP packet ([`JoinConfig::sink`]); it runs on the
+/// receiving task, so it must hand the packet on quickly.
+#[derive(Clone)]
+pub struct MediaSink(pub Arc<dyn Fn(ReceivedPacket) + Send + Sync>);
+
+impl std::fmt::Debug for MediaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaSink")
+    }
 }
 
 impl JoinConfig {
@@ -101,6 +130,8 @@ impl JoinConfig {
             media_via: None,
             local_ip: None,
             timeout: Duration::from_secs(10),
+            decode_video: true,
+            sink: None,
         }
     }
 }
@@ -168,7 +199,11 @@ impl Participant {
     /// itself), else straight at `cfg.server`; signaling, offer/answer, then starts publishing
     /// and receiving.
     pub async fn join(cfg: JoinConfig) -> Result<Self, JoinError> {
-        let shared = Arc::new(Shared::new(cfg.audio_level));
+        let shared = Arc::new(Shared::new(
+            cfg.audio_level,
+            cfg.decode_video,
+            cfg.sink.clone(),
+        ));
         // Encode (or fetch) the media before joining, so it is ready when media flows.
         let media = Media::prepare(&cfg).await?;
         let target = locate(&cfg, cfg.token.clone(), None, cfg.node.clone()).await?;

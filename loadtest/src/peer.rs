@@ -8,6 +8,7 @@
 //! their send buffer, and send RTCP reports; [`crate::rtcp_tap`] counts the feedback and hands
 //! PLI/FIR to the video sender, which answers with a keyframe at the next frame.
 
+use crate::participant::MediaSink;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -71,13 +72,19 @@ pub(crate) struct Shared {
     pub send_video: AtomicBool,
     pub force_keyframe: AtomicBool,
     pub gathering_done: watch::Sender<bool>,
+    /// Decode received video.
+    pub decode_video: bool,
+    /// Where received packets also go.
+    pub sink: Option<MediaSink>,
     /// The current session's number; callbacks of earlier sessions are ignored.
     session: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(audio_level: u8) -> Self {
+    pub fn new(audio_level: u8, decode_video: bool, sink: Option<MediaSink>) -> Self {
         Self {
+            decode_video,
+            sink,
             state: std::sync::Mutex::new(MeetingState::default()),
             events: broadcast::channel(4096).0,
             version: watch::channel(0).0,

@@ -13,6 +13,7 @@ use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
 use crate::h264::H264Receiver;
+use crate::participant::ReceivedPacket;
 use crate::peer::Shared;
 use crate::signaling::MediaKind;
 use crate::state::Event;
@@ -90,7 +91,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         level_ext,
         session,
     } = slot;
-    let mut h264 = (kind == MediaKind::Video).then(H264Receiver::default);
+    let mut h264 = (kind == MediaKind::Video && shared.decode_video).then(H264Receiver::default);
     let mut last_pli: Option<Instant> = None;
     while let Some(event) = track.poll().await {
         let packet = match event {
@@ -104,6 +105,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         let level = level_ext
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|p| parse_audio_level(&p));
+        let sunk = shared.sink.as_ref().map(|_| packet.clone());
         let outcome = h264.as_mut().map(|r| {
             r.push(
                 now,
@@ -118,22 +120,24 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
             s.stats.bytes_received += len;
             let Some(owner) = s.slot_owner(&mid) else {
                 s.stats.unattributed_packets += 1;
-                return;
+                return None;
             };
             let r = s.stats.remotes.entry(owner).or_default();
-            match &outcome {
-                Some(o) => {
+            match kind {
+                MediaKind::Video => {
                     r.video_packets += 1;
                     r.video_bytes += len;
-                    r.video_frames_decoded += u64::from(o.decoded);
-                    r.decode_errors += u64::from(o.errors);
-                    r.video_frames_dropped += u64::from(o.dropped);
-                    if o.decoded > 0 {
-                        r.first_frame_at.get_or_insert(now);
-                        r.last_frame_at = Some(now);
+                    if let Some(o) = &outcome {
+                        r.video_frames_decoded += u64::from(o.decoded);
+                        r.decode_errors += u64::from(o.errors);
+                        r.video_frames_dropped += u64::from(o.dropped);
+                        if o.decoded > 0 {
+                            r.first_frame_at.get_or_insert(now);
+                            r.last_frame_at = Some(now);
+                        }
                     }
                 }
-                None => {
+                MediaKind::Audio => {
                     r.audio_packets += 1;
                     r.audio_bytes += len;
                     if let Some((level, _voice)) = level {
@@ -141,9 +145,18 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
                     }
                 }
             }
+            Some(owner)
         });
-        if counted.is_none() {
+        let Some(owner) = counted else {
             break;
+        };
+        if let (Some(sink), Some(from), Some(packet)) = (&shared.sink, owner, sunk) {
+            (sink.0)(ReceivedPacket {
+                from,
+                kind,
+                packet,
+                arrival: now,
+            });
         }
         if outcome.is_some_and(|o| o.want_keyframe)
             && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)

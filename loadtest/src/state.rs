@@ -111,6 +111,8 @@ pub struct MeetingState {
     pub speaker: Option<ParticipantId>,
     /// Whether the meeting is locked.
     pub locked: bool,
+    /// Whether the meeting is being recorded.
+    pub recording: bool,
     /// Who locked or unlocked it last.
     pub locked_by: Option<ParticipantId>,
     /// Current slot map, by mid.
@@ -170,6 +172,7 @@ impl MeetingState {
                 self.me = Some(w.you.clone());
                 self.welcome = Some(w.clone());
                 self.locked = w.locked;
+                self.recording = w.recording;
                 self.speaker = w.speaker;
                 self.participants = w.participants.iter().map(|p| (p.id, p.clone())).collect();
             }
@@ -211,6 +214,7 @@ impl MeetingState {
                 }
             }
             ServerMessage::Removed { by } => self.removed_by = Some(*by),
+            ServerMessage::Recording { active } => self.recording = *active,
             ServerMessage::Error { code, message } => {
                 self.errors.push((*code, message.clone()));
             }
