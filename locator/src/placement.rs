@@ -68,6 +68,8 @@ pub struct Request<'a> {
     pub pinned: Option<&'a str>,
     /// Never place on this node (the client just lost it).
     pub avoid: Option<&'a str>,
+    /// A hidden participant (a recorder): not counted against the meeting's size.
+    pub hidden: bool,
 }
 
 /// How a placement relates to the meeting's existing nodes.
@@ -413,7 +415,7 @@ impl Placer {
     ) -> Result<Placement, PlacementError> {
         let timeout = self.config.node_timeout;
         let before = self.meeting_participants(meeting, now);
-        if before >= self.config.max_meeting_size {
+        if before >= self.config.max_meeting_size && !request.hidden {
             return Err(PlacementError::MeetingFull(self.config.max_meeting_size));
         }
         let avoid = request
@@ -442,7 +444,8 @@ impl Placer {
             .get(meeting)
             .and_then(|hosts| hosts.iter().find(|h| h.node == id))
             .map_or((0, 0), |h| (h.reported, h.placed));
-        self.set_host(meeting, id, reported, placed.saturating_add(1));
+        let counted = u32::from(!request.hidden);
+        self.set_host(meeting, id, reported, placed.saturating_add(counted));
         Ok(Placement {
             node,
             kind,

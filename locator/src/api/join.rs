@@ -113,6 +113,7 @@ async fn admit(
         region: request.region.as_deref(),
         pinned: request.node.as_deref(),
         avoid: request.avoid_node.as_deref(),
+        hidden: role == Role::Recorder,
     };
     let started = Instant::now();
     let placed = shared.store.place(&meeting, wanted, now).await?;

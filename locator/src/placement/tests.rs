@@ -357,3 +357,28 @@ fn mirrored_state_counts_other_placements() {
     p.set_hosts("m", []);
     assert_eq!(p.meeting_participants("m", t0), 0);
 }
+
+#[test]
+fn a_recorder_joins_a_full_meeting_without_taking_a_seat() {
+    let (t0, mut rng) = (Instant::now(), StdRng::seed_from_u64(7));
+    let mut p = placer();
+    p.report("a", load(100, 0), [], t0);
+    for _ in 0..10 {
+        place(&mut p, "full", t0, &mut rng).unwrap();
+    }
+    assert_eq!(
+        place(&mut p, "full", t0, &mut rng),
+        Err(PlacementError::MeetingFull(10))
+    );
+    let recorder = Request {
+        hidden: true,
+        ..Request::default()
+    };
+    let placed = p.place("full", recorder, t0, &mut rng).unwrap();
+    assert_eq!(placed.kind, PlacementKind::Stay);
+    assert_eq!(
+        p.meeting_participants("full", t0),
+        10,
+        "the recorder is not a participant"
+    );
+}
