@@ -73,3 +73,15 @@ pub struct RecordedParticipant {
     #[serde(default)]
     pub duration_ms: u64,
 }
+
+/// `POST /api/recorders/report` on the locator, every second from every recorder (with a node
+/// credential named after the recorder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecorderReport {
+    /// The recorder's unique name.
+    pub name: String,
+    /// Its HTTP base URL: recording control (`/recordings`) and playback (`/r/{meeting}`).
+    pub url: String,
+    /// Recordings running now.
+    pub recordings: u32,
+}
