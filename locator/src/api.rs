@@ -1,15 +1,17 @@
 //! The locator's HTTP API (docs/CLUSTER.md): joins for clients, the node protocol, the
-//! operator's endpoints, `/metrics`, `/healthz`, the OpenAPI description, and the web client's
-//! pages.
+//! operator's endpoints, recordings (kept by recorders, reached through the locator),
+//! `/metrics`, `/healthz`, the OpenAPI description, and the web client's pages.
 //!
 //! Every error body is an [`ApiError`] with a code a caller can act on.
 
 mod join;
 mod nodes;
 mod operator;
+mod recordings;
 
 use crate::cdr::CdrDb;
 use crate::metrics::Metrics;
+use crate::recorders::Recorders;
 use crate::state::{Now, Store, StoreError};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
@@ -17,6 +19,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_protocol::cluster::ApiError;
+use kaskade_protocol::signaling::valid_meeting;
 use kaskade_protocol::token::TokenKey;
 use ring::digest;
 use serde::de::DeserializeOwned;
@@ -34,8 +37,10 @@ pub struct ApiConfig {
     pub open: bool,
     /// The key guarding `/api/tokens` and the operator endpoints.
     pub api_key: Option<String>,
-    /// A node whose reports stop for this long is dropped.
+    /// A node (or recorder) whose reports stop for this long is dropped.
     pub node_timeout: Duration,
+    /// Base URL of a recorder served with this locator (the all-in-one), live without reports.
+    pub embedded_recorder: Option<String>,
 }
 
 /// What every handler shares.
@@ -48,7 +53,15 @@ pub struct Shared {
     open: bool,
     api_key: Option<digest::Digest>,
     node_timeout: Duration,
+    recorders: Recorders,
     http: reqwest::Client,
+}
+
+impl Shared {
+    /// The node timeout in milliseconds, as reports are answered.
+    fn node_timeout_ms(&self) -> u64 {
+        u64::try_from(self.node_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The handlers' state: cheap to clone.
@@ -73,6 +86,7 @@ impl AppState {
                 .api_key
                 .map(|key| digest::digest(&digest::SHA256, key.as_bytes())),
             node_timeout: config.node_timeout,
+            recorders: Recorders::new(config.node_timeout, config.embedded_recorder),
             http,
         }))
     }
@@ -102,6 +116,10 @@ api_routes! {
     get "/api/meetings/{meeting}" => operator::meeting,
     post "/api/tokens" => operator::tokens,
     get "/api/cdr.csv" => operator::cdr_csv,
+    post "/api/recorders/report" => recordings::report,
+    post "/api/meetings/{meeting}/recordings" => recordings::start,
+    get "/api/meetings/{meeting}/recordings" => recordings::list,
+    delete "/api/meetings/{meeting}/recordings/{id}" => recordings::stop,
     get "/api/openapi.json" => openapi,
     get "/metrics" => metrics,
     get "/healthz" => healthz,
@@ -229,6 +247,19 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     })
 }
 
+/// A 400 unless `meeting` is a meeting name.
+fn check_meeting(meeting: &str) -> Result<(), Failure> {
+    if valid_meeting(meeting) {
+        Ok(())
+    } else {
+        Err(fail(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "meeting names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ))
+    }
+}
+
 /// The token of an `Authorization: Bearer` header.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -237,6 +268,25 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
+}
+
+/// `scheme://host` by which the client reached this locator: the `Host` header, and https when
+/// a proxy says `X-Forwarded-Proto: https`. `None` unless `Host` is a plain `host[:port]`.
+fn public_base(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let plain_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    if !plain_host {
+        return None;
+    }
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|p| p.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let scheme = if https { "https" } else { "http" };
+    Some(format!("{scheme}://{host}"))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //!
 //! Layout: [`placement`] chooses nodes (pure: no I/O, no clock); [`state`] keeps the node
 //! registry, meeting state and link keys in-process or in Redis; [`api`] is the HTTP surface
-//! (joins, the node protocol, the operator's endpoints); [`cdr`] stores call records in SQLite;
-//! [`metrics`] counts; [`config`] is the command line; [`embedded`] runs the all-in-one node;
-//! [`server`] puts them together.
+//! (joins, the node protocol, the operator's endpoints, recordings); [`recorders`] lists the
+//! live recorders; [`cdr`] stores call records in SQLite; [`metrics`] counts; [`config`] is the
+//! command line; [`embedded`] runs the all-in-one node; [`server`] puts them together.
 
 pub mod api;
 pub mod cdr;
@@ -14,5 +14,6 @@ pub mod config;
 pub mod embedded;
 pub mod metrics;
 pub mod placement;
+pub mod recorders;
 pub mod server;
 pub mod state;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub meetings: Gauge,
     /// Node reports accepted.
     pub node_reports: Counter,
+    /// Recorder reports accepted.
+    pub recorder_reports: Counter,
     /// Time to place one join.
     pub placement_seconds: Histogram,
     /// Call detail records stored.
@@ -66,7 +68,7 @@ impl Metrics {
             rejected: register(
                 &mut r,
                 "node_reports_rejected",
-                "Node reports refused, by reason",
+                "Node and recorder reports (and other node requests) refused, by reason",
                 Family::default(),
             ),
             nodes: register(&mut r, "nodes", "Live nodes", Gauge::default()),
@@ -75,6 +77,12 @@ impl Metrics {
                 &mut r,
                 "node_reports",
                 "Node reports accepted",
+                Counter::default(),
+            ),
+            recorder_reports: register(
+                &mut r,
+                "recorder_reports",
+                "Recorder reports accepted",
                 Counter::default(),
             ),
             // 1 us .. ~16 ms

@@ -108,6 +108,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
         open,
         api_key: config.api_key.clone(),
         node_timeout: config.node_timeout,
+        embedded_recorder: None,
     };
     let mut router = api::router(AppState::new(api_config, store.clone(), cdr));
     if !config.cluster {

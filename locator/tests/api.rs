@@ -2,161 +2,18 @@
 
 mod common;
 
+use common::locator::{Options, SECRET, answer, placement, start, token};
 use common::{RedisServer, report, with_meeting};
-use kaskade_locator::api::{self, ApiConfig, AppState, ROUTES};
-use kaskade_locator::cdr::CdrDb;
-use kaskade_locator::placement::PlacementConfig;
-use kaskade_locator::server::{self, Running};
-use kaskade_locator::state::{MemoryStore, RedisStore, Store};
-use kaskade_protocol::cluster::{CallRecord, NodeReport, node_credential};
+use kaskade_locator::api::ROUTES;
+use kaskade_locator::state::{RedisStore, Store};
+use kaskade_protocol::cluster::{CallRecord, node_credential};
 use kaskade_protocol::signaling::Role;
-use kaskade_protocol::token::{Claims, TokenKey, unix_now};
+use kaskade_protocol::token::{TokenKey, unix_now};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-const SECRET: &str = "cluster-secret";
-
-struct Options {
-    open: bool,
-    api_key: Option<&'static str>,
-    timeout: Duration,
-    store: Option<Arc<dyn Store>>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            open: true,
-            api_key: None,
-            timeout: Duration::from_secs(3),
-            store: None,
-        }
-    }
-}
-
-struct Locator {
-    base: String,
-    http: reqwest::Client,
-    _running: Running,
-    db: PathBuf,
-}
-
-impl Drop for Locator {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.db);
-    }
-}
-
-fn placement(timeout: Duration) -> PlacementConfig {
-    PlacementConfig {
-        node_timeout: timeout,
-        max_meeting_size: 10,
-    }
-}
-
-async fn start(options: Options) -> Locator {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let db = std::env::temp_dir().join(format!(
-        "kaskade-locator-test-{}-{}.sqlite",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_file(&db);
-    let store = options
-        .store
-        .unwrap_or_else(|| Arc::new(MemoryStore::new(placement(options.timeout))));
-    let config = ApiConfig {
-        secret: SECRET.as_bytes().to_vec(),
-        open: options.open,
-        api_key: options.api_key.map(str::to_string),
-        node_timeout: options.timeout,
-    };
-    let state = AppState::new(config, store.clone(), CdrDb::open(&db).expect("cdr db"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let running =
-        server::spawn(listener, api::router(state), store, options.timeout).expect("serve");
-    Locator {
-        base: format!("http://{}", running.addr),
-        http: reqwest::Client::new(),
-        _running: running,
-        db,
-    }
-}
-
-impl Locator {
-    async fn send_report(&self, report: &NodeReport, secret: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}/api/nodes/report", self.base))
-            .header(
-                "Authorization",
-                node_credential(secret.as_bytes(), &report.node, unix_now()),
-            )
-            .json(report)
-            .send()
-            .await
-            .expect("report");
-        answer(response).await
-    }
-
-    async fn node_get(&self, node: &str, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(
-                "Authorization",
-                node_credential(SECRET.as_bytes(), node, unix_now()),
-            )
-            .send()
-            .await
-            .expect("node request");
-        answer(response).await
-    }
-
-    async fn join(&self, meeting: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}/api/meetings/{meeting}/join", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("join");
-        answer(response).await
-    }
-
-    async fn get(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut request = self.http.get(format!("{}{path}", self.base));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        answer(request.send().await.expect("get")).await
-    }
-}
-
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn token(meeting: &str, identity: &str, role: Role, rejoin: bool) -> String {
-    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
-        meeting: meeting.into(),
-        sub: identity.into(),
-        name: identity.into(),
-        role,
-        exp: unix_now() + 600,
-        rejoin,
-    })
-}
 
 #[tokio::test]
 async fn every_route_in_the_table_is_served() {
@@ -168,10 +25,12 @@ async fn every_route_in_the_table_is_served() {
             path.replace("{meeting}", "m")
                 .replace("{node}", "n")
                 .replace("{peer}", "p")
+                .replace("{id}", "i")
         );
         let request = match *method {
             "get" => locator.http.get(url),
             "post" => locator.http.post(url),
+            "delete" => locator.http.delete(url),
             other => panic!("no test for method {other}"),
         };
         let (status, body) = answer(request.send().await.unwrap()).await;

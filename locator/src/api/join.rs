@@ -1,7 +1,7 @@
 //! `POST /api/meetings/{meeting}/join`: admit a participant, place them on a node, and hand
 //! them that node's signaling URL and a token for it.
 
-use super::{ApiPath, AppState, Failure, bearer, fail, parse_json};
+use super::{ApiPath, AppState, Failure, bearer, check_meeting, fail, parse_json};
 use crate::placement::{PlacementError, Request};
 use crate::state::Now;
 use axum::Json;
@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaskade_protocol::cluster::{JoinRequest, JoinResponse};
-use kaskade_protocol::signaling::{Role, display_name, valid_meeting};
+use kaskade_protocol::signaling::{Role, display_name};
 use kaskade_protocol::token::Claims;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -43,13 +43,7 @@ async fn admit(
     body: &[u8],
 ) -> Result<JoinResponse, Failure> {
     let shared = &state.0;
-    if !valid_meeting(&meeting) {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "meeting names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
-        ));
-    }
+    check_meeting(&meeting)?;
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {

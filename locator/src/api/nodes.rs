@@ -2,7 +2,7 @@
 //! a node credential (`Authorization: Kaskade-Node name:unix:hmac`) made with the cluster
 //! secret, and a node speaks only for itself.
 
-use super::{ApiPath, AppState, Failure, fail, parse_json};
+use super::{ApiPath, AppState, Failure, check_meeting, fail, parse_json};
 use crate::state::Now;
 use axum::Json;
 use axum::body::Bytes;
@@ -21,12 +21,12 @@ const MAX_REPORTED_MEETINGS: usize = 100_000;
 /// Call records one request may carry.
 const MAX_CALL_RECORDS: usize = 10_000;
 /// Longest node name, region, URL and identity accepted.
-const MAX_NAME: usize = 128;
+pub(super) const MAX_NAME: usize = 128;
 const MAX_URL: usize = 2048;
 const MAX_IDENTITY: usize = 256;
 
 /// The node a request's credential names; when `node` is given, it must be that node.
-fn authenticate(
+pub(super) fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     node: Option<&str>,
@@ -51,24 +51,32 @@ fn authenticate(
             "{e}: is the node started with the locator's --secret?"
         ))
     })?;
-    if let Some(node) = node
-        && node != name
-    {
-        shared.metrics.report_rejected("forbidden");
-        return Err(fail(
-            StatusCode::FORBIDDEN,
-            "bad_node_credentials",
-            format!("the credential is node {name:?}'s, not {node:?}'s"),
-        ));
+    if let Some(node) = node {
+        speaks_for(state, &name, node)?;
     }
     Ok(name)
 }
 
-fn plain(text: &str, max: usize) -> bool {
+/// Refuses a request that the credential of `name` makes for `node`, another node.
+pub(super) fn speaks_for(state: &AppState, name: &str, node: &str) -> Result<(), Failure> {
+    if name == node {
+        return Ok(());
+    }
+    state.0.metrics.report_rejected("forbidden");
+    Err(fail(
+        StatusCode::FORBIDDEN,
+        "bad_node_credentials",
+        format!("the credential is {name:?}'s, not {node:?}'s"),
+    ))
+}
+
+/// Whether `text` is 1 to `max` bytes without control characters.
+pub(super) fn plain(text: &str, max: usize) -> bool {
     (1..=max).contains(&text.len()) && !text.chars().any(char::is_control)
 }
 
-fn url_with(url: &str, schemes: &[&str]) -> bool {
+/// Whether `url` is a URL of one of `schemes`, without spaces.
+pub(super) fn url_with(url: &str, schemes: &[&str]) -> bool {
     url.len() <= MAX_URL
         && !url.chars().any(|c| c.is_control() || c.is_whitespace())
         && schemes
@@ -150,17 +158,7 @@ pub(super) async fn report(
         shared.metrics.report_rejected("invalid");
         return Err(fail(StatusCode::BAD_REQUEST, "bad_request", problem));
     }
-    if report.node != name {
-        shared.metrics.report_rejected("forbidden");
-        return Err(fail(
-            StatusCode::FORBIDDEN,
-            "bad_node_credentials",
-            format!(
-                "the credential is node {name:?}'s, the report node {:?}'s",
-                report.node
-            ),
-        ));
-    }
+    speaks_for(&state, &name, &report.node)?;
     let now = Now::current();
     let registration = shared.store.report(&report, now).await?;
     let index = registration.index;
@@ -170,7 +168,7 @@ pub(super) async fn report(
     shared.metrics.node_reports.inc();
     Ok(Json(ReportAck {
         index,
-        node_timeout_ms: u64::try_from(shared.node_timeout.as_millis()).unwrap_or(u64::MAX),
+        node_timeout_ms: shared.node_timeout_ms(),
     }))
 }
 
@@ -181,13 +179,7 @@ pub(super) async fn meeting_info(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     authenticate(&state, &headers, Some(&node))?;
-    if !valid_meeting(&meeting) {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "not a meeting name",
-        ));
-    }
+    check_meeting(&meeting)?;
     match state.0.store.host(&node, &meeting, Now::current()).await? {
         Some(info) => Ok(Json(info).into_response()),
         None => Err(unregistered(&node)),

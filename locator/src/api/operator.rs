@@ -2,7 +2,7 @@
 //! backend, and the call records as CSV. With `--api-key`, each needs `Authorization: Bearer
 //! KEY`; `/api/tokens` is off without one.
 
-use super::{ApiPath, AppState, Failure, bearer, fail, parse_json};
+use super::{ApiPath, AppState, Failure, bearer, check_meeting, fail, parse_json, public_base};
 use crate::cdr::{Bound, parse_time, to_csv};
 use crate::state::{MeetingView, NodeView, Now};
 use axum::Json;
@@ -11,7 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kaskade_protocol::signaling::{Role, valid_meeting};
+use kaskade_protocol::signaling::Role;
 use kaskade_protocol::token::Claims;
 use ring::digest;
 use serde::{Deserialize, Serialize};
@@ -19,13 +19,17 @@ use serde::{Deserialize, Serialize};
 /// Longest token lifetime the endpoint grants (30 days).
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 
+/// Whether the request carries the configured API key (never true without one).
+pub(super) fn has_api_key(state: &AppState, headers: &HeaderMap) -> bool {
+    state.0.api_key.as_ref().is_some_and(|key| {
+        bearer(headers)
+            .is_some_and(|b| digest::digest(&digest::SHA256, b.as_bytes()).as_ref() == key.as_ref())
+    })
+}
+
 /// Checks the API key when one is configured.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
-    let Some(key) = &state.0.api_key else {
-        return Ok(());
-    };
-    let given = bearer(headers).map(|b| digest::digest(&digest::SHA256, b.as_bytes()));
-    if given.is_some_and(|g| g.as_ref() == key.as_ref()) {
+    if state.0.api_key.is_none() || has_api_key(state, headers) {
         Ok(())
     } else {
         Err(fail(
@@ -112,13 +116,7 @@ pub(super) async fn tokens(
     }
     authorize(&state, &headers)?;
     let request: TokenRequest = parse_json(&body)?;
-    if !valid_meeting(&request.meeting) {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "not a meeting name",
-        ));
-    }
+    check_meeting(&request.meeting)?;
     if request.identity.is_empty()
         || request.identity.len() > 256
         || request.identity.chars().any(char::is_control)
@@ -150,11 +148,8 @@ pub(super) async fn tokens(
         rejoin: false,
     };
     let token = state.0.tokens.sign(&claims);
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
-    let join_url = format!("http://{host}/m/{}?token={token}", request.meeting);
+    let base = public_base(&headers).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let join_url = format!("{base}/m/{}?token={token}", request.meeting);
     Ok(Json(TokenResponse { token, join_url }).into_response())
 }
 

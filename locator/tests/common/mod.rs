@@ -1,7 +1,9 @@
 //! Helpers shared by the locator's integration tests: a real `redis-server` on a free port,
-//! and node reports.
+//! node reports, and a locator under test.
 
 #![allow(dead_code)]
+
+pub mod locator;
 
 use kaskade_protocol::cluster::{MeetingLoad, NodeReport};
 use std::net::{TcpListener, TcpStream};
