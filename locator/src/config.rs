@@ -56,6 +56,9 @@ pub struct ServeConfig {
     /// Embedded node: its region.
     #[arg(long)]
     pub region: Option<String>,
+    /// Embedded recorder: directory of the recordings.
+    #[arg(long, default_value = "kaskade-recordings")]
+    pub recordings: PathBuf,
 }
 
 /// The locator's tools.

@@ -1,12 +1,15 @@
-//! The all-in-one node: one SFU node in the locator's process, its HTTP routes nested under
-//! `/node` of the locator's listener. It registers with the locator over HTTP like any other
-//! node.
+//! The all-in-one node and recorder: one SFU node in the locator's process, its HTTP routes
+//! nested under `/node` of the locator's listener (it registers with the locator over HTTP
+//! like any other node), and one recorder whose routes (`/recordings`, `/r/{meeting}`) share
+//! the listener.
 
 use crate::config::ServeConfig;
 use axum::Router;
 use clap::Parser;
+use kaskade_recorder::service::{Recorder, RecorderConfig};
 use kaskade_sfu::NodeConfig;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Where the embedded node's routes live on the locator's listener.
 pub const NODE_PATH: &str = "/node";
@@ -52,6 +55,18 @@ pub async fn build(
         udp_addr: node.udp_addr,
         router: node.router,
     })
+}
+
+/// The embedded recorder's routes, after recovering what a crash interrupted.
+pub fn recorder(config: &ServeConfig, secret: &str, open: bool) -> Router {
+    let recorder = Recorder::new(RecorderConfig {
+        out: config.recordings.clone(),
+        secret: secret.as_bytes().to_vec(),
+        open,
+        public_url: None,
+    });
+    recorder.recover_interrupted();
+    kaskade_recorder::api::router(Arc::new(recorder))
 }
 
 #[cfg(test)]

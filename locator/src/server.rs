@@ -108,13 +108,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
         open,
         api_key: config.api_key.clone(),
         node_timeout: config.node_timeout,
-        embedded_recorder: None,
+        // the all-in-one's recorder answers on this very listener
+        embedded_recorder: (!config.cluster).then(|| format!("http://{addr}")),
     };
     let mut router = api::router(AppState::new(api_config, store.clone(), cdr));
     if !config.cluster {
         let node = embedded::build(&config, addr, &secret).await?;
         println!("kaskade media: udp {}", node.udp_addr);
-        router = router.nest(embedded::NODE_PATH, node.router);
+        router = router
+            .nest(embedded::NODE_PATH, node.router)
+            .merge(embedded::recorder(&config, &secret, open));
     }
     if open {
         warn!(

@@ -6,10 +6,19 @@
 //! participant's samples as fragmented MP4; [`finalize`] turns a finished file into a
 //! moov-first MP4 and [`recover`] does the same for a file cut by a crash.
 //! [`participant::ParticipantRecorder`] ties these together for one participant.
+//!
+//! Around that core: [`session`] is one recording (a hidden WebRTC participant in the meeting
+//! and the writer thread of its files), [`service`] the recordings a recorder runs and has on
+//! disk, [`api`] its HTTP surface (control for the locator, playback for people), and
+//! [`report`] how a standalone recorder tells the locator it exists.
 
+pub mod api;
 pub mod depacketize;
 pub mod finalize;
 pub mod fmp4;
 pub mod participant;
 pub mod recover;
+pub mod report;
+pub mod service;
+pub mod session;
 pub mod timeline;

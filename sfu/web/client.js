@@ -121,6 +121,7 @@
     $('#sel-resolution').addEventListener('change', (ev) => applyResolution(ev.target.value));
     $('#sel-bitrate').addEventListener('change', (ev) => applyBitrate(Number(ev.target.value)));
     $('#btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
+    $('#btn-record').addEventListener('click', toggleRecording);
     $('#btn-leave').addEventListener('click', leave);
     // Browsers may refuse to autoplay sound before a user gesture: retry on the first click.
     document.addEventListener('click', playAllAudio);
@@ -833,6 +834,40 @@
   function setRecording(active) {
     state.recording = active;
     $('#rec-badge').hidden = !active;
+    renderControls();
+  }
+
+  // ---------------------------------------------------------------- recording (moderators)
+
+  /** The locator's recordings API for this meeting, with the moderator's token. */
+  async function recordingsApi(method, suffix = '') {
+    const response = await fetch(`/api/meetings/${encodeURIComponent(state.meeting)}/recordings${suffix}`, {
+      method,
+      headers: { authorization: `Bearer ${joinToken}` },
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.message || `${response.status} ${response.statusText}`);
+    return body;
+  }
+
+  /** Starts a recording, or stops the running one (whoever started it). */
+  async function toggleRecording() {
+    const button = $('#btn-record');
+    button.disabled = true;
+    try {
+      if (state.recording) {
+        const running = (await recordingsApi('GET')).filter((r) => r.state === 'recording');
+        for (const r of running) await recordingsApi('DELETE', `/${encodeURIComponent(r.id)}`);
+        setStatus('Recording stopped: it is being finished for playback.', null, 'info');
+      } else {
+        await recordingsApi('POST');
+        setStatus('Recording started.', null, 'info');
+      }
+    } catch (e) {
+      setStatus(`Recording: ${e.message}`, 'recording', 'error');
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function setLocked(locked) {
@@ -866,6 +901,11 @@
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';
     lock.setAttribute('aria-pressed', String(state.locked));
+    const record = $('#btn-record');
+    record.hidden = !isModerator;
+    record.textContent = state.recording ? '\u25A0 Stop recording' : '\u25CF Record';
+    record.classList.toggle('on', state.recording);
+    record.setAttribute('aria-pressed', String(state.recording));
     $('#btn-leave').disabled = !wantJoined;
   }
 

@@ -1,0 +1,366 @@
+//! One recording: the recorder's hidden participant in the meeting (a WebRTC client that only
+//! receives), a writer thread that turns every participant's packets into a fragmented MP4
+//! (synced to disk at each fragment), who was there when, and at stop the finalized files and
+//! the manifest.
+
+use crate::finalize::finalize;
+use crate::participant::{MediaKind, ParticipantRecorder};
+use crate::service::MANIFEST;
+use crate::timeline::RtpPacket;
+use anyhow::Context;
+use bytes::Bytes;
+use kaskade_loadtest::{
+    Event, JoinConfig, MediaSink, Participant, ParticipantId, ReceivedPacket, ServerMessage,
+};
+use kaskade_protocol::recording::{
+    RecordedParticipant, RecordingInfo, RecordingState, StartRecording,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
+
+/// The writer thread wakes at least this often to release held packets.
+const WRITER_TICK: Duration = Duration::from_millis(100);
+/// How long joining the meeting may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One running recording.
+pub struct Session {
+    participant: tokio::sync::Mutex<Option<Participant>>,
+    writer: mpsc::Sender<Input>,
+    state: Arc<Mutex<Record>>,
+    dir: PathBuf,
+    events: tokio::task::JoinHandle<()>,
+}
+
+/// What the recording knows about itself (the manifest's content).
+struct Record {
+    info: RecordingInfo,
+    origin: Instant,
+    present: BTreeMap<ParticipantId, RecordedParticipant>,
+}
+
+enum Input {
+    Packet(ReceivedPacket),
+    Stop(tokio::sync::oneshot::Sender<Vec<Finished>>),
+}
+
+/// A participant's file after stop.
+struct Finished {
+    id: ParticipantId,
+    duration: Duration,
+}
+
+impl Session {
+    /// Joins `request.meeting` through its join URL and starts writing under `dir`.
+    pub async fn start(id: String, dir: PathBuf, request: StartRecording) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let origin = Instant::now();
+        let info = RecordingInfo {
+            id: id.clone(),
+            meeting: request.meeting.clone(),
+            state: RecordingState::Recording,
+            started_at_ms: unix_ms(),
+            stopped_at_ms: None,
+            participants: Vec::new(),
+            composed: None,
+            manifest: format!("/r/{}/{id}/{MANIFEST}", request.meeting),
+            incidents: Vec::new(),
+        };
+        let state = Arc::new(Mutex::new(Record {
+            info,
+            origin,
+            present: BTreeMap::new(),
+        }));
+        write_manifest(&dir, &snapshot(&state))?;
+        let (writer, inputs) = mpsc::channel();
+        let thread_dir = dir.clone();
+        std::thread::Builder::new()
+            .name(format!("record-{id}"))
+            .spawn(move || write_files(origin, &thread_dir, &inputs))
+            .context("starting the writer thread")?;
+        let sink_writer = writer.clone();
+        let mut config = JoinConfig::new(([127, 0, 0, 1], 0).into(), &request.meeting, "Recorder");
+        config.locator = Some(request.join_url.clone());
+        config.token = Some(request.token);
+        config.publish_audio = false;
+        config.publish_video = false;
+        config.decode_video = false;
+        config.timeout = JOIN_TIMEOUT;
+        config.sink = Some(MediaSink(Arc::new(move |packet| {
+            let _ = sink_writer.send(Input::Packet(packet));
+        })));
+        let participant = Participant::join(config)
+            .await
+            .with_context(|| format!("joining meeting {}", request.meeting))?;
+        let mut events = participant.subscribe();
+        for (_, p) in participant.state().participants {
+            note_joined(&state, p.id, &p.name);
+        }
+        write_manifest(&dir, &snapshot(&state))?;
+        let tracked = state.clone();
+        let manifest_dir = dir.clone();
+        let events = tokio::spawn(async move {
+            loop {
+                let event = events.recv().await;
+                let changes = matches!(
+                    &event,
+                    Ok(Event::Signal(
+                        ServerMessage::Welcome(_)
+                            | ServerMessage::Joined { .. }
+                            | ServerMessage::Left { .. }
+                    ) | Event::Rejoined { .. })
+                );
+                match event {
+                    Ok(Event::Signal(ServerMessage::Welcome(welcome))) => {
+                        for p in &welcome.participants {
+                            note_joined(&tracked, p.id, &p.name);
+                        }
+                    }
+                    Ok(Event::Signal(ServerMessage::Joined { participant })) => {
+                        note_joined(&tracked, participant.id, &participant.name);
+                    }
+                    Ok(Event::Signal(ServerMessage::Left { id, .. })) => note_left(&tracked, id),
+                    Ok(Event::Rejoined { node }) => note_incident(
+                        &tracked,
+                        format!(
+                            "the recorder lost its node and rejoined on {}",
+                            node.as_deref().unwrap_or("another node")
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "recording events lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                // a crash leaves a manifest that knows who was recorded
+                if changes && let Err(e) = write_manifest(&manifest_dir, &snapshot(&tracked)) {
+                    warn!("writing the manifest: {e:#}");
+                }
+            }
+        });
+        Ok(Self {
+            participant: tokio::sync::Mutex::new(Some(participant)),
+            writer,
+            state,
+            dir,
+            events,
+        })
+    }
+
+    /// What the recording is now.
+    pub fn info(&self) -> RecordingInfo {
+        snapshot(&self.state)
+    }
+
+    /// Leaves the meeting, finalizes every file and writes the manifest.
+    pub async fn stop(&self) -> RecordingInfo {
+        if let Some(participant) = self.participant.lock().await.take()
+            && let Err(e) = participant.leave().await
+        {
+            debug!("recorder leave: {e}");
+        }
+        self.events.abort();
+        let stopped_at = Instant::now();
+        if let Ok(mut record) = self.state.lock() {
+            record.info.state = RecordingState::Finalizing;
+            record.info.stopped_at_ms = Some(unix_ms());
+            let offset = stopped_at.duration_since(record.origin).as_millis() as u64;
+            for p in record.present.values_mut() {
+                p.left_offset_ms.get_or_insert(offset);
+            }
+        }
+        let (reply, finished) = tokio::sync::oneshot::channel();
+        let files = match self.writer.send(Input::Stop(reply)) {
+            Ok(()) => finished.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut record) = self.state.lock() {
+            let meeting = record.info.meeting.clone();
+            let id = record.info.id.clone();
+            for file in files {
+                if let Some(p) = record.present.get_mut(&file.id) {
+                    p.file = Some(format!("/r/{meeting}/{id}/{}.mp4", file.id));
+                    p.duration_ms = file.duration.as_millis() as u64;
+                }
+            }
+            record.info.state = RecordingState::Done;
+        }
+        let info = snapshot(&self.state);
+        if let Err(e) = write_manifest(&self.dir, &info) {
+            warn!("writing the manifest: {e:#}");
+        }
+        info
+    }
+}
+
+fn note_joined(state: &Mutex<Record>, id: ParticipantId, name: &str) {
+    if let Ok(mut record) = state.lock() {
+        let offset = record.origin.elapsed().as_millis() as u64;
+        record.present.entry(id).or_insert(RecordedParticipant {
+            id,
+            name: name.to_string(),
+            joined_offset_ms: offset,
+            left_offset_ms: None,
+            file: None,
+            duration_ms: 0,
+        });
+    }
+}
+
+fn note_left(state: &Mutex<Record>, id: ParticipantId) {
+    if let Ok(mut record) = state.lock() {
+        let offset = record.origin.elapsed().as_millis() as u64;
+        if let Some(p) = record.present.get_mut(&id) {
+            p.left_offset_ms.get_or_insert(offset);
+        }
+    }
+}
+
+fn note_incident(state: &Mutex<Record>, incident: String) {
+    if let Ok(mut record) = state.lock() {
+        let offset = record.origin.elapsed().as_secs_f64();
+        record
+            .info
+            .incidents
+            .push(format!("{incident} ({offset:.1} s in)"));
+    }
+}
+
+fn snapshot(state: &Mutex<Record>) -> RecordingInfo {
+    state.lock().map_or_else(
+        |_| RecordingInfo {
+            id: String::new(),
+            meeting: String::new(),
+            state: RecordingState::Failed,
+            started_at_ms: 0,
+            stopped_at_ms: None,
+            participants: Vec::new(),
+            composed: None,
+            manifest: String::new(),
+            incidents: vec!["the recording's state was lost".into()],
+        },
+        |record| RecordingInfo {
+            participants: record.present.values().cloned().collect(),
+            ..record.info.clone()
+        },
+    )
+}
+
+/// Writes the manifest atomically (temporary file, then rename).
+pub fn write_manifest(dir: &Path, info: &RecordingInfo) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(info)?;
+    let temporary = dir.join(format!("{MANIFEST}.tmp"));
+    std::fs::write(&temporary, json)?;
+    std::fs::rename(&temporary, dir.join(MANIFEST))?;
+    Ok(())
+}
+
+/// The path of a participant's file while it is being written.
+pub fn fragmented_path(dir: &Path, id: ParticipantId) -> PathBuf {
+    dir.join(format!("{id}.mp4.part"))
+}
+
+/// The writer thread: one fragmented MP4 per participant, synced at every fragment.
+fn write_files(origin: Instant, dir: &Path, inputs: &mpsc::Receiver<Input>) {
+    let mut recorders: HashMap<ParticipantId, ParticipantRecorder<File, Bytes>> = HashMap::new();
+    loop {
+        let input = match inputs.recv_timeout(WRITER_TICK) {
+            Ok(input) => Some(input),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        match input {
+            Some(Input::Packet(packet)) => {
+                let from = packet.from;
+                let recorder = match recorders.entry(from) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        match File::create(fragmented_path(dir, from)) {
+                            Ok(file) => e.insert(ParticipantRecorder::new(origin, file)),
+                            Err(err) => {
+                                warn!(participant = from, "cannot create its file: {err}");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let kind = match packet.kind {
+                    kaskade_loadtest::MediaKind::Audio => MediaKind::Audio,
+                    kaskade_loadtest::MediaKind::Video => MediaKind::Video,
+                };
+                let rtp = RtpPacket {
+                    ssrc: packet.packet.header.ssrc,
+                    sequence: packet.packet.header.sequence_number,
+                    timestamp: packet.packet.header.timestamp,
+                    marker: packet.packet.header.marker,
+                    payload: packet.packet.payload,
+                };
+                match recorder.push(kind, rtp, packet.arrival) {
+                    Ok(Some(_)) => sync(recorder.output(), from),
+                    Ok(None) => {}
+                    Err(e) => warn!(participant = from, "recording its media failed: {e}"),
+                }
+            }
+            Some(Input::Stop(reply)) => {
+                let _ = reply.send(finish_all(dir, recorders));
+                return;
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        for (from, recorder) in &mut recorders {
+            if recorder.poll_timeout().is_some_and(|at| at <= now) {
+                match recorder.handle_timeout(now) {
+                    Ok(Some(_)) => sync(recorder.output(), *from),
+                    Ok(None) => {}
+                    Err(e) => warn!(participant = from, "recording its media failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn sync(file: &File, participant: ParticipantId) {
+    if let Err(e) = file.sync_data() {
+        warn!(participant, "syncing its file failed: {e}");
+    }
+}
+
+/// Writes what is held and finalizes every participant's file into `{id}.mp4`.
+fn finish_all(
+    dir: &Path,
+    recorders: HashMap<ParticipantId, ParticipantRecorder<File, Bytes>>,
+) -> Vec<Finished> {
+    let now = Instant::now();
+    let mut finished = Vec::new();
+    for (id, recorder) in recorders {
+        let fragmented = fragmented_path(dir, id);
+        let result = recorder
+            .finish(now)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| Ok(file.sync_all()?))
+            .and_then(|()| Ok(finalize(&fragmented, &dir.join(format!("{id}.mp4")))?));
+        match result {
+            Ok(summary) => {
+                let _ = std::fs::remove_file(&fragmented);
+                finished.push(Finished {
+                    id,
+                    duration: summary.duration,
+                });
+            }
+            Err(e) => warn!(participant = id, "finalizing its file failed: {e:#}"),
+        }
+    }
+    finished
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

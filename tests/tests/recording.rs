@@ -1,0 +1,230 @@
+//! Recording a meeting of real synthetic participants through the all-in-one default (an
+//! embedded locator, node and recorder), then checking the files with the real ffprobe and
+//! ffmpeg, and the playback surface.
+
+use kaskade_e2e::Node;
+use kaskade_loadtest::{JoinConfig, Participant};
+use kaskade_protocol::recording::{RecordingInfo, RecordingState};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("kaskade-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn all_in_one(scratch: &Scratch) -> Node {
+    let db = scratch.path("cdr.sqlite");
+    let recordings = scratch.path("recordings");
+    Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &["--db", &db, "--recordings", &recordings],
+    )
+    .expect("all-in-one starts")
+}
+
+async fn join(server: &Node, meeting: &str, name: &str) -> Participant {
+    let mut cfg = JoinConfig::new(server.http, meeting, name);
+    cfg.locator = Some(server.url());
+    cfg.width = 320;
+    cfg.height = 240;
+    cfg.fps = 15;
+    cfg.video_bitrate_bps = 200_000;
+    Participant::join(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("{name} joins: {e}"))
+}
+
+/// ffprobe's JSON view of a file's streams and format.
+fn probe(file: &Path) -> Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe is installed");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+}
+
+/// `ffmpeg -v error -i FILE -f null -` prints nothing for a clean file.
+fn decode_errors(file: &Path) -> String {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg is installed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_records_a_meeting_into_playable_files() {
+    let scratch = Scratch::new("recording");
+    let server = all_in_one(&scratch);
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/meetings/rec/recordings", server.url());
+
+    let chair = join(&server, "rec", "chair").await;
+    let guest = join(&server, "rec", "guest").await;
+    let moderator_token = chair.welcome().token;
+    let guest_token = guest.welcome().token;
+
+    // only a moderator may start
+    let refused = http
+        .post(&api)
+        .bearer_auth(&guest_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let anonymous = http.post(&api).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let started = http
+        .post(&api)
+        .bearer_auth(&moderator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201, "{:?}", started.text().await);
+    let started: RecordingInfo = started.json().await.unwrap();
+    let recording_started = Instant::now();
+    for p in [&chair, &guest] {
+        p.wait_until(WAIT, |s| s.recording)
+            .await
+            .expect("everyone sees the recording indicator");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late = join(&server, "rec", "late").await;
+    let late_joined = recording_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let unknown = http
+        .delete(format!("{api}/no-such-recording"))
+        .bearer_auth(&moderator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let stopped = http
+        .delete(format!("{api}/{}", started.id))
+        .bearer_auth(&moderator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let stopped: RecordingInfo = stopped.json().await.unwrap();
+    let length = recording_started.elapsed();
+    assert_eq!(stopped.state, RecordingState::Done);
+    for p in [&chair, &guest, &late] {
+        p.wait_until(WAIT, |s| !s.recording)
+            .await
+            .expect("the indicator goes away");
+    }
+
+    // three participants, three playable files, each as long as its participant was there
+    assert_eq!(stopped.participants.len(), 3, "{stopped:?}");
+    let dir = PathBuf::from(scratch.path("recordings"))
+        .join("rec")
+        .join(&stopped.id);
+    for p in &stopped.participants {
+        let file = dir.join(format!("{}.mp4", p.id));
+        let probe = probe(&file);
+        let codecs: Vec<&str> = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["codec_name"].as_str())
+            .collect();
+        assert!(
+            codecs.contains(&"h264") && codecs.contains(&"opus"),
+            "{codecs:?}"
+        );
+        // every file is on the recording's timeline: it ends when the recording stopped, and a
+        // late joiner's media starts at the moment they joined
+        let seconds = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
+        let end = seconds(&probe["format"]["duration"]).expect("a duration");
+        let start = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| seconds(&s["start_time"]))
+            .fold(f64::MAX, f64::min);
+        let expected_start = if p.name == "late" {
+            late_joined.as_secs_f64()
+        } else {
+            0.0
+        };
+        let expected_end = length.as_secs_f64();
+        println!(
+            "RECORDED {} start={start:.2}s (~{expected_start:.2}) end={end:.2}s (~{expected_end:.2})",
+            p.name
+        );
+        assert!((end - expected_end).abs() < 0.5, "{} ends at {end}", p.name);
+        assert!(
+            (start - expected_start).abs() < 0.5,
+            "{} starts at {start}",
+            p.name
+        );
+        assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
+    }
+
+    // playback: the page, the list and a ranged read of a file
+    let page = http
+        .get(format!("{}/r/rec", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let list: Vec<RecordingInfo> = http
+        .get(format!("{}/r/rec/recordings.json", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    let file = list[0].participants[0].file.clone().expect("a file link");
+    let ranged = http
+        .get(format!("{}{file}", server.url()))
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap().len(), 100);
+}
