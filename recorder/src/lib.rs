@@ -6,6 +6,8 @@
 //! participant's samples as fragmented MP4; [`finalize`] turns a finished file into a
 //! moov-first MP4 and [`recover`] does the same for a file cut by a crash.
 //! [`participant::ParticipantRecorder`] ties these together for one participant.
+//! [`compose`] renders the finalized files into one meeting video (a grid of participants
+//! with the mixed audio), natively with openh264 and Opus.
 //!
 //! Around that core: [`session`] is one recording (a hidden WebRTC participant in the meeting
 //! and the writer thread of its files), [`service`] the recordings a recorder runs and has on
@@ -13,6 +15,7 @@
 //! [`report`] how a standalone recorder tells the locator it exists.
 
 pub mod api;
+pub mod compose;
 pub mod depacketize;
 pub mod finalize;
 pub mod fmp4;
