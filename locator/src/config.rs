@@ -2,8 +2,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kaskade_protocol::signaling::Role;
+use kaskade_recorder::at_rest::Keyring;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `kaskade-locator`: places meetings on kaskade SFU nodes and cascades them. Without
@@ -59,6 +60,14 @@ pub struct ServeConfig {
     /// Embedded recorder: directory of the recordings.
     #[arg(long, default_value = "kaskade-recordings")]
     pub recordings: PathBuf,
+    /// Embedded recorder: encrypt recordings at rest with the key in this file (64 hex
+    /// digits; further lines: older keys that still decrypt). See docs/RECORDING.md.
+    #[arg(
+        long = "recording-key-file",
+        value_name = "FILE",
+        value_parser = |p: &str| Keyring::from_file(Path::new(p))
+    )]
+    pub recording_key: Option<Keyring>,
 }
 
 /// The locator's tools.
@@ -159,6 +168,7 @@ mod tests {
         );
         assert_eq!(cli.serve.node_timeout, Duration::from_secs(3));
         assert_eq!(cli.serve.max_room_size, 10);
+        assert!(cli.serve.recording_key.is_none());
         let cli = Cli::try_parse_from([
             "kaskade-locator",
             "token",
@@ -180,5 +190,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_recording_key_file_is_read_at_startup() {
+        let path = std::env::temp_dir().join(format!("kaskade-key-{}", std::process::id()));
+        let key = "42".repeat(32);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from(["kaskade-locator", "--recording-key-file", file]).unwrap();
+        let keys = cli.serve.recording_key.expect("a keyring");
+        assert_eq!(
+            keys.current_id(),
+            Keyring::parse(&key).unwrap().current_id()
+        );
+        std::fs::write(&path, "not a key\n").unwrap();
+        let error = Cli::try_parse_from(["kaskade-locator", "--recording-key-file", file])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 1 of the key file is not a key"),
+            "{error}"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -64,6 +64,7 @@ pub fn recorder(config: &ServeConfig, secret: &str, open: bool) -> Router {
         secret: secret.as_bytes().to_vec(),
         open,
         public_url: None,
+        encryption: config.recording_key.clone(),
     });
     recorder.recover_interrupted();
     kaskade_recorder::api::router(Arc::new(recorder))

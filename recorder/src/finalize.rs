@@ -8,12 +8,16 @@
 //! band by keyframes (one entry per parameter-set change); video before the first usable
 //! parameter sets is dropped. Tracks without samples are left out. The output is written
 //! to a temporary file, synced, and renamed into place, so it is either whole or absent.
+//!
+//! The source is read through [`at_rest`] (plain, or decrypted when the recorder has a key)
+//! and the output written front to back, so it can be encrypted too: a first pass builds
+//! the index (reading only the keyframes, for their parameter sets), then the head with the
+//! final `moov` and every sample are written in order.
 
 mod scan;
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,9 +29,10 @@ use shiguredo_mp4::mux::{
 };
 use shiguredo_mp4::{BoxHeader, BoxSize, Encode, FixedPointNumber, TrackKind};
 
+use crate::at_rest::{self, AtRestError, Expect, Keyring, Layout};
 use crate::fmp4::avc1_from_access_unit;
-use scan::ScannedTrack;
 pub(crate) use scan::{Scan, scan};
+use scan::{ScannedSample, ScannedTrack};
 
 /// Room left in the reserved `moov` area for the edit lists added after the muxer is done.
 const EDIT_LIST_ALLOWANCE: usize = 256;
@@ -35,9 +40,13 @@ const EDIT_LIST_ALLOWANCE: usize = 256;
 /// Why a file could not be finalized or recovered.
 #[derive(Debug, thiserror::Error)]
 pub enum FinalizeError {
-    /// Reading the source or writing the output failed.
+    /// Reading the source or writing the output failed (a damaged encrypted chunk included).
     #[error("finalizing the recording: {0}")]
     Io(#[from] io::Error),
+    /// The source is encrypted and cannot be opened: no key, an unknown key, a damaged
+    /// header, or (for [`finalize`]) a file cut short.
+    #[error("opening the recording: {0}")]
+    AtRest(#[from] AtRestError),
     /// The file is empty.
     #[error("the file is empty")]
     Empty,
@@ -86,37 +95,49 @@ pub struct Summary {
     pub video: Option<TrackSummary>,
     /// The audio track, if any audio was kept.
     pub audio: Option<TrackSummary>,
-    /// Size of the output file.
+    /// Size of the output MP4 (before encryption, if it is encrypted).
     pub bytes: u64,
 }
 
-/// Finalizes the complete fragmented MP4 at `fragmented` into a progressive MP4 at `output`
-/// (replaced atomically). A file cut off inside a fragment is refused with
-/// [`FinalizeError::Incomplete`]; use [`crate::recover::recover`] for it.
+/// Finalizes the complete, plain fragmented MP4 at `fragmented` into a plain progressive MP4
+/// at `output` (replaced atomically): [`finalize_with`] without a key.
 pub fn finalize(fragmented: &Path, output: &Path) -> Result<Summary, FinalizeError> {
-    let source = File::open(fragmented)?;
-    let scan = scan(&source)?;
+    finalize_with(fragmented, output, None)
+}
+
+/// Finalizes the complete fragmented MP4 at `fragmented` into a progressive MP4 at `output`
+/// (replaced atomically). An encrypted source is decrypted with `keys`; with `keys` the
+/// output is encrypted too ([`Layout::Fixed`]). A file cut off inside a fragment is refused
+/// with [`FinalizeError::Incomplete`]; use [`crate::recover::recover_with`] for it.
+pub fn finalize_with(
+    fragmented: &Path,
+    output: &Path,
+    keys: Option<&Keyring>,
+) -> Result<Summary, FinalizeError> {
+    let mut source = at_rest::open(fragmented, keys, Expect::Complete)?;
+    let scan = scan(&mut source)?;
     if scan.complete_end != scan.file_len {
         return Err(FinalizeError::Incomplete {
             complete: scan.complete_end,
             total: scan.file_len,
         });
     }
-    write_progressive(&source, &scan, output)
+    write_progressive(&mut source, &scan, output, keys)
 }
 
 /// Writes the samples found by `scan` (read from `source`) as a progressive MP4 at `output`,
-/// through a synced temporary file renamed into place.
-pub(crate) fn write_progressive(
-    source: &File,
+/// encrypted with `keys` if given, through a synced temporary file renamed into place.
+pub(crate) fn write_progressive<R: Read + Seek>(
+    source: &mut R,
     scan: &Scan,
     output: &Path,
+    keys: Option<&Keyring>,
 ) -> Result<Summary, FinalizeError> {
     if scan.tracks.iter().all(|t| t.samples.is_empty()) {
         return Err(FinalizeError::NoMedia);
     }
     let temporary = temporary_path(output);
-    let result = write_file(source, scan, &temporary).and_then(|summary| {
+    let result = write_file(source, scan, &temporary, keys).and_then(|summary| {
         fs::rename(&temporary, output)?;
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(parent)?.sync_all()?;
@@ -140,6 +161,11 @@ struct TrackCopy<'a> {
 }
 
 impl TrackCopy<'_> {
+    /// Whether [`entry_for`](Self::entry_for) looks at this sample's data.
+    fn reads_data(&self, keyframe: bool) -> bool {
+        keyframe && self.track.kind == TrackKind::Video
+    }
+
     /// The sample entry to announce with this sample (`Some` when it starts or changes the
     /// entry), or `None` inside the outer option if the sample cannot be decoded and is skipped.
     fn entry_for(&mut self, keyframe: bool, data: &[u8]) -> Option<Option<SampleEntry>> {
@@ -187,15 +213,21 @@ impl TrackCopy<'_> {
     }
 }
 
-fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, FinalizeError> {
+/// Writes the progressive MP4 at `path` in two passes over `source`: the index, then the
+/// file front to back.
+fn write_file<R: Read + Seek>(
+    source: &mut R,
+    scan: &Scan,
+    path: &Path,
+    keys: Option<&Keyring>,
+) -> Result<Summary, FinalizeError> {
     let counts: Vec<usize> = scan.tracks.iter().map(|t| t.samples.len()).collect();
     let mut muxer = Mp4FileMuxer::with_options(Mp4FileMuxerOptions {
         reserved_moov_box_size: estimate_maximum_moov_box_size(&counts) + EDIT_LIST_ALLOWANCE,
         ..Mp4FileMuxerOptions::default()
     })?;
-    let mut out = BufWriter::new(File::create(path)?);
-    out.write_all(muxer.initial_boxes_bytes())?;
-    let mut position = muxer.initial_boxes_bytes().len() as u64;
+    let data_start = muxer.initial_boxes_bytes().len() as u64;
+    let mut position = data_start;
     let mut copies: Vec<TrackCopy> = scan
         .tracks
         .iter()
@@ -208,6 +240,7 @@ fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, Finali
             samples: 0,
         })
         .collect();
+    let mut kept: Vec<ScannedSample> = Vec::new();
     let mut buffer = Vec::new();
     while let Some(copy) = copies
         .iter_mut()
@@ -216,8 +249,10 @@ fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, Finali
     {
         let sample = copy.track.samples[copy.next];
         copy.next += 1;
-        buffer.resize(sample.size as usize, 0);
-        source.read_exact_at(&mut buffer, sample.offset)?;
+        buffer.clear();
+        if copy.reads_data(sample.keyframe) {
+            read_sample(source, &sample, &mut buffer)?;
+        }
         let Some(sample_entry) = copy.entry_for(sample.keyframe, &buffer) else {
             continue;
         };
@@ -229,10 +264,10 @@ fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, Finali
             duration: sample.duration,
             composition_time_offset: None,
             data_offset: position,
-            data_size: buffer.len(),
+            data_size: sample.size as usize,
         })?;
-        out.write_all(&buffer)?;
-        position += buffer.len() as u64;
+        kept.push(sample);
+        position += u64::from(sample.size);
         copy.first_time.get_or_insert(sample.time);
         copy.duration += u64::from(sample.duration);
         copy.samples += 1;
@@ -247,17 +282,37 @@ fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, Finali
             add_start_offset(&mut moov, copy.track, start);
         }
     }
-    for (offset, bytes) in finalized.offset_and_bytes_pairs() {
-        let bytes = if offset == 0 && finalized.is_faststart_enabled() {
-            relayout_head(bytes, &moov)?
-        } else {
-            bytes.to_vec()
-        };
-        out.seek(SeekFrom::Start(offset))?;
-        out.write_all(&bytes)?;
+    let mut boxes = finalized
+        .offset_and_bytes_pairs()
+        .map(|(offset, bytes)| {
+            let bytes = if offset == 0 && finalized.is_faststart_enabled() {
+                relayout_head(bytes, &moov)?
+            } else {
+                bytes.to_vec()
+            };
+            Ok((offset, bytes))
+        })
+        .collect::<Result<Vec<_>, FinalizeError>>()?;
+    boxes.sort_by_key(|(offset, _)| *offset);
+    let (head, tail): (Vec<_>, Vec<_>) = boxes
+        .into_iter()
+        .partition(|(offset, _)| *offset < data_start);
+    let mut out = Sequential {
+        out: BufWriter::new(at_rest::create(path, keys, Layout::Fixed)?),
+        written: 0,
+    };
+    for (offset, bytes) in &head {
+        out.put(*offset, bytes)?;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    for sample in &kept {
+        read_sample(source, sample, &mut buffer)?;
+        out.put(out.written, &buffer)?;
+    }
+    for (offset, bytes) in &tail {
+        out.put(*offset, bytes)?;
+    }
+    let bytes = out.written;
+    out.out.into_inner().map_err(|e| e.into_error())?.finish()?;
     let pick = |kind| {
         copies
             .iter()
@@ -275,8 +330,39 @@ fn write_file(source: &File, scan: &Scan, path: &Path) -> Result<Summary, Finali
         duration,
         video,
         audio,
-        bytes: file.metadata()?.len(),
+        bytes,
     })
+}
+
+/// Reads `sample`'s data from `source` into `buffer`.
+fn read_sample<R: Read + Seek>(
+    source: &mut R,
+    sample: &ScannedSample,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    buffer.resize(sample.size as usize, 0);
+    source.seek(SeekFrom::Start(sample.offset))?;
+    source.read_exact(buffer)
+}
+
+/// The output, written strictly front to back (an encrypted file cannot be patched).
+struct Sequential<W> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> Sequential<W> {
+    /// Writes `bytes`, which belong at `offset`: right where the file ends so far.
+    fn put(&mut self, offset: u64, bytes: &[u8]) -> Result<(), FinalizeError> {
+        if offset != self.written {
+            return Err(FinalizeError::Corrupt(
+                "the MP4 layout does not follow the written bytes",
+            ));
+        }
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 /// Gives the `trak` of `track`'s kind an edit list that starts its media `start` ticks into

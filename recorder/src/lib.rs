@@ -15,6 +15,7 @@
 //! [`report`] how a standalone recorder tells the locator it exists.
 
 pub mod api;
+pub mod at_rest;
 pub mod compose;
 pub mod depacketize;
 pub mod finalize;

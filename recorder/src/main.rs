@@ -1,9 +1,10 @@
 //! `kaskade-recorder`: records meetings on the locator's request and serves their playback.
 
 use clap::Parser;
+use kaskade_recorder::at_rest::Keyring;
 use kaskade_recorder::service::{Recorder, RecorderConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +30,10 @@ struct Cli {
     /// The recorder's unique name (default: its advertised host:port).
     #[arg(long)]
     name: Option<String>,
+    /// Encrypt recordings at rest with the key in this file (64 hex digits; further lines:
+    /// older keys that still decrypt). See docs/RECORDING.md.
+    #[arg(long = "key-file", value_name = "FILE", value_parser = |p: &str| Keyring::from_file(Path::new(p)))]
+    key: Option<Keyring>,
 }
 
 #[tokio::main]
@@ -56,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         secret: cli.secret.into_bytes(),
         open: false,
         public_url: Some(url.clone()),
+        encryption: cli.key,
     }));
     recorder.recover_interrupted();
     tokio::spawn(kaskade_recorder::report::report_forever(

@@ -1,7 +1,10 @@
 //! The recorder service: the recordings it runs and has finished, who may see them, and the
-//! files on disk (`OUT/{meeting}/{id}/`: one MP4 per participant and `manifest.json`).
+//! files on disk (`OUT/{meeting}/{id}/`: one MP4 per participant and `manifest.json`). With a
+//! recording key the MP4 files are encrypted at rest ([`crate::at_rest`]) and decrypted as
+//! they are served; the manifest stays plain, so recordings can be listed.
 
-use crate::recover::recover;
+use crate::at_rest::{self, AtRestError, Expect, FileReader, Keyring};
+use crate::recover::recover_with;
 use crate::session::{Session, fragmented_path, write_manifest};
 use kaskade_protocol::recording::{
     RecordedParticipant, RecordingInfo, RecordingState, StartRecording,
@@ -9,6 +12,7 @@ use kaskade_protocol::recording::{
 use kaskade_protocol::signaling::valid_meeting;
 use kaskade_protocol::token::{TokenKey, unix_now};
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
@@ -48,6 +52,9 @@ pub struct RecorderConfig {
     /// The base URL viewers reach this recorder at, when it is not the locator's own origin:
     /// file and manifest links are made absolute with it.
     pub public_url: Option<String>,
+    /// Encrypt recordings at rest with the keyring's current key (its other keys still read
+    /// older files); `None` writes plain MP4.
+    pub encryption: Option<Keyring>,
 }
 
 /// The recorder: its running recordings and the finished ones on disk.
@@ -60,6 +67,9 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder writing under `config.out`.
     pub fn new(config: RecorderConfig) -> Self {
+        if let Some(keys) = &config.encryption {
+            info!(key = %keys.current_id(), "recordings are encrypted at rest");
+        }
         Self {
             tokens: TokenKey::from_secret(&config.secret),
             config,
@@ -90,7 +100,7 @@ impl Recorder {
             };
             for recording in recordings.flatten() {
                 let dir = recording.path();
-                match recover_recording(&dir) {
+                match recover_recording(&dir, self.config.encryption.as_ref()) {
                     Ok(true) => info!(dir = %dir.display(), "recovered an interrupted recording"),
                     Ok(false) => {}
                     Err(e) => warn!(dir = %dir.display(), "cannot recover a recording: {e:#}"),
@@ -109,7 +119,8 @@ impl Recorder {
         }
         let id = format!("{}-{:04x}", unix_now(), rand::random::<u16>());
         let dir = self.config.out.join(&request.meeting).join(&id);
-        let session = Session::start(id.clone(), dir, request)
+        let keys = self.config.encryption.clone();
+        let session = Session::start(id.clone(), dir, request, keys)
             .await
             .map_err(|e| ServiceError::Failed(format!("{e:#}")))?;
         let info = session.info();
@@ -219,18 +230,34 @@ impl Recorder {
             return Err(ServiceError::NotFound("no such file".into()));
         }
         let path = self.config.out.join(meeting).join(id).join(name);
-        let len = tokio::fs::metadata(&path)
-            .await
-            .map_err(|_| ServiceError::NotFound(format!("no file {name:?} in recording {id:?}")))?
-            .len();
-        Ok(StoredFile { path, len })
+        let file = StoredFile {
+            path,
+            len: 0,
+            keys: self.config.encryption.clone(),
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            file.reader().map(|reader| StoredFile {
+                len: reader.len(),
+                ..file
+            })
+        })
+        .await
+        .map_err(|e| ServiceError::Failed(format!("opening a recording: {e}")))?;
+        opened.map_err(|e| match e {
+            AtRestError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ServiceError::NotFound(format!("no file {name:?} in recording {id:?}"))
+            }
+            e => ServiceError::Failed(format!("{name}: {e}")),
+        })
     }
 }
 
-/// A file of a recording.
+/// A file of a recording (its content decrypted, if it is encrypted).
+#[derive(Clone)]
 pub struct StoredFile {
     path: PathBuf,
     len: u64,
+    keys: Option<Keyring>,
 }
 
 impl StoredFile {
@@ -244,23 +271,33 @@ impl StoredFile {
         self.len == 0
     }
 
-    /// The bytes `[start, end)`.
+    /// The bytes `[start, end)`. A damaged encrypted chunk among them is an error.
     pub async fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, ServiceError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let failed = |e: std::io::Error| ServiceError::Failed(format!("reading a recording: {e}"));
-        let mut file = tokio::fs::File::open(&self.path).await.map_err(failed)?;
-        file.seek(std::io::SeekFrom::Start(start))
+        let file = self.clone();
+        let read = move || -> std::io::Result<Vec<u8>> {
+            let mut reader = file.reader()?;
+            reader.seek(SeekFrom::Start(start))?;
+            let mut bytes = vec![0; end.saturating_sub(start) as usize];
+            reader.read_exact(&mut bytes)?;
+            Ok(bytes)
+        };
+        let failed =
+            |e: &dyn std::fmt::Display| ServiceError::Failed(format!("reading a recording: {e}"));
+        tokio::task::spawn_blocking(read)
             .await
-            .map_err(failed)?;
-        let mut bytes = vec![0; end.saturating_sub(start) as usize];
-        file.read_exact(&mut bytes).await.map_err(failed)?;
-        Ok(bytes)
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))
+    }
+
+    /// Opens the content for reading (blocking).
+    fn reader(&self) -> Result<FileReader, AtRestError> {
+        at_rest::open(&self.path, self.keys.as_ref(), Expect::Complete)
     }
 }
 
-/// Recovers one recording directory if its manifest says it was still recording; returns
-/// whether it did.
-fn recover_recording(dir: &Path) -> anyhow::Result<bool> {
+/// Recovers one recording directory if its manifest says it was still recording (its files
+/// encrypted with `keys` if given); returns whether it did.
+fn recover_recording(dir: &Path, keys: Option<&Keyring>) -> anyhow::Result<bool> {
     let manifest = dir.join(MANIFEST);
     let Ok(bytes) = std::fs::read(&manifest) else {
         return Ok(false);
@@ -292,7 +329,7 @@ fn recover_recording(dir: &Path) -> anyhow::Result<bool> {
         if !fragmented.exists() {
             continue;
         }
-        match recover(&fragmented, &dir.join(format!("{}.mp4", p.id))) {
+        match recover_with(&fragmented, &dir.join(format!("{}.mp4", p.id)), keys) {
             Ok(report) => {
                 p.file = Some(format!("/r/{}/{}/{}.mp4", info.meeting, info.id, p.id));
                 p.duration_ms = report.summary.duration.as_millis() as u64;

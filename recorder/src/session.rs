@@ -3,7 +3,8 @@
 //! (synced to disk at each fragment), who was there when, and at stop the finalized files and
 //! the manifest.
 
-use crate::finalize::finalize;
+use crate::at_rest::{self, FileWriter, Keyring, Layout};
+use crate::finalize::finalize_with;
 use crate::participant::{MediaKind, ParticipantRecorder};
 use crate::service::MANIFEST;
 use crate::timeline::RtpPacket;
@@ -16,7 +17,6 @@ use kaskade_protocol::recording::{
     RecordedParticipant, RecordingInfo, RecordingState, StartRecording,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,8 +55,14 @@ struct Finished {
 }
 
 impl Session {
-    /// Joins `request.meeting` through its join URL and starts writing under `dir`.
-    pub async fn start(id: String, dir: PathBuf, request: StartRecording) -> anyhow::Result<Self> {
+    /// Joins `request.meeting` through its join URL and starts writing under `dir`, every
+    /// file encrypted with `keys` if given.
+    pub async fn start(
+        id: String,
+        dir: PathBuf,
+        request: StartRecording,
+        keys: Option<Keyring>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let origin = Instant::now();
         let info = RecordingInfo {
@@ -80,7 +86,7 @@ impl Session {
         let thread_dir = dir.clone();
         std::thread::Builder::new()
             .name(format!("record-{id}"))
-            .spawn(move || write_files(origin, &thread_dir, &inputs))
+            .spawn(move || write_files(origin, &thread_dir, keys.as_ref(), &inputs))
             .context("starting the writer thread")?;
         let sink_writer = writer.clone();
         let mut config = JoinConfig::new(([127, 0, 0, 1], 0).into(), &request.meeting, "Recorder");
@@ -265,9 +271,16 @@ pub fn fragmented_path(dir: &Path, id: ParticipantId) -> PathBuf {
     dir.join(format!("{id}.mp4.part"))
 }
 
-/// The writer thread: one fragmented MP4 per participant, synced at every fragment.
-fn write_files(origin: Instant, dir: &Path, inputs: &mpsc::Receiver<Input>) {
-    let mut recorders: HashMap<ParticipantId, ParticipantRecorder<File, Bytes>> = HashMap::new();
+/// The writer thread: one fragmented MP4 per participant (encrypted with `keys` if given),
+/// synced at every fragment.
+fn write_files(
+    origin: Instant,
+    dir: &Path,
+    keys: Option<&Keyring>,
+    inputs: &mpsc::Receiver<Input>,
+) {
+    let mut recorders: HashMap<ParticipantId, ParticipantRecorder<FileWriter, Bytes>> =
+        HashMap::new();
     loop {
         let input = match inputs.recv_timeout(WRITER_TICK) {
             Ok(input) => Some(input),
@@ -280,7 +293,8 @@ fn write_files(origin: Instant, dir: &Path, inputs: &mpsc::Receiver<Input>) {
                 let recorder = match recorders.entry(from) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        match File::create(fragmented_path(dir, from)) {
+                        let path = fragmented_path(dir, from);
+                        match at_rest::create(&path, keys, Layout::Streaming) {
                             Ok(file) => e.insert(ParticipantRecorder::new(origin, file)),
                             Err(err) => {
                                 warn!(participant = from, "cannot create its file: {err}");
@@ -307,7 +321,7 @@ fn write_files(origin: Instant, dir: &Path, inputs: &mpsc::Receiver<Input>) {
                 }
             }
             Some(Input::Stop(reply)) => {
-                let _ = reply.send(finish_all(dir, recorders));
+                let _ = reply.send(finish_all(dir, keys, recorders));
                 return;
             }
             None => {}
@@ -325,7 +339,7 @@ fn write_files(origin: Instant, dir: &Path, inputs: &mpsc::Receiver<Input>) {
     }
 }
 
-fn sync(file: &File, participant: ParticipantId) {
+fn sync(file: &FileWriter, participant: ParticipantId) {
     if let Err(e) = file.sync_data() {
         warn!(participant, "syncing its file failed: {e}");
     }
@@ -334,7 +348,8 @@ fn sync(file: &File, participant: ParticipantId) {
 /// Writes what is held and finalizes every participant's file into `{id}.mp4`.
 fn finish_all(
     dir: &Path,
-    recorders: HashMap<ParticipantId, ParticipantRecorder<File, Bytes>>,
+    keys: Option<&Keyring>,
+    recorders: HashMap<ParticipantId, ParticipantRecorder<FileWriter, Bytes>>,
 ) -> Vec<Finished> {
     let now = Instant::now();
     let mut finished = Vec::new();
@@ -343,8 +358,11 @@ fn finish_all(
         let result = recorder
             .finish(now)
             .map_err(anyhow::Error::from)
-            .and_then(|file| Ok(file.sync_all()?))
-            .and_then(|()| Ok(finalize(&fragmented, &dir.join(format!("{id}.mp4")))?));
+            .and_then(|file| Ok(file.finish()?))
+            .and_then(|()| {
+                let output = dir.join(format!("{id}.mp4"));
+                Ok(finalize_with(&fragmented, &output, keys)?)
+            });
         match result {
             Ok(summary) => {
                 let _ = std::fs::remove_file(&fragmented);

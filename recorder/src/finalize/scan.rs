@@ -2,7 +2,6 @@
 //! every sample's position, time, duration and sync flag from the fragments, and where the
 //! last complete fragment ends. Sample data is not read.
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::num::NonZeroU32;
 
@@ -54,10 +53,11 @@ struct BoxAt {
     size: u64,
 }
 
-/// Scans `file`; a box cut off by the end of the file or a malformed fragment ends the scan
-/// there (see [`Scan::complete_end`]); a bad `ftyp`/`moov` is an error.
-pub(crate) fn scan(file: &File) -> Result<Scan, FinalizeError> {
-    let file_len = file.metadata()?.len();
+/// Scans `file` (plain or decrypted: any [`Read`] + [`Seek`]); a box cut off by the end of
+/// the file or a malformed fragment ends the scan there (see [`Scan::complete_end`]); a bad
+/// `ftyp`/`moov` is an error.
+pub(crate) fn scan<R: Read + Seek>(file: &mut R) -> Result<Scan, FinalizeError> {
+    let file_len = file.seek(SeekFrom::End(0))?;
     if file_len == 0 {
         return Err(FinalizeError::Empty);
     }
@@ -113,8 +113,8 @@ pub(crate) fn scan(file: &File) -> Result<Scan, FinalizeError> {
 }
 
 /// Reads the header of the box at `start`; `None` if the file ends before the box does.
-fn read_box_header(
-    reader: &mut BufReader<&File>,
+fn read_box_header<R: Read + Seek>(
+    reader: &mut BufReader<R>,
     start: u64,
     file_len: u64,
 ) -> Result<Option<BoxAt>, FinalizeError> {
@@ -154,7 +154,10 @@ fn read_box_header(
 }
 
 /// The whole box (header included), read into memory.
-fn read_body(reader: &mut BufReader<&File>, found: &BoxAt) -> Result<Vec<u8>, FinalizeError> {
+fn read_body<R: Read + Seek>(
+    reader: &mut BufReader<R>,
+    found: &BoxAt,
+) -> Result<Vec<u8>, FinalizeError> {
     if found.size > MAX_INDEX_BOX {
         return Err(FinalizeError::Corrupt("an index box is implausibly large"));
     }
