@@ -110,7 +110,7 @@ export class Participant {
       const participants = k.participants instanceof Map
         ? Object.fromEntries(k.participants) : { ...k.participants };
       return {
-        you: k.you, participants, speaker: k.speaker, locked: k.locked,
+        you: k.you, participants, speaker: k.speaker, locked: k.locked, recording: k.recording,
         status: k.status, statusCode: k.statusCode, slots: k.slots,
         node: k.node, reconnects: k.reconnects,
         pcState: k.pc ? k.pc.connectionState : null,

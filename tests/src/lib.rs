@@ -57,6 +57,36 @@ impl Drop for Netns {
     }
 }
 
+/// A scratch directory in the temporary directory, unique to this process and call, removed
+/// on drop (call records, recordings: never the source tree).
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory.
+    pub fn new(prefix: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kaskade-{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Self(dir)
+    }
+
+    /// A path inside it.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()
@@ -78,20 +108,25 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `binary` (with `args`, plus an ephemeral HTTP, UDP and TCP port unless given)
-    /// and waits until it prints its URL.
+    /// Starts a node or locator binary (with `args`, plus an ephemeral HTTP, UDP and TCP port
+    /// unless given) and waits until it prints its URL.
     pub fn start(mut command: Command, args: &[&str]) -> Result<Self> {
         let has = |flag: &str| args.contains(&flag);
+        for (flag, value) in [
+            ("--listen", "127.0.0.1:0"),
+            ("--udp-port", "0"),
+            ("--tcp-port", "0"),
+        ] {
+            if !has(flag) {
+                command.args([flag, value]);
+            }
+        }
+        Self::spawn(command, args)
+    }
+
+    /// Starts any kaskade binary with exactly `args` and waits until it prints its URL.
+    pub fn spawn(mut command: Command, args: &[&str]) -> Result<Self> {
         command.args(args);
-        if !has("--listen") {
-            command.args(["--listen", "127.0.0.1:0"]);
-        }
-        if !has("--udp-port") {
-            command.args(["--udp-port", "0"]);
-        }
-        if !has("--tcp-port") {
-            command.args(["--tcp-port", "0"]);
-        }
         let mut child = command
             .env(
                 "RUST_LOG",
@@ -126,9 +161,13 @@ impl Node {
                     .parse()
                     .with_context(|| format!("bad address in {line:?}"))?;
             }
-            if let Some(url) = line
-                .strip_prefix("kaskade is running: open http://")
-                .or_else(|| line.strip_prefix("kaskade node ready: http://"))
+            if let Some(url) = [
+                "kaskade is running: open http://",
+                "kaskade node ready: http://",
+                "kaskade recorder ready: http://",
+            ]
+            .iter()
+            .find_map(|prefix| line.strip_prefix(prefix))
             {
                 let addr = url.split(['/', ' ']).next().unwrap_or_default();
                 node.http = addr

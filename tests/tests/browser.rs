@@ -1,34 +1,19 @@
 //! Real browsers: headless Chromium participants driven by playwright-core (scripts in
 //! tests/browser/) against a real node, each test inside a private network namespace.
 
-use kaskade_e2e::{Netns, Node, node_binary};
+use kaskade_e2e::{Netns, Node, Scratch, node_binary};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 /// The all-in-one default (`kaskade-locator` with no arguments: an embedded locator and node),
 /// the way the README runs kaskade.
-fn start_all_in_one(ns: &Netns) -> Node {
-    // call records go to a scratch file, not into the source tree
-    let db = scratch_db();
+fn start_all_in_one(ns: &Netns, scratch: &Scratch) -> Node {
+    let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
     Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--db", &db],
+        &["--db", &db, "--recordings", &recordings],
     )
     .expect("all-in-one starts")
-}
-
-/// A call-record database path in the temporary directory, unique to this process and call.
-fn scratch_db() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir()
-        .join(format!(
-            "kaskade-browser-cdr-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
@@ -44,10 +29,11 @@ fn run_script(ns: &Netns, node: &Node, script: &str) {
         .expect("run node --test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for line in stdout
-        .lines()
-        .filter(|l| l.contains("JOIN_TO_FIRST_FRAME_MS") || l.contains("SRTP_CIPHER"))
-    {
+    for line in stdout.lines().filter(|l| {
+        ["JOIN_TO_FIRST_FRAME_MS", "SRTP_CIPHER", "PLAYBACK"]
+            .iter()
+            .any(|m| l.contains(m))
+    }) {
         println!("{line}");
     }
     assert!(
@@ -59,14 +45,24 @@ fn run_script(ns: &Netns, node: &Node, script: &str) {
 #[test]
 fn three_browsers_meet_mute_speak_and_get_removed() {
     let ns = Netns::new("kb").expect("network namespace (needs root)");
-    let node = start_all_in_one(&ns);
+    let scratch = Scratch::new("browser");
+    let node = start_all_in_one(&ns, &scratch);
     run_script(&ns, &node, "meeting.test.mjs");
+}
+
+#[test]
+fn a_moderator_records_in_the_browser_and_the_recording_plays_and_seeks() {
+    let ns = Netns::new("kp").expect("network namespace (needs root)");
+    let scratch = Scratch::new("browser-playback");
+    let node = start_all_in_one(&ns, &scratch);
+    run_script(&ns, &node, "playback.test.mjs");
 }
 
 #[test]
 fn browsers_meet_over_ice_tcp_when_udp_is_blocked() {
     let ns = Netns::new("kt").expect("network namespace (needs root)");
-    let node = start_all_in_one(&ns);
+    let scratch = Scratch::new("browser");
+    let node = start_all_in_one(&ns, &scratch);
     let port = node.udp_addr.port().to_string();
     let chain = "{ type filter hook output priority 0 ; }";
     for rule in [
@@ -135,7 +131,8 @@ fn browsers_reconnect_by_themselves_when_the_node_restarts() {
 #[test]
 fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
     let ns = Netns::new("kc").expect("network namespace (needs root)");
-    let db = scratch_db();
+    let scratch = Scratch::new("browser-cluster");
+    let db = scratch.path("cdr.sqlite");
     let secret = "browser-cluster-secret";
     let locator = Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
@@ -193,7 +190,6 @@ fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
         output.push(line);
     }
     let status = script.wait().expect("script ends");
-    let _ = std::fs::remove_file(&db);
     assert!(
         killed.is_some(),
         "the script never asked for a node to die:\n{}",

@@ -2,37 +2,16 @@
 //! embedded locator, node and recorder), then checking the files with the real ffprobe and
 //! ffmpeg, and the playback surface.
 
-use kaskade_e2e::Node;
+use kaskade_e2e::{Node, Scratch};
 use kaskade_loadtest::{JoinConfig, Participant};
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
+use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kaskade-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn all_in_one(scratch: &Scratch) -> Node {
     let db = scratch.path("cdr.sqlite");
@@ -227,4 +206,147 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
         .unwrap();
     assert_eq!(ranged.status(), 206);
     assert_eq!(ranged.bytes().await.unwrap().len(), 100);
+}
+
+const SECRET: &str = "recording-cluster-secret";
+
+fn token(meeting: &str, name: &str, role: Role) -> String {
+    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
+        meeting: meeting.into(),
+        sub: format!("{name}@example.com"),
+        name: name.into(),
+        role,
+        exp: unix_now() + 600,
+        rejoin: false,
+    })
+}
+
+fn recorder(locator: &Node, out: &str) -> Node {
+    Node::spawn(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-recorder-under-test")),
+        &[
+            "--locator",
+            &locator.url(),
+            "--out",
+            out,
+            "--secret",
+            SECRET,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "rec-1",
+        ],
+    )
+    .expect("recorder starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
+    let scratch = Scratch::new("recording-crash");
+    let db = scratch.path("cdr.sqlite");
+    let locator = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &["--cluster", "--secret", SECRET, "--db", &db],
+    )
+    .expect("locator starts");
+    let _node = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+        &[
+            "--secret",
+            SECRET,
+            "--name",
+            "n1",
+            "--locator",
+            &locator.url(),
+        ],
+    )
+    .expect("node starts");
+    let out = scratch.path("recordings");
+    let first = recorder(&locator, &out);
+
+    let mut people = Vec::new();
+    for (name, role) in [("mod", Role::Moderator), ("guest", Role::Participant)] {
+        let mut cfg = JoinConfig::new(locator.http, "crash", name);
+        cfg.locator = Some(locator.url());
+        cfg.token = Some(token("crash", name, role));
+        cfg.width = 320;
+        cfg.height = 240;
+        cfg.fps = 15;
+        cfg.video_bitrate_bps = 200_000;
+        people.push(Participant::join(cfg).await.expect("joins"));
+    }
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/meetings/crash/recordings", locator.url());
+    let moderator = token("crash", "mod", Role::Moderator);
+    // the recorder registers within a report interval
+    let deadline = Instant::now() + WAIT;
+    let started: RecordingInfo = loop {
+        let response = http
+            .post(&api)
+            .bearer_auth(&moderator)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 201 {
+            break response.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recorder: {:?}",
+            response.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recording_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let killed_at = recording_started.elapsed().as_secs_f64();
+    drop(first); // SIGKILL
+    let _second = recorder(&locator, &out);
+
+    let dir = PathBuf::from(&out).join("crash").join(&started.id);
+    let deadline = Instant::now() + WAIT;
+    let recovered: RecordingInfo = loop {
+        let list: Vec<RecordingInfo> = http
+            .get(&api)
+            .bearer_auth(&moderator)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if let Some(r) = list
+            .into_iter()
+            .find(|r| r.id == started.id && r.state == RecordingState::Done)
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the recording was not recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        recovered.incidents.iter().any(|i| i.contains("recovered")),
+        "the manifest notes the recovery: {:?}",
+        recovered.incidents
+    );
+    assert_eq!(recovered.participants.len(), 2);
+    for p in &recovered.participants {
+        let file = dir.join(format!("{}.mp4", p.id));
+        let probe = probe(&file);
+        let end: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        println!(
+            "RECOVERED {} end={end:.2}s killed_at={killed_at:.2}s",
+            p.name
+        );
+        assert!(
+            end > killed_at - 2.0 && end <= killed_at + 0.5,
+            "{} ends at {end}, killed at {killed_at}",
+            p.name
+        );
+        assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
+    }
 }
