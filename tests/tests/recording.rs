@@ -58,6 +58,29 @@ fn probe(file: &Path) -> Value {
     serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
 }
 
+/// The longest time between two consecutive video frames of a file, in seconds.
+fn largest_video_gap(file: &Path) -> f64 {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe is installed");
+    let mut times: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
 /// `ffmpeg -v error -i FILE -f null -` prints nothing for a clean file.
 fn decode_errors(file: &Path) -> String {
     let output = Command::new("ffmpeg")
@@ -106,10 +129,15 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
             .await
             .expect("everyone sees the recording indicator");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // the guest turns video off for five seconds: a gap in their file, not a shift
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    guest.mute(None, Some(true)).await.expect("mute");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let late = join(&server, "rec", "late").await;
     let late_joined = recording_started.elapsed();
     tokio::time::sleep(Duration::from_secs(4)).await;
+    guest.mute(None, Some(false)).await.expect("unmute");
+    tokio::time::sleep(Duration::from_secs(3)).await;
 
     let unknown = http
         .delete(format!("{api}/no-such-recording"))
@@ -179,6 +207,13 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
             p.name
         );
         assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
+        let gap = largest_video_gap(&file);
+        println!("RECORDED {} largest video gap {gap:.2}s", p.name);
+        if p.name == "guest" {
+            assert!((4.0..6.0).contains(&gap), "the video mute is a gap: {gap}");
+        } else {
+            assert!(gap < 1.0, "{}: no gap but the mute's: {gap}", p.name);
+        }
     }
 
     // playback: the page, the list and a ranged read of a file
