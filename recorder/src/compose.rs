@@ -8,7 +8,8 @@
 //! audio and video stay aligned and a late joiner appears at their offset. A participant is
 //! in the grid from the start of their first track to the end of their last. Video frames
 //! are rendered at [`ComposeConfig::fps`]: each participant's decoder is advanced to the
-//! frame's time and its latest picture is scaled into the tile ([`layout`], [`canvas`]).
+//! frame's time (plus half a frame, so the nearest picture is shown) and its latest picture
+//! is scaled into the tile ([`layout`], [`canvas`]).
 //! Audio ([`audio`]) runs on a second thread: it decodes, mixes and re-encodes 20 ms frames
 //! and hands each frame's levels to the video side, which picks the active speaker.
 //!
@@ -347,7 +348,10 @@ impl Job<'_> {
         for (&index, &tile) in present.iter().zip(&tiles) {
             let picture = match &mut self.video_lanes[index] {
                 Some(lane) => {
-                    let time = i64::try_from(time).unwrap_or(i64::MAX);
+                    // The picture nearest the frame's time: audio and video stay within
+                    // half a frame of each other.
+                    let half_frame = u64::from(VIDEO_TIMESCALE / 2 / self.config.fps);
+                    let time = i64::try_from(time + half_frame).unwrap_or(i64::MAX);
                     lane.advance_to(time)
                         .map_err(|source| ComposeError::Input {
                             path: self.inputs[index].path.clone(),

@@ -52,7 +52,7 @@ impl AudioLane {
     /// (0 to 1).
     fn mix_into(&mut self, start: i64, mix: &mut [i32]) -> Result<f32, SourceError> {
         self.decode_until(start + FRAME as i64)?;
-        let stale = usize::try_from(start - self.position)
+        let stale = usize::try_from(start.saturating_sub(self.position))
             .unwrap_or(0)
             .min(self.pending.len());
         self.pending.drain(..stale);
@@ -91,9 +91,11 @@ impl AudioLane {
                 }
             };
             let cursor = self.position + self.pending.len() as i64;
-            let gap = usize::try_from(start - cursor).unwrap_or(0);
+            let gap = usize::try_from(start.saturating_sub(cursor)).unwrap_or(0);
             self.pending.extend(std::iter::repeat_n(0, gap));
-            let overlap = usize::try_from(cursor - start).unwrap_or(0).min(decoded);
+            let overlap = usize::try_from(cursor.saturating_sub(start))
+                .unwrap_or(usize::MAX)
+                .min(decoded);
             self.pending.extend(&self.pcm[overlap..decoded]);
         }
         Ok(())

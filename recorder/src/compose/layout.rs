@@ -39,7 +39,9 @@ pub fn grid(count: usize, width: u32, height: u32) -> Vec<Tile> {
         return Vec::new();
     }
     let count = u32::try_from(count).unwrap_or(u32::MAX);
-    let columns = (1..=count).find(|c| c * c >= count).unwrap_or(count);
+    let columns = (1..=count)
+        .find(|&c| u64::from(c) * u64::from(c) >= u64::from(count))
+        .unwrap_or(count);
     let rows = count.div_ceil(columns);
     let (cell_width, cell_height) = (width / columns, height / rows);
     let even = |v: u32| v & !1;

@@ -18,6 +18,8 @@ use shiguredo_mp4::{BoxHeader, Decode};
 
 /// The largest `moov` read into memory (an hour of media indexes in a few MB).
 const MAX_MOOV: u64 = 256 << 20;
+/// Media beyond this point of the timeline means a damaged index, not a meeting.
+const MAX_TIMELINE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why an input file cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +116,8 @@ impl Track {
     pub fn span(&self) -> Option<(Duration, Duration)> {
         let count = NonZeroU32::new(self.table.sample_count())?;
         let last = self.table.get_sample(count)?;
-        let end = i64::try_from(last.timestamp() + u64::from(last.duration())).unwrap_or(i64::MAX);
+        let end = last.timestamp().saturating_add(u64::from(last.duration()));
+        let end = i64::try_from(end).unwrap_or(i64::MAX);
         let first = self.table.get_sample(NonZeroU32::MIN)?;
         let start = i64::try_from(first.timestamp()).unwrap_or(i64::MAX);
         let to_duration = |media: i64| {
@@ -154,7 +157,13 @@ impl Source {
         if video.is_none() && audio.is_none() {
             return Err(corrupt("no audio or video track"));
         }
-        Ok(Self { video, audio })
+        let source = Self { video, audio };
+        if source.span().is_some_and(|(_, end)| end > MAX_TIMELINE) {
+            return Err(corrupt(
+                "media placed more than 24 hours into the recording",
+            ));
+        }
+        Ok(source)
     }
 
     /// When the participant's media starts and ends on the timeline (both tracks together).
