@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let output = dir.join("composed.mp4");
     let config = ComposeConfig::default();
     let (cpu_before, wall_before) = (cpu_time()?, Instant::now());
-    let summary = compose(&inputs, &output, config)?;
+    let summary = compose(&inputs, &output, config, None)?;
     let (cpu, wall) = (cpu_time()? - cpu_before, wall_before.elapsed());
     let media = summary.duration.as_secs_f64();
     println!(

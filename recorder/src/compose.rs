@@ -22,13 +22,14 @@ pub mod layout;
 mod source;
 mod video;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::finalize::{FinalizeError, Summary, finalize};
+use crate::at_rest::{self, Keyring, Layout};
+use crate::finalize::{FinalizeError, Summary, finalize_with};
 use crate::fmp4::{AUDIO_TIMESCALE, Fmp4Error, Fmp4Writer, VIDEO_TIMESCALE};
 use audio::{AudioLane, FRAME, MixError, MixedFrame, Mixer, SAMPLE_RATE, SpeakerDetector};
 use canvas::Picture;
@@ -178,6 +179,7 @@ pub fn compose(
     inputs: &[ComposeInput],
     output: &Path,
     config: ComposeConfig,
+    keys: Option<&Keyring>,
 ) -> Result<ComposeSummary, ComposeError> {
     config.check()?;
     if inputs.is_empty() {
@@ -187,7 +189,7 @@ pub fn compose(
     let mut video_lanes = Vec::with_capacity(inputs.len());
     let mut audio_lanes = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let source = Source::open(&input.path).map_err(|source| ComposeError::Input {
+        let source = Source::open(&input.path, keys).map_err(|source| ComposeError::Input {
             path: input.path.clone(),
             source,
         })?;
@@ -215,6 +217,7 @@ pub fn compose(
     let mut job = Job {
         inputs,
         config,
+        keys,
         participants,
         video_lanes,
         video_frames: u64::try_from(video_frames).unwrap_or(u64::MAX),
@@ -223,7 +226,7 @@ pub fn compose(
     let temporary = temporary_path(output);
     let result = job
         .render(audio_lanes, &temporary)
-        .and_then(|()| Ok(finalize(&temporary, output)?));
+        .and_then(|()| Ok(finalize_with(&temporary, output, keys)?));
     let _ = fs::remove_file(&temporary);
     Ok(ComposeSummary {
         duration,
@@ -238,6 +241,7 @@ pub fn compose(
 struct Job<'a> {
     inputs: &'a [ComposeInput],
     config: ComposeConfig,
+    keys: Option<&'a Keyring>,
     participants: Vec<ParticipantSummary>,
     video_lanes: Vec<Option<VideoLane>>,
     video_frames: u64,
@@ -283,7 +287,8 @@ impl Job<'_> {
         path: &Path,
     ) -> Result<(), ComposeError> {
         let (width, height) = (self.config.width as usize, self.config.height as usize);
-        let mut writer = Fmp4Writer::new(BufWriter::new(File::create(path)?));
+        let file = at_rest::create(path, self.keys, Layout::Streaming)?;
+        let mut writer = Fmp4Writer::new(BufWriter::new(file));
         let mut encoder = VideoEncoder::new(self.config.fps, self.config.video_bitrate)?;
         let mut canvas = Picture::filled(width, height, (0, 128, 128));
         let mut detector = SpeakerDetector::default();
@@ -318,11 +323,11 @@ impl Job<'_> {
             let mixed = mixed.map_err(|e| self.mix_error(e))?;
             writer.push_audio(mixed.time, &mixed.packet)?;
         }
-        let file = writer
+        writer
             .finish()?
             .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()?;
+            .map_err(io::IntoInnerError::into_error)?
+            .finish()?;
         for (participant, lane) in self.participants.iter_mut().zip(&self.video_lanes) {
             if let Some(lane) = lane {
                 participant.frames_decoded = lane.decoded;

@@ -4,6 +4,7 @@
 //! the manifest.
 
 use crate::at_rest::{self, FileWriter, Keyring, Layout};
+use crate::compose::{ComposeConfig, ComposeInput, compose};
 use crate::finalize::finalize_with;
 use crate::participant::{MediaKind, ParticipantRecorder};
 use crate::service::MANIFEST;
@@ -24,6 +25,8 @@ use tracing::{debug, warn};
 
 /// The writer thread wakes at least this often to release held packets.
 const WRITER_TICK: Duration = Duration::from_millis(100);
+/// File name of the composed meeting video.
+pub const COMPOSED: &str = "composed.mp4";
 /// How long joining the meeting may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -34,6 +37,7 @@ pub struct Session {
     state: Arc<Mutex<Record>>,
     dir: PathBuf,
     events: tokio::task::JoinHandle<()>,
+    keys: Option<Keyring>,
 }
 
 /// What the recording knows about itself (the manifest's content).
@@ -86,7 +90,10 @@ impl Session {
         let thread_dir = dir.clone();
         std::thread::Builder::new()
             .name(format!("record-{id}"))
-            .spawn(move || write_files(origin, &thread_dir, keys.as_ref(), &inputs))
+            .spawn({
+                let keys = keys.clone();
+                move || write_files(origin, &thread_dir, keys.as_ref(), &inputs)
+            })
             .context("starting the writer thread")?;
         let sink_writer = writer.clone();
         let mut config = JoinConfig::new(([127, 0, 0, 1], 0).into(), &request.meeting, "Recorder");
@@ -155,6 +162,7 @@ impl Session {
             state,
             dir,
             events,
+            keys,
         })
     }
 
@@ -163,7 +171,8 @@ impl Session {
         snapshot(&self.state)
     }
 
-    /// Leaves the meeting, finalizes every file and writes the manifest.
+    /// Leaves the meeting, finalizes every participant's file and writes the manifest; the
+    /// composed video follows in the background (the recording is `finalizing` until then).
     pub async fn stop(&self) -> RecordingInfo {
         if let Some(participant) = self.participant.lock().await.take()
             && let Err(e) = participant.leave().await
@@ -194,13 +203,54 @@ impl Session {
                     p.duration_ms = file.duration.as_millis() as u64;
                 }
             }
-            record.info.state = RecordingState::Done;
         }
         let info = snapshot(&self.state);
         if let Err(e) = write_manifest(&self.dir, &info) {
             warn!("writing the manifest: {e:#}");
         }
+        let (state, dir, keys) = (self.state.clone(), self.dir.clone(), self.keys.clone());
+        tokio::task::spawn_blocking(move || compose_meeting(&state, &dir, keys.as_ref()));
         info
+    }
+}
+
+/// Renders `composed.mp4` from the participants' files, then marks the recording done.
+fn compose_meeting(state: &Mutex<Record>, dir: &Path, keys: Option<&Keyring>) {
+    let inputs: Vec<ComposeInput> = snapshot(state)
+        .participants
+        .iter()
+        .filter(|p| p.file.is_some())
+        .map(|p| ComposeInput {
+            path: dir.join(format!("{}.mp4", p.id)),
+            label: p.name.clone(),
+        })
+        .collect();
+    let started = Instant::now();
+    let result = (!inputs.is_empty())
+        .then(|| compose(&inputs, &dir.join(COMPOSED), ComposeConfig::default(), keys));
+    if let Ok(mut record) = state.lock() {
+        match result {
+            Some(Ok(summary)) => {
+                debug!(
+                    seconds = summary.duration.as_secs_f64(),
+                    took = started.elapsed().as_secs_f64(),
+                    "composed the meeting video"
+                );
+                record.info.composed = Some(format!(
+                    "/r/{}/{}/{COMPOSED}",
+                    record.info.meeting, record.info.id
+                ));
+            }
+            Some(Err(e)) => record
+                .info
+                .incidents
+                .push(format!("the composed video could not be made: {e}")),
+            None => {}
+        }
+        record.info.state = RecordingState::Done;
+    }
+    if let Err(e) = write_manifest(dir, &snapshot(state)) {
+        warn!("writing the manifest: {e:#}");
     }
 }
 

@@ -268,7 +268,7 @@ fn three_participants_with_a_late_joiner() {
         })
         .collect();
     let output = scratch("composed.mp4");
-    let summary = compose(&inputs, &output, config()).expect("compose");
+    let summary = compose(&inputs, &output, config(), None).expect("compose");
 
     assert!(
         (summary.duration.as_secs_f64() - 8.0).abs() < 0.1,
@@ -397,7 +397,7 @@ fn a_corrupt_input_is_an_error_naming_the_file() {
                 label: "bad".into(),
             },
         ];
-        let error = compose(&inputs, &output, config()).expect_err("bad input refused");
+        let error = compose(&inputs, &output, config(), None).expect_err("bad input refused");
         assert!(
             matches!(&error, ComposeError::Input { path, .. } if path == bad),
             "{error:?}"
@@ -414,7 +414,7 @@ fn a_corrupt_input_is_an_error_naming_the_file() {
 fn no_inputs_and_bad_settings_are_refused() {
     let output = scratch("compose-refused.mp4");
     assert!(matches!(
-        compose(&[], &output, config()),
+        compose(&[], &output, config(), None),
         Err(ComposeError::NoInputs)
     ));
     let input = [ComposeInput {
@@ -433,7 +433,7 @@ fn no_inputs_and_bad_settings_are_refused() {
         },
     ] {
         assert!(matches!(
-            compose(&input, &output, bad),
+            compose(&input, &output, bad, None),
             Err(ComposeError::InvalidConfig(_))
         ));
     }

@@ -155,7 +155,26 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
     assert_eq!(stopped.status(), 200);
     let stopped: RecordingInfo = stopped.json().await.unwrap();
     let length = recording_started.elapsed();
-    assert_eq!(stopped.state, RecordingState::Done);
+    assert_ne!(stopped.state, RecordingState::Recording);
+    // the composed video follows the per-participant files
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stopped = loop {
+        let list: Vec<RecordingInfo> = http
+            .get(&api)
+            .bearer_auth(&moderator_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(done) = list.into_iter().find(|r| r.state == RecordingState::Done) {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "the recording never finished");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(stopped.incidents.is_empty(), "{:?}", stopped.incidents);
     for p in [&chair, &guest, &late] {
         p.wait_until(WAIT, |s| !s.recording)
             .await
@@ -215,6 +234,37 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
             assert!(gap < 1.0, "{}: no gap but the mute's: {gap}", p.name);
         }
     }
+
+    // the composed meeting: one video and the mixed audio, as long as the recording
+    assert!(stopped.composed.is_some(), "a composed video: {stopped:?}");
+    let composed = dir.join("composed.mp4");
+    let probe = probe(&composed);
+    let streams: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["codec_name"].as_str())
+        .collect();
+    assert_eq!(streams.len(), 2, "{streams:?}");
+    assert!(
+        streams.contains(&"h264") && streams.contains(&"opus"),
+        "{streams:?}"
+    );
+    let end: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!("COMPOSED end={end:.2}s (~{:.2})", length.as_secs_f64());
+    assert!(
+        (end - length.as_secs_f64()).abs() < 0.5,
+        "composed ends at {end}"
+    );
+    assert_eq!(
+        decode_errors(&composed),
+        "",
+        "the composed video decodes cleanly"
+    );
 
     // playback: the page, the list and a ranged read of a file
     let page = http

@@ -299,6 +299,19 @@ pub fn open(
     )?)))
 }
 
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::Plain(..) => "plain",
+            Self::Encrypted(_) => "encrypted",
+        };
+        f.debug_struct("FileReader")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
 impl FileReader {
     /// The length of the (plaintext) content.
     pub fn len(&self) -> u64 {

@@ -5,16 +5,16 @@
 //! recording's timeline (a late joiner), and the first media edit says where its media
 //! starts. Sample times are handed out on that timeline, in the track's timescale.
 
-use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::num::NonZeroU32;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
 use shiguredo_mp4::aux::SampleTableAccessor;
 use shiguredo_mp4::boxes::{FtypBox, HdlrBox, MoovBox, SampleEntry, StblBox, TrakBox};
 use shiguredo_mp4::{BoxHeader, Decode};
+
+use crate::at_rest::{self, AtRestError, Expect, FileReader, Keyring};
 
 /// The largest `moov` read into memory (an hour of media indexes in a few MB).
 const MAX_MOOV: u64 = 256 << 20;
@@ -30,6 +30,9 @@ pub enum SourceError {
     /// The file is not an MP4 file, or its index is damaged.
     #[error("corrupt MP4 file: {0}")]
     Corrupt(String),
+    /// The file is encrypted and cannot be decrypted (no key, another key, tampered).
+    #[error("{0}")]
+    AtRest(#[from] AtRestError),
 }
 
 fn corrupt(reason: impl ToString) -> SourceError {
@@ -50,7 +53,7 @@ pub(super) struct SampleInfo {
 /// One audio or video track of an input.
 #[derive(Debug)]
 pub(super) struct Track {
-    file: File,
+    file: FileReader,
     table: SampleTableAccessor<StblBox>,
     timescale: NonZeroU32,
     /// Added to a sample's media time to place it on the timeline.
@@ -59,7 +62,11 @@ pub(super) struct Track {
 }
 
 impl Track {
-    fn new(file: File, trak: TrakBox, movie_timescale: NonZeroU32) -> Result<Self, SourceError> {
+    fn new(
+        file: FileReader,
+        trak: TrakBox,
+        movie_timescale: NonZeroU32,
+    ) -> Result<Self, SourceError> {
         let timescale = trak.mdia_box.mdhd_box.timescale;
         let (empty, media_start) = edit_offsets(&trak);
         let empty = rescale(empty, movie_timescale.get(), timescale.get());
@@ -102,14 +109,12 @@ impl Track {
     }
 
     /// Reads `sample`'s data into `buffer` (replacing its contents).
-    pub fn read(&self, sample: &SampleInfo, buffer: &mut Vec<u8>) -> Result<(), SourceError> {
+    pub fn read(&mut self, sample: &SampleInfo, buffer: &mut Vec<u8>) -> Result<(), SourceError> {
         buffer.resize(sample.size as usize, 0);
-        self.file
-            .read_exact_at(buffer, sample.offset)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => corrupt("a sample lies beyond the end of the file"),
-                _ => SourceError::Io(e),
-            })
+        read_at(&mut self.file, buffer, sample.offset).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => corrupt("a sample lies beyond the end of the file"),
+            _ => SourceError::Io(e),
+        })
     }
 
     /// When the track starts and ends on the timeline; `None` without samples.
@@ -138,10 +143,10 @@ pub(super) struct Source {
 }
 
 impl Source {
-    /// Opens `path` and reads its index.
-    pub fn open(path: &Path) -> Result<Self, SourceError> {
-        let file = File::open(path)?;
-        let moov = read_moov(&file)?;
+    /// Opens `path` (decrypting it with `keys` if it is encrypted) and reads its index.
+    pub fn open(path: &Path, keys: Option<&Keyring>) -> Result<Self, SourceError> {
+        let open = || at_rest::open(path, keys, Expect::Complete);
+        let moov = read_moov(&mut open()?)?;
         let movie_timescale = moov.mvhd_box.timescale;
         let (mut video, mut audio) = (None, None);
         for trak in moov.trak_boxes {
@@ -151,7 +156,8 @@ impl Source {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(Track::new(file.try_clone()?, trak, movie_timescale)?);
+                // each track reads on its own (a decrypting reader cannot be shared)
+                *slot = Some(Track::new(open()?, trak, movie_timescale)?);
             }
         }
         if video.is_none() && audio.is_none() {
@@ -177,8 +183,8 @@ impl Source {
 }
 
 /// Finds and decodes the `moov` among the top-level boxes.
-fn read_moov(file: &File) -> Result<MoovBox, SourceError> {
-    let file_len = file.metadata()?.len();
+fn read_moov(file: &mut FileReader) -> Result<MoovBox, SourceError> {
+    let file_len = file.len();
     let mut position = 0;
     let mut first = true;
     loop {
@@ -189,7 +195,7 @@ fn read_moov(file: &File) -> Result<MoovBox, SourceError> {
         if available < BoxHeader::MIN_SIZE {
             return Err(corrupt("no moov box"));
         }
-        file.read_exact_at(&mut head[..available], position)?;
+        read_at(file, &mut head[..available], position)?;
         let (header, _) = BoxHeader::decode(&head[..available]).map_err(corrupt)?;
         if first && header.box_type != FtypBox::TYPE {
             return Err(corrupt("not an MP4 file (no ftyp box)"));
@@ -207,12 +213,18 @@ fn read_moov(file: &File) -> Result<MoovBox, SourceError> {
                 return Err(corrupt("the moov box is implausibly large"));
             }
             let mut bytes = vec![0; size as usize];
-            file.read_exact_at(&mut bytes, position)?;
+            read_at(file, &mut bytes, position)?;
             let (moov, _) = MoovBox::decode(&bytes).map_err(corrupt)?;
             return Ok(moov);
         }
         position += size;
     }
+}
+
+/// Reads exactly `buffer.len()` bytes at `position`.
+fn read_at(file: &mut FileReader, buffer: &mut [u8], position: u64) -> io::Result<()> {
+    file.seek(SeekFrom::Start(position))?;
+    file.read_exact(buffer)
 }
 
 /// (Empty time before the media in movie ticks, media time the track starts at in its own
