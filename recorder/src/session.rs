@@ -6,6 +6,7 @@
 use crate::at_rest::{self, FileWriter, Keyring, Layout};
 use crate::compose::{ComposeConfig, ComposeInput, compose};
 use crate::finalize::finalize_with;
+use crate::fmp4::{Fmp4Error, Fragment};
 use crate::participant::{MediaKind, ParticipantRecorder};
 use crate::service::MANIFEST;
 use crate::timeline::RtpPacket;
@@ -91,8 +92,8 @@ impl Session {
         std::thread::Builder::new()
             .name(format!("record-{id}"))
             .spawn({
-                let keys = keys.clone();
-                move || write_files(origin, &thread_dir, keys.as_ref(), &inputs)
+                let (keys, state) = (keys.clone(), state.clone());
+                move || write_files(origin, &thread_dir, keys.as_ref(), &state, &inputs)
             })
             .context("starting the writer thread")?;
         let sink_writer = writer.clone();
@@ -321,16 +322,63 @@ pub fn fragmented_path(dir: &Path, id: ParticipantId) -> PathBuf {
     dir.join(format!("{id}.mp4.part"))
 }
 
+/// One participant's file in the writer thread.
+struct Writing {
+    recorder: ParticipantRecorder<FileWriter, Bytes>,
+    /// The last complete fragment: bytes in the file and media time covered.
+    synced: Fragment,
+    /// Writing failed (a full disk, say): the file holds what was synced, nothing more comes.
+    failed: bool,
+}
+
+impl Writing {
+    /// Takes the outcome of a write: syncs a completed fragment, or stops the file at its
+    /// last complete fragment when writing failed.
+    fn outcome(
+        &mut self,
+        id: ParticipantId,
+        written: Result<Option<Fragment>, Fmp4Error>,
+        state: &Mutex<Record>,
+    ) {
+        match written {
+            Ok(Some(fragment)) => {
+                if let Err(e) = self.recorder.output().sync_data() {
+                    warn!(participant = id, "syncing its file failed: {e}");
+                }
+                self.synced = fragment;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.failed = true;
+                let kept = self.synced.media_end.as_secs_f64();
+                warn!(participant = id, kept, "recording its media failed: {e}");
+                if let Err(e) = self.recorder.output().truncate_plain(self.synced.file_size) {
+                    warn!(participant = id, "cutting its file back failed: {e}");
+                }
+                let name = state
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.present.get(&id).map(|p| p.name.clone()))
+                    .unwrap_or_else(|| format!("participant {id}"));
+                note_incident(
+                    state,
+                    format!("{name}'s file stopped ({e}); {kept:.1} s kept"),
+                );
+            }
+        }
+    }
+}
+
 /// The writer thread: one fragmented MP4 per participant (encrypted with `keys` if given),
 /// synced at every fragment.
 fn write_files(
     origin: Instant,
     dir: &Path,
     keys: Option<&Keyring>,
+    state: &Mutex<Record>,
     inputs: &mpsc::Receiver<Input>,
 ) {
-    let mut recorders: HashMap<ParticipantId, ParticipantRecorder<FileWriter, Bytes>> =
-        HashMap::new();
+    let mut files: HashMap<ParticipantId, Writing> = HashMap::new();
     loop {
         let input = match inputs.recv_timeout(WRITER_TICK) {
             Ok(input) => Some(input),
@@ -340,12 +388,19 @@ fn write_files(
         match input {
             Some(Input::Packet(packet)) => {
                 let from = packet.from;
-                let recorder = match recorders.entry(from) {
+                let writing = match files.entry(from) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
                         let path = fragmented_path(dir, from);
                         match at_rest::create(&path, keys, Layout::Streaming) {
-                            Ok(file) => e.insert(ParticipantRecorder::new(origin, file)),
+                            Ok(file) => e.insert(Writing {
+                                recorder: ParticipantRecorder::new(origin, file),
+                                synced: Fragment {
+                                    file_size: 0,
+                                    media_end: Duration::ZERO,
+                                },
+                                failed: false,
+                            }),
                             Err(err) => {
                                 warn!(participant = from, "cannot create its file: {err}");
                                 continue;
@@ -353,6 +408,9 @@ fn write_files(
                         }
                     }
                 };
+                if writing.failed {
+                    continue;
+                }
                 let kind = match packet.kind {
                     kaskade_loadtest::MediaKind::Audio => MediaKind::Audio,
                     kaskade_loadtest::MediaKind::Video => MediaKind::Video,
@@ -364,55 +422,52 @@ fn write_files(
                     marker: packet.packet.header.marker,
                     payload: packet.packet.payload,
                 };
-                match recorder.push(kind, rtp, packet.arrival) {
-                    Ok(Some(_)) => sync(recorder.output(), from),
-                    Ok(None) => {}
-                    Err(e) => warn!(participant = from, "recording its media failed: {e}"),
-                }
+                let written = writing.recorder.push(kind, rtp, packet.arrival);
+                writing.outcome(from, written, state);
             }
             Some(Input::Stop(reply)) => {
-                let _ = reply.send(finish_all(dir, keys, recorders));
+                let _ = reply.send(finish_all(dir, keys, files));
                 return;
             }
             None => {}
         }
         let now = Instant::now();
-        for (from, recorder) in &mut recorders {
-            if recorder.poll_timeout().is_some_and(|at| at <= now) {
-                match recorder.handle_timeout(now) {
-                    Ok(Some(_)) => sync(recorder.output(), *from),
-                    Ok(None) => {}
-                    Err(e) => warn!(participant = from, "recording its media failed: {e}"),
-                }
+        for (from, writing) in &mut files {
+            if !writing.failed && writing.recorder.poll_timeout().is_some_and(|at| at <= now) {
+                let written = writing.recorder.handle_timeout(now);
+                writing.outcome(*from, written, state);
             }
         }
     }
 }
 
-fn sync(file: &FileWriter, participant: ParticipantId) {
-    if let Err(e) = file.sync_data() {
-        warn!(participant, "syncing its file failed: {e}");
-    }
-}
-
-/// Writes what is held and finalizes every participant's file into `{id}.mp4`.
+/// Writes what is held and finalizes every participant's file into `{id}.mp4`. A file that
+/// cannot be finalized (no room on a full disk) keeps its complete fragments as a fragmented
+/// MP4 under the same name: still playable.
 fn finish_all(
     dir: &Path,
     keys: Option<&Keyring>,
-    recorders: HashMap<ParticipantId, ParticipantRecorder<FileWriter, Bytes>>,
+    files: HashMap<ParticipantId, Writing>,
 ) -> Vec<Finished> {
     let now = Instant::now();
     let mut finished = Vec::new();
-    for (id, recorder) in recorders {
+    for (id, writing) in files {
         let fragmented = fragmented_path(dir, id);
-        let result = recorder
-            .finish(now)
-            .map_err(anyhow::Error::from)
-            .and_then(|file| Ok(file.finish()?))
-            .and_then(|()| {
-                let output = dir.join(format!("{id}.mp4"));
-                Ok(finalize_with(&fragmented, &output, keys)?)
-            });
+        let output = dir.join(format!("{id}.mp4"));
+        let Fragment {
+            file_size: synced_bytes,
+            media_end: synced,
+        } = writing.synced;
+        let written = if writing.failed {
+            Ok(())
+        } else {
+            writing
+                .recorder
+                .finish(now)
+                .map_err(anyhow::Error::from)
+                .and_then(|file| Ok(file.finish()?))
+        };
+        let result = written.and_then(|()| Ok(finalize_with(&fragmented, &output, keys)?));
         match result {
             Ok(summary) => {
                 let _ = std::fs::remove_file(&fragmented);
@@ -421,7 +476,23 @@ fn finish_all(
                     duration: summary.duration,
                 });
             }
-            Err(e) => warn!(participant = id, "finalizing its file failed: {e:#}"),
+            Err(e) => {
+                warn!(participant = id, "finalizing its file failed: {e:#}");
+                // a plain file is cut back to its last complete fragment (the torn tail of a
+                // failed write); an encrypted one's readers drop a torn last chunk themselves
+                let cut = keys.is_some()
+                    || std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&fragmented)
+                        .and_then(|f| f.set_len(synced_bytes))
+                        .is_ok();
+                if cut && !synced.is_zero() && std::fs::rename(&fragmented, &output).is_ok() {
+                    finished.push(Finished {
+                        id,
+                        duration: synced,
+                    });
+                }
+            }
         }
     }
     finished

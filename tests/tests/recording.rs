@@ -435,3 +435,78 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
         assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
     }
 }
+
+/// A small tmpfs mounted for one test (needs root, like the namespace tests), unmounted on
+/// drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &str, size: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir])
+            .status()
+            .expect("mount (needs root)");
+        assert!(status.success(), "mounting a tmpfs at {dir}");
+        Self(PathBuf::from(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
+    let scratch = Scratch::new("recording-full");
+    let disk = Tmpfs::mount(&scratch.path("tiny"), "320k");
+    let db = scratch.path("cdr.sqlite");
+    let recordings = disk.0.to_string_lossy().into_owned();
+    let server = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &["--db", &db, "--recordings", &recordings],
+    )
+    .expect("all-in-one starts");
+    let chair = join(&server, "full", "chair").await;
+    let _guest = join(&server, "full", "guest").await;
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/meetings/full/recordings", server.url());
+    let token = chair.welcome().token;
+    let started = http.post(&api).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(started.status(), 201);
+    let started: RecordingInfo = started.json().await.unwrap();
+    // about 60 kB/s for the two of them: 320 kB is full after a few seconds
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let stopped = http
+        .delete(format!("{api}/{}", started.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200, "stopping still works");
+    let stopped: RecordingInfo = stopped.json().await.unwrap();
+    println!("FULL_DISK incidents={:?}", stopped.incidents);
+    assert!(
+        stopped
+            .incidents
+            .iter()
+            .any(|i| i.contains("No space left") || i.contains("space")),
+        "the full disk is named: {:?}",
+        stopped.incidents
+    );
+    let dir = disk.0.join("full").join(&started.id);
+    for p in &stopped.participants {
+        let file = dir.join(format!("{}.mp4", p.id));
+        let probe = probe(&file);
+        let end: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        println!("FULL_DISK {} kept {end:.2}s", p.name);
+        assert!(end > 1.0, "{} keeps what was written: {end}", p.name);
+        assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
+    }
+}

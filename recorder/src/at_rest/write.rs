@@ -153,6 +153,16 @@ impl FileWriter {
         file.sync_all()
     }
 
+    /// Cuts a plain file back to its first `len` bytes (a failed write's torn tail: this frees
+    /// space and needs none); returns false for an encrypted file, whose torn last chunk
+    /// readers drop on their own.
+    pub fn truncate_plain(&self, len: u64) -> io::Result<bool> {
+        match self {
+            Self::Plain(file) => file.set_len(len).map(|()| true),
+            Self::Encrypted(_) => Ok(false),
+        }
+    }
+
     fn file(&self) -> &File {
         match self {
             Self::Plain(file) => file,
