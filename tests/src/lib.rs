@@ -15,6 +15,12 @@ pub fn node_binary(built: &str) -> String {
     std::env::var("KASKADE_SFU_BIN").unwrap_or_else(|_| built.to_string())
 }
 
+/// The recorder binary to test: `KASKADE_RECORDER_BIN` when set (a release build for
+/// benchmark runs), else the one Cargo built for the tests (`built`).
+pub fn recorder_binary(built: &str) -> String {
+    std::env::var("KASKADE_RECORDER_BIN").unwrap_or_else(|_| built.to_string())
+}
+
 /// Starts the node under test on loopback with `args` (see [`node_binary`]); panics if it
 /// cannot start, which fails the calling test.
 pub fn start_node(built: &str, args: &[&str]) -> Node {

@@ -2,7 +2,7 @@
 //! embedded locator, node and recorder), then checking the files with the real ffprobe and
 //! ffmpeg, and the playback surface.
 
-use kaskade_e2e::{Node, Scratch};
+use kaskade_e2e::{Node, Scratch, recorder_binary};
 use kaskade_loadtest::{JoinConfig, Participant};
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
@@ -308,7 +308,9 @@ fn token(meeting: &str, name: &str, role: Role) -> String {
 
 fn recorder(locator: &Node, out: &str) -> Node {
     Node::spawn(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-recorder-under-test")),
+        Command::new(recorder_binary(env!(
+            "CARGO_BIN_EXE_kaskade-recorder-under-test"
+        ))),
         &[
             "--locator",
             &locator.url(),
@@ -383,7 +385,15 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let recording_started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // CPU per recorded stream (two participants, audio and video each) over four seconds
+    let cpu_before = first.cpu_seconds().expect("recorder CPU");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let cpu = first.cpu_seconds().expect("recorder CPU") - cpu_before;
+    println!(
+        "RECORDER cpu_percent_of_a_core_per_stream={:.2}",
+        cpu / 4.0 / 4.0 * 100.0
+    );
     let killed_at = recording_started.elapsed().as_secs_f64();
     drop(first); // SIGKILL
     let _second = recorder(&locator, &out);
