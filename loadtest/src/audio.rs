@@ -6,12 +6,18 @@
 //! 127 = silence, in -dBov) is what the SFU's active-speaker detection reads, so a test makes
 //! one participant "speak" by giving it a low level. [`audio_level_payload`] returns the
 //! one-byte extension value without allocating.
+//!
+//! A sync-mark clip ([`OpusClip::sync_marks`]) is silence except a 100 ms, 1 kHz beep that
+//! starts at the same instant of the loop as the white frame of a sync-mark video clip.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use opus::{Application, Channels, Encoder};
+
+use crate::video::sync_mark_second;
 
 /// URI of the RFC 6464 audio level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -25,11 +31,20 @@ pub const TONE_HZ: f32 = 440.0;
 pub const LEVEL_LOUD: u8 = 10;
 /// Audio level for silence (-127 dBov).
 pub const LEVEL_SILENT: u8 = 127;
+/// 20 ms frames per second.
+pub const OPUS_FRAMES_PER_SECOND: u32 = OPUS_CLOCK_RATE / OPUS_FRAME_SAMPLES;
+/// Frequency of the sync-mark beep.
+pub const BEEP_HZ: f32 = 1000.0;
+/// Length of the sync-mark beep in 20 ms frames (100 ms).
+pub const BEEP_FRAMES: u32 = 5;
+/// Amplitude of the sync-mark beep (about -6 dBFS).
+const BEEP_AMPLITUDE: f32 = 16_000.0;
 
-/// A looped, pre-encoded Opus tone.
+/// A looped, pre-encoded Opus clip: the tone, or silence with sync-mark beeps.
 #[derive(Debug)]
 pub struct OpusClip {
     frames: Vec<Bytes>,
+    sync_marks: bool,
 }
 
 impl OpusClip {
@@ -39,9 +54,8 @@ impl OpusClip {
             .context("creating Opus encoder")?;
         let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
         let mut out = [0u8; 1500];
-        let frames_per_second = OPUS_CLOCK_RATE / OPUS_FRAME_SAMPLES;
-        let mut frames = Vec::with_capacity(frames_per_second as usize);
-        for frame in 0..frames_per_second {
+        let mut frames = Vec::with_capacity(OPUS_FRAMES_PER_SECOND as usize);
+        for frame in 0..OPUS_FRAMES_PER_SECOND {
             for (i, sample) in pcm.iter_mut().enumerate() {
                 let n = frame * OPUS_FRAME_SAMPLES + i as u32;
                 let phase =
@@ -51,7 +65,76 @@ impl OpusClip {
             let len = encoder.encode(&pcm, &mut out).context("encoding Opus")?;
             frames.push(Bytes::copy_from_slice(&out[..len]));
         }
-        Ok(Self { frames })
+        Ok(Self {
+            frames,
+            sync_marks: false,
+        })
+    }
+
+    /// Encodes `loop_seconds` (at least 1) of silence with a [`BEEP_FRAMES`]-frame, [`BEEP_HZ`]
+    /// beep whose decoded sound starts exactly at the first frame of second
+    /// [`sync_mark_second`] (the encoder's lookahead is compensated: the beep is fed that many
+    /// samples early). The loop is encoded twice and the second pass kept, so that its start
+    /// follows its end seamlessly.
+    pub fn sync_marks(loop_seconds: u32) -> Result<Self> {
+        let loop_seconds = loop_seconds.max(1);
+        let mut encoder = Encoder::new(OPUS_CLOCK_RATE, Channels::Mono, Application::Voip)
+            .context("creating Opus encoder")?;
+        let lookahead = encoder.get_lookahead().context("Opus lookahead")?;
+        let loop_frames = loop_seconds * OPUS_FRAMES_PER_SECOND;
+        let loop_samples = i64::from(loop_frames * OPUS_FRAME_SAMPLES);
+        let beep_start = i64::from(sync_mark_second(loop_seconds) * OPUS_CLOCK_RATE);
+        let beep_len = i64::from(BEEP_FRAMES * OPUS_FRAME_SAMPLES);
+        let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
+        let mut out = [0u8; 1500];
+        let mut frames = Vec::with_capacity(loop_frames as usize);
+        for pass in 0..2 {
+            for frame in 0..loop_frames {
+                for (i, sample) in pcm.iter_mut().enumerate() {
+                    let n = i64::from(frame * OPUS_FRAME_SAMPLES) + i as i64;
+                    // Where this input sample is heard once decoded, relative to the beep.
+                    let heard = (n + i64::from(lookahead) - beep_start).rem_euclid(loop_samples);
+                    *sample = if heard < beep_len {
+                        let phase = 2.0 * std::f32::consts::PI * BEEP_HZ * heard as f32
+                            / OPUS_CLOCK_RATE as f32;
+                        (phase.sin() * BEEP_AMPLITUDE) as i16
+                    } else {
+                        0
+                    };
+                }
+                let len = encoder.encode(&pcm, &mut out).context("encoding Opus")?;
+                if pass == 1 {
+                    frames.push(Bytes::copy_from_slice(&out[..len]));
+                }
+            }
+        }
+        Ok(Self {
+            frames,
+            sync_marks: true,
+        })
+    }
+
+    /// The process-wide shared sync-mark clip of `loop_seconds`.
+    pub fn shared_sync_marks(loop_seconds: u32) -> Result<Arc<Self>> {
+        static CACHE: OnceLock<Mutex<HashMap<u32, Arc<OpusClip>>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(clip) = cache.lock().expect("clip cache").get(&loop_seconds) {
+            return Ok(Arc::clone(clip));
+        }
+        let clip = Arc::new(Self::sync_marks(loop_seconds)?);
+        Ok(Arc::clone(
+            cache
+                .lock()
+                .expect("clip cache")
+                .entry(loop_seconds)
+                .or_insert(clip),
+        ))
+    }
+
+    /// Whether this is a sync-mark clip, whose frames must be sent by wall-clock time (frame
+    /// `n` of the loop at `n` x 20 ms after the participant's media origin).
+    pub fn is_sync_marked(&self) -> bool {
+        self.sync_marks
     }
 
     /// The process-wide shared clip.
@@ -100,4 +183,69 @@ pub fn audio_level_payload(level: u8) -> Bytes {
 /// Parses an RFC 6464 extension value into `(level, voice)`.
 pub fn parse_audio_level(payload: &[u8]) -> Option<(u8, bool)> {
     payload.first().map(|b| (b & 0x7F, b & 0x80 != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoded clip, looped `loops` times.
+    fn decode(clip: &OpusClip, loops: usize) -> Vec<i16> {
+        let mut decoder = opus::Decoder::new(OPUS_CLOCK_RATE, Channels::Mono).unwrap();
+        let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
+        let mut all = Vec::new();
+        for frame in clip
+            .frames()
+            .iter()
+            .cycle()
+            .take(clip.frames().len() * loops)
+        {
+            let n = decoder.decode(frame, &mut pcm, false).unwrap();
+            all.extend_from_slice(&pcm[..n]);
+        }
+        all
+    }
+
+    /// Start samples of the 1 ms windows where the sound turns on after at least 10 ms of
+    /// quiet.
+    fn onsets(pcm: &[i16]) -> Vec<usize> {
+        const WINDOW: usize = 48;
+        let loud: Vec<bool> = pcm
+            .chunks(WINDOW)
+            .map(|w| w.iter().map(|s| i32::from(*s).abs()).max().unwrap_or(0) > 4000)
+            .collect();
+        (10..loud.len())
+            .filter(|&i| loud[i] && loud[i - 10..i].iter().all(|l| !l))
+            .map(|i| i * WINDOW)
+            .collect()
+    }
+
+    #[test]
+    fn the_beep_is_heard_at_the_marked_second_of_every_loop() {
+        for seconds in [1, 2, 3] {
+            let clip = OpusClip::sync_marks(seconds).unwrap();
+            assert!(clip.is_sync_marked());
+            assert_eq!(clip.frames().len() as u32, seconds * OPUS_FRAMES_PER_SECOND);
+            let loop_samples = (seconds * OPUS_CLOCK_RATE) as usize;
+            let mark = (sync_mark_second(seconds) * OPUS_CLOCK_RATE) as usize;
+            let expected: Vec<usize> = (0..3)
+                .map(|l| l * loop_samples + mark)
+                .filter(|&t| t >= 480)
+                .collect();
+            let found = onsets(&decode(&clip, 3));
+            assert_eq!(found.len(), expected.len(), "{seconds} s: {found:?}");
+            for (f, e) in found.iter().zip(&expected) {
+                // within 2 ms (one detection window, plus the beep's zero-crossing start)
+                assert!(
+                    f.abs_diff(*e) <= 96,
+                    "{seconds} s: heard at {f}, marked at {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_tone_clip_is_not_sync_marked() {
+        assert!(!OpusClip::shared().unwrap().is_sync_marked());
+    }
 }

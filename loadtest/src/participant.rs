@@ -69,6 +69,14 @@ pub struct JoinConfig {
     pub clip_seconds: u32,
     /// RFC 6464 audio level sent (0 loudest ... 127 silent).
     pub audio_level: u8,
+    /// Publish content with known instants, for A/V sync measurements, instead of the test
+    /// pattern and the tone: dark video with one white frame per clip loop, and silence with a
+    /// 100 ms, 1 kHz beep that starts at the same instant (second `clip_seconds / 2` of every
+    /// loop, so one mark every `clip_seconds` seconds). Audio and video are paced from one
+    /// origin, so the white frame and the beep's first audio frame are sent together and carry
+    /// RTP timestamps of the same instant. Every video frame is then an IDR (keyframe requests
+    /// cost nothing). Default off.
+    pub sync_marks: bool,
     /// Route media through this address (a [`crate::LossyRelay`]): the answer's UDP candidates
     /// are rewritten to it and its TCP candidates dropped.
     pub media_via: Option<SocketAddr>,
@@ -127,6 +135,7 @@ impl JoinConfig {
             fps: 20,
             clip_seconds: 2,
             audio_level: LEVEL_SILENT,
+            sync_marks: false,
             media_via: None,
             local_ip: None,
             timeout: Duration::from_secs(10),

@@ -4,6 +4,12 @@
 //! Packets are built directly from the pre-packetized clips (a `Bytes` clone per payload, no
 //! copying) and written through `TrackLocalStaticRTP`, so the interceptor chain (NACK
 //! responder buffer, sender reports) sees every one of them.
+//!
+//! With sync-mark clips (see [`crate::JoinConfig::sync_marks`]) both senders run on one
+//! [`SyncClock`] each, with the same origin (the moment the session's connection came up):
+//! video frame `n` of the loop and audio frame `m` leave at `origin + n / fps` and
+//! `origin + m x 20 ms`, with RTP timestamps of exactly those instants, so the white frame and
+//! the beep's first frame leave together and carry timestamps of the same instant.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,9 +19,62 @@ use rtc::rtp;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use crate::audio::{OPUS_FRAME_SAMPLES, OpusClip, audio_level_payload};
+use crate::audio::{OPUS_FRAME_SAMPLES, OPUS_FRAMES_PER_SECOND, OpusClip, audio_level_payload};
 use crate::peer::{Shared, random_u32};
-use crate::video::{VIDEO_CLOCK_RATE, VideoClip, VideoCursor};
+use crate::video::{EncodedFrame, VIDEO_CLOCK_RATE, VideoClip, VideoCursor};
+
+/// Numbers the media units (frames) of one track from a common origin: unit `n` is due at
+/// `origin + n / rate`. Time is an argument, so it is tested without sleeping.
+#[derive(Debug)]
+pub(crate) struct SyncClock {
+    origin: Instant,
+    rate: u32,
+    last: Option<u64>,
+}
+
+impl SyncClock {
+    /// A clock of `rate` units per second from `origin`.
+    pub fn new(origin: Instant, rate: u32) -> Self {
+        Self {
+            origin,
+            rate: rate.max(1),
+            last: None,
+        }
+    }
+
+    /// The unit whose instant is nearest to `now`, unless it (or a later one) was already
+    /// taken; units whose instant passed unsent are skipped.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        let elapsed = now.saturating_duration_since(self.origin).as_secs_f64();
+        let unit = (elapsed * f64::from(self.rate)).round() as u64;
+        if self.last.is_some_and(|last| unit <= last) {
+            return None;
+        }
+        self.last = Some(unit);
+        Some(unit)
+    }
+
+    /// The RTP timestamp offset of `unit` at `clock_rate` (wrapping like RTP time).
+    pub fn rtp_offset(&self, unit: u64, clock_rate: u32) -> u32 {
+        (u128::from(unit) * u128::from(clock_rate) / u128::from(self.rate)) as u32
+    }
+
+    /// A ticker that fires at the units' instants (skipping missed ones).
+    pub fn ticker(&self) -> tokio::time::Interval {
+        let period = Duration::from_secs(1) / self.rate;
+        let mut ticker = tokio::time::interval_at(self.origin.into(), period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    }
+}
+
+/// The common origin of a session's sync-mark senders: when its connection came up.
+async fn media_origin(shared: &Shared) -> Instant {
+    shared.connected().await;
+    shared
+        .with_state(|s| s.connected_at)
+        .unwrap_or_else(Instant::now)
+}
 
 /// Sends the looped H.264 clip in real time; serves keyframe requests.
 pub(crate) async fn send_video(
@@ -25,6 +84,9 @@ pub(crate) async fn send_video(
     clip: Arc<VideoClip>,
     shared: Arc<Shared>,
 ) {
+    if clip.config().sync_marks {
+        return send_video_sync_marks(track, ssrc, payload_type, clip, shared).await;
+    }
     shared.connected().await;
     let fps = clip.config().fps;
     let mut cursor = VideoCursor::new(clip);
@@ -49,37 +111,83 @@ pub(crate) async fn send_video(
         let elapsed = start.elapsed().as_secs_f64();
         let timestamp = ts0.wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
         let frame = cursor.next_frame();
-        let last = frame.payloads.len().saturating_sub(1);
-        let mut bytes = 0u64;
-        for (i, payload) in frame.payloads.iter().enumerate() {
-            bytes += payload.len() as u64;
-            let packet = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: i == last,
-                    payload_type,
-                    sequence_number: seq,
-                    timestamp,
-                    ssrc,
-                    ..Default::default()
-                },
-                payload: payload.clone(),
-            };
-            seq = seq.wrapping_add(1);
-            if let Err(e) = track.write_rtp(packet).await {
-                tracing::debug!("video write_rtp: {e}");
-            }
+        write_frame(&track, frame, ssrc, payload_type, &mut seq, timestamp).await;
+        count_frame(&shared, frame, forced);
+    }
+}
+
+/// [`send_video`] of a sync-mark clip (all IDRs): frame `n` of the loop at its instant on the
+/// session's [`SyncClock`]; keyframe requests need nothing, every frame is one.
+async fn send_video_sync_marks(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    clip: Arc<VideoClip>,
+    shared: Arc<Shared>,
+) {
+    let mut clock = SyncClock::new(media_origin(&shared).await, clip.config().fps);
+    let mut seq = random_u32() as u16;
+    let ts0 = random_u32();
+    let mut ticker = clock.ticker();
+    loop {
+        ticker.tick().await;
+        let Some(unit) = clock.due(Instant::now()) else {
+            continue;
+        };
+        if !shared.send_video.load(Ordering::Relaxed) {
+            continue;
         }
-        let c = &shared.sent;
-        c.packets
-            .fetch_add(frame.payloads.len() as u64, Ordering::Relaxed);
-        c.bytes.fetch_add(bytes, Ordering::Relaxed);
-        c.video_frames.fetch_add(1, Ordering::Relaxed);
-        if frame.keyframe {
-            c.keyframes.fetch_add(1, Ordering::Relaxed);
-            if forced {
-                c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-            }
+        let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
+        let frames = clip.frames();
+        let frame = &frames[(unit % frames.len() as u64) as usize];
+        let timestamp = ts0.wrapping_add(clock.rtp_offset(unit, VIDEO_CLOCK_RATE));
+        write_frame(&track, frame, ssrc, payload_type, &mut seq, timestamp).await;
+        count_frame(&shared, frame, forced);
+    }
+}
+
+/// Writes one frame's RTP packets (marker on the last), advancing `seq`.
+async fn write_frame(
+    track: &TrackLocalStaticRTP,
+    frame: &EncodedFrame,
+    ssrc: u32,
+    payload_type: u8,
+    seq: &mut u16,
+    timestamp: u32,
+) {
+    let last = frame.payloads.len().saturating_sub(1);
+    for (i, payload) in frame.payloads.iter().enumerate() {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: i == last,
+                payload_type,
+                sequence_number: *seq,
+                timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload: payload.clone(),
+        };
+        *seq = seq.wrapping_add(1);
+        if let Err(e) = track.write_rtp(packet).await {
+            tracing::debug!("video write_rtp: {e}");
+        }
+    }
+}
+
+/// Counts a sent frame (`forced`: it answered a keyframe request).
+fn count_frame(shared: &Shared, frame: &EncodedFrame, forced: bool) {
+    let bytes: usize = frame.payloads.iter().map(|p| p.len()).sum();
+    let c = &shared.sent;
+    c.packets
+        .fetch_add(frame.payloads.len() as u64, Ordering::Relaxed);
+    c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    c.video_frames.fetch_add(1, Ordering::Relaxed);
+    if frame.keyframe {
+        c.keyframes.fetch_add(1, Ordering::Relaxed);
+        if forced {
+            c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -98,7 +206,8 @@ pub(crate) async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, sha
     }
 }
 
-/// Sends the looped Opus tone in real time with the current audio level.
+/// Sends the looped Opus clip in real time with the current audio level: the tone frame after
+/// frame, or a sync-mark clip frame by frame of its [`SyncClock`].
 pub(crate) async fn send_audio(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
@@ -107,11 +216,23 @@ pub(crate) async fn send_audio(
     clip: Arc<OpusClip>,
     shared: Arc<Shared>,
 ) {
-    shared.connected().await;
+    let mut clock = if clip.is_sync_marked() {
+        let origin = media_origin(&shared).await;
+        Some(SyncClock::new(origin, OPUS_FRAMES_PER_SECOND))
+    } else {
+        shared.connected().await;
+        None
+    };
     let mut seq = random_u32() as u16;
     let ts0 = random_u32();
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticker = match &clock {
+        Some(clock) => clock.ticker(),
+        None => {
+            let mut ticker = tokio::time::interval(Duration::from_millis(20));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            ticker
+        }
+    };
     let start = Instant::now();
     let mut n: u64 = 0;
     loop {
@@ -119,10 +240,20 @@ pub(crate) async fn send_audio(
         if !shared.send_audio.load(Ordering::Relaxed) {
             continue;
         }
-        let frame_no = (start.elapsed().as_millis() / 20) as u64;
+        let (frame_no, payload) = match &mut clock {
+            Some(clock) => {
+                let Some(unit) = clock.due(Instant::now()) else {
+                    continue;
+                };
+                (unit, clip.frame(unit).clone())
+            }
+            None => {
+                let frame_no = (start.elapsed().as_millis() / 20) as u64;
+                n += 1;
+                (frame_no, clip.frame(n - 1).clone())
+            }
+        };
         let timestamp = ts0.wrapping_add((frame_no as u32).wrapping_mul(OPUS_FRAME_SAMPLES));
-        let payload = clip.frame(n).clone();
-        n += 1;
         let len = payload.len() as u64;
         let mut header = rtp::header::Header {
             version: 2,
@@ -146,5 +277,37 @@ pub(crate) async fn send_audio(
         c.packets.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len, Ordering::Relaxed);
         c.audio_packets.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_clock_takes_the_nearest_unit_once_and_skips_missed_ones() {
+        let origin = Instant::now();
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        let mut clock = SyncClock::new(origin, 50);
+        assert_eq!(clock.due(at(0)), Some(0));
+        assert_eq!(clock.due(at(21)), Some(1), "a late tick is still its unit");
+        assert_eq!(clock.due(at(29)), None, "unit 1 is taken");
+        assert_eq!(clock.due(at(101)), Some(5), "units 2 to 4 passed unsent");
+        assert_eq!(clock.rtp_offset(5, 48_000), 5 * 960);
+    }
+
+    #[test]
+    fn video_and_audio_clocks_agree_on_the_mark_instant() {
+        let origin = Instant::now();
+        let mut video = SyncClock::new(origin, 15);
+        let mut audio = SyncClock::new(origin, OPUS_FRAMES_PER_SECOND);
+        let mark = origin + Duration::from_secs(1) + Duration::from_millis(2);
+        assert_eq!(video.due(mark), Some(15));
+        assert_eq!(audio.due(mark), Some(50));
+        assert_eq!(video.rtp_offset(15, VIDEO_CLOCK_RATE), VIDEO_CLOCK_RATE);
+        assert_eq!(audio.rtp_offset(50, 48_000), 48_000);
+        // RTP time wraps like a u32
+        let far = 1u64 << 33;
+        assert_eq!(audio.rtp_offset(far, 48_000), (far * 960) as u32);
     }
 }

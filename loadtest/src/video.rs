@@ -6,6 +6,10 @@
 //! pre-split into RTP payloads with H.264 packetization mode 1 (single NAL, STAP-A, FU-A), so
 //! sending costs no encoding and no copying. A keyframe on demand (PLI/FIR) is served by
 //! restarting the loop at its IDR, see [`VideoCursor`].
+//!
+//! A sync-mark clip ([`VideoClipConfig::sync_marks`]) is different: dark frames with one white
+//! frame at [`sync_mark_second`] of each loop, and every frame an IDR, so the sender can pick
+//! frames by wall-clock time (and skip or repeat none) without ever breaking the bitstream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -39,6 +43,11 @@ pub struct VideoClipConfig {
     pub bitrate_bps: u32,
     /// Clip length in frames; the clip starts with its only IDR.
     pub frames: u32,
+    /// Encode the sync-mark clip instead of the test pattern: dark frames except a white one at
+    /// [`mark_frame`](Self::mark_frame), every frame an IDR. `frames` must then be a whole
+    /// number of seconds, so the loop matches the audio's (see
+    /// [`OpusClip::sync_marks`](crate::audio::OpusClip::sync_marks)).
+    pub sync_marks: bool,
 }
 
 impl VideoClipConfig {
@@ -50,8 +59,23 @@ impl VideoClipConfig {
             fps,
             bitrate_bps,
             frames: fps.max(1) * 2,
+            sync_marks: false,
         }
     }
+
+    /// The index of the white frame in a sync-mark clip (`None` for the test pattern): the
+    /// first frame of whole second [`sync_mark_second`] of the loop.
+    pub fn mark_frame(&self) -> Option<u32> {
+        self.sync_marks
+            .then(|| sync_mark_second(self.frames / self.fps.max(1)) * self.fps)
+    }
+}
+
+/// Where the sync mark of a loop of `loop_seconds` whole seconds falls: at the start of its
+/// middle second (second 1 of a 2 s loop; second 0 of a 1 s loop). Video and audio clips of
+/// the same length put their marks at the same instant.
+pub fn sync_mark_second(loop_seconds: u32) -> u32 {
+    loop_seconds / 2
 }
 
 /// One encoded frame of the clip.
@@ -83,6 +107,11 @@ impl VideoClip {
         if config.fps == 0 || config.frames == 0 {
             bail!("fps and clip length must be positive");
         }
+        if config.sync_marks && !config.frames.is_multiple_of(config.fps) {
+            bail!("a sync-mark clip must last whole seconds");
+        }
+        // A sync-mark clip is all IDRs, so any frame may follow any other.
+        let intra_period = if config.sync_marks { 1 } else { config.frames };
         let enc_config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(config.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(config.fps as f32))
@@ -92,15 +121,21 @@ impl VideoClip {
             .level(Level::Level_3_1)
             .skip_frames(false)
             .scene_change_detect(false)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(config.frames));
+            .intra_frame_period(IntraFramePeriod::from_num_frames(intra_period));
         let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), enc_config)
             .context("creating openh264 encoder")?;
         let (w, h) = (config.width as usize, config.height as usize);
         let mut payloader = H264Payloader::default();
         let mut frames = Vec::with_capacity(config.frames as usize);
+        let mark = config.mark_frame();
         for index in 0..config.frames {
-            let yuv = YUVBuffer::from_vec(test_pattern(w, h, index), w, h);
-            if index == 0 {
+            let picture = match mark {
+                Some(mark) => sync_mark_picture(w, h, index == mark),
+                None => test_pattern(w, h, index),
+            };
+            let yuv = YUVBuffer::from_vec(picture, w, h);
+            let intra = index == 0 || config.sync_marks;
+            if intra {
                 encoder.force_intra_frame();
             }
             let bitstream = encoder.encode(&yuv).context("encoding test pattern")?;
@@ -110,7 +145,7 @@ impl VideoClip {
                 bail!("encoder skipped frame {index}");
             }
             let keyframe = frame_type == FrameType::IDR;
-            if (index == 0) != keyframe {
+            if intra != keyframe {
                 bail!("unexpected frame type {frame_type:?} at clip frame {index}");
             }
             let payloads = payloader
@@ -145,7 +180,7 @@ impl VideoClip {
         &self.config
     }
 
-    /// All frames in order; frame 0 is the IDR.
+    /// All frames in order; frame 0 is the IDR (every frame is, in a sync-mark clip).
     pub fn frames(&self) -> &[EncodedFrame] {
         &self.frames
     }
@@ -212,4 +247,66 @@ pub fn test_pattern(width: usize, height: usize, index: u32) -> Vec<u8> {
     u.fill(cu);
     v.fill(cv);
     yuv
+}
+
+/// Luma of a sync-mark clip's dark frames.
+const DARK_LUMA: u8 = 32;
+/// Luma of its white (mark) frame.
+const WHITE_LUMA: u8 = 235;
+
+/// A flat I420 picture of a sync-mark clip: white for the mark, dark otherwise, no colour.
+pub fn sync_mark_picture(width: usize, height: usize, white: bool) -> Vec<u8> {
+    let mut yuv = vec![128u8; width * height * 3 / 2];
+    let luma = if white { WHITE_LUMA } else { DARK_LUMA };
+    yuv[..width * height].fill(luma);
+    yuv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync_clip(fps: u32, seconds: u32) -> VideoClipConfig {
+        let mut config = VideoClipConfig::new(64, 48, fps, 100_000);
+        config.frames = fps * seconds;
+        config.sync_marks = true;
+        config
+    }
+
+    #[test]
+    fn the_mark_is_the_first_frame_of_the_middle_second() {
+        assert_eq!(sync_clip(15, 2).mark_frame(), Some(15));
+        assert_eq!(sync_clip(20, 4).mark_frame(), Some(40));
+        assert_eq!(sync_clip(15, 1).mark_frame(), Some(0));
+        assert_eq!(VideoClipConfig::new(64, 48, 15, 100_000).mark_frame(), None);
+    }
+
+    #[test]
+    fn a_sync_mark_clip_is_all_idrs_and_decodes_to_one_white_frame() {
+        let config = sync_clip(10, 2);
+        let clip = VideoClip::encode(config).expect("encode");
+        assert!(clip.frames().iter().all(|f| f.keyframe));
+        let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+        let mut bright = Vec::new();
+        for (index, frame) in clip.frames().iter().enumerate() {
+            use openh264::formats::YUVSource;
+            let picture = decoder
+                .decode(&frame.annexb)
+                .expect("decodes")
+                .expect("a picture per frame");
+            let y = picture.y();
+            let mean = y.iter().map(|&v| u64::from(v)).sum::<u64>() / y.len() as u64;
+            if mean > 128 {
+                bright.push(index as u32);
+            }
+        }
+        assert_eq!(bright, vec![config.mark_frame().unwrap()]);
+    }
+
+    #[test]
+    fn a_sync_mark_clip_must_last_whole_seconds() {
+        let mut config = sync_clip(10, 2);
+        config.frames = 15;
+        assert!(VideoClip::encode(config).is_err());
+    }
 }

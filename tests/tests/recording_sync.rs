@@ -5,13 +5,16 @@
 //! instant. The meeting is recorded through the all-in-one default, one participant joining
 //! 2 s into the recording. Then, with the real ffmpeg, every flash (a frame whose mean luma
 //! stands far above the file's median) is paired with the nearest beep onset (where the RMS
-//! over 5 ms windows jumps after quiet), and every pair must be less than 40 ms apart:
+//! over 5 ms windows jumps after quiet, refined to the sample), and every pair must be less
+//! than 40 ms apart:
 //!
 //! - in each participant's file, every flash (at least two per file);
 //! - in the composed file, where the mix holds everyone's beeps and a flash lights one tile,
 //!   the first flash of every cluster (flashes less than [`CLUSTER`] apart, whose beeps
 //!   overlap so that only the first has an onset after quiet) is paired with the nearest
-//!   onset of the mix.
+//!   onset of the mix. The composed video is rendered at 15 fps, each frame showing every
+//!   participant's nearest picture, so a flash there is up to half a frame (33 ms) off its
+//!   true time: that is the bulk of the offsets measured in the composed file.
 //!
 //! The marks must also land where the wall clock says: a participant's marks are at 1 s, 3 s,
 //! 5 s, ... after its connection came up, so a late joiner's first mark is late too (not
@@ -70,10 +73,12 @@ async fn join(server: &Node, meeting: &str, name: &str) -> Participant {
     participant
 }
 
-/// Runs ffmpeg on `file` with `args` after the input; its stdout.
+/// Runs ffmpeg on `file` with `args` after the input; its stdout. Timestamps stay those of
+/// the file (`-copyts`: ffmpeg would otherwise shift them so that the file starts at 0, and a
+/// late joiner's file does not).
 fn ffmpeg(file: &Path, args: &[&str]) -> Vec<u8> {
     let output = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-v", "error", "-copyts", "-i"])
         .arg(file)
         .args(args)
         .output()
@@ -156,7 +161,9 @@ fn pcm(file: &Path) -> Vec<i16> {
         .collect()
 }
 
-/// The times where a beep starts: a loud 5 ms window after [`QUIET_WINDOWS`] quiet ones.
+/// The times where a beep starts: a loud 5 ms window after [`QUIET_WINDOWS`] quiet ones,
+/// refined to its first sample above [`LOUD_RMS`] (from the window before, for a beep that
+/// starts late in a window).
 fn beep_onsets(pcm: &[i16]) -> Vec<f64> {
     let loud: Vec<bool> = pcm
         .chunks(WINDOW)
@@ -167,7 +174,14 @@ fn beep_onsets(pcm: &[i16]) -> Vec<f64> {
         .collect();
     (QUIET_WINDOWS..loud.len())
         .filter(|&i| loud[i] && loud[i - QUIET_WINDOWS..i].iter().all(|l| !l))
-        .map(|i| (i * WINDOW) as f64 / RATE)
+        .map(|i| {
+            let from = (i - 1) * WINDOW;
+            let first = pcm[from..]
+                .iter()
+                .position(|s| f64::from(s.unsigned_abs()) > LOUD_RMS)
+                .map_or(i * WINDOW, |at| from + at);
+            first as f64 / RATE
+        })
         .collect()
 }
 
@@ -275,7 +289,6 @@ async fn recorded_audio_and_video_stay_within_40_ms() {
         Some(after) => after.as_secs_f64(),
         None => -post_answered.duration_since(at).as_secs_f64(),
     };
-    let _ = Command::new("cp").args(["-r"]).arg(&dir).arg("/tmp/syncdbg").status();
     let uncertainty = post_answered.duration_since(post_sent).as_secs_f64();
     for p in &done.participants {
         let file = dir.join(format!("{}.mp4", p.id));
@@ -294,25 +307,24 @@ async fn recorded_audio_and_video_stay_within_40_ms() {
             let expected = first_mark + periods * MARK_PERIOD;
             println!(
                 "MARK file={} flash={flash:.3}s expected={expected:.3}s (+{:.3}s)",
-                p.name,
-                uncertainty
+                p.name, uncertainty
             );
             assert!(periods >= 0.0, "{}: a mark before it connected", p.name);
-            if std::env::var("DBG").is_err() { assert!(
+            assert!(
                 flash - expected > -0.1 && flash - expected < uncertainty + 0.1,
                 "{}: a flash at {flash:.3} s, expected at {expected:.3} s",
                 p.name
-            ); }
+            );
         }
-        println!("DBG {} connected {:.3} first video packet? answer-sent {:.3}", p.name, since_answer(connected), uncertainty);
         if p.name == "late" {
             assert!(
-                flashes[0] > 2.0,
-                "the late joiner's first mark is at its join: {flashes:?}"
+                since_answer(connected) > 1.5 && flashes[0] > since_answer(connected),
+                "the late joiner's marks start after its join at {:.3} s: {flashes:?}",
+                since_answer(connected)
             );
         }
     }
 
     assert!(done.composed.is_some(), "a composed video: {done:?}");
-    check_sync(&dir.join("composed.mp4"), 15.0, CLUSTER, 2);
+    check_sync(&dir.join("composed.mp4"), 20.0, CLUSTER, 2);
 }
