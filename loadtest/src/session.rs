@@ -39,6 +39,7 @@ impl Media {
             let mut config =
                 VideoClipConfig::new(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate_bps);
             config.frames = cfg.fps.max(1) * cfg.clip_seconds.max(1);
+            config.sync_marks = cfg.sync_marks;
             Some(
                 tokio::task::spawn_blocking(move || VideoClip::shared(config))
                     .await
@@ -47,7 +48,9 @@ impl Media {
         } else {
             None
         };
-        let audio = if cfg.publish_audio {
+        let audio = if cfg.publish_audio && cfg.sync_marks {
+            Some(OpusClip::shared_sync_marks(cfg.clip_seconds.max(1))?)
+        } else if cfg.publish_audio {
             Some(OpusClip::shared()?)
         } else {
             None
