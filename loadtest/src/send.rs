@@ -92,12 +92,14 @@ pub(crate) async fn send_video(
     let mut cursor = VideoCursor::new(clip);
     let mut seq = random_u32() as u16;
     let ts0 = random_u32();
-    let start = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps);
+    let start = Instant::now();
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut was_sending = false;
     loop {
-        ticker.tick().await;
+        // the frame's instant is its tick's, not when the task got to run: a camera's capture
+        // times are regular even when the sender is late
+        let tick = ticker.tick().await;
         let sending = shared.send_video.load(Ordering::Relaxed);
         if !sending {
             was_sending = false;
@@ -108,7 +110,10 @@ pub(crate) async fn send_video(
             cursor.force_keyframe();
         }
         was_sending = true;
-        let elapsed = start.elapsed().as_secs_f64();
+        let elapsed = tick
+            .into_std()
+            .saturating_duration_since(start)
+            .as_secs_f64();
         let timestamp = ts0.wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
         let frame = cursor.next_frame();
         write_frame(&track, frame, ssrc, payload_type, &mut seq, timestamp).await;

@@ -520,3 +520,122 @@ async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
         assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
+    let scratch = Scratch::new("recording-node-loss");
+    let db = scratch.path("cdr.sqlite");
+    let locator = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        &["--cluster", "--secret", SECRET, "--db", &db],
+    )
+    .expect("locator starts");
+    let sfu = |name: &str| {
+        Node::start(
+            Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+            &[
+                "--secret",
+                SECRET,
+                "--name",
+                name,
+                "--locator",
+                &locator.url(),
+            ],
+        )
+        .expect("node starts")
+    };
+    let first_node = sfu("a1");
+    let out = scratch.path("recordings");
+    let _recorder = recorder(&locator, &out);
+    let mut people = Vec::new();
+    for (name, role) in [("mod", Role::Moderator), ("guest", Role::Participant)] {
+        let mut cfg = JoinConfig::new(locator.http, "lossy", name);
+        cfg.locator = Some(locator.url());
+        cfg.token = Some(token("lossy", name, role));
+        cfg.width = 320;
+        cfg.height = 240;
+        cfg.fps = 15;
+        cfg.video_bitrate_bps = 200_000;
+        people.push(Participant::join(cfg).await.expect("joins"));
+    }
+    // a second node to fail over to, registered once everyone is on the first
+    let _second_node = sfu("a2");
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/meetings/lossy/recordings", locator.url());
+    let moderator = token("lossy", "mod", Role::Moderator);
+    let deadline = Instant::now() + WAIT;
+    let started: RecordingInfo = loop {
+        let response = http
+            .post(&api)
+            .bearer_auth(&moderator)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 201 {
+            break response.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recorder: {:?}",
+            response.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recording_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let killed_at = recording_started.elapsed().as_secs_f64();
+    drop(first_node); // SIGKILL: participants and recorder fail over to a2
+    for p in &people {
+        p.wait_until(WAIT, |s| s.reconnects >= 1 && s.recording)
+            .await
+            .expect("back on the other node, still recorded");
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stopped: RecordingInfo = http
+        .delete(format!("{api}/{}", started.id))
+        .bearer_auth(&moderator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!("NODE_LOSS incidents={:?}", stopped.incidents);
+    assert!(
+        stopped
+            .incidents
+            .iter()
+            .any(|i| i.contains("lost its node")),
+        "the manifest notes the lost node"
+    );
+    // each person has a file up to the loss and one from their return, with at most ~2 s
+    // missing in between
+    let dir = PathBuf::from(&out).join("lossy").join(&started.id);
+    for name in ["mod", "guest"] {
+        let mut spans: Vec<(f64, f64)> = stopped
+            .participants
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| {
+                let probe = probe(&dir.join(format!("{}.mp4", p.id)));
+                let seconds = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
+                let end = seconds(&probe["format"]["duration"]).unwrap();
+                let start = probe["streams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| seconds(&s["start_time"]))
+                    .fold(f64::MAX, f64::min);
+                (start, end)
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        println!("NODE_LOSS {name} spans={spans:?} killed_at={killed_at:.2}");
+        assert_eq!(spans.len(), 2, "{name}: before and after the loss");
+        let missing = spans[1].0 - spans[0].1;
+        assert!(
+            spans[0].1 > killed_at - 2.0 && missing < 2.5,
+            "{name}: {missing:.2} s missing around the loss"
+        );
+    }
+}

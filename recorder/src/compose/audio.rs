@@ -93,9 +93,8 @@ impl AudioLane {
             let cursor = self.position + self.pending.len() as i64;
             let gap = usize::try_from(start.saturating_sub(cursor)).unwrap_or(0);
             self.pending.extend(std::iter::repeat_n(0, gap));
-            let overlap = usize::try_from(cursor.saturating_sub(start))
-                .unwrap_or(usize::MAX)
-                .min(decoded);
+            // a packet after a gap (start past the cursor) overlaps nothing: keep all of it
+            let overlap = usize::try_from(cursor - start).unwrap_or(0).min(decoded);
             self.pending.extend(&self.pcm[overlap..decoded]);
         }
         Ok(())
