@@ -59,6 +59,9 @@ pub struct RecordingInfo {
 pub struct RecordedParticipant {
     /// Participant id in the meeting.
     pub id: u32,
+    /// Stable identity from their token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Display name.
     pub name: String,
     /// When they appeared, from the recording's start, in milliseconds.

@@ -102,8 +102,12 @@ pub enum ModerateAction {
 /// A participant as others see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParticipantInfo {
-    /// Node-unique id.
+    /// Cluster-unique id.
     pub id: ParticipantId,
+    /// Stable identity from the token: told only to recorders (for the manifest) and to other
+    /// nodes, never to participants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Display name.
     pub name: String,
     /// Role in the meeting.
@@ -297,6 +301,25 @@ impl ServerMessage {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl ServerMessage {
+    /// The frame as a participant gets it: identities left out (only recorders see them).
+    pub fn without_identities(mut self) -> Self {
+        match &mut self {
+            ServerMessage::Welcome(welcome) => {
+                welcome.you.identity = None;
+                for p in &mut welcome.participants {
+                    p.identity = None;
+                }
+            }
+            ServerMessage::Joined { participant } | ServerMessage::Updated { participant } => {
+                participant.identity = None;
+            }
+            _ => {}
+        }
+        self
     }
 }
 

@@ -316,6 +316,7 @@ fn recover_recording(dir: &Path, keys: Option<&Keyring>) -> anyhow::Result<bool>
         {
             info.participants.push(RecordedParticipant {
                 id,
+                identity: None,
                 name: format!("participant {id}"),
                 joined_offset_ms: 0,
                 left_offset_ms: None,

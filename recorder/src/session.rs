@@ -13,7 +13,8 @@ use crate::timeline::RtpPacket;
 use anyhow::Context;
 use bytes::Bytes;
 use kaskade_loadtest::{
-    Event, JoinConfig, MediaSink, Participant, ParticipantId, ReceivedPacket, ServerMessage,
+    Event, JoinConfig, MediaSink, Participant, ParticipantId, ParticipantInfo, ReceivedPacket,
+    ServerMessage,
 };
 use kaskade_protocol::recording::{
     RecordedParticipant, RecordingInfo, RecordingState, StartRecording,
@@ -111,8 +112,8 @@ impl Session {
             .await
             .with_context(|| format!("joining meeting {}", request.meeting))?;
         let mut events = participant.subscribe();
-        for (_, p) in participant.state().participants {
-            note_joined(&state, p.id, &p.name);
+        for p in participant.state().participants.values() {
+            note_joined(&state, p);
         }
         write_manifest(&dir, &snapshot(&state))?;
         let tracked = state.clone();
@@ -131,11 +132,11 @@ impl Session {
                 match event {
                     Ok(Event::Signal(ServerMessage::Welcome(welcome))) => {
                         for p in &welcome.participants {
-                            note_joined(&tracked, p.id, &p.name);
+                            note_joined(&tracked, p);
                         }
                     }
                     Ok(Event::Signal(ServerMessage::Joined { participant })) => {
-                        note_joined(&tracked, participant.id, &participant.name);
+                        note_joined(&tracked, &participant);
                     }
                     Ok(Event::Signal(ServerMessage::Left { id, .. })) => note_left(&tracked, id),
                     Ok(Event::Rejoined { node }) => note_incident(
@@ -255,12 +256,13 @@ fn compose_meeting(state: &Mutex<Record>, dir: &Path, keys: Option<&Keyring>) {
     }
 }
 
-fn note_joined(state: &Mutex<Record>, id: ParticipantId, name: &str) {
+fn note_joined(state: &Mutex<Record>, p: &ParticipantInfo) {
     if let Ok(mut record) = state.lock() {
         let offset = record.origin.elapsed().as_millis() as u64;
-        record.present.entry(id).or_insert(RecordedParticipant {
-            id,
-            name: name.to_string(),
+        record.present.entry(p.id).or_insert(RecordedParticipant {
+            id: p.id,
+            identity: p.identity.clone(),
+            name: p.name.clone(),
             joined_offset_ms: offset,
             left_offset_ms: None,
             file: None,

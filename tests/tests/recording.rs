@@ -425,6 +425,17 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
         recovered.incidents
     );
     assert_eq!(recovered.participants.len(), 2);
+    let mut identities: Vec<_> = recovered
+        .participants
+        .iter()
+        .filter_map(|p| p.identity.as_deref())
+        .collect();
+    identities.sort();
+    assert_eq!(
+        identities,
+        ["guest@example.com", "mod@example.com"],
+        "the manifest names identities"
+    );
     for p in &recovered.participants {
         let file = dir.join(format!("{}.mp4", p.id));
         let probe = probe(&file);

@@ -82,10 +82,12 @@ impl Participant {
         self.role == Role::Recorder
     }
 
-    /// How others see this participant.
+    /// This participant as other nodes and recorders see it (with its identity; frames to
+    /// participants leave the identity out).
     pub fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             id: self.id,
+            identity: Some(self.identity.clone()),
             name: self.name.clone(),
             role: self.role,
             audio_muted: self.audio_muted,

@@ -237,7 +237,7 @@ impl MediaCore {
             )
             .collect();
         let recording = room.recording;
-        let welcome = ServerMessage::Welcome(Welcome {
+        let mut welcome = ServerMessage::Welcome(Welcome {
             you: you.clone(),
             meeting: request.meeting,
             locked: room.locked,
@@ -254,6 +254,9 @@ impl MediaCore {
             recording,
             token: String::new(),
         });
+        if !hidden {
+            welcome = welcome.without_identities();
+        }
         room.members.push(id);
         let first_member = room.members.len() == 1;
         self.participants.insert(id, participant);
@@ -543,7 +546,21 @@ impl MediaCore {
     }
 
     fn send(&mut self, id: ParticipantId, message: ServerMessage) {
+        let message = self.for_recipient(id, message);
         self.outputs.push_back(Output::Send(id, message));
+    }
+
+    /// `message` as `id` may see it: identities only for recorders.
+    fn for_recipient(&self, id: ParticipantId, message: ServerMessage) -> ServerMessage {
+        if self
+            .participants
+            .get(&id)
+            .is_some_and(Participant::is_hidden)
+        {
+            message
+        } else {
+            message.without_identities()
+        }
     }
 
     fn broadcast(
@@ -557,7 +574,8 @@ impl MediaCore {
         };
         for id in &room.members {
             if Some(*id) != except {
-                self.outputs.push_back(Output::Send(*id, message.clone()));
+                let message = self.for_recipient(*id, message.clone());
+                self.outputs.push_back(Output::Send(*id, message));
             }
         }
     }

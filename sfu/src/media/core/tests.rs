@@ -406,6 +406,7 @@ fn a_peer_cannot_announce_ids_of_another_node() {
     pair.take_frames();
     let forged = crate::signaling::protocol::ParticipantInfo {
         id: (3 << 20) | 1,
+        identity: None,
         name: "mallory".into(),
         role: Role::Moderator,
         audio_muted: false,
@@ -491,6 +492,17 @@ fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
         panic!("no welcome");
     };
     assert_eq!(welcome.recv_slots, 10, "a recorder receives all ten");
+    let mut identities: Vec<_> = welcome
+        .participants
+        .iter()
+        .filter_map(|p| p.identity.as_deref())
+        .collect();
+    identities.sort();
+    assert_eq!(
+        identities,
+        ["ann", "bob"],
+        "a recorder learns identities, across the link too"
+    );
     pair.pump();
     let frames = pair.take_frames();
     assert!(
@@ -501,6 +513,13 @@ fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
     );
     let late = join(&mut pair.a, "m", "cy", Role::Participant).unwrap();
     assert!(matches!(&late.welcome, ServerMessage::Welcome(w) if w.recording));
+    let ServerMessage::Welcome(seen) = &late.welcome else {
+        panic!("no welcome");
+    };
+    assert!(
+        seen.participants.iter().all(|p| p.identity.is_none()) && seen.you.identity.is_none(),
+        "participants never see identities"
+    );
 
     pair.b.leave(Instant::now(), recorder.id, LeaveReason::Left);
     pair.pump();
