@@ -25,6 +25,9 @@ describe('record a meeting and play it back', { timeout: 150_000 }, () => {
     for (const name of ['Paula', 'Pete']) {
       const who = await Participant.open(browser, name);
       await who.goto(BASE_URL, MEETING);
+      // one after the other: the first one in is the moderator
+      await waitFor(`${name} is welcomed`, async () => (await who.state()).you, Boolean,
+        { timeout: 30_000 });
       people.push(who);
     }
     const [paula] = people;
