@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_decodes_cleanly, probe, scratch};
+use common::{assert_decodes_cleanly, probe, scratch, split_annexb};
 use kaskade_recorder::compose::layout::{Tile, grid};
 use kaskade_recorder::compose::{ComposeConfig, ComposeError, ComposeInput, compose};
 use kaskade_recorder::finalize::finalize;
@@ -88,31 +88,6 @@ fn record(participant: &Participant) -> PathBuf {
     std::fs::write(&fragmented, writer.finish().expect("finish")).expect("write");
     finalize(&fragmented, &output).expect("finalize");
     output
-}
-
-fn split_annexb(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    starts
-        .iter()
-        .enumerate()
-        .map(|(n, &start)| {
-            let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
-            while end > start && data[end - 1] == 0 {
-                end -= 1;
-            }
-            &data[start..end]
-        })
-        .filter(|nal| !nal.is_empty())
-        .collect()
 }
 
 /// Every frame of `path` as raw YUV 4:2:0, as ffmpeg decodes it.

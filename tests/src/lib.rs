@@ -2,6 +2,7 @@
 //! namespace of their own), read their metrics, and clean up after themselves.
 
 use anyhow::{Context, Result, bail};
+use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,19 @@ pub fn recorder_binary(built: &str) -> String {
 /// cannot start, which fails the calling test.
 pub fn start_node(built: &str, args: &[&str]) -> Node {
     Node::start(Command::new(node_binary(built)), args).expect("node starts")
+}
+
+/// A token for `name` (identity `name@example.com`) in `meeting`, valid for ten minutes, signed
+/// with `secret` as an operator's backend would sign it.
+pub fn sign_token(secret: &str, meeting: &str, name: &str, role: Role) -> String {
+    TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
+        meeting: meeting.into(),
+        sub: format!("{name}@example.com"),
+        name: name.into(),
+        role,
+        exp: unix_now() + 600,
+        rejoin: false,
+    })
 }
 
 /// A private network namespace with loopback up, deleted on drop.

@@ -2,9 +2,9 @@
 //! synthetic WebRTC participants joining through the locator's join API. Meetings cascade
 //! across nodes, survive the loss of a node, and keep being placed when a locator dies.
 
-use kaskade_e2e::{Node, http_get, node_binary, parse_metric};
+use kaskade_e2e::{Node, http_get, node_binary, parse_metric, sign_token};
 use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
-use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
+use kaskade_protocol::token::Role;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -73,14 +73,7 @@ fn token(meeting: &str, name: &str) -> String {
 }
 
 fn token_as(meeting: &str, name: &str, role: Role) -> String {
-    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
-        meeting: meeting.into(),
-        sub: format!("{name}@example.com"),
-        name: name.into(),
-        role,
-        exp: unix_now() + 600,
-        rejoin: false,
-    })
+    sign_token(SECRET, meeting, name, role)
 }
 
 fn config(locator: &Node, meeting: &str, name: &str) -> JoinConfig {

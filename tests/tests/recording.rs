@@ -1,42 +1,34 @@
 //! Recording a meeting of real synthetic participants through the all-in-one default (an
-//! embedded locator, node and recorder), then checking the files with the real ffprobe and
-//! ffmpeg, and the playback surface.
+//! embedded locator, node and recorder) and through a cluster, then checking the files with the
+//! real ffprobe and ffmpeg, and the playback surface.
 
-use kaskade_e2e::{Node, Scratch, recorder_binary};
-use kaskade_loadtest::{JoinConfig, Participant};
+mod common;
+
+use common::{Recordings, WAIT, all_in_one, media_config};
+use kaskade_e2e::{Node, Scratch, recorder_binary, sign_token};
+use kaskade_loadtest::Participant;
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
-use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
+use kaskade_protocol::token::Role;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn all_in_one(scratch: &Scratch) -> Node {
-    let db = scratch.path("cdr.sqlite");
-    let recordings = scratch.path("recordings");
-    Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--db", &db, "--recordings", &recordings],
-    )
-    .expect("all-in-one starts")
-}
-
 async fn join(server: &Node, meeting: &str, name: &str) -> Participant {
-    let mut cfg = JoinConfig::new(server.http, meeting, name);
-    cfg.locator = Some(server.url());
-    cfg.width = 320;
-    cfg.height = 240;
-    cfg.fps = 15;
-    cfg.video_bitrate_bps = 200_000;
-    Participant::join(cfg)
+    Participant::join(media_config(server, meeting, name))
         .await
         .unwrap_or_else(|e| panic!("{name} joins: {e}"))
 }
 
+/// Where the files of recording `id` of `meeting` are, below `recordings`.
+fn recording_dir(recordings: impl AsRef<Path>, meeting: &str, id: &str) -> PathBuf {
+    recordings.as_ref().join(meeting).join(id)
+}
+
 /// ffprobe's JSON view of a file's streams and format.
-fn probe(file: &Path) -> Value {
+struct Probe(Value);
+
+fn probe(file: &Path) -> Probe {
     let output = Command::new("ffprobe")
         .args([
             "-v",
@@ -55,7 +47,36 @@ fn probe(file: &Path) -> Value {
         file.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
+    Probe(serde_json::from_slice(&output.stdout).expect("ffprobe JSON"))
+}
+
+impl Probe {
+    fn streams(&self) -> impl Iterator<Item = &Value> {
+        self.0["streams"].as_array().expect("streams").iter()
+    }
+
+    /// The codec of each stream.
+    fn codecs(&self) -> Vec<&str> {
+        self.streams()
+            .filter_map(|s| s["codec_name"].as_str())
+            .collect()
+    }
+
+    /// Where the earliest stream starts, in seconds.
+    fn start(&self) -> f64 {
+        self.streams()
+            .filter_map(|s| seconds(&s["start_time"]))
+            .fold(f64::MAX, f64::min)
+    }
+
+    /// Where the file ends, in seconds.
+    fn end(&self) -> f64 {
+        seconds(&self.0["format"]["duration"]).expect("a duration")
+    }
+}
+
+fn seconds(v: &Value) -> Option<f64> {
+    v.as_str().and_then(|t| t.parse().ok())
 }
 
 /// The longest time between two consecutive video frames of a file, in seconds.
@@ -95,32 +116,25 @@ fn decode_errors(file: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_records_a_meeting_into_playable_files() {
     let scratch = Scratch::new("recording");
-    let server = all_in_one(&scratch);
+    let recordings = scratch.path("recordings");
+    let server = all_in_one(&scratch, &recordings);
     let http = reqwest::Client::new();
-    let api = format!("{}/api/meetings/rec/recordings", server.url());
 
     let chair = join(&server, "rec", "chair").await;
     let guest = join(&server, "rec", "guest").await;
-    let moderator_token = chair.welcome().token;
-    let guest_token = guest.welcome().token;
+    let api = Recordings::new(&server, "rec", &chair.welcome().token);
 
     // only a moderator may start
-    let refused = http
-        .post(&api)
-        .bearer_auth(&guest_token)
+    let as_guest = Recordings::new(&server, "rec", &guest.welcome().token);
+    assert_eq!(as_guest.start().await.status(), 403);
+    let anonymous = http
+        .post(format!("{}/api/meetings/rec/recordings", server.url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 403);
-    let anonymous = http.post(&api).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 
-    let started = http
-        .post(&api)
-        .bearer_auth(&moderator_token)
-        .send()
-        .await
-        .unwrap();
+    let started = api.start().await;
     assert_eq!(started.status(), 201, "{:?}", started.text().await);
     let started: RecordingInfo = started.json().await.unwrap();
     let recording_started = Instant::now();
@@ -139,41 +153,14 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
     guest.mute(None, Some(false)).await.expect("unmute");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let unknown = http
-        .delete(format!("{api}/no-such-recording"))
-        .bearer_auth(&moderator_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    let stopped = http
-        .delete(format!("{api}/{}", started.id))
-        .bearer_auth(&moderator_token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(api.stop("no-such-recording").await.status(), 404);
+    let stopped = api.stop(&started.id).await;
     assert_eq!(stopped.status(), 200);
     let stopped: RecordingInfo = stopped.json().await.unwrap();
     let length = recording_started.elapsed();
     assert_ne!(stopped.state, RecordingState::Recording);
     // the composed video follows the per-participant files
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stopped = loop {
-        let list: Vec<RecordingInfo> = http
-            .get(&api)
-            .bearer_auth(&moderator_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(done) = list.into_iter().find(|r| r.state == RecordingState::Done) {
-            break done;
-        }
-        assert!(Instant::now() < deadline, "the recording never finished");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let stopped = api.wait_done(&started.id, Duration::from_secs(60)).await;
     assert!(stopped.incidents.is_empty(), "{:?}", stopped.incidents);
     for p in [&chair, &guest, &late] {
         p.wait_until(WAIT, |s| !s.recording)
@@ -183,32 +170,18 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
 
     // three participants, three playable files, each as long as its participant was there
     assert_eq!(stopped.participants.len(), 3, "{stopped:?}");
-    let dir = PathBuf::from(scratch.path("recordings"))
-        .join("rec")
-        .join(&stopped.id);
+    let dir = recording_dir(&recordings, "rec", &stopped.id);
     for p in &stopped.participants {
         let file = dir.join(format!("{}.mp4", p.id));
         let probe = probe(&file);
-        let codecs: Vec<&str> = probe["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s["codec_name"].as_str())
-            .collect();
+        let codecs = probe.codecs();
         assert!(
             codecs.contains(&"h264") && codecs.contains(&"opus"),
             "{codecs:?}"
         );
         // every file is on the recording's timeline: it ends when the recording stopped, and a
         // late joiner's media starts at the moment they joined
-        let seconds = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
-        let end = seconds(&probe["format"]["duration"]).expect("a duration");
-        let start = probe["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| seconds(&s["start_time"]))
-            .fold(f64::MAX, f64::min);
+        let (start, end) = (probe.start(), probe.end());
         let expected_start = if p.name == "late" {
             late_joined.as_secs_f64()
         } else {
@@ -239,22 +212,13 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
     assert!(stopped.composed.is_some(), "a composed video: {stopped:?}");
     let composed = dir.join("composed.mp4");
     let probe = probe(&composed);
-    let streams: Vec<&str> = probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["codec_name"].as_str())
-        .collect();
+    let streams = probe.codecs();
     assert_eq!(streams.len(), 2, "{streams:?}");
     assert!(
         streams.contains(&"h264") && streams.contains(&"opus"),
         "{streams:?}"
     );
-    let end: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let end = probe.end();
     println!("COMPOSED end={end:.2}s (~{:.2})", length.as_secs_f64());
     assert!(
         (end - length.as_secs_f64()).abs() < 0.5,
@@ -296,86 +260,100 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
 const SECRET: &str = "recording-cluster-secret";
 
 fn token(meeting: &str, name: &str, role: Role) -> String {
-    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
-        meeting: meeting.into(),
-        sub: format!("{name}@example.com"),
-        name: name.into(),
-        role,
-        exp: unix_now() + 600,
-        rejoin: false,
-    })
+    sign_token(SECRET, meeting, name, role)
 }
 
-fn recorder(locator: &Node, out: &str) -> Node {
-    Node::spawn(
-        Command::new(recorder_binary(env!(
-            "CARGO_BIN_EXE_kaskade-recorder-under-test"
-        ))),
-        &[
-            "--locator",
-            &locator.url(),
-            "--out",
-            out,
-            "--secret",
-            SECRET,
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "rec-1",
-        ],
-    )
-    .expect("recorder starts")
+/// A cluster that records: a locator, and SFU nodes and recorders that share [`SECRET`] with
+/// it, recording into a scratch directory.
+struct Cluster {
+    locator: Node,
+    scratch: Scratch,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
-    let scratch = Scratch::new("recording-crash");
-    let db = scratch.path("cdr.sqlite");
-    let locator = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--cluster", "--secret", SECRET, "--db", &db],
-    )
-    .expect("locator starts");
-    let _node = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
-        &[
-            "--secret",
-            SECRET,
-            "--name",
-            "n1",
-            "--locator",
-            &locator.url(),
-        ],
-    )
-    .expect("node starts");
-    let out = scratch.path("recordings");
-    let first = recorder(&locator, &out);
-
-    let mut people = Vec::new();
-    for (name, role) in [("mod", Role::Moderator), ("guest", Role::Participant)] {
-        let mut cfg = JoinConfig::new(locator.http, "crash", name);
-        cfg.locator = Some(locator.url());
-        cfg.token = Some(token("crash", name, role));
-        cfg.width = 320;
-        cfg.height = 240;
-        cfg.fps = 15;
-        cfg.video_bitrate_bps = 200_000;
-        people.push(Participant::join(cfg).await.expect("joins"));
+impl Cluster {
+    fn start(prefix: &str) -> Self {
+        let scratch = Scratch::new(prefix);
+        let db = scratch.path("cdr.sqlite");
+        let locator = Node::start(
+            Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+            &["--cluster", "--secret", SECRET, "--db", &db],
+        )
+        .expect("locator starts");
+        Self { locator, scratch }
     }
-    let http = reqwest::Client::new();
-    let api = format!("{}/api/meetings/crash/recordings", locator.url());
-    let moderator = token("crash", "mod", Role::Moderator);
-    // the recorder registers within a report interval
+
+    /// An SFU node named `name`, reporting to the locator.
+    fn node(&self, name: &str) -> Node {
+        Node::start(
+            Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
+            &[
+                "--secret",
+                SECRET,
+                "--name",
+                name,
+                "--locator",
+                &self.locator.url(),
+            ],
+        )
+        .expect("node starts")
+    }
+
+    /// The recorder: always named `rec-1`, so that a restarted one takes over what the one
+    /// before it left.
+    fn recorder(&self) -> Node {
+        Node::spawn(
+            Command::new(recorder_binary(env!(
+                "CARGO_BIN_EXE_kaskade-recorder-under-test"
+            ))),
+            &[
+                "--locator",
+                &self.locator.url(),
+                "--out",
+                &self.scratch.path("recordings"),
+                "--secret",
+                SECRET,
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "rec-1",
+            ],
+        )
+        .expect("recorder starts")
+    }
+
+    /// A moderator `mod` and a participant `guest` in `meeting`.
+    async fn join_mod_and_guest(&self, meeting: &str) -> Vec<Participant> {
+        let mut people = Vec::new();
+        for (name, role) in [("mod", Role::Moderator), ("guest", Role::Participant)] {
+            let mut cfg = media_config(&self.locator, meeting, name);
+            cfg.token = Some(token(meeting, name, role));
+            people.push(Participant::join(cfg).await.expect("joins"));
+        }
+        people
+    }
+
+    /// The recordings API of `meeting`, as its moderator `mod`.
+    fn recordings(&self, meeting: &str) -> Recordings {
+        Recordings::new(
+            &self.locator,
+            meeting,
+            &token(meeting, "mod", Role::Moderator),
+        )
+    }
+
+    /// The files of recording `id` of `meeting`.
+    fn dir(&self, meeting: &str, id: &str) -> PathBuf {
+        recording_dir(self.scratch.path("recordings"), meeting, id)
+    }
+}
+
+/// Starts a recording as soon as a recorder has registered (within a report interval).
+async fn start_once_a_recorder_is_there(api: &Recordings) -> RecordingInfo {
     let deadline = Instant::now() + WAIT;
-    let started: RecordingInfo = loop {
-        let response = http
-            .post(&api)
-            .bearer_auth(&moderator)
-            .send()
-            .await
-            .unwrap();
+    loop {
+        let response = api.start().await;
         if response.status() == 201 {
-            break response.json().await.unwrap();
+            return response.json().await.unwrap();
         }
         assert!(
             Instant::now() < deadline,
@@ -383,7 +361,17 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
             response.text().await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
+    let cluster = Cluster::start("recording-crash");
+    let _node = cluster.node("n1");
+    let first = cluster.recorder();
+    let _people = cluster.join_mod_and_guest("crash").await;
+    let api = cluster.recordings("crash");
+    let started = start_once_a_recorder_is_there(&api).await;
     let recording_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // CPU per recorded stream (two participants, audio and video each) over four seconds
@@ -396,29 +384,9 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
     );
     let killed_at = recording_started.elapsed().as_secs_f64();
     drop(first); // SIGKILL
-    let _second = recorder(&locator, &out);
+    let _second = cluster.recorder();
 
-    let dir = PathBuf::from(&out).join("crash").join(&started.id);
-    let deadline = Instant::now() + WAIT;
-    let recovered: RecordingInfo = loop {
-        let list: Vec<RecordingInfo> = http
-            .get(&api)
-            .bearer_auth(&moderator)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or_default();
-        if let Some(r) = list
-            .into_iter()
-            .find(|r| r.id == started.id && r.state == RecordingState::Done)
-        {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the recording was not recovered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let recovered = api.wait_done(&started.id, WAIT).await;
     assert!(
         recovered.incidents.iter().any(|i| i.contains("recovered")),
         "the manifest notes the recovery: {:?}",
@@ -436,14 +404,10 @@ async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
         ["guest@example.com", "mod@example.com"],
         "the manifest names identities"
     );
+    let dir = cluster.dir("crash", &started.id);
     for p in &recovered.participants {
         let file = dir.join(format!("{}.mp4", p.id));
-        let probe = probe(&file);
-        let end: f64 = probe["format"]["duration"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let end = probe(&file).end();
         println!(
             "RECOVERED {} end={end:.2}s killed_at={killed_at:.2}s",
             p.name
@@ -483,29 +447,16 @@ impl Drop for Tmpfs {
 async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
     let scratch = Scratch::new("recording-full");
     let disk = Tmpfs::mount(&scratch.path("tiny"), "320k");
-    let db = scratch.path("cdr.sqlite");
-    let recordings = disk.0.to_string_lossy().into_owned();
-    let server = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--db", &db, "--recordings", &recordings],
-    )
-    .expect("all-in-one starts");
+    let server = all_in_one(&scratch, &disk.0.to_string_lossy());
     let chair = join(&server, "full", "chair").await;
     let _guest = join(&server, "full", "guest").await;
-    let http = reqwest::Client::new();
-    let api = format!("{}/api/meetings/full/recordings", server.url());
-    let token = chair.welcome().token;
-    let started = http.post(&api).bearer_auth(&token).send().await.unwrap();
+    let api = Recordings::new(&server, "full", &chair.welcome().token);
+    let started = api.start().await;
     assert_eq!(started.status(), 201);
     let started: RecordingInfo = started.json().await.unwrap();
     // about 60 kB/s for the two of them: 320 kB is full after a few seconds
     tokio::time::sleep(Duration::from_secs(9)).await;
-    let stopped = http
-        .delete(format!("{api}/{}", started.id))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let stopped = api.stop(&started.id).await;
     assert_eq!(stopped.status(), 200, "stopping still works");
     let stopped: RecordingInfo = stopped.json().await.unwrap();
     println!("FULL_DISK incidents={:?}", stopped.incidents);
@@ -517,15 +468,10 @@ async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
         "the full disk is named: {:?}",
         stopped.incidents
     );
-    let dir = disk.0.join("full").join(&started.id);
+    let dir = recording_dir(&disk.0, "full", &started.id);
     for p in &stopped.participants {
         let file = dir.join(format!("{}.mp4", p.id));
-        let probe = probe(&file);
-        let end: f64 = probe["format"]["duration"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let end = probe(&file).end();
         println!("FULL_DISK {} kept {end:.2}s", p.name);
         assert!(end > 1.0, "{} keeps what was written: {end}", p.name);
         assert_eq!(decode_errors(&file), "", "{} decodes cleanly", p.name);
@@ -534,64 +480,14 @@ async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
-    let scratch = Scratch::new("recording-node-loss");
-    let db = scratch.path("cdr.sqlite");
-    let locator = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--cluster", "--secret", SECRET, "--db", &db],
-    )
-    .expect("locator starts");
-    let sfu = |name: &str| {
-        Node::start(
-            Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
-            &[
-                "--secret",
-                SECRET,
-                "--name",
-                name,
-                "--locator",
-                &locator.url(),
-            ],
-        )
-        .expect("node starts")
-    };
-    let first_node = sfu("a1");
-    let out = scratch.path("recordings");
-    let _recorder = recorder(&locator, &out);
-    let mut people = Vec::new();
-    for (name, role) in [("mod", Role::Moderator), ("guest", Role::Participant)] {
-        let mut cfg = JoinConfig::new(locator.http, "lossy", name);
-        cfg.locator = Some(locator.url());
-        cfg.token = Some(token("lossy", name, role));
-        cfg.width = 320;
-        cfg.height = 240;
-        cfg.fps = 15;
-        cfg.video_bitrate_bps = 200_000;
-        people.push(Participant::join(cfg).await.expect("joins"));
-    }
+    let cluster = Cluster::start("recording-node-loss");
+    let first_node = cluster.node("a1");
+    let _recorder = cluster.recorder();
+    let people = cluster.join_mod_and_guest("lossy").await;
     // a second node to fail over to, registered once everyone is on the first
-    let _second_node = sfu("a2");
-    let http = reqwest::Client::new();
-    let api = format!("{}/api/meetings/lossy/recordings", locator.url());
-    let moderator = token("lossy", "mod", Role::Moderator);
-    let deadline = Instant::now() + WAIT;
-    let started: RecordingInfo = loop {
-        let response = http
-            .post(&api)
-            .bearer_auth(&moderator)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 201 {
-            break response.json().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no recorder: {:?}",
-            response.text().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let _second_node = cluster.node("a2");
+    let api = cluster.recordings("lossy");
+    let started = start_once_a_recorder_is_there(&api).await;
     let recording_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let killed_at = recording_started.elapsed().as_secs_f64();
@@ -602,15 +498,7 @@ async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
             .expect("back on the other node, still recorded");
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let stopped: RecordingInfo = http
-        .delete(format!("{api}/{}", started.id))
-        .bearer_auth(&moderator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stopped: RecordingInfo = api.stop(&started.id).await.json().await.unwrap();
     println!("NODE_LOSS incidents={:?}", stopped.incidents);
     assert!(
         stopped
@@ -621,7 +509,7 @@ async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
     );
     // each person has a file up to the loss and one from their return, with at most ~2 s
     // missing in between
-    let dir = PathBuf::from(&out).join("lossy").join(&started.id);
+    let dir = cluster.dir("lossy", &started.id);
     for name in ["mod", "guest"] {
         let mut spans: Vec<(f64, f64)> = stopped
             .participants
@@ -629,15 +517,7 @@ async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
             .filter(|p| p.name == name)
             .map(|p| {
                 let probe = probe(&dir.join(format!("{}.mp4", p.id)));
-                let seconds = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
-                let end = seconds(&probe["format"]["duration"]).unwrap();
-                let start = probe["streams"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|s| seconds(&s["start_time"]))
-                    .fold(f64::MAX, f64::min);
-                (start, end)
+                (probe.start(), probe.end())
             })
             .collect();
         spans.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -1,9 +1,10 @@
 //! Audio/video sync of a recording, measured on content whose instants are known.
 //!
-//! Three synthetic participants publish sync marks ([`JoinConfig::sync_marks`]): dark video
-//! with one white frame every 2 s and silence with a 100 ms, 1 kHz beep that starts at the same
-//! instant. The meeting is recorded through the all-in-one default, one participant joining
-//! 2 s into the recording. Then, with the real ffmpeg, every flash (a frame whose mean luma
+//! Three synthetic participants publish sync marks
+//! ([`JoinConfig::sync_marks`](kaskade_loadtest::JoinConfig::sync_marks)): dark video with one
+//! white frame every 2 s and silence with a 100 ms, 1 kHz beep that starts at the same instant.
+//! The meeting is recorded through the all-in-one default, one participant joining 2 s into
+//! the recording. Then, with the real ffmpeg, every flash (a frame whose mean luma
 //! stands far above the file's median) is paired with the nearest beep onset (where the RMS
 //! over 5 ms windows jumps after quiet, refined to the sample), and every pair must be less
 //! than 40 ms apart:
@@ -20,14 +21,15 @@
 //! 5 s, ... after its connection came up, so a late joiner's first mark is late too (not
 //! shifted to the start of the file).
 
+mod common;
+
+use common::{Recordings, WAIT, all_in_one, media_config};
 use kaskade_e2e::{Node, Scratch};
-use kaskade_loadtest::{JoinConfig, Participant};
-use kaskade_protocol::recording::{RecordingInfo, RecordingState};
+use kaskade_loadtest::Participant;
+use kaskade_protocol::recording::RecordingInfo;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(20);
 /// The largest A/V offset allowed, in milliseconds.
 const MAX_OFFSET_MS: f64 = 40.0;
 /// Flashes closer than this are one cluster in the composed file, in seconds.
@@ -45,23 +47,9 @@ const MARK_PERIOD: f64 = 2.0;
 /// Where a mark falls in the loop: second 1 of 2.
 const MARK_PHASE: f64 = 1.0;
 
-fn all_in_one(scratch: &Scratch) -> Node {
-    let db = scratch.path("cdr.sqlite");
-    let recordings = scratch.path("recordings");
-    Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-        &["--db", &db, "--recordings", &recordings],
-    )
-    .expect("all-in-one starts")
-}
-
+/// Joins with sync marks (`JoinConfig::sync_marks`) and waits until the media flows.
 async fn join(server: &Node, meeting: &str, name: &str) -> Participant {
-    let mut cfg = JoinConfig::new(server.http, meeting, name);
-    cfg.locator = Some(server.url());
-    cfg.width = 320;
-    cfg.height = 240;
-    cfg.fps = 15;
-    cfg.video_bitrate_bps = 200_000;
+    let mut cfg = media_config(server, meeting, name);
     cfg.sync_marks = true;
     let participant = Participant::join(cfg)
         .await
@@ -227,21 +215,14 @@ fn check_sync(file: &Path, rise: f64, merge: f64, min_pairs: usize) -> Vec<f64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_audio_and_video_stay_within_40_ms() {
     let scratch = Scratch::new("recording-sync");
-    let server = all_in_one(&scratch);
-    let http = reqwest::Client::new();
-    let api = format!("{}/api/meetings/sync/recordings", server.url());
+    let server = all_in_one(&scratch, &scratch.path("recordings"));
 
     let chair = join(&server, "sync", "chair").await;
     let guest = join(&server, "sync", "guest").await;
-    let moderator_token = chair.welcome().token;
+    let api = Recordings::new(&server, "sync", &chair.welcome().token);
 
     let post_sent = Instant::now();
-    let started = http
-        .post(&api)
-        .bearer_auth(&moderator_token)
-        .send()
-        .await
-        .unwrap();
+    let started = api.start().await;
     let post_answered = Instant::now();
     assert_eq!(started.status(), 201, "{:?}", started.text().await);
     let started: RecordingInfo = started.json().await.unwrap();
@@ -253,31 +234,9 @@ async fn recorded_audio_and_video_stay_within_40_ms() {
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(post_answered.elapsed())).await;
     let late = join(&server, "sync", "late").await;
     tokio::time::sleep(Duration::from_secs(8).saturating_sub(post_answered.elapsed())).await;
-    let stopped = http
-        .delete(format!("{api}/{}", started.id))
-        .bearer_auth(&moderator_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stopped.status(), 200);
+    assert_eq!(api.stop(&started.id).await.status(), 200);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let list: Vec<RecordingInfo> = http
-            .get(&api)
-            .bearer_auth(&moderator_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(done) = list.into_iter().find(|r| r.state == RecordingState::Done) {
-            break done;
-        }
-        assert!(Instant::now() < deadline, "the recording never finished");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let done = api.wait_done(&started.id, Duration::from_secs(60)).await;
     assert_eq!(done.participants.len(), 3, "{done:?}");
     let dir = PathBuf::from(scratch.path("recordings"))
         .join("sync")

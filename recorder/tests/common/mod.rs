@@ -49,7 +49,10 @@ pub fn encode_video(count: usize) -> Vec<VideoFrame> {
             let yuv = YUVBuffer::from_vec(pattern(index), WIDTH, HEIGHT);
             let annexb = encoder.encode(&yuv).expect("encode").to_vec();
             VideoFrame {
-                nals: split_annexb(&annexb),
+                nals: split_annexb(&annexb)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect(),
             }
         })
         .collect()
@@ -65,7 +68,8 @@ fn pattern(index: usize) -> Vec<u8> {
     yuv
 }
 
-fn split_annexb(data: &[u8]) -> Vec<Vec<u8>> {
+/// The NAL units of an Annex B stream, without their start codes.
+pub fn split_annexb(data: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= data.len() {
@@ -84,7 +88,7 @@ fn split_annexb(data: &[u8]) -> Vec<Vec<u8>> {
             while end > start && data[end - 1] == 0 {
                 end -= 1;
             }
-            data[start..end].to_vec()
+            &data[start..end]
         })
         .filter(|nal| !nal.is_empty())
         .collect()
