@@ -93,6 +93,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
     } = slot;
     let mut h264 = (kind == MediaKind::Video && shared.decode_video).then(H264Receiver::default);
     let mut last_pli: Option<Instant> = None;
+    let mut next_seq: Option<u16> = None;
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -100,6 +101,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
             _ => continue,
         };
         let now = Instant::now();
+        let sequence = packet.header.sequence_number;
         let len = packet.payload.len() as u64;
         let media_ssrc = packet.header.ssrc;
         let level = level_ext
@@ -158,9 +160,18 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
                 arrival: now,
             });
         }
-        if outcome.is_some_and(|o| o.want_keyframe)
-            && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL)
-        {
+        // a decoder knows when it needs a keyframe; without one (a recorder), a sequence gap
+        // in the video is the sign that the next pictures may not decode
+        let gap = kind == MediaKind::Video
+            && next_seq.is_some_and(|expected: u16| {
+                sequence.wrapping_sub(expected) < 0x8000 && sequence != expected
+            });
+        next_seq = Some(sequence.wrapping_add(1));
+        let wants_keyframe = match &outcome {
+            Some(o) => o.want_keyframe,
+            None => gap,
+        };
+        if wants_keyframe && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL) {
             last_pli = Some(now);
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
