@@ -16,6 +16,7 @@ pub mod lossy_relay;
 pub mod participant;
 mod peer;
 mod receive;
+pub mod report;
 pub mod rtcp_tap;
 mod send;
 mod session;

@@ -1,0 +1,668 @@
+//! The load generator's measurements and its final report: pure bookkeeping over counters the
+//! participants collect, free of I/O and of the clock (times come in as offsets from the start
+//! of the run), so every figure is unit-tested with fixed numbers.
+//!
+//! - [`percentile`]: nearest-rank percentiles of join and first-frame times.
+//! - [`SeqCounter`]: packet loss of one received RTP stream, RFC 3550 style (expected from the
+//!   extended highest sequence number, against packets received).
+//! - [`FreezeTracker`]: freezes of one remote participant's video, from periodic samples of
+//!   its decoded-frame counter and last-frame time.
+//! - [`Report`]: the final report, serialized as JSON and printed as a table.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A gap between two decoded frames longer than this is a freeze.
+pub const FREEZE_GAP: Duration = Duration::from_millis(500);
+
+/// The nearest-rank `p`-th percentile (0 < p <= 100) of `values`; `None` when empty.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// p50, p99 and max of a set of durations in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// How many values.
+    pub count: usize,
+    /// Median (nearest rank).
+    pub p50: Option<f64>,
+    /// 99th percentile (nearest rank).
+    pub p99: Option<f64>,
+    /// Largest value.
+    pub max: Option<f64>,
+}
+
+impl Summary {
+    /// Summarizes `values`.
+    pub fn of(values: &[f64]) -> Self {
+        Self {
+            count: values.len(),
+            p50: percentile(values, 50.0),
+            p99: percentile(values, 99.0),
+            max: percentile(values, 100.0),
+        }
+    }
+}
+
+/// Loss of one received RTP stream (one SSRC): packets expected from the first sequence number
+/// seen to the extended highest one, against packets received (RFC 3550 A.3; duplicates count
+/// as received, reordering is tolerated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqCounter {
+    base: Option<u64>,
+    highest: u64,
+    received: u64,
+}
+
+impl SeqCounter {
+    /// Counts one packet.
+    pub fn push(&mut self, seq: u16) {
+        self.received += 1;
+        let Some(base) = self.base else {
+            // start one cycle up so that packets reordered before the first stay positive
+            let first = (1 << 16) + u64::from(seq);
+            self.base = Some(first);
+            self.highest = first;
+            return;
+        };
+        // the extended value closest to the highest so far
+        let delta = seq.wrapping_sub(self.highest as u16);
+        let extended = if delta < 0x8000 {
+            self.highest + u64::from(delta)
+        } else {
+            self.highest
+                .saturating_sub(u64::from(delta.wrapping_neg()))
+                .max(base)
+        };
+        self.highest = self.highest.max(extended);
+    }
+
+    /// Packets expected so far.
+    pub fn expected(&self) -> u64 {
+        self.base.map_or(0, |base| self.highest - base + 1)
+    }
+
+    /// Packets received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Packets lost so far (never negative: duplicates do not make up for losses elsewhere
+    /// in the report, they only hide them here, as in RTCP receiver reports).
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+}
+
+/// Loss as a percentage of expected packets (0 when nothing was expected).
+pub fn loss_percent(expected: u64, lost: u64) -> f64 {
+    if expected == 0 {
+        0.0
+    } else {
+        lost as f64 * 100.0 / expected as f64
+    }
+}
+
+/// Counts freezes of one remote participant's video from samples of its decoded-frame counter
+/// and the time of its last decoded frame, taken every few tens of milliseconds.
+///
+/// Between two samples whose last-frame times differ (`a` then `b`), the first new frame came
+/// after the previous sample. When exactly one frame was decoded in between, the gap is exact
+/// (`b - a`); otherwise it is at least `previous sample - a`, and that lower bound is used, so
+/// a freeze is never counted that did not happen (one may be missed by up to one sampling
+/// interval).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreezeTracker {
+    frames: u64,
+    last_frame: Option<Duration>,
+    last_sample: Option<Duration>,
+    freezes: u64,
+    longest: Duration,
+}
+
+impl FreezeTracker {
+    /// One sample at `at`: `frames` decoded so far, the last one at `last_frame`.
+    pub fn observe(&mut self, at: Duration, frames: u64, last_frame: Option<Duration>) {
+        if let (Some(previous), Some(now)) = (self.last_frame, last_frame)
+            && frames > self.frames
+            && now > previous
+        {
+            let gap = if frames == self.frames + 1 {
+                now - previous
+            } else {
+                self.last_sample
+                    .unwrap_or(previous)
+                    .saturating_sub(previous)
+            };
+            self.gap(gap);
+        }
+        if frames >= self.frames {
+            self.frames = frames;
+            self.last_frame = last_frame.or(self.last_frame);
+        }
+        self.last_sample = Some(at);
+    }
+
+    /// The end of the measurement at `at`: a trailing gap counts as a freeze when the remote
+    /// participant was still there (and so still sending).
+    pub fn finish(&mut self, at: Duration, still_sending: bool) {
+        if let Some(previous) = self.last_frame
+            && still_sending
+        {
+            self.gap(at.saturating_sub(previous));
+        }
+    }
+
+    fn gap(&mut self, gap: Duration) {
+        if gap > FREEZE_GAP {
+            self.freezes += 1;
+        }
+        self.longest = self.longest.max(gap);
+    }
+
+    /// Freezes counted.
+    pub fn freezes(&self) -> u64 {
+        self.freezes
+    }
+
+    /// The longest gap seen between decoded frames (lower bound, see the type's doc).
+    pub fn longest_gap(&self) -> Duration {
+        self.longest
+    }
+}
+
+/// What one participant received from one room-mate during the measurement window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RemoteReport {
+    /// The room-mate's name.
+    pub name: String,
+    /// The room-mate's payload bytes sent during the window.
+    pub bytes_expected: u64,
+    /// Payload bytes received from it during the window.
+    pub bytes_received: u64,
+    /// RTP packets expected from it (sequence numbers, whole run).
+    pub packets_expected: u64,
+    /// RTP packets lost from it (whole run).
+    pub packets_lost: u64,
+    /// Video frames of it decoded (whole run).
+    pub frames_decoded: u64,
+    /// Decode errors on its video (whole run).
+    pub decode_errors: u64,
+    /// Milliseconds from the moment both were joined to its first decoded frame.
+    pub first_frame_ms: Option<f64>,
+    /// Freezes of its video.
+    pub freezes: u64,
+    /// The longest gap between two of its decoded frames, in milliseconds.
+    pub longest_gap_ms: f64,
+}
+
+/// One synthetic participant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ParticipantReport {
+    /// Its name (`r{room}p{index}`).
+    pub name: String,
+    /// Its room (0-based).
+    pub room: usize,
+    /// Whether it joined.
+    pub joined: bool,
+    /// Why it did not.
+    pub error: Option<String>,
+    /// How long the join took (join API, signaling, offer/answer), in milliseconds.
+    pub join_ms: Option<f64>,
+    /// Payload bytes it sent during the window.
+    pub bytes_sent: u64,
+    /// NACK packets it sent (whole run).
+    pub nacks_sent: u64,
+    /// PLIs it sent (whole run).
+    pub plis_sent: u64,
+    /// What it received from each room-mate, by room-mate name.
+    pub remotes: std::collections::BTreeMap<String, RemoteReport>,
+}
+
+/// Bytes received against bytes expected, over all receivers, during the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Payload bytes sent by all participants.
+    pub sent: u64,
+    /// Sum over receivers of their room-mates' bytes sent.
+    pub expected: u64,
+    /// Payload bytes received from room-mates.
+    pub received: u64,
+    /// received / expected (1.0 is perfect; `None` when nothing was expected).
+    pub ratio: Option<f64>,
+}
+
+/// Packet loss over every received stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Loss {
+    /// Packets expected (from sequence numbers).
+    pub expected: u64,
+    /// Packets lost.
+    pub lost: u64,
+    /// lost / expected in percent.
+    pub percent: f64,
+}
+
+/// CPU and memory of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds used during the run.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (VmHWM) in bytes, over the process's life.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// End-to-end latency: not measured, because the synthetic media carries no send timestamp.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Always false for now.
+    pub measured: bool,
+    /// p50 in milliseconds (absent until measured).
+    pub p50_ms: Option<f64>,
+    /// p99 in milliseconds (absent until measured).
+    pub p99_ms: Option<f64>,
+    /// Why it is absent.
+    pub note: String,
+}
+
+impl Latency {
+    /// The current state: no send timestamp in the media, so no latency.
+    pub fn not_measured() -> Self {
+        Self {
+            measured: false,
+            p50_ms: None,
+            p99_ms: None,
+            note: "not measured: the synthetic media carries no send timestamp".into(),
+        }
+    }
+}
+
+/// The run's parameters, echoed in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunParams {
+    /// Rooms.
+    pub rooms: usize,
+    /// Participants per room.
+    pub participants_per_room: usize,
+    /// Video bitrate, kbit/s.
+    pub video_bitrate_kbps: u32,
+    /// Video width.
+    pub width: u32,
+    /// Video height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Measurement window, seconds.
+    pub duration_s: f64,
+    /// Joins per second.
+    pub ramp: f64,
+    /// The join API's base URL.
+    pub target: String,
+}
+
+/// The final report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// The run's parameters.
+    pub params: RunParams,
+    /// Participants that should have joined.
+    pub participants_total: usize,
+    /// Participants that joined.
+    pub participants_joined: usize,
+    /// Join times, milliseconds.
+    pub join_ms: Summary,
+    /// First-frame times (per receiver and room-mate), milliseconds.
+    pub first_frame_ms: Summary,
+    /// Receiver/room-mate pairs without a single decoded frame.
+    pub missing_first_frames: usize,
+    /// End-to-end latency.
+    pub latency: Latency,
+    /// Packet loss.
+    pub loss: Loss,
+    /// NACK packets sent by receivers.
+    pub nacks_sent: u64,
+    /// PLIs sent by receivers.
+    pub plis_sent: u64,
+    /// Freezes (gaps over 500 ms between decoded frames of a sending room-mate).
+    pub freezes: u64,
+    /// Video frames decoded.
+    pub frames_decoded: u64,
+    /// Decode errors.
+    pub decode_errors: u64,
+    /// Bytes received against bytes expected during the measurement window.
+    pub bytes: Delivery,
+    /// Seconds of the measurement window.
+    pub window_s: f64,
+    /// The server (with `--server-pid`).
+    pub server: Option<ProcessUsage>,
+    /// The load generator itself.
+    pub generator: ProcessUsage,
+    /// Every participant.
+    pub participants: Vec<ParticipantReport>,
+}
+
+impl Report {
+    /// Fills in the totals from `participants` (and the parameters given).
+    pub fn new(
+        params: RunParams,
+        participants: Vec<ParticipantReport>,
+        window: Duration,
+        server: Option<ProcessUsage>,
+        generator: ProcessUsage,
+    ) -> Self {
+        let joined: Vec<&ParticipantReport> = participants.iter().filter(|p| p.joined).collect();
+        let join_times: Vec<f64> = joined.iter().filter_map(|p| p.join_ms).collect();
+        let remotes = || joined.iter().flat_map(|p| p.remotes.values());
+        let first_frames: Vec<f64> = remotes().filter_map(|r| r.first_frame_ms).collect();
+        let expected: u64 = remotes().map(|r| r.packets_expected).sum();
+        let lost: u64 = remotes().map(|r| r.packets_lost).sum();
+        let bytes_expected: u64 = remotes().map(|r| r.bytes_expected).sum();
+        let bytes_received: u64 = remotes().map(|r| r.bytes_received).sum();
+        Self {
+            params,
+            participants_total: participants.len(),
+            participants_joined: joined.len(),
+            join_ms: Summary::of(&join_times),
+            first_frame_ms: Summary::of(&first_frames),
+            missing_first_frames: remotes().filter(|r| r.first_frame_ms.is_none()).count(),
+            latency: Latency::not_measured(),
+            loss: Loss {
+                expected,
+                lost,
+                percent: loss_percent(expected, lost),
+            },
+            nacks_sent: joined.iter().map(|p| p.nacks_sent).sum(),
+            plis_sent: joined.iter().map(|p| p.plis_sent).sum(),
+            freezes: remotes().map(|r| r.freezes).sum(),
+            frames_decoded: remotes().map(|r| r.frames_decoded).sum(),
+            decode_errors: remotes().map(|r| r.decode_errors).sum(),
+            bytes: Delivery {
+                sent: joined.iter().map(|p| p.bytes_sent).sum(),
+                expected: bytes_expected,
+                received: bytes_received,
+                ratio: (bytes_expected > 0).then(|| bytes_received as f64 / bytes_expected as f64),
+            },
+            window_s: window.as_secs_f64(),
+            server,
+            generator,
+            participants,
+        }
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+impl fmt::Display for Report {
+    /// The report as a two-column table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.params;
+        let mut rows: Vec<(&str, String)> = vec![
+            (
+                "load",
+                format!(
+                    "{} rooms x {} participants, {}x{} @ {} fps, {} kbit/s, {:.1} s window",
+                    p.rooms,
+                    p.participants_per_room,
+                    p.width,
+                    p.height,
+                    p.fps,
+                    p.video_bitrate_kbps,
+                    self.window_s
+                ),
+            ),
+            (
+                "joined",
+                format!("{}/{}", self.participants_joined, self.participants_total),
+            ),
+            (
+                "join time p50/p99",
+                format!("{} / {}", ms(self.join_ms.p50), ms(self.join_ms.p99)),
+            ),
+            (
+                "first frame p50/p99",
+                format!(
+                    "{} / {} ({} pairs without a frame)",
+                    ms(self.first_frame_ms.p50),
+                    ms(self.first_frame_ms.p99),
+                    self.missing_first_frames
+                ),
+            ),
+            ("latency p50/p99", self.latency.note.clone()),
+            (
+                "packet loss",
+                format!(
+                    "{:.3} % ({} of {})",
+                    self.loss.percent, self.loss.lost, self.loss.expected
+                ),
+            ),
+            (
+                "NACKs / PLIs sent",
+                format!("{} / {}", self.nacks_sent, self.plis_sent),
+            ),
+            ("freezes (> 500 ms)", self.freezes.to_string()),
+            (
+                "frames decoded",
+                format!("{} ({} errors)", self.frames_decoded, self.decode_errors),
+            ),
+            (
+                "bytes received/expected",
+                format!(
+                    "{} / {} ({})",
+                    self.bytes.received,
+                    self.bytes.expected,
+                    self.bytes
+                        .ratio
+                        .map_or_else(|| "-".into(), |r| format!("{:.2} %", r * 100.0))
+                ),
+            ),
+        ];
+        let usage = |u: &ProcessUsage| {
+            let rss = u.peak_rss_bytes.map_or_else(
+                || "-".into(),
+                |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+            );
+            format!("{:.2} CPU s, peak RSS {rss}", u.cpu_seconds)
+        };
+        if let Some(server) = &self.server {
+            rows.push(("server", usage(server)));
+        }
+        rows.push(("generator", usage(&self.generator)));
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, value) in rows {
+            writeln!(f, "{key:<width$}  {value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// CPU seconds (utime + stime) from the text of `/proc/PID/stat` (USER_HZ = 100).
+pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak RSS (`VmHWM`) in bytes from the text of `/proc/PID/status`.
+pub fn parse_peak_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), Some(50.0));
+        assert_eq!(percentile(&values, 99.0), Some(99.0));
+        assert_eq!(percentile(&values, 100.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 50.0), Some(2.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        let s = Summary::of(&[10.0, 30.0, 20.0]);
+        assert_eq!(
+            (s.count, s.p50, s.p99, s.max),
+            (3, Some(20.0), Some(30.0), Some(30.0))
+        );
+    }
+
+    #[test]
+    fn loss_counts_gaps_across_wraparound_and_tolerates_reordering() {
+        let mut c = SeqCounter::default();
+        for seq in [65_533, 65_534, 65_535, 0, 2, 1, 5] {
+            c.push(seq);
+        }
+        // 65533..=5 is 9 packets; 3 and 4 are missing
+        assert_eq!((c.expected(), c.received(), c.lost()), (9, 7, 2));
+        assert!((loss_percent(c.expected(), c.lost()) - 22.222).abs() < 0.01);
+        let mut late = SeqCounter::default();
+        for seq in [10, 9, 11] {
+            late.push(seq);
+        }
+        // a packet older than the first does not extend the range
+        assert_eq!((late.expected(), late.lost()), (2, 0));
+        assert_eq!(SeqCounter::default().expected(), 0);
+        assert_eq!(loss_percent(0, 0), 0.0);
+    }
+
+    #[test]
+    fn exact_gaps_over_500_ms_are_freezes() {
+        let mut t = FreezeTracker::default();
+        t.observe(ms(100), 1, Some(ms(100)));
+        t.observe(ms(200), 2, Some(ms(166)));
+        // 600 ms without a frame, then exactly one: a freeze of 600 ms
+        t.observe(ms(700), 2, Some(ms(166)));
+        t.observe(ms(800), 3, Some(ms(766)));
+        // exactly 500 ms is not over the limit
+        t.observe(ms(1300), 4, Some(ms(1266)));
+        t.finish(ms(1300), true);
+        assert_eq!(t.freezes(), 1);
+        assert_eq!(t.longest_gap(), ms(600));
+    }
+
+    #[test]
+    fn bursts_after_a_gap_use_the_lower_bound() {
+        let mut t = FreezeTracker::default();
+        t.observe(ms(0), 1, Some(ms(0)));
+        t.observe(ms(450), 1, Some(ms(0)));
+        // three frames by 550: the first came after 450, so the gap is at least 450: not
+        // provably a freeze
+        t.observe(ms(550), 4, Some(ms(540)));
+        assert_eq!(t.freezes(), 0);
+        t.observe(ms(1200), 4, Some(ms(540)));
+        // two frames by 1300, the first after 1200: at least 660 ms
+        t.observe(ms(1300), 6, Some(ms(1290)));
+        assert_eq!(t.freezes(), 1);
+        assert_eq!(t.longest_gap(), ms(660));
+    }
+
+    #[test]
+    fn trailing_gaps_count_only_while_the_remote_sends() {
+        let mut t = FreezeTracker::default();
+        t.observe(ms(0), 1, Some(ms(0)));
+        t.finish(ms(2000), false);
+        assert_eq!(t.freezes(), 0);
+        t.finish(ms(2000), true);
+        assert_eq!(t.freezes(), 1);
+        // no frame at all: nothing to measure a gap from (reported as a missing first frame)
+        let mut never = FreezeTracker::default();
+        never.observe(ms(0), 0, None);
+        never.finish(ms(5000), true);
+        assert_eq!(never.freezes(), 0);
+    }
+
+    fn remote(expected: u64, received: u64, first: Option<f64>) -> RemoteReport {
+        RemoteReport {
+            bytes_expected: expected,
+            bytes_received: received,
+            packets_expected: 100,
+            packets_lost: 1,
+            first_frame_ms: first,
+            freezes: 1,
+            ..RemoteReport::default()
+        }
+    }
+
+    #[test]
+    fn report_totals_expected_against_received() {
+        let a = ParticipantReport {
+            name: "r0p0".into(),
+            joined: true,
+            join_ms: Some(100.0),
+            bytes_sent: 1000,
+            nacks_sent: 2,
+            remotes: [("r0p1".into(), remote(2000, 1990, Some(300.0)))].into(),
+            ..ParticipantReport::default()
+        };
+        let b = ParticipantReport {
+            name: "r0p1".into(),
+            joined: true,
+            join_ms: Some(200.0),
+            bytes_sent: 2000,
+            remotes: [("r0p0".into(), remote(1000, 1000, None))].into(),
+            ..ParticipantReport::default()
+        };
+        let failed = ParticipantReport {
+            name: "r0p2".into(),
+            error: Some("refused".into()),
+            ..ParticipantReport::default()
+        };
+        let r = Report::new(
+            RunParams::default(),
+            vec![a, b, failed],
+            Duration::from_secs(10),
+            None,
+            ProcessUsage::default(),
+        );
+        assert_eq!((r.participants_total, r.participants_joined), (3, 2));
+        assert_eq!(r.join_ms.p50, Some(100.0));
+        assert_eq!(r.join_ms.p99, Some(200.0));
+        assert_eq!((r.first_frame_ms.count, r.missing_first_frames), (1, 1));
+        assert_eq!(
+            (r.loss.expected, r.loss.lost, r.loss.percent),
+            (200, 2, 1.0)
+        );
+        assert_eq!((r.nacks_sent, r.freezes), (2, 2));
+        assert_eq!(
+            (r.bytes.sent, r.bytes.expected, r.bytes.received),
+            (3000, 3000, 2990)
+        );
+        assert!((r.bytes.ratio.unwrap() - 0.99667).abs() < 1e-4);
+        assert!(!r.latency.measured);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["bytes"]["expected"], 3000);
+        assert!(json["latency"]["p50_ms"].is_null());
+        let table = r.to_string();
+        assert!(table.contains("joined                   2/3"), "{table}");
+        assert!(table.contains("not measured"), "{table}");
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        let stat = "1234 (kaskade sfu) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 0 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_cpu_seconds("garbage"), None);
+        let status = "Name:\tkaskade\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_peak_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_peak_rss("Name: x\n"), None);
+    }
+}
