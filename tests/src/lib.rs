@@ -203,6 +203,11 @@ impl Node {
         format!("http://{}", self.http)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The value of one metric sample (name with labels, exactly as exposed), or 0.
     pub fn metric(&self, sample: &str) -> Result<f64> {
         let text = http_get(self.http, "/metrics")?;
