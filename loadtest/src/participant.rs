@@ -99,7 +99,8 @@ pub struct ReceivedPacket {
     pub from: ParticipantId,
     /// Audio or video.
     pub kind: MediaKind,
-    /// The packet (payload shared, not copied).
+    /// The packet: its RTP header fields (extensions left out) and its payload (shared, not
+    /// copied).
     pub packet: rtc::rtp::Packet,
     /// When it was read from the peer connection.
     pub arrival: std::time::Instant,

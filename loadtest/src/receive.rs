@@ -107,7 +107,19 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         let level = level_ext
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|p| parse_audio_level(&p));
-        let sunk = shared.sink.as_ref().map(|_| packet.clone());
+        // the sink gets the fields it needs: cloning the header would copy its extension list
+        let sunk = shared.sink.as_ref().map(|_| rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: packet.header.version,
+                marker: packet.header.marker,
+                payload_type: packet.header.payload_type,
+                sequence_number: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                ssrc: packet.header.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        });
         let outcome = h264.as_mut().map(|r| {
             r.push(
                 now,

@@ -57,7 +57,7 @@ pub async fn build(
     })
 }
 
-/// The embedded recorder's routes, after recovering what a crash interrupted.
+/// The embedded recorder's routes; what a crash interrupted is recovered in the background.
 pub fn recorder(config: &ServeConfig, secret: &str, open: bool) -> Router {
     let recorder = Recorder::new(RecorderConfig {
         out: config.recordings.clone(),
@@ -66,8 +66,9 @@ pub fn recorder(config: &ServeConfig, secret: &str, open: bool) -> Router {
         public_url: None,
         encryption: config.recording_key.clone(),
     });
-    recorder.recover_interrupted();
-    kaskade_recorder::api::router(Arc::new(recorder))
+    let recorder = Arc::new(recorder);
+    recorder.recover_in_background();
+    kaskade_recorder::api::router(recorder)
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         public_url: Some(url.clone()),
         encryption: cli.key,
     }));
-    recorder.recover_interrupted();
+    recorder.recover_in_background();
     tokio::spawn(kaskade_recorder::report::report_forever(
         recorder.clone(),
         cli.locator,

@@ -87,6 +87,13 @@ impl Recorder {
         self.running.lock().map_or(0, |r| r.len())
     }
 
+    /// Runs [`Self::recover_interrupted`] on a blocking thread, so start-up does not wait for
+    /// it (a recording still being recovered lists as interrupted until then).
+    pub fn recover_in_background(self: &Arc<Self>) {
+        let recorder = Arc::clone(self);
+        tokio::task::spawn_blocking(move || recorder.recover_interrupted());
+    }
+
     /// Recovers the recordings a crash interrupted (run at start): every participant file cut
     /// mid-write is trimmed to its last complete fragment and finalized, and the manifest says
     /// so.

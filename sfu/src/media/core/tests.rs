@@ -232,6 +232,13 @@ impl Pair {
         std::mem::take(&mut self.frames)
     }
 
+    /// Node A shares meeting "m" with node B; the frames of the exchange are dropped.
+    fn share_meeting(&mut self) {
+        self.a.attach(2, "m");
+        self.pump();
+        self.take_frames();
+    }
+
     /// `by` on node A asks for `action` on `target`; returns the frames that result.
     fn moderate(
         &mut self,
@@ -308,9 +315,7 @@ fn a_moderator_mutes_locks_and_removes_across_nodes() {
     let mut pair = Pair::new();
     let ann = join(&mut pair.a, "m", "ann", Role::Moderator).unwrap();
     let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
-    pair.b.attach(1, "m");
-    pair.pump();
-    pair.take_frames();
+    pair.share_meeting();
 
     let now = Instant::now();
     let frames = pair.moderate(ann.id, ModerateAction::MuteAudio, bob.id);
@@ -370,9 +375,7 @@ fn an_emptied_room_detaches_and_a_lost_link_takes_its_participants_away() {
     let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
     let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
     let cy = join(&mut pair.b, "m", "cy", Role::Participant).unwrap();
-    pair.a.attach(2, "m");
-    pair.pump();
-    pair.take_frames();
+    pair.share_meeting();
 
     pair.b.leave(Instant::now(), bob.id, LeaveReason::Left);
     pair.pump();
@@ -401,9 +404,7 @@ fn a_peer_cannot_announce_ids_of_another_node() {
     let mut pair = Pair::new();
     let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
     let _bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
-    pair.a.attach(2, "m");
-    pair.pump();
-    pair.take_frames();
+    pair.share_meeting();
     let forged = crate::signaling::protocol::ParticipantInfo {
         id: (3 << 20) | 1,
         identity: None,
@@ -483,9 +484,7 @@ fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
     let mut pair = Pair::new();
     let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
     let _bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
-    pair.a.attach(2, "m");
-    pair.pump();
-    pair.take_frames();
+    pair.share_meeting();
 
     let recorder = join(&mut pair.b, "m", "rec", Role::Recorder).unwrap();
     let ServerMessage::Welcome(welcome) = &recorder.welcome else {
