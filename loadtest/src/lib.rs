@@ -12,6 +12,8 @@ pub mod audio;
 mod failover;
 pub mod h264;
 pub mod join_api;
+pub mod latency;
+pub mod load_peer;
 pub mod lossy_relay;
 pub mod participant;
 mod peer;
@@ -24,6 +26,7 @@ pub mod signaling;
 pub mod state;
 pub mod video;
 
+pub use load_peer::{LoadPeer, LoadSpec};
 pub use lossy_relay::{LossyRelay, RelayHandle, RelayStats};
 pub use participant::{JoinConfig, JoinError, MediaSink, Participant, ReceivedPacket};
 pub use peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, rewrite_candidates};

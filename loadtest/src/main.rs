@@ -7,38 +7,52 @@
 //!     --server-pid "$(pidof kaskade-sfu)" --json report.json
 //! ```
 //!
-//! Every participant joins through the join API at `--sfu` (a standalone node) or
-//! `--locator` (signing its token with `--secret` when the deployment requires tokens),
-//! `--ramp` joins per second; it publishes the looped H.264 clip and the Opus tone and decodes
-//! everything its room-mates send. Once everyone has joined and receives from every room-mate,
-//! the measurement window of `--duration` starts; at its end everyone mutes, the last packets
-//! drain for a second, and everyone leaves.
+//! Every participant joins the target (`--target`, kaskade by default: the join API at
+//! `--sfu`, a standalone node, or `--locator`, signing its token with `--secret` when the
+//! deployment requires tokens), `--ramp` joins per second; it publishes the looped H.264 clip
+//! (a latency stamp ahead of each frame, see `kaskade_loadtest::latency`) and the Opus tone,
+//! and receives everything its room-mates send (decoding it with `--decode`). Once everyone
+//! has joined and receives from every room-mate, the measurement window of `--duration`
+//! starts; at its end everyone stops sending, the last packets drain for a second, and
+//! everyone leaves.
 //!
 //! Progress is printed once a second on stderr; the final report goes to stdout as a table
 //! and, with `--json PATH` (`-`: stdout, then instead of the table), as JSON (the
-//! [`kaskade_loadtest::report::Report`] fields). End-to-end latency is not measured: the
-//! synthetic media carries no send timestamp, and the report says so.
+//! [`kaskade_loadtest::report::Report`] fields).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use kaskade_loadtest::report::{
-    FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams, SeqCounter,
-    loss_percent, parse_cpu_seconds, parse_peak_rss,
+    FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report,
+    RunParams, SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss,
 };
-use kaskade_loadtest::{JoinConfig, MediaSink, Participant, ParticipantId, ParticipantStats};
+use kaskade_loadtest::signaling::MediaKind;
+use kaskade_loadtest::{
+    LoadPeer, LoadSpec, MediaSink, Participant, ParticipantId, ParticipantStats, latency,
+};
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use tokio::task::JoinSet;
 
-/// How often decoded-frame counters are sampled for freeze detection.
+/// How often frame counters are sampled for freeze detection.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// How long to wait, after the last join, for media to flow between every pair.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the last packets get to arrive after everyone muted.
+/// How long the last packets get to arrive after everyone stopped sending.
 const DRAIN: Duration = Duration::from_secs(1);
+/// Timeout of each join step.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The kind of server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TargetKind {
+    /// A kaskade locator (`--locator`) or standalone node (`--sfu`), through the join API.
+    Kaskade,
+}
 
 /// `kaskade-loadtest`: full-mesh meetings of synthetic WebRTC participants, measured.
 #[derive(Debug, Parser)]
@@ -65,15 +79,22 @@ struct Args {
     /// Joins per second.
     #[arg(long, default_value_t = 10.0)]
     ramp: f64,
-    /// Locator base URL (join API).
-    #[arg(long, required_unless_present = "sfu", conflicts_with = "sfu")]
+    /// The kind of server under test.
+    #[arg(long, value_enum, default_value_t = TargetKind::Kaskade)]
+    target: TargetKind,
+    /// kaskade: locator base URL (join API).
+    #[arg(long, conflicts_with = "sfu")]
     locator: Option<String>,
-    /// Node base URL (a standalone node serves the join API too).
+    /// kaskade: node base URL (a standalone node serves the join API too).
     #[arg(long)]
     sfu: Option<String>,
     /// Operator secret: sign each participant's token with it.
     #[arg(long, env = "KASKADE_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Decode received video with openh264 (checks pictures; costs a core per ~2,000
+    /// frames/s, so off for load).
+    #[arg(long)]
+    decode: bool,
     /// The server's process id: report its CPU seconds and peak RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -101,8 +122,51 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Packet counters of one participant's received streams, by (publisher, SSRC).
-type Streams = Arc<Mutex<HashMap<(ParticipantId, u32), SeqCounter>>>;
+/// The server under test, as participants reach it.
+#[derive(Debug, Clone)]
+enum Target {
+    /// kaskade's join API at this base URL.
+    Kaskade { base: String },
+}
+
+impl Target {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        match args.target {
+            TargetKind::Kaskade => {
+                let base = args.locator.clone().or(args.sfu.clone()).context(
+                    "--target kaskade needs --sfu URL (a node) or --locator URL (a locator)",
+                )?;
+                Ok(Self::Kaskade { base })
+            }
+        }
+    }
+
+    /// Where it is, for the report.
+    fn url(&self) -> &str {
+        match self {
+            Self::Kaskade { base } => base,
+        }
+    }
+
+    /// Joins one participant.
+    async fn join(&self, spec: LoadSpec) -> Result<Box<dyn LoadPeer>, String> {
+        match self {
+            Self::Kaskade { base } => Participant::join(spec.kaskade_config(base))
+                .await
+                .map(|p| Box::new(p) as Box<dyn LoadPeer>)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What one participant's sink has counted: loss per received stream, complete frames per
+/// room-mate, and latency samples (milliseconds) of the measurement window.
+#[derive(Debug, Default)]
+struct Received {
+    streams: HashMap<(ParticipantId, u32), SeqCounter>,
+    frames: HashMap<ParticipantId, FrameCounter>,
+    latency_ms: Vec<f64>,
+}
 
 /// One synthetic participant of the run.
 struct Entry {
@@ -111,18 +175,22 @@ struct Entry {
     join_ms: Option<f64>,
     joined_at: Option<Instant>,
     error: Option<String>,
-    participant: Option<Participant>,
+    peer: Option<Box<dyn LoadPeer>>,
     id: Option<ParticipantId>,
-    streams: Streams,
+    received: Arc<Mutex<Received>>,
     window_start: ParticipantStats,
 }
 
+type JoinOutcome = (usize, Result<Box<dyn LoadPeer>, String>, Duration);
+
 struct Run {
     args: Args,
-    base: String,
+    target: Arc<Target>,
     origin: Instant,
+    /// Latency samples are kept while this is set (the measurement window).
+    measuring: Arc<AtomicBool>,
     entries: Vec<Entry>,
-    joins: JoinSet<(usize, Result<Participant, String>, Duration)>,
+    joins: JoinSet<JoinOutcome>,
     /// Freezes by (receiver index, remote id).
     freezes: HashMap<(usize, ParticipantId), FreezeTracker>,
     next_sample: Instant,
@@ -131,12 +199,8 @@ struct Run {
 }
 
 impl Run {
-    fn new(args: Args) -> Self {
-        let base = args
-            .locator
-            .clone()
-            .or(args.sfu.clone())
-            .unwrap_or_default();
+    fn new(args: Args) -> anyhow::Result<Self> {
+        let target = Arc::new(Target::from_args(&args)?);
         let origin = Instant::now();
         let run = std::process::id();
         let mut entries = Vec::new();
@@ -148,37 +212,33 @@ impl Run {
                     join_ms: None,
                     joined_at: None,
                     error: None,
-                    participant: None,
+                    peer: None,
                     id: None,
-                    streams: Streams::default(),
+                    received: Arc::default(),
                     window_start: ParticipantStats::default(),
                 });
             }
         }
-        Self {
+        Ok(Self {
             args,
-            base,
+            target,
             origin,
+            measuring: Arc::default(),
             entries,
             joins: JoinSet::new(),
             freezes: HashMap::new(),
             next_sample: origin,
             next_progress: origin + Duration::from_secs(1),
             last_totals: (0, 0, origin),
-        }
+        })
     }
 
-    fn join_config(&self, i: usize) -> anyhow::Result<JoinConfig> {
+    fn spec(&self, i: usize) -> LoadSpec {
         let (args, entry) = (&self.args, &self.entries[i]);
         let meeting = format!("loadtest-{}-room{}", std::process::id(), entry.room);
-        let mut cfg = JoinConfig::new("0.0.0.0:0".parse()?, meeting.clone(), entry.name.clone());
-        cfg.locator = Some(self.base.clone());
-        (cfg.width, cfg.height) = args.resolution;
-        cfg.fps = args.fps;
-        cfg.video_bitrate_bps = args.video_bitrate.saturating_mul(1000);
-        cfg.token = args.secret.as_ref().map(|secret| {
+        let token = args.secret.as_ref().map(|secret| {
             TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
-                meeting,
+                meeting: meeting.clone(),
                 sub: format!("{}@loadtest", entry.name),
                 name: entry.name.clone(),
                 role: Role::Participant,
@@ -186,16 +246,45 @@ impl Run {
                 rejoin: false,
             })
         });
-        let streams = Arc::clone(&entry.streams);
-        cfg.sink = Some(MediaSink(Arc::new(move |p| {
-            if let Ok(mut s) = streams.lock() {
-                let key = (p.from, p.packet.header.ssrc);
-                s.entry(key)
-                    .or_default()
-                    .push(p.packet.header.sequence_number);
+        let (received, measuring, origin) = (
+            Arc::clone(&entry.received),
+            Arc::clone(&self.measuring),
+            self.origin,
+        );
+        let sink = MediaSink(Arc::new(move |p| {
+            let Ok(mut r) = received.lock() else {
+                return;
+            };
+            let header = &p.packet.header;
+            r.streams
+                .entry((p.from, header.ssrc))
+                .or_default()
+                .push(header.sequence_number);
+            if p.kind != MediaKind::Video {
+                return;
             }
-        })));
-        Ok(cfg)
+            let at = p.arrival.saturating_duration_since(origin);
+            r.frames
+                .entry(p.from)
+                .or_default()
+                .push(header.sequence_number, header.marker, at);
+            if measuring.load(Ordering::Relaxed)
+                && let Some(us) = latency::latency_us(&p.packet.payload, p.arrival)
+            {
+                r.latency_ms.push(us as f64 / 1000.0);
+            }
+        }));
+        LoadSpec {
+            meeting,
+            name: entry.name.clone(),
+            resolution: args.resolution,
+            fps: args.fps,
+            video_bitrate_bps: args.video_bitrate.saturating_mul(1000),
+            decode_video: args.decode,
+            token,
+            sink,
+            timeout: JOIN_TIMEOUT,
+        }
     }
 
     /// Samples, prints progress and collects finished joins until `deadline` or `done`.
@@ -222,14 +311,14 @@ impl Run {
         }
     }
 
-    fn joined(&mut self, i: usize, result: Result<Participant, String>, took: Duration) {
+    fn joined(&mut self, i: usize, result: Result<Box<dyn LoadPeer>, String>, took: Duration) {
         let entry = &mut self.entries[i];
         match result {
             Ok(p) => {
                 entry.joined_at = Some(Instant::now());
                 entry.join_ms = Some(took.as_secs_f64() * 1000.0);
                 entry.id = Some(p.id());
-                entry.participant = Some(p);
+                entry.peer = Some(p);
             }
             Err(e) => {
                 eprintln!("{}: join failed: {e}", entry.name);
@@ -240,16 +329,15 @@ impl Run {
 
     fn sample(&mut self, now: Instant) {
         let at = now.saturating_duration_since(self.origin);
-        let offset = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(self.origin));
         for (i, entry) in self.entries.iter().enumerate() {
-            let Some(p) = &entry.participant else {
+            let Ok(received) = entry.received.lock() else {
                 continue;
             };
-            for (id, remote) in p.stats().remotes {
+            for (&id, frames) in &received.frames {
                 self.freezes.entry((i, id)).or_default().observe(
                     at,
-                    remote.video_frames_decoded,
-                    offset(remote.last_frame_at),
+                    frames.frames(),
+                    frames.last_at(),
                 );
             }
         }
@@ -258,31 +346,37 @@ impl Run {
     fn progress(&mut self, now: Instant) {
         let (mut sent, mut received) = (0, 0);
         let (mut expected, mut lost, mut nacks) = (0, 0, 0);
+        let mut latency_ms = Vec::new();
         for entry in &self.entries {
-            let Some(p) = &entry.participant else {
+            let Some(p) = &entry.peer else {
                 continue;
             };
             let stats = p.stats();
             sent += stats.bytes_sent;
             received += stats.bytes_received;
             nacks += stats.nacks_sent;
-            if let Ok(streams) = entry.streams.lock() {
-                expected += streams.values().map(SeqCounter::expected).sum::<u64>();
-                lost += streams.values().map(SeqCounter::lost).sum::<u64>();
+            if let Ok(r) = entry.received.lock() {
+                expected += r.streams.values().map(SeqCounter::expected).sum::<u64>();
+                lost += r.streams.values().map(SeqCounter::lost).sum::<u64>();
+                latency_ms.extend(r.latency_ms.iter().rev().take(200));
             }
         }
         let (last_sent, last_received, last_at) = self.last_totals;
         let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
         let mbps = |bytes: u64| bytes as f64 * 8.0 / secs / 1e6;
         let joined = self.joined_count();
+        let latency = kaskade_loadtest::report::Latency::of(&latency_ms);
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
         eprintln!(
             "[{:6.1}s] joined {joined}/{}  in {:.2} Mbit/s  out {:.2} Mbit/s  loss {:.3} %  \
-             NACKs {nacks}  freezes {}",
+             latency p50/p99 {}/{} ms  NACKs {nacks}  freezes {}",
             now.duration_since(self.origin).as_secs_f64(),
             self.entries.len(),
             mbps(received.saturating_sub(last_received)),
             mbps(sent.saturating_sub(last_sent)),
             loss_percent(expected, lost),
+            ms(latency.p50_ms),
+            ms(latency.p99_ms),
             self.freezes
                 .values()
                 .map(FreezeTracker::freezes)
@@ -294,14 +388,14 @@ impl Run {
     fn joined_count(&self) -> usize {
         self.entries
             .iter()
-            .filter(|e| e.participant.is_some())
+            .filter(|e| e.peer.is_some())
             .count()
     }
 
     /// Whether every joined participant receives audio and video from every joined room-mate.
     fn media_flows(&self) -> bool {
         self.entries.iter().all(|entry| {
-            let Some(p) = &entry.participant else {
+            let Some(p) = &entry.peer else {
                 return true;
             };
             let stats = p.stats();
@@ -314,7 +408,7 @@ impl Run {
 
     fn room_mates<'a>(&'a self, entry: &'a Entry) -> impl Iterator<Item = &'a Entry> + 'a {
         self.entries.iter().filter(move |e| {
-            e.room == entry.room && e.name != entry.name && e.participant.is_some()
+            e.room == entry.room && e.name != entry.name && e.peer.is_some()
         })
     }
 }
@@ -353,15 +447,16 @@ async fn main() -> anyhow::Result<()> {
     let server_pid = args.server_pid.map(|pid| pid.to_string());
     let server_start = server_pid.as_deref().map(usage).transpose()?;
     let generator_start = usage("self")?;
-    let mut run = Run::new(args);
+    let mut run = Run::new(args)?;
 
     // ramp: one join every 1/ramp seconds, each in its own task
     let interval = Duration::from_secs_f64(1.0 / run.args.ramp);
     for i in 0..run.entries.len() {
-        let cfg = run.join_config(i)?;
+        let spec = run.spec(i);
+        let target = Arc::clone(&run.target);
         run.joins.spawn(async move {
             let started = Instant::now();
-            let result = Participant::join(cfg).await.map_err(|e| e.to_string());
+            let result = target.join(spec).await;
             (i, result, Instant::now().duration_since(started))
         });
         run.pump(Instant::now() + interval, |_| false).await;
@@ -376,27 +471,29 @@ async fn main() -> anyhow::Result<()> {
 
     // the measurement window
     for entry in &mut run.entries {
-        if let Some(p) = &entry.participant {
+        if let Some(p) = &entry.peer {
             entry.window_start = p.stats();
         }
     }
     let window_start = Instant::now();
+    run.measuring.store(true, Ordering::Relaxed);
     run.pump(window_start + run.args.duration, |_| false).await;
+    run.measuring.store(false, Ordering::Relaxed);
     let window_end = Instant::now();
     run.sample(window_end);
     finish_freezes(&mut run, window_end);
     for entry in &run.entries {
-        if let Some(p) = &entry.participant
-            && let Err(e) = p.mute(Some(true), Some(true)).await
+        if let Some(p) = &entry.peer
+            && let Err(e) = p.stop_sending().await
         {
-            eprintln!("{}: mute failed: {e}", entry.name);
+            eprintln!("{}: stopping media failed: {e}", entry.name);
         }
     }
     tokio::time::sleep(DRAIN).await;
     let finals: Vec<Option<ParticipantStats>> = run
         .entries
         .iter()
-        .map(|e| e.participant.as_ref().map(Participant::stats))
+        .map(|e| e.peer.as_ref().map(|p| p.stats()))
         .collect();
     let server = server_pid
         .as_deref()
@@ -411,7 +508,7 @@ async fn main() -> anyhow::Result<()> {
         generator_start,
     )?;
     for entry in &mut run.entries {
-        if let Some(p) = entry.participant.take() {
+        if let Some(p) = entry.peer.take() {
             let _ = p.leave().await;
         }
     }
@@ -434,13 +531,12 @@ async fn main() -> anyhow::Result<()> {
 fn finish_freezes(run: &mut Run, at: Instant) {
     let at = at.saturating_duration_since(run.origin);
     for (i, entry) in run.entries.iter().enumerate() {
-        let Some(p) = &entry.participant else {
+        let Some(p) = &entry.peer else {
             continue;
         };
-        let present = p.state().participants;
         for ((receiver, remote), tracker) in &mut run.freezes {
             if *receiver == i {
-                tracker.finish(at, present.contains_key(remote));
+                tracker.finish(at, p.sees(*remote));
             }
         }
     }
@@ -461,11 +557,12 @@ fn build_report(
         })
     };
     let mut participants = Vec::new();
+    let mut latency_ms = Vec::new();
     for (i, entry) in run.entries.iter().enumerate() {
         let mut report = ParticipantReport {
             name: entry.name.clone(),
             room: entry.room,
-            joined: entry.participant.is_some(),
+            joined: entry.peer.is_some(),
             error: entry.error.clone(),
             join_ms: entry.join_ms,
             ..ParticipantReport::default()
@@ -477,7 +574,8 @@ fn build_report(
         report.bytes_sent = sent_in_window(i);
         report.nacks_sent = stats.nacks_sent;
         report.plis_sent = stats.plis_sent;
-        let streams = entry.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        let received = entry.received.lock().expect("sink lock");
+        latency_ms.extend_from_slice(&received.latency_ms);
         let mut remotes = BTreeMap::new();
         for (j, mate) in run.entries.iter().enumerate() {
             let Some(id) = mate.id.filter(|_| mate.room == entry.room && j != i) else {
@@ -486,8 +584,12 @@ fn build_report(
             let now = stats.remote(id);
             let before = entry.window_start.remote(id);
             let bytes = |r: &kaskade_loadtest::RemoteStats| r.video_bytes + r.audio_bytes;
-            let from_mate = streams.iter().filter(|((from, _), _)| *from == id);
-            let both_joined = entry.joined_at.max(mate.joined_at);
+            let from_mate = received.streams.iter().filter(|((from, _), _)| *from == id);
+            let frames = received.frames.get(&id).copied().unwrap_or_default();
+            let both_joined = entry
+                .joined_at
+                .max(mate.joined_at)
+                .map(|t| t.saturating_duration_since(run.origin));
             let tracker = run.freezes.get(&(i, id)).cloned().unwrap_or_default();
             remotes.insert(
                 mate.name.clone(),
@@ -497,12 +599,13 @@ fn build_report(
                     bytes_received: bytes(&now).saturating_sub(bytes(&before)),
                     packets_expected: from_mate.clone().map(|(_, c)| c.expected()).sum(),
                     packets_lost: from_mate.map(|(_, c)| c.lost()).sum(),
+                    frames_received: frames.frames(),
                     frames_decoded: now.video_frames_decoded,
                     decode_errors: now.decode_errors,
-                    first_frame_ms: now
-                        .first_frame_at
+                    first_frame_ms: frames
+                        .first_at()
                         .zip(both_joined)
-                        .map(|(f, j)| f.saturating_duration_since(j).as_secs_f64() * 1000.0),
+                        .map(|(f, j)| f.saturating_sub(j).as_secs_f64() * 1000.0),
                     freezes: tracker.freezes(),
                     longest_gap_ms: tracker.longest_gap().as_secs_f64() * 1000.0,
                 },
@@ -520,10 +623,17 @@ fn build_report(
         fps: args.fps,
         duration_s: args.duration.as_secs_f64(),
         ramp: args.ramp,
-        target: run.base.clone(),
+        target: run.target.url().to_owned(),
     };
     let generator = usage_since("self", generator_start)?;
-    Ok(Report::new(params, participants, window, server, generator))
+    Ok(Report::new(
+        params,
+        participants,
+        &latency_ms,
+        window,
+        server,
+        generator,
+    ))
 }
 
 #[cfg(test)]
@@ -547,8 +657,10 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_resolution("321x240").is_err());
         assert!(parse_resolution("320").is_err());
-        // one target, exactly
-        assert!(Args::try_parse_from(["kaskade-loadtest"]).is_err());
+        // one kaskade address, exactly
+        let bare = Args::try_parse_from(["kaskade-loadtest"]).unwrap();
+        assert!(Target::from_args(&bare).is_err());
+        assert!(Target::from_args(&args).is_ok());
         assert!(
             Args::try_parse_from(["kaskade-loadtest", "--sfu", "a", "--locator", "b"]).is_err()
         );

@@ -90,6 +90,9 @@ pub struct JoinConfig {
     pub decode_video: bool,
     /// Receives every RTP packet as it arrives, attributed to its publisher.
     pub sink: Option<MediaSink>,
+    /// Send a latency stamp ([`crate::latency`]) ahead of every video frame, so receivers
+    /// measure end-to-end latency. Default off.
+    pub latency_stamps: bool,
 }
 
 /// One received RTP packet, attributed to the participant the slot map gives its slot.
@@ -141,6 +144,7 @@ impl JoinConfig {
             local_ip: None,
             timeout: Duration::from_secs(10),
             decode_video: true,
+            latency_stamps: false,
             sink: None,
         }
     }
@@ -209,11 +213,7 @@ impl Participant {
     /// itself), else straight at `cfg.server`; signaling, offer/answer, then starts publishing
     /// and receiving.
     pub async fn join(cfg: JoinConfig) -> Result<Self, JoinError> {
-        let shared = Arc::new(Shared::new(
-            cfg.audio_level,
-            cfg.decode_video,
-            cfg.sink.clone(),
-        ));
+        let shared = Arc::new(Shared::new(&cfg));
         // Encode (or fetch) the media before joining, so it is ready when media flows.
         let media = Media::prepare(&cfg).await?;
         let target = locate(&cfg, cfg.token.clone(), None, cfg.node.clone()).await?;

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub gathering_done: watch::Sender<bool>,
     /// Decode received video.
     pub decode_video: bool,
+    /// Send a latency stamp ahead of each video frame ([`crate::latency`]).
+    pub latency_stamps: bool,
     /// Where received packets also go.
     pub sink: Option<MediaSink>,
     /// The current session's number; callbacks of earlier sessions are ignored.
@@ -83,16 +85,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(audio_level: u8, decode_video: bool, sink: Option<MediaSink>) -> Self {
+    pub fn new(cfg: &crate::JoinConfig) -> Self {
         Self {
-            decode_video,
-            sink,
+            decode_video: cfg.decode_video,
+            latency_stamps: cfg.latency_stamps,
+            sink: cfg.sink.clone(),
             state: std::sync::Mutex::new(MeetingState::default()),
             events: broadcast::channel(4096).0,
             version: watch::channel(0).0,
             rtcp: Arc::new(RtcpCounters::default()),
             sent: SendCounters::default(),
-            audio_level: AtomicU8::new(audio_level),
+            audio_level: AtomicU8::new(cfg.audio_level),
             send_audio: AtomicBool::new(true),
             send_video: AtomicBool::new(true),
             force_keyframe: AtomicBool::new(false),

@@ -5,8 +5,11 @@
 //! - [`percentile`]: nearest-rank percentiles of join and first-frame times.
 //! - [`SeqCounter`]: packet loss of one received RTP stream, RFC 3550 style (expected from the
 //!   extended highest sequence number, against packets received).
+//! - [`FrameCounter`]: complete video frames of one received stream (every packet from one
+//!   marker bit to the next arrived), without decoding.
 //! - [`FreezeTracker`]: freezes of one remote participant's video, from periodic samples of
-//!   its decoded-frame counter and last-frame time.
+//!   its frame counter and last-frame time.
+//! - [`Latency`]: end-to-end latency percentiles from the stamps receivers read.
 //! - [`Report`]: the final report, serialized as JSON and printed as a table.
 
 use std::fmt;
@@ -112,6 +115,51 @@ pub fn loss_percent(expected: u64, lost: u64) -> f64 {
     }
 }
 
+/// Counts the complete frames of one received video stream: a frame is complete when its
+/// marker packet arrives and every sequence number since the previous frame's marker did too
+/// (a reordered packet counts as a break: conservative on loopback, where it is rare).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounter {
+    next_seq: Option<u16>,
+    broken: bool,
+    frames: u64,
+    first_at: Option<Duration>,
+    last_at: Option<Duration>,
+}
+
+impl FrameCounter {
+    /// Counts one packet arriving at `at` (an offset from the start of the run).
+    pub fn push(&mut self, seq: u16, marker: bool, at: Duration) {
+        if self.next_seq.is_some_and(|next| next != seq) {
+            self.broken = true;
+        }
+        self.next_seq = Some(seq.wrapping_add(1));
+        if marker {
+            if !self.broken {
+                self.frames += 1;
+                self.first_at.get_or_insert(at);
+                self.last_at = Some(at);
+            }
+            self.broken = false;
+        }
+    }
+
+    /// Complete frames so far (the first frame counts only if its first packet was seen).
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// When the first complete frame ended.
+    pub fn first_at(&self) -> Option<Duration> {
+        self.first_at
+    }
+
+    /// When the last complete frame ended.
+    pub fn last_at(&self) -> Option<Duration> {
+        self.last_at
+    }
+}
+
 /// Counts freezes of one remote participant's video from samples of its decoded-frame counter
 /// and the time of its last decoded frame, taken every few tens of milliseconds.
 ///
@@ -193,15 +241,17 @@ pub struct RemoteReport {
     pub packets_expected: u64,
     /// RTP packets lost from it (whole run).
     pub packets_lost: u64,
-    /// Video frames of it decoded (whole run).
+    /// Complete video frames of it received (whole run).
+    pub frames_received: u64,
+    /// Video frames of it decoded (whole run; only with decoding on).
     pub frames_decoded: u64,
     /// Decode errors on its video (whole run).
     pub decode_errors: u64,
-    /// Milliseconds from the moment both were joined to its first decoded frame.
+    /// Milliseconds from the moment both were joined to its first complete frame.
     pub first_frame_ms: Option<f64>,
     /// Freezes of its video.
     pub freezes: u64,
-    /// The longest gap between two of its decoded frames, in milliseconds.
+    /// The longest gap between two of its complete frames, in milliseconds.
     pub longest_gap_ms: f64,
 }
 
@@ -261,27 +311,33 @@ pub struct ProcessUsage {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// End-to-end latency: not measured, because the synthetic media carries no send timestamp.
+/// End-to-end latency of video frames: from the publisher's send instant (stamped in the
+/// media, see `kaskade_loadtest::latency`) to the receiver's read, over every stamp received
+/// in the measurement window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Latency {
-    /// Always false for now.
+    /// Whether any stamp arrived.
     pub measured: bool,
-    /// p50 in milliseconds (absent until measured).
+    /// Stamps received.
+    pub samples: usize,
+    /// p50 in milliseconds.
     pub p50_ms: Option<f64>,
-    /// p99 in milliseconds (absent until measured).
+    /// p99 in milliseconds.
     pub p99_ms: Option<f64>,
-    /// Why it is absent.
-    pub note: String,
+    /// The largest, in milliseconds.
+    pub max_ms: Option<f64>,
 }
 
 impl Latency {
-    /// The current state: no send timestamp in the media, so no latency.
-    pub fn not_measured() -> Self {
+    /// Percentiles of `samples_ms`.
+    pub fn of(samples_ms: &[f64]) -> Self {
+        let summary = Summary::of(samples_ms);
         Self {
-            measured: false,
-            p50_ms: None,
-            p99_ms: None,
-            note: "not measured: the synthetic media carries no send timestamp".into(),
+            measured: !samples_ms.is_empty(),
+            samples: samples_ms.len(),
+            p50_ms: summary.p50,
+            p99_ms: summary.p99,
+            max_ms: summary.max,
         }
     }
 }
@@ -332,9 +388,11 @@ pub struct Report {
     pub nacks_sent: u64,
     /// PLIs sent by receivers.
     pub plis_sent: u64,
-    /// Freezes (gaps over 500 ms between decoded frames of a sending room-mate).
+    /// Freezes (gaps over 500 ms between complete frames of a sending room-mate).
     pub freezes: u64,
-    /// Video frames decoded.
+    /// Complete video frames received.
+    pub frames_received: u64,
+    /// Video frames decoded (with decoding on).
     pub frames_decoded: u64,
     /// Decode errors.
     pub decode_errors: u64,
@@ -355,6 +413,7 @@ impl Report {
     pub fn new(
         params: RunParams,
         participants: Vec<ParticipantReport>,
+        latency_ms: &[f64],
         window: Duration,
         server: Option<ProcessUsage>,
         generator: ProcessUsage,
@@ -374,7 +433,7 @@ impl Report {
             join_ms: Summary::of(&join_times),
             first_frame_ms: Summary::of(&first_frames),
             missing_first_frames: remotes().filter(|r| r.first_frame_ms.is_none()).count(),
-            latency: Latency::not_measured(),
+            latency: Latency::of(latency_ms),
             loss: Loss {
                 expected,
                 lost,
@@ -383,6 +442,7 @@ impl Report {
             nacks_sent: joined.iter().map(|p| p.nacks_sent).sum(),
             plis_sent: joined.iter().map(|p| p.plis_sent).sum(),
             freezes: remotes().map(|r| r.freezes).sum(),
+            frames_received: remotes().map(|r| r.frames_received).sum(),
             frames_decoded: remotes().map(|r| r.frames_decoded).sum(),
             decode_errors: remotes().map(|r| r.decode_errors).sum(),
             bytes: Delivery {
@@ -438,7 +498,16 @@ impl fmt::Display for Report {
                     self.missing_first_frames
                 ),
             ),
-            ("latency p50/p99", self.latency.note.clone()),
+            (
+                "latency p50/p99/max",
+                format!(
+                    "{} / {} / {} ({} stamps)",
+                    ms(self.latency.p50_ms),
+                    ms(self.latency.p99_ms),
+                    ms(self.latency.max_ms),
+                    self.latency.samples
+                ),
+            ),
             (
                 "packet loss",
                 format!(
@@ -452,8 +521,11 @@ impl fmt::Display for Report {
             ),
             ("freezes (> 500 ms)", self.freezes.to_string()),
             (
-                "frames decoded",
-                format!("{} ({} errors)", self.frames_decoded, self.decode_errors),
+                "frames received / decoded",
+                format!(
+                    "{} / {} ({} errors)",
+                    self.frames_received, self.frames_decoded, self.decode_errors
+                ),
             ),
             (
                 "bytes received/expected",
@@ -545,6 +617,26 @@ mod tests {
     }
 
     #[test]
+    fn frames_count_only_when_every_packet_arrived() {
+        let mut f = FrameCounter::default();
+        // frame 1: 65534, 65535 (marker); frame 2: 0, 1 (marker); frame 3 loses 3
+        for (seq, marker, at) in [
+            (65_534, false, 1),
+            (65_535, true, 2),
+            (0, false, 3),
+            (1, true, 4),
+            (2, false, 5),
+            (4, true, 6),
+            (5, true, 7),
+        ] {
+            f.push(seq, marker, ms(at));
+        }
+        assert_eq!(f.frames(), 3);
+        assert_eq!((f.first_at(), f.last_at()), (Some(ms(2)), Some(ms(7))));
+        assert_eq!(FrameCounter::default().frames(), 0);
+    }
+
+    #[test]
     fn exact_gaps_over_500_ms_are_freezes() {
         let mut t = FreezeTracker::default();
         t.observe(ms(100), 1, Some(ms(100)));
@@ -629,6 +721,7 @@ mod tests {
         let r = Report::new(
             RunParams::default(),
             vec![a, b, failed],
+            &[2.0, 1.0, 9.0],
             Duration::from_secs(10),
             None,
             ProcessUsage::default(),
@@ -647,13 +740,18 @@ mod tests {
             (3000, 3000, 2990)
         );
         assert!((r.bytes.ratio.unwrap() - 0.99667).abs() < 1e-4);
-        assert!(!r.latency.measured);
+        assert!(r.latency.measured);
+        assert_eq!(
+            (r.latency.samples, r.latency.p50_ms, r.latency.max_ms),
+            (3, Some(2.0), Some(9.0))
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["bytes"]["expected"], 3000);
-        assert!(json["latency"]["p50_ms"].is_null());
+        assert_eq!(json["latency"]["p99_ms"], 9.0);
         let table = r.to_string();
-        assert!(table.contains("joined                   2/3"), "{table}");
-        assert!(table.contains("not measured"), "{table}");
+        assert!(table.contains("joined                     2/3"), "{table}");
+        assert!(table.contains("2.0 ms / 9.0 ms / 9.0 ms (3 stamps)"), "{table}");
+        assert!(!Latency::of(&[]).measured);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use rtc::rtp;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
+use crate::latency;
 use crate::audio::{OPUS_FRAME_SAMPLES, OPUS_FRAMES_PER_SECOND, OpusClip, audio_level_payload};
 use crate::peer::{Shared, random_u32};
 use crate::video::{EncodedFrame, VIDEO_CLOCK_RATE, VideoClip, VideoCursor};
@@ -116,8 +117,9 @@ pub(crate) async fn send_video(
             .as_secs_f64();
         let timestamp = ts0.wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
         let frame = cursor.next_frame();
-        write_frame(&track, frame, ssrc, payload_type, &mut seq, timestamp).await;
-        count_frame(&shared, frame, forced);
+        let stamp = shared.latency_stamps.then(|| latency::instant_us(tick.into_std()));
+        let written = write_frame(&track, frame, stamp, ssrc, payload_type, &mut seq, timestamp).await;
+        count_frame(&shared, frame, written, forced);
     }
 }
 
@@ -146,22 +148,29 @@ async fn send_video_sync_marks(
         let frames = clip.frames();
         let frame = &frames[(unit % frames.len() as u64) as usize];
         let timestamp = ts0.wrapping_add(clock.rtp_offset(unit, VIDEO_CLOCK_RATE));
-        write_frame(&track, frame, ssrc, payload_type, &mut seq, timestamp).await;
-        count_frame(&shared, frame, forced);
+        let stamp = shared.latency_stamps.then(latency::clock_us);
+        let written = write_frame(&track, frame, stamp, ssrc, payload_type, &mut seq, timestamp).await;
+        count_frame(&shared, frame, written, forced);
     }
 }
 
-/// Writes one frame's RTP packets (marker on the last), advancing `seq`.
+/// Writes one frame's RTP packets (marker on the last), advancing `seq`; with a latency
+/// stamp (microseconds on [`latency::clock_us`]), a stamp packet goes first.
 async fn write_frame(
     track: &TrackLocalStaticRTP,
     frame: &EncodedFrame,
+    stamp: Option<u64>,
     ssrc: u32,
     payload_type: u8,
     seq: &mut u16,
     timestamp: u32,
-) {
-    let last = frame.payloads.len().saturating_sub(1);
-    for (i, payload) in frame.payloads.iter().enumerate() {
+) -> (u64, u64) {
+    let stamp = stamp.map(latency::stamp_payload);
+    let last = frame.payloads.len() + usize::from(stamp.is_some()) - 1;
+    let (mut packets, mut bytes) = (0, 0);
+    for (i, payload) in stamp.iter().chain(&frame.payloads).enumerate() {
+        packets += 1;
+        bytes += payload.len() as u64;
         let packet = rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
@@ -179,15 +188,15 @@ async fn write_frame(
             tracing::debug!("video write_rtp: {e}");
         }
     }
+    (packets, bytes)
 }
 
-/// Counts a sent frame (`forced`: it answered a keyframe request).
-fn count_frame(shared: &Shared, frame: &EncodedFrame, forced: bool) {
-    let bytes: usize = frame.payloads.iter().map(|p| p.len()).sum();
+/// Counts a sent frame of `written` (packets, bytes) (`forced`: it answered a keyframe
+/// request).
+fn count_frame(shared: &Shared, frame: &EncodedFrame, written: (u64, u64), forced: bool) {
     let c = &shared.sent;
-    c.packets
-        .fetch_add(frame.payloads.len() as u64, Ordering::Relaxed);
-    c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    c.packets.fetch_add(written.0, Ordering::Relaxed);
+    c.bytes.fetch_add(written.1, Ordering::Relaxed);
     c.video_frames.fetch_add(1, Ordering::Relaxed);
     if frame.keyframe {
         c.keyframes.fetch_add(1, Ordering::Relaxed);

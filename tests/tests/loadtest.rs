@@ -1,7 +1,8 @@
 //! The real `kaskade-loadtest` binary against a real standalone node on loopback (issue 5's CI
 //! run): 2 rooms x 4 participants for 10 s. Its JSON report must show everyone joined, no
-//! packet lost, every participant receiving from its 3 room-mates, bytes received consistent
-//! with bytes sent, and the server's CPU measured. Performance is never asserted here.
+//! packet lost, every participant receiving (and decoding) from its 3 room-mates, bytes
+//! received consistent with bytes sent, latency measured from the stamps, and the server's CPU
+//! measured. Performance is never asserted here.
 
 use std::process::{Command, Stdio};
 
@@ -38,6 +39,7 @@ fn two_rooms_of_four_on_loopback_lose_nothing_and_account_for_every_byte() {
             "200",
             "--sfu",
             &url,
+            "--decode",
             "--server-pid",
             &pid,
             "--json",
@@ -63,7 +65,11 @@ fn two_rooms_of_four_on_loopback_lose_nothing_and_account_for_every_byte() {
     assert!(u64_at(&report, "/loss/expected") > 0, "{report:#}");
     assert_eq!(u64_at(&report, "/loss/lost"), 0, "{report:#}");
     assert_eq!(u64_at(&report, "/missing_first_frames"), 0, "{report:#}");
-    assert_eq!(report["latency"]["measured"], false);
+    // every frame carries a latency stamp: 8 receivers x 3 senders x 15 fps x 10 s
+    assert_eq!(report["latency"]["measured"], true, "{report:#}");
+    assert!(u64_at(&report, "/latency/samples") > 8 * 3 * 15 * 9, "{report:#}");
+    let p50 = report["latency"]["p50_ms"].as_f64().expect("latency p50");
+    assert!(p50 > 0.0, "{report:#}");
 
     let participants = report["participants"].as_array().expect("participants");
     assert_eq!(participants.len(), 8);
@@ -86,6 +92,10 @@ fn two_rooms_of_four_on_loopback_lose_nothing_and_account_for_every_byte() {
             assert!(
                 u64_at(r, "/frames_decoded") > 0,
                 "{name} decoded nothing of {mate}"
+            );
+            assert!(
+                u64_at(r, "/frames_received") >= u64_at(r, "/frames_decoded"),
+                "{name} decoded more frames of {mate} than arrived complete: {p:#}"
             );
         }
     }
