@@ -17,6 +17,7 @@ pub mod load_peer;
 pub mod lossy_relay;
 pub mod participant;
 mod peer;
+pub mod raw;
 mod receive;
 pub mod report;
 pub mod rtcp_tap;
