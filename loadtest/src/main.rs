@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use kaskade_loadtest::raw::{RawParticipant, RawTarget};
 use kaskade_loadtest::report::{
-    FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report,
-    RunParams, SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss,
+    FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams,
+    SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss,
 };
 use kaskade_loadtest::signaling::MediaKind;
 use kaskade_loadtest::{
@@ -52,6 +53,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 enum TargetKind {
     /// A kaskade locator (`--locator`) or standalone node (`--sfu`), through the join API.
     Kaskade,
+    /// `kaskade-raw-forwarder` (`--raw-addr`, keyed with `--secret`): the raw forwarding limit.
+    Raw,
 }
 
 /// `kaskade-loadtest`: full-mesh meetings of synthetic WebRTC participants, measured.
@@ -88,7 +91,10 @@ struct Args {
     /// kaskade: node base URL (a standalone node serves the join API too).
     #[arg(long)]
     sfu: Option<String>,
-    /// Operator secret: sign each participant's token with it.
+    /// raw: the forwarder's UDP address, as its ready line prints it.
+    #[arg(long)]
+    raw_addr: Option<std::net::SocketAddr>,
+    /// Operator secret: sign each participant's token with it (raw: the forwarder's secret).
     #[arg(long, env = "KASKADE_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Decode received video with openh264 (checks pictures; costs a core per ~2,000
@@ -127,6 +133,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 enum Target {
     /// kaskade's join API at this base URL.
     Kaskade { base: String },
+    /// The raw forwarder at `url` (`udp://ADDR`).
+    Raw { url: String, target: RawTarget },
 }
 
 impl Target {
@@ -138,6 +146,20 @@ impl Target {
                 )?;
                 Ok(Self::Kaskade { base })
             }
+            TargetKind::Raw => {
+                let addr = args
+                    .raw_addr
+                    .context("--target raw needs --raw-addr HOST:PORT")?;
+                let secret = args
+                    .secret
+                    .as_deref()
+                    .context("--target raw needs --secret")?;
+                let url = format!("udp://{addr}");
+                Ok(Self::Raw {
+                    url,
+                    target: RawTarget::new(addr, secret),
+                })
+            }
         }
     }
 
@@ -145,6 +167,7 @@ impl Target {
     fn url(&self) -> &str {
         match self {
             Self::Kaskade { base } => base,
+            Self::Raw { url, .. } => url,
         }
     }
 
@@ -155,6 +178,10 @@ impl Target {
                 .await
                 .map(|p| Box::new(p) as Box<dyn LoadPeer>)
                 .map_err(|e| e.to_string()),
+            Self::Raw { target, .. } => RawParticipant::join(spec, target)
+                .await
+                .map(|p| Box::new(p) as Box<dyn LoadPeer>)
+                .map_err(|e| format!("{e:#}")),
         }
     }
 }
@@ -386,10 +413,7 @@ impl Run {
     }
 
     fn joined_count(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.peer.is_some())
-            .count()
+        self.entries.iter().filter(|e| e.peer.is_some()).count()
     }
 
     /// Whether every joined participant receives audio and video from every joined room-mate.
@@ -407,9 +431,9 @@ impl Run {
     }
 
     fn room_mates<'a>(&'a self, entry: &'a Entry) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries.iter().filter(move |e| {
-            e.room == entry.room && e.name != entry.name && e.peer.is_some()
-        })
+        self.entries
+            .iter()
+            .filter(move |e| e.room == entry.room && e.name != entry.name && e.peer.is_some())
     }
 }
 
@@ -639,6 +663,18 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_raw_target_needs_its_address_and_secret() {
+        let raw = |extra: &[&str]| {
+            let args = ["kaskade-loadtest", "--target", "raw"].iter().chain(extra);
+            Target::from_args(&Args::try_parse_from(args).unwrap())
+        };
+        assert!(raw(&["--secret", "s"]).is_err());
+        assert!(raw(&["--raw-addr", "127.0.0.1:10100"]).is_err());
+        let target = raw(&["--raw-addr", "127.0.0.1:10100", "--secret", "s"]).unwrap();
+        assert_eq!(target.url(), "udp://127.0.0.1:10100");
+    }
 
     #[test]
     fn options_parse() {
