@@ -11,6 +11,7 @@
 pub mod audio;
 mod failover;
 pub mod h264;
+pub mod janus;
 pub mod join_api;
 pub mod latency;
 pub mod load_peer;

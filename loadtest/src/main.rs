@@ -9,11 +9,12 @@
 //!
 //! Every participant joins the target (`--target`, kaskade by default: the join API at
 //! `--sfu`, a standalone node, or `--locator`, signing its token with `--secret` when the
-//! deployment requires tokens), `--ramp` joins per second; it publishes the looped H.264 clip
-//! (a latency stamp ahead of each frame, see `kaskade_loadtest::latency`) and the Opus tone,
-//! and receives everything its room-mates send (decoding it with `--decode`). Once everyone
-//! has joined and receives from every room-mate, the measurement window of `--duration`
-//! starts; at its end everyone stops sending, the last packets drain for a second, and
+//! deployment requires tokens; or `--target janus --janus-url ws://HOST:8188`, the VideoRoom
+//! of a Janus configured as loadtest/janus/ describes), `--ramp` joins per second; it
+//! publishes the looped H.264 clip (a latency stamp ahead of each frame, see
+//! `kaskade_loadtest::latency`) and the Opus tone, and receives everything its room-mates
+//! send (decoding it with `--decode`). Once everyone has joined and receives from every
+//! room-mate, the measurement window of `--duration` starts; at its end everyone stops sending, the last packets drain for a second, and
 //! everyone leaves.
 //!
 //! Progress is printed once a second on stderr; the final report goes to stdout as a table
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use kaskade_loadtest::janus::{JanusConfig, JanusParticipant};
 use kaskade_loadtest::raw::{RawParticipant, RawTarget};
 use kaskade_loadtest::report::{
     FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams,
@@ -55,6 +57,8 @@ enum TargetKind {
     Kaskade,
     /// `kaskade-raw-forwarder` (`--raw-addr`, keyed with `--secret`): the raw forwarding limit.
     Raw,
+    /// The VideoRoom plugin of a Janus 1.x (`--janus-url`), through its WebSocket API.
+    Janus,
 }
 
 /// `kaskade-loadtest`: full-mesh meetings of synthetic WebRTC participants, measured.
@@ -91,6 +95,9 @@ struct Args {
     /// kaskade: node base URL (a standalone node serves the join API too).
     #[arg(long)]
     sfu: Option<String>,
+    /// janus: the WebSocket API URL (`ws://HOST:8188`; see loadtest/janus/README.md).
+    #[arg(long)]
+    janus_url: Option<String>,
     /// raw: the forwarder's UDP address, as its ready line prints it.
     #[arg(long)]
     raw_addr: Option<std::net::SocketAddr>,
@@ -135,6 +142,8 @@ enum Target {
     Kaskade { base: String },
     /// The raw forwarder at `url` (`udp://ADDR`).
     Raw { url: String, target: RawTarget },
+    /// Janus's VideoRoom.
+    Janus(JanusConfig),
 }
 
 impl Target {
@@ -160,6 +169,14 @@ impl Target {
                     target: RawTarget::new(addr, secret),
                 })
             }
+            TargetKind::Janus => {
+                let url = args
+                    .janus_url
+                    .clone()
+                    .context("--target janus needs --janus-url URL")?;
+                let publishers = u32::try_from(args.participants).unwrap_or(u32::MAX);
+                Ok(Self::Janus(JanusConfig::new(url, publishers)))
+            }
         }
     }
 
@@ -168,6 +185,7 @@ impl Target {
         match self {
             Self::Kaskade { base } => base,
             Self::Raw { url, .. } => url,
+            Self::Janus(config) => &config.url,
         }
     }
 
@@ -179,6 +197,10 @@ impl Target {
                 .map(|p| Box::new(p) as Box<dyn LoadPeer>)
                 .map_err(|e| e.to_string()),
             Self::Raw { target, .. } => RawParticipant::join(spec, target)
+                .await
+                .map(|p| Box::new(p) as Box<dyn LoadPeer>)
+                .map_err(|e| format!("{e:#}")),
+            Self::Janus(config) => JanusParticipant::join(config, spec)
                 .await
                 .map(|p| Box::new(p) as Box<dyn LoadPeer>)
                 .map_err(|e| format!("{e:#}")),
@@ -699,6 +721,18 @@ mod tests {
         assert!(Target::from_args(&args).is_ok());
         assert!(
             Args::try_parse_from(["kaskade-loadtest", "--sfu", "a", "--locator", "b"]).is_err()
+        );
+        // Janus needs its URL
+        let janus = |extra: &[&str]| {
+            let args = ["kaskade-loadtest", "--target", "janus"]
+                .iter()
+                .chain(extra);
+            Target::from_args(&Args::try_parse_from(args).unwrap())
+        };
+        assert!(janus(&[]).is_err());
+        assert_eq!(
+            janus(&["--janus-url", "ws://j:8188"]).unwrap().url(),
+            "ws://j:8188"
         );
     }
 }

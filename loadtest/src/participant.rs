@@ -282,22 +282,7 @@ impl Participant {
     }
 
     fn merge_counters(&self, stats: &mut ParticipantStats) {
-        let sent = &self.shared.sent;
-        let rtcp = &self.shared.rtcp;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        stats.packets_sent = get(&sent.packets);
-        stats.bytes_sent = get(&sent.bytes);
-        stats.video_frames_sent = get(&sent.video_frames);
-        stats.audio_packets_sent = get(&sent.audio_packets);
-        stats.keyframes_sent = get(&sent.keyframes);
-        stats.keyframes_forced = get(&sent.keyframes_forced);
-        stats.plis_received = get(&rtcp.plis_received);
-        stats.firs_received = get(&rtcp.firs_received);
-        stats.plis_sent = get(&rtcp.plis_sent);
-        stats.nacks_received = get(&rtcp.nacks_received);
-        stats.nacked_packets_received = get(&rtcp.nacked_packets_received);
-        stats.nacks_sent = get(&rtcp.nacks_sent);
-        stats.nacked_packets_sent = get(&rtcp.nacked_packets_sent);
+        self.shared.add_counters(stats);
     }
 
     /// Sets the RFC 6464 level sent with each audio packet (0 loudest ... 127 silent).

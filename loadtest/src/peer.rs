@@ -40,7 +40,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::audio::{AUDIO_LEVEL_URI, OPUS_CLOCK_RATE};
 use crate::rtcp_tap::{self, RtcpCounters};
-use crate::state::{Event, MeetingState};
+use crate::state::{Event, MeetingState, ParticipantStats};
 use crate::video::VIDEO_CLOCK_RATE;
 
 /// Payload type offered for Opus.
@@ -164,6 +164,26 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// Adds what the atomics counted (sent media, RTCP feedback) to `stats`, a snapshot of the
+    /// state's statistics.
+    pub fn add_counters(&self, stats: &mut ParticipantStats) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (sent, rtcp) = (&self.sent, &self.rtcp);
+        stats.packets_sent += get(&sent.packets);
+        stats.bytes_sent += get(&sent.bytes);
+        stats.video_frames_sent += get(&sent.video_frames);
+        stats.audio_packets_sent += get(&sent.audio_packets);
+        stats.keyframes_sent += get(&sent.keyframes);
+        stats.keyframes_forced += get(&sent.keyframes_forced);
+        stats.plis_received += get(&rtcp.plis_received);
+        stats.firs_received += get(&rtcp.firs_received);
+        stats.plis_sent += get(&rtcp.plis_sent);
+        stats.nacks_received += get(&rtcp.nacks_received);
+        stats.nacked_packets_received += get(&rtcp.nacked_packets_received);
+        stats.nacks_sent += get(&rtcp.nacks_sent);
+        stats.nacked_packets_sent += get(&rtcp.nacked_packets_sent);
     }
 
     /// Runs `f` on the state without notifying (per-packet statistics).

@@ -16,7 +16,7 @@ use webrtc::peer_connection::PeerConnection;
 use crate::audio::{AUDIO_LEVEL_URI, OpusClip};
 use crate::join_api::{self, JoinRequest};
 use crate::participant::{JoinConfig, JoinError};
-use crate::peer::{self, Shared};
+use crate::peer::{self, LocalTracks, Shared};
 use crate::signaling::{
     self, ClientMessage, Incoming, ServerMessage, SignalReader, SignalWriter, Welcome,
 };
@@ -57,6 +57,75 @@ impl Media {
         };
         Ok(Self { video, audio })
     }
+
+    /// Starts the senders of the negotiated `pc` (answer applied): the clips through the
+    /// `local` tracks with the negotiated payload types and audio level extension, and the
+    /// keyframe-request watcher of the video track. The tasks run until aborted.
+    pub async fn start_sending(
+        &self,
+        pc: &Arc<dyn PeerConnection>,
+        local: &LocalTracks,
+        shared: &Arc<Shared>,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        for sender in pc.get_senders().await {
+            let track_ssrc = |t: &Option<(Arc<_>, u32)>| t.as_ref().map(|(_, s)| *s);
+            let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
+            let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
+            if is(track_ssrc(&local.video))
+                && let (Some((track, ssrc)), Some(clip)) = (&local.video, &self.video)
+            {
+                let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
+                tasks.push(tokio::spawn(send::send_video(
+                    Arc::clone(track),
+                    *ssrc,
+                    pt,
+                    Arc::clone(clip),
+                    Arc::clone(shared),
+                )));
+                tasks.push(tokio::spawn(send::watch_keyframe_requests(
+                    Arc::clone(track),
+                    Arc::clone(shared),
+                )));
+            } else if is(track_ssrc(&local.audio))
+                && let (Some((track, ssrc)), Some(clip)) = (&local.audio, &self.audio)
+            {
+                let (pt, level_ext) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
+                if level_ext.is_none() {
+                    tracing::warn!("audio level extension not negotiated");
+                }
+                tasks.push(tokio::spawn(send::send_audio(
+                    Arc::clone(track),
+                    *ssrc,
+                    pt,
+                    level_ext,
+                    Arc::clone(clip),
+                    Arc::clone(shared),
+                )));
+            }
+        }
+        Ok(tasks)
+    }
+}
+
+/// Applies `description` (an offer or an answer of `pc`) as the local description, waits (up
+/// to 2 s) for ICE gathering to complete, and returns the local SDP with its candidates: no
+/// trickling needed.
+pub(crate) async fn local_sdp(
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Shared,
+    description: RTCSessionDescription,
+) -> anyhow::Result<String> {
+    let mut gathered = shared.gathering_done.subscribe();
+    pc.set_local_description(description)
+        .await
+        .context("set_local_description")?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), gathered.wait_for(|done| *done)).await;
+    Ok(pc
+        .local_description()
+        .await
+        .ok_or_else(|| anyhow!("no local description"))?
+        .sdp)
 }
 
 /// Where a session connects.
@@ -120,29 +189,7 @@ impl Session {
         media: &Media,
         target: &Target,
     ) -> Result<(Self, Welcome), JoinError> {
-        let id = shared.begin_session();
-        let (mut writer, mut reader) = timed(cfg.timeout, "connect", async {
-            Ok(signaling::connect_url(&target.url).await?)
-        })
-        .await?;
-        writer
-            .send(&ClientMessage::Join {
-                meeting: cfg.meeting.clone(),
-                name: cfg.name.clone(),
-                token: target.token.clone(),
-                client: Some("synthetic".into()),
-            })
-            .await?;
-        let welcome = timed(
-            cfg.timeout,
-            "welcome",
-            read_until(&mut reader, shared, id, "welcome", |m| match m {
-                ServerMessage::Welcome(w) => Some(w.clone()),
-                _ => None,
-            }),
-        )
-        .await?;
-
+        let (writer, mut reader, id, welcome) = join_signaling(cfg, shared, target).await?;
         let local_ip = cfg
             .local_ip
             .or_else(|| writer.local_ip())
@@ -163,32 +210,8 @@ impl Session {
             tasks: Vec::new(),
         };
         let offer = pc.create_offer(None).await.context("create_offer")?;
-        let mut gathered = shared.gathering_done.subscribe();
-        pc.set_local_description(offer)
-            .await
-            .context("set_local_description")?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), gathered.wait_for(|done| *done)).await;
-        let offer = pc
-            .local_description()
-            .await
-            .ok_or_else(|| anyhow!("no local description"))?;
-        session
-            .writer
-            .send(&ClientMessage::Offer { sdp: offer.sdp })
-            .await?;
-        let answer = timed(
-            cfg.timeout,
-            "answer",
-            read_until(&mut reader, shared, id, "answer", |m| match m {
-                ServerMessage::Answer { sdp } => Some(sdp.clone()),
-                _ => None,
-            }),
-        )
-        .await?;
-        let answer = match cfg.media_via {
-            Some(via) => peer::rewrite_candidates(&answer, via),
-            None => answer,
-        };
+        let sdp = local_sdp(&pc, shared, offer).await?;
+        let answer = offer_answer(cfg, &mut session.writer, &mut reader, shared, id, sdp).await?;
         let answer = RTCSessionDescription::answer(answer).context("parsing answer")?;
         pc.set_remote_description(answer)
             .await
@@ -202,42 +225,7 @@ impl Session {
             Arc::clone(shared),
             id,
         )));
-        for sender in pc.get_senders().await {
-            let track_ssrc = |t: &Option<(Arc<_>, u32)>| t.as_ref().map(|(_, s)| *s);
-            let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
-            let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
-            if is(track_ssrc(&built.local.video))
-                && let (Some((track, ssrc)), Some(clip)) = (&built.local.video, &media.video)
-            {
-                let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
-                tasks.push(tokio::spawn(send::send_video(
-                    Arc::clone(track),
-                    *ssrc,
-                    pt,
-                    Arc::clone(clip),
-                    Arc::clone(shared),
-                )));
-                tasks.push(tokio::spawn(send::watch_keyframe_requests(
-                    Arc::clone(track),
-                    Arc::clone(shared),
-                )));
-            } else if is(track_ssrc(&built.local.audio))
-                && let (Some((track, ssrc)), Some(clip)) = (&built.local.audio, &media.audio)
-            {
-                let (pt, level_ext) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
-                if level_ext.is_none() {
-                    tracing::warn!("audio level extension not negotiated");
-                }
-                tasks.push(tokio::spawn(send::send_audio(
-                    Arc::clone(track),
-                    *ssrc,
-                    pt,
-                    level_ext,
-                    Arc::clone(clip),
-                    Arc::clone(shared),
-                )));
-            }
-        }
+        tasks.extend(media.start_sending(&pc, &built.local, shared).await?);
         Ok((session, welcome))
     }
 
@@ -266,6 +254,64 @@ impl Drop for Session {
             });
         }
     }
+}
+
+/// Starts a new session of `shared` at `target`: opens the signaling socket, sends `join` and
+/// waits for `welcome`. Returns the socket's halves, the session's number and the `welcome`.
+pub(crate) async fn join_signaling(
+    cfg: &JoinConfig,
+    shared: &Shared,
+    target: &Target,
+) -> Result<(SignalWriter, SignalReader, u64, Welcome), JoinError> {
+    let id = shared.begin_session();
+    let (mut writer, mut reader) = timed(cfg.timeout, "connect", async {
+        Ok(signaling::connect_url(&target.url).await?)
+    })
+    .await?;
+    writer
+        .send(&ClientMessage::Join {
+            meeting: cfg.meeting.clone(),
+            name: cfg.name.clone(),
+            token: target.token.clone(),
+            client: Some("synthetic".into()),
+        })
+        .await?;
+    let welcome = timed(
+        cfg.timeout,
+        "welcome",
+        read_until(&mut reader, shared, id, "welcome", |m| match m {
+            ServerMessage::Welcome(w) => Some(w.clone()),
+            _ => None,
+        }),
+    )
+    .await?;
+    Ok((writer, reader, id, welcome))
+}
+
+/// Sends the offer `sdp` of session `id` and waits for the node's answer; returns the answer,
+/// its candidates rewritten to `cfg.media_via` if set.
+pub(crate) async fn offer_answer(
+    cfg: &JoinConfig,
+    writer: &mut SignalWriter,
+    reader: &mut SignalReader,
+    shared: &Shared,
+    id: u64,
+    sdp: String,
+) -> Result<String, JoinError> {
+    writer.send(&ClientMessage::Offer { sdp }).await?;
+    let answer = timed(
+        cfg.timeout,
+        "answer",
+        read_until(reader, shared, id, "answer", |m| match m {
+            ServerMessage::Answer { sdp } => Some(sdp.clone()),
+            _ => None,
+        }),
+    )
+    .await?;
+    Ok(match cfg.media_via {
+        Some(via) => peer::rewrite_candidates(&answer, via),
+        None => answer,
+    })
 }
 
 /// Runs `fut` with `timeout`; a [`JoinError::Timeout`] naming `what` if it takes longer.
@@ -325,7 +371,8 @@ fn apply(shared: &Shared, session: u64, incoming: Incoming) -> Option<ServerMess
     }
 }
 
-async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>, session: u64) {
+/// Applies the frames of session `session` until the socket closes.
+pub(crate) async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>, session: u64) {
     while let Ok(Some(incoming)) = reader.recv().await {
         apply(&shared, session, incoming);
     }
