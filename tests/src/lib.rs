@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod loadtest;
+
 /// The node binary to test: `KASKADE_SFU_BIN` when set (e.g. a release build for benchmark
 /// runs), else the one Cargo built for the tests (`built`).
 pub fn node_binary(built: &str) -> String {
