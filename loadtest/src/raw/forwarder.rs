@@ -205,8 +205,10 @@ pub struct Forwarder {
     free_members: Vec<usize>,
     /// Participant id to slot.
     by_id: IdMap<u32, usize>,
-    /// Rooms by slot; a room without members is kept for reuse.
+    /// Rooms by slot; a room left empty is freed (listed in `free_rooms`) for reuse.
     rooms: Vec<Room>,
+    free_rooms: Vec<usize>,
+    /// Room id to slot, for rooms with members.
     room_by_id: IdMap<u64, usize>,
     /// The last counter accepted per participant id, kept after it leaves, so that an old
     /// hello cannot be replayed.
@@ -237,6 +239,7 @@ impl Forwarder {
             free_members: Vec::new(),
             by_id: IdMap::default(),
             rooms: Vec::new(),
+            free_rooms: Vec::new(),
             room_by_id: IdMap::default(),
             last_counter: IdMap::default(),
             stats: ForwarderStats::default(),
@@ -255,7 +258,7 @@ impl Forwarder {
 
     /// Rooms with at least one participant.
     pub fn rooms(&self) -> usize {
-        self.rooms.iter().filter(|r| !r.members.is_empty()).count()
+        self.room_by_id.len()
     }
 
     /// Handles one datagram from `from` (decrypted in place when it is media); what it sends
@@ -475,12 +478,31 @@ impl Forwarder {
         if let Some(&room) = self.room_by_id.get(&id) {
             return room;
         }
-        self.rooms.push(Room {
-            id,
-            members: Vec::with_capacity(MAX_ROOM_SIZE),
-        });
-        self.room_by_id.insert(id, self.rooms.len() - 1);
-        self.rooms.len() - 1
+        let room = match self.free_rooms.pop() {
+            Some(room) => {
+                self.rooms[room].id = id;
+                room
+            }
+            None => {
+                self.rooms.push(Room {
+                    id,
+                    members: Vec::with_capacity(MAX_ROOM_SIZE),
+                });
+                self.rooms.len() - 1
+            }
+        };
+        self.room_by_id.insert(id, room);
+        room
+    }
+
+    /// Takes member `slot` out of room `room`, freeing the room when it is left empty.
+    fn leave_room(&mut self, room: usize, slot: usize) {
+        let members = &mut self.rooms[room].members;
+        members.retain(|&m| m != slot);
+        if members.is_empty() {
+            self.room_by_id.remove(&self.rooms[room].id);
+            self.free_rooms.push(room);
+        }
     }
 
     /// Puts member `slot` into room `id` (a hello may name another room than before).
@@ -491,7 +513,7 @@ impl Forwarder {
         }
         let old = member.room;
         let new = self.room_slot(id);
-        self.rooms[old].members.retain(|&m| m != slot);
+        self.leave_room(old, slot);
         self.rooms[new].members.push(slot);
         self.members[slot].as_mut().expect("member").room = new;
     }
@@ -501,7 +523,7 @@ impl Forwarder {
             return;
         };
         self.by_id.remove(&member.id);
-        self.rooms[member.room].members.retain(|&m| m != slot);
+        self.leave_room(member.room, slot);
         self.free_members.push(slot);
     }
 }
@@ -819,6 +841,17 @@ mod tests {
         assert_eq!(bench.forwarder.participants(), 0);
         assert_eq!(bench.forwarder.stats().expired, 1);
         assert_eq!(bench.forwarder.rooms(), 0);
+
+        // rooms and participant slots left empty are reused
+        for round in 0..50 {
+            let mut visitor = Client::new(100 + round, &format!("room {round}"));
+            assert_eq!(bench.hello(&mut visitor).len(), 1);
+            assert_eq!(bench.forwarder.rooms(), 1);
+            bench.feed(visitor.addr, &visitor.control(ControlKind::Bye));
+        }
+        assert_eq!(bench.forwarder.rooms(), 0);
+        assert_eq!(bench.forwarder.rooms.len(), 1);
+        assert_eq!(bench.forwarder.members.len(), 2);
     }
 
     #[test]

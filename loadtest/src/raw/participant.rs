@@ -419,18 +419,23 @@ impl Client {
             if publisher == self.id {
                 return None;
             }
+            let window = self
+                .streams
+                .get(&header.ssrc)
+                .map_or_else(ReplayWindow::default, |s| s.window);
+            let index = window.index(header.sequence);
+            if !window.is_new(index) || !key.open_media(datagram, index) {
+                return None;
+            }
+            // a stream is remembered once a packet of it proved authentic
             let stream = self
                 .streams
                 .entry(header.ssrc)
                 .or_insert_with(|| RemoteStream {
-                    window: ReplayWindow::default(),
+                    window,
                     decoder: (kind == MediaKind::Video && self.decode_video)
                         .then(H264Receiver::default),
                 });
-            let index = stream.window.index(header.sequence);
-            if !stream.window.is_new(index) || !key.open_media(datagram, index) {
-                return None;
-            }
             stream.window.mark(index);
             Some((header, publisher, kind, stream))
         });
