@@ -13,6 +13,7 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod signaling;
+pub mod udp_batch;
 
 pub use config::NodeConfig;
 pub use http::{Node, build, serve, web_pages};

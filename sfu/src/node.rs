@@ -10,6 +10,7 @@ use crate::media::core::{Admitted, JoinRequest, MediaCore, NodeLoad, Output};
 use crate::media::demux::ParticipantId;
 use crate::metrics::{Dropped, Metrics};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use crate::udp_batch::{BATCH, BatchReceiver, BatchSender, Received};
 use bytes::{Buf, BytesMut};
 use kaskade_protocol::cluster::CallRecord;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -22,8 +23,6 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// Datagrams read from the UDP socket per wake-up before other inputs get a turn.
-const UDP_BATCH: usize = 64;
 /// Socket buffer size asked of the kernel (bursts of ten-person rooms overflow the default).
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Frames queued towards one ICE-TCP connection before its datagrams are dropped.
@@ -261,6 +260,10 @@ pub fn spawn(
         tcp_writers: HashMap::new(),
         links: HashMap::new(),
         cluster,
+        receiver: BatchReceiver::default(),
+        sender: BatchSender::default(),
+        inbound: Vec::with_capacity(BATCH),
+        outbound: Vec::new(),
     };
     tokio::spawn(driver.run(request_rx, tcp_rx));
     NodeHandle { requests }
@@ -274,6 +277,12 @@ struct Driver {
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<BytesMut>>,
     links: HashMap<u16, (u64, mpsc::UnboundedSender<LinkMessage>)>,
     cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    receiver: BatchReceiver,
+    sender: BatchSender,
+    /// Datagrams of one receive batch.
+    inbound: Vec<Received>,
+    /// UDP datagrams of one flush, sent in `sendmmsg` batches.
+    outbound: Vec<TaggedBytesMut>,
 }
 
 impl Driver {
@@ -289,7 +298,6 @@ impl Driver {
                 return;
             }
         };
-        let mut buf = BytesMut::with_capacity(1 << 16);
         loop {
             self.flush().await;
             let deadline = self
@@ -297,23 +305,12 @@ impl Driver {
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                received = self.udp.recv_buf_from(&mut buf) => {
-                    match received {
-                        Ok((_, peer)) => self.datagram(local_udp, peer, buf.split()),
-                        Err(e) => debug!("UDP receive failed: {e}"),
+                readable = self.udp.readable() => {
+                    if let Err(e) = readable {
+                        debug!("UDP socket not readable: {e}");
+                        continue;
                     }
-                    for _ in 1..UDP_BATCH {
-                        if buf.capacity() < 2048 {
-                            buf.reserve(1 << 16);
-                        }
-                        match self.udp.try_recv_buf_from(&mut buf) {
-                            Ok((_, peer)) => self.datagram(local_udp, peer, buf.split()),
-                            Err(_) => break,
-                        }
-                    }
-                    if buf.capacity() < 2048 {
-                        buf.reserve(1 << 16);
-                    }
+                    self.receive(local_udp);
                 }
                 Some(input) = tcp.recv() => self.tcp_input(input),
                 Some(request) = requests.recv() => self.request(request),
@@ -324,17 +321,53 @@ impl Driver {
         }
     }
 
-    fn datagram(&mut self, local: SocketAddr, peer: SocketAddr, datagram: BytesMut) {
-        self.metrics.packets_in.inc();
-        self.metrics.bytes_in.inc_by(datagram.len() as u64);
-        let transport = TransportContext {
-            local_addr: local,
-            peer_addr: peer,
-            ecn: None,
-            transport_protocol: TransportProtocol::UDP,
-        };
-        self.core
-            .handle_datagram(Instant::now(), transport, datagram);
+    /// Reads one batch of waiting datagrams (one `recvmmsg`) into the core.
+    fn receive(&mut self, local: SocketAddr) {
+        match self.receiver.try_recv(&self.udp, &mut self.inbound) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                debug!("UDP receive failed: {e}");
+                return;
+            }
+        }
+        self.metrics.packets_in.inc_by(self.inbound.len() as u64);
+        let bytes: usize = self.inbound.iter().map(|(_, d)| d.len()).sum();
+        self.metrics.bytes_in.inc_by(bytes as u64);
+        let datagrams = self.inbound.drain(..).map(|(peer, datagram)| {
+            let transport = TransportContext {
+                local_addr: local,
+                peer_addr: peer,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            };
+            (transport, datagram)
+        });
+        self.core.handle_datagrams(Instant::now(), datagrams);
+    }
+
+    /// Sends the UDP datagrams of this flush, [`BATCH`] per `sendmmsg`; waits while the
+    /// socket buffer is full. A datagram the kernel refuses is dropped and counted.
+    async fn send_outbound(&mut self) {
+        let mut sent = 0;
+        while sent < self.outbound.len() {
+            let batch = self.outbound[sent..]
+                .iter()
+                .map(|d| (d.transport.peer_addr, &d.message[..]));
+            match self.sender.try_send(&self.udp, batch) {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.udp.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.metrics.drop_packet(Dropped::SendFailed);
+                    sent += 1;
+                }
+            }
+        }
+        self.outbound.clear();
     }
 
     fn tcp_input(&mut self, input: TcpInput) {
@@ -407,27 +440,16 @@ impl Driver {
 
     /// Sends every ready datagram and routes every ready signaling output.
     async fn flush(&mut self) {
-        while let Some(TaggedBytesMut {
-            transport, message, ..
-        }) = self.core.poll_transmit()
-        {
+        while let Some(datagram) = self.core.poll_transmit() {
             self.metrics.packets_out.inc();
-            self.metrics.bytes_out.inc_by(message.len() as u64);
-            match transport.transport_protocol {
-                TransportProtocol::UDP => {
-                    if let Err(e) = self.udp.try_send_to(&message, transport.peer_addr) {
-                        if e.kind() == std::io::ErrorKind::WouldBlock {
-                            let _ = self.udp.send_to(&message, transport.peer_addr).await;
-                        } else {
-                            self.metrics.drop_packet(Dropped::SendFailed);
-                        }
-                    }
-                }
+            self.metrics.bytes_out.inc_by(datagram.message.len() as u64);
+            match datagram.transport.transport_protocol {
+                TransportProtocol::UDP => self.outbound.push(datagram),
                 TransportProtocol::TCP => {
                     let sent = self
                         .tcp_writers
-                        .get(&transport.peer_addr)
-                        .is_some_and(|w| w.try_send(message).is_ok());
+                        .get(&datagram.transport.peer_addr)
+                        .is_some_and(|w| w.try_send(datagram.message).is_ok());
                     if !sent {
                         self.metrics.drop_packet(Dropped::TcpQueueFull);
                     }
@@ -435,6 +457,7 @@ impl Driver {
                 _ => self.metrics.drop_packet(Dropped::UnsupportedTransport),
             }
         }
+        self.send_outbound().await;
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send(id, message) => {

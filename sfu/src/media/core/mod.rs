@@ -2,7 +2,7 @@
 //!
 //! Datagrams, signaling requests and the time are passed in; datagrams to send, messages for
 //! participants and the next deadline are drained out. The async shell in `node.rs` owns the
-//! sockets and the clock. One inbound RTP packet takes this path: [`MediaCore::handle_datagram`]
+//! sockets and the clock. One inbound RTP packet takes this path: [`MediaCore::handle_datagrams`]
 //! routes it by four-tuple, the participant's peer connection decrypts it, the room's fan-out
 //! table lists the subscriber slots it feeds, each slot's `OutboundStream` rewrites it, and the
 //! subscriber's peer connection encrypts it into a datagram drained by
@@ -378,9 +378,31 @@ impl MediaCore {
         transport: TransportContext,
         datagram: bytes::BytesMut,
     ) {
+        self.handle_datagrams(now, std::iter::once((transport, datagram)));
+    }
+
+    /// Feeds a batch of datagrams received by `now`, then drains every participant they
+    /// touched once: a subscriber fed by several packets of the batch has its peer connection
+    /// flushed and its deadline recomputed once, not once per packet.
+    pub fn handle_datagrams(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = (TransportContext, bytes::BytesMut)>,
+    ) {
+        for (transport, datagram) in datagrams {
+            self.read_datagram(now, transport, datagram);
+        }
+        self.flush(now);
+    }
+
+    fn read_datagram(
+        &mut self,
+        now: Instant,
+        transport: TransportContext,
+        datagram: bytes::BytesMut,
+    ) {
         if datagram.first() == Some(&frame::MAGIC) {
             self.on_link_datagram(now, datagram);
-            self.flush(now);
             return;
         }
         if let Some(reason) = malformed(&datagram) {
@@ -416,7 +438,6 @@ impl MediaCore {
                 _ => {}
             }
         }
-        self.flush(now);
     }
 
     /// Drives every timer due at `now`.
