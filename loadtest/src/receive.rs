@@ -185,8 +185,11 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         };
         if wants_keyframe && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL) {
             last_pli = Some(now);
+            // a receive-only client has no SSRC of its own: the stream's stands in as the
+            // sender, so SFUs that find a feedback packet's stream by its sender SSRC (Janus,
+            // for a PLI sent without a receiver report ahead) find it
             let pli = PictureLossIndication {
-                sender_ssrc: 0,
+                sender_ssrc: media_ssrc,
                 media_ssrc,
             };
             if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
