@@ -750,7 +750,10 @@ mod tests {
         assert_eq!(json["latency"]["p99_ms"], 9.0);
         let table = r.to_string();
         assert!(table.contains("joined                     2/3"), "{table}");
-        assert!(table.contains("2.0 ms / 9.0 ms / 9.0 ms (3 stamps)"), "{table}");
+        assert!(
+            table.contains("2.0 ms / 9.0 ms / 9.0 ms (3 stamps)"),
+            "{table}"
+        );
         assert!(!Latency::of(&[]).measured);
     }
 

@@ -19,8 +19,8 @@ use rtc::rtp;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use crate::latency;
 use crate::audio::{OPUS_FRAME_SAMPLES, OPUS_FRAMES_PER_SECOND, OpusClip, audio_level_payload};
+use crate::latency;
 use crate::peer::{Shared, random_u32};
 use crate::video::{EncodedFrame, VIDEO_CLOCK_RATE, VideoClip, VideoCursor};
 
@@ -117,8 +117,19 @@ pub(crate) async fn send_video(
             .as_secs_f64();
         let timestamp = ts0.wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
         let frame = cursor.next_frame();
-        let stamp = shared.latency_stamps.then(|| latency::instant_us(tick.into_std()));
-        let written = write_frame(&track, frame, stamp, ssrc, payload_type, &mut seq, timestamp).await;
+        let stamp = shared
+            .latency_stamps
+            .then(|| latency::instant_us(tick.into_std()));
+        let written = write_frame(
+            &track,
+            frame,
+            stamp,
+            ssrc,
+            payload_type,
+            &mut seq,
+            timestamp,
+        )
+        .await;
         count_frame(&shared, frame, written, forced);
     }
 }
@@ -149,7 +160,16 @@ async fn send_video_sync_marks(
         let frame = &frames[(unit % frames.len() as u64) as usize];
         let timestamp = ts0.wrapping_add(clock.rtp_offset(unit, VIDEO_CLOCK_RATE));
         let stamp = shared.latency_stamps.then(latency::clock_us);
-        let written = write_frame(&track, frame, stamp, ssrc, payload_type, &mut seq, timestamp).await;
+        let written = write_frame(
+            &track,
+            frame,
+            stamp,
+            ssrc,
+            payload_type,
+            &mut seq,
+            timestamp,
+        )
+        .await;
         count_frame(&shared, frame, written, forced);
     }
 }

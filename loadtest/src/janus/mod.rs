@@ -386,8 +386,10 @@ impl Subscription {
                         tracing::debug!("subscribing to feed {feed}: {e:#}");
                     }
                 }
+            } else if PluginError::code_of(&e) == Some(videoroom::ERROR_NO_SUCH_FEED) {
+                tracing::debug!("subscribing to feed {missing:?}: {e:#}");
             } else {
-                tracing::debug!("subscribing to feeds {missing:?}: {e:#}");
+                tracing::warn!("subscribing to feeds {missing:?}: {e:#}");
             }
         }
     }
