@@ -14,6 +14,7 @@ pub mod h264;
 pub mod janus;
 pub mod join_api;
 pub mod latency;
+pub mod lean;
 pub mod load_peer;
 pub mod lossy_relay;
 pub mod participant;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use kaskade_loadtest::janus::{JanusConfig, JanusParticipant};
+use kaskade_loadtest::lean::LeanParticipant;
 use kaskade_loadtest::raw::{RawParticipant, RawTarget};
 use kaskade_loadtest::report::{
     FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams,
@@ -61,6 +62,15 @@ enum TargetKind {
     Janus,
 }
 
+/// The client kaskade participants use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientKind {
+    /// `LeanParticipant`: its own media path over one UDP socket, light enough for load.
+    Lean,
+    /// `Participant`: the webrtc crate's peer connection (interceptors, NACKs, reports).
+    Webrtc,
+}
+
 /// `kaskade-loadtest`: full-mesh meetings of synthetic WebRTC participants, measured.
 #[derive(Debug, Parser)]
 #[command(name = "kaskade-loadtest", version, about)]
@@ -89,6 +99,9 @@ struct Args {
     /// The kind of server under test.
     #[arg(long, value_enum, default_value_t = TargetKind::Kaskade)]
     target: TargetKind,
+    /// kaskade: the participants' client.
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    client: ClientKind,
     /// kaskade: locator base URL (join API).
     #[arg(long, conflicts_with = "sfu")]
     locator: Option<String>,
@@ -139,7 +152,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone)]
 enum Target {
     /// kaskade's join API at this base URL.
-    Kaskade { base: String },
+    Kaskade { base: String, client: ClientKind },
     /// The raw forwarder at `url` (`udp://ADDR`).
     Raw { url: String, target: RawTarget },
     /// Janus's VideoRoom.
@@ -153,7 +166,8 @@ impl Target {
                 let base = args.locator.clone().or(args.sfu.clone()).context(
                     "--target kaskade needs --sfu URL (a node) or --locator URL (a locator)",
                 )?;
-                Ok(Self::Kaskade { base })
+                let client = args.client;
+                Ok(Self::Kaskade { base, client })
             }
             TargetKind::Raw => {
                 let addr = args
@@ -183,7 +197,7 @@ impl Target {
     /// Where it is, for the report.
     fn url(&self) -> &str {
         match self {
-            Self::Kaskade { base } => base,
+            Self::Kaskade { base, .. } => base,
             Self::Raw { url, .. } => url,
             Self::Janus(config) => &config.url,
         }
@@ -192,7 +206,17 @@ impl Target {
     /// Joins one participant.
     async fn join(&self, spec: LoadSpec) -> Result<Box<dyn LoadPeer>, String> {
         match self {
-            Self::Kaskade { base } => Participant::join(spec.kaskade_config(base))
+            Self::Kaskade {
+                base,
+                client: ClientKind::Webrtc,
+            } => Participant::join(spec.kaskade_config(base))
+                .await
+                .map(|p| Box::new(p) as Box<dyn LoadPeer>)
+                .map_err(|e| e.to_string()),
+            Self::Kaskade {
+                base,
+                client: ClientKind::Lean,
+            } => LeanParticipant::join(spec, base)
                 .await
                 .map(|p| Box::new(p) as Box<dyn LoadPeer>)
                 .map_err(|e| e.to_string()),

@@ -3,6 +3,8 @@
 //! slot map currently assigns to that mid, and asks for keyframes (PLI) after losses.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -12,7 +14,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
-use crate::h264::H264Receiver;
+use crate::h264::{H264Receiver, ReceiveOutcome};
 use crate::participant::ReceivedPacket;
 use crate::peer::Shared;
 use crate::signaling::MediaKind;
@@ -92,8 +94,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         session,
     } = slot;
     let mut h264 = (kind == MediaKind::Video && shared.decode_video).then(H264Receiver::default);
-    let mut last_pli: Option<Instant> = None;
-    let mut next_seq: Option<u16> = None;
+    let mut keyframes = KeyframeWant::default();
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -107,19 +108,10 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         let level = level_ext
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|p| parse_audio_level(&p));
-        // the sink gets the fields it needs: cloning the header would copy its extension list
-        let sunk = shared.sink.as_ref().map(|_| rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: packet.header.version,
-                marker: packet.header.marker,
-                payload_type: packet.header.payload_type,
-                sequence_number: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                ssrc: packet.header.ssrc,
-                ..Default::default()
-            },
-            payload: packet.payload.clone(),
-        });
+        let sunk = shared
+            .sink
+            .as_ref()
+            .map(|_| sink_packet(&packet.header, packet.payload.clone()));
         let outcome = h264.as_mut().map(|r| {
             r.push(
                 now,
@@ -130,36 +122,11 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
             )
         });
         let counted = shared.with_session(session, |s| {
-            s.stats.packets_received += 1;
-            s.stats.bytes_received += len;
-            let Some(owner) = s.slot_owner(&mid) else {
-                s.stats.unattributed_packets += 1;
-                return None;
-            };
-            let r = s.stats.remotes.entry(owner).or_default();
-            match kind {
-                MediaKind::Video => {
-                    r.video_packets += 1;
-                    r.video_bytes += len;
-                    if let Some(o) = &outcome {
-                        r.video_frames_decoded += u64::from(o.decoded);
-                        r.decode_errors += u64::from(o.errors);
-                        r.video_frames_dropped += u64::from(o.dropped);
-                        if o.decoded > 0 {
-                            r.first_frame_at.get_or_insert(now);
-                            r.last_frame_at = Some(now);
-                        }
-                    }
-                }
-                MediaKind::Audio => {
-                    r.audio_packets += 1;
-                    r.audio_bytes += len;
-                    if let Some((level, _voice)) = level {
-                        r.last_audio_level = Some(level);
-                    }
-                }
-            }
-            Some(owner)
+            let owner = s.slot_owner(&mid);
+            let level = level.map(|(level, _voice)| level);
+            s.stats
+                .count_received(owner, kind, len, outcome.as_ref(), level, now);
+            owner
         });
         let Some(owner) = counted else {
             break;
@@ -172,19 +139,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
                 arrival: now,
             });
         }
-        // a decoder knows when it needs a keyframe; without one (a recorder), a sequence gap
-        // in the video is the sign that the next pictures may not decode
-        let gap = kind == MediaKind::Video
-            && next_seq.is_some_and(|expected: u16| {
-                sequence.wrapping_sub(expected) < 0x8000 && sequence != expected
-            });
-        next_seq = Some(sequence.wrapping_add(1));
-        let wants_keyframe = match &outcome {
-            Some(o) => o.want_keyframe,
-            None => gap,
-        };
-        if wants_keyframe && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL) {
-            last_pli = Some(now);
+        if keyframes.pli_due(now, kind, sequence, outcome.as_ref()) {
             // a receive-only client has no SSRC of its own: the stream's stands in as the
             // sender, so SFUs that find a feedback packet's stream by its sender SSRC (Janus,
             // for a PLI sent without a receiver report ahead) find it
@@ -196,5 +151,61 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
                 tracing::debug!("sending PLI: {e}");
             }
         }
+    }
+}
+
+/// The packet a sink gets: the RTP header fields it needs (cloning the whole header would copy
+/// its extension list) and the payload, shared.
+pub(crate) fn sink_packet(header: &rtc::rtp::header::Header, payload: Bytes) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: header.version,
+            marker: header.marker,
+            payload_type: header.payload_type,
+            sequence_number: header.sequence_number,
+            timestamp: header.timestamp,
+            ssrc: header.ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
+}
+
+/// When one receive slot asks for a keyframe (PLI): a decoder knows when it needs one; without
+/// one (a recorder, the load generator), a sequence gap in the video is the sign that the next
+/// pictures may not decode. At most one request per [`PLI_INTERVAL`].
+#[derive(Debug, Default)]
+pub(crate) struct KeyframeWant {
+    next_seq: Option<u16>,
+    last_pli: Option<Instant>,
+}
+
+impl KeyframeWant {
+    /// Whether to send a PLI now, on the packet `sequence` of a `kind` slot whose decoder (if
+    /// any) made `outcome` of it.
+    pub fn pli_due(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        sequence: u16,
+        outcome: Option<&ReceiveOutcome>,
+    ) -> bool {
+        let gap = kind == MediaKind::Video
+            && self.next_seq.is_some_and(|expected: u16| {
+                sequence.wrapping_sub(expected) < 0x8000 && sequence != expected
+            });
+        self.next_seq = Some(sequence.wrapping_add(1));
+        let wants_keyframe = match outcome {
+            Some(o) => o.want_keyframe,
+            None => gap,
+        };
+        let due = wants_keyframe
+            && self
+                .last_pli
+                .is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL);
+        if due {
+            self.last_pli = Some(now);
+        }
+        due
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rtc::rtp;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -90,47 +91,72 @@ pub(crate) async fn send_video(
     }
     shared.connected().await;
     let fps = clip.config().fps;
-    let mut cursor = VideoCursor::new(clip);
-    let mut seq = random_u32() as u16;
-    let ts0 = random_u32();
+    let mut source = VideoSource::new(clip, ssrc, payload_type);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps);
-    let start = Instant::now();
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut was_sending = false;
     loop {
         // the frame's instant is its tick's, not when the task got to run: a camera's capture
         // times are regular even when the sender is late
         let tick = ticker.tick().await;
-        let sending = shared.send_video.load(Ordering::Relaxed);
-        if !sending {
-            was_sending = false;
-            continue;
+        for packet in source.frame(tick.into_std(), &shared) {
+            if let Err(e) = track.write_rtp(packet).await {
+                tracing::debug!("video write_rtp: {e}");
+            }
         }
-        let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
-        if forced || !was_sending {
-            cursor.force_keyframe();
-        }
-        was_sending = true;
-        let elapsed = tick
-            .into_std()
-            .saturating_duration_since(start)
-            .as_secs_f64();
-        let timestamp = ts0.wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
-        let frame = cursor.next_frame();
-        let stamp = shared
-            .latency_stamps
-            .then(|| latency::instant_us(tick.into_std()));
-        let written = write_frame(
-            &track,
-            frame,
-            stamp,
+    }
+}
+
+/// The looped H.264 clip as one sender publishes it: a frame per tick (a latency stamp packet
+/// first when the participant sends them), RTP time from the tick's instant, a keyframe when
+/// asked for ([`Shared::force_keyframe`]) and when sending resumes.
+pub(crate) struct VideoSource {
+    cursor: VideoCursor,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+    ts0: u32,
+    start: Instant,
+    was_sending: bool,
+}
+
+impl VideoSource {
+    /// The clip's frames from now on, on `ssrc` with `payload_type`, from a random sequence
+    /// number and timestamp.
+    pub fn new(clip: Arc<VideoClip>, ssrc: u32, payload_type: u8) -> Self {
+        Self {
+            cursor: VideoCursor::new(clip),
             ssrc,
             payload_type,
-            &mut seq,
-            timestamp,
-        )
-        .await;
-        count_frame(&shared, frame, written, forced);
+            seq: random_u32() as u16,
+            ts0: random_u32(),
+            start: Instant::now(),
+            was_sending: false,
+        }
+    }
+
+    /// The packets of the frame due at `tick` (none while video is stopped), counted as sent.
+    pub fn frame(&mut self, tick: Instant, shared: &Shared) -> Vec<rtp::Packet> {
+        if !shared.send_video.load(Ordering::Relaxed) {
+            self.was_sending = false;
+            return Vec::new();
+        }
+        let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
+        if forced || !self.was_sending {
+            self.cursor.force_keyframe();
+        }
+        self.was_sending = true;
+        let elapsed = tick.saturating_duration_since(self.start).as_secs_f64();
+        let timestamp = self
+            .ts0
+            .wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
+        let frame = self.cursor.next_frame();
+        let stamp = shared.latency_stamps.then(|| latency::instant_us(tick));
+        let (ssrc, pt) = (self.ssrc, self.payload_type);
+        let packets: Vec<rtp::Packet> =
+            frame_packets(frame, stamp, ssrc, pt, &mut self.seq, timestamp).collect();
+        let bytes = packets.iter().map(|p| p.payload.len() as u64).sum();
+        count_frame(shared, frame, (packets.len() as u64, bytes), forced);
+        packets
     }
 }
 
@@ -174,8 +200,7 @@ async fn send_video_sync_marks(
     }
 }
 
-/// Writes one frame's RTP packets (marker on the last), advancing `seq`; with a latency
-/// stamp (microseconds on [`latency::clock_us`]), a stamp packet goes first.
+/// Writes one frame's RTP packets ([`frame_packets`]), advancing `seq`.
 async fn write_frame(
     track: &TrackLocalStaticRTP,
     frame: &EncodedFrame,
@@ -185,14 +210,36 @@ async fn write_frame(
     seq: &mut u16,
     timestamp: u32,
 ) -> (u64, u64) {
+    let (mut packets, mut bytes) = (0, 0);
+    for packet in frame_packets(frame, stamp, ssrc, payload_type, seq, timestamp) {
+        packets += 1;
+        bytes += packet.payload.len() as u64;
+        if let Err(e) = track.write_rtp(packet).await {
+            tracing::debug!("video write_rtp: {e}");
+        }
+    }
+    (packets, bytes)
+}
+
+/// One frame's RTP packets (marker on the last), numbered from `seq` on (which they advance);
+/// with a latency stamp (microseconds on [`latency::clock_us`]), a stamp packet goes first.
+/// Payloads are shared, not copied.
+pub(crate) fn frame_packets<'a>(
+    frame: &'a EncodedFrame,
+    stamp: Option<u64>,
+    ssrc: u32,
+    payload_type: u8,
+    seq: &'a mut u16,
+    timestamp: u32,
+) -> impl Iterator<Item = rtp::Packet> + 'a {
     let stamp = stamp.map(latency::stamp_payload);
     let last = frame.payloads.len() + usize::from(stamp.is_some()) - 1;
-    let (mut packets, mut bytes) = (0, 0);
-    for (i, payload) in stamp.iter().chain(&frame.payloads).enumerate() {
-        packets += 1;
-        bytes += payload.len() as u64;
-        let packet = rtp::Packet {
-            header: rtp::header::Header {
+    stamp
+        .into_iter()
+        .chain(frame.payloads.iter().cloned())
+        .enumerate()
+        .map(move |(i, payload)| {
+            let header = rtp::header::Header {
                 version: 2,
                 marker: i == last,
                 payload_type,
@@ -200,15 +247,10 @@ async fn write_frame(
                 timestamp,
                 ssrc,
                 ..Default::default()
-            },
-            payload: payload.clone(),
-        };
-        *seq = seq.wrapping_add(1);
-        if let Err(e) = track.write_rtp(packet).await {
-            tracing::debug!("video write_rtp: {e}");
-        }
-    }
-    (packets, bytes)
+            };
+            *seq = seq.wrapping_add(1);
+            rtp::Packet { header, payload }
+        })
 }
 
 /// Counts a sent frame of `written` (packets, bytes) (`forced`: it answered a keyframe
@@ -257,8 +299,7 @@ pub(crate) async fn send_audio(
         shared.connected().await;
         None
     };
-    let mut seq = random_u32() as u16;
-    let ts0 = random_u32();
+    let mut source = AudioSource::new(ssrc, payload_type, level_ext);
     let mut ticker = match &clock {
         Some(clock) => clock.ticker(),
         None => {
@@ -287,30 +328,64 @@ pub(crate) async fn send_audio(
                 (frame_no, clip.frame(n - 1).clone())
             }
         };
-        let timestamp = ts0.wrapping_add((frame_no as u32).wrapping_mul(OPUS_FRAME_SAMPLES));
-        let len = payload.len() as u64;
+        if let Err(e) = track
+            .write_rtp(source.packet(frame_no, payload, &shared))
+            .await
+        {
+            tracing::debug!("audio write_rtp: {e}");
+        }
+    }
+}
+
+/// The RTP side of one Opus sender: its SSRC, payload type, audio level extension, sequence
+/// numbers and RTP time.
+pub(crate) struct AudioSource {
+    ssrc: u32,
+    payload_type: u8,
+    level_ext: Option<u8>,
+    seq: u16,
+    ts0: u32,
+}
+
+impl AudioSource {
+    /// A sender on `ssrc` with `payload_type` (and the audio level as extension `level_ext`),
+    /// from a random sequence number and timestamp.
+    pub fn new(ssrc: u32, payload_type: u8, level_ext: Option<u8>) -> Self {
+        Self {
+            ssrc,
+            payload_type,
+            level_ext,
+            seq: random_u32() as u16,
+            ts0: random_u32(),
+        }
+    }
+
+    /// The packet of 20 ms frame number `frame_no` (its RTP time), carrying `payload` and the
+    /// participant's current audio level, counted as sent.
+    pub fn packet(&mut self, frame_no: u64, payload: Bytes, shared: &Shared) -> rtp::Packet {
+        let timestamp = self
+            .ts0
+            .wrapping_add((frame_no as u32).wrapping_mul(OPUS_FRAME_SAMPLES));
         let mut header = rtp::header::Header {
             version: 2,
-            payload_type,
-            sequence_number: seq,
+            payload_type: self.payload_type,
+            sequence_number: self.seq,
             timestamp,
-            ssrc,
+            ssrc: self.ssrc,
             ..Default::default()
         };
-        if let Some(id) = level_ext {
+        if let Some(id) = self.level_ext {
             let level = shared.audio_level.load(Ordering::Relaxed);
             if let Err(e) = header.set_extension(id, audio_level_payload(level)) {
                 tracing::debug!("audio level extension: {e}");
             }
         }
-        seq = seq.wrapping_add(1);
-        if let Err(e) = track.write_rtp(rtp::Packet { header, payload }).await {
-            tracing::debug!("audio write_rtp: {e}");
-        }
+        self.seq = self.seq.wrapping_add(1);
         let c = &shared.sent;
         c.packets.fetch_add(1, Ordering::Relaxed);
-        c.bytes.fetch_add(len, Ordering::Relaxed);
+        c.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
         c.audio_packets.fetch_add(1, Ordering::Relaxed);
+        rtp::Packet { header, payload }
     }
 }
 

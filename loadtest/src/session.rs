@@ -58,6 +58,16 @@ impl Media {
         Ok(Self { video, audio })
     }
 
+    /// The video clip, if the participant publishes video.
+    pub fn video(&self) -> Option<&Arc<VideoClip>> {
+        self.video.as_ref()
+    }
+
+    /// The Opus clip, if the participant publishes audio.
+    pub fn audio(&self) -> Option<&Arc<OpusClip>> {
+        self.audio.as_ref()
+    }
+
     /// Starts the senders of the negotiated `pc` (answer applied): the clips through the
     /// `local` tracks with the negotiated payload types and audio level extension, and the
     /// keyframe-request watcher of the video track. The tasks run until aborted.

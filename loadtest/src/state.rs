@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use crate::h264::ReceiveOutcome;
 use crate::signaling::{
     ErrorCode, LeaveReason, MediaKind, ParticipantId, ParticipantInfo, ServerMessage, Welcome,
 };
@@ -76,6 +77,49 @@ impl ParticipantStats {
     /// Stats for one remote participant (default if nothing arrived yet).
     pub fn remote(&self, id: ParticipantId) -> RemoteStats {
         self.remotes.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Counts one received RTP packet with `len` payload bytes of a `kind` slot that carries
+    /// `owner` (`None`: the slot map does not assign it), what its decoder made of it and the
+    /// audio level it carried, arrived `now`.
+    pub fn count_received(
+        &mut self,
+        owner: Option<ParticipantId>,
+        kind: MediaKind,
+        len: u64,
+        outcome: Option<&ReceiveOutcome>,
+        level: Option<u8>,
+        now: Instant,
+    ) {
+        self.packets_received += 1;
+        self.bytes_received += len;
+        let Some(owner) = owner else {
+            self.unattributed_packets += 1;
+            return;
+        };
+        let r = self.remotes.entry(owner).or_default();
+        match kind {
+            MediaKind::Video => {
+                r.video_packets += 1;
+                r.video_bytes += len;
+                if let Some(o) = outcome {
+                    r.video_frames_decoded += u64::from(o.decoded);
+                    r.decode_errors += u64::from(o.errors);
+                    r.video_frames_dropped += u64::from(o.dropped);
+                    if o.decoded > 0 {
+                        r.first_frame_at.get_or_insert(now);
+                        r.last_frame_at = Some(now);
+                    }
+                }
+            }
+            MediaKind::Audio => {
+                r.audio_packets += 1;
+                r.audio_bytes += len;
+                if let Some(level) = level {
+                    r.last_audio_level = Some(level);
+                }
+            }
+        }
     }
 
     /// Sum of decoded frames over all remote participants.
