@@ -453,32 +453,15 @@ impl Client {
                 payload.clone(),
             )
         });
-        {
-            let mut stats = self.shared.stats();
-            let bytes = payload.len() as u64;
-            stats.packets_received += 1;
-            stats.bytes_received += bytes;
-            let remote = stats.remotes.entry(publisher).or_default();
-            match kind {
-                MediaKind::Video => {
-                    remote.video_packets += 1;
-                    remote.video_bytes += bytes;
-                    if let Some(o) = outcome {
-                        remote.video_frames_decoded += u64::from(o.decoded);
-                        remote.decode_errors += u64::from(o.errors);
-                        remote.video_frames_dropped += u64::from(o.dropped);
-                        if o.decoded > 0 {
-                            remote.first_frame_at.get_or_insert(arrival);
-                            remote.last_frame_at = Some(arrival);
-                        }
-                    }
-                }
-                MediaKind::Audio => {
-                    remote.audio_packets += 1;
-                    remote.audio_bytes += bytes;
-                }
-            }
-        }
+        let bytes = payload.len() as u64;
+        self.shared.stats().count_received(
+            Some(publisher),
+            kind,
+            bytes,
+            outcome.as_ref(),
+            None,
+            arrival,
+        );
         (self.sink.0)(ReceivedPacket {
             from: publisher,
             kind,
