@@ -33,7 +33,7 @@ use kaskade_loadtest::lean::LeanParticipant;
 use kaskade_loadtest::raw::{RawParticipant, RawTarget};
 use kaskade_loadtest::report::{
     FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams,
-    SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss,
+    SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss, parse_rss,
 };
 use kaskade_loadtest::signaling::MediaKind;
 use kaskade_loadtest::{
@@ -492,6 +492,7 @@ fn usage(pid: &str) -> anyhow::Result<ProcessUsage> {
     Ok(ProcessUsage {
         cpu_seconds: parse_cpu_seconds(&stat).context("malformed /proc stat")?,
         peak_rss_bytes: parse_peak_rss(&status),
+        rss_bytes: parse_rss(&status),
     })
 }
 
@@ -515,8 +516,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.ramp > 0.0, "--ramp must be positive");
     let server_pid = args.server_pid.map(|pid| pid.to_string());
-    let server_start = server_pid.as_deref().map(usage).transpose()?;
-    let generator_start = usage("self")?;
+    let server_idle = server_pid.as_deref().map(usage).transpose()?;
     let mut run = Run::new(args)?;
 
     // ramp: one join every 1/ramp seconds, each in its own task
@@ -545,11 +545,24 @@ async fn main() -> anyhow::Result<()> {
             entry.window_start = p.stats();
         }
     }
+    let server_start = server_pid.as_deref().map(usage).transpose()?;
+    let generator_start = usage("self")?;
     let window_start = Instant::now();
     run.measuring.store(true, Ordering::Relaxed);
     run.pump(window_start + run.args.duration, |_| false).await;
     run.measuring.store(false, Ordering::Relaxed);
     let window_end = Instant::now();
+    let server = server_pid
+        .as_deref()
+        .zip(server_start)
+        .map(|(pid, start)| usage_since(pid, start))
+        .transpose()?;
+    let generator = usage_since("self", generator_start)?;
+    let at_window_end: Vec<Option<ParticipantStats>> = run
+        .entries
+        .iter()
+        .map(|e| e.peer.as_ref().map(|p| p.stats()))
+        .collect();
     run.sample(window_end);
     finish_freezes(&mut run, window_end);
     for entry in &run.entries {
@@ -565,18 +578,19 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|e| e.peer.as_ref().map(|p| p.stats()))
         .collect();
-    let server = server_pid
-        .as_deref()
-        .zip(server_start)
-        .map(|(pid, start)| usage_since(pid, start))
-        .transpose()?;
     let report = build_report(
         &run,
-        &finals,
+        Snapshots {
+            window_end: &at_window_end,
+            finals: &finals,
+        },
         window_end - window_start,
-        server,
-        generator_start,
-    )?;
+        Usage {
+            server,
+            server_idle_rss: server_idle.and_then(|u| u.rss_bytes),
+            generator,
+        },
+    );
     for entry in &mut run.entries {
         if let Some(p) = entry.peer.take() {
             let _ = p.leave().await;
@@ -612,14 +626,22 @@ fn finish_freezes(run: &mut Run, at: Instant) {
     }
 }
 
-fn build_report(
-    run: &Run,
-    finals: &[Option<ParticipantStats>],
-    window: Duration,
+/// Every participant's statistics at the end of the window and after the drain.
+struct Snapshots<'a> {
+    window_end: &'a [Option<ParticipantStats>],
+    finals: &'a [Option<ParticipantStats>],
+}
+
+/// The processes' usage during the window, and the server's RSS before the first join.
+struct Usage {
     server: Option<ProcessUsage>,
-    generator_start: ProcessUsage,
-) -> anyhow::Result<Report> {
+    server_idle_rss: Option<u64>,
+    generator: ProcessUsage,
+}
+
+fn build_report(run: &Run, snapshots: Snapshots, window: Duration, usage: Usage) -> Report {
     let args = &run.args;
+    let finals = snapshots.finals;
     let sent_in_window = |i: usize| {
         finals[i].as_ref().map_or(0, |s| {
             s.bytes_sent
@@ -642,6 +664,10 @@ fn build_report(
             continue;
         };
         report.bytes_sent = sent_in_window(i);
+        report.packets_received = snapshots.window_end[i].as_ref().map_or(0, |s| {
+            s.packets_received
+                .saturating_sub(entry.window_start.packets_received)
+        });
         report.nacks_sent = stats.nacks_sent;
         report.plis_sent = stats.plis_sent;
         let received = entry.received.lock().expect("sink lock");
@@ -695,15 +721,15 @@ fn build_report(
         ramp: args.ramp,
         target: run.target.url().to_owned(),
     };
-    let generator = usage_since("self", generator_start)?;
-    Ok(Report::new(
+    Report::new(
         params,
         participants,
         &latency_ms,
         window,
-        server,
-        generator,
-    ))
+        usage.server,
+        usage.server_idle_rss,
+        usage.generator,
+    )
 }
 
 #[cfg(test)]

@@ -270,6 +270,8 @@ pub struct ParticipantReport {
     pub join_ms: Option<f64>,
     /// Payload bytes it sent during the window.
     pub bytes_sent: u64,
+    /// RTP packets it received during the window.
+    pub packets_received: u64,
     /// NACK packets it sent (whole run).
     pub nacks_sent: u64,
     /// PLIs it sent (whole run).
@@ -305,10 +307,66 @@ pub struct Loss {
 /// CPU and memory of one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ProcessUsage {
-    /// User + system CPU seconds used during the run.
+    /// User + system CPU seconds used during the measurement window.
     pub cpu_seconds: f64,
     /// Peak resident set size (VmHWM) in bytes, over the process's life.
     pub peak_rss_bytes: Option<u64>,
+    /// Resident set size (VmRSS) in bytes at the end of the window.
+    pub rss_bytes: Option<u64>,
+}
+
+/// What forwarding cost during the measurement window: the packets every participant
+/// received (what the server forwarded, whatever the server) against the CPU time of the
+/// server and of the generator, and the server's memory per participant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Forwarding {
+    /// RTP packets received by all participants in the window.
+    pub packets: u64,
+    /// The same per second.
+    pub packets_per_second: f64,
+    /// Server CPU microseconds per forwarded packet (with `--server-pid`).
+    pub server_cpu_us_per_packet: Option<f64>,
+    /// Forwarded packets per server CPU-second (with `--server-pid`).
+    pub packets_per_server_cpu_second: Option<f64>,
+    /// Generator CPU microseconds per received packet (it must stay below the server's).
+    pub generator_cpu_us_per_packet: Option<f64>,
+    /// Server RSS growth from before the first join to the end of the window, per joined
+    /// participant, in bytes (with `--server-pid`).
+    pub server_bytes_per_participant: Option<f64>,
+}
+
+impl Forwarding {
+    /// The figures for `packets` forwarded in `window`, with the processes' usage in it and
+    /// the server's RSS before anyone joined.
+    pub fn of(
+        packets: u64,
+        window: Duration,
+        server: Option<&ProcessUsage>,
+        server_idle_rss: Option<u64>,
+        generator: &ProcessUsage,
+        participants: usize,
+    ) -> Self {
+        let per_packet = |cpu: f64| (packets > 0).then(|| cpu * 1e6 / packets as f64);
+        let seconds = window.as_secs_f64();
+        Self {
+            packets,
+            packets_per_second: if seconds > 0.0 {
+                packets as f64 / seconds
+            } else {
+                0.0
+            },
+            server_cpu_us_per_packet: server.and_then(|s| per_packet(s.cpu_seconds)),
+            packets_per_server_cpu_second: server
+                .filter(|s| s.cpu_seconds > 0.0)
+                .map(|s| packets as f64 / s.cpu_seconds),
+            generator_cpu_us_per_packet: per_packet(generator.cpu_seconds),
+            server_bytes_per_participant: server
+                .and_then(|s| s.rss_bytes)
+                .zip(server_idle_rss)
+                .filter(|_| participants > 0)
+                .map(|(end, idle)| end.saturating_sub(idle) as f64 / participants as f64),
+        }
+    }
 }
 
 /// End-to-end latency of video frames: from the publisher's send instant (stamped in the
@@ -400,10 +458,12 @@ pub struct Report {
     pub bytes: Delivery,
     /// Seconds of the measurement window.
     pub window_s: f64,
-    /// The server (with `--server-pid`).
+    /// The server during the window (with `--server-pid`).
     pub server: Option<ProcessUsage>,
-    /// The load generator itself.
+    /// The load generator itself during the window.
     pub generator: ProcessUsage,
+    /// Forwarding cost during the window.
+    pub forwarding: Forwarding,
     /// Every participant.
     pub participants: Vec<ParticipantReport>,
 }
@@ -416,6 +476,7 @@ impl Report {
         latency_ms: &[f64],
         window: Duration,
         server: Option<ProcessUsage>,
+        server_idle_rss: Option<u64>,
         generator: ProcessUsage,
     ) -> Self {
         let joined: Vec<&ParticipantReport> = participants.iter().filter(|p| p.joined).collect();
@@ -452,6 +513,14 @@ impl Report {
                 ratio: (bytes_expected > 0).then(|| bytes_received as f64 / bytes_expected as f64),
             },
             window_s: window.as_secs_f64(),
+            forwarding: Forwarding::of(
+                joined.iter().map(|p| p.packets_received).sum(),
+                window,
+                server.as_ref(),
+                server_idle_rss,
+                &generator,
+                joined.len(),
+            ),
             server,
             generator,
             participants,
@@ -539,6 +608,28 @@ impl fmt::Display for Report {
                 ),
             ),
         ];
+        let fw = &self.forwarding;
+        let figure = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+        };
+        rows.push((
+            "forwarded",
+            format!(
+                "{:.0} packets/s; CPU us per packet: server {}, generator {}; {} packets per \
+                 server CPU-s",
+                fw.packets_per_second,
+                figure(fw.server_cpu_us_per_packet, 2),
+                figure(fw.generator_cpu_us_per_packet, 2),
+                figure(fw.packets_per_server_cpu_second, 0),
+            ),
+        ));
+        rows.push((
+            "server memory",
+            format!(
+                "{} KiB per participant",
+                figure(fw.server_bytes_per_participant.map(|b| b / 1024.0), 0)
+            ),
+        ));
         let usage = |u: &ProcessUsage| {
             let rss = u.peak_rss_bytes.map_or_else(
                 || "-".into(),
@@ -568,7 +659,16 @@ pub fn parse_cpu_seconds(stat: &str) -> Option<f64> {
 
 /// Peak RSS (`VmHWM`) in bytes from the text of `/proc/PID/status`.
 pub fn parse_peak_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    status_bytes(status, "VmHWM:")
+}
+
+/// Current RSS (`VmRSS`) in bytes from the text of `/proc/PID/status`.
+pub fn parse_rss(status: &str) -> Option<u64> {
+    status_bytes(status, "VmRSS:")
+}
+
+fn status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -724,6 +824,7 @@ mod tests {
             &[2.0, 1.0, 9.0],
             Duration::from_secs(10),
             None,
+            None,
             ProcessUsage::default(),
         );
         assert_eq!((r.participants_total, r.participants_joined), (3, 2));
@@ -758,12 +859,42 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_cost_is_cpu_over_packets() {
+        let server = ProcessUsage {
+            cpu_seconds: 2.0,
+            peak_rss_bytes: None,
+            rss_bytes: Some(30 << 20),
+        };
+        let generator = ProcessUsage {
+            cpu_seconds: 1.0,
+            ..ProcessUsage::default()
+        };
+        let f = Forwarding::of(
+            400_000,
+            Duration::from_secs(10),
+            Some(&server),
+            Some(10 << 20),
+            &generator,
+            20,
+        );
+        assert_eq!(f.packets_per_second, 40_000.0);
+        assert_eq!(f.server_cpu_us_per_packet, Some(5.0));
+        assert_eq!(f.packets_per_server_cpu_second, Some(200_000.0));
+        assert_eq!(f.generator_cpu_us_per_packet, Some(2.5));
+        assert_eq!(f.server_bytes_per_participant, Some(1024.0 * 1024.0));
+        let idle = Forwarding::of(0, Duration::ZERO, None, None, &generator, 0);
+        assert_eq!(idle.server_cpu_us_per_packet, None);
+        assert_eq!(idle.packets_per_second, 0.0);
+    }
+
+    #[test]
     fn proc_files_parse() {
         let stat = "1234 (kaskade sfu) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 0 0";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert_eq!(parse_cpu_seconds("garbage"), None);
         let status = "Name:\tkaskade\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
         assert_eq!(parse_peak_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_rss(status), Some(1000 * 1024));
         assert_eq!(parse_peak_rss("Name: x\n"), None);
     }
 }

@@ -128,6 +128,21 @@ pub fn check_report(report: &Value, expect: Expect) {
             .expect("generator CPU")
             > 0.0
     );
+    // the forwarding figures are the window's packets over the window's CPU time: each of
+    // the 8 participants receives 3 room-mates' audio (50/s) and video for the whole window
+    let packets = u64_at(report, "/forwarding/packets");
+    let window = report["window_s"].as_f64().expect("window");
+    assert!(
+        packets as f64 >= (PER_ROOM * ROOMS * (PER_ROOM - 1)) as f64 * 50.0 * window * 0.95,
+        "{report:#}"
+    );
+    let per_packet = report["forwarding"]["server_cpu_us_per_packet"]
+        .as_f64()
+        .expect("server CPU per packet");
+    assert!(
+        (per_packet - server_cpu * 1e6 / packets as f64).abs() < 1e-6 * per_packet,
+        "{report:#}"
+    );
 }
 
 /// One participant of the report received, and decoded, what each room-mate sent.
