@@ -11,7 +11,8 @@
 #      report's CPU-microseconds per forwarded packet, forwarded packets per CPU-second, and
 #      server memory per participant;
 #   2. capacity: --sweep rooms upwards until a run loses 1 % or more of its packets or its p99
-#      end-to-end latency reaches 50 ms; the largest passing count is the capacity.
+#      end-to-end latency reaches 50 ms; the largest passing count (of the --rooms runs too)
+#      is the capacity.
 # It prints one table and the ratios kaskade/Janus and kaskade/raw. Reports (JSON) stay in
 # --out (default /tmp/kaskade-compare). Needs root (ip netns), taskset, jq, janus; builds the
 # release binaries unless KASKADE_BIN points at a directory holding them.
@@ -169,15 +170,16 @@ for target in $targets; do
 			"$(field "$r" '.forwarding.server_bytes_per_participant / 1024 | round')" \
 			"$(field "$r" '.loss.percent | . * 1000 | round / 1000')" \
 			"$(field "$r" '.latency.p99_ms | . * 10 | round / 10')"
+		if passes "$r" && ((rooms > ${capacity[$target]:-0})); then capacity[$target]=$rooms; fi
 		cost[$target]=$(field "$r" .forwarding.server_cpu_us_per_packet)
 		per_cpu_s[$target]=$(field "$r" .forwarding.packets_per_server_cpu_second)
 		memory[$target]=$(field "$r" .forwarding.server_bytes_per_participant)
 	done
-	capacity[$target]=0
+	capacity[$target]=${capacity[$target]:-0}
 	for rooms in $sweep; do
 		r=$(run "$target" "$rooms")
 		if passes "$r"; then
-			capacity[$target]=$rooms
+			((rooms > capacity[$target])) && capacity[$target]=$rooms
 			echo "  $target: $rooms rooms pass (loss $(field "$r" .loss.percent) %, p99 $(field "$r" .latency.p99_ms) ms, server $(field "$r" .server.cpu_seconds) CPU-s in $(field "$r" .window_s) s)"
 		else
 			echo "  $target: $rooms rooms fail (joined $(field "$r" .participants_joined)/$(field "$r" .participants_total), loss $(field "$r" .loss.percent) %, p99 $(field "$r" .latency.p99_ms) ms)"
