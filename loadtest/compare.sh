@@ -3,6 +3,7 @@
 #
 #   loadtest/compare.sh [--rooms "1 2 4"] [--sweep "2 4 6 8 10 12 14"] [--duration 20]
 #                       [--bitrate 500] [--resolution 640x360] [--fps 20] [--out DIR]
+#                       [--targets "kaskade janus raw"]
 #
 # Every server runs pinned to CPU 0 and kaskade-loadtest to CPU 1 (taskset), all inside one
 # private network namespace with a veth pair (Janus's libnice ignores loopback), so the three
@@ -36,7 +37,7 @@ while [[ $# -gt 0 ]]; do
 	--fps) fps=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--targets) targets=$2; shift 2 ;;
-	-h | --help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
