@@ -10,8 +10,9 @@
 //! A sync-mark clip ([`OpusClip::sync_marks`]) is silence except a 100 ms, 1 kHz beep that
 //! starts at the same instant of the loop as the white frame of a sync-mark video clip.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use crate::clip_cache::ClipCache;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -116,19 +117,10 @@ impl OpusClip {
 
     /// The process-wide shared sync-mark clip of `loop_seconds`.
     pub fn shared_sync_marks(loop_seconds: u32) -> Result<Arc<Self>> {
-        static CACHE: OnceLock<Mutex<HashMap<u32, Arc<OpusClip>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        if let Some(clip) = cache.lock().expect("clip cache").get(&loop_seconds) {
-            return Ok(Arc::clone(clip));
-        }
-        let clip = Arc::new(Self::sync_marks(loop_seconds)?);
-        Ok(Arc::clone(
-            cache
-                .lock()
-                .expect("clip cache")
-                .entry(loop_seconds)
-                .or_insert(clip),
-        ))
+        static CACHE: OnceLock<ClipCache<u32, OpusClip>> = OnceLock::new();
+        CACHE
+            .get_or_init(ClipCache::default)
+            .get_or_encode(loop_seconds, || Self::sync_marks(loop_seconds))
     }
 
     /// Whether this is a sync-mark clip, whose frames must be sent by wall-clock time (frame
@@ -139,12 +131,10 @@ impl OpusClip {
 
     /// The process-wide shared clip.
     pub fn shared() -> Result<Arc<Self>> {
-        static CLIP: OnceLock<Arc<OpusClip>> = OnceLock::new();
-        if let Some(clip) = CLIP.get() {
-            return Ok(Arc::clone(clip));
-        }
-        let clip = Arc::new(Self::encode()?);
-        Ok(Arc::clone(CLIP.get_or_init(|| clip)))
+        static CACHE: OnceLock<ClipCache<(), OpusClip>> = OnceLock::new();
+        CACHE
+            .get_or_init(ClipCache::default)
+            .get_or_encode((), Self::encode)
     }
 
     /// The encoded 20 ms frames.

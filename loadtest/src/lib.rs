@@ -9,6 +9,7 @@
 //! RTP/RTCP loss on one participant's media path.
 
 pub mod audio;
+mod clip_cache;
 mod failover;
 pub mod h264;
 pub mod janus;

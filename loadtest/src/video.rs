@@ -11,8 +11,9 @@
 //! frame at [`sync_mark_second`] of each loop, and every frame an IDR, so the sender can pick
 //! frames by wall-clock time (and skip or repeat none) without ever breaking the bitstream.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use crate::clip_cache::ClipCache;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -162,17 +163,10 @@ impl VideoClip {
 
     /// Returns the clip for `config`, encoding it on first use (process-wide cache).
     pub fn shared(config: VideoClipConfig) -> Result<Arc<Self>> {
-        static CACHE: OnceLock<Mutex<HashMap<VideoClipConfig, Arc<VideoClip>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        if let Some(clip) = cache.lock().expect("clip cache").get(&config) {
-            return Ok(Arc::clone(clip));
-        }
-        let clip = Arc::new(Self::encode(config)?);
-        cache
-            .lock()
-            .expect("clip cache")
-            .insert(config, Arc::clone(&clip));
-        Ok(clip)
+        static CACHE: OnceLock<ClipCache<VideoClipConfig, VideoClip>> = OnceLock::new();
+        CACHE
+            .get_or_init(ClipCache::default)
+            .get_or_encode(config, || Self::encode(config))
     }
 
     /// The clip's parameters.
