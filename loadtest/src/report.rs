@@ -22,11 +22,20 @@ pub const FREEZE_GAP: Duration = Duration::from_millis(500);
 
 /// The nearest-rank `p`-th percentile (0 < p <= 100) of `values`; `None` when empty.
 pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
+    nearest_rank(&sorted(values), p)
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
+/// The nearest-rank `p`-th percentile of values already sorted.
+fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
@@ -47,11 +56,12 @@ pub struct Summary {
 impl Summary {
     /// Summarizes `values`.
     pub fn of(values: &[f64]) -> Self {
+        let sorted = sorted(values);
         Self {
             count: values.len(),
-            p50: percentile(values, 50.0),
-            p99: percentile(values, 99.0),
-            max: percentile(values, 100.0),
+            p50: nearest_rank(&sorted, 50.0),
+            p99: nearest_rank(&sorted, 99.0),
+            max: sorted.last().copied(),
         }
     }
 }

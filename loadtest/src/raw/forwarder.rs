@@ -531,18 +531,16 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raw::wire::{CONTROL_LEN, RTP_HEADER_LEN, room_id, ssrc};
+    use crate::raw::wire::{CONTROL_LEN, ControlSender, RTP_HEADER_LEN, room_id, ssrc};
 
     const SECRET: &[u8] = b"test secret";
 
     /// A client of the tests: its key and counters.
     struct Client {
         id: u32,
-        session: u64,
-        room: u64,
+        sender: ControlSender,
         addr: SocketAddr,
         key: ParticipantKey,
-        counter: u64,
         seq: u16,
     }
 
@@ -554,27 +552,20 @@ mod tests {
         fn with_session(id: u32, room: &str, session: u64) -> Self {
             Self {
                 id,
-                session,
-                room: room_id(room),
+                sender: ControlSender {
+                    room: room_id(room),
+                    participant: id,
+                    session,
+                    counter: 100,
+                },
                 addr: SocketAddr::from(([127, 0, 0, 1], 10_000 + id as u16)),
                 key: Secret::new(SECRET).participant_key(id, session),
-                counter: 100,
                 seq: 65_530,
             }
         }
 
         fn control(&mut self, kind: ControlKind) -> Vec<u8> {
-            self.counter += 1;
-            let control = Control {
-                kind,
-                room: self.room,
-                participant: self.id,
-                session: self.session,
-                counter: self.counter,
-            };
-            let mut out = vec![0; CONTROL_LEN];
-            control.seal(&self.key, &mut out);
-            out
+            self.sender.next(kind, &self.key).to_vec()
         }
 
         fn media(&mut self, kind: MediaKind, payload: &[u8]) -> Vec<u8> {
@@ -636,7 +627,10 @@ mod tests {
         assert_eq!(*to, ann.addr);
         let fields = Control::parse(ack).expect("an ack");
         assert_eq!(fields.kind, ControlKind::Ack);
-        assert_eq!((fields.participant, fields.counter), (1, ann.counter));
+        assert_eq!(
+            (fields.participant, fields.counter),
+            (1, ann.sender.counter)
+        );
         assert!(fields.verify(&ann.key, ack));
         assert_eq!(bench.forwarder.participants(), 1);
         // keepalive hellos are acked too, and count as hellos, not joins
@@ -805,7 +799,7 @@ mod tests {
 
         // a new session of bob: new key, the old one no longer opens anything
         let mut bob2 = Client::with_session(2, "r", 2);
-        bob2.counter = bob.counter;
+        bob2.sender.counter = bob.sender.counter;
         bob2.addr = SocketAddr::from(([127, 0, 0, 1], 20_002));
         assert_eq!(bench.hello(&mut bob2).len(), 1);
         assert_eq!(bench.forwarder.participants(), 2);
@@ -871,7 +865,7 @@ mod tests {
         assert_eq!(out.len(), MAX_FANOUT);
 
         // a member moves to another room: the big room has a place again
-        members[1].room = room_id("small");
+        members[1].sender.room = room_id("small");
         bench.hello(&mut members[1]);
         assert_eq!(bench.hello(&mut late).len(), 1);
         let out = bench.feed(members[0].addr, &members[0].media(MediaKind::Video, b"v"));

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::wire::{
-    CONTROL_LEN, CONTROL_MAGIC, Control, ControlKind, MAX_DATAGRAM, MAX_PARTICIPANT_ID,
+    CONTROL_MAGIC, Control, ControlKind, ControlSender, MAX_DATAGRAM, MAX_PARTICIPANT_ID,
     MAX_PAYLOAD, ParticipantKey, RTP_HEADER_LEN, ReplayWindow, RtpHeader, Secret, TAG_LEN, room_id,
     ssrc, ssrc_owner,
 };
@@ -36,6 +36,7 @@ use crate::latency;
 use crate::load_peer::{LoadPeer, LoadSpec};
 use crate::participant::{MediaSink, ReceivedPacket};
 use crate::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
+use crate::send::frame_packets;
 use crate::signaling::{MediaKind, ParticipantId};
 use crate::state::ParticipantStats;
 use crate::video::{VIDEO_CLOCK_RATE, VideoClip, VideoClipConfig, VideoCursor};
@@ -132,9 +133,12 @@ impl RawParticipant {
             .map_or(1, |d| d.as_micros() as u64);
         let mut client = Client {
             id,
-            room: room_id(&spec.meeting),
-            session,
-            counter,
+            control: ControlSender {
+                room: room_id(&spec.meeting),
+                participant: id,
+                session,
+                counter,
+            },
             wire: Wire {
                 key,
                 socket,
@@ -220,10 +224,7 @@ struct RemoteStream {
 /// Everything the participant's task owns.
 struct Client {
     id: u32,
-    room: u64,
-    session: u64,
-    /// The last hello or bye counter used.
-    counter: u64,
+    control: ControlSender,
     wire: Wire,
     shared: Arc<Shared>,
     sink: MediaSink,
@@ -250,17 +251,8 @@ struct Wire {
 
 impl Client {
     /// Sends a hello or bye with the next counter.
-    async fn control(&mut self, kind: ControlKind) -> std::io::Result<()> {
-        self.counter += 1;
-        let control = Control {
-            kind,
-            room: self.room,
-            participant: self.id,
-            session: self.session,
-            counter: self.counter,
-        };
-        let mut datagram = [0u8; CONTROL_LEN];
-        control.seal(&self.wire.key, &mut datagram);
+    async fn send_control(&mut self, kind: ControlKind) -> std::io::Result<()> {
+        let datagram = self.control.next(kind, &self.wire.key);
         let wire = &self.wire;
         wire.socket
             .send_to(&datagram, wire.server)
@@ -271,7 +263,7 @@ impl Client {
     /// Says hello every [`HELLO_RETRY`] until the forwarder acknowledges one.
     async fn hello_until_acked(&mut self) -> anyhow::Result<()> {
         loop {
-            self.control(ControlKind::Hello).await?;
+            self.send_control(ControlKind::Hello).await?;
             let deadline = tokio::time::Instant::now() + HELLO_RETRY;
             let wire = &mut self.wire;
             while let Ok(received) =
@@ -282,7 +274,7 @@ impl Client {
                 let acked = Control::parse(datagram).is_some_and(|c| {
                     c.kind == ControlKind::Ack
                         && c.participant == self.id
-                        && c.session == self.session
+                        && c.session == self.control.session
                         && c.verify(&wire.key, datagram)
                 });
                 if from == wire.server && acked {
@@ -324,7 +316,7 @@ impl Client {
                     }
                 }
                 _ = keepalive.tick() => {
-                    if let Err(e) = self.control(ControlKind::Hello).await {
+                    if let Err(e) = self.send_control(ControlKind::Hello).await {
                         tracing::debug!("raw hello: {e}");
                     }
                 }
@@ -341,7 +333,7 @@ impl Client {
                 }
             }
         }
-        if let Err(e) = self.control(ControlKind::Bye).await {
+        if let Err(e) = self.send_control(ControlKind::Bye).await {
             tracing::debug!("raw bye: {e}");
         }
     }
@@ -353,24 +345,24 @@ impl Client {
         let timestamp = self
             .video_ts0
             .wrapping_add((elapsed * f64::from(VIDEO_CLOCK_RATE)) as u32);
-        let stamp = latency::stamp_payload(latency::instant_us(tick));
+        let stamp = Some(latency::instant_us(tick));
         let frame = self.video.next_frame();
         let ssrc = ssrc(self.id, MediaKind::Video);
-        let last = frame.payloads.len();
         let (mut packets, mut bytes) = (0, 0);
-        for (i, payload) in std::iter::once(&stamp).chain(&frame.payloads).enumerate() {
+        let mut seq = self.video_index as u16;
+        for packet in frame_packets(frame, stamp, ssrc, H264_PAYLOAD_TYPE, &mut seq, timestamp) {
             packets += 1;
-            bytes += payload.len() as u64;
+            bytes += packet.payload.len() as u64;
             let index = self.video_index;
             self.video_index += 1;
             let header = RtpHeader {
-                marker: i == last,
+                marker: packet.header.marker,
                 payload_type: H264_PAYLOAD_TYPE,
-                sequence: index as u16,
+                sequence: packet.header.sequence_number,
                 timestamp,
                 ssrc,
             };
-            self.wire.send_media(header, index, payload).await;
+            self.wire.send_media(header, index, &packet.payload).await;
         }
         let keyframe = frame.keyframe;
         let mut stats = self.shared.stats();

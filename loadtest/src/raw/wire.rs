@@ -150,6 +150,37 @@ impl Control {
     }
 }
 
+/// One participant's side of the control exchange: who and where it is, and the counter its
+/// hellos and byes grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlSender {
+    /// The room ([`room_id`] of its name).
+    pub room: u64,
+    /// The participant.
+    pub participant: u32,
+    /// The participant's session.
+    pub session: u64,
+    /// The last counter used.
+    pub counter: u64,
+}
+
+impl ControlSender {
+    /// The next control datagram of `kind`, sealed with `key` (the counter grows).
+    pub fn next(&mut self, kind: ControlKind, key: &ParticipantKey) -> [u8; CONTROL_LEN] {
+        self.counter += 1;
+        let control = Control {
+            kind,
+            room: self.room,
+            participant: self.participant,
+            session: self.session,
+            counter: self.counter,
+        };
+        let mut datagram = [0; CONTROL_LEN];
+        control.seal(key, &mut datagram);
+        datagram
+    }
+}
+
 /// The shared secret, extracted once (HKDF-SHA256).
 pub struct Secret(hkdf::Prk);
 
