@@ -2,6 +2,7 @@
 //! namespace of their own), read their metrics, and clean up after themselves.
 
 use anyhow::{Context, Result, bail};
+use kaskade_loadtest::JoinConfig;
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,6 +29,17 @@ pub fn recorder_binary(built: &str) -> String {
 /// cannot start, which fails the calling test.
 pub fn start_node(built: &str, args: &[&str]) -> Node {
     Node::start(Command::new(node_binary(built)), args).expect("node starts")
+}
+
+/// Joining `meeting` as `name` at `server` (directly; set `locator` to go through the join
+/// API) with the tests' media: 320x240 video at 15 fps and 200 kbit/s.
+pub fn small_media_config(server: SocketAddr, meeting: &str, name: &str) -> JoinConfig {
+    let mut cfg = JoinConfig::new(server, meeting, name);
+    cfg.width = 320;
+    cfg.height = 240;
+    cfg.fps = 15;
+    cfg.video_bitrate_bps = 200_000;
+    cfg
 }
 
 /// A token for `name` (identity `name@example.com`) in `meeting`, valid for ten minutes, signed

@@ -77,14 +77,10 @@ fn token_as(meeting: &str, name: &str, role: Role) -> String {
 }
 
 fn config(locator: &Node, meeting: &str, name: &str) -> JoinConfig {
-    let mut cfg = JoinConfig::new(locator.http, meeting, name);
+    // the media of tests/meeting.rs, so CPU per packet compares with one node's
+    let mut cfg = kaskade_e2e::small_media_config(locator.http, meeting, name);
     cfg.locator = Some(locator.url());
     cfg.token = Some(token(meeting, name));
-    // the media of tests/meeting.rs, so CPU per packet compares with one node's
-    cfg.width = 320;
-    cfg.height = 240;
-    cfg.fps = 15;
-    cfg.video_bitrate_bps = 200_000;
     cfg
 }
 

@@ -16,12 +16,7 @@ fn node(args: &[&str]) -> Node {
 }
 
 fn config(node: &Node, meeting: &str, name: &str) -> JoinConfig {
-    let mut cfg = JoinConfig::new(node.http, meeting, name);
-    cfg.width = 320;
-    cfg.height = 240;
-    cfg.fps = 15;
-    cfg.video_bitrate_bps = 200_000;
-    cfg
+    kaskade_e2e::small_media_config(node.http, meeting, name)
 }
 
 async fn join(node: &Node, meeting: &str, name: &str) -> Participant {

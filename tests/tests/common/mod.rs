@@ -24,12 +24,8 @@ pub fn all_in_one(scratch: &Scratch, recordings: &str) -> Node {
 /// Joining `meeting` as `name` through `server`'s locator with 320x240 video at 15 fps and
 /// 200 kbit/s.
 pub fn media_config(server: &Node, meeting: &str, name: &str) -> JoinConfig {
-    let mut cfg = JoinConfig::new(server.http, meeting, name);
+    let mut cfg = kaskade_e2e::small_media_config(server.http, meeting, name);
     cfg.locator = Some(server.url());
-    cfg.width = 320;
-    cfg.height = 240;
-    cfg.fps = 15;
-    cfg.video_bitrate_bps = 200_000;
     cfg
 }
 
