@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{Recorded, Scenario, assert_close, assert_decodes_cleanly, probe, record, scratch};
@@ -65,22 +64,74 @@ fn encrypted_recording(name: &str, recorded: &Recorded) -> (PathBuf, Vec<u8>, f6
     (out, plain, summary.duration.as_secs_f64())
 }
 
-fn assert_no_mp4_on_disk(path: &Path) {
-    let bytes = std::fs::read(path).expect("read");
-    for signature in [b"ftyp", b"moov", b"moof", b"mdat"] {
+/// Asserts what holds for a file encrypted at rest every time, whatever its random nonces: it
+/// decrypts with the key to an MP4, none of whose box headers (size and type, 8 bytes) occurs at
+/// any offset of the file, and its bytes are spread as evenly as random bytes of that length.
+/// Returns the decrypted MP4.
+fn assert_encrypted_at_rest(path: &Path) -> Vec<u8> {
+    let sealed = std::fs::read(path).expect("read");
+    let mut plain = Vec::new();
+    at_rest::open(path, Some(&keys()), Expect::Complete)
+        .expect("open")
+        .read_to_end(&mut plain)
+        .expect("decrypt");
+    let headers = box_headers(&plain);
+    assert!(
+        headers.first().is_some_and(|h| &h[4..] == b"ftyp"),
+        "{} decrypts to an MP4",
+        path.display()
+    );
+    for header in &headers {
         assert!(
-            !bytes.windows(4).any(|w| w == signature),
-            "{} shows {:?}",
+            !sealed.windows(8).any(|w| w == header),
+            "{} shows the box header {:?}",
             path.display(),
-            String::from_utf8_lossy(signature)
+            String::from_utf8_lossy(&header[4..])
         );
     }
-    let probed = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(!probed.status.success(), "ffprobe read {}", path.display());
+    // For n random bytes the entropy estimate falls short of 8 bits by chi2 / (2 n ln 2), with
+    // chi2 of 255 degrees of freedom: 255 on average, below 481 (ten standard deviations) with
+    // overwhelming probability.
+    let floor = 8.0 - 481.0 / (2.0 * sealed.len() as f64 * std::f64::consts::LN_2);
+    let entropy = entropy_bits(&sealed);
+    assert!(
+        entropy > floor,
+        "{}: {entropy:.4} bits per byte, random bytes give more than {floor:.4}",
+        path.display()
+    );
+    plain
+}
+
+/// The 8-byte headers (size, type) of an MP4's top-level boxes.
+fn box_headers(mp4: &[u8]) -> Vec<[u8; 8]> {
+    let mut headers = Vec::new();
+    let mut at = 0;
+    while let Some(header) = mp4.get(at..at + 8) {
+        let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        headers.push(header.try_into().expect("8 bytes"));
+        if size < 8 {
+            break;
+        }
+        at += size;
+    }
+    headers
+}
+
+/// Shannon entropy of `bytes`, in bits per byte.
+fn entropy_bits(bytes: &[u8]) -> f64 {
+    let mut counts = [0u64; 256];
+    for &b in bytes {
+        counts[b as usize] += 1;
+    }
+    let n = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// Serves `out` as a recorder with `keys` would; returns the URL of the recording's file.
@@ -124,8 +175,11 @@ async fn encrypted_recordings_are_unreadable_on_disk_and_play_through_the_server
     let recorded = record(&Scenario::continuous(12.0));
     let (out, plain, expected) = encrypted_recording("at-rest-served", &recorded);
     let dir = out.join(MEETING).join(RECORDING);
-    assert_no_mp4_on_disk(&dir.join("1.mp4.part"));
-    assert_no_mp4_on_disk(&dir.join("1.mp4"));
+    assert_eq!(
+        assert_encrypted_at_rest(&dir.join("1.mp4.part")),
+        recorded.bytes
+    );
+    assert_eq!(assert_encrypted_at_rest(&dir.join("1.mp4")), plain);
 
     let url = serve(out, Some(keys())).await;
     let len = plain.len();
@@ -205,7 +259,7 @@ fn an_encrypted_file_cut_by_a_crash_recovers_to_its_last_synced_fragment() {
     let whole = std::fs::read(&part).expect("read");
     let keys = keys();
     let output = scratch("at-rest-crash.mp4");
-    let decrypted = scratch("at-rest-crash.decrypted.mp4");
+    let mut mp4 = Vec::new();
     for (n, pair) in ends.windows(2).enumerate() {
         // the crash tears the next fragment: anything between two syncs
         for cut in [pair[0], (pair[0] + pair[1]) / 2, pair[1] - 1] {
@@ -218,14 +272,10 @@ fn an_encrypted_file_cut_by_a_crash_recovers_to_its_last_synced_fragment() {
                 report.summary.duration.as_secs_f64(),
                 kept.media_end.as_secs_f64(),
             );
-            assert_no_mp4_on_disk(&output);
+            mp4 = assert_encrypted_at_rest(&output);
         }
     }
-    let mut mp4 = Vec::new();
-    at_rest::open(&output, Some(&keys), Expect::Complete)
-        .expect("open")
-        .read_to_end(&mut mp4)
-        .expect("decrypt");
+    let decrypted = scratch("at-rest-crash.decrypted.mp4");
     std::fs::write(&decrypted, &mp4).expect("write");
     let (streams, _) = probe(&decrypted);
     assert_eq!(streams.len(), 2);
