@@ -229,6 +229,8 @@ async fn reconnect_tokens_outlive_the_join_token() {
             role: Role::Participant,
             exp,
             rejoin: false,
+            jti: None,
+            aud: None,
         }))
     };
     let people = pair(&node, "secret", [token("ann"), token("bob")]).await;

@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// Visible participants per meeting, across all its nodes.
     #[arg(long, default_value_t = 10)]
     pub max_room_size: u32,
+    /// Per-client-address limits on joins (and the embedded node's signaling connections).
+    #[command(flatten)]
+    pub ip_limits: kaskade_limits::IpLimitsConfig,
     /// Embedded node: UDP port shared by every peer's media (0: any free port).
     #[arg(long, default_value_t = 10_000)]
     pub udp_port: u16,
@@ -90,6 +93,9 @@ pub enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+        /// A one-time token: it admits once, and never again after its participant left.
+        #[arg(long)]
+        once: bool,
         /// The cluster secret.
         #[arg(long, env = "KASKADE_SECRET", hide_env_values = true)]
         secret: String,

@@ -38,6 +38,7 @@ pub fn node_config(
         format!("--tcp-port={}", config.tcp_port),
         format!("--max-room-size={}", config.max_room_size),
     ];
+    args.extend(config.ip_limits.to_args());
     if let Some(region) = &config.region {
         args.push(format!("--region={region}"));
     }

@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             name,
             role,
             ttl,
+            once,
             secret,
         }) => {
             let claims = Claims {
@@ -36,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
                 role: role.into(),
                 exp: unix_now() + ttl,
                 rejoin: false,
+                jti: once.then(Claims::new_jti),
+                aud: None,
             };
             println!("{}", TokenKey::from_secret(secret.as_bytes()).sign(&claims));
             Ok(())

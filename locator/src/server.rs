@@ -48,7 +48,8 @@ pub fn spawn(
     node_timeout: Duration,
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, service).await });
     let every = (node_timeout / 4).max(Duration::from_millis(100));
     let sweeper = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -110,6 +111,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
         node_timeout: config.node_timeout,
         // the all-in-one's recorder answers on this very listener
         embedded_recorder: (!config.cluster).then(|| format!("http://{addr}")),
+        ip_limits: config.ip_limits,
     };
     let mut router = api::router(AppState::new(api_config, store.clone(), cdr));
     if !config.cluster {

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The claims a kaskade token carries.
@@ -28,6 +29,23 @@ pub struct Claims {
     /// them out when they come back (after a lost connection or a lost node).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rejoin: bool,
+    /// Token id (JWT `jti`). A token with an id is a one-time token: kaskade admits it once and
+    /// refuses it ever after, even once its participant has left (the participant's reconnects
+    /// use the one-time reconnect tokens of each `welcome`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The node the token is for (JWT `aud`): a token the locator hands out with a placement
+    /// admits on that node only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+impl Claims {
+    /// A fresh random token id, for a one-time token.
+    pub fn new_jti() -> String {
+        let id: [u8; 16] = rand::random();
+        URL_SAFE_NO_PAD.encode(id)
+    }
 }
 
 /// Why a token was refused.
@@ -118,7 +136,69 @@ impl TokenKey {
         if claims.meeting != meeting {
             return Err(TokenError::WrongMeeting);
         }
+        if claims
+            .jti
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_JTI_LEN)
+        {
+            return Err(TokenError::Malformed);
+        }
         Ok(claims)
+    }
+}
+
+/// Longest token id accepted: ids are kept until their token expires, so they stay small.
+pub const MAX_JTI_LEN: usize = 64;
+
+/// The ids of one-time tokens already used, each kept until its token expires (an expired
+/// token is refused anyway), so the set holds at most the live one-time tokens.
+#[derive(Debug, Default)]
+pub struct SpentTokens {
+    /// id -> expiry, Unix seconds.
+    spent: HashMap<String, u64>,
+    /// Size at which expired ids are swept out next.
+    sweep_at: usize,
+}
+
+impl SpentTokens {
+    /// Marks `jti` (of a token expiring at `exp`) used at `now_secs`; false when it was
+    /// already.
+    pub fn spend(&mut self, jti: &str, exp: u64, now_secs: u64) -> bool {
+        if self.spent.len() >= self.sweep_at {
+            self.sweep(now_secs);
+            self.sweep_at = (self.spent.len() * 2).max(1024);
+        }
+        match self.spent.get_mut(jti) {
+            Some(until) if *until > now_secs => false,
+            Some(until) => {
+                *until = exp;
+                true
+            }
+            None => {
+                self.spent.insert(jti.to_string(), exp);
+                true
+            }
+        }
+    }
+
+    /// Forgets `jti`: its use did not admit anyone, so it may be presented again.
+    pub fn forget(&mut self, jti: &str) {
+        self.spent.remove(jti);
+    }
+
+    /// Forgets the ids of tokens expired at `now_secs`.
+    pub fn sweep(&mut self, now_secs: u64) {
+        self.spent.retain(|_, exp| *exp > now_secs);
+    }
+
+    /// Ids kept now.
+    pub fn len(&self) -> usize {
+        self.spent.len()
+    }
+
+    /// No id kept.
+    pub fn is_empty(&self) -> bool {
+        self.spent.is_empty()
     }
 }
 
@@ -153,6 +233,36 @@ mod tests {
             role: Role::Moderator,
             exp,
             rejoin: false,
+            jti: None,
+            aud: None,
+        }
+    }
+
+    #[test]
+    fn a_one_time_token_is_spent_once_and_forgotten_when_it_expires() {
+        let mut spent = SpentTokens::default();
+        assert!(spent.spend("a", 2_000, 1_000));
+        assert!(!spent.spend("a", 2_000, 1_001), "replayed");
+        assert!(spent.spend("b", 3_000, 1_001), "another id");
+        spent.sweep(2_500);
+        assert_eq!(spent.len(), 1, "a expired, b kept");
+        assert!(!spent.spend("b", 3_000, 2_600));
+    }
+
+    #[test]
+    fn token_ids_are_bounded() {
+        let key = TokenKey::from_secret(b"s3cret");
+        let mut c = claims(2_000);
+        c.jti = Some(Claims::new_jti());
+        let token = key.sign(&c);
+        assert_eq!(key.verify(&token, "standup", 1_000), Ok(c.clone()));
+        for bad in [String::new(), "x".repeat(MAX_JTI_LEN + 1)] {
+            c.jti = Some(bad);
+            let token = key.sign(&c);
+            assert_eq!(
+                key.verify(&token, "standup", 1_000),
+                Err(TokenError::Malformed)
+            );
         }
     }
 

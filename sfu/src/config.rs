@@ -54,6 +54,9 @@ pub struct NodeConfig {
     /// Outbound bitrate the node carries before it reports overload, in Mbit/s.
     #[arg(long)]
     pub max_bitrate_mbps: Option<u64>,
+    /// Per-client-address limits on signaling connections and joins.
+    #[command(flatten)]
+    pub ip_limits: kaskade_limits::IpLimitsConfig,
 }
 
 impl NodeConfig {

@@ -4,20 +4,22 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::NodeConfig;
 use crate::media::core::{CoreConfig, MediaCore};
 use crate::media::peer::PeerSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
 use crate::token::Role;
 use crate::token::TokenKey;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
+use kaskade_limits::{IpLimits, Refusal};
 use kaskade_protocol::signaling::valid_meeting;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -25,13 +27,15 @@ use tracing::{debug, info, warn};
 struct AppState {
     node: NodeHandle,
     auth: Arc<Auth>,
+    limits: Arc<IpLimits>,
     metrics: Arc<Metrics>,
     name: String,
     cluster: Option<Cluster>,
 }
 
 /// A node whose sockets are bound and whose core runs, with the router of its HTTP surface
-/// (to serve on its own listener, or to nest in a locator's).
+/// (to serve on its own listener, or to nest in a locator's). Whoever serves the router
+/// serves it with `ConnectInfo<SocketAddr>`: the per-address limits need the client's address.
 pub struct Node {
     /// Where the media UDP socket is bound.
     pub udp_addr: SocketAddr,
@@ -52,7 +56,10 @@ pub struct Server {
 impl Server {
     /// Serves until the process ends.
     pub async fn run(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).await
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service).await
     }
 }
 
@@ -146,22 +153,18 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
             events_rx,
         )
     });
-    let auth = Arc::new(match &config.secret {
-        Some(secret) => Auth {
-            key: TokenKey::from_secret(secret.as_bytes()),
-            open: false,
-        },
+    let (key, open) = match &config.secret {
+        Some(secret) => (TokenKey::from_secret(secret.as_bytes()), false),
         None => {
             warn!("no --secret: anyone who can reach this node may join its meetings");
-            Auth {
-                key: TokenKey::random(),
-                open: true,
-            }
+            (TokenKey::random(), true)
         }
-    });
+    };
+    let auth = Arc::new(Auth::new(key, open, config.node_name(), standalone));
     let router = router(AppState {
         node,
         auth,
+        limits: IpLimits::new(config.ip_limits),
         metrics,
         name: config.node_name(),
         cluster,
@@ -228,10 +231,14 @@ pub fn web_pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// any, is checked when the client presents it in its `join` frame.
 async fn join(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(meeting): Path<String>,
     headers: HeaderMap,
     body: Option<Json<JoinRequest>>,
 ) -> Response {
+    if let Err(refusal) = state.limits.join(client.ip(), Instant::now()) {
+        return refused(&state, client, refusal);
+    }
     if !valid_meeting(&meeting) {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -297,10 +304,42 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn websocket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// `GET /ws`: one signaling session, within the client address's limits (refused with 429
+/// before the upgrade otherwise).
+async fn websocket(
+    ws: WebSocketUpgrade,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    let now = Instant::now();
+    let admitted = state
+        .limits
+        .join(client.ip(), now)
+        .and_then(|()| state.limits.connect(client.ip(), now));
+    let held = match admitted {
+        Ok(held) => held,
+        Err(refusal) => return refused(&state, client, refusal),
+    };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session::run(socket, state.node, state.auth))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, state.node, state.auth).await;
+            drop(held);
+        })
+}
+
+/// The answer to a client over its address's limits, counted and logged.
+fn refused(state: &AppState, client: SocketAddr, refusal: Refusal) -> Response {
+    state.metrics.refuse(match refusal {
+        Refusal::TooManyConnections(_) => Refused::ConnectionsPerIp,
+        Refusal::JoinRate(_) => Refused::JoinRatePerIp,
+    });
+    info!(client = %client.ip(), "refused: {refusal}");
+    api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &refusal.to_string(),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

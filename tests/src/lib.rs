@@ -52,6 +52,8 @@ pub fn sign_token(secret: &str, meeting: &str, name: &str, role: Role) -> String
         role,
         exp: unix_now() + 600,
         rejoin: false,
+        jti: None,
+        aud: None,
     })
 }
 

@@ -62,6 +62,8 @@ fn token(secret: &str, meeting: &str, exp: u64) -> String {
         role: Role::Participant,
         exp,
         rejoin: false,
+        jti: None,
+        aud: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 use kaskade_e2e::{Node, http_get, node_binary, parse_metric, sign_token};
 use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
+use kaskade_protocol::signaling::ModerateAction;
 use kaskade_protocol::token::Role;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -530,6 +531,88 @@ mod tempfile_db {
     impl Drop for Db {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_never_receives_or_touches_another_meetings_media_across_nodes() {
+    let _serial = SERIAL.lock().await;
+    let (locator, _db) = locator(&[]);
+    let _nodes = [
+        sfu(&[&locator], "n1", 10, &[]),
+        sfu(&[&locator], "n2", 10, &[]),
+    ];
+    wait_for_nodes(&locator, &["n1", "n2"]).await;
+    // both meetings span both nodes: every stream shares the one n1-n2 link
+    let pinned = |meeting: &str, name: &str, node: &str, role: Role| {
+        let mut cfg = config(&locator, meeting, name);
+        cfg.node = Some(node.to_string());
+        cfg.token = Some(token_as(meeting, name, role));
+        Participant::join(cfg)
+    };
+    let a1 = pinned("alpha", "a1", "n1", Role::Moderator).await.expect("a1");
+    let a2 = pinned("alpha", "a2", "n2", Role::Participant).await.expect("a2");
+    let b1 = pinned("beta", "b1", "n1", Role::Participant).await.expect("b1");
+    let b2 = pinned("beta", "b2", "n2", Role::Participant).await.expect("b2");
+    let (alpha, beta) = ([a1, a2], [b1, b2]);
+    assert_eq!(placement(&alpha), placement(&beta));
+    everyone_receives_everyone(&alpha, Instant::now()).await;
+    everyone_receives_everyone(&beta, Instant::now()).await;
+
+    // alpha's moderator goes after beta's participants by id, on its node and across the link
+    let beta_ids: Vec<_> = beta.iter().map(Participant::id).collect();
+    for target in &beta_ids {
+        for action in [
+            ModerateAction::MuteAudio,
+            ModerateAction::MuteVideo,
+            ModerateAction::Remove,
+        ] {
+            alpha[0].moderate(action, *target).await.expect("send");
+        }
+    }
+    // a fence: once alpha is locked, n1 has handled every request a1 sent before
+    alpha[0].lock(true).await.expect("lock");
+    alpha[0]
+        .wait_until(WAIT, |s| s.locked)
+        .await
+        .expect("alpha locked");
+    // and alpha's token does not open beta
+    let mut intruder = config(&locator, "beta", "a2");
+    intruder.token = Some(token_as("alpha", "a2", Role::Moderator));
+    assert!(Participant::join(intruder).await.is_err(), "alpha's token opened beta");
+
+    let after = Instant::now();
+    everyone_receives_everyone(&beta, after).await;
+    everyone_receives_everyone(&alpha, after).await;
+    for (meeting, ids) in [
+        (&alpha, alpha.iter().map(Participant::id).collect::<Vec<_>>()),
+        (&beta, beta_ids.clone()),
+    ] {
+        for p in meeting {
+            let state = p.state();
+            let from: Vec<_> = state.stats.remotes.keys().copied().collect();
+            assert!(
+                from.iter().all(|id| ids.contains(id)),
+                "{} received from {from:?}, its meeting is {ids:?}",
+                p.id()
+            );
+            assert_eq!(state.stats.unattributed_packets, 0, "{}", p.id());
+            assert!(
+                state.participants.keys().all(|id| ids.contains(id)),
+                "{} was told of {:?}",
+                p.id(),
+                state.participants.keys()
+            );
+            assert!(
+                state
+                    .participants
+                    .values()
+                    .all(|info| !info.audio_muted && !info.video_muted),
+                "{} saw someone muted: {:?}",
+                p.id(),
+                state.participants
+            );
         }
     }
 }

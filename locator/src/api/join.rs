@@ -6,25 +6,41 @@ use crate::placement::{PlacementError, Request};
 use crate::state::Now;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaskade_protocol::cluster::{JoinRequest, JoinResponse};
 use kaskade_protocol::signaling::{Role, display_name};
 use kaskade_protocol::token::Claims;
+use std::net::SocketAddr;
 use std::time::Instant;
 use tracing::{info, warn};
+
+/// Largest join request body (a name, a token, a region and a node name fit many times over).
+pub const MAX_JOIN_BODY: usize = 16 << 10;
 
 /// How long a token handed out with a placement lasts.
 pub const JOIN_TOKEN_SECS: u64 = 300;
 
 pub(super) async fn join(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     ApiPath(meeting): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match admit(&state, meeting, &headers, &body).await {
+    let admitted = match state.0.limits.join(client.ip(), Instant::now()) {
+        Ok(()) => admit(&state, meeting, &headers, &body).await,
+        Err(refusal) => {
+            info!(client = %client.ip(), "join refused: {refusal}");
+            Err(fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                refusal.to_string(),
+            ))
+        }
+    };
+    match admitted {
         Ok(joined) => {
             state.0.metrics.join("ok");
             Json(joined).into_response()
@@ -44,6 +60,13 @@ async fn admit(
 ) -> Result<JoinResponse, Failure> {
     let shared = &state.0;
     check_meeting(&meeting)?;
+    if body.len() > MAX_JOIN_BODY {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!("a join request is at most {MAX_JOIN_BODY} bytes"),
+        ));
+    }
     let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
@@ -72,6 +95,14 @@ async fn admit(
             ));
         }
     };
+    if claims.as_ref().is_some_and(|c| c.aud.is_some()) {
+        return Err(fail(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "this token is for a node's signaling, not for joining",
+        ));
+    }
+    let one_time = claims.as_ref().and_then(|c| Some((c.jti.clone()?, c.exp)));
     let (identity, name, mut role, rejoin) = match claims {
         Some(c) => (c.sub, c.name, c.role, c.rejoin),
         None => {
@@ -138,6 +169,17 @@ async fn admit(
     if role == Role::Moderator && !known_moderator {
         shared.store.add_moderator(&meeting, &identity).await?;
     }
+    if let Some((jti, exp)) = &one_time
+        && !shared.store.spend_token(jti, *exp, now).await?
+    {
+        info!(%meeting, "a one-time token was presented again");
+        return Err(fail(
+            StatusCode::UNAUTHORIZED,
+            "token_used",
+            "this one-time token was already used",
+        ));
+    }
+    // the node token of a one-time join is one-time too, and good on the placed node only
     let token = shared.tokens.sign(&Claims {
         meeting: meeting.clone(),
         sub: identity,
@@ -145,6 +187,8 @@ async fn admit(
         role,
         exp: now_secs + JOIN_TOKEN_SECS,
         rejoin,
+        jti: one_time.is_some().then(Claims::new_jti),
+        aud: one_time.is_some().then(|| placed.node.node.clone()),
     });
     Ok(JoinResponse {
         meeting,

@@ -91,6 +91,9 @@ struct TokenRequest {
     role: Option<Role>,
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    /// A one-time token (a `jti`): it admits once, never again.
+    #[serde(default)]
+    once: bool,
 }
 
 /// The answer of `POST /api/tokens`.
@@ -146,6 +149,8 @@ pub(super) async fn tokens(
         role: request.role.unwrap_or(Role::Participant),
         exp: kaskade_protocol::token::unix_now() + ttl,
         rejoin: false,
+        jti: request.once.then(Claims::new_jti),
+        aud: None,
     };
     let token = state.0.tokens.sign(&claims);
     let base = public_base(&headers).unwrap_or_else(|| "http://127.0.0.1:8080".into());

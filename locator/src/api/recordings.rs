@@ -165,6 +165,8 @@ pub(super) async fn start(
             role: Role::Recorder,
             exp: unix_now() + RECORDER_TOKEN_SECS,
             rejoin: true,
+            jti: None,
+            aud: None,
         }),
         meeting,
         join_url,

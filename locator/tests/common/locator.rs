@@ -31,6 +31,8 @@ pub struct Options {
     pub store: Option<Arc<dyn Store>>,
     /// The base URL of an embedded recorder.
     pub embedded_recorder: Option<String>,
+    /// Per-client-address limits.
+    pub ip_limits: kaskade_limits::IpLimitsConfig,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             timeout: Duration::from_secs(3),
             store: None,
             embedded_recorder: None,
+            ip_limits: kaskade_limits::IpLimitsConfig::default(),
         }
     }
 }
@@ -87,6 +90,7 @@ pub async fn start(options: Options) -> Locator {
         api_key: options.api_key.map(str::to_string),
         node_timeout: options.timeout,
         embedded_recorder: options.embedded_recorder,
+        ip_limits: options.ip_limits,
     };
     let state = AppState::new(config, store.clone(), CdrDb::open(&db).expect("cdr db"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -173,5 +177,7 @@ pub fn token(meeting: &str, identity: &str, role: Role, rejoin: bool) -> String 
         role,
         exp: unix_now() + 600,
         rejoin,
+        jti: None,
+        aud: None,
     })
 }

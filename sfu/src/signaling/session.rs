@@ -3,13 +3,13 @@
 
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
-use crate::node::{NodeHandle, SessionEvent};
+use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
 use crate::signaling::protocol::{
     ClientMessage, ErrorCode, ServerMessage, display_name, valid_meeting,
 };
-use crate::token::{Claims, Role, TokenKey, unix_now};
+use crate::token::{Claims, Role, SpentTokens, TokenKey, unix_now};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -18,6 +18,8 @@ use tracing::{debug, info};
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Time a client has to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time one frame may take to go out: a client that reads nothing for this long is gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of the reconnect token handed out in `welcome`.
 const RECONNECT_TOKEN_LIFETIME: u64 = 3600;
 
@@ -27,6 +29,47 @@ pub struct Auth {
     pub key: TokenKey,
     /// Joins without a token are allowed (no operator secret configured).
     pub open: bool,
+    /// This node's name: a token with an `aud` admits only on the node it names.
+    node: String,
+    /// A node without a locator spends one-time tokens itself; under a locator it takes only
+    /// the one-time tokens the locator handed out for it (the locator spent the user's).
+    standalone: bool,
+    /// The one-time tokens used here.
+    spent: Mutex<SpentTokens>,
+}
+
+impl Auth {
+    /// Joins checked with `key` on the node `node` (`open`: joins without a token allowed).
+    pub fn new(key: TokenKey, open: bool, node: String, standalone: bool) -> Self {
+        Self {
+            key,
+            open,
+            node,
+            standalone,
+            spent: Mutex::default(),
+        }
+    }
+
+    /// Takes the one-time token `jti` (of a token expiring at `exp`); false when it was used.
+    fn spend(&self, jti: &str, exp: u64) -> bool {
+        self.spent_tokens().spend(jti, exp, unix_now())
+    }
+
+    /// Gives back a one-time token whose join the core refused: nobody was admitted with it.
+    fn give_back(&self, jti: &str) {
+        self.spent_tokens().forget(jti);
+    }
+
+    fn spent_tokens(&self) -> std::sync::MutexGuard<'_, SpentTokens> {
+        self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An authenticated join: the core's request, and the one-time token it spent, if any.
+#[derive(Debug)]
+struct Authenticated {
+    request: JoinRequest,
+    one_time: Option<String>,
 }
 
 /// Serves one WebSocket until it closes or the participant leaves.
@@ -50,15 +93,22 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
         Ok(None) => return,
         Err(_) => return refuse(socket, ErrorCode::BadRequest, "no join received in time").await,
     };
-    let request = match authenticate(&auth, join) {
-        Ok(request) => request,
+    let Authenticated { request, one_time } = match authenticate(&auth, join) {
+        Ok(authenticated) => authenticated,
         Err((code, message)) => return refuse(socket, code, &message).await,
     };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(SESSION_QUEUE);
     let admitted = match node.join(request.clone(), events_tx).await {
         Ok(Ok(admitted)) => admitted,
-        Ok(Err((code, message))) => return refuse(socket, code, &message).await,
-        Err(_) => return,
+        refused => {
+            if let Some(jti) = &one_time {
+                auth.give_back(jti);
+            }
+            if let Ok(Err((code, message))) = refused {
+                refuse(socket, code, &message).await;
+            }
+            return;
+        }
     };
     let id = admitted.id;
     let mut welcome = admitted.welcome;
@@ -70,69 +120,72 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
             role: admitted.role,
             exp: unix_now() + RECONNECT_TOKEN_LIFETIME,
             rejoin: true,
+            // a one-time join's reconnect token is one-time too (each welcome brings the next)
+            jti: one_time.as_ref().map(|_| Claims::new_jti()),
+            aud: None,
         });
     }
-    if send(&mut socket, &welcome).await {
-        serve(&mut socket, &node, id, &mut events).await;
-    }
-    let _ = node.leave(id).await;
+    let ended = match send(&mut socket, &welcome).await {
+        Ok(()) => serve(&mut socket, &node, id, &mut events).await,
+        Err(ended) => ended,
+    };
+    let _ = match ended {
+        Ended::Stalled => node.disconnect_slow_reader(id).await,
+        Ended::Closed => node.leave(id).await,
+    };
     let _ = socket.send(Message::Close(None)).await;
-    debug!(participant = id, "signaling closed");
+    debug!(participant = id, ?ended, "signaling closed");
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    /// The socket closed, the participant left, or the core is gone.
+    Closed,
+    /// The client took no frame for [`SEND_TIMEOUT`]: it stopped reading.
+    Stalled,
 }
 
 async fn serve(
     socket: &mut WebSocket,
     node: &NodeHandle,
     id: ParticipantId,
-    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
-) {
+    events: &mut mpsc::Receiver<SessionEvent>,
+) -> Ended {
     loop {
-        tokio::select! {
-            incoming = next_message(socket) => {
-                let message = match incoming {
-                    None => return,
-                    Some(Ok(message)) => message,
-                    Some(Err((code, text))) => {
-                        if !send(socket, &ServerMessage::error(code, text)).await {
-                            return;
-                        }
-                        continue;
+        let reply = tokio::select! {
+            incoming = next_message(socket) => match incoming {
+                None => return Ended::Closed,
+                Some(Ok(ClientMessage::Offer { sdp })) => match node.offer(id, sdp).await {
+                    Ok(Ok(sdp)) => ServerMessage::Answer { sdp },
+                    Ok(Err(reason)) => ServerMessage::error(ErrorCode::BadRequest, reason),
+                    Err(_) => return Ended::Closed,
+                },
+                Some(Ok(other)) => {
+                    if node.message(id, other).await.is_err() {
+                        return Ended::Closed;
                     }
-                };
-                let reply = match message {
-                    ClientMessage::Offer { sdp } => match node.offer(id, sdp).await {
-                        Ok(Ok(sdp)) => ServerMessage::Answer { sdp },
-                        Ok(Err(reason)) => ServerMessage::error(ErrorCode::BadRequest, reason),
-                        Err(_) => return,
-                    },
-                    other => {
-                        if node.message(id, other).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                if !send(socket, &reply).await {
-                    return;
+                    continue;
                 }
-            }
-            event = events.recv() => match event {
-                Some(SessionEvent::Message(message)) => {
-                    if !send(socket, &message).await {
-                        return;
-                    }
-                }
-                Some(SessionEvent::Close) | None => return,
+                Some(Err((code, text))) => ServerMessage::error(code, text),
             },
+            event = events.recv() => match event {
+                Some(SessionEvent::Message(message)) => message,
+                Some(SessionEvent::Close) | None => return Ended::Closed,
+            },
+        };
+        if let Err(ended) = send(socket, &reply).await {
+            return ended;
         }
     }
 }
 
-/// Turns a join frame into an authenticated request, or the reason it is refused.
+/// Turns a join frame into an authenticated request (spending a one-time token), or the
+/// reason it is refused.
 fn authenticate(
     auth: &Auth,
     (meeting, name, token, client): (String, String, Option<String>, Option<String>),
-) -> Result<JoinRequest, (ErrorCode, String)> {
+) -> Result<Authenticated, (ErrorCode, String)> {
     let kind = client_kind(client.as_deref());
     if !valid_meeting(&meeting) {
         return Err((
@@ -146,25 +199,53 @@ fn authenticate(
                 info!(meeting, "token refused: {e}");
                 (ErrorCode::BadToken, "the token was refused".to_string())
             })?;
-            Ok(JoinRequest {
-                meeting,
-                identity: claims.sub,
-                name: display_name(&claims.name),
-                role: claims.role,
-                rejoin: claims.rejoin,
-                kind,
+            let one_time = check_one_time(auth, &claims)?;
+            Ok(Authenticated {
+                request: JoinRequest {
+                    meeting,
+                    identity: claims.sub,
+                    name: display_name(&claims.name),
+                    role: claims.role,
+                    rejoin: claims.rejoin,
+                    kind,
+                },
+                one_time,
             })
         }
-        None if auth.open => Ok(JoinRequest {
-            meeting,
-            identity: format!("guest-{:08x}", rand::random::<u32>()),
-            name: display_name(&name),
-            role: Role::Participant,
-            rejoin: false,
-            kind,
+        None if auth.open => Ok(Authenticated {
+            request: JoinRequest {
+                meeting,
+                identity: format!("guest-{:08x}", rand::random::<u32>()),
+                name: display_name(&name),
+                role: Role::Participant,
+                rejoin: false,
+                kind,
+            },
+            one_time: None,
         }),
         None => Err((ErrorCode::BadToken, "this node requires a token".into())),
     }
+}
+
+/// Checks a token's audience and spends it when it is a one-time token (returning its id).
+fn check_one_time(auth: &Auth, claims: &Claims) -> Result<Option<String>, (ErrorCode, String)> {
+    let refused = |why: &str| {
+        info!(meeting = claims.meeting, "token refused: {why}");
+        Err((ErrorCode::BadToken, format!("the token was refused: {why}")))
+    };
+    if claims.aud.as_ref().is_some_and(|aud| *aud != auth.node) {
+        return refused("it is for another node");
+    }
+    let Some(jti) = &claims.jti else {
+        return Ok(None);
+    };
+    if claims.aud.is_none() && !auth.standalone {
+        return refused("one-time tokens join through the locator");
+    }
+    if !auth.spend(jti, claims.exp) {
+        return refused("this one-time token was already used");
+    }
+    Ok(Some(jti.clone()))
 }
 
 /// The client kind recorded in call records: what the client says, if it is a plain word.
@@ -230,15 +311,22 @@ async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str) {
     let _ = socket.send(Message::Close(None)).await;
 }
 
-/// Sends one frame; false when the socket is gone.
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+/// Sends one frame: `Closed` when the socket is gone, `Stalled` when the client has not taken
+/// it within [`SEND_TIMEOUT`].
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), Ended> {
     let Ok(text) = serde_json::to_string(message) else {
-        return false;
+        return Err(Ended::Closed);
     };
-    socket
-        .send(Message::Text(Utf8Bytes::from(text)))
-        .await
-        .is_ok()
+    let sent = tokio::time::timeout(
+        SEND_TIMEOUT,
+        socket.send(Message::Text(Utf8Bytes::from(text))),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::Closed),
+        Err(_) => Err(Ended::Stalled),
+    }
 }
 
 #[cfg(test)]
@@ -267,14 +355,8 @@ mod tests {
 
     #[test]
     fn authenticates_open_and_token_joins() {
-        let open = Auth {
-            key: TokenKey::from_secret(b"k"),
-            open: true,
-        };
-        let closed = Auth {
-            key: TokenKey::from_secret(b"k"),
-            open: false,
-        };
+        let open = Auth::new(TokenKey::from_secret(b"k"), true, "n1".into(), true);
+        let closed = Auth::new(TokenKey::from_secret(b"k"), false, "n1".into(), true);
         let join = |meeting: &str, token: Option<String>| {
             (
                 meeting.to_string(),
@@ -283,7 +365,7 @@ mod tests {
                 Some("browser".to_string()),
             )
         };
-        let guest = authenticate(&open, join("m1", None)).unwrap();
+        let guest = authenticate(&open, join("m1", None)).unwrap().request;
         assert_eq!(
             (guest.name.as_str(), guest.role, guest.kind.as_str()),
             ("Ann", Role::Participant, "browser")
@@ -303,8 +385,12 @@ mod tests {
             role: Role::Moderator,
             exp: unix_now() + 60,
             rejoin: false,
+            jti: None,
+            aud: None,
         });
-        let admitted = authenticate(&closed, join("m1", Some(token.clone()))).unwrap();
+        let admitted = authenticate(&closed, join("m1", Some(token.clone())))
+            .unwrap()
+            .request;
         assert_eq!(
             (admitted.identity.as_str(), admitted.role),
             ("ann@example.com", Role::Moderator)
@@ -315,5 +401,48 @@ mod tests {
                 .0,
             ErrorCode::BadToken
         );
+    }
+
+    fn one_time_token(key: &TokenKey, aud: Option<&str>) -> String {
+        key.sign(&Claims {
+            meeting: "m1".into(),
+            sub: "ann@example.com".into(),
+            name: "Ann".into(),
+            role: Role::Participant,
+            exp: unix_now() + 60,
+            rejoin: false,
+            jti: Some(Claims::new_jti()),
+            aud: aud.map(str::to_string),
+        })
+    }
+
+    fn join_with(token: &str) -> (String, String, Option<String>, Option<String>) {
+        ("m1".into(), "Ann".into(), Some(token.into()), None)
+    }
+
+    #[test]
+    fn a_one_time_token_admits_once_unless_the_core_refused_its_join() {
+        let standalone = Auth::new(TokenKey::from_secret(b"k"), false, "n1".into(), true);
+        let token = one_time_token(&standalone.key, None);
+        let first = authenticate(&standalone, join_with(&token)).expect("first use");
+        let jti = first.one_time.expect("spent");
+        let again = authenticate(&standalone, join_with(&token)).unwrap_err();
+        assert!(again.1.contains("already used"), "{}", again.1);
+        standalone.give_back(&jti);
+        authenticate(&standalone, join_with(&token)).expect("given back: usable again");
+    }
+
+    #[test]
+    fn under_a_locator_a_one_time_token_must_be_the_one_issued_for_this_node() {
+        let node = Auth::new(TokenKey::from_secret(b"k"), false, "n1".into(), false);
+        let unbound = one_time_token(&node.key, None);
+        let refused = authenticate(&node, join_with(&unbound)).unwrap_err();
+        assert!(refused.1.contains("through the locator"), "{}", refused.1);
+        let elsewhere = one_time_token(&node.key, Some("n2"));
+        let refused = authenticate(&node, join_with(&elsewhere)).unwrap_err();
+        assert!(refused.1.contains("another node"), "{}", refused.1);
+        let bound = one_time_token(&node.key, Some("n1"));
+        authenticate(&node, join_with(&bound)).expect("issued for this node");
+        assert!(authenticate(&node, join_with(&bound)).is_err(), "once only");
     }
 }

@@ -48,6 +48,11 @@ pub(super) fn meeting_key(meeting: &str) -> String {
     format!("kaskade:meeting:{meeting}")
 }
 
+/// The key that marks the one-time token `jti` used (it expires with the token).
+pub(super) fn spent_token_key(jti: &str) -> String {
+    format!("kaskade:spent-token:{jti}")
+}
+
 pub(super) fn moderators_key(meeting: &str) -> String {
     format!("kaskade:moderators:{meeting}")
 }
