@@ -165,6 +165,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .meetings
             .set(i64::try_from(meetings.len()).unwrap_or(i64::MAX));
     }
+    let mut sizes = shared.store.map_sizes();
+    sizes.push(("recorders", shared.recorders.registered()));
+    shared.metrics.set_map_sizes(&sizes);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),

@@ -1,4 +1,5 @@
 //! The locator's Prometheus metrics (`kaskade_locator_*`), rendered as text at `/metrics`.
+//! The process gauges and the sizes of the state's maps are sampled when it is scraped.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -7,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
+
+use kaskade_sfu::process::ProcessGauges;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -21,6 +24,11 @@ struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: &'static str,
 }
 
 /// Every metric of the locator.
@@ -41,6 +49,8 @@ pub struct Metrics {
     pub placement_seconds: Histogram,
     /// Call detail records stored.
     pub cdr_rows: Counter,
+    map_entries: Family<MapLabel, Gauge>,
+    process: ProcessGauges,
 }
 
 fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -98,7 +108,23 @@ impl Metrics {
                 "Call detail records stored",
                 Counter::default(),
             ),
+            map_entries: register(
+                &mut r,
+                "map_entries",
+                "Entries of the locator's in-process maps, by map (sampled when scraped)",
+                Family::default(),
+            ),
+            process: ProcessGauges::register(&mut r),
             registry: r,
+        }
+    }
+
+    /// Sets the size gauge of each named map.
+    pub fn set_map_sizes(&self, sizes: &[(&'static str, usize)]) {
+        for &(map, entries) in sizes {
+            self.map_entries
+                .get_or_create(&MapLabel { map })
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
         }
     }
 
@@ -119,6 +145,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.process.sample();
         let mut out = String::with_capacity(4096);
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -130,5 +157,25 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_sizes_and_process_gauges_are_rendered() {
+        let metrics = Metrics::new();
+        metrics.set_map_sizes(&[("meetings", 2), ("link_keys", 0)]);
+        let text = metrics.render();
+        assert!(
+            text.contains("kaskade_locator_map_entries{map=\"meetings\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("kaskade_locator_map_entries{map=\"link_keys\"} 0"));
+        assert!(text.contains("kaskade_locator_process_open_fds "));
+        assert!(text.contains("kaskade_locator_process_resident_memory_bytes "));
+        assert!(text.contains("kaskade_locator_tokio_alive_tasks "));
     }
 }

@@ -363,6 +363,19 @@ impl Placer {
         }
     }
 
+    /// `(table, entries)` of the placer's tables, for the locator's map-size gauges: node
+    /// slots (removed ones are kept for a comeback), names, region lists, meetings and the
+    /// meetings' hosts.
+    pub fn sizes(&self) -> [(&'static str, usize); 5] {
+        [
+            ("placer_slots", self.slots.len()),
+            ("placer_names", self.by_name.len()),
+            ("placer_regions", self.regions.len()),
+            ("placer_meetings", self.meetings.len()),
+            ("placer_hosts", self.meetings.values().map(Vec::len).sum()),
+        ]
+    }
+
     /// Whether any node hosts `meeting`.
     pub fn hosted(&self, meeting: &str) -> bool {
         self.meetings.contains_key(meeting)

@@ -81,6 +81,11 @@ impl Recorders {
         new
     }
 
+    /// Recorders in the registry, live or not yet forgotten (metrics).
+    pub fn registered(&self) -> usize {
+        self.entries().len()
+    }
+
     /// Counts a recording started on `name` until its next report says so itself, so starts
     /// within one report interval spread over the recorders.
     pub fn started(&self, name: &str) {

@@ -387,6 +387,10 @@ pub trait Store: Send + Sync + 'static {
     /// Drops nodes whose reports stopped and forgets meetings nobody has hosted for
     /// [`MEETING_LINGER`].
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()>;
+
+    /// `(map, entries)` of the maps this process keeps (for the map-size gauges; what lives in
+    /// Redis is not counted).
+    fn map_sizes(&self) -> Vec<(&'static str, usize)>;
 }
 
 /// The live ones of `records`, as the operator sees them, by index; `placed` tells how many

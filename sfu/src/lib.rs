@@ -12,6 +12,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod node;
+pub mod process;
 pub mod signaling;
 pub mod udp_batch;
 

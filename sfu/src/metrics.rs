@@ -2,8 +2,11 @@
 //!
 //! Every handle the media path touches is created up front, so counting is one atomic add: no
 //! lock and no label lookup per packet. The registry is only read when `/metrics` is scraped.
+//! The process gauges are read when it is scraped, the sizes of the node's long-lived maps
+//! once a second by the node's driver ([`Metrics::set_map_sizes`]).
 
 use crate::media::forwarder::DropReason;
+use crate::process::ProcessGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -124,6 +127,12 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// Label naming one of the node's long-lived maps.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: &'static str,
+}
+
 /// Label naming an SRTP protection profile.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProfileLabel {
@@ -193,6 +202,10 @@ pub struct Metrics {
     cascade_rtp_received: Family<PeerLabel, Counter>,
     cascade_streams_sent: Family<PeerLabel, Gauge>,
     cascade_streams_received: Family<PeerLabel, Gauge>,
+    /// Entries of each long-lived map, by name (`kaskade_sfu_map_entries{map=…}`).
+    map_entries: Family<MapLabel, Gauge>,
+    /// Open file descriptors, resident memory and tokio tasks, read when scraped.
+    process: ProcessGauges,
 }
 
 /// Registers `metric` under `name` and hands it back.
@@ -330,7 +343,23 @@ impl Metrics {
                 "Streams relayed from a peer node now",
                 Family::default(),
             ),
+            map_entries: register(
+                &mut r,
+                "map_entries",
+                "Entries of the node's long-lived maps and tables, by map (sampled each second)",
+                Family::default(),
+            ),
+            process: ProcessGauges::register(&mut r),
             registry: r,
+        }
+    }
+
+    /// Sets the size gauge of each named map (once a second; never on the media path).
+    pub fn set_map_sizes(&self, sizes: &[(&'static str, usize)]) {
+        for &(map, entries) in sizes {
+            self.map_entries
+                .get_or_create(&MapLabel { map })
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
         }
     }
 
@@ -354,6 +383,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.process.sample();
         let mut out = String::with_capacity(4096);
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -391,5 +421,21 @@ mod tests {
         );
         assert!(text.contains("kaskade_sfu_dropped_total{reason=\"waiting_for_keyframe\"} 1"));
         assert!(text.contains("kaskade_sfu_dropped_total{reason=\"unroutable\"} 0"));
+    }
+
+    #[test]
+    fn map_sizes_and_process_gauges_are_rendered() {
+        let metrics = Metrics::new();
+        metrics.set_map_sizes(&[("demux_tuples", 3), ("rooms", 1)]);
+        metrics.set_map_sizes(&[("demux_tuples", 0)]);
+        let text = metrics.render();
+        assert!(
+            text.contains("kaskade_sfu_map_entries{map=\"demux_tuples\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("kaskade_sfu_map_entries{map=\"rooms\"} 1"));
+        assert!(text.contains("kaskade_sfu_process_open_fds "));
+        assert!(text.contains("kaskade_sfu_process_resident_memory_bytes "));
+        assert!(text.contains("kaskade_sfu_tokio_alive_tasks "));
     }
 }

@@ -30,6 +30,8 @@ const TCP_QUEUE: usize = 512;
 /// ICE-TCP connections open at once; further ones are closed at accept (a node carries at most
 /// a few hundred participants, each with one or two connections).
 const MAX_TCP_CONNECTIONS: usize = 2048;
+/// How often the sizes of the core's and the driver's maps are copied into the metrics.
+const MAP_SIZES_EVERY: Duration = Duration::from_secs(1);
 
 /// What a signaling session receives from the core.
 #[derive(Debug)]
@@ -298,6 +300,8 @@ impl Driver {
                 return;
             }
         };
+        let mut map_sizes = tokio::time::interval(MAP_SIZES_EVERY);
+        map_sizes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             self.flush().await;
             let deadline = self
@@ -317,8 +321,18 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.core.handle_timeout(Instant::now());
                 }
+                _ = map_sizes.tick() => self.sample_map_sizes(),
             }
         }
+    }
+
+    /// Copies the sizes of the core's maps and of this driver's own into the metrics.
+    fn sample_map_sizes(&mut self) {
+        let mut sizes = self.core.map_sizes();
+        sizes.push(("sessions", self.sessions.len()));
+        sizes.push(("tcp_connections", self.tcp_writers.len()));
+        sizes.push(("link_channels", self.links.len()));
+        self.metrics.set_map_sizes(&sizes);
     }
 
     /// Reads one batch of waiting datagrams (one `recvmmsg`) into the core.

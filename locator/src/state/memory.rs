@@ -298,6 +298,23 @@ impl Store for MemoryStore {
         Box::pin(async move { self.lock().link_key(a, b) })
     }
 
+    fn map_sizes(&self) -> Vec<(&'static str, usize)> {
+        let inner = self.lock();
+        let mut sizes = vec![
+            ("node_records", inner.records.len()),
+            ("node_index_holders", inner.index_holder.len()),
+            ("node_indexes", inner.node_index.len()),
+            ("meetings", inner.meetings.len()),
+            (
+                "meeting_moderators",
+                inner.meetings.values().map(|m| m.moderators.len()).sum(),
+            ),
+            ("link_keys", inner.links.len()),
+        ];
+        sizes.extend(inner.placer.sizes());
+        sizes
+    }
+
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut inner = self.lock();

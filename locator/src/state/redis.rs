@@ -571,6 +571,13 @@ impl Store for RedisStore {
         })
     }
 
+    fn map_sizes(&self) -> Vec<(&'static str, usize)> {
+        let cache = self.cache();
+        let mut sizes = vec![("node_records", cache.records.len())];
+        sizes.extend(cache.placer.sizes());
+        sizes
+    }
+
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut pipe = redis::pipe();

@@ -85,6 +85,12 @@ impl Link {
         }
     }
 
+    /// Relayed streams whose sequence numbers the link tracks, and datagrams held for
+    /// retransmission (metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.highest.len(), self.sent.len())
+    }
+
     /// The peer.
     pub fn params(&self) -> &LinkParams {
         &self.params

@@ -30,6 +30,12 @@ impl Deadlines {
         }
     }
 
+    /// Entries of the heap (superseded ones included until they surface) and live deadlines
+    /// (metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.heap.len(), self.current.len())
+    }
+
     /// The earliest live deadline.
     pub fn earliest(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.heap.peek().copied() {

@@ -56,6 +56,11 @@ impl Demuxer {
         Some(id)
     }
 
+    /// Entries of the four-tuple map and of the per-participant tuple lists (metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.affinity.len(), self.tuples.len())
+    }
+
     /// Forgets every four-tuple of a participant who left.
     pub fn remove(&mut self, id: ParticipantId) {
         for tuple in self.tuples.remove(&id).unwrap_or_default() {

@@ -60,6 +60,11 @@ impl Room {
         }
     }
 
+    /// Entries of the fan-out table and of the relay table (metrics).
+    pub fn table_sizes(&self) -> (usize, usize) {
+        (self.routes.len(), self.relays.len())
+    }
+
     /// The peers that want `publisher`'s stream of `kind` relayed.
     pub fn relays(&self, publisher: ParticipantId, kind: MediaKind) -> &[u16] {
         self.relays

@@ -59,6 +59,11 @@ impl<P: Copy + Eq + Hash> SpeakerDetector<P> {
         entry.updated = now;
     }
 
+    /// Participants with a loudness entry (metrics).
+    pub fn tracked(&self) -> usize {
+        self.loudness.len()
+    }
+
     /// Forgets a participant who left.
     pub fn remove(&mut self, participant: P) {
         self.loudness.remove(&participant);

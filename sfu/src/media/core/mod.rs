@@ -11,6 +11,7 @@
 mod cascade;
 mod moderation;
 mod packets;
+mod sizes;
 mod slots;
 
 pub use cascade::NodeLoad;

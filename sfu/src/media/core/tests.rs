@@ -529,3 +529,25 @@ fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
             .any(|m| matches!(m, ServerMessage::Recording { active: false }))
     );
 }
+
+#[test]
+fn every_map_is_empty_again_once_everyone_has_left() {
+    let mut c = core(10, 100);
+    let ids: Vec<ParticipantId> = [("m", "ann"), ("m", "bob"), ("n", "cy")]
+        .into_iter()
+        .map(|(meeting, name)| join(&mut c, meeting, name, Role::Participant).unwrap().id)
+        .collect();
+    c.handle_timeout(Instant::now());
+    let sizes = c.map_sizes();
+    let size = |name: &str| sizes.iter().find(|(n, _)| *n == name).map(|(_, n)| *n);
+    assert_eq!(size("participants"), Some(3));
+    assert_eq!(size("rooms"), Some(2));
+    assert_eq!(size("room_names"), Some(2));
+    assert_eq!(size("room_members"), Some(3));
+    for id in ids {
+        c.leave(Instant::now(), id, LeaveReason::Left);
+    }
+    outputs(&mut c);
+    let left: Vec<_> = c.map_sizes().into_iter().filter(|(_, n)| *n != 0).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
