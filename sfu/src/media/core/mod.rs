@@ -551,7 +551,12 @@ impl MediaCore {
             if let Some(room) = self.rooms.remove(&room_index) {
                 self.room_names.remove(&room.meeting);
                 for id in &room.remote_members {
-                    self.remote.remove(id);
+                    // the link forgets the relayed streams it tracked for them too
+                    if let Some(remote) = self.remote.remove(id)
+                        && let Some((link, _)) = self.links.get_mut(&remote.home)
+                    {
+                        link.forget(*id);
+                    }
                 }
                 for peer in &room.peers {
                     self.outputs.push_back(Output::Link(

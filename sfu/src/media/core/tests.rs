@@ -551,3 +551,32 @@ fn every_map_is_empty_again_once_everyone_has_left() {
     let left: Vec<_> = c.map_sizes().into_iter().filter(|(_, n)| *n != 0).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_remote_members() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    pair.share_meeting();
+    // relayed packets of bob arrived over the link
+    let (link, _) = pair.a.links.get_mut(&2).unwrap();
+    use crate::media::forwarder::MediaKind;
+    let _ = link.received(bob.id, MediaKind::Audio, 1);
+    let _ = link.received(bob.id, MediaKind::Video, 1);
+    let streams = |core: &mut MediaCore| {
+        core.map_sizes()
+            .into_iter()
+            .find(|(name, _)| *name == "link_streams")
+            .map(|(_, n)| n)
+    };
+    assert_eq!(streams(&mut pair.a), Some(2));
+    // the last local member leaves: the room, its remote members and their streams go
+    pair.a.leave(Instant::now(), ann.id, LeaveReason::Left);
+    pair.pump();
+    assert!(pair.a.remote.is_empty());
+    assert_eq!(
+        streams(&mut pair.a),
+        Some(0),
+        "the link keeps no state for bob"
+    );
+}
