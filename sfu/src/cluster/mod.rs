@@ -31,6 +31,10 @@ const LOOKUP_ATTEMPTS: u32 = 10;
 const LOOKUP_RETRY: Duration = Duration::from_millis(300);
 /// CPU use (in cores, of those available) above which the node reports overload.
 const OVERLOAD_CPU_SHARE: f64 = 0.9;
+/// Shortest interval over which rates are measured: `/proc` counts CPU time in 10 ms ticks, so
+/// over the few milliseconds between the node's first sample and its first report one tick
+/// reads as several cores (a node starting up called itself overloaded and got no joins).
+const MIN_RATE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Who the node is in the cluster.
 #[derive(Debug, Clone)]
@@ -178,6 +182,9 @@ impl Sample {
 
 async fn report_loop(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    // after a stall, the next report a full interval later rather than a burst of reports
+    // over milliseconds each
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Sample::take(&inner.metrics);
     let mut reachable = None;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -218,10 +225,9 @@ fn build_report(
     now: &Sample,
     cores: f64,
 ) -> NodeReport {
-    let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
-    let rate = |from: u64, to: u64| (to.saturating_sub(from) as f64 * 8.0 / seconds) as u64;
-    let bitrate_out_bps = rate(last.bytes_out, now.bytes_out);
-    let cpu_cores = ((now.cpu_seconds - last.cpu_seconds) / seconds).max(0.0);
+    let rates = Rates::between(last, now);
+    let bitrate_out_bps = rates.bitrate_out_bps;
+    let cpu_cores = rates.cpu_cores;
     let config = &inner.config;
     let overloaded = load.participants >= config.capacity
         || config
@@ -242,10 +248,38 @@ fn build_report(
         meetings: load.meetings,
         streams_in: load.streams_in,
         streams_out: load.streams_out,
-        bitrate_in_bps: rate(last.bytes_in, now.bytes_in),
+        bitrate_in_bps: rates.bitrate_in_bps,
         bitrate_out_bps,
         cpu_cores,
         overloaded,
+    }
+}
+
+/// The rates between two samples; all zero when they are less than [`MIN_RATE_INTERVAL`]
+/// apart (the first report, sent as the node starts), too close to measure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    bitrate_in_bps: u64,
+    bitrate_out_bps: u64,
+    cpu_cores: f64,
+}
+
+impl Rates {
+    fn between(last: &Sample, now: &Sample) -> Self {
+        let seconds = now.at.saturating_duration_since(last.at).as_secs_f64();
+        if seconds < MIN_RATE_INTERVAL.as_secs_f64() {
+            return Self {
+                bitrate_in_bps: 0,
+                bitrate_out_bps: 0,
+                cpu_cores: 0.0,
+            };
+        }
+        let rate = |from: u64, to: u64| (to.saturating_sub(from) as f64 * 8.0 / seconds) as u64;
+        Self {
+            bitrate_in_bps: rate(last.bytes_in, now.bytes_in),
+            bitrate_out_bps: rate(last.bytes_out, now.bytes_out),
+            cpu_cores: ((now.cpu_seconds - last.cpu_seconds) / seconds).max(0.0),
+        }
     }
 }
 
@@ -282,4 +316,38 @@ fn process_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(14) + ticks(15)) / TICKS_PER_SECOND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: Instant, bytes: u64, cpu_seconds: f64) -> Sample {
+        Sample {
+            at,
+            bytes_in: bytes,
+            bytes_out: 2 * bytes,
+            cpu_seconds,
+        }
+    }
+
+    #[test]
+    fn one_cpu_tick_right_after_the_first_sample_is_no_overload() {
+        let t0 = Instant::now();
+        // the first report, 2 ms after the first sample, with one 10 ms tick of CPU between
+        let first = Rates::between(
+            &sample(t0, 0, 0.0),
+            &sample(t0 + Duration::from_millis(2), 500, 0.01),
+        );
+        assert_eq!(first.cpu_cores, 0.0);
+        assert_eq!((first.bitrate_in_bps, first.bitrate_out_bps), (0, 0));
+        // a second later the rates are measured
+        let later = Rates::between(
+            &sample(t0, 0, 0.0),
+            &sample(t0 + Duration::from_secs(1), 125_000, 0.25),
+        );
+        assert_eq!(later.bitrate_in_bps, 1_000_000);
+        assert_eq!(later.bitrate_out_bps, 2_000_000);
+        assert!((later.cpu_cores - 0.25).abs() < 1e-9);
+    }
 }
