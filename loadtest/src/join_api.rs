@@ -2,14 +2,11 @@
 //! (`kaskade_protocol::cluster`), served by the locator and by a node that runs without one.
 //! One HTTP/1.1 request on a fresh connection; bases are `http://host:port[/prefix]`.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Method, Request, Uri, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::Method;
 
 pub use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
 
+use crate::http_client;
 use crate::participant::JoinError;
 
 /// Answers are a few hundred bytes; anything past this is not a join API.
@@ -27,12 +24,10 @@ pub async fn request_join(
         base.trim_end_matches('/'),
         percent_encode(meeting)
     );
-    let (status, body) = post_json(
-        &url,
-        serde_json::to_vec(request).map_err(anyhow::Error::from)?,
-    )
-    .await
-    .map_err(|e| JoinError::Other(e.context(format!("POST {url}"))))?;
+    let body = serde_json::to_vec(request).map_err(anyhow::Error::from)?;
+    let (status, body) = http_client::request(Method::POST, &url, Some(body), MAX_BODY)
+        .await
+        .map_err(|e| JoinError::Other(e.context(format!("POST {url}"))))?;
     if status.is_success() {
         return serde_json::from_slice(&body)
             .map_err(|e| JoinError::Other(anyhow::anyhow!("POST {url}: malformed answer: {e}")));
@@ -45,44 +40,6 @@ pub async fn request_join(
         status: status.as_u16(),
         error,
     })
-}
-
-async fn post_json(url: &str, body: Vec<u8>) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
-    let uri: Uri = url.parse()?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "only http:// join API addresses are supported"
-    );
-    let authority = uri
-        .authority()
-        .ok_or_else(|| anyhow::anyhow!("no host in the address"))?
-        .clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let stream = TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("join API connection: {e}");
-        }
-    });
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(header::HOST, authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-        .to_bytes();
-    Ok((status, body))
 }
 
 /// `text` with every byte outside RFC 3986's unreserved set percent-encoded, for a path segment.

@@ -9,9 +9,11 @@
 //! RTP/RTCP loss on one participant's media path.
 
 pub mod audio;
+pub mod churn;
 mod clip_cache;
 mod failover;
 pub mod h264;
+mod http_client;
 pub mod janus;
 pub mod join_api;
 pub mod latency;
@@ -25,6 +27,7 @@ mod receive;
 pub mod report;
 pub mod rtcp_tap;
 mod send;
+pub mod series;
 mod session;
 pub mod signaling;
 pub mod state;

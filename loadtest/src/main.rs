@@ -17,13 +17,16 @@
 //! room-mate, the measurement window of `--duration` starts; at its end everyone stops sending, the last packets drain for a second, and
 //! everyone leaves.
 //!
+//! With `--churn-every 3s`, every interval of the window one participant leaves cleanly and
+//! a fresh one joins its room (see `kaskade_loadtest::churn`).
+//!
 //! Progress is printed once a second on stderr; the final report goes to stdout as a table
 //! and, with `--json PATH` (`-`: stdout, then instead of the table), as JSON (the
-//! [`kaskade_loadtest::report::Report`] fields).
+//! [`kaskade_loadtest::report::Report`] fields). `--series PATH` writes the same figures once
+//! a second as CSV, with the gauges of the servers' metrics pages (`--metrics-url`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod run;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,19 +34,12 @@ use clap::Parser;
 use kaskade_loadtest::janus::{JanusConfig, JanusParticipant};
 use kaskade_loadtest::lean::LeanParticipant;
 use kaskade_loadtest::raw::{RawParticipant, RawTarget};
-use kaskade_loadtest::report::{
-    FrameCounter, FreezeTracker, ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams,
-    SeqCounter, loss_percent, parse_cpu_seconds, parse_peak_rss, parse_rss,
-};
-use kaskade_loadtest::signaling::MediaKind;
-use kaskade_loadtest::{
-    LoadPeer, LoadSpec, MediaSink, Participant, ParticipantId, ParticipantStats, latency,
-};
-use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
-use tokio::task::JoinSet;
+use kaskade_loadtest::report::{ProcessUsage, parse_cpu_seconds, parse_peak_rss, parse_rss};
+use kaskade_loadtest::series::{Scraper, SeriesWriter};
+use kaskade_loadtest::{LoadPeer, LoadSpec, Participant, ParticipantStats};
 
-/// How often frame counters are sampled for freeze detection.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+use run::{Run, Series, Snapshots, Usage, Window, build_report, finish_freezes};
+
 /// How long to wait, after the last join, for media to flow between every pair.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the last packets get to arrive after everyone stopped sending.
@@ -127,6 +123,18 @@ struct Args {
     /// Write the report as JSON to this path (`-`: stdout).
     #[arg(long)]
     json: Option<String>,
+    /// Churn: every this often during the window (seconds or humantime), one participant
+    /// leaves (the rooms in turn, the oldest member) and a fresh one joins its room.
+    #[arg(long, value_parser = parse_duration)]
+    churn_every: Option<Duration>,
+    /// Write a CSV row every second to this path: time, participants, bitrates, loss and
+    /// latency of that second, and the gauges of every `--metrics-url`.
+    #[arg(long)]
+    series: Option<String>,
+    /// A server metrics page (Prometheus text) whose gauges go into the series, read once a
+    /// second (repeatable, e.g. the all-in-one's /metrics and /node/metrics).
+    #[arg(long, requires = "series")]
+    metrics_url: Vec<String>,
 }
 
 fn parse_resolution(text: &str) -> Result<(u32, u32), String> {
@@ -232,257 +240,6 @@ impl Target {
     }
 }
 
-/// What one participant's sink has counted: loss per received stream, complete frames per
-/// room-mate, and latency samples (milliseconds) of the measurement window.
-#[derive(Debug, Default)]
-struct Received {
-    streams: HashMap<(ParticipantId, u32), SeqCounter>,
-    frames: HashMap<ParticipantId, FrameCounter>,
-    latency_ms: Vec<f64>,
-}
-
-/// One synthetic participant of the run.
-struct Entry {
-    name: String,
-    room: usize,
-    join_ms: Option<f64>,
-    joined_at: Option<Instant>,
-    error: Option<String>,
-    peer: Option<Box<dyn LoadPeer>>,
-    id: Option<ParticipantId>,
-    received: Arc<Mutex<Received>>,
-    window_start: ParticipantStats,
-}
-
-type JoinOutcome = (usize, Result<Box<dyn LoadPeer>, String>, Duration);
-
-struct Run {
-    args: Args,
-    target: Arc<Target>,
-    origin: Instant,
-    /// Latency samples are kept while this is set (the measurement window).
-    measuring: Arc<AtomicBool>,
-    entries: Vec<Entry>,
-    joins: JoinSet<JoinOutcome>,
-    /// Freezes by (receiver index, remote id).
-    freezes: HashMap<(usize, ParticipantId), FreezeTracker>,
-    next_sample: Instant,
-    next_progress: Instant,
-    last_totals: (u64, u64, Instant),
-}
-
-impl Run {
-    fn new(args: Args) -> anyhow::Result<Self> {
-        let target = Arc::new(Target::from_args(&args)?);
-        let origin = Instant::now();
-        let run = std::process::id();
-        let mut entries = Vec::new();
-        for room in 0..args.rooms {
-            for index in 0..args.participants {
-                entries.push(Entry {
-                    name: format!("lt{run}-r{room}p{index}"),
-                    room,
-                    join_ms: None,
-                    joined_at: None,
-                    error: None,
-                    peer: None,
-                    id: None,
-                    received: Arc::default(),
-                    window_start: ParticipantStats::default(),
-                });
-            }
-        }
-        Ok(Self {
-            args,
-            target,
-            origin,
-            measuring: Arc::default(),
-            entries,
-            joins: JoinSet::new(),
-            freezes: HashMap::new(),
-            next_sample: origin,
-            next_progress: origin + Duration::from_secs(1),
-            last_totals: (0, 0, origin),
-        })
-    }
-
-    fn spec(&self, i: usize) -> LoadSpec {
-        let (args, entry) = (&self.args, &self.entries[i]);
-        let meeting = format!("loadtest-{}-room{}", std::process::id(), entry.room);
-        let token = args.secret.as_ref().map(|secret| {
-            TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
-                meeting: meeting.clone(),
-                sub: format!("{}@loadtest", entry.name),
-                name: entry.name.clone(),
-                role: Role::Participant,
-                exp: unix_now() + args.duration.as_secs() + 3600,
-                rejoin: false,
-            })
-        });
-        let (received, measuring, origin) = (
-            Arc::clone(&entry.received),
-            Arc::clone(&self.measuring),
-            self.origin,
-        );
-        let sink = MediaSink(Arc::new(move |p| {
-            let Ok(mut r) = received.lock() else {
-                return;
-            };
-            let header = &p.packet.header;
-            r.streams
-                .entry((p.from, header.ssrc))
-                .or_default()
-                .push(header.sequence_number);
-            if p.kind != MediaKind::Video {
-                return;
-            }
-            let at = p.arrival.saturating_duration_since(origin);
-            r.frames
-                .entry(p.from)
-                .or_default()
-                .push(header.sequence_number, header.marker, at);
-            if measuring.load(Ordering::Relaxed)
-                && let Some(us) = latency::latency_us(&p.packet.payload, p.arrival)
-            {
-                r.latency_ms.push(us as f64 / 1000.0);
-            }
-        }));
-        LoadSpec {
-            meeting,
-            name: entry.name.clone(),
-            resolution: args.resolution,
-            fps: args.fps,
-            video_bitrate_bps: args.video_bitrate.saturating_mul(1000),
-            decode_video: args.decode,
-            token,
-            sink,
-            timeout: JOIN_TIMEOUT,
-        }
-    }
-
-    /// Samples, prints progress and collects finished joins until `deadline` or `done`.
-    async fn pump(&mut self, deadline: Instant, done: impl Fn(&Self) -> bool) {
-        while Instant::now() < deadline && !done(self) {
-            let wake = deadline.min(self.next_sample).min(self.next_progress);
-            tokio::select! {
-                Some(joined) = self.joins.join_next() => {
-                    if let Ok((i, result, took)) = joined {
-                        self.joined(i, result, took);
-                    }
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
-            let now = Instant::now();
-            if now >= self.next_sample {
-                self.sample(now);
-                self.next_sample = now + SAMPLE_EVERY;
-            }
-            if now >= self.next_progress {
-                self.progress(now);
-                self.next_progress += Duration::from_secs(1);
-            }
-        }
-    }
-
-    fn joined(&mut self, i: usize, result: Result<Box<dyn LoadPeer>, String>, took: Duration) {
-        let entry = &mut self.entries[i];
-        match result {
-            Ok(p) => {
-                entry.joined_at = Some(Instant::now());
-                entry.join_ms = Some(took.as_secs_f64() * 1000.0);
-                entry.id = Some(p.id());
-                entry.peer = Some(p);
-            }
-            Err(e) => {
-                eprintln!("{}: join failed: {e}", entry.name);
-                entry.error = Some(e);
-            }
-        }
-    }
-
-    fn sample(&mut self, now: Instant) {
-        let at = now.saturating_duration_since(self.origin);
-        for (i, entry) in self.entries.iter().enumerate() {
-            let Ok(received) = entry.received.lock() else {
-                continue;
-            };
-            for (&id, frames) in &received.frames {
-                self.freezes.entry((i, id)).or_default().observe(
-                    at,
-                    frames.frames(),
-                    frames.last_at(),
-                );
-            }
-        }
-    }
-
-    fn progress(&mut self, now: Instant) {
-        let (mut sent, mut received) = (0, 0);
-        let (mut expected, mut lost, mut nacks) = (0, 0, 0);
-        let mut latency_ms = Vec::new();
-        for entry in &self.entries {
-            let Some(p) = &entry.peer else {
-                continue;
-            };
-            let stats = p.stats();
-            sent += stats.bytes_sent;
-            received += stats.bytes_received;
-            nacks += stats.nacks_sent;
-            if let Ok(r) = entry.received.lock() {
-                expected += r.streams.values().map(SeqCounter::expected).sum::<u64>();
-                lost += r.streams.values().map(SeqCounter::lost).sum::<u64>();
-                latency_ms.extend(r.latency_ms.iter().rev().take(200));
-            }
-        }
-        let (last_sent, last_received, last_at) = self.last_totals;
-        let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
-        let mbps = |bytes: u64| bytes as f64 * 8.0 / secs / 1e6;
-        let joined = self.joined_count();
-        let latency = kaskade_loadtest::report::Latency::of(&latency_ms);
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
-        eprintln!(
-            "[{:6.1}s] joined {joined}/{}  in {:.2} Mbit/s  out {:.2} Mbit/s  loss {:.3} %  \
-             latency p50/p99 {}/{} ms  NACKs {nacks}  freezes {}",
-            now.duration_since(self.origin).as_secs_f64(),
-            self.entries.len(),
-            mbps(received.saturating_sub(last_received)),
-            mbps(sent.saturating_sub(last_sent)),
-            loss_percent(expected, lost),
-            ms(latency.p50_ms),
-            ms(latency.p99_ms),
-            self.freezes
-                .values()
-                .map(FreezeTracker::freezes)
-                .sum::<u64>(),
-        );
-        self.last_totals = (sent, received, now);
-    }
-
-    fn joined_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.peer.is_some()).count()
-    }
-
-    /// Whether every joined participant receives audio and video from every joined room-mate.
-    fn media_flows(&self) -> bool {
-        self.entries.iter().all(|entry| {
-            let Some(p) = &entry.peer else {
-                return true;
-            };
-            let stats = p.stats();
-            self.room_mates(entry).all(|mate| {
-                let r = stats.remote(mate.id.unwrap_or_default());
-                r.video_bytes > 0 && r.audio_bytes > 0
-            })
-        })
-    }
-
-    fn room_mates<'a>(&'a self, entry: &'a Entry) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries
-            .iter()
-            .filter(move |e| e.room == entry.room && e.name != entry.name && e.peer.is_some())
-    }
-}
-
 /// CPU seconds and peak RSS of a process, from /proc.
 fn usage(pid: &str) -> anyhow::Result<ProcessUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -515,87 +272,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     anyhow::ensure!(args.ramp > 0.0, "--ramp must be positive");
+    anyhow::ensure!(
+        args.churn_every.is_none_or(|every| !every.is_zero()),
+        "--churn-every must be positive"
+    );
     let server_pid = args.server_pid.map(|pid| pid.to_string());
     let server_idle = server_pid.as_deref().map(usage).transpose()?;
-    let mut run = Run::new(args)?;
-
-    // ramp: one join every 1/ramp seconds, each in its own task
-    let interval = Duration::from_secs_f64(1.0 / run.args.ramp);
-    for i in 0..run.entries.len() {
-        let spec = run.spec(i);
-        let target = Arc::clone(&run.target);
-        run.joins.spawn(async move {
-            let started = Instant::now();
-            let result = target.join(spec).await;
-            (i, result, Instant::now().duration_since(started))
-        });
-        run.pump(Instant::now() + interval, |_| false).await;
-    }
-    let far = Instant::now() + Duration::from_secs(3600);
-    run.pump(far, |r| r.joins.is_empty()).await;
-    run.pump(Instant::now() + SETTLE_TIMEOUT, Run::media_flows)
-        .await;
-    if !run.media_flows() {
-        eprintln!("warning: media does not flow between every pair; measuring anyway");
-    }
-
-    // the measurement window
-    for entry in &mut run.entries {
-        if let Some(p) = &entry.peer {
-            entry.window_start = p.stats();
-        }
-    }
-    let server_start = server_pid.as_deref().map(usage).transpose()?;
-    let generator_start = usage("self")?;
-    let window_start = Instant::now();
-    run.measuring.store(true, Ordering::Relaxed);
-    run.pump(window_start + run.args.duration, |_| false).await;
-    run.measuring.store(false, Ordering::Relaxed);
-    let window_end = Instant::now();
-    let server = server_pid
-        .as_deref()
-        .zip(server_start)
-        .map(|(pid, start)| usage_since(pid, start))
-        .transpose()?;
-    let generator = usage_since("self", generator_start)?;
-    let at_window_end: Vec<Option<ParticipantStats>> = run
-        .entries
-        .iter()
-        .map(|e| e.peer.as_ref().map(|p| p.stats()))
-        .collect();
-    run.sample(window_end);
-    finish_freezes(&mut run, window_end);
-    for entry in &run.entries {
-        if let Some(p) = &entry.peer
-            && let Err(e) = p.stop_sending().await
-        {
-            eprintln!("{}: stopping media failed: {e}", entry.name);
-        }
-    }
-    tokio::time::sleep(DRAIN).await;
-    let finals: Vec<Option<ParticipantStats>> = run
-        .entries
-        .iter()
-        .map(|e| e.peer.as_ref().map(|p| p.stats()))
-        .collect();
-    let report = build_report(
-        &run,
-        Snapshots {
-            window_end: &at_window_end,
-            finals: &finals,
-        },
-        window_end - window_start,
-        Usage {
-            server,
-            server_idle_rss: server_idle.and_then(|u| u.rss_bytes),
-            generator,
-        },
-    );
-    for entry in &mut run.entries {
-        if let Some(p) = entry.peer.take() {
-            let _ = p.leave().await;
-        }
-    }
+    let series = open_series(&args).await?;
+    let mut run = Run::new(args, series)?;
+    ramp_up(&mut run).await;
+    let measured = measure(&mut run, server_pid.as_deref()).await?;
+    let report = finish(&mut run, measured, server_idle.and_then(|u| u.rss_bytes)).await;
     let json = serde_json::to_string_pretty(&report)?;
     match run.args.json.as_deref() {
         Some("-") => println!("{json}"),
@@ -611,125 +298,116 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ends freeze tracking: a trailing gap counts when the remote was still in the meeting.
-fn finish_freezes(run: &mut Run, at: Instant) {
-    let at = at.saturating_duration_since(run.origin);
-    for (i, entry) in run.entries.iter().enumerate() {
-        let Some(p) = &entry.peer else {
-            continue;
-        };
-        for ((receiver, remote), tracker) in &mut run.freezes {
-            if *receiver == i {
-                tracker.finish(at, p.sees(*remote));
-            }
-        }
+/// The series file of `--series`, its columns fixed by a first read of every `--metrics-url`
+/// (before anyone joins: the servers' idle figures).
+async fn open_series(args: &Args) -> anyhow::Result<Option<Series>> {
+    let Some(path) = &args.series else {
+        return Ok(None);
+    };
+    let (scraper, columns) = if args.metrics_url.is_empty() {
+        (None, Default::default())
+    } else {
+        let (scraper, columns) = Scraper::start(args.metrics_url.clone()).await?;
+        (Some(scraper), columns)
+    };
+    Ok(Some(Series {
+        writer: SeriesWriter::create(path, &columns)?,
+        columns,
+        scraper,
+    }))
+}
+
+/// Joins everyone, one every 1/ramp seconds each in its own task, and waits for media to
+/// flow between every pair.
+async fn ramp_up(run: &mut Run) {
+    let interval = Duration::from_secs_f64(1.0 / run.args.ramp);
+    for i in 0..run.entries.len() {
+        run.spawn_join(i, None);
+        run.pump(Instant::now() + interval, |_| false).await;
+    }
+    let far = Instant::now() + Duration::from_secs(3600);
+    run.pump(far, |r| !r.joining()).await;
+    run.pump(Instant::now() + SETTLE_TIMEOUT, Run::media_flows)
+        .await;
+    if !run.media_flows() {
+        eprintln!("warning: media does not flow between every pair; measuring anyway");
     }
 }
 
-/// Every participant's statistics at the end of the window and after the drain.
-struct Snapshots<'a> {
-    window_end: &'a [Option<ParticipantStats>],
-    finals: &'a [Option<ParticipantStats>],
-}
-
-/// The processes' usage during the window, and the server's RSS before the first join.
-struct Usage {
+/// What the measurement window left: its bounds, the processes' usage in it, everyone's
+/// statistics at its end.
+struct Measured {
+    window: Window,
     server: Option<ProcessUsage>,
-    server_idle_rss: Option<u64>,
     generator: ProcessUsage,
+    at_window_end: Vec<Option<ParticipantStats>>,
 }
 
-fn build_report(run: &Run, snapshots: Snapshots, window: Duration, usage: Usage) -> Report {
-    let args = &run.args;
-    let finals = snapshots.finals;
-    let sent_in_window = |i: usize| {
-        finals[i].as_ref().map_or(0, |s| {
-            s.bytes_sent
-                .saturating_sub(run.entries[i].window_start.bytes_sent)
-        })
-    };
-    let mut participants = Vec::new();
-    let mut latency_ms = Vec::new();
-    for (i, entry) in run.entries.iter().enumerate() {
-        let mut report = ParticipantReport {
-            name: entry.name.clone(),
-            room: entry.room,
-            joined: entry.peer.is_some(),
-            error: entry.error.clone(),
-            join_ms: entry.join_ms,
-            ..ParticipantReport::default()
-        };
-        let Some(stats) = &finals[i] else {
-            participants.push(report);
-            continue;
-        };
-        report.bytes_sent = sent_in_window(i);
-        report.packets_received = snapshots.window_end[i].as_ref().map_or(0, |s| {
-            s.packets_received
-                .saturating_sub(entry.window_start.packets_received)
-        });
-        report.nacks_sent = stats.nacks_sent;
-        report.plis_sent = stats.plis_sent;
-        let received = entry.received.lock().expect("sink lock");
-        latency_ms.extend_from_slice(&received.latency_ms);
-        let mut remotes = BTreeMap::new();
-        for (j, mate) in run.entries.iter().enumerate() {
-            let Some(id) = mate.id.filter(|_| mate.room == entry.room && j != i) else {
-                continue;
-            };
-            let now = stats.remote(id);
-            let before = entry.window_start.remote(id);
-            let bytes = |r: &kaskade_loadtest::RemoteStats| r.video_bytes + r.audio_bytes;
-            let from_mate = received.streams.iter().filter(|((from, _), _)| *from == id);
-            let frames = received.frames.get(&id).copied().unwrap_or_default();
-            let both_joined = entry
-                .joined_at
-                .max(mate.joined_at)
-                .map(|t| t.saturating_duration_since(run.origin));
-            let tracker = run.freezes.get(&(i, id)).cloned().unwrap_or_default();
-            remotes.insert(
-                mate.name.clone(),
-                RemoteReport {
-                    name: mate.name.clone(),
-                    bytes_expected: sent_in_window(j),
-                    bytes_received: bytes(&now).saturating_sub(bytes(&before)),
-                    packets_expected: from_mate.clone().map(|(_, c)| c.expected()).sum(),
-                    packets_lost: from_mate.map(|(_, c)| c.lost()).sum(),
-                    frames_received: frames.frames(),
-                    frames_decoded: now.video_frames_decoded,
-                    decode_errors: now.decode_errors,
-                    first_frame_ms: frames
-                        .first_at()
-                        .zip(both_joined)
-                        .map(|(f, j)| f.saturating_sub(j).as_secs_f64() * 1000.0),
-                    freezes: tracker.freezes(),
-                    longest_gap_ms: tracker.longest_gap().as_secs_f64() * 1000.0,
-                },
-            );
+/// The measurement window (with its churn).
+async fn measure(run: &mut Run, server_pid: Option<&str>) -> anyhow::Result<Measured> {
+    let server_start = server_pid.map(usage).transpose()?;
+    let generator_start = usage("self")?;
+    run.open_window();
+    let start = run.window_start.unwrap_or_else(Instant::now);
+    run.pump(start + run.args.duration, |_| false).await;
+    run.measuring
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let end = Instant::now();
+    let server = server_pid
+        .zip(server_start)
+        .map(|(pid, start)| usage_since(pid, start))
+        .transpose()?;
+    let generator = usage_since("self", generator_start)?;
+    let at_window_end = run.entries.iter().map(run::Entry::stats).collect();
+    run.sample(end);
+    finish_freezes(run, end);
+    Ok(Measured {
+        window: Window { start, end },
+        server,
+        generator,
+        at_window_end,
+    })
+}
+
+/// Lets churn under way complete, stops everyone's media, drains, reports and leaves.
+async fn finish(
+    run: &mut Run,
+    measured: Measured,
+    server_idle_rss: Option<u64>,
+) -> kaskade_loadtest::report::Report {
+    run.pump(Instant::now() + JOIN_TIMEOUT, |r| !r.churn_busy())
+        .await;
+    for entry in &run.entries {
+        if let Some(p) = &entry.peer
+            && let Err(e) = p.stop_sending().await
+        {
+            eprintln!("{}: stopping media failed: {e}", entry.name);
         }
-        report.remotes = remotes;
-        participants.push(report);
     }
-    let params = RunParams {
-        rooms: args.rooms,
-        participants_per_room: args.participants,
-        video_bitrate_kbps: args.video_bitrate,
-        width: args.resolution.0,
-        height: args.resolution.1,
-        fps: args.fps,
-        duration_s: args.duration.as_secs_f64(),
-        ramp: args.ramp,
-        target: run.target.url().to_owned(),
-    };
-    Report::new(
-        params,
-        participants,
-        &latency_ms,
-        window,
-        usage.server,
-        usage.server_idle_rss,
-        usage.generator,
-    )
+    tokio::time::sleep(DRAIN).await;
+    let finals: Vec<Option<ParticipantStats>> = run.entries.iter().map(run::Entry::stats).collect();
+    let mut at_window_end = measured.at_window_end;
+    at_window_end.resize(finals.len(), None);
+    let report = build_report(
+        run,
+        Snapshots {
+            window_end: &at_window_end,
+            finals: &finals,
+        },
+        measured.window,
+        Usage {
+            server: measured.server,
+            server_idle_rss,
+            generator: measured.generator,
+        },
+    );
+    for entry in &mut run.entries {
+        if let Some(p) = entry.peer.take() {
+            let _ = p.leave().await;
+        }
+    }
+    run.finish_leaves().await;
+    report
 }
 
 #[cfg(test)]
