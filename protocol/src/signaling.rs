@@ -331,17 +331,39 @@ pub fn valid_meeting(meeting: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// A display name cleaned of control characters, trimmed to 64 characters (`Guest` if empty).
+/// A display name cleaned of control characters, trimmed of white space and cut to 64
+/// characters (`Guest` if nothing is left).
 pub fn display_name(name: &str) -> String {
+    // control characters go first, so none can shield white space from the trim; the cut
+    // comes before the end is trimmed, so it cannot end the name in white space either
     let name: String = name
-        .trim()
         .chars()
         .filter(|c| !c.is_control())
+        .skip_while(|c| c.is_whitespace())
         .take(64)
         .collect();
-    if name.is_empty() {
-        "Guest".into()
-    } else {
-        name
+    match name.trim_end() {
+        "" => "Guest".into(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_never_blank_nor_padded() {
+        // found by fuzz/fuzz_targets/signaling_json.rs: a control character hid the white
+        // space behind it from the trim, and the cut at 64 characters could end in a space
+        assert_eq!(display_name("\u{7}  "), "Guest");
+        assert_eq!(display_name("\u{7} Ann \u{1b}"), "Ann");
+        let long = format!("{} tail", "x".repeat(63));
+        assert_eq!(display_name(&long), "x".repeat(63));
+        let fuzzed = "{\"type\":\"ji){\"type\":\"locc\",g\":\"s\"locked-:false}tandu\\u0007  \",  ";
+        let shown = display_name(fuzzed);
+        assert_eq!(shown, shown.trim());
+        assert_eq!(display_name("  Émile  "), "Émile");
+        assert_eq!(display_name(&"é".repeat(100)).chars().count(), 64);
     }
 }
