@@ -233,7 +233,9 @@ impl Assembly {
         };
         let (start, end) = (fu_header & 0x80 != 0, fu_header & 0x40 != 0);
         if start {
-            if self.open_fragment.is_some() {
+            // the reassembled NAL unit takes its forbidden bit from the indicator: refused as
+            // for a single NAL unit
+            if self.open_fragment.is_some() || indicator & 0x80 != 0 {
                 return false;
             }
             let nal_header = (indicator & 0xe0) | (fu_header & 0x1f);
@@ -496,6 +498,24 @@ mod tests {
         d.flush();
         assert!(drain(&mut d).is_empty());
         assert!(d.stats().unsupported_payloads >= 2);
+    }
+
+    #[test]
+    fn a_fragmented_nal_unit_with_its_forbidden_bit_set_is_refused() {
+        // found by fuzz/fuzz_targets/recorder_depacketize.rs: an FU-A indicator with F = 1
+        // made a NAL unit with its forbidden bit set, which single NAL units never give
+        let mut d = H264Depacketizer::new();
+        d.push(0, true, false, &stap_a(&[SPS, PPS, IDR]));
+        let mut pieces = fu_a(&[0x41, 0x9a, 1, 2, 3, 4], 2);
+        pieces[0][0] |= 0x80;
+        d.push(3000, false, false, &pieces[0]);
+        d.push(3000, true, false, &pieces[1]);
+        let units = drain(&mut d);
+        assert_eq!(units.len(), 1, "only the keyframe");
+        assert_eq!(d.stats().dropped_incomplete, 1);
+        for unit in units {
+            assert!(nal_units(&unit.data).all(|nal| nal[0] & 0x80 == 0));
+        }
     }
 
     #[test]
