@@ -238,14 +238,29 @@ impl WebRtcPeer {
         self.pc
             .set_local_description(now, answer)
             .map_err(invalid)?;
-        let sdp = self
+        let local = self
             .pc
             .local_description()
-            .ok_or_else(|| NegotiationError::InvalidOffer("no local description".into()))?
-            .sdp;
+            .ok_or_else(|| NegotiationError::InvalidOffer("no local description".into()))?;
+        // an offer none of whose m-lines can be negotiated (no codec this node forwards) gets
+        // an answer rejecting them all, without ICE credentials: no connection can follow it.
+        // The session is spent (kaskade negotiates once), and the client is told why.
+        let accepted = local
+            .unmarshal()
+            .map_err(invalid)?
+            .media_descriptions
+            .iter()
+            .any(|m| m.media_name.port.value != 0);
+        if !accepted {
+            self.negotiated = true;
+            return Err(NegotiationError::InvalidOffer(
+                "no m-line of the offer can be negotiated (Opus or H.264 packetization mode 1)"
+                    .into(),
+            ));
+        }
         self.learn_negotiated(now, &mut initial);
         self.negotiated = true;
-        Ok(sdp)
+        Ok(local.sdp)
     }
 
     fn local_candidates(&self) -> Result<Vec<RTCIceCandidateInit>, RtcError> {

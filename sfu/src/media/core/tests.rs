@@ -580,3 +580,22 @@ fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_remote_members()
         "the link keeps no state for bob"
     );
 }
+
+#[test]
+fn an_offer_with_nothing_to_negotiate_is_refused_not_answered() {
+    // found by fuzz/fuzz_targets/sdp_offer.rs (this is the minimized input): an m-line whose
+    // only payload type has no rtpmap was rejected in an answer without ICE credentials,
+    // which the node handed out as if a connection could follow
+    let offer = "v=0\r\no=- 1 2 IN IP4 01\r\ns=-\r\nt=0 0\r\nm=audio 9 P 102\r\n\
+                 a=ice-ufrag:fuzz\na=ice-pwd:z\na=fingerprint: CC:\na=mid:1\r\na=sendonly\r\r\n\
+                 a=rtcp-fb:102 f";
+    let mut c = core(4, 10);
+    let ann = join(&mut c, "m", "ann", Role::Participant).unwrap();
+    let now = Instant::now();
+    let refused = c.offer(now, ann.id, offer.into()).unwrap_err();
+    assert!(refused.contains("no m-line"), "{refused}");
+    assert!(
+        c.offer(now, ann.id, offer.into()).is_err(),
+        "negotiated once"
+    );
+}
