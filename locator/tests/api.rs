@@ -599,3 +599,55 @@ async fn two_locators_share_one_redis_and_either_answers_any_join() {
     let (_, ack) = b.send_report(&report("n2", 10), SECRET).await;
     assert_eq!(ack["index"], 2);
 }
+
+#[tokio::test]
+async fn one_address_joins_at_a_bounded_rate_and_oversized_bodies_are_refused() {
+    let locator = start(Options {
+        ip_limits: kaskade_limits::IpLimitsConfig {
+            max_connections: 10,
+            joins_per_minute: 3,
+            limit_loopback: true,
+        },
+        ..Options::default()
+    })
+    .await;
+    locator.send_report(&report("a", 10), SECRET).await;
+    let post = |body: Vec<u8>| {
+        locator
+            .http
+            .post(format!("{}/api/meetings/m/join", locator.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // too large to read: refused whatever the address's budget
+    let huge = post(vec![b' '; 2 << 20]).await.unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let name = "x".repeat(20 << 10);
+    let (status, body) = answer(
+        post(json!({ "name": name }).to_string().into_bytes())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("bad_request"))
+    );
+    // the oversized one counted (it was read): two more in this minute, then 429
+    for name in ["Ann", "Bob"] {
+        let (status, _) = locator.join("m", json!({ "name": name })).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = locator.join("m", json!({"name": "Cy"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    let (_, metrics) = locator.get("/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("kaskade_locator_joins_total{result=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+}

@@ -246,3 +246,35 @@ async fn meeting_state_follows_reports_and_survives_its_node() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_one_time_token_is_spent_once_across_every_locator_of_the_store() {
+    let (redis, stores) = stores().await;
+    let second = RedisStore::connect(&redis.url, config())
+        .await
+        .expect("a second locator's connection");
+    let now = Now::current();
+    let exp = now.unix_ms / 1000 + 600;
+    for (name, store) in &stores {
+        let id = format!("token-of-{name}");
+        assert!(store.spend_token(&id, exp, now).await.unwrap(), "{name}");
+        assert!(!store.spend_token(&id, exp, now).await.unwrap(), "{name}");
+        assert!(
+            store.spend_token("another", exp, now).await.unwrap(),
+            "{name}"
+        );
+    }
+    // another locator on the same Redis sees it spent
+    assert!(
+        !second
+            .spend_token("token-of-redis", exp, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        second
+            .spend_token("token-of-memory", exp, now)
+            .await
+            .unwrap()
+    );
+}

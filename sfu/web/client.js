@@ -32,12 +32,14 @@
     bad_token: 'Access refused: the meeting token is missing, expired or for another meeting.',
     meeting_full: 'This meeting is full.',
     meeting_locked: 'This meeting is locked: a moderator stopped new joins.',
+    token_used: 'This invitation was already used: ask for a new link.',
     unauthorized: 'Access refused: this meeting needs a token.',
   };
   /** Refusals worth retrying: another node, or the same one a little later, may have room. */
   const CAPACITY_ERRORS = {
     node_full: 'The server is at capacity right now; trying again…',
     no_capacity: 'No server has room right now; trying again…',
+    rate_limited: 'Too many joins from your network right now; trying again…',
   };
   const DISCONNECT_GRACE_MS = 1500; // a peer connection "disconnected" longer than this => rejoin
   const CONNECT_TIMEOUT_MS = 10000; // from asking where to join to media "connected"
@@ -568,7 +570,7 @@
 
   /** A join refused by the join API or the node: retry if another try may pass, else stop. */
   function refused(sess, code, message) {
-    if (code === 'bad_token' && sess.usedWelcomeToken) {
+    if ((code === 'bad_token' || code === 'token_used') && sess.usedWelcomeToken) {
       // The reconnect token is not valid here (a node that restarted, a token that expired
       // during a long outage): join as at first, right away.
       joinToken = urlToken;

@@ -74,9 +74,12 @@ async fn a_client_that_stops_reading_is_disconnected_without_growing_the_node() 
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("small buffer");
     let stream = socket.connect(node.http).await.expect("connect");
-    let (mut slow, _) = client_async(format!("ws://{}/ws", node.http), MaybeTlsStream::Plain(stream))
-        .await
-        .expect("websocket");
+    let (mut slow, _) = client_async(
+        format!("ws://{}/ws", node.http),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket");
     slow.send(join_frame("slow", "sloth")).await.expect("join");
     let welcome = next_json(&mut slow).await;
     let slow_id = welcome["you"]["id"].clone();
@@ -142,6 +145,20 @@ async fn try_join(node: &Node, name: &str) -> Result<Socket, u16> {
     }
 }
 
+/// Closes the last of `open` and waits until the node has let it go.
+async fn close_one(node: &Node, open: &mut Vec<Socket>) {
+    let mut closed = open.pop().expect("an open socket");
+    closed.close(None).await.expect("close");
+    let left = open.len() as f64;
+    wait_metric(
+        node,
+        "kaskade_sfu_participants",
+        Duration::from_secs(10),
+        |v| v == left,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_holds_a_bounded_number_of_sockets_and_joins_at_a_bounded_rate() {
     let node = node(&[
@@ -153,7 +170,11 @@ async fn one_address_holds_a_bounded_number_of_sockets_and_joins_at_a_bounded_ra
     ]);
     let mut open = Vec::new();
     for n in 0..3 {
-        open.push(try_join(&node, &format!("p{n}")).await.expect("within the limit"));
+        open.push(
+            try_join(&node, &format!("p{n}"))
+                .await
+                .expect("within the limit"),
+        );
     }
     assert_eq!(try_join(&node, "p3").await.err(), Some(429));
     assert_eq!(
@@ -162,29 +183,16 @@ async fn one_address_holds_a_bounded_number_of_sockets_and_joins_at_a_bounded_ra
         1.0
     );
     // a closed socket gives its slot back
-    let mut closed = open.pop().expect("one");
-    closed.close(None).await.expect("close");
-    wait_metric(
-        &node,
-        "kaskade_sfu_participants",
-        Duration::from_secs(10),
-        |v| v == 2.0,
-    )
-    .await;
+    close_one(&node, &mut open).await;
     open.push(try_join(&node, "p4").await.expect("a slot again"));
     // five joins asked for so far (one refused); the sixth is the last of the minute's budget
-    let mut closed = open.pop().expect("one");
-    closed.close(None).await.expect("close");
-    wait_metric(
-        &node,
-        "kaskade_sfu_participants",
-        Duration::from_secs(10),
-        |v| v == 2.0,
-    )
-    .await;
-    open.push(try_join(&node, "p5").await.expect("the last join of the budget"));
-    let mut closed = open.pop().expect("one");
-    closed.close(None).await.expect("close");
+    close_one(&node, &mut open).await;
+    open.push(
+        try_join(&node, "p5")
+            .await
+            .expect("the last join of the budget"),
+    );
+    close_one(&node, &mut open).await;
     assert_eq!(try_join(&node, "p6").await.err(), Some(429));
     assert_eq!(
         node.metric("kaskade_sfu_refused_total{reason=\"join_rate_per_ip\"}")
