@@ -255,9 +255,13 @@ mod tests {
             limits.connect(ip("192.0.2.1"), now).unwrap_err(),
             Refusal::TooManyConnections(2)
         );
-        let _other = limits.connect(ip("192.0.2.2"), now).expect("another address");
+        let _other = limits
+            .connect(ip("192.0.2.2"), now)
+            .expect("another address");
         drop(a);
-        let _c = limits.connect(ip("192.0.2.1"), now).expect("a slot was given back");
+        let _c = limits
+            .connect(ip("192.0.2.1"), now)
+            .expect("a slot was given back");
     }
 
     #[test]
@@ -265,14 +269,18 @@ mod tests {
         let limits = limits(10, 60);
         let start = Instant::now();
         for _ in 0..60 {
-            limits.join(ip("198.51.100.7"), start).expect("within the burst");
+            limits
+                .join(ip("198.51.100.7"), start)
+                .expect("within the burst");
         }
         assert_eq!(
             limits.join(ip("198.51.100.7"), start).unwrap_err(),
             Refusal::JoinRate(60)
         );
         let later = start + Duration::from_millis(1500);
-        limits.join(ip("198.51.100.7"), later).expect("one refilled");
+        limits
+            .join(ip("198.51.100.7"), later)
+            .expect("one refilled");
         assert!(limits.join(ip("198.51.100.7"), later).is_err());
         limits
             .join(ip("198.51.100.8"), start)

@@ -14,10 +14,11 @@ use crate::metrics::Metrics;
 use crate::recorders::Recorders;
 use crate::state::{Now, Store, StoreError};
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kaskade_limits::{IpLimits, IpLimitsConfig};
 use kaskade_protocol::cluster::ApiError;
 use kaskade_protocol::signaling::valid_meeting;
 use kaskade_protocol::token::TokenKey;
@@ -25,6 +26,10 @@ use ring::digest;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Largest request body the API reads (a node's report of hundreds of participants fits);
+/// larger ones get 413 before they are read.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// How long the locator waits for a node's `/healthz` when a client reports losing it.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -41,6 +46,8 @@ pub struct ApiConfig {
     pub node_timeout: Duration,
     /// Base URL of a recorder served with this locator (the all-in-one), live without reports.
     pub embedded_recorder: Option<String>,
+    /// Per-client-address limit on joins.
+    pub ip_limits: IpLimitsConfig,
 }
 
 /// What every handler shares.
@@ -55,6 +62,7 @@ pub struct Shared {
     node_timeout: Duration,
     recorders: Recorders,
     http: reqwest::Client,
+    limits: Arc<IpLimits>,
 }
 
 impl Shared {
@@ -88,6 +96,7 @@ impl AppState {
             node_timeout: config.node_timeout,
             recorders: Recorders::new(config.node_timeout, config.embedded_recorder),
             http,
+            limits: IpLimits::new(config.ip_limits),
         }))
     }
 }
@@ -136,6 +145,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         .merge(kaskade_sfu::web_pages())
 }

@@ -323,6 +323,10 @@ pub trait Store: Send + Sync + 'static {
         now: Now,
     ) -> StoreFuture<'a, Result<Placed, PlacementError>>;
 
+    /// Marks the one-time token `jti` (expiring at `exp_secs`) used; false when it was already,
+    /// here or (with Redis) at any other locator.
+    fn spend_token<'a>(&'a self, jti: &'a str, exp_secs: u64, now: Now) -> StoreFuture<'a, bool>;
+
     /// Makes `identity` a moderator of `meeting` (they keep the role when they rejoin).
     fn add_moderator<'a>(&'a self, meeting: &'a str, identity: &'a str) -> StoreFuture<'a, ()>;
 

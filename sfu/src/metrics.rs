@@ -121,6 +121,35 @@ impl Dropped {
     }
 }
 
+/// Why the node refused a client or cut one off: the limits a public server needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A signaling client stopped reading and its queue filled up: disconnected.
+    SlowReader,
+    /// An address opened more WebSockets at once than allowed.
+    ConnectionsPerIp,
+    /// An address asked to join faster than allowed.
+    JoinRatePerIp,
+}
+
+impl Refused {
+    /// Every reason, each with a counter from the start.
+    const ALL: [Refused; 3] = [
+        Refused::SlowReader,
+        Refused::ConnectionsPerIp,
+        Refused::JoinRatePerIp,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::SlowReader => "slow_reader",
+            Refused::ConnectionsPerIp => "connections_per_ip",
+            Refused::JoinRatePerIp => "join_rate_per_ip",
+        }
+    }
+}
+
 /// Label of a dropped-packet counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -178,6 +207,8 @@ pub struct Metrics {
     pub rtp_forwarded: Counter,
     /// One counter per [`Dropped`] reason, in [`Dropped::ALL`] order.
     dropped: Vec<Counter>,
+    /// Clients refused or cut off, by [`Refused`] reason.
+    refused: Family<ReasonLabel, Counter>,
     /// Lost packets subscribers asked for (NACK entries received).
     pub nacks_received: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
@@ -234,7 +265,19 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let refused = register(
+            &mut r,
+            "refused",
+            "Clients refused or disconnected by an abuse limit, by reason",
+            Family::<ReasonLabel, Counter>::default(),
+        );
+        for reason in Refused::ALL {
+            drop(refused.get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            }));
+        }
         Self {
+            refused,
             rooms: register(&mut r, "rooms", "Rooms with participants", Gauge::default()),
             participants: register(
                 &mut r,
@@ -379,6 +422,15 @@ impl Metrics {
     /// Counts one dropped packet.
     pub fn drop_packet(&self, reason: Dropped) {
         self.dropped[reason.index()].inc();
+    }
+
+    /// Counts one client refused or cut off.
+    pub fn refuse(&self, reason: Refused) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,7 +8,7 @@ use crate::cascade::control::LinkMessage;
 use crate::cascade::link::LinkParams;
 use crate::media::core::{Admitted, JoinRequest, MediaCore, NodeLoad, Output};
 use crate::media::demux::ParticipantId;
-use crate::metrics::{Dropped, Metrics};
+use crate::metrics::{Dropped, Metrics, Refused};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
 use crate::udp_batch::{BATCH, BatchReceiver, BatchSender, Received};
 use bytes::{Buf, BytesMut};
@@ -33,6 +33,10 @@ const MAX_TCP_CONNECTIONS: usize = 2048;
 /// How often the sizes of the core's and the driver's maps are copied into the metrics.
 const MAP_SIZES_EVERY: Duration = Duration::from_secs(1);
 
+/// Frames queued towards one signaling session. A session this far behind has a client that
+/// stopped reading: it is disconnected rather than buffered without bound.
+pub const SESSION_QUEUE: usize = 256;
+
 /// What a signaling session receives from the core.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -45,7 +49,7 @@ pub enum SessionEvent {
 enum Request {
     Join {
         request: JoinRequest,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: mpsc::Sender<SessionEvent>,
         reply: oneshot::Sender<Result<Admitted, (ErrorCode, String)>>,
     },
     Offer {
@@ -58,6 +62,9 @@ enum Request {
         message: ClientMessage,
     },
     Leave {
+        id: ParticipantId,
+    },
+    SlowReader {
         id: ParticipantId,
     },
     SetIndex(u16),
@@ -112,11 +119,12 @@ pub struct NodeHandle {
 pub struct CoreStopped;
 
 impl NodeHandle {
-    /// Asks the core to admit a participant; `events` receives its frames from then on.
+    /// Asks the core to admit a participant; `events` (of [`SESSION_QUEUE`] frames) receives
+    /// its frames from then on.
     pub async fn join(
         &self,
         request: JoinRequest,
-        events: mpsc::UnboundedSender<SessionEvent>,
+        events: mpsc::Sender<SessionEvent>,
     ) -> Result<Result<Admitted, (ErrorCode, String)>, CoreStopped> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Join {
@@ -151,6 +159,11 @@ impl NodeHandle {
     /// The participant's signaling socket closed.
     pub async fn leave(&self, id: ParticipantId) -> Result<(), CoreStopped> {
         self.send(Request::Leave { id }).await
+    }
+
+    /// The participant's signaling client stopped reading: drop it as disconnected.
+    pub async fn disconnect_slow_reader(&self, id: ParticipantId) -> Result<(), CoreStopped> {
+        self.send(Request::SlowReader { id }).await
     }
 
     /// Sets the node's cluster index (from the locator).
@@ -275,7 +288,7 @@ struct Driver {
     core: MediaCore,
     udp: UdpSocket,
     metrics: Arc<Metrics>,
-    sessions: HashMap<ParticipantId, mpsc::UnboundedSender<SessionEvent>>,
+    sessions: HashMap<ParticipantId, mpsc::Sender<SessionEvent>>,
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<BytesMut>>,
     links: HashMap<u16, (u64, mpsc::UnboundedSender<LinkMessage>)>,
     cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
@@ -426,6 +439,7 @@ impl Driver {
                 self.sessions.remove(&id);
                 self.core.leave(now, id, LeaveReason::Left);
             }
+            Request::SlowReader { id } => self.disconnect_slow_reader(id),
             Request::SetIndex(index) => self.core.set_node_index(index),
             Request::Load(reply) => {
                 let _ = reply.send(self.core.load());
@@ -452,6 +466,22 @@ impl Driver {
         }
     }
 
+    /// Drops a participant whose signaling client stopped reading: its queue of
+    /// [`SESSION_QUEUE`] frames is full, or a frame waited too long for the socket. Dropping
+    /// the queue's sender ends the session task.
+    fn disconnect_slow_reader(&mut self, id: ParticipantId) {
+        if self.sessions.remove(&id).is_none() {
+            return;
+        }
+        warn!(
+            participant = id,
+            "signaling client stopped reading: disconnected"
+        );
+        self.metrics.refuse(Refused::SlowReader);
+        self.core
+            .leave(Instant::now(), id, LeaveReason::Disconnected);
+    }
+
     /// Sends every ready datagram and routes every ready signaling output.
     async fn flush(&mut self) {
         while let Some(datagram) = self.core.poll_transmit() {
@@ -475,13 +505,19 @@ impl Driver {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send(id, message) => {
-                    if let Some(session) = self.sessions.get(&id) {
-                        let _ = session.send(SessionEvent::Message(message));
+                    let behind = self.sessions.get(&id).is_some_and(|session| {
+                        matches!(
+                            session.try_send(SessionEvent::Message(message)),
+                            Err(mpsc::error::TrySendError::Full(_))
+                        )
+                    });
+                    if behind {
+                        self.disconnect_slow_reader(id);
                     }
                 }
                 Output::Close(id) => {
                     if let Some(session) = self.sessions.remove(&id) {
-                        let _ = session.send(SessionEvent::Close);
+                        let _ = session.try_send(SessionEvent::Close);
                     }
                 }
                 Output::Link(peer, message) => {

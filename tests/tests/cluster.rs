@@ -551,10 +551,18 @@ async fn a_participant_never_receives_or_touches_another_meetings_media_across_n
         cfg.token = Some(token_as(meeting, name, role));
         Participant::join(cfg)
     };
-    let a1 = pinned("alpha", "a1", "n1", Role::Moderator).await.expect("a1");
-    let a2 = pinned("alpha", "a2", "n2", Role::Participant).await.expect("a2");
-    let b1 = pinned("beta", "b1", "n1", Role::Participant).await.expect("b1");
-    let b2 = pinned("beta", "b2", "n2", Role::Participant).await.expect("b2");
+    let a1 = pinned("alpha", "a1", "n1", Role::Moderator)
+        .await
+        .expect("a1");
+    let a2 = pinned("alpha", "a2", "n2", Role::Participant)
+        .await
+        .expect("a2");
+    let b1 = pinned("beta", "b1", "n1", Role::Participant)
+        .await
+        .expect("b1");
+    let b2 = pinned("beta", "b2", "n2", Role::Participant)
+        .await
+        .expect("b2");
     let (alpha, beta) = ([a1, a2], [b1, b2]);
     assert_eq!(placement(&alpha), placement(&beta));
     everyone_receives_everyone(&alpha, Instant::now()).await;
@@ -580,13 +588,19 @@ async fn a_participant_never_receives_or_touches_another_meetings_media_across_n
     // and alpha's token does not open beta
     let mut intruder = config(&locator, "beta", "a2");
     intruder.token = Some(token_as("alpha", "a2", Role::Moderator));
-    assert!(Participant::join(intruder).await.is_err(), "alpha's token opened beta");
+    assert!(
+        Participant::join(intruder).await.is_err(),
+        "alpha's token opened beta"
+    );
 
     let after = Instant::now();
     everyone_receives_everyone(&beta, after).await;
     everyone_receives_everyone(&alpha, after).await;
     for (meeting, ids) in [
-        (&alpha, alpha.iter().map(Participant::id).collect::<Vec<_>>()),
+        (
+            &alpha,
+            alpha.iter().map(Participant::id).collect::<Vec<_>>(),
+        ),
         (&beta, beta_ids.clone()),
     ] {
         for p in meeting {

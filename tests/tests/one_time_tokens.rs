@@ -60,7 +60,9 @@ async fn signal(placement: &Value, meeting: &str) -> (Value, impl Sized) {
     let (mut ws, _) = connect_async(url).await.expect("websocket");
     let join = json!({"type": "join", "meeting": meeting, "name": "x",
                       "token": placement["token"]});
-    ws.send(Message::text(join.to_string())).await.expect("join");
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("join");
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -97,7 +99,10 @@ async fn a_one_time_token_and_the_tokens_of_its_session_admit_once_each() {
     );
     let node_token = placement["token"].as_str().expect("token");
     let (status, at_locator) = place(&server, "once", node_token).await;
-    assert_eq!((status, at_locator["error"].as_str()), (401, Some("bad_token")));
+    assert_eq!(
+        (status, at_locator["error"].as_str()),
+        (401, Some("bad_token"))
+    );
 
     // the participant leaves: its reconnect token still brings it back once, then never
     drop(socket);

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::placement::{PlacementConfig, PlacementError, Placer, Request};
 use kaskade_protocol::cluster::{MAX_NODE_INDEX, NodeReport};
+use kaskade_protocol::token::SpentTokens;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,6 +29,7 @@ struct Inner {
     node_index: HashMap<String, u16>,
     meetings: HashMap<String, Meeting>,
     links: HashMap<(String, String), String>,
+    spent_tokens: SpentTokens,
 }
 
 #[derive(Default)]
@@ -49,6 +51,7 @@ impl MemoryStore {
                 node_index: HashMap::new(),
                 meetings: HashMap::new(),
                 links: HashMap::new(),
+                spent_tokens: SpentTokens::default(),
             }),
         }
     }
@@ -310,14 +313,25 @@ impl Store for MemoryStore {
                 inner.meetings.values().map(|m| m.moderators.len()).sum(),
             ),
             ("link_keys", inner.links.len()),
+            ("spent_tokens", inner.spent_tokens.len()),
         ];
         sizes.extend(inner.placer.sizes());
         sizes
     }
 
+    fn spend_token<'a>(&'a self, jti: &'a str, exp_secs: u64, now: Now) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .spent_tokens
+                .spend(jti, exp_secs, now.unix_ms / 1000))
+        })
+    }
+
     fn sweep(&self, now: Now) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut inner = self.lock();
+            inner.spent_tokens.sweep(now.unix_ms / 1000);
             let stale: Vec<String> = inner
                 .records
                 .values()

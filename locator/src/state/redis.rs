@@ -38,6 +38,7 @@ mod keys;
 use keys::{
     CLAIM_INDEX, EMPTY_MEETINGS, LINKS, MEETINGS, NODE_PLACED, NODE_SEEN, NODES, hosts, link_field,
     meeting_key, moderators_key, node_meetings_key, parse_record, placed_field, reported_field,
+    spent_token_key,
 };
 
 /// How long a locator places on its mirror of the node table before reading it again.
@@ -506,6 +507,23 @@ impl Store for RedisStore {
             add_host_cmds(&mut pipe, node, meeting, true);
             self.run::<()>(&pipe).await?;
             Ok(Ok(placed))
+        })
+    }
+
+    fn spend_token<'a>(&'a self, jti: &'a str, exp_secs: u64, now: Now) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            // SET NX is the one atomic test-and-set every locator shares; the key lives as
+            // long as the token would verify.
+            let ttl = exp_secs.saturating_sub(now.unix_ms / 1000).max(1);
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(spent_token_key(jti))
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl);
+            let (set,): (Option<String>,) = self.run(&pipe).await?;
+            Ok(set.is_some())
         })
     }
 
