@@ -316,6 +316,11 @@ impl Driver {
         let mut map_sizes = tokio::time::interval(MAP_SIZES_EVERY);
         map_sizes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            // one unit of the task's cooperative budget per turn: a socket that is always
+            // readable never makes the select below wait, and without this the driver kept its
+            // worker thread for as long as datagrams kept coming, starving every other task
+            // of the runtime (on one core: signaling, HTTP and the locator reports)
+            tokio::task::coop::consume_budget().await;
             self.flush().await;
             let deadline = self
                 .core
