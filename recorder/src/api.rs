@@ -173,7 +173,8 @@ fn media_response(
 
 /// `bytes=START-[END]` or `bytes=-SUFFIX` against a file of `len` bytes: the half-open range
 /// `[start, end)`, or `None` if it cannot be satisfied. Multiple ranges are not served.
-fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+/// Public for the fuzz target of the `Range` header (`fuzz/fuzz_targets/recorder_http.rs`).
+pub fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
