@@ -73,46 +73,37 @@ impl OpusClip {
     }
 
     /// Encodes `loop_seconds` (at least 1) of silence with a [`BEEP_FRAMES`]-frame, [`BEEP_HZ`]
-    /// beep whose decoded sound starts exactly at the first frame of second
-    /// [`sync_mark_second`] (the encoder's lookahead is compensated: the beep is fed that many
-    /// samples early). The loop is encoded twice and the second pass kept, so that its start
-    /// follows its end seamlessly.
+    /// beep whose decoded sound starts at the first frame of second [`sync_mark_second`],
+    /// within [`MARK_TOLERANCE`] (the codec's delay, measured by decoding, is compensated: the
+    /// beep is fed that many samples early).
     pub fn sync_marks(loop_seconds: u32) -> Result<Self> {
         let loop_seconds = loop_seconds.max(1);
         let mut encoder = Encoder::new(OPUS_CLOCK_RATE, Channels::Mono, Application::Voip)
             .context("creating Opus encoder")?;
-        let lookahead = encoder.get_lookahead().context("Opus lookahead")?;
-        let loop_frames = loop_seconds * OPUS_FRAMES_PER_SECOND;
-        let loop_samples = i64::from(loop_frames * OPUS_FRAME_SAMPLES);
-        let beep_start = i64::from(sync_mark_second(loop_seconds) * OPUS_CLOCK_RATE);
-        let beep_len = i64::from(BEEP_FRAMES * OPUS_FRAME_SAMPLES);
-        let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
-        let mut out = [0u8; 1500];
-        let mut frames = Vec::with_capacity(loop_frames as usize);
-        for pass in 0..2 {
-            for frame in 0..loop_frames {
-                for (i, sample) in pcm.iter_mut().enumerate() {
-                    let n = i64::from(frame * OPUS_FRAME_SAMPLES) + i as i64;
-                    // Where this input sample is heard once decoded, relative to the beep.
-                    let heard = (n + i64::from(lookahead) - beep_start).rem_euclid(loop_samples);
-                    *sample = if heard < beep_len {
-                        let phase = 2.0 * std::f32::consts::PI * BEEP_HZ * heard as f32
-                            / OPUS_CLOCK_RATE as f32;
-                        (phase.sin() * BEEP_AMPLITUDE) as i16
-                    } else {
-                        0
-                    };
-                }
-                let len = encoder.encode(&pcm, &mut out).context("encoding Opus")?;
-                if pass == 1 {
-                    frames.push(Bytes::copy_from_slice(&out[..len]));
-                }
+        // Start from the lookahead the encoder reports, then correct by where the beep is
+        // really heard: an encoder's real delay may differ from what it reports, and where
+        // it places an onset moves in steps (the 5 ms subframes of SILK). The closest of a few
+        // corrections is kept.
+        let mut delay = i64::from(encoder.get_lookahead().context("Opus lookahead")?);
+        let mut best: Option<(i64, Vec<Bytes>)> = None;
+        for _ in 0..4 {
+            let frames = encode_sync_loop(loop_seconds, delay)?;
+            let late = beep_lateness(&frames, loop_seconds)?;
+            if best.as_ref().is_none_or(|(b, _)| late.abs() < b.abs()) {
+                best = Some((late, frames));
             }
+            if late == 0 {
+                break;
+            }
+            delay += late;
         }
-        Ok(Self {
-            frames,
-            sync_marks: true,
-        })
+        match best {
+            Some((late, frames)) if late.abs() <= i64::from(MARK_TOLERANCE) => Ok(Self {
+                frames,
+                sync_marks: true,
+            }),
+            _ => anyhow::bail!("the sync-mark beep could not be placed on its mark"),
+        }
     }
 
     /// The process-wide shared sync-mark clip of `loop_seconds`.
@@ -170,6 +161,81 @@ pub fn audio_level_payload(level: u8) -> Bytes {
     Bytes::from_static(&LEVEL_BYTES[byte..byte + 1])
 }
 
+/// Samples in one window of [`onsets`] (1 ms).
+const ONSET_WINDOW: usize = 48;
+/// How far from its mark the decoded beep may start: one 5 ms SILK subframe, the step in which
+/// the encoder places an onset.
+pub const MARK_TOLERANCE: u32 = OPUS_CLOCK_RATE / 200;
+
+/// One loop of the sync-mark clip, the beep fed `delay` samples ahead of its mark. The loop is
+/// encoded twice and the second pass kept, so that its start follows its end seamlessly.
+fn encode_sync_loop(loop_seconds: u32, delay: i64) -> Result<Vec<Bytes>> {
+    let mut encoder = Encoder::new(OPUS_CLOCK_RATE, Channels::Mono, Application::Voip)
+        .context("creating Opus encoder")?;
+    let loop_frames = loop_seconds * OPUS_FRAMES_PER_SECOND;
+    let loop_samples = i64::from(loop_frames * OPUS_FRAME_SAMPLES);
+    let beep_start = i64::from(sync_mark_second(loop_seconds) * OPUS_CLOCK_RATE);
+    let beep_len = i64::from(BEEP_FRAMES * OPUS_FRAME_SAMPLES);
+    let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
+    let mut out = [0u8; 1500];
+    let mut frames = Vec::with_capacity(loop_frames as usize);
+    for pass in 0..2 {
+        for frame in 0..loop_frames {
+            for (i, sample) in pcm.iter_mut().enumerate() {
+                let n = i64::from(frame * OPUS_FRAME_SAMPLES) + i as i64;
+                // Where this input sample is heard once decoded, relative to the beep.
+                let heard = (n + delay - beep_start).rem_euclid(loop_samples);
+                *sample = if heard < beep_len {
+                    let phase = 2.0 * std::f32::consts::PI * BEEP_HZ * heard as f32
+                        / OPUS_CLOCK_RATE as f32;
+                    (phase.sin() * BEEP_AMPLITUDE) as i16
+                } else {
+                    0
+                };
+            }
+            let len = encoder.encode(&pcm, &mut out).context("encoding Opus")?;
+            if pass == 1 {
+                frames.push(Bytes::copy_from_slice(&out[..len]));
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// How many samples after its mark the beep of the loop's second play is heard (negative:
+/// before it), decoding two plays of `frames`.
+fn beep_lateness(frames: &[Bytes], loop_seconds: u32) -> Result<i64> {
+    let mut decoder =
+        opus::Decoder::new(OPUS_CLOCK_RATE, Channels::Mono).context("creating Opus decoder")?;
+    let mut pcm = [0i16; OPUS_FRAME_SAMPLES as usize];
+    let mut decoded = Vec::with_capacity(2 * frames.len() * OPUS_FRAME_SAMPLES as usize);
+    for frame in frames.iter().chain(frames) {
+        let n = decoder
+            .decode(frame, &mut pcm, false)
+            .context("decoding Opus")?;
+        decoded.extend_from_slice(&pcm[..n]);
+    }
+    let mark = i64::from((loop_seconds + sync_mark_second(loop_seconds)) * OPUS_CLOCK_RATE);
+    onsets(&decoded)
+        .into_iter()
+        .map(|at| at as i64 - mark)
+        .min_by_key(|late| late.abs())
+        .context("the sync-mark beep is not heard")
+}
+
+/// Start samples of the 1 ms windows where a sound (above a quarter of the beep's amplitude)
+/// turns on after at least 10 ms of quiet.
+fn onsets(pcm: &[i16]) -> Vec<usize> {
+    let loud: Vec<bool> = pcm
+        .chunks(ONSET_WINDOW)
+        .map(|w| w.iter().map(|s| i32::from(*s).abs()).max().unwrap_or(0) > 4000)
+        .collect();
+    (10..loud.len())
+        .filter(|&i| loud[i] && loud[i - 10..i].iter().all(|l| !l))
+        .map(|i| i * ONSET_WINDOW)
+        .collect()
+}
+
 /// Parses an RFC 6464 extension value into `(level, voice)`.
 pub fn parse_audio_level(payload: &[u8]) -> Option<(u8, bool)> {
     payload.first().map(|b| (b & 0x7F, b & 0x80 != 0))
@@ -196,20 +262,6 @@ mod tests {
         all
     }
 
-    /// Start samples of the 1 ms windows where the sound turns on after at least 10 ms of
-    /// quiet.
-    fn onsets(pcm: &[i16]) -> Vec<usize> {
-        const WINDOW: usize = 48;
-        let loud: Vec<bool> = pcm
-            .chunks(WINDOW)
-            .map(|w| w.iter().map(|s| i32::from(*s).abs()).max().unwrap_or(0) > 4000)
-            .collect();
-        (10..loud.len())
-            .filter(|&i| loud[i] && loud[i - 10..i].iter().all(|l| !l))
-            .map(|i| i * WINDOW)
-            .collect()
-    }
-
     #[test]
     fn the_beep_is_heard_at_the_marked_second_of_every_loop() {
         for seconds in [1, 2, 3] {
@@ -225,9 +277,9 @@ mod tests {
             let found = onsets(&decode(&clip, 3));
             assert_eq!(found.len(), expected.len(), "{seconds} s: {found:?}");
             for (f, e) in found.iter().zip(&expected) {
-                // within 2 ms (one detection window, plus the beep's zero-crossing start)
+                // within one 5 ms subframe, plus one 1 ms detection window
                 assert!(
-                    f.abs_diff(*e) <= 96,
+                    f.abs_diff(*e) <= (MARK_TOLERANCE as usize) + 48,
                     "{seconds} s: heard at {f}, marked at {e}"
                 );
             }
