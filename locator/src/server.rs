@@ -6,7 +6,7 @@ use crate::cdr::CdrDb;
 use crate::config::ServeConfig;
 use crate::embedded;
 use crate::placement::PlacementConfig;
-use crate::state::{MemoryStore, Now, RedisStore, Store};
+use crate::state::{MemoryStore, NodeState, Now, RedisStore, Store};
 use anyhow::{Context, bail};
 use axum::Router;
 use kaskade_protocol::cluster::hex;
@@ -37,6 +37,25 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.server.abort();
         self.sweeper.abort();
+    }
+}
+
+/// How long the all-in-one waits for its embedded node's first report.
+const EMBEDDED_NODE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until the embedded node has registered and takes participants, so the printed URL
+/// places the first participant instead of answering `no_capacity`.
+async fn await_embedded_node(store: &dyn Store) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + EMBEDDED_NODE_DEADLINE;
+    loop {
+        let nodes = store.nodes(Now::current()).await?;
+        if nodes.iter().any(|n| n.state == NodeState::Up) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the embedded node did not register within {EMBEDDED_NODE_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -128,7 +147,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
         );
     }
     info!(%addr, cluster = config.cluster, redis = config.redis.is_some(), "locator ready");
-    let running = spawn(listener, router, store, config.node_timeout)?;
+    let running = spawn(listener, router, store.clone(), config.node_timeout)?;
+    if !config.cluster {
+        await_embedded_node(store.as_ref()).await?;
+    }
     println!("kaskade is running: open http://{addr}/m/hello");
     Ok(running)
 }
