@@ -102,6 +102,15 @@ fn largest_video_gap(file: &Path) -> f64 {
     times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
 }
 
+/// The video packets `subscriber` has received from `publisher` so far.
+fn video_packets_from(subscriber: &Participant, publisher: &Participant) -> u64 {
+    subscriber
+        .stats()
+        .remotes
+        .get(&publisher.id())
+        .map_or(0, |r| r.video_packets)
+}
+
 /// `ffmpeg -v error -i FILE -f null -` prints nothing for a clean file.
 fn decode_errors(file: &Path) -> String {
     let output = Command::new("ffmpeg")
@@ -146,10 +155,22 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
     // the guest turns video off for five seconds: a gap in their file, not a shift
     tokio::time::sleep(Duration::from_secs(1)).await;
     guest.mute(None, Some(true)).await.expect("mute");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // a frame in flight at the mute is let through; from here on nothing leaves or arrives
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let muted_at = (guest.stats(), video_packets_from(&chair, &guest));
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let late = join(&server, "rec", "late").await;
     let late_joined = recording_started.elapsed();
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let (sent, received) = (guest.stats(), video_packets_from(&chair, &guest));
+    assert_eq!(
+        sent.video_frames_sent, muted_at.0.video_frames_sent,
+        "the muted guest sends no video"
+    );
+    assert_eq!(
+        received, muted_at.1,
+        "the node forwards no video of the muted guest"
+    );
     guest.mute(None, Some(false)).await.expect("unmute");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
