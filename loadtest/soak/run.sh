@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The soak of docs/RELIABILITY.md ("Soak"): the all-in-one (kaskade-locator with its embedded
-# node and recorder, release build) pinned to CPU 0, kaskade-loadtest pinned to CPU 1, ten rooms
-# of ten lean participants for 30 minutes with one participant leaving and a fresh one joining
-# every 3 s, a CSV row a second with the participants' figures and both metrics pages' gauges;
+# node and recorder, release build) pinned to CPU 0, kaskade-loadtest pinned to CPU 1 (by
+# default; see --server-cpus), ten rooms of ten lean participants for 30 minutes with one
+# participant leaving and a fresh one joining every 3 s, a CSV row a second with the
+# participants' figures and both metrics pages' gauges;
 # then, 40 s after everyone left (the locator keeps an empty meeting's state for 30 s), both
 # pages once more, and the plot and figures (loadtest/soak/plot.py, matplotlib).
 #
 #   loadtest/soak/run.sh [--out DIR] [--duration 30m] [--rooms 10] [--participants 10]
 #                        [--churn-every 3s] [--resolution 320x240] [--fps 15]
 #                        [--video-bitrate 250] [--warmup-min 5] [--png docs/soak.png]
-#                        [--autogroup-nice N] [--no-build]
+#                        [--autogroup-nice N] [--server-cpus 0] [--generator-cpus 1]
+#                        [--no-build]
+#
+# --server-cpus and --generator-cpus are taskset CPU lists: `0-1` for both lets the node use
+# both cores (it reports overload at 90 % of the cores it may run on) when one core cannot
+# carry the load (see docs/RELIABILITY.md, "Soak").
 #
 # Binaries come from $KASKADE_BIN (a directory holding kaskade-locator and kaskade-loadtest),
 # else from ${CARGO_TARGET_DIR:-target}/release, built first unless --no-build. On a machine
@@ -23,6 +29,7 @@ set -euo pipefail
 
 out=soak-out duration=30m rooms=10 participants=10 churn=3s
 resolution=320x240 fps=15 kbps=250 warmup=5 png=docs/soak.png build=1 group_nice=
+server_cpus=0 generator_cpus=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
@@ -36,8 +43,10 @@ while [ $# -gt 0 ]; do
         --warmup-min) warmup=$2; shift 2 ;;
         --png) png=$2; shift 2 ;;
         --autogroup-nice) group_nice=$2; shift 2 ;;
+        --server-cpus) server_cpus=$2; shift 2 ;;
+        --generator-cpus) generator_cpus=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -80,8 +89,8 @@ group() {
 (while sleep 10; do echo "$(date +%s) $(cat /proc/loadavg)"; done) >"$out/loadavg.txt" &
 sampler=$!
 
-# the all-in-one on CPU 0, on a free port, in the output directory (call records, recordings)
-(cd "$out" && exec "${session[@]}" taskset -c 0 "$bin/kaskade-locator" --listen 127.0.0.1:0 \
+# the all-in-one on its CPUs, on a free port, in the output directory (call records, recordings)
+(cd "$out" && exec "${session[@]}" taskset -c "$server_cpus" "$bin/kaskade-locator" --listen 127.0.0.1:0 \
     --udp-port 0 --tcp-port 0 --db "$out/cdr.sqlite" --recordings "$out/recordings" \
     >"$out/server.out" 2>"$out/server.log") &
 server=$!
@@ -94,7 +103,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$url" ] || { echo "the all-in-one did not start" >&2; exit 1; }
-echo "all-in-one: $url (pid $server, CPU 0); output in $out" >&2
+echo "all-in-one: $url (pid $server, CPUs $server_cpus); output in $out" >&2
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)"
@@ -104,8 +113,8 @@ echo "all-in-one: $url (pid $server, CPU 0); output in $out" >&2
 curl -s "$url/metrics" >"$out/metrics-before.txt"
 curl -s "$url/node/metrics" >"$out/node-metrics-before.txt"
 
-echo "autogroup nice: ${group_nice:-unchanged}" >>"$out/machine.txt"
-"${session[@]}" taskset -c 1 "$bin/kaskade-loadtest" --locator "$url" --server-pid "$server" \
+echo "autogroup nice: ${group_nice:-unchanged}; server CPUs $server_cpus, generator CPUs $generator_cpus" >>"$out/machine.txt"
+"${session[@]}" taskset -c "$generator_cpus" "$bin/kaskade-loadtest" --locator "$url" --server-pid "$server" \
     --rooms "$rooms" --participants "$participants" --duration "$duration" \
     --resolution "$resolution" --fps "$fps" --video-bitrate "$kbps" \
     --churn-every "$churn" --series "$out/series.csv" \
