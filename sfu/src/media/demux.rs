@@ -35,17 +35,21 @@ pub struct Demuxer {
 }
 
 impl Demuxer {
-    /// The participant a datagram belongs to, learning new four-tuples from STUN.
+    /// The participant a datagram belongs to, learning new four-tuples from STUN whose
+    /// USERNAME names a participant that `present` admits. A STUN check that arrives after
+    /// its participant left (or names one that never was) teaches nothing: its tuple would
+    /// outlive every `remove`, and forged names would grow the maps from the network.
     pub fn route(
         &mut self,
         transport: &TransportContext,
         datagram: &[u8],
+        present: impl Fn(ParticipantId) -> bool,
     ) -> Option<ParticipantId> {
         let tuple = FourTuple::from(transport);
         if let Some(id) = self.affinity.get(&tuple) {
             return Some(*id);
         }
-        let id = stun_participant(datagram)?;
+        let id = stun_participant(datagram).filter(|id| present(*id))?;
         let tuples = self.tuples.entry(id).or_default();
         if tuples.len() >= MAX_TUPLES_PER_PARTICIPANT {
             let oldest = tuples.remove(0);
@@ -132,11 +136,24 @@ mod tests {
     fn learns_tuples_from_stun_then_routes_anything_from_them() {
         let mut d = Demuxer::default();
         let stun = binding_request(&format!("{}:remote", ufrag_for(42, "abcd")));
-        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), None);
-        assert_eq!(d.route(&transport(1), &stun), Some(42));
-        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), Some(42));
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), None);
+        assert_eq!(d.route(&transport(1), &stun, |_| true), Some(42));
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), Some(42));
         d.remove(42);
-        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0]), None);
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), None);
+    }
+
+    #[test]
+    fn learns_nothing_for_a_participant_who_is_not_there() {
+        let mut d = Demuxer::default();
+        let stun = binding_request(&format!("{}:remote", ufrag_for(42, "abcd")));
+        assert_eq!(d.route(&transport(1), &stun, |id| id != 42), None);
+        assert_eq!(
+            d.sizes(),
+            (0, 0),
+            "a late check after a leave leaves nothing behind"
+        );
+        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), None);
     }
 
     #[test]
@@ -149,7 +166,11 @@ mod tests {
             binding_request("nothex!!:remote"),
             binding_request("noseparator"),
         ] {
-            assert_eq!(d.route(&transport(1), &datagram), None, "{datagram:?}");
+            assert_eq!(
+                d.route(&transport(1), &datagram, |_| true),
+                None,
+                "{datagram:?}"
+            );
         }
     }
 
@@ -179,14 +200,14 @@ mod tests {
         let mut d = Demuxer::default();
         let stun = binding_request(&format!("{}:remote", ufrag_for(7, "x")));
         for port in 0..100 {
-            assert_eq!(d.route(&transport(port), &stun), Some(7));
+            assert_eq!(d.route(&transport(port), &stun, |_| true), Some(7));
         }
         assert_eq!(d.affinity.len(), MAX_TUPLES_PER_PARTICIPANT);
         assert_eq!(
-            d.route(&transport(0), &[0x80]),
+            d.route(&transport(0), &[0x80], |_| true),
             None,
             "oldest tuple evicted"
         );
-        assert_eq!(d.route(&transport(99), &[0x80]), Some(7));
+        assert_eq!(d.route(&transport(99), &[0x80], |_| true), Some(7));
     }
 }

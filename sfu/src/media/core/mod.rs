@@ -410,7 +410,9 @@ impl MediaCore {
             self.metrics.drop_packet(reason);
             return;
         }
-        let Some(id) = self.demux.route(&transport, &datagram) else {
+        let participants = &self.participants;
+        let present = |id| participants.contains_key(&id);
+        let Some(id) = self.demux.route(&transport, &datagram, present) else {
             self.metrics.drop_packet(Dropped::Unroutable);
             return;
         };
