@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::report::Summary;
+use crate::measure::Summary;
 
 /// When churn events fall due, as offsets from the start of the measurement window, and in
 /// which room: one event every `every`, rooms in turn, and none in the last interval of the

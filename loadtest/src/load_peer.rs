@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::participant::{JoinConfig, MediaSink, Participant};
-use crate::signaling::ParticipantId;
-use crate::state::ParticipantStats;
+use kaskade_client::signaling::ParticipantId;
+use kaskade_client::state::ParticipantStats;
+use kaskade_client::{JoinConfig, MediaSink, Participant};
 
 /// One synthetic participant of a load run, target-independent.
 #[derive(Debug, Clone)]

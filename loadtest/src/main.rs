@@ -12,7 +12,7 @@
 //! deployment requires tokens; or `--target janus --janus-url ws://HOST:8188`, the VideoRoom
 //! of a Janus configured as loadtest/janus/ describes), `--ramp` joins per second; it
 //! publishes the looped H.264 clip (a latency stamp ahead of each frame, see
-//! `kaskade_loadtest::latency`) and the Opus tone, and receives everything its room-mates
+//! `kaskade_client::latency`) and the Opus tone, and receives everything its room-mates
 //! send (decoding it with `--decode`). Once everyone has joined and receives from every
 //! room-mate, the measurement window of `--duration` starts; at its end everyone stops sending, the last packets drain for a second, and
 //! everyone leaves.
@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use kaskade_client::{Participant, ParticipantStats};
 use kaskade_loadtest::janus::{JanusConfig, JanusParticipant};
 use kaskade_loadtest::lean::LeanParticipant;
 use kaskade_loadtest::raw::{RawParticipant, RawTarget};
 use kaskade_loadtest::report::{ProcessUsage, parse_cpu_seconds, parse_peak_rss, parse_rss};
 use kaskade_loadtest::series::{Scraper, SeriesWriter};
-use kaskade_loadtest::{LoadPeer, LoadSpec, Participant, ParticipantStats};
+use kaskade_loadtest::{LoadPeer, LoadSpec};
 
 use run::{Run, Series, Snapshots, Usage, Window, build_report, finish_freezes};
 

@@ -17,7 +17,7 @@ use anyhow::Context;
 use hyper::Method;
 use tokio::task::JoinHandle;
 
-use crate::report::{Summary, loss_percent};
+use crate::measure::{Summary, loss_percent};
 
 /// How often the servers' metrics are read.
 pub const SCRAPE_EVERY: Duration = Duration::from_secs(1);
@@ -326,7 +326,7 @@ impl Drop for Scraper {
 pub async fn read(url: &str) -> anyhow::Result<Samples> {
     let (status, body) = tokio::time::timeout(
         SCRAPE_TIMEOUT,
-        crate::http_client::request(Method::GET, url, None, MAX_PAGE),
+        kaskade_client::http_client::request(Method::GET, url, None, MAX_PAGE),
     )
     .await
     .with_context(|| format!("GET {url}: timed out"))??;

@@ -5,7 +5,7 @@
 
 use crate::at_rest::{self, AtRestError, Expect, FileReader, Keyring};
 use crate::recover::recover_with;
-use crate::session::{Session, fragmented_path, write_manifest};
+use crate::session::{MANIFEST, Session, fragmented_path, write_manifest};
 use kaskade_protocol::recording::{
     RecordedParticipant, RecordingInfo, RecordingState, StartRecording,
 };
@@ -16,9 +16,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
-
-/// Name of a recording's manifest file.
-pub const MANIFEST: &str = "manifest.json";
 
 /// Why a request to the recorder failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,11 +8,10 @@ use crate::compose::{ComposeConfig, ComposeInput, compose};
 use crate::finalize::finalize_with;
 use crate::fmp4::{Fmp4Error, Fragment};
 use crate::participant::{MediaKind, ParticipantRecorder};
-use crate::service::MANIFEST;
 use crate::timeline::RtpPacket;
 use anyhow::Context;
 use bytes::Bytes;
-use kaskade_loadtest::{
+use kaskade_client::{
     Event, JoinConfig, MediaSink, Participant, ParticipantId, ParticipantInfo, ReceivedPacket,
     ServerMessage,
 };
@@ -29,6 +28,8 @@ use tracing::{debug, warn};
 const WRITER_TICK: Duration = Duration::from_millis(100);
 /// File name of the composed meeting video.
 pub const COMPOSED: &str = "composed.mp4";
+/// File name of a recording's manifest.
+pub const MANIFEST: &str = "manifest.json";
 /// How long joining the meeting may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -414,8 +415,8 @@ fn write_files(
                     continue;
                 }
                 let kind = match packet.kind {
-                    kaskade_loadtest::MediaKind::Audio => MediaKind::Audio,
-                    kaskade_loadtest::MediaKind::Video => MediaKind::Video,
+                    kaskade_client::MediaKind::Audio => MediaKind::Audio,
+                    kaskade_client::MediaKind::Video => MediaKind::Video,
                 };
                 let rtp = RtpPacket {
                     ssrc: packet.packet.header.ssrc,

@@ -2,7 +2,7 @@
 //! namespace of their own), read their metrics, and clean up after themselves.
 
 use anyhow::{Context, Result, bail};
-use kaskade_loadtest::JoinConfig;
+use kaskade_client::JoinConfig;
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

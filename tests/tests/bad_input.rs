@@ -2,8 +2,9 @@
 //! exchanging media while garbage datagrams and malformed signaling hit the same node.
 
 use futures_util::{SinkExt, StreamExt};
+use kaskade_client::{JoinConfig, Participant, ParticipantId};
 use kaskade_e2e::{Node, start_node};
-use kaskade_loadtest::{JoinConfig, LossyRelay, Participant, ParticipantId};
+use kaskade_loadtest::LossyRelay;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;

@@ -2,8 +2,8 @@
 //! synthetic WebRTC participants joining through the locator's join API. Meetings cascade
 //! across nodes, survive the loss of a node, and keep being placed when a locator dies.
 
+use kaskade_client::{JoinConfig, MeetingState, Participant, ParticipantId};
 use kaskade_e2e::{Node, http_get, node_binary, parse_metric, sign_token};
-use kaskade_loadtest::{JoinConfig, MeetingState, Participant, ParticipantId};
 use kaskade_protocol::signaling::ModerateAction;
 use kaskade_protocol::token::Role;
 use std::collections::BTreeMap;

@@ -1,11 +1,12 @@
 //! Meetings of real WebRTC clients (webrtc-rs, openh264-encoded H.264, libopus Opus) against a
 //! real `kaskade-sfu` process on loopback.
 
-use kaskade_e2e::{Node, start_node};
-use kaskade_loadtest::{
-    ErrorCode, JoinConfig, JoinError, LossyRelay, MeetingState, ModerateAction, Participant,
-    ParticipantId, RemoteStats,
+use kaskade_client::{
+    ErrorCode, JoinConfig, JoinError, MeetingState, ModerateAction, Participant, ParticipantId,
+    RemoteStats,
 };
+use kaskade_e2e::{Node, start_node};
+use kaskade_loadtest::LossyRelay;
 use std::time::{Duration, Instant};
 
 /// The machine has two cores: meetings run one at a time.

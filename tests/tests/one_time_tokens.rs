@@ -3,8 +3,8 @@
 //! time, even once its participant has left.
 
 use futures_util::{SinkExt, StreamExt};
+use kaskade_client::Participant;
 use kaskade_e2e::{Node, Scratch, small_media_config};
-use kaskade_loadtest::Participant;
 use kaskade_sfu::token::{Claims, Role, TokenKey, unix_now};
 use serde_json::{Value, json};
 use std::process::Command;

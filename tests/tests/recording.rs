@@ -5,8 +5,8 @@
 mod common;
 
 use common::{Recordings, WAIT, all_in_one, media_config};
+use kaskade_client::Participant;
 use kaskade_e2e::{Node, Scratch, recorder_binary, sign_token};
-use kaskade_loadtest::Participant;
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
 use kaskade_protocol::token::Role;
 use serde_json::Value;

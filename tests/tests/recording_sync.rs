@@ -1,7 +1,7 @@
 //! Audio/video sync of a recording, measured on content whose instants are known.
 //!
 //! Three synthetic participants publish sync marks
-//! ([`JoinConfig::sync_marks`](kaskade_loadtest::JoinConfig::sync_marks)): dark video with one
+//! ([`JoinConfig::sync_marks`](kaskade_client::JoinConfig::sync_marks)): dark video with one
 //! white frame every 2 s and silence with a 100 ms, 1 kHz beep that starts at the same instant.
 //! The meeting is recorded through the all-in-one default, one participant joining 2 s into
 //! the recording. Then, with the real ffmpeg, every flash (a frame whose mean luma
@@ -24,8 +24,8 @@
 mod common;
 
 use common::{Recordings, WAIT, all_in_one, media_config};
+use kaskade_client::Participant;
 use kaskade_e2e::{Node, Scratch};
-use kaskade_loadtest::Participant;
 use kaskade_protocol::recording::RecordingInfo;
 use std::path::{Path, PathBuf};
 use std::process::Command;

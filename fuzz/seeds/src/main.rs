@@ -21,11 +21,11 @@ use bytes::{Bytes, BytesMut};
 use kaskade_fuzz::locator::node_report;
 use kaskade_fuzz::node;
 use kaskade_fuzz::ops::record;
-use kaskade_loadtest::audio::{OpusClip, audio_level_payload};
+use kaskade_client::audio::{OpusClip, audio_level_payload};
 use kaskade_loadtest::lean::dtls::{self, DtlsClient};
 use kaskade_loadtest::lean::ice::{Credentials, IceChecks};
 use kaskade_loadtest::lean::sdp::{self, AUDIO_LEVEL_EXT_ID, OfferParams};
-use kaskade_loadtest::video::{VideoClip, VideoClipConfig};
+use kaskade_client::video::{VideoClip, VideoClipConfig};
 use kaskade_protocol::cluster::{CallRecord, JoinRequest, node_credential};
 use kaskade_protocol::recording::RecorderReport;
 use kaskade_protocol::signaling::{

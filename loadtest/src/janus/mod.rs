@@ -33,11 +33,11 @@ use tokio::task::JoinHandle;
 use webrtc::peer_connection::PeerConnection;
 
 use crate::load_peer::{LoadPeer, LoadSpec};
-use crate::peer::{self, Shared, random_u32};
-use crate::session::{self, Media};
-use crate::signaling::ParticipantId;
-use crate::state::{ParticipantStats, SlotState};
 use api::{JanusSession, PluginError, Reply, plugin_data};
+use kaskade_client::peer::{self, Shared, random_u32};
+use kaskade_client::session::{self, Media};
+use kaskade_client::signaling::ParticipantId;
+use kaskade_client::state::{ParticipantStats, SlotState};
 use videoroom::SubscribedStream;
 
 /// How many times a publisher `join` draws a new feed id when the drawn one is taken.
@@ -152,7 +152,7 @@ impl JanusParticipant {
         let subscriber = janus.attach(videoroom::PLUGIN).await?;
         let session = receiving.begin_session();
         let receiver = peer::build(&receiving, session, local_ip, false, false, 0).await?;
-        tasks.push(tokio::spawn(crate::receive::dispatch_tracks(
+        tasks.push(tokio::spawn(kaskade_client::receive::dispatch_tracks(
             Arc::clone(&receiver.pc),
             receiver.tracks_rx,
             Arc::clone(&receiving),

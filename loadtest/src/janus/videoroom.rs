@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::signaling::{MediaKind, ParticipantId};
+use kaskade_client::signaling::{MediaKind, ParticipantId};
 
 /// The plugin's package name.
 pub const PLUGIN: &str = "janus.plugin.videoroom";

@@ -25,15 +25,15 @@ use tokio::net::UdpSocket;
 use super::dtls::{self, DtlsClient, SrtpContexts};
 use super::ice::{CHECK_INTERVAL, CONSENT_INTERVAL, Credentials, IceChecks};
 use super::sdp::{Answer, OfferParams};
-use crate::audio::{OpusClip, parse_audio_level};
-use crate::h264::{H264Receiver, ReceiveOutcome};
-use crate::participant::ReceivedPacket;
-use crate::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
-use crate::receive::{KeyframeWant, sink_packet};
-use crate::send::{AudioSource, VideoSource};
-use crate::session::Media;
-use crate::signaling::MediaKind;
-use crate::state::Event;
+use kaskade_client::audio::{OpusClip, parse_audio_level};
+use kaskade_client::h264::{H264Receiver, ReceiveOutcome};
+use kaskade_client::join::ReceivedPacket;
+use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
+use kaskade_client::receive::{KeyframeWant, sink_packet};
+use kaskade_client::send::{AudioSource, VideoSource};
+use kaskade_client::session::Media;
+use kaskade_client::signaling::MediaKind;
+use kaskade_client::state::Event;
 
 /// Datagrams read before the task looks at its deadlines again.
 const BURST: usize = 64;

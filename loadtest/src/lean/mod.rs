@@ -32,12 +32,12 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::load_peer::{LoadPeer, LoadSpec};
-use crate::participant::JoinError;
-use crate::peer::{Shared, random_u32};
-use crate::session::{Media, join_signaling, locate, offer_answer, read_signaling};
-use crate::signaling::{ClientMessage, ParticipantId, SignalWriter};
-use crate::state::ParticipantStats;
 use driver::{Driver, DriverConfig};
+use kaskade_client::join::JoinError;
+use kaskade_client::peer::{Shared, random_u32};
+use kaskade_client::session::{Media, join_signaling, locate, offer_answer, read_signaling};
+use kaskade_client::signaling::{ClientMessage, ParticipantId, SignalWriter};
+use kaskade_client::state::ParticipantStats;
 use sdp::{Answer, OfferParams};
 
 /// The socket receive buffer asked for (bursts of nine publishers' frames arrive at once).

@@ -6,10 +6,10 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::audio::{AUDIO_LEVEL_URI, OPUS_CLOCK_RATE};
-use crate::peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
-use crate::signaling::MediaKind;
-use crate::video::VIDEO_CLOCK_RATE;
+use kaskade_client::audio::{AUDIO_LEVEL_URI, OPUS_CLOCK_RATE};
+use kaskade_client::peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
+use kaskade_client::signaling::MediaKind;
+use kaskade_client::video::VIDEO_CLOCK_RATE;
 
 /// The header extension id offered for the RFC 6464 audio level.
 pub const AUDIO_LEVEL_EXT_ID: u8 = 1;

@@ -18,7 +18,7 @@ use super::wire::{
     CONTROL_MAGIC, Control, ControlKind, MAX_DATAGRAM, MAX_PARTICIPANT_ID, ParticipantKey,
     ReplayWindow, RtpHeader, Secret, TAG_LEN, ssrc_owner,
 };
-use crate::signaling::MediaKind;
+use kaskade_client::signaling::MediaKind;
 
 /// Members of one room at most (a hello beyond it is refused).
 pub const MAX_ROOM_SIZE: usize = 32;

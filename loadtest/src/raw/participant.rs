@@ -30,16 +30,16 @@ use super::wire::{
     MAX_PAYLOAD, ParticipantKey, RTP_HEADER_LEN, ReplayWindow, RtpHeader, Secret, TAG_LEN, room_id,
     ssrc, ssrc_owner,
 };
-use crate::audio::{OPUS_FRAME_SAMPLES, OpusClip};
-use crate::h264::H264Receiver;
-use crate::latency;
 use crate::load_peer::{LoadPeer, LoadSpec};
-use crate::participant::{MediaSink, ReceivedPacket};
-use crate::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
-use crate::send::frame_packets;
-use crate::signaling::{MediaKind, ParticipantId};
-use crate::state::ParticipantStats;
-use crate::video::{VIDEO_CLOCK_RATE, VideoClip, VideoClipConfig, VideoCursor};
+use kaskade_client::audio::{OPUS_FRAME_SAMPLES, OpusClip};
+use kaskade_client::h264::H264Receiver;
+use kaskade_client::join::{MediaSink, ReceivedPacket};
+use kaskade_client::latency;
+use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
+use kaskade_client::send::frame_packets;
+use kaskade_client::signaling::{MediaKind, ParticipantId};
+use kaskade_client::state::ParticipantStats;
+use kaskade_client::video::{VIDEO_CLOCK_RATE, VideoClip, VideoClipConfig, VideoCursor};
 
 /// How often a hello is repeated while joining.
 const HELLO_RETRY: Duration = Duration::from_millis(250);

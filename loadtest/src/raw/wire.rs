@@ -22,7 +22,7 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::hkdf;
 
-use crate::signaling::MediaKind;
+use kaskade_client::signaling::MediaKind;
 
 /// Length of the clear RTP header.
 pub const RTP_HEADER_LEN: usize = 12;

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use kaskade_loadtest::ParticipantId;
+use kaskade_client::ParticipantId;
 use kaskade_loadtest::churn::{ChurnReport, ChurnSchedule, oldest};
-use kaskade_loadtest::report::Summary;
+use kaskade_loadtest::measure::Summary;
 use tokio::task::JoinSet;
 
 use super::{Entry, Run};
@@ -204,7 +204,7 @@ impl Run {
             return false;
         };
         let mine = peer.stats();
-        let receives = |stats: &kaskade_loadtest::ParticipantStats, from: ParticipantId| {
+        let receives = |stats: &kaskade_client::ParticipantStats, from: ParticipantId| {
             let r = stats.remote(from);
             r.audio_bytes > 0 && r.video_bytes > 0
         };

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kaskade_client::signaling::MediaKind;
+use kaskade_client::{MediaSink, ParticipantId, ParticipantStats, latency};
 use kaskade_loadtest::churn::ChurnSchedule;
-use kaskade_loadtest::report::{FrameCounter, FreezeTracker, SeqCounter, loss_percent};
+use kaskade_loadtest::measure::{FrameCounter, FreezeTracker, SeqCounter, loss_percent};
 use kaskade_loadtest::series::{Columns, Row, Scraper, SeriesWriter, Totals};
-use kaskade_loadtest::signaling::MediaKind;
-use kaskade_loadtest::{LoadPeer, LoadSpec, MediaSink, ParticipantId, ParticipantStats, latency};
+use kaskade_loadtest::{LoadPeer, LoadSpec};
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use tokio::task::JoinSet;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kaskade_loadtest::ParticipantStats;
+use kaskade_client::ParticipantStats;
 use kaskade_loadtest::report::{ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams};
 
 use super::{Entry, Run};
@@ -159,7 +159,7 @@ fn remote(
     let received = entry.received.lock().expect("sink lock");
     let now = stats.remote(id);
     let before = entry.window_start.remote(id);
-    let bytes = |r: &kaskade_loadtest::RemoteStats| r.video_bytes + r.audio_bytes;
+    let bytes = |r: &kaskade_client::RemoteStats| r.video_bytes + r.audio_bytes;
     let from_mate = received.streams.iter().filter(|((from, _), _)| *from == id);
     let frames = received.frames.get(&id).copied().unwrap_or_default();
     let both_joined = entry

@@ -1,8 +1,8 @@
 //! What the recording tests share: the all-in-one server, participants with the small media of
 //! the end-to-end tests, and the recordings API of one meeting.
 
+use kaskade_client::JoinConfig;
 use kaskade_e2e::{Node, Scratch};
-use kaskade_loadtest::JoinConfig;
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use kaskade_loadtest::audio::{OpusClip, audio_level_payload, parse_audio_level};
-use kaskade_loadtest::h264::H264Receiver;
-use kaskade_loadtest::video::{VideoClip, VideoClipConfig, VideoCursor};
+use kaskade_client::audio::{OpusClip, audio_level_payload, parse_audio_level};
+use kaskade_client::h264::H264Receiver;
+use kaskade_client::video::{VideoClip, VideoClipConfig, VideoCursor};
 use openh264::decoder::Decoder;
 
 fn clip() -> std::sync::Arc<VideoClip> {

@@ -1,6 +1,6 @@
 //! The answer's candidates are pointed at a lossy relay when a participant asks for one.
 
-use kaskade_loadtest::rewrite_candidates;
+use kaskade_client::rewrite_candidates;
 
 #[test]
 fn answer_candidates_are_rewritten_to_the_relay() {

@@ -8,7 +8,7 @@
 //! their send buffer, and send RTCP reports; [`crate::rtcp_tap`] counts the feedback and hands
 //! PLI/FIR to the video sender, which answers with a keyframe at the next frame.
 
-use crate::participant::MediaSink;
+use crate::join::MediaSink;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -53,7 +53,7 @@ pub const H264_FMTP: &str =
 
 /// Counters of what was sent (kept as atomics; merged into the stats snapshot).
 #[derive(Debug, Default)]
-pub(crate) struct SendCounters {
+pub struct SendCounters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub video_frames: AtomicU64,
@@ -63,7 +63,7 @@ pub(crate) struct SendCounters {
 }
 
 /// State shared by the participant handle and its tasks.
-pub(crate) struct Shared {
+pub struct Shared {
     pub state: std::sync::Mutex<MeetingState>,
     pub events: broadcast::Sender<Event>,
     pub version: watch::Sender<u64>,
@@ -225,13 +225,13 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// The local sending tracks.
-pub(crate) struct LocalTracks {
+pub struct LocalTracks {
     pub audio: Option<(Arc<TrackLocalStaticRTP>, u32)>,
     pub video: Option<(Arc<TrackLocalStaticRTP>, u32)>,
 }
 
 /// A built peer connection with its transceivers.
-pub(crate) struct Peer {
+pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     pub local: LocalTracks,
     pub tracks_rx: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
@@ -267,7 +267,7 @@ fn h264_codec() -> RTCRtpCodecParameters {
 }
 
 /// Process-unique pseudo-random 32-bit values (SSRCs, initial sequence numbers).
-pub(crate) fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -307,7 +307,7 @@ fn init(direction: RTCRtpTransceiverDirection) -> Option<RTCRtpTransceiverInit> 
 }
 
 /// Builds the peer connection of `session` and adds transceivers in the protocol's order.
-pub(crate) async fn build(
+pub async fn build(
     shared: &Arc<Shared>,
     session: u64,
     local_ip: IpAddr,

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 /// Sends `method` to `url` with `body` (JSON) if any; returns the status and at most
 /// `max_body` bytes of the answer (a longer answer is an error).
-pub(crate) async fn request(
+pub async fn request(
     method: Method,
     url: &str,
     body: Option<Vec<u8>>,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kaskade_loadtest::{JoinConfig, JoinError, MeetingState, Participant};
+use kaskade_client::{JoinConfig, JoinError, MeetingState, Participant};
 use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use kaskade_sfu::NodeConfig;
 use tokio::runtime::Runtime;

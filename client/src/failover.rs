@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::participant::{JoinConfig, JoinError};
+use crate::join::{JoinConfig, JoinError};
 use crate::peer::Shared;
 use crate::session::{Current, Media, Session, locate};
 use crate::signaling::ClientMessage;

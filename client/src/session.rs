@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, OpusClip};
+use crate::join::{JoinConfig, JoinError};
 use crate::join_api::{self, JoinRequest};
-use crate::participant::{JoinConfig, JoinError};
 use crate::peer::{self, LocalTracks, Shared};
 use crate::signaling::{
     self, ClientMessage, Incoming, ServerMessage, SignalReader, SignalWriter, Welcome,
@@ -27,7 +27,7 @@ use crate::{receive, send};
 /// The synthetic media a participant publishes, encoded once and re-published by every
 /// session.
 #[derive(Clone)]
-pub(crate) struct Media {
+pub struct Media {
     video: Option<Arc<VideoClip>>,
     audio: Option<Arc<OpusClip>>,
 }
@@ -121,7 +121,7 @@ impl Media {
 /// Applies `description` (an offer or an answer of `pc`) as the local description, waits (up
 /// to 2 s) for ICE gathering to complete, and returns the local SDP with its candidates: no
 /// trickling needed.
-pub(crate) async fn local_sdp(
+pub async fn local_sdp(
     pc: &Arc<dyn PeerConnection>,
     shared: &Shared,
     description: RTCSessionDescription,
@@ -139,7 +139,7 @@ pub(crate) async fn local_sdp(
 }
 
 /// Where a session connects.
-pub(crate) struct Target {
+pub struct Target {
     /// The node's name, when the join API chose it.
     pub node: Option<String>,
     /// The signaling WebSocket URL.
@@ -150,7 +150,7 @@ pub(crate) struct Target {
 
 /// Finds where to join: through the join API at `cfg.locator` (presenting `token`, avoiding
 /// `avoid_node`, pinned to `node`), or straight at `cfg.server`.
-pub(crate) async fn locate(
+pub async fn locate(
     cfg: &JoinConfig,
     token: Option<String>,
     avoid_node: Option<String>,
@@ -184,7 +184,7 @@ pub(crate) async fn locate(
 }
 
 /// A live connection to one node. Dropping it stops its tasks and closes the peer connection.
-pub(crate) struct Session {
+pub struct Session {
     pub writer: SignalWriter,
     pc: Option<Arc<dyn PeerConnection>>,
     tasks: Vec<JoinHandle<()>>,
@@ -268,7 +268,7 @@ impl Drop for Session {
 
 /// Starts a new session of `shared` at `target`: opens the signaling socket, sends `join` and
 /// waits for `welcome`. Returns the socket's halves, the session's number and the `welcome`.
-pub(crate) async fn join_signaling(
+pub async fn join_signaling(
     cfg: &JoinConfig,
     shared: &Shared,
     target: &Target,
@@ -300,7 +300,7 @@ pub(crate) async fn join_signaling(
 
 /// Sends the offer `sdp` of session `id` and waits for the node's answer; returns the answer,
 /// its candidates rewritten to `cfg.media_via` if set.
-pub(crate) async fn offer_answer(
+pub async fn offer_answer(
     cfg: &JoinConfig,
     writer: &mut SignalWriter,
     reader: &mut SignalReader,
@@ -325,7 +325,7 @@ pub(crate) async fn offer_answer(
 }
 
 /// Runs `fut` with `timeout`; a [`JoinError::Timeout`] naming `what` if it takes longer.
-pub(crate) async fn timed<T>(
+pub async fn timed<T>(
     timeout: Duration,
     what: &'static str,
     fut: impl Future<Output = Result<T, JoinError>>,
@@ -382,7 +382,7 @@ fn apply(shared: &Shared, session: u64, incoming: Incoming) -> Option<ServerMess
 }
 
 /// Applies the frames of session `session` until the socket closes.
-pub(crate) async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>, session: u64) {
+pub async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>, session: u64) {
     while let Ok(Some(incoming)) = reader.recv().await {
         apply(&shared, session, incoming);
     }
@@ -392,7 +392,7 @@ pub(crate) async fn read_signaling(mut reader: SignalReader, shared: Arc<Shared>
 }
 
 /// The session a participant is in now, and its `welcome`; failover replaces both.
-pub(crate) struct Current {
+pub struct Current {
     welcome: std::sync::Mutex<Welcome>,
     session: tokio::sync::Mutex<Option<Session>>,
 }

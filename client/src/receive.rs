@@ -15,7 +15,7 @@ use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
 use crate::h264::{H264Receiver, ReceiveOutcome};
-use crate::participant::ReceivedPacket;
+use crate::join::ReceivedPacket;
 use crate::peer::Shared;
 use crate::signaling::MediaKind;
 use crate::state::Event;
@@ -24,7 +24,7 @@ use crate::state::Event;
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Maps each new remote track of `session` to its slot (mid) and starts its receiver task.
-pub(crate) async fn dispatch_tracks(
+pub async fn dispatch_tracks(
     pc: Arc<dyn PeerConnection>,
     mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     shared: Arc<Shared>,
@@ -156,7 +156,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
 
 /// The packet a sink gets: the RTP header fields it needs (cloning the whole header would copy
 /// its extension list) and the payload, shared.
-pub(crate) fn sink_packet(header: &rtc::rtp::header::Header, payload: Bytes) -> rtc::rtp::Packet {
+pub fn sink_packet(header: &rtc::rtp::header::Header, payload: Bytes) -> rtc::rtp::Packet {
     rtc::rtp::Packet {
         header: rtc::rtp::header::Header {
             version: header.version,
@@ -175,7 +175,7 @@ pub(crate) fn sink_packet(header: &rtc::rtp::header::Header, payload: Bytes) -> 
 /// one (a recorder, the load generator), a sequence gap in the video is the sign that the next
 /// pictures may not decode. At most one request per [`PLI_INTERVAL`].
 #[derive(Debug, Default)]
-pub(crate) struct KeyframeWant {
+pub struct KeyframeWant {
     next_seq: Option<u16>,
     last_pli: Option<Instant>,
 }

@@ -7,7 +7,7 @@ use hyper::Method;
 pub use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
 
 use crate::http_client;
-use crate::participant::JoinError;
+use crate::join::JoinError;
 
 /// Answers are a few hundred bytes; anything past this is not a join API.
 const MAX_BODY: usize = 64 * 1024;

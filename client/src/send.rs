@@ -79,7 +79,7 @@ async fn media_origin(shared: &Shared) -> Instant {
 }
 
 /// Sends the looped H.264 clip in real time; serves keyframe requests.
-pub(crate) async fn send_video(
+pub async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
@@ -109,7 +109,7 @@ pub(crate) async fn send_video(
 /// The looped H.264 clip as one sender publishes it: a frame per tick (a latency stamp packet
 /// first when the participant sends them), RTP time from the tick's instant, a keyframe when
 /// asked for ([`Shared::force_keyframe`]) and when sending resumes.
-pub(crate) struct VideoSource {
+pub struct VideoSource {
     cursor: VideoCursor,
     ssrc: u32,
     payload_type: u8,
@@ -224,7 +224,7 @@ async fn write_frame(
 /// One frame's RTP packets (marker on the last), numbered from `seq` on (which they advance);
 /// with a latency stamp (microseconds on [`latency::clock_us`]), a stamp packet goes first.
 /// Payloads are shared, not copied.
-pub(crate) fn frame_packets<'a>(
+pub fn frame_packets<'a>(
     frame: &'a EncodedFrame,
     stamp: Option<u64>,
     ssrc: u32,
@@ -284,7 +284,7 @@ pub(crate) async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, sha
 
 /// Sends the looped Opus clip in real time with the current audio level: the tone frame after
 /// frame, or a sync-mark clip frame by frame of its [`SyncClock`].
-pub(crate) async fn send_audio(
+pub async fn send_audio(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
@@ -339,7 +339,7 @@ pub(crate) async fn send_audio(
 
 /// The RTP side of one Opus sender: its SSRC, payload type, audio level extension, sequence
 /// numbers and RTP time.
-pub(crate) struct AudioSource {
+pub struct AudioSource {
     ssrc: u32,
     payload_type: u8,
     level_ext: Option<u8>,
