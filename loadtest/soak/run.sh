@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak of docs/RELIABILITY.md ("Soak"): the all-in-one (kaskade-locator with its embedded
+# The soak of docs/RELIABILITY.md ("Soak"): the all-in-one (`kaskade`, a locator with its
 # node and recorder, release build) pinned to CPU 0, kaskade-loadtest pinned to CPU 1 (by
 # default; see --server-cpus), ten rooms of ten lean participants for 30 minutes with one
 # participant leaving and a fresh one joining every 3 s, a CSV row a second with the
@@ -17,7 +17,7 @@
 # both cores (it reports overload at 90 % of the cores it may run on) when one core cannot
 # carry the load (see docs/RELIABILITY.md, "Soak").
 #
-# Binaries come from $KASKADE_BIN (a directory holding kaskade-locator and kaskade-loadtest),
+# Binaries come from $KASKADE_BIN (a directory holding kaskade and kaskade-loadtest),
 # else from ${CARGO_TARGET_DIR:-target}/release, built first unless --no-build. On a machine
 # shared with other heavy jobs, hold their lock for the run:
 #   flock /tmp/kaskade-heavy.lock loadtest/soak/run.sh --no-build
@@ -54,9 +54,9 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${KASKADE_BIN:-${CARGO_TARGET_DIR:-target}/release}
 if [ "$build" = 1 ] && [ -z "${KASKADE_BIN:-}" ]; then
-    cargo build --release -p locator -p loadtest
+    cargo build --release -p kaskade -p loadtest
 fi
-for b in kaskade-locator kaskade-loadtest; do
+for b in kaskade kaskade-loadtest; do
     [ -x "$bin/$b" ] || { echo "no $bin/$b (build it, or set KASKADE_BIN)" >&2; exit 1; }
 done
 mkdir -p "$out"
@@ -90,11 +90,11 @@ group() {
 sampler=$!
 
 # the all-in-one on its CPUs, on a free port, in the output directory (call records, recordings)
-(cd "$out" && exec "${session[@]}" taskset -c "$server_cpus" "$bin/kaskade-locator" --listen 127.0.0.1:0 \
+(cd "$out" && exec "${session[@]}" taskset -c "$server_cpus" "$bin/kaskade" --listen 127.0.0.1:0 \
     --udp-port 0 --tcp-port 0 --db "$out/cdr.sqlite" --recordings "$out/recordings" \
     >"$out/server.out" 2>"$out/server.log") &
 server=$!
-group "$server" kaskade-locator
+group "$server" kaskade
 url=""
 for _ in $(seq 100); do
     url=$(sed -n 's|^kaskade is running: open \(http://[^/]*\)/.*|\1|p' "$out/server.out")

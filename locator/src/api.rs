@@ -147,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-        .merge(kaskade_sfu::web_pages())
+        .merge(kaskade_web::pages())
 }
 
 /// The OpenAPI 3.1 description of [`ROUTES`].

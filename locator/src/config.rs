@@ -2,13 +2,12 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kaskade_protocol::signaling::Role;
-use kaskade_recorder::at_rest::Keyring;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// `kaskade-locator`: places meetings on kaskade SFU nodes and cascades them. Without
-/// `--cluster` it also runs one SFU node in the same process (all-in-one).
+/// `kaskade-locator`: places meetings on kaskade SFU nodes (`kaskade-sfu --locator URL`) and
+/// cascades them. One machine without a cluster runs `kaskade`, the all-in-one, instead.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kaskade-locator", version, about)]
 pub struct Cli {
@@ -26,11 +25,8 @@ pub struct ServeConfig {
     /// HTTP address for the web client, the API, /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Run without an embedded SFU node: nodes run as `kaskade-sfu --locator URL`.
-    #[arg(long)]
-    pub cluster: bool,
-    /// Cluster secret: signs tokens and node credentials. Without it, open joins are allowed
-    /// (all-in-one only).
+    /// Cluster secret: signs tokens and node credentials (required by `kaskade-locator`; the
+    /// all-in-one without it allows open joins).
     #[arg(long, env = "KASKADE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// Key that guards POST /api/tokens and the operator endpoints (Authorization: Bearer).
@@ -48,29 +44,10 @@ pub struct ServeConfig {
     /// Visible participants per meeting, across all its nodes.
     #[arg(long, default_value_t = 10)]
     pub max_room_size: u32,
-    /// Per-client-address limits on joins (and the embedded node's signaling connections).
+    /// Per-client-address limits on joins (and, in the all-in-one, on its node's signaling
+    /// connections).
     #[command(flatten)]
     pub ip_limits: kaskade_limits::IpLimitsConfig,
-    /// Embedded node: UDP port shared by every peer's media (0: any free port).
-    #[arg(long, default_value_t = 10_000)]
-    pub udp_port: u16,
-    /// Embedded node: TCP port for ICE-TCP (0: any free port).
-    #[arg(long, default_value_t = 10_000)]
-    pub tcp_port: u16,
-    /// Embedded node: its region.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Embedded recorder: directory of the recordings.
-    #[arg(long, default_value = "kaskade-recordings")]
-    pub recordings: PathBuf,
-    /// Embedded recorder: encrypt recordings at rest with the key in this file (64 hex
-    /// digits; further lines: older keys that still decrypt). See docs/RECORDING.md.
-    #[arg(
-        long = "recording-key-file",
-        value_name = "FILE",
-        value_parser = |p: &str| Keyring::from_file(Path::new(p))
-    )]
-    pub recording_key: Option<Keyring>,
 }
 
 /// The locator's tools.
@@ -164,17 +141,15 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_are_the_all_in_one() {
+    fn the_defaults_serve_on_localhost_and_the_tools_parse() {
         let cli = Cli::try_parse_from(["kaskade-locator"]).unwrap();
         assert!(cli.command.is_none());
-        assert!(!cli.serve.cluster);
         assert_eq!(
             cli.serve.listen,
             "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(cli.serve.node_timeout, Duration::from_secs(3));
         assert_eq!(cli.serve.max_room_size, 10);
-        assert!(cli.serve.recording_key.is_none());
         let cli = Cli::try_parse_from([
             "kaskade-locator",
             "token",
@@ -196,28 +171,5 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn the_recording_key_file_is_read_at_startup() {
-        let path = std::env::temp_dir().join(format!("kaskade-key-{}", std::process::id()));
-        let key = "42".repeat(32);
-        std::fs::write(&path, format!("{key}\n")).unwrap();
-        let file = path.to_str().unwrap();
-        let cli = Cli::try_parse_from(["kaskade-locator", "--recording-key-file", file]).unwrap();
-        let keys = cli.serve.recording_key.expect("a keyring");
-        assert_eq!(
-            keys.current_id(),
-            Keyring::parse(&key).unwrap().current_id()
-        );
-        std::fs::write(&path, "not a key\n").unwrap();
-        let error = Cli::try_parse_from(["kaskade-locator", "--recording-key-file", file])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("line 1 of the key file is not a key"),
-            "{error}"
-        );
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -6,14 +6,16 @@
 //! registry, meeting state and link keys in-process or in Redis; [`api`] is the HTTP surface
 //! (joins, the node protocol, the operator's endpoints, recordings); [`recorders`] lists the
 //! live recorders; [`cdr`] stores call records in SQLite; [`metrics`] counts; [`config`] is the
-//! command line; [`embedded`] runs the all-in-one node; [`server`] puts them together.
+//! command line; [`server`] puts them together; [`tools`] are the operator's `token` and `cdr`.
+//! It needs neither the node nor the recorder: the all-in-one (`kaskade`) brings both and
+//! serves them beside a locator.
 
 pub mod api;
 pub mod cdr;
 pub mod config;
-pub mod embedded;
 pub mod metrics;
 pub mod placement;
 pub mod recorders;
 pub mod server;
 pub mod state;
+pub mod tools;

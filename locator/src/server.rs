@@ -1,15 +1,14 @@
 //! Running a locator: the state store, the sweeper that drops silent nodes, and the HTTP
-//! server, with the embedded node unless `--cluster`.
+//! server. [`run`] is `kaskade-locator`; the all-in-one binds with [`Bound::bind`], builds its
+//! node and recorder on the bound address, and serves them beside the locator's routes.
 
 use crate::api::{self, ApiConfig, AppState};
 use crate::cdr::CdrDb;
 use crate::config::ServeConfig;
-use crate::embedded;
 use crate::placement::PlacementConfig;
 use crate::state::{MemoryStore, NodeState, Now, RedisStore, Store};
 use anyhow::{Context, bail};
 use axum::Router;
-use kaskade_protocol::cluster::hex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use tracing::{info, warn};
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    store: Arc<dyn Store>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
 }
@@ -31,31 +31,29 @@ impl Running {
         (&mut self.server).await??;
         Ok(())
     }
+
+    /// Waits until some node has registered and takes participants (within `deadline`), so
+    /// that a URL printed afterwards places its first participant instead of answering
+    /// `no_capacity`.
+    pub async fn wait_for_a_node(&self, deadline: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let nodes = self.store.nodes(Now::current()).await?;
+            if nodes.iter().any(|n| n.state == NodeState::Up) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                bail!("no node registered within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.server.abort();
         self.sweeper.abort();
-    }
-}
-
-/// How long the all-in-one waits for its embedded node's first report.
-const EMBEDDED_NODE_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Waits until the embedded node has registered and takes participants, so the printed URL
-/// places the first participant instead of answering `no_capacity`.
-async fn await_embedded_node(store: &dyn Store) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + EMBEDDED_NODE_DEADLINE;
-    loop {
-        let nodes = store.nodes(Now::current()).await?;
-        if nodes.iter().any(|n| n.state == NodeState::Up) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the embedded node did not register within {EMBEDDED_NODE_DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -68,19 +66,21 @@ pub fn spawn(
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let swept = Arc::clone(&store);
     let server = tokio::spawn(async move { axum::serve(listener, service).await });
     let every = (node_timeout / 4).max(Duration::from_millis(100));
     let sweeper = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            if let Err(e) = store.sweep(Now::current()).await {
+            if let Err(e) = swept.sweep(Now::current()).await {
                 warn!("sweeping the state: {e}");
             }
         }
     });
     Ok(Running {
         addr,
+        store,
         server,
         sweeper,
     })
@@ -106,51 +106,98 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn Store>> 
     })
 }
 
-/// Starts the locator `config` describes and prints how to reach it.
-pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
-    if config.cluster && config.secret.is_none() {
-        bail!("--cluster needs --secret (or KASKADE_SECRET): nodes prove with it that they belong");
+/// Who may join: the secret that signs tokens and node credentials, and whether joins without a
+/// token are allowed (the all-in-one without `--secret`).
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The cluster secret.
+    pub secret: String,
+    /// Open joins: anyone who reaches the locator may join any meeting.
+    pub open: bool,
+}
+
+/// A locator whose listener, state and call records are open, not yet serving.
+pub struct Bound {
+    config: ServeConfig,
+    access: Access,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    cdr: CdrDb,
+}
+
+impl Bound {
+    /// Opens the state and the call records `config` asks for and binds its listener.
+    pub async fn bind(config: ServeConfig, access: Access) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let cdr = CdrDb::open(&config.db)
+            .with_context(|| format!("opening the call records at {}", config.db.display()))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        Ok(Self {
+            config,
+            access,
+            listener,
+            store,
+            cdr,
+        })
     }
-    let open = config.secret.is_none();
-    let secret = config
-        .secret
-        .clone()
-        .unwrap_or_else(|| hex(&rand::random::<[u8; 32]>()));
-    let store = open_store(&config).await?;
-    let cdr = CdrDb::open(&config.db)
-        .with_context(|| format!("opening the call records at {}", config.db.display()))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let api_config = ApiConfig {
-        secret: secret.as_bytes().to_vec(),
-        open,
-        api_key: config.api_key.clone(),
-        node_timeout: config.node_timeout,
-        // the all-in-one's recorder answers on this very listener
-        embedded_recorder: (!config.cluster).then(|| format!("http://{addr}")),
-        ip_limits: config.ip_limits,
-    };
-    let mut router = api::router(AppState::new(api_config, store.clone(), cdr));
-    if !config.cluster {
-        let node = embedded::build(&config, addr, &secret).await?;
-        println!("kaskade media: udp {}", node.udp_addr);
-        router = router
-            .nest(embedded::NODE_PATH, node.router)
-            .merge(embedded::recorder(&config, &secret, open));
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
-    if open {
-        warn!(
-            "no --secret: open joins are allowed; anyone who reaches http://{addr} may join any \
-             meeting, and the first participant of a meeting is its moderator"
-        );
+
+    /// Serves the locator's routes merged with `extra`; `recorder` is the base URL of a
+    /// recorder that needs no reports (the all-in-one's own).
+    pub fn serve(self, extra: Router, recorder: Option<String>) -> anyhow::Result<Running> {
+        let addr = self.addr()?;
+        let api_config = ApiConfig {
+            secret: self.access.secret.as_bytes().to_vec(),
+            open: self.access.open,
+            api_key: self.config.api_key.clone(),
+            node_timeout: self.config.node_timeout,
+            embedded_recorder: recorder,
+            ip_limits: self.config.ip_limits,
+        };
+        let state = AppState::new(api_config, Arc::clone(&self.store), self.cdr);
+        let router = api::router(state).merge(extra);
+        if self.access.open {
+            warn!(
+                "no --secret: open joins are allowed; anyone who reaches http://{addr} may join \
+                 any meeting, and the first participant of a meeting is its moderator"
+            );
+        }
+        info!(%addr, redis = self.config.redis.is_some(), "locator ready");
+        Ok(spawn(
+            self.listener,
+            router,
+            self.store,
+            self.config.node_timeout,
+        )?)
     }
-    info!(%addr, cluster = config.cluster, redis = config.redis.is_some(), "locator ready");
-    let running = spawn(listener, router, store.clone(), config.node_timeout)?;
-    if !config.cluster {
-        await_embedded_node(store.as_ref()).await?;
-    }
+}
+
+/// The line that tells a person where kaskade runs (tests and scripts read it too).
+pub fn print_ready(addr: SocketAddr) {
     println!("kaskade is running: open http://{addr}/m/hello");
+}
+
+/// `kaskade-locator`: serves the locator `config` describes, for nodes that report to it.
+pub async fn run(config: ServeConfig) -> anyhow::Result<Running> {
+    let Some(secret) = config.secret.clone() else {
+        bail!(
+            "kaskade-locator needs --secret (or KASKADE_SECRET): nodes prove with it that they \
+             belong; one machine without a cluster runs `kaskade`, the all-in-one"
+        );
+    };
+    let access = Access {
+        secret,
+        open: false,
+    };
+    let running = Bound::bind(config, access)
+        .await?
+        .serve(Router::new(), None)?;
+    print_ready(running.addr);
     Ok(running)
 }

@@ -11,7 +11,7 @@ use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kaskade_limits::{IpLimits, Refusal};
@@ -183,7 +183,7 @@ fn router(state: AppState) -> Router {
     } else {
         node_routes
             .route("/api/meetings/{meeting}/join", post(join))
-            .merge(web_pages())
+            .merge(kaskade_web::pages())
     };
     node_routes.with_state(state)
 }
@@ -204,27 +204,6 @@ async fn cascade(
 #[derive(serde::Deserialize)]
 struct CascadeQuery {
     from: String,
-}
-
-/// The web client's pages and assets, for any server that hands out meetings.
-pub fn web_pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { Html(include_str!("../web/index.html")) }),
-        )
-        .route(
-            "/m/{meeting}",
-            get(|| async { Html(include_str!("../web/meeting.html")) }),
-        )
-        .route(
-            "/static/client.js",
-            get(|| async { asset("text/javascript", include_str!("../web/client.js")) }),
-        )
-        .route(
-            "/static/style.css",
-            get(|| async { asset("text/css", include_str!("../web/style.css")) }),
-        )
 }
 
 /// `POST /api/meetings/{meeting}/join` of a node without a locator: join here. The token, if
@@ -298,10 +277,6 @@ fn api_error(status: StatusCode, error: &str, message: &str) -> Response {
         }),
     )
         .into_response()
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// `GET /ws`: one signaling session, within the client address's limits (refused with 429

@@ -12,10 +12,9 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod node;
-pub mod process;
 pub mod signaling;
 pub mod udp_batch;
 
 pub use config::NodeConfig;
-pub use http::{Node, build, serve, web_pages};
+pub use http::{Node, build, serve};
 pub use kaskade_protocol::token;

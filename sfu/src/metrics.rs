@@ -6,7 +6,7 @@
 //! once a second by the node's driver ([`Metrics::set_map_sizes`]).
 
 use crate::media::forwarder::DropReason;
-use crate::process::ProcessGauges;
+use kaskade_process_gauges::ProcessGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

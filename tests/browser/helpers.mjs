@@ -1,4 +1,4 @@
-// Helpers for driving the kaskade web client (sfu/web/client.js) in headless Chromium.
+// Helpers for driving the kaskade web client (web/assets/client.js) in headless Chromium.
 // The client exposes its state on window.kaskade; these helpers read it and click its UI.
 
 // playwright-core from `npm install` here; else the copy preinstalled on kaskade's dev and CI

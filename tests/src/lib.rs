@@ -133,6 +133,16 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `command` with each `(flag, value)` of `defaults` whose flag `args` does not give.
+fn with_defaults(mut command: Command, args: &[&str], defaults: &[(&str, &str)]) -> Command {
+    for (flag, value) in defaults {
+        if !args.contains(flag) {
+            command.args([flag, value]);
+        }
+    }
+    command
+}
+
 /// A running kaskade process (an SFU node or a locator), killed (SIGKILL) on drop.
 pub struct Node {
     child: Child,
@@ -144,20 +154,22 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node or locator binary (with `args`, plus an ephemeral HTTP, UDP and TCP port
+    /// Starts a node or the all-in-one (with `args`, plus an ephemeral HTTP, UDP and TCP port
     /// unless given) and waits until it prints its URL.
-    pub fn start(mut command: Command, args: &[&str]) -> Result<Self> {
-        let has = |flag: &str| args.contains(&flag);
-        for (flag, value) in [
+    pub fn start(command: Command, args: &[&str]) -> Result<Self> {
+        let ephemeral = [
             ("--listen", "127.0.0.1:0"),
             ("--udp-port", "0"),
             ("--tcp-port", "0"),
-        ] {
-            if !has(flag) {
-                command.args([flag, value]);
-            }
-        }
-        Self::spawn(command, args)
+        ];
+        Self::spawn(with_defaults(command, args, &ephemeral), args)
+    }
+
+    /// Starts a locator (with `args`, plus an ephemeral HTTP port unless given; it has no media
+    /// ports) and waits until it prints its URL.
+    pub fn start_locator(command: Command, args: &[&str]) -> Result<Self> {
+        let ephemeral = [("--listen", "127.0.0.1:0")];
+        Self::spawn(with_defaults(command, args, &ephemeral), args)
     }
 
     /// Starts any kaskade binary with exactly `args` and waits until it prints its URL.

@@ -17,12 +17,12 @@ fn one_browser_test_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The all-in-one default (`kaskade-locator` with no arguments: an embedded locator and node),
+/// The all-in-one default (`kaskade` with no arguments: a locator with its node and recorder),
 /// the way the README runs kaskade.
 fn start_all_in_one(ns: &Netns, scratch: &Scratch) -> Node {
     let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
     Node::start(
-        ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
         &["--db", &db, "--recordings", &recordings],
     )
     .expect("all-in-one starts")
@@ -151,10 +151,9 @@ fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
     let scratch = Scratch::new("browser-cluster");
     let db = scratch.path("cdr.sqlite");
     let secret = "browser-cluster-secret";
-    let locator = Node::start(
+    let locator = Node::start_locator(
         ns.command(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
         &[
-            "--cluster",
             "--secret",
             secret,
             "--api-key",

@@ -1,4 +1,4 @@
-//! Churn against the real all-in-one (`kaskade-locator` with its embedded node): the CI run of
+//! Churn against the real all-in-one (`kaskade`, a locator with its node and recorder): the CI run of
 //! `kaskade-loadtest` (2 rooms x 4 lean participants, 10 s, decoded) with one participant
 //! leaving and a fresh one joining every 2 s, its per-second series recording the locator's
 //! and the node's metrics. Churned participants must join, settle and receive (and be
@@ -82,7 +82,7 @@ fn churned_participants_join_receive_and_leave_nothing_behind() {
     let db = scratch.path("cdr.sqlite");
     let recordings = scratch.path("recordings");
     let server = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
         &["--db", &db, "--recordings", &recordings],
     )
     .expect("all-in-one starts");

@@ -19,9 +19,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn locator(extra: &[&str]) -> (Node, tempfile_db::Db) {
     let db = tempfile_db::Db::new();
-    let mut args = vec!["--cluster", "--secret", SECRET, "--db", db.path()];
+    let mut args = vec!["--secret", SECRET, "--db", db.path()];
     args.extend_from_slice(extra);
-    let node = Node::start(
+    let node = Node::start_locator(
         Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
         &args,
     )

@@ -16,7 +16,7 @@ const SECRET: &str = "one-time-token-secret";
 
 fn all_in_one(scratch: &Scratch) -> Node {
     Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
         &[
             "--secret",
             SECRET,

@@ -295,9 +295,9 @@ impl Cluster {
     fn start(prefix: &str) -> Self {
         let scratch = Scratch::new(prefix);
         let db = scratch.path("cdr.sqlite");
-        let locator = Node::start(
+        let locator = Node::start_locator(
             Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
-            &["--cluster", "--secret", SECRET, "--db", &db],
+            &["--secret", SECRET, "--db", &db],
         )
         .expect("locator starts");
         Self { locator, scratch }

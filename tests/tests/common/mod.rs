@@ -15,7 +15,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn all_in_one(scratch: &Scratch, recordings: &str) -> Node {
     let db = scratch.path("cdr.sqlite");
     Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
         &["--db", &db, "--recordings", recordings],
     )
     .expect("all-in-one starts")

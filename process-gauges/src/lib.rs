@@ -1,4 +1,4 @@
-//! Gauges of the process itself, for soak runs and leak hunting: open file descriptors,
+//! `kaskade_process_gauges`: gauges of the process itself, for soak runs and leak hunting: open file descriptors,
 //! resident memory and alive tokio tasks. They are sampled when `/metrics` is rendered (a
 //! directory listing of `/proc/self/fd`, one read of `/proc/self/status` and a counter read of
 //! the runtime), never on the media path. The node and the locator register the same three.

@@ -1,30 +1,30 @@
-//! The all-in-one node and recorder: one SFU node in the locator's process, its HTTP routes
-//! nested under `/node` of the locator's listener (it registers with the locator over HTTP
-//! like any other node), and one recorder whose routes (`/recordings`, `/r/{meeting}`) share
-//! the listener.
+//! The all-in-one's node and recorder, built on the locator's bound address: the node's HTTP
+//! routes are nested under [`NODE_PATH`] (it reports to the locator at that same address), the
+//! recorder's routes are merged at the top.
 
-use crate::config::ServeConfig;
+use crate::config::AllInOne;
 use axum::Router;
 use clap::Parser;
+use kaskade_locator::server::Access;
 use kaskade_recorder::service::{Recorder, RecorderConfig};
 use kaskade_sfu::NodeConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Where the embedded node's routes live on the locator's listener.
+/// Where the node's routes live on the listener.
 pub const NODE_PATH: &str = "/node";
 
-/// A built embedded node.
-pub struct Embedded {
+/// The built node.
+pub struct Node {
     /// Where its media UDP socket is bound.
     pub udp_addr: SocketAddr,
-    /// Its HTTP routes, to nest under [`NODE_PATH`].
+    /// Its HTTP routes, nested under [`NODE_PATH`].
     pub router: Router,
 }
 
 /// The node's command line: the locator's address, secret and media flags.
 pub fn node_config(
-    config: &ServeConfig,
+    config: &AllInOne,
     addr: SocketAddr,
     secret: &str,
 ) -> clap::error::Result<NodeConfig> {
@@ -36,9 +36,9 @@ pub fn node_config(
         format!("--secret={secret}"),
         format!("--udp-port={}", config.udp_port),
         format!("--tcp-port={}", config.tcp_port),
-        format!("--max-room-size={}", config.max_room_size),
+        format!("--max-room-size={}", config.serve.max_room_size),
     ];
-    args.extend(config.ip_limits.to_args());
+    args.extend(config.serve.ip_limits.to_args());
     if let Some(region) = &config.region {
         args.push(format!("--region={region}"));
     }
@@ -46,28 +46,23 @@ pub fn node_config(
 }
 
 /// Binds the node's media sockets and builds its routes.
-pub async fn build(
-    config: &ServeConfig,
-    addr: SocketAddr,
-    secret: &str,
-) -> anyhow::Result<Embedded> {
+pub async fn node(config: &AllInOne, addr: SocketAddr, secret: &str) -> anyhow::Result<Node> {
     let node = kaskade_sfu::build(&node_config(config, addr, secret)?).await?;
-    Ok(Embedded {
+    Ok(Node {
         udp_addr: node.udp_addr,
-        router: node.router,
+        router: Router::new().nest(NODE_PATH, node.router),
     })
 }
 
-/// The embedded recorder's routes; what a crash interrupted is recovered in the background.
-pub fn recorder(config: &ServeConfig, secret: &str, open: bool) -> Router {
-    let recorder = Recorder::new(RecorderConfig {
+/// The recorder's routes; what a crash interrupted is recovered in the background.
+pub fn recorder(config: &AllInOne, access: &Access) -> Router {
+    let recorder = Arc::new(Recorder::new(RecorderConfig {
         out: config.recordings.clone(),
-        secret: secret.as_bytes().to_vec(),
-        open,
+        secret: access.secret.as_bytes().to_vec(),
+        open: access.open,
         public_url: None,
         encryption: config.recording_key.clone(),
-    });
-    let recorder = Arc::new(recorder);
+    }));
     recorder.recover_in_background();
     kaskade_recorder::api::router(recorder)
 }
@@ -79,10 +74,9 @@ mod tests {
 
     #[test]
     fn the_node_reports_to_this_locator_and_is_reached_under_node() {
-        let cli =
-            Cli::try_parse_from(["kaskade-locator", "--udp-port", "0", "--region", "eu"]).unwrap();
+        let cli = Cli::try_parse_from(["kaskade", "--udp-port", "0", "--region", "eu"]).unwrap();
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let node = node_config(&cli.serve, addr, "s3cret").unwrap();
+        let node = node_config(&cli.all_in_one, addr, "s3cret").unwrap();
         assert_eq!(node.locators, ["http://127.0.0.1:8080"]);
         assert_eq!(node.signaling_url(), "ws://127.0.0.1:8080/node/ws");
         assert_eq!(node.secret.as_deref(), Some("s3cret"));
