@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let level = f.u8();
     let rtp = RelayedRtp {
-        publisher: f.u32(),
+        publisher: f.u32().into(),
         kind,
         level: (level != 0xFF).then_some(level & 0x7F),
         marker: f.bool(),

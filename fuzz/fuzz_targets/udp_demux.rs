@@ -45,7 +45,9 @@ fn named_participant(datagram: &[u8]) -> Option<ParticipantId> {
     message.unmarshal_binary(datagram).ok()?;
     let username = Username::get_from_as(&message, ATTR_USERNAME).ok()?;
     let (local, _) = username.text.split_once(':')?;
-    ParticipantId::from_str_radix(local.get(..8)?, 16).ok()
+    u32::from_str_radix(local.get(..8)?, 16)
+        .ok()
+        .map(ParticipantId::from)
 }
 
 #[derive(Default)]
@@ -106,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
             let mut id = [0u8; 4];
             let n = datagram.len().min(4);
             id[..n].copy_from_slice(&datagram[..n]);
-            let id = ParticipantId::from_be_bytes(id);
+            let id = ParticipantId::from(u32::from_be_bytes(id));
             demux.remove(id);
             model.remove(id);
             left.insert(id);

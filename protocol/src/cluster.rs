@@ -9,11 +9,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Node indexes the locator hands out are `1..=MAX_NODE_INDEX`; 0 is a node without a locator.
-pub const MAX_NODE_INDEX: u16 = 4095;
-/// Bits of a participant id below the node index: `id = index << 20 | counter`, so ids are
-/// unique across the cluster and a relayed participant keeps its id on every node.
-pub const PARTICIPANT_COUNTER_BITS: u32 = 20;
+pub use crate::ids::MAX_NODE_INDEX;
 /// How far a node credential's timestamp may be from the verifier's clock.
 pub const CREDENTIAL_SKEW_SECS: u64 = 300;
 /// The HTTP authorization scheme of node credentials.

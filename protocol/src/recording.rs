@@ -1,6 +1,7 @@
 //! Recordings on the wire: what the locator asks a recorder, and how a recording is described
 //! to moderators, players and the recording's manifest.
 
+use crate::ids::ParticipantId;
 use serde::{Deserialize, Serialize};
 
 /// `POST /recordings` on a recorder: record a meeting.
@@ -58,7 +59,7 @@ pub struct RecordingInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedParticipant {
     /// Participant id in the meeting.
-    pub id: u32,
+    pub id: ParticipantId,
     /// Stable identity from their token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,

@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Participant identifier, unique on a node.
-pub type ParticipantId = u32;
+pub use crate::ids::ParticipantId;
 
 /// What a participant may do in a meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

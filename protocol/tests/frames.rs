@@ -1,8 +1,8 @@
 //! Typed frames parse the examples of docs/SIGNALING.md and serialize to its wire format.
 
 use kaskade_protocol::signaling::{
-    ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, Role, ServerMessage,
-    SlotAssignment,
+    ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId, Role,
+    ServerMessage, SlotAssignment,
 };
 use serde_json::json;
 
@@ -22,7 +22,12 @@ fn server_frames_from_the_spec_parse() {
     };
     assert_eq!(
         (w.you.id, w.you.role, w.recv_slots, w.speaker),
-        (7, Role::Moderator, 9, Some(3))
+        (
+            ParticipantId::from(7),
+            Role::Moderator,
+            9,
+            Some(ParticipantId::from(3))
+        )
     );
     assert!(w.participants[0].video_muted);
     assert_eq!(
@@ -31,26 +36,28 @@ fn server_frames_from_the_spec_parse() {
             slots: vec![SlotAssignment {
                 mid: "2".into(),
                 kind: MediaKind::Audio,
-                participant: 3
+                participant: ParticipantId::from(3)
             }]
         }
     );
     assert_eq!(
         parse(json!({"type":"left","id":3,"reason":"removed"})),
         ServerMessage::Left {
-            id: 3,
+            id: ParticipantId::from(3),
             reason: LeaveReason::Removed
         }
     );
     assert_eq!(
         parse(json!({"type":"speaker","id":3})),
-        ServerMessage::Speaker { id: 3 }
+        ServerMessage::Speaker {
+            id: ParticipantId::from(3)
+        }
     );
     assert_eq!(
         parse(json!({"type":"lock","locked":true,"by":7})),
         ServerMessage::Lock {
             locked: true,
-            by: 7
+            by: ParticipantId::from(7)
         }
     );
     assert_eq!(
@@ -58,12 +65,14 @@ fn server_frames_from_the_spec_parse() {
         ServerMessage::MutedByModerator {
             audio: true,
             video: false,
-            by: 7
+            by: ParticipantId::from(7)
         }
     );
     assert_eq!(
         parse(json!({"type":"removed","by":7})),
-        ServerMessage::Removed { by: 7 }
+        ServerMessage::Removed {
+            by: ParticipantId::from(7)
+        }
     );
     assert_eq!(
         parse(json!({"type":"error","code":"meeting_full","message":"full"})),
@@ -103,7 +112,7 @@ fn client_frames_serialize_like_the_spec() {
     assert_eq!(
         s(&ClientMessage::Moderate {
             action: ModerateAction::MuteAudio,
-            target: 3
+            target: ParticipantId::from(3)
         }),
         json!({"type":"moderate","action":"mute_audio","target":3})
     );

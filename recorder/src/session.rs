@@ -346,7 +346,7 @@ impl Writing {
         match written {
             Ok(Some(fragment)) => {
                 if let Err(e) = self.recorder.output().sync_data() {
-                    warn!(participant = id, "syncing its file failed: {e}");
+                    warn!(participant = %id, "syncing its file failed: {e}");
                 }
                 self.synced = fragment;
             }
@@ -354,9 +354,9 @@ impl Writing {
             Err(e) => {
                 self.failed = true;
                 let kept = self.synced.media_end.as_secs_f64();
-                warn!(participant = id, kept, "recording its media failed: {e}");
+                warn!(participant = %id, kept, "recording its media failed: {e}");
                 if let Err(e) = self.recorder.output().truncate_plain(self.synced.file_size) {
-                    warn!(participant = id, "cutting its file back failed: {e}");
+                    warn!(participant = %id, "cutting its file back failed: {e}");
                 }
                 let name = state
                     .lock()
@@ -405,7 +405,7 @@ fn write_files(
                                 failed: false,
                             }),
                             Err(err) => {
-                                warn!(participant = from, "cannot create its file: {err}");
+                                warn!(participant = %from, "cannot create its file: {err}");
                                 continue;
                             }
                         }
@@ -480,7 +480,7 @@ fn finish_all(
                 });
             }
             Err(e) => {
-                warn!(participant = id, "finalizing its file failed: {e:#}");
+                warn!(participant = %id, "finalizing its file failed: {e:#}");
                 // a plain file is cut back to its last complete fragment (the torn tail of a
                 // failed write); an encrypted one's readers drop a torn last chunk themselves
                 let cut = keys.is_some()

@@ -7,6 +7,7 @@
 //! `cargo run --release -p sfu --example cascade_hop -- [packets] [rate_per_s]`
 
 use bytes::Bytes;
+use kaskade_protocol::ids::ParticipantId;
 use kaskade_sfu::cascade::frame::{self, Frame, RelayedRtp};
 use kaskade_sfu::cascade::link::{Link, LinkParams};
 use kaskade_sfu::media::forwarder::MediaKind;
@@ -21,6 +22,9 @@ fn params(index: u16, addr: std::net::SocketAddr) -> LinkParams {
         key: [42; 32],
     }
 }
+
+/// The relayed participant whose packets cross the link: participant 1 of node 1.
+const PUBLISHER: ParticipantId = ParticipantId::from_wire(1 << 20 | 1);
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -66,7 +70,7 @@ fn main() {
         }
         payload[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
         let rtp = RelayedRtp {
-            publisher: 1 << 20 | 1,
+            publisher: PUBLISHER,
             kind: MediaKind::Video,
             level: None,
             marker: i % 8 == 7,

@@ -4,6 +4,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::NodeConfig;
 use crate::media::core::{CoreConfig, MediaCore};
 use crate::media::peer::PeerSettings;
+use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
@@ -17,9 +18,11 @@ use axum::{Json, Router};
 use kaskade_limits::{IpLimits, Refusal};
 use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
 use kaskade_protocol::signaling::valid_meeting;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -127,6 +130,7 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
             node_name: config.node_name(),
         },
         metrics.clone(),
+        system_surroundings(),
     );
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let node = node::spawn(
@@ -171,6 +175,17 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
     });
     debug!(%udp_addr, ?tcp_port, "media sockets bound");
     Ok(Node { udp_addr, router })
+}
+
+/// The core's wall clock, read now, and a generator seeded by the operating system.
+fn system_surroundings() -> Surroundings {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Surroundings {
+        clock: WallClock::new(Instant::now(), unix_ms),
+        rng: StdRng::from_os_rng(),
+    }
 }
 
 fn router(state: AppState) -> Router {

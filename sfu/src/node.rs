@@ -479,7 +479,7 @@ impl Driver {
             return;
         }
         warn!(
-            participant = id,
+            participant = %id,
             "signaling client stopped reading: disconnected"
         );
         self.metrics.refuse(Refused::SlowReader);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kaskade_sfu::media::core::{CoreConfig, MediaCore};
 use kaskade_sfu::media::peer::PeerSettings;
+use kaskade_sfu::media::surroundings::Surroundings;
 use kaskade_sfu::metrics::Metrics;
 use kaskade_sfu::node::{self, MediaSockets};
 
@@ -94,6 +95,7 @@ fn a_flooded_driver_leaves_time_to_the_other_tasks() {
                 node_name: "fairness".into(),
             },
             Arc::clone(&metrics),
+            Surroundings::seeded(Instant::now(), 1_700_000_000_000, 7),
         );
         let _node = node::spawn(core, sockets, Arc::clone(&metrics), None);
         let stop = Arc::new(AtomicBool::new(false));

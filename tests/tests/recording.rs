@@ -81,6 +81,13 @@ fn seconds(v: &Value) -> Option<f64> {
 
 /// The longest time between two consecutive video frames of a file, in seconds.
 fn largest_video_gap(file: &Path) -> f64 {
+    let mut times: Vec<f64> = video_packets(file).iter().map(|p| p.0).collect();
+    times.sort_by(f64::total_cmp);
+    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+/// Each video packet of `file` as (presentation time, size), in file order.
+fn video_packets(file: &Path) -> Vec<(f64, u64)> {
     let output = Command::new("ffprobe")
         .args([
             "-v",
@@ -88,18 +95,19 @@ fn largest_video_gap(file: &Path) -> f64 {
             "-select_streams",
             "v",
             "-show_entries",
-            "packet=pts_time",
+            "packet=pts_time,size",
         ])
         .args(["-of", "csv=p=0"])
         .arg(file)
         .output()
         .expect("ffprobe is installed");
-    let mut times: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+    String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+        .filter_map(|l| {
+            let (pts, size) = l.trim().trim_end_matches(',').split_once(',')?;
+            Some((pts.parse().ok()?, size.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The video packets `subscriber` has received from `publisher` so far.
@@ -223,7 +231,18 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
         let gap = largest_video_gap(&file);
         println!("RECORDED {} largest video gap {gap:.2}s", p.name);
         if p.name == "guest" {
-            assert!((4.0..6.0).contains(&gap), "the video mute is a gap: {gap}");
+            // if this fails, say whether the file holds the chair's packets (attributed to
+            // the wrong publisher) or packets of its own
+            let sizes = |f: &Path| video_packets(f).iter().map(|p| p.1).collect::<Vec<_>>();
+            let chair = stopped.participants.iter().find(|c| c.name == "chair");
+            let chairs_packets = chair.map(|c| sizes(&dir.join(format!("{}.mp4", c.id))));
+            assert!(
+                (4.0..6.0).contains(&gap),
+                "the video mute is a gap: {gap}; {} video packets, the same sizes as the \
+                 chair's file: {}",
+                video_packets(&file).len(),
+                chairs_packets.as_deref() == Some(sizes(&file).as_slice())
+            );
         } else {
             assert!(gap < 1.0, "{}: no gap but the mute's: {gap}", p.name);
         }

@@ -20,6 +20,7 @@ use kaskade_sfu::cascade::frame;
 use kaskade_sfu::cascade::link::LinkParams;
 use kaskade_sfu::media::core::{CoreConfig, JoinRequest, MediaCore, Output};
 use kaskade_sfu::media::peer::PeerSettings;
+use kaskade_sfu::media::surroundings::Surroundings;
 use kaskade_sfu::metrics::Metrics;
 use rtc::crypto::RTCCryptoProvider;
 use rtc::shared::{TransportContext, TransportProtocol};
@@ -37,9 +38,9 @@ pub const LINK_KEY: [u8; 32] = [0x5a; 32];
 /// The peer node's media address.
 pub const PEER_ADDR: &str = "10.0.0.2:10000";
 /// The participant id of the first participant the core admits (`NODE_INDEX << 20 | 1`).
-pub const FIRST_ID: ParticipantId = (NODE_INDEX as u32) << 20 | 1;
+pub const FIRST_ID: ParticipantId = ParticipantId::from_wire((NODE_INDEX as u32) << 20 | 1);
 /// A participant id of the peer node (`PEER_INDEX << 20 | 1`).
-pub const REMOTE_ID: ParticipantId = (PEER_INDEX as u32) << 20 | 1;
+pub const REMOTE_ID: ParticipantId = ParticipantId::from_wire((PEER_INDEX as u32) << 20 | 1);
 /// SSRCs the harness participants publish on: participant `n` sends audio on
 /// `AUDIO_SSRC + n` and video on `VIDEO_SSRC + n`.
 pub const AUDIO_SSRC: u32 = 0x1111_0000;
@@ -87,6 +88,7 @@ pub fn core(max_room_size: usize, max_slots: usize) -> MediaCore {
             node_name: "fuzz-node".into(),
         },
         Arc::new(Metrics::new()),
+        Surroundings::seeded(Instant::now(), 1_700_000_000_000, 1),
     );
     core.set_node_index(NODE_INDEX);
     core

@@ -18,18 +18,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use kaskade_client::audio::{OpusClip, audio_level_payload};
+use kaskade_client::video::{VideoClip, VideoClipConfig};
 use kaskade_fuzz::locator::node_report;
 use kaskade_fuzz::node;
 use kaskade_fuzz::ops::record;
-use kaskade_client::audio::{OpusClip, audio_level_payload};
 use kaskade_loadtest::lean::dtls::{self, DtlsClient};
 use kaskade_loadtest::lean::ice::{Credentials, IceChecks};
 use kaskade_loadtest::lean::sdp::{self, AUDIO_LEVEL_EXT_ID, OfferParams};
-use kaskade_client::video::{VideoClip, VideoClipConfig};
 use kaskade_protocol::cluster::{CallRecord, JoinRequest, node_credential};
 use kaskade_protocol::recording::RecorderReport;
 use kaskade_protocol::signaling::{
-    ClientMessage, LeaveReason, MediaKind, ModerateAction, ParticipantInfo, Role,
+    ClientMessage, LeaveReason, MediaKind, ModerateAction, ParticipantId, ParticipantInfo, Role,
 };
 use kaskade_protocol::token::{Claims, TokenKey};
 use kaskade_recorder::at_rest::{EncryptingWriter, Keyring, Layout};
@@ -211,7 +211,7 @@ fn sender_report(ssrc: u32) -> Vec<u8> {
 }
 
 /// A lean client's STUN check to the participant `id` of the node.
-fn stun_check(id: u32) -> Vec<u8> {
+fn stun_check(id: ParticipantId) -> Vec<u8> {
     let provider = node::provider();
     let mut ice = IceChecks::new(
         Credentials {
@@ -297,7 +297,7 @@ fn link_messages() -> Vec<(&'static str, LinkMessage)> {
             LinkMessage::Participant {
                 meeting: meeting.clone(),
                 participant: ParticipantInfo {
-                    id: node::REMOTE_ID + 1,
+                    id: ParticipantId::from(u32::from(node::REMOTE_ID) + 1),
                     identity: Some("bob@example.com".into()),
                     name: "Bob".into(),
                     role: Role::Moderator,
@@ -403,7 +403,7 @@ fn client_messages() -> Vec<(&'static str, ClientMessage)> {
             "moderate",
             ClientMessage::Moderate {
                 action: ModerateAction::MuteVideo,
-                target: node::FIRST_ID + 1,
+                target: ParticipantId::from(u32::from(node::FIRST_ID) + 1),
             },
         ),
         ("lock", ClientMessage::Lock { locked: true }),
@@ -448,7 +448,11 @@ fn udp_demux(c: &mut Corpus, m: &Media) {
     c.add(
         "udp_demux",
         "stun-remove-media",
-        records(&[(2, &stun), (0x10, &node::FIRST_ID.to_be_bytes()), (2, &rtp)]),
+        records(&[
+            (2, &stun),
+            (0x10, &node::FIRST_ID.to_wire().to_be_bytes()),
+            (2, &rtp),
+        ]),
     );
     c.add(
         "udp_demux",
@@ -458,7 +462,10 @@ fn udp_demux(c: &mut Corpus, m: &Media) {
     c.add(
         "udp_demux",
         "stun-other-participant",
-        records(&[(4, &stun_check(0x0030_0007)), (4, &pli(9))]),
+        records(&[
+            (4, &stun_check(ParticipantId::from(0x0030_0007))),
+            (4, &pli(9)),
+        ]),
     );
     c.add(
         "udp_demux",
@@ -785,7 +792,7 @@ fn cascade(c: &mut Corpus, m: &Media) {
         c.add("cascade_frame", name, seed);
     }
     let mut built = vec![1, 0, 2, 1, 30, 1, 102];
-    built.extend_from_slice(&node::REMOTE_ID.to_be_bytes());
+    built.extend_from_slice(&node::REMOTE_ID.to_wire().to_be_bytes());
     c.add("cascade_frame", "built", built);
 
     let t = "cascade_cipher";

@@ -261,7 +261,7 @@ async fn join_as_publisher(
 ) -> Result<(ParticipantId, Value)> {
     let mut last_error = None;
     for _ in 0..ID_ATTEMPTS {
-        let id = random_u32().max(1);
+        let id = ParticipantId::from(random_u32().max(1));
         let join = videoroom::join_publisher(room, id, name);
         match janus.message(handle, join, None).await {
             Ok((joined, _)) => return Ok((id, joined)),

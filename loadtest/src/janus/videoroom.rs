@@ -109,7 +109,8 @@ pub fn leave() -> Value {
 fn feed_id(value: &Value) -> Option<ParticipantId> {
     value
         .as_u64()
-        .and_then(|id| ParticipantId::try_from(id).ok())
+        .and_then(|id| u32::try_from(id).ok())
+        .map(ParticipantId::from)
 }
 
 /// The publishers listed in a `joined` or `event` (`publishers: [{id, ...}]`).
@@ -181,13 +182,19 @@ mod tests {
             "videoroom": "joined",
             "publishers": [{"id": 7, "display": "a"}, {"id": 1u64 << 40}, {"display": "x"}],
         });
-        assert_eq!(publishers(&joined), vec![7]);
+        assert_eq!(publishers(&joined), vec![ParticipantId::from(7)]);
         assert_eq!(
             publishers(&json!({"videoroom": "event"})),
-            Vec::<u32>::new()
+            Vec::<ParticipantId>::new()
         );
-        assert_eq!(departed(&json!({"leaving": 9})), Some(9));
-        assert_eq!(departed(&json!({"unpublished": 9})), Some(9));
+        assert_eq!(
+            departed(&json!({"leaving": 9})),
+            Some(ParticipantId::from(9))
+        );
+        assert_eq!(
+            departed(&json!({"unpublished": 9})),
+            Some(ParticipantId::from(9))
+        );
         assert_eq!(departed(&json!({"leaving": "ok"})), None);
         assert_eq!(departed(&json!({"publishers": []})), None);
     }
@@ -210,12 +217,12 @@ mod tests {
                 SubscribedStream {
                     mid: "0".into(),
                     kind: MediaKind::Audio,
-                    feed: 5
+                    feed: ParticipantId::from(5)
                 },
                 SubscribedStream {
                     mid: "1".into(),
                     kind: MediaKind::Video,
-                    feed: 5
+                    feed: ParticipantId::from(5)
                 },
             ])
         );
@@ -228,9 +235,16 @@ mod tests {
         assert_eq!(create["videocodec"], "h264");
         assert_eq!(create["h264_profile"], "42e01f");
         assert_eq!(create["publishers"], 10);
-        let join = join_subscriber(12, Some(99), &[3, 4]);
+        let join = join_subscriber(
+            12,
+            Some(99),
+            &[ParticipantId::from(3), ParticipantId::from(4)],
+        );
         assert_eq!(join["streams"], json!([{"feed": 3}, {"feed": 4}]));
         assert_eq!(join["private_id"], 99);
-        assert_eq!(subscribe(&[8])["streams"], json!([{"feed": 8}]));
+        assert_eq!(
+            subscribe(&[ParticipantId::from(8)])["streams"],
+            json!([{"feed": 8}])
+        );
     }
 }

@@ -163,7 +163,7 @@ impl RawParticipant {
         let (leave, left) = oneshot::channel();
         let task = tokio::spawn(client.run(spec.fps, left));
         Ok(Self {
-            id,
+            id: ParticipantId::from(id),
             shared,
             leave,
             task,
@@ -408,7 +408,8 @@ impl Client {
         }
         let opened = RtpHeader::parse(datagram).and_then(|header| {
             let (publisher, kind) = ssrc_owner(header.ssrc);
-            if publisher == self.id {
+            let publisher = ParticipantId::from(publisher);
+            if publisher == ParticipantId::from(self.id) {
                 return None;
             }
             let window = self

@@ -163,7 +163,7 @@ impl Run {
             let mates: Vec<usize> = (0..self.entries.len())
                 .filter(|&j| j != i && self.is_mate(i, j))
                 .collect();
-            let id = self.entries[i].id.unwrap_or_default();
+            let id = self.entries[i].id.unwrap_or(ParticipantId::NOBODY);
             let mate_ids: Vec<ParticipantId> =
                 mates.iter().filter_map(|&j| self.entries[j].id).collect();
             if let Ok(mut r) = self.entries[i].received.lock() {
@@ -210,7 +210,7 @@ impl Run {
         };
         self.room_mates(entry).all(|mate| {
             let theirs = mate.peer.as_ref().map(|p| p.stats()).unwrap_or_default();
-            receives(&mine, mate.id.unwrap_or_default()) && receives(&theirs, id)
+            receives(&mine, mate.id.unwrap_or(ParticipantId::NOBODY)) && receives(&theirs, id)
         })
     }
 

@@ -407,7 +407,7 @@ impl Run {
         self.entries.iter().filter(|e| e.active()).all(|entry| {
             let stats = entry.peer.as_ref().map(|p| p.stats()).unwrap_or_default();
             self.room_mates(entry).all(|mate| {
-                let r = stats.remote(mate.id.unwrap_or_default());
+                let r = stats.remote(mate.id.unwrap_or(ParticipantId::NOBODY));
                 r.video_bytes > 0 && r.audio_bytes > 0
             })
         })

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kaskade_client::ParticipantStats;
+use kaskade_client::{ParticipantId, ParticipantStats};
 use kaskade_loadtest::report::{ParticipantReport, ProcessUsage, RemoteReport, Report, RunParams};
 
 use super::{Entry, Run};
@@ -155,7 +155,7 @@ fn remote(
     j: usize,
 ) -> RemoteReport {
     let (entry, mate) = (&run.entries[i], &run.entries[j]);
-    let id = mate.id.unwrap_or_default();
+    let id = mate.id.unwrap_or(ParticipantId::NOBODY);
     let received = entry.received.lock().expect("sink lock");
     let now = stats.remote(id);
     let before = entry.window_start.remote(id);

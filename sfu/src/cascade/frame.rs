@@ -13,6 +13,7 @@
 
 use crate::media::forwarder::MediaKind;
 use bytes::{BufMut, Bytes, BytesMut};
+use kaskade_protocol::ids::ParticipantId;
 
 /// First byte of every link datagram (outside the RFC 7983 ranges of WebRTC traffic).
 pub const MAGIC: u8 = 0xCA;
@@ -81,7 +82,7 @@ pub fn start_datagram(sender: u16, capacity: usize) -> BytesMut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayedRtp {
     /// The publisher (cluster-unique participant id).
-    pub publisher: u32,
+    pub publisher: ParticipantId,
     /// Audio or video.
     pub kind: MediaKind,
     /// RFC 6464 level (0 loudest, 127 silence), for audio.
@@ -108,12 +109,12 @@ pub enum Frame {
     /// Send a keyframe of this publisher's video.
     KeyframeRequest {
         /// The publisher.
-        publisher: u32,
+        publisher: ParticipantId,
     },
     /// Resend these packets of a stream.
     Nack {
         /// The publisher.
-        publisher: u32,
+        publisher: ParticipantId,
         /// Which of its streams.
         kind: MediaKind,
         /// Missing sequence numbers, two bytes each.
@@ -126,7 +127,7 @@ pub fn put_rtp(buf: &mut BytesMut, rtp: &RelayedRtp) {
     buf.reserve(RTP_FIXED + rtp.payload.len());
     buf.put_u8(RTP);
     buf.put_u8(kind_byte(rtp.kind));
-    buf.put_u32(rtp.publisher);
+    buf.put_u32(rtp.publisher.into());
     buf.put_u8(rtp.level.map_or(NO_LEVEL, |l| l.min(127)));
     buf.put_u8(u8::from(rtp.marker) << 7 | (rtp.payload_type & 0x7F));
     buf.put_u16(rtp.seq);
@@ -136,16 +137,16 @@ pub fn put_rtp(buf: &mut BytesMut, rtp: &RelayedRtp) {
 }
 
 /// Appends a keyframe request.
-pub fn put_keyframe_request(buf: &mut BytesMut, publisher: u32) {
+pub fn put_keyframe_request(buf: &mut BytesMut, publisher: ParticipantId) {
     buf.put_u8(KEYFRAME);
-    buf.put_u32(publisher);
+    buf.put_u32(publisher.into());
 }
 
 /// Appends a NACK for up to [`MAX_NACKS`] of `seqs`.
-pub fn put_nack(buf: &mut BytesMut, publisher: u32, kind: MediaKind, seqs: &[u16]) {
+pub fn put_nack(buf: &mut BytesMut, publisher: ParticipantId, kind: MediaKind, seqs: &[u16]) {
     buf.put_u8(NACK);
     buf.put_u8(kind_byte(kind));
-    buf.put_u32(publisher);
+    buf.put_u32(publisher.into());
     for seq in seqs.iter().take(MAX_NACKS) {
         buf.put_u16(*seq);
     }
@@ -165,7 +166,7 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
     match frame.first() {
         Some(&RTP) if frame.len() >= RTP_FIXED => Ok(Frame::Rtp(RelayedRtp {
             kind: kind_at(1)?,
-            publisher: u32_at(2)?,
+            publisher: u32_at(2)?.into(),
             level: (frame[6] != NO_LEVEL).then_some(frame[6] & 0x7F),
             marker: frame[7] & 0x80 != 0,
             payload_type: frame[7] & 0x7F,
@@ -175,11 +176,11 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
             payload: frame.slice(RTP_FIXED..),
         })),
         Some(&KEYFRAME) if frame.len() == 5 => Ok(Frame::KeyframeRequest {
-            publisher: u32_at(1)?,
+            publisher: u32_at(1)?.into(),
         }),
         Some(&NACK) if frame.len() >= 6 && frame.len().is_multiple_of(2) => Ok(Frame::Nack {
             kind: kind_at(1)?,
-            publisher: u32_at(2)?,
+            publisher: u32_at(2)?.into(),
             seqs: frame.slice(6..),
         }),
         Some(&(RTP | KEYFRAME | NACK)) | None => Err(FrameError::Malformed),
@@ -206,7 +207,7 @@ mod tests {
 
     fn rtp() -> RelayedRtp {
         RelayedRtp {
-            publisher: 0x0010_0003,
+            publisher: ParticipantId::from(0x0010_0003),
             kind: MediaKind::Video,
             level: None,
             marker: true,
@@ -232,20 +233,28 @@ mod tests {
         };
         put_rtp(&mut buf, &audio);
         assert_eq!(decode(buf.split().freeze()), Ok(Frame::Rtp(audio)));
-        put_keyframe_request(&mut buf, 7);
+        put_keyframe_request(&mut buf, ParticipantId::from(7));
         assert_eq!(
             decode(buf.split().freeze()),
-            Ok(Frame::KeyframeRequest { publisher: 7 })
+            Ok(Frame::KeyframeRequest {
+                publisher: ParticipantId::from(7)
+            })
         );
-        put_nack(&mut buf, 7, MediaKind::Audio, &[1, 65_535]);
+        put_nack(
+            &mut buf,
+            ParticipantId::from(7),
+            MediaKind::Audio,
+            &[1, 65_535],
+        );
         let Ok(Frame::Nack {
-            publisher: 7,
+            publisher,
             kind: MediaKind::Audio,
             seqs,
         }) = decode(buf.split().freeze())
         else {
             panic!("not a NACK");
         };
+        assert_eq!(publisher, ParticipantId::from(7));
         assert_eq!(nacked(&seqs).collect::<Vec<_>>(), [1, 65_535]);
     }
 

@@ -6,6 +6,7 @@ use super::cipher::{Channel, LinkCipher, OpenError};
 use super::frame::{self, COUNTER_AT, Frame, FrameError, HEADER_LEN, RelayedRtp};
 use crate::media::forwarder::MediaKind;
 use bytes::{Bytes, BytesMut};
+use kaskade_protocol::ids::ParticipantId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -54,7 +55,7 @@ impl From<FrameError> for LinkDrop {
 }
 
 struct Sent {
-    publisher: u32,
+    publisher: ParticipantId,
     kind: MediaKind,
     seq: u16,
     datagram: Vec<u8>,
@@ -67,7 +68,7 @@ pub struct Link {
     cipher: LinkCipher,
     sent: Vec<Sent>,
     next_sent: usize,
-    highest: HashMap<(u32, MediaKind), u16>,
+    highest: HashMap<(ParticipantId, MediaKind), u16>,
 }
 
 impl Link {
@@ -121,7 +122,7 @@ impl Link {
     }
 
     /// Seals a keyframe request for a publisher on the peer.
-    pub fn keyframe_request(&mut self, publisher: u32) -> BytesMut {
+    pub fn keyframe_request(&mut self, publisher: ParticipantId) -> BytesMut {
         let mut buf = frame::start_datagram(self.local, 8);
         frame::put_keyframe_request(&mut buf, publisher);
         self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
@@ -131,7 +132,7 @@ impl Link {
     /// The datagrams the peer asks again for (those still kept).
     pub fn retransmissions<'a>(
         &'a self,
-        publisher: u32,
+        publisher: ParticipantId,
         kind: MediaKind,
         seqs: impl Iterator<Item = u16> + 'a,
     ) -> impl Iterator<Item = BytesMut> + 'a {
@@ -152,7 +153,12 @@ impl Link {
 
     /// Notes a relayed packet's sequence number; returns a NACK datagram for the packets a
     /// jump skipped, if any.
-    pub fn received(&mut self, publisher: u32, kind: MediaKind, seq: u16) -> Option<BytesMut> {
+    pub fn received(
+        &mut self,
+        publisher: ParticipantId,
+        kind: MediaKind,
+        seq: u16,
+    ) -> Option<BytesMut> {
         let highest = self.highest.entry((publisher, kind)).or_insert(seq);
         let ahead = seq.wrapping_sub(*highest);
         if ahead == 0 || ahead > u16::MAX / 2 {
@@ -171,7 +177,7 @@ impl Link {
     }
 
     /// Forgets a publisher's streams (it left).
-    pub fn forget(&mut self, publisher: u32) {
+    pub fn forget(&mut self, publisher: ParticipantId) {
         self.highest.retain(|(p, _), _| *p != publisher);
     }
 }
@@ -194,7 +200,7 @@ mod tests {
 
     fn rtp(seq: u16) -> RelayedRtp {
         RelayedRtp {
-            publisher: 5,
+            publisher: ParticipantId::from(5),
             kind: MediaKind::Video,
             level: None,
             marker: false,
@@ -218,9 +224,14 @@ mod tests {
         let _lost = a.relay(&rtp(11));
         let third = a.relay(&rtp(12));
         assert!(matches!(deliver(&mut b, first), Ok(Frame::Rtp(r)) if r.seq == 10));
-        assert!(b.received(5, MediaKind::Video, 10).is_none());
+        assert!(
+            b.received(ParticipantId::from(5), MediaKind::Video, 10)
+                .is_none()
+        );
         assert!(matches!(deliver(&mut b, third), Ok(Frame::Rtp(r)) if r.seq == 12));
-        let nack = b.received(5, MediaKind::Video, 12).expect("a NACK for 11");
+        let nack = b
+            .received(ParticipantId::from(5), MediaKind::Video, 12)
+            .expect("a NACK for 11");
         let Ok(Frame::Nack {
             publisher,
             kind,
@@ -241,10 +252,22 @@ mod tests {
     fn reordering_wraps_and_restarts_send_no_nack() {
         let mut b = link(2, 1);
         for seq in [65_534, 65_535, 0, 1] {
-            assert!(b.received(5, MediaKind::Audio, seq).is_none(), "{seq}");
+            assert!(
+                b.received(ParticipantId::from(5), MediaKind::Audio, seq)
+                    .is_none(),
+                "{seq}"
+            );
         }
-        assert!(b.received(5, MediaKind::Audio, 0).is_none(), "late");
-        assert!(b.received(5, MediaKind::Audio, 30_000).is_none(), "restart");
+        assert!(
+            b.received(ParticipantId::from(5), MediaKind::Audio, 0)
+                .is_none(),
+            "late"
+        );
+        assert!(
+            b.received(ParticipantId::from(5), MediaKind::Audio, 30_000)
+                .is_none(),
+            "restart"
+        );
     }
 
     #[test]

@@ -68,15 +68,15 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut d = Deadlines::default();
-        d.set(1, Some(ms(30)));
-        d.set(2, Some(ms(10)));
-        d.set(3, Some(ms(20)));
-        d.set(2, Some(ms(50))); // superseded: 2 is no longer due at 10
-        d.set(3, None);
+        d.set(ParticipantId::from(1), Some(ms(30)));
+        d.set(ParticipantId::from(2), Some(ms(10)));
+        d.set(ParticipantId::from(3), Some(ms(20)));
+        d.set(ParticipantId::from(2), Some(ms(50))); // superseded: 2 is no longer due at 10
+        d.set(ParticipantId::from(3), None);
         assert_eq!(d.earliest(), Some(ms(30)));
-        assert_eq!(d.pop_due(ms(40)), Some(1));
+        assert_eq!(d.pop_due(ms(40)), Some(ParticipantId::from(1)));
         assert_eq!(d.pop_due(ms(40)), None);
-        assert_eq!(d.pop_due(ms(50)), Some(2));
+        assert_eq!(d.pop_due(ms(50)), Some(ParticipantId::from(2)));
         assert_eq!(d.earliest(), None);
     }
 }

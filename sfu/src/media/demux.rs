@@ -20,11 +20,13 @@ const MAX_TUPLES_PER_PARTICIPANT: usize = 8;
 
 /// The ICE ufrag for participant `id`: its id in hex, then `random` (ICE characters only).
 pub fn ufrag_for(id: ParticipantId, random: &str) -> String {
-    format!("{id:08x}{random}")
+    format!("{:08x}{random}", u32::from(id))
 }
 
 fn participant_of_ufrag(ufrag: &str) -> Option<ParticipantId> {
-    ParticipantId::from_str_radix(ufrag.get(..8)?, 16).ok()
+    u32::from_str_radix(ufrag.get(..8)?, 16)
+        .ok()
+        .map(ParticipantId::from)
 }
 
 /// Four-tuple affinity plus ufrag routing.
@@ -135,19 +137,34 @@ mod tests {
     #[test]
     fn learns_tuples_from_stun_then_routes_anything_from_them() {
         let mut d = Demuxer::default();
-        let stun = binding_request(&format!("{}:remote", ufrag_for(42, "abcd")));
+        let stun = binding_request(&format!(
+            "{}:remote",
+            ufrag_for(ParticipantId::from(42), "abcd")
+        ));
         assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), None);
-        assert_eq!(d.route(&transport(1), &stun, |_| true), Some(42));
-        assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), Some(42));
-        d.remove(42);
+        assert_eq!(
+            d.route(&transport(1), &stun, |_| true),
+            Some(ParticipantId::from(42))
+        );
+        assert_eq!(
+            d.route(&transport(1), &[0x80, 0, 0, 0], |_| true),
+            Some(ParticipantId::from(42))
+        );
+        d.remove(ParticipantId::from(42));
         assert_eq!(d.route(&transport(1), &[0x80, 0, 0, 0], |_| true), None);
     }
 
     #[test]
     fn learns_nothing_for_a_participant_who_is_not_there() {
         let mut d = Demuxer::default();
-        let stun = binding_request(&format!("{}:remote", ufrag_for(42, "abcd")));
-        assert_eq!(d.route(&transport(1), &stun, |id| id != 42), None);
+        let stun = binding_request(&format!(
+            "{}:remote",
+            ufrag_for(ParticipantId::from(42), "abcd")
+        ));
+        assert_eq!(
+            d.route(&transport(1), &stun, |id| id != ParticipantId::from(42)),
+            None
+        );
         assert_eq!(
             d.sizes(),
             (0, 0),
@@ -198,9 +215,15 @@ mod tests {
     #[test]
     fn bounds_the_tuples_one_participant_can_claim() {
         let mut d = Demuxer::default();
-        let stun = binding_request(&format!("{}:remote", ufrag_for(7, "x")));
+        let stun = binding_request(&format!(
+            "{}:remote",
+            ufrag_for(ParticipantId::from(7), "x")
+        ));
         for port in 0..100 {
-            assert_eq!(d.route(&transport(port), &stun, |_| true), Some(7));
+            assert_eq!(
+                d.route(&transport(port), &stun, |_| true),
+                Some(ParticipantId::from(7))
+            );
         }
         assert_eq!(d.affinity.len(), MAX_TUPLES_PER_PARTICIPANT);
         assert_eq!(
@@ -208,6 +231,9 @@ mod tests {
             None,
             "oldest tuple evicted"
         );
-        assert_eq!(d.route(&transport(99), &[0x80], |_| true), Some(7));
+        assert_eq!(
+            d.route(&transport(99), &[0x80], |_| true),
+            Some(ParticipantId::from(7))
+        );
     }
 }

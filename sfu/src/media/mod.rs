@@ -11,3 +11,4 @@ pub mod peer;
 pub mod room;
 pub mod rtcp_tap;
 pub mod speaker;
+pub mod surroundings;

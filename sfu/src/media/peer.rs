@@ -10,6 +10,7 @@
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
 use crate::metrics::Metrics;
+use rand::Rng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, Slot as InterceptorSlot};
@@ -186,14 +187,13 @@ impl WebRtcPeer {
         }
     }
 
-    /// Answers the client's one offer. `slot_ssrc` picks a fresh SSRC for each slot and
-    /// `initial` the random first sequence number and timestamp of its stream.
+    /// Answers the client's one offer; `rng` picks a fresh SSRC for each slot and the random
+    /// first sequence number and timestamp of its stream.
     pub fn answer(
         &mut self,
         now: Instant,
         offer_sdp: String,
-        mut slot_ssrc: impl FnMut() -> u32,
-        mut initial: impl FnMut() -> (u16, u32),
+        rng: &mut impl Rng,
     ) -> Result<String, NegotiationError> {
         if self.negotiated {
             return Err(NegotiationError::AlreadyNegotiated);
@@ -215,7 +215,7 @@ impl WebRtcPeer {
         ];
         for (kind, count) in wanted {
             for _ in 0..count {
-                let ssrc = slot_ssrc();
+                let ssrc = rng.random();
                 self.pc
                     .add_transceiver_from_track(
                         slot_track(kind, ssrc),
@@ -258,7 +258,7 @@ impl WebRtcPeer {
                     .into(),
             ));
         }
-        self.learn_negotiated(now, &mut initial);
+        self.learn_negotiated(now, rng);
         self.negotiated = true;
         Ok(local.sdp)
     }
@@ -293,7 +293,7 @@ impl WebRtcPeer {
     }
 
     /// Records the slots and publish m-lines the answer settled.
-    fn learn_negotiated(&mut self, now: Instant, initial: &mut impl FnMut() -> (u16, u32)) {
+    fn learn_negotiated(&mut self, now: Instant, rng: &mut impl Rng) {
         let transceivers: Vec<_> = self.pc.get_transceivers().collect();
         for id in transceivers {
             let Some(transceiver) = self.pc.rtp_transceiver(id) else {
@@ -323,7 +323,7 @@ impl WebRtcPeer {
                 else {
                     continue;
                 };
-                let (seq, ts) = initial();
+                let (seq, ts) = (rng.random(), rng.random());
                 self.slots.push(RecvSlot {
                     mid,
                     sender: sender_id,

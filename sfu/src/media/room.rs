@@ -184,41 +184,74 @@ mod tests {
             .collect()
     }
 
-    fn publishers(slots: &[SlotSource]) -> Vec<Option<ParticipantId>> {
-        slots.iter().map(|s| s.publisher).collect()
+    /// Each slot's publisher as its wire number.
+    fn publishers(slots: &[SlotSource]) -> Vec<Option<u32>> {
+        slots.iter().map(|s| s.publisher.map(u32::from)).collect()
     }
 
     #[test]
     fn fills_free_slots_in_join_order_and_keeps_existing_ones() {
         let mut s = slots(&[Audio, Audio, Video, Video]);
-        assert!(assign_slots(&mut s, |_| vec![3]));
+        assert!(assign_slots(&mut s, |_| vec![ParticipantId::from(3)]));
         assert_eq!(publishers(&s), [Some(3), None, Some(3), None]);
-        assert!(assign_slots(&mut s, |_| vec![3, 5]));
+        assert!(assign_slots(&mut s, |_| vec![
+            ParticipantId::from(3),
+            ParticipantId::from(5)
+        ]));
         assert_eq!(publishers(&s), [Some(3), Some(5), Some(3), Some(5)]);
-        assert!(!assign_slots(&mut s, |_| vec![3, 5]), "stable");
+        assert!(
+            !assign_slots(&mut s, |_| vec![
+                ParticipantId::from(3),
+                ParticipantId::from(5)
+            ]),
+            "stable"
+        );
     }
 
     #[test]
     fn a_leaver_frees_a_slot_that_the_next_joiner_takes_without_moving_others() {
         let mut s = slots(&[Audio, Audio, Audio]);
-        assign_slots(&mut s, |_| vec![1, 2, 3]);
-        assert!(assign_slots(&mut s, |_| vec![1, 3]));
+        assign_slots(&mut s, |_| {
+            vec![
+                ParticipantId::from(1),
+                ParticipantId::from(2),
+                ParticipantId::from(3),
+            ]
+        });
+        assert!(assign_slots(&mut s, |_| vec![
+            ParticipantId::from(1),
+            ParticipantId::from(3)
+        ]));
         assert_eq!(publishers(&s), [Some(1), None, Some(3)]);
-        assign_slots(&mut s, |_| vec![1, 3, 4]);
+        assign_slots(&mut s, |_| {
+            vec![
+                ParticipantId::from(1),
+                ParticipantId::from(3),
+                ParticipantId::from(4),
+            ]
+        });
         assert_eq!(publishers(&s), [Some(1), Some(4), Some(3)]);
     }
 
     #[test]
     fn kinds_are_assigned_independently() {
         let mut s = slots(&[Audio, Video]);
-        assign_slots(&mut s, |kind| if kind == Audio { vec![1] } else { vec![2] });
+        assign_slots(&mut s, |kind| {
+            if kind == Audio {
+                vec![ParticipantId::from(1)]
+            } else {
+                vec![ParticipantId::from(2)]
+            }
+        });
         assert_eq!(publishers(&s), [Some(1), Some(2)]);
     }
 
     #[test]
     fn more_publishers_than_slots_leaves_the_latest_unassigned() {
         let mut s = slots(&[Video]);
-        assign_slots(&mut s, |_| vec![1, 2]);
+        assign_slots(&mut s, |_| {
+            vec![ParticipantId::from(1), ParticipantId::from(2)]
+        });
         assert_eq!(publishers(&s), [Some(1)]);
     }
 
@@ -228,20 +261,32 @@ mod tests {
         let a = vec![
             SlotSource {
                 kind: Audio,
-                publisher: Some(2),
+                publisher: Some(ParticipantId::from(2)),
             },
             SlotSource {
                 kind: Video,
-                publisher: Some(2),
+                publisher: Some(ParticipantId::from(2)),
             },
         ];
         let b = vec![SlotSource {
             kind: Audio,
-            publisher: Some(2),
+            publisher: Some(ParticipantId::from(2)),
         }];
-        room.rebuild_routes([(1, a.as_slice()), (3, b.as_slice())].into_iter());
-        assert_eq!(room.routes(2, Audio), &[(1, 0), (3, 0)]);
-        assert_eq!(room.routes(2, Video), &[(1, 1)]);
-        assert!(room.routes(1, Audio).is_empty());
+        room.rebuild_routes(
+            [
+                (ParticipantId::from(1), a.as_slice()),
+                (ParticipantId::from(3), b.as_slice()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            room.routes(ParticipantId::from(2), Audio),
+            &[(ParticipantId::from(1), 0), (ParticipantId::from(3), 0)]
+        );
+        assert_eq!(
+            room.routes(ParticipantId::from(2), Video),
+            &[(ParticipantId::from(1), 1)]
+        );
+        assert!(room.routes(ParticipantId::from(1), Audio).is_empty());
     }
 }

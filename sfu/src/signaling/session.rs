@@ -134,7 +134,7 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
         Ended::Closed => node.leave(id).await,
     };
     let _ = socket.send(Message::Close(None)).await;
-    debug!(participant = id, ?ended, "signaling closed");
+    debug!(participant = %id, ?ended, "signaling closed");
 }
 
 /// How a session ended.

@@ -14,7 +14,7 @@ use crate::metrics::Dropped;
 use crate::signaling::protocol::{LeaveReason, ServerMessage};
 use crate::token::Role;
 use bytes::BytesMut;
-use kaskade_protocol::cluster::{CallRecord, MeetingLoad, PARTICIPANT_COUNTER_BITS};
+use kaskade_protocol::cluster::{CallRecord, MeetingLoad};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -130,7 +130,14 @@ impl MediaCore {
         };
         if locked && !room.locked {
             room.locked = true;
-            self.broadcast(index, None, ServerMessage::Lock { locked, by: 0 });
+            self.broadcast(
+                index,
+                None,
+                ServerMessage::Lock {
+                    locked,
+                    by: ParticipantId::NOBODY,
+                },
+            );
         }
     }
 
@@ -156,10 +163,10 @@ impl MediaCore {
                 let Some(room) = self.shared_room(&meeting, peer) else {
                     return;
                 };
-                if participant.id >> PARTICIPANT_COUNTER_BITS != u32::from(peer) {
+                if participant.id.node() != peer {
                     warn!(
                         peer,
-                        id = participant.id,
+                        id = %participant.id,
                         "peer announced an id not its own"
                     );
                     return;
@@ -325,7 +332,7 @@ impl MediaCore {
     }
 
     /// Sends the call record of a participant who left.
-    pub(super) fn record_call(&mut self, p: &Participant, reason: LeaveReason) {
+    pub(super) fn record_call(&mut self, now: Instant, p: &Participant, reason: LeaveReason) {
         let meeting = self
             .rooms
             .get(&p.room)
@@ -344,7 +351,7 @@ impl MediaCore {
             },
             role: p.role,
             joined_at_ms: p.joined_at_ms,
-            left_at_ms: super::unix_ms(),
+            left_at_ms: self.surroundings.clock.unix_ms(now),
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
             reason: match reason {
@@ -675,7 +682,7 @@ impl MediaCore {
                 wanted.retain(|s| s.publisher != id);
             }
         }
-        debug!(participant = id, ?reason, "relayed participant left");
+        debug!(participant = %id, ?reason, "relayed participant left");
         self.broadcast(room_index, None, ServerMessage::Left { id, reason });
     }
 

@@ -25,15 +25,17 @@ use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
 use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
 use crate::media::room::{Room, SlotSource};
+use crate::media::surroundings::Surroundings;
 use crate::metrics::{Dropped, LinkCounters, Metrics, ProfileLabel};
 use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage, Welcome};
 use crate::token::Role;
-use kaskade_protocol::cluster::{CallRecord, PARTICIPANT_COUNTER_BITS};
+use kaskade_protocol::cluster::CallRecord;
+use rand::Rng;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// How often active speakers are re-evaluated.
@@ -102,13 +104,14 @@ pub enum Output {
 pub struct MediaCore {
     config: CoreConfig,
     metrics: Arc<Metrics>,
+    surroundings: Surroundings,
     participants: HashMap<ParticipantId, Participant>,
     rooms: HashMap<RoomIndex, Room>,
     room_names: HashMap<String, RoomIndex>,
     demux: Demuxer,
     deadlines: Deadlines,
     node_index: u16,
-    next_participant: ParticipantId,
+    next_participant: u32,
     next_room: RoomIndex,
     links: HashMap<u16, (Link, LinkCounters)>,
     remote: HashMap<ParticipantId, RemoteParticipant>,
@@ -119,11 +122,12 @@ pub struct MediaCore {
 }
 
 impl MediaCore {
-    /// An empty core.
-    pub fn new(config: CoreConfig, metrics: Arc<Metrics>) -> Self {
+    /// An empty core that takes the wall clock and its randomness from `surroundings`.
+    pub fn new(config: CoreConfig, metrics: Arc<Metrics>, surroundings: Surroundings) -> Self {
         Self {
             config,
             metrics,
+            surroundings,
             participants: HashMap::new(),
             rooms: HashMap::new(),
             room_names: HashMap::new(),
@@ -189,11 +193,11 @@ impl MediaCore {
         let id = next_id(&mut self.next_participant, self.node_index, |id| {
             self.participants.contains_key(&id)
         });
-        let ufrag = ufrag_for(id, &random_ice_chars(8));
+        let ufrag = ufrag_for(id, &random_ice_chars(&mut self.surroundings.rng, 8));
         let peer = match WebRtcPeer::new(
             now,
             ufrag,
-            random_ice_chars(24),
+            random_ice_chars(&mut self.surroundings.rng, 24),
             self.config.peer.clone(),
             self.metrics.clone(),
         ) {
@@ -219,7 +223,7 @@ impl MediaCore {
             keyframes: KeyframeThrottle::default(),
             dirty: false,
             kind: request.kind,
-            joined_at_ms: unix_ms(),
+            joined_at_ms: self.surroundings.clock.unix_ms(now),
             bytes_received: 0,
             bytes_sent: 0,
         };
@@ -281,7 +285,7 @@ impl MediaCore {
         }
         self.mark_dirty(id);
         if let (Some(room), Some(p)) = (self.rooms.get(&room_index), self.participants.get(&id)) {
-            info!(participant = id, identity = %p.identity, meeting = %room.meeting, ?role, "joined");
+            info!(participant = %id, identity = %p.identity, meeting = %room.meeting, ?role, "joined");
         }
         Ok(Admitted { id, role, welcome })
     }
@@ -299,7 +303,7 @@ impl MediaCore {
             .ok_or_else(|| "not in a meeting".to_string())?;
         let answer = participant
             .peer
-            .answer(now, sdp, rand::random, || (rand::random(), rand::random()))
+            .answer(now, sdp, &mut self.surroundings.rng)
             .map_err(|e| e.to_string())?;
         participant.slots = participant
             .peer
@@ -350,7 +354,7 @@ impl MediaCore {
         self.metrics
             .participants
             .set(self.participants.len() as i64);
-        info!(participant = id, ?reason, "left");
+        info!(participant = %id, ?reason, "left");
         if !participant.is_hidden() {
             self.broadcast(room_index, None, ServerMessage::Left { id, reason });
             if let Some(meeting) = self.rooms.get(&room_index).map(|r| r.meeting.clone()) {
@@ -367,7 +371,7 @@ impl MediaCore {
         if participant.is_hidden() {
             self.recording_changed(room_index);
         }
-        self.record_call(&participant, reason);
+        self.record_call(now, &participant, reason);
         self.reassign_slots(now, room_index);
         self.drop_room_if_empty(room_index);
     }
@@ -427,7 +431,7 @@ impl MediaCore {
             message: datagram,
         }) {
             self.metrics.drop_packet(Dropped::RejectedByTransport);
-            debug!(participant = id, "datagram rejected: {e}");
+            debug!(participant = %id, "datagram rejected: {e}");
         }
         self.mark_dirty(id);
         while let Some(message) = self
@@ -450,7 +454,7 @@ impl MediaCore {
                 continue;
             };
             if let Err(e) = p.peer.handle_timeout(now) {
-                debug!(participant = id, "timeout handling failed: {e}");
+                debug!(participant = %id, "timeout handling failed: {e}");
             }
             if p.keyframes.handle_timeout(now) {
                 self.send_pli(now, id);
@@ -519,7 +523,7 @@ impl MediaCore {
             while let Some(event) = p.peer.poll_event(now) {
                 match event {
                     PeerEvent::Connected { srtp_profile } => {
-                        info!(participant = id, srtp_profile, "media connected");
+                        info!(participant = %id, srtp_profile, "media connected");
                         self.metrics
                             .srtp_profiles
                             .get_or_create(&ProfileLabel {
@@ -538,7 +542,7 @@ impl MediaCore {
             self.deadlines.set(id, deadline);
         }
         for id in disconnected {
-            warn!(participant = id, "media connection lost");
+            warn!(participant = %id, "media connection lost");
             self.leave(now, id, LeaveReason::Disconnected);
             self.outputs.push_back(Output::Close(id));
         }
@@ -610,35 +614,27 @@ impl MediaCore {
     }
 }
 
-/// The next free participant id of node `index`: the index above
-/// [`PARTICIPANT_COUNTER_BITS`] bits of a counter that skips 0 and ids still in use.
+/// The next free participant id of node `index`, from a counter that skips 0 and ids still in
+/// use.
 fn next_id(counter: &mut u32, index: u16, taken: impl Fn(ParticipantId) -> bool) -> ParticipantId {
-    let mask = (1u32 << PARTICIPANT_COUNTER_BITS) - 1;
     loop {
-        let id = u32::from(index) << PARTICIPANT_COUNTER_BITS | (*counter & mask);
-        *counter = (*counter + 1) & mask;
-        if *counter == 0 {
-            *counter = 1;
-        }
-        if id & mask != 0 && !taken(id) {
+        let candidate = ParticipantId::new(index, *counter);
+        *counter = if *counter >= ParticipantId::MAX_COUNTER {
+            1
+        } else {
+            *counter + 1
+        };
+        if let Some(id) = candidate.filter(|id| id.counter() != 0 && !taken(*id)) {
             return id;
         }
     }
 }
 
-/// Now, in Unix milliseconds (call records).
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Random characters valid in ICE ufrags and passwords.
-fn random_ice_chars(len: usize) -> String {
+fn random_ice_chars(rng: &mut impl Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     (0..len)
-        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
 }
 

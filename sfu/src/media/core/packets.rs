@@ -123,7 +123,7 @@ impl MediaCore {
                         }
                         Err(e) => {
                             self.metrics.drop_packet(Dropped::WriteFailed);
-                            debug!(subscriber, "forward failed: {e}");
+                            debug!(%subscriber, "forward failed: {e}");
                         }
                     };
                     if !s.dirty {
@@ -193,7 +193,7 @@ impl MediaCore {
                 self.metrics.plis_sent.inc();
             }
             Ok(false) => {}
-            Err(e) => debug!(publisher, "PLI failed: {e}"),
+            Err(e) => debug!(%publisher, "PLI failed: {e}"),
         }
         self.mark_dirty(publisher);
     }
