@@ -220,6 +220,29 @@ pub fn is_partition_head(payload: &[u8]) -> bool {
     }
 }
 
+/// Whether an RTP payload starts a keyframe, as a receiver that does not decode sees it: it
+/// carries an SPS or an IDR slice, whole, inside a STAP-A, or as the first FU-A fragment.
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    let key = |nal_header: u8| nal_flags(nal_header & 0x1F) != 0;
+    match payload.first().map(|b| b & 0x1F) {
+        Some(24) => {
+            let mut rest = &payload[1..];
+            while let [high, low, tail @ ..] = rest {
+                let len = usize::from(u16::from_be_bytes([*high, *low]));
+                match tail.get(..len) {
+                    Some(nal) if nal.first().is_some_and(|h| key(*h)) => return true,
+                    Some(_) => rest = &tail[len..],
+                    None => return false,
+                }
+            }
+            false
+        }
+        Some(28) => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && key(*fu)),
+        Some(nal_type) => key(nal_type),
+        None => false,
+    }
+}
+
 /// Flag returned by [`depacketize_into`]: the payload carried (the start of) an IDR slice.
 pub const NAL_IDR: u8 = 1;
 /// Flag returned by [`depacketize_into`]: the payload carried an SPS.

@@ -14,7 +14,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
-use crate::h264::{H264Receiver, ReceiveOutcome};
+use crate::h264::{H264Receiver, ReceiveOutcome, starts_keyframe};
 use crate::join::ReceivedPacket;
 use crate::peer::Shared;
 use crate::signaling::MediaKind;
@@ -103,6 +103,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         };
         let now = Instant::now();
         let sequence = packet.header.sequence_number;
+        let keyframe_start = kind == MediaKind::Video && starts_keyframe(&packet.payload);
         let len = packet.payload.len() as u64;
         let media_ssrc = packet.header.ssrc;
         let level = level_ext
@@ -139,7 +140,7 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
                 arrival: now,
             });
         }
-        if keyframes.pli_due(now, kind, sequence, outcome.as_ref()) {
+        if keyframes.pli_due(now, kind, sequence, keyframe_start, outcome.as_ref()) {
             // a receive-only client has no SSRC of its own: the stream's stands in as the
             // sender, so SFUs that find a feedback packet's stream by its sender SSRC (Janus,
             // for a PLI sent without a receiver report ahead) find it
@@ -171,33 +172,41 @@ pub fn sink_packet(header: &rtc::rtp::header::Header, payload: Bytes) -> rtc::rt
     }
 }
 
-/// When one receive slot asks for a keyframe (PLI): a decoder knows when it needs one; without
-/// one (a recorder, the load generator), a sequence gap in the video is the sign that the next
-/// pictures may not decode. At most one request per [`PLI_INTERVAL`].
+/// When one receive slot asks for a keyframe (PLI): a decoder knows when it needs one. Without
+/// one (a recorder, the load generator) the slot waits for a keyframe from its first video
+/// packet until one starts, and again after a sequence gap (the next pictures may not decode),
+/// asking every [`PLI_INTERVAL`] while it waits: a request or a keyframe lost on the way (a
+/// keyframe that arrived before this side's SRTP keys were in place, say) is asked for again
+/// rather than awaited until the publisher's next keyframe of its own.
 #[derive(Debug, Default)]
 pub struct KeyframeWant {
     next_seq: Option<u16>,
     last_pli: Option<Instant>,
+    keyframe_seen: bool,
 }
 
 impl KeyframeWant {
-    /// Whether to send a PLI now, on the packet `sequence` of a `kind` slot whose decoder (if
-    /// any) made `outcome` of it.
+    /// Whether to send a PLI now, on the packet `sequence` of a `kind` slot (`keyframe_start`
+    /// when it starts a keyframe) whose decoder (if any) made `outcome` of it.
     pub fn pli_due(
         &mut self,
         now: Instant,
         kind: MediaKind,
         sequence: u16,
+        keyframe_start: bool,
         outcome: Option<&ReceiveOutcome>,
     ) -> bool {
-        let gap = kind == MediaKind::Video
-            && self.next_seq.is_some_and(|expected: u16| {
-                sequence.wrapping_sub(expected) < 0x8000 && sequence != expected
-            });
+        let gap = self.next_seq.is_some_and(|expected: u16| {
+            sequence.wrapping_sub(expected) < 0x8000 && sequence != expected
+        });
         self.next_seq = Some(sequence.wrapping_add(1));
+        if gap {
+            self.keyframe_seen = false;
+        }
+        self.keyframe_seen |= keyframe_start;
         let wants_keyframe = match outcome {
             Some(o) => o.want_keyframe,
-            None => gap,
+            None => kind == MediaKind::Video && !self.keyframe_seen,
         };
         let due = wants_keyframe
             && self
@@ -207,5 +216,60 @@ impl KeyframeWant {
             self.last_pli = Some(now);
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDR: &[u8] = &[0x65, 0x88];
+    const SLICE: &[u8] = &[0x41, 0x9a];
+
+    /// Feeds `packets` (sequence, payload) to a slot without a decoder, 100 ms apart; returns
+    /// the sequences that asked for a keyframe.
+    fn plis(kind: MediaKind, packets: &[(u16, &[u8])]) -> Vec<u16> {
+        let mut want = KeyframeWant::default();
+        let t0 = Instant::now();
+        packets
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(seq, payload))| {
+                let now = t0 + Duration::from_millis(100) * i as u32;
+                want.pli_due(now, kind, seq, starts_keyframe(payload), None)
+            })
+            .map(|(_, &(seq, _))| seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_slot_that_starts_without_a_keyframe_asks_until_one_comes() {
+        let packets: Vec<(u16, &[u8])> = (1..=8).map(|s| (s, SLICE)).chain([(9, IDR)]).collect();
+        // every 300 ms while waiting, then nothing once the keyframe started
+        assert_eq!(plis(MediaKind::Video, &packets), [1, 4, 7]);
+        let mut then: Vec<(u16, &[u8])> = packets.clone();
+        then.extend([(10, SLICE), (11, SLICE), (12, SLICE), (13, SLICE)]);
+        assert_eq!(plis(MediaKind::Video, &then), [1, 4, 7]);
+    }
+
+    #[test]
+    fn a_gap_after_a_keyframe_asks_again_and_audio_never_asks() {
+        let packets: [(u16, &[u8]); 5] = [(1, IDR), (2, SLICE), (5, SLICE), (6, SLICE), (7, IDR)];
+        assert_eq!(plis(MediaKind::Video, &packets), [5]);
+        assert!(plis(MediaKind::Audio, &[(1, SLICE), (9, SLICE)]).is_empty());
+    }
+
+    #[test]
+    fn keyframes_are_found_in_every_packetization() {
+        assert!(starts_keyframe(IDR));
+        assert!(starts_keyframe(&[0x67, 0x42])); // SPS
+        assert!(!starts_keyframe(SLICE));
+        // STAP-A with an SPS after an SEI
+        assert!(starts_keyframe(&[0x78, 0, 2, 0x06, 0xff, 0, 2, 0x67, 0x42]));
+        assert!(!starts_keyframe(&[0x78, 0, 2, 0x06, 0xff, 0, 9, 0x67]));
+        // FU-A: the start fragment of an IDR, not its middle
+        assert!(starts_keyframe(&[0x7c, 0x85, 0x88]));
+        assert!(!starts_keyframe(&[0x7c, 0x05, 0x88]));
+        assert!(!starts_keyframe(&[]));
     }
 }

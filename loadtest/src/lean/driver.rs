@@ -26,7 +26,7 @@ use super::dtls::{self, DtlsClient, SrtpContexts};
 use super::ice::{CHECK_INTERVAL, CONSENT_INTERVAL, Credentials, IceChecks};
 use super::sdp::{Answer, OfferParams};
 use kaskade_client::audio::{OpusClip, parse_audio_level};
-use kaskade_client::h264::{H264Receiver, ReceiveOutcome};
+use kaskade_client::h264::{H264Receiver, ReceiveOutcome, starts_keyframe};
 use kaskade_client::join::ReceivedPacket;
 use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
 use kaskade_client::receive::{KeyframeWant, sink_packet};
@@ -481,9 +481,10 @@ impl Driver {
                 payload.clone(),
             )
         });
-        let pli_due = slot
-            .keyframes
-            .pli_due(now, slot.kind, sequence, outcome.as_ref());
+        let keyframe_start = slot.kind == MediaKind::Video && starts_keyframe(&payload);
+        let pli_due =
+            slot.keyframes
+                .pli_due(now, slot.kind, sequence, keyframe_start, outcome.as_ref());
         let len = payload.len() as u64;
         let sunk = self
             .shared

@@ -33,8 +33,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+mod commands;
 mod keys;
 
+use commands::{add_host_cmds, locked, report_cmds};
 use keys::{
     CLAIM_INDEX, EMPTY_MEETINGS, LINKS, MEETINGS, NODE_PLACED, NODE_SEEN, NODES, hosts, link_field,
     meeting_key, moderators_key, node_meetings_key, parse_record, placed_field, reported_field,
@@ -249,39 +251,6 @@ impl RedisStore {
     }
 }
 
-/// Whether a meeting hash says the meeting is locked.
-fn locked(hash: &HashMap<String, String>) -> bool {
-    hash.get("locked").is_some_and(|v| v == "1")
-}
-
-/// Adds to `pipe` what makes `node` a host of `meeting`: its field in the meeting hash (one
-/// more participant placed there when `placed`, else a reported count of 0 until the node's
-/// next report), an unlocked lock if the meeting has none yet, and the meeting on the lists of
-/// known meetings and of the node's meetings.
-fn add_host_cmds(pipe: &mut Pipeline, node: &str, meeting: &str, placed: bool) {
-    let key = meeting_key(meeting);
-    if placed {
-        pipe.cmd("HINCRBY")
-            .arg(&key)
-            .arg(placed_field(node))
-            .arg(1)
-            .ignore();
-    } else {
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg(reported_field(node))
-            .arg(0)
-            .ignore();
-    }
-    pipe.cmd("HSETNX").arg(&key).arg("locked").arg(0).ignore();
-    pipe.cmd("SADD")
-        .arg(node_meetings_key(node))
-        .arg(meeting)
-        .ignore();
-    pipe.cmd("SADD").arg(MEETINGS).arg(meeting).ignore();
-    pipe.cmd("ZREM").arg(EMPTY_MEETINGS).arg(meeting).ignore();
-}
-
 impl Store for RedisStore {
     fn report<'a>(&'a self, report: &'a NodeReport, now: Now) -> StoreFuture<'a, Registration> {
         Box::pin(async move {
@@ -305,58 +274,7 @@ impl Store for RedisStore {
             let mut pipe = redis::pipe();
             pipe.cmd("SMEMBERS").arg(node_meetings_key(node));
             let (previous,): (HashSet<String>,) = self.run(&pipe).await?;
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(NODES).arg(node).arg(json);
-            pipe.cmd("ZADD")
-                .arg(NODE_SEEN)
-                .arg(now.unix_ms)
-                .arg(node)
-                .ignore();
-            pipe.cmd("HDEL").arg(NODE_PLACED).arg(node).ignore();
-            let (reported, placed) = (reported_field(node), placed_field(node));
-            for load in &report.meetings {
-                let key = meeting_key(&load.meeting);
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg(&reported)
-                    .arg(load.participants)
-                    .arg("locked")
-                    .arg(u8::from(load.locked))
-                    .ignore();
-                pipe.cmd("HDEL").arg(&key).arg(&placed).ignore();
-                pipe.cmd("SADD").arg(MEETINGS).arg(&load.meeting).ignore();
-                pipe.cmd("SADD")
-                    .arg(node_meetings_key(node))
-                    .arg(&load.meeting)
-                    .ignore();
-                pipe.cmd("ZREM")
-                    .arg(EMPTY_MEETINGS)
-                    .arg(&load.meeting)
-                    .ignore();
-                if !load.moderators.is_empty() {
-                    pipe.cmd("SADD")
-                        .arg(moderators_key(&load.meeting))
-                        .arg(&load.moderators)
-                        .ignore();
-                }
-            }
-            let current: HashSet<&str> =
-                report.meetings.iter().map(|m| m.meeting.as_str()).collect();
-            let ended: Vec<String> = previous
-                .into_iter()
-                .filter(|m| !current.contains(m.as_str()))
-                .collect();
-            for meeting in &ended {
-                pipe.cmd("HDEL")
-                    .arg(meeting_key(meeting))
-                    .arg(&reported)
-                    .arg(&placed)
-                    .ignore();
-                pipe.cmd("SREM")
-                    .arg(node_meetings_key(node))
-                    .arg(meeting)
-                    .ignore();
-            }
+            let (pipe, ended) = report_cmds(report, &json, &previous, now);
             let (added,): (u32,) = self.run(&pipe).await?;
             {
                 let mut cache = self.cache();
