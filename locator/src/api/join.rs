@@ -1,9 +1,9 @@
 //! `POST /api/meetings/{meeting}/join`: admit a participant, place them on a node, and hand
 //! them that node's signaling URL and a token for it.
 
-use super::{ApiPath, AppState, Failure, bearer, check_meeting, fail, parse_json};
+use super::{ApiPath, AppState, Failure, Shared, bearer, check_meeting, fail, parse_json};
 use crate::placement::{PlacementError, Request};
-use crate::state::Now;
+use crate::state::{Now, Placed};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -52,6 +52,133 @@ pub(super) async fn join(
     }
 }
 
+/// Who a join request is, from its token, or a guest where joins are open.
+struct Joiner {
+    identity: String,
+    name: String,
+    role: Role,
+    rejoin: bool,
+    /// A one-time token's id and expiry, spent once the join is placed.
+    one_time: Option<(String, u64)>,
+}
+
+/// The request in `body` (empty means all defaults), within [`MAX_JOIN_BODY`].
+fn parse_request(body: &[u8]) -> Result<JoinRequest, Failure> {
+    if body.len() > MAX_JOIN_BODY {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!("a join request is at most {MAX_JOIN_BODY} bytes"),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JoinRequest::default());
+    }
+    parse_json(body)
+}
+
+/// Checks the request's token (in the body, or as `Authorization: Bearer`) for `meeting`: a
+/// locator with a secret admits only token holders, and a node's signaling token is no join
+/// token.
+fn identify(
+    shared: &Shared,
+    meeting: &str,
+    request: &JoinRequest,
+    headers: &HeaderMap,
+    now_secs: u64,
+) -> Result<Joiner, Failure> {
+    let bad_token = |message: String| fail(StatusCode::UNAUTHORIZED, "bad_token", message);
+    let token = request
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(headers));
+    let claims = match token {
+        Some(token) => shared
+            .tokens
+            .verify(token, meeting, now_secs)
+            .map_err(|e| bad_token(e.to_string()))?,
+        None if shared.open => {
+            return Ok(Joiner {
+                identity: format!("guest-{:08x}", rand::random::<u32>()),
+                name: display_name(&request.name),
+                role: Role::Participant,
+                rejoin: false,
+                one_time: None,
+            });
+        }
+        None => {
+            return Err(bad_token(
+                "this locator admits only holders of a token for the meeting".into(),
+            ));
+        }
+    };
+    if claims.aud.is_some() {
+        return Err(bad_token(
+            "this token is for a node's signaling, not for joining".into(),
+        ));
+    }
+    Ok(Joiner {
+        one_time: claims.jti.map(|jti| (jti, claims.exp)),
+        identity: claims.sub,
+        name: claims.name,
+        role: claims.role,
+        rejoin: claims.rejoin,
+    })
+}
+
+/// What a client is told when placement fails.
+fn placement_failure(error: PlacementError, request: &JoinRequest) -> Failure {
+    match error {
+        PlacementError::MeetingFull(_) => {
+            fail(StatusCode::CONFLICT, "meeting_full", error.to_string())
+        }
+        PlacementError::NoCapacity => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            error.to_string(),
+        ),
+        PlacementError::UnknownNode => fail(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!(
+                "no live node is named {:?}",
+                request.node.as_deref().unwrap_or("")
+            ),
+        ),
+    }
+}
+
+/// Places `role` in `meeting` where `request` prefers (checking first a node the client lost),
+/// timed and counted.
+async fn place(
+    state: &AppState,
+    meeting: &str,
+    request: &JoinRequest,
+    role: Role,
+    now: Now,
+) -> Result<Placed, Failure> {
+    let shared = &state.0;
+    if let Some(lost) = request.avoid_node.as_deref() {
+        check_lost_node(state, lost, now).await?;
+    }
+    let wanted = Request {
+        region: request.region.as_deref(),
+        pinned: request.node.as_deref(),
+        avoid: request.avoid_node.as_deref(),
+        hidden: role == Role::Recorder,
+    };
+    let started = Instant::now();
+    let placed = shared.store.place(meeting, wanted, now).await?;
+    shared
+        .metrics
+        .placement_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let placed = placed.map_err(|e| placement_failure(e, request))?;
+    shared.metrics.placement(placed.placement.kind.label());
+    Ok(placed)
+}
+
 async fn admit(
     state: &AppState,
     meeting: String,
@@ -60,61 +187,16 @@ async fn admit(
 ) -> Result<JoinResponse, Failure> {
     let shared = &state.0;
     check_meeting(&meeting)?;
-    if body.len() > MAX_JOIN_BODY {
-        return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            format!("a join request is at most {MAX_JOIN_BODY} bytes"),
-        ));
-    }
-    let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        JoinRequest::default()
-    } else {
-        parse_json(body)?
-    };
+    let request = parse_request(body)?;
     let now = Now::current();
     let now_secs = now.unix_ms / 1000;
-    let token = request
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer(headers));
-    let claims = match token {
-        Some(token) => Some(
-            shared
-                .tokens
-                .verify(token, &meeting, now_secs)
-                .map_err(|e| fail(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?,
-        ),
-        None if shared.open => None,
-        None => {
-            return Err(fail(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "this locator admits only holders of a token for the meeting",
-            ));
-        }
-    };
-    if claims.as_ref().is_some_and(|c| c.aud.is_some()) {
-        return Err(fail(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "this token is for a node's signaling, not for joining",
-        ));
-    }
-    let one_time = claims.as_ref().and_then(|c| Some((c.jti.clone()?, c.exp)));
-    let (identity, name, mut role, rejoin) = match claims {
-        Some(c) => (c.sub, c.name, c.role, c.rejoin),
-        None => {
-            let identity = format!("guest-{:08x}", rand::random::<u32>());
-            (
-                identity,
-                display_name(&request.name),
-                Role::Participant,
-                false,
-            )
-        }
-    };
+    let Joiner {
+        identity,
+        name,
+        mut role,
+        rejoin,
+        one_time,
+    } = identify(shared, &meeting, &request, headers, now_secs)?;
     let view = shared
         .store
         .meeting(&meeting, now)
@@ -131,38 +213,7 @@ async fn admit(
             "the meeting is locked: a moderator has to unlock it",
         ));
     }
-    if let Some(lost) = request.avoid_node.as_deref() {
-        check_lost_node(state, lost, now).await?;
-    }
-    let wanted = Request {
-        region: request.region.as_deref(),
-        pinned: request.node.as_deref(),
-        avoid: request.avoid_node.as_deref(),
-        hidden: role == Role::Recorder,
-    };
-    let started = Instant::now();
-    let placed = shared.store.place(&meeting, wanted, now).await?;
-    shared
-        .metrics
-        .placement_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let placed = placed.map_err(|e| match e {
-        PlacementError::MeetingFull(_) => fail(StatusCode::CONFLICT, "meeting_full", e.to_string()),
-        PlacementError::NoCapacity => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_capacity",
-            e.to_string(),
-        ),
-        PlacementError::UnknownNode => fail(
-            StatusCode::NOT_FOUND,
-            "unknown_node",
-            format!(
-                "no live node is named {:?}",
-                request.node.as_deref().unwrap_or("")
-            ),
-        ),
-    })?;
-    shared.metrics.placement(placed.placement.kind.label());
+    let placed = place(state, &meeting, &request, role, now).await?;
     if shared.open && role == Role::Participant && placed.placement.participants_before == 0 {
         role = Role::Moderator;
     }
