@@ -28,7 +28,10 @@ use crate::failover;
 use crate::join::{JoinConfig, JoinError};
 use crate::peer::Shared;
 use crate::session::{Current, Media, Session, locate};
-use crate::signaling::{ClientMessage, ModerateAction, ParticipantId, ParticipantInfo, Welcome};
+use crate::signaling::{
+    CameraRequest, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ParticipantInfo,
+    Welcome,
+};
 use crate::state::{Event, MeetingState, ParticipantStats};
 
 /// A connected synthetic participant. Dropping it closes its connections.
@@ -147,6 +150,27 @@ impl Participant {
     /// Locks or unlocks the meeting (moderator).
     pub async fn lock(&self, locked: bool) -> anyhow::Result<()> {
         self.send(&ClientMessage::Lock { locked }).await
+    }
+
+    /// Adds an RTSP camera to the meeting (moderator) and waits up to `timeout` for the node's
+    /// answer: the camera's participant id, or the refusal's code and message.
+    pub async fn add_camera(
+        &self,
+        request: CameraRequest,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
+        let before = self.state();
+        let (added, errors) = (before.cameras_added.len(), before.errors.len());
+        self.send(&ClientMessage::AddCamera(request)).await?;
+        let state = self
+            .wait_until(timeout, |s| {
+                s.cameras_added.len() > added || s.errors.len() > errors
+            })
+            .await?;
+        Ok(match state.cameras_added.get(added) {
+            Some((id, _)) => Ok(*id),
+            None => Err(state.errors[errors].clone()),
+        })
     }
 
     /// Sends any frame on the current session (an error while failover is joining again).

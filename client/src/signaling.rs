@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use kaskade_protocol::signaling::{
-    ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,
-    ParticipantInfo, Role, ServerMessage, SlotAssignment, Welcome,
+    CameraRequest, ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,
+    ParticipantInfo, Role, RtspTransport, ServerMessage, SlotAssignment, SourceState, Welcome,
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -169,6 +169,8 @@ pub struct MeetingState {
     pub removed_by: Option<ParticipantId>,
     /// Every `error` frame received.
     pub errors: Vec<(ErrorCode, String)>,
+    /// Cameras this participant added (`camera_added` frames): id and name.
+    pub cameras_added: Vec<(ParticipantId, String)>,
     /// Frames that did not parse.
     pub unparsed: Vec<String>,
     /// The signaling socket of the current session is closed.
@@ -261,6 +263,9 @@ impl MeetingState {
             ServerMessage::Recording { active } => self.recording = *active,
             ServerMessage::Error { code, message } => {
                 self.errors.push((*code, message.clone()));
+            }
+            ServerMessage::CameraAdded { id, name } => {
+                self.cameras_added.push((*id, name.clone()));
             }
         }
     }

@@ -82,8 +82,73 @@ pub enum ClientMessage {
         /// New state.
         locked: bool,
     },
+    /// Add an RTSP camera to the meeting as a participant (moderators): answered with
+    /// `camera_added` once its stream plays, or an `error` saying why not.
+    AddCamera(CameraRequest),
     /// Leave at once.
     Leave,
+}
+
+/// A moderator's request to add an RTSP camera.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CameraRequest {
+    /// `rtsp://host[:port]/path`; credentials may be in the URL or in the fields below.
+    pub url: String,
+    /// The name its tile shows (the URL's host when empty).
+    #[serde(default)]
+    pub name: String,
+    /// User name for the camera's digest or basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for the camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// How RTP comes from the camera: interleaved in the RTSP connection (the default, it
+    /// crosses firewalls) or over UDP.
+    #[serde(default)]
+    pub transport: RtspTransport,
+}
+
+/// How a camera's RTP is carried.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection.
+    #[default]
+    Tcp,
+    /// RTP and RTCP over UDP.
+    Udp,
+}
+
+/// A participant that is a media source the node connects to (an RTSP camera), and how it is
+/// doing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Source {
+    /// What it is.
+    pub kind: SourceKind,
+    /// Whether its media flows.
+    pub state: SourceState,
+    /// Why it is not live, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Kinds of sources.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// An RTSP camera.
+    Camera,
+}
+
+/// How a source is doing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// Its media flows.
+    Live,
+    /// It dropped; the node is connecting again (with backoff).
+    Reconnecting,
 }
 
 /// What a moderator can do to another participant.
@@ -115,6 +180,9 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     /// Video muted.
     pub video_muted: bool,
+    /// Set for a source the node connects to (a camera), with its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
 
 /// One assigned receive slot.
@@ -160,6 +228,9 @@ pub enum ErrorCode {
     Forbidden,
     /// No such participant in the meeting.
     NotFound,
+    /// A source (a camera) could not be added: unreachable, credentials refused, or a codec
+    /// kaskade does not take.
+    SourceFailed,
 }
 
 impl ErrorCode {
@@ -174,6 +245,7 @@ impl ErrorCode {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::SourceFailed => "source_failed",
         }
     }
 
@@ -278,6 +350,13 @@ pub enum ServerMessage {
         video: bool,
         /// By whom.
         by: ParticipantId,
+    },
+    /// The camera the recipient asked for plays and is in the meeting.
+    CameraAdded {
+        /// The camera's participant id.
+        id: ParticipantId,
+        /// Its name.
+        name: String,
     },
     /// A moderator removed the recipient.
     Removed {

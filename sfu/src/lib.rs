@@ -3,8 +3,10 @@
 //!
 //! Layout: [`media`] is the sans-IO core (no tokio); [`node`] drives it with sockets and the
 //! clock; [`signaling`] speaks the client protocol; [`http`] serves pages, `/ws`, `/metrics`
-//! and `/healthz`; [`token`] signs and verifies access tokens.
+//! and `/healthz`; [`token`] signs and verifies access tokens; [`camera`] brings RTSP cameras
+//! into meetings.
 
+pub mod camera;
 pub mod cascade;
 pub mod cluster;
 pub mod config;

@@ -269,6 +269,59 @@ impl Drop for Node {
     }
 }
 
+/// GStreamer's gst-rtsp-server serving tests/rtsp/camera.py's test pattern (H.264 and G.711
+/// by default) at `rtsp://127.0.0.1:{port}/cam`; killed on drop.
+pub struct RtspCamera {
+    child: Child,
+    /// The RTSP port it listens on.
+    pub port: u16,
+}
+
+impl RtspCamera {
+    /// Starts the camera script with `python` (`/usr/bin/python3`, possibly run inside a
+    /// network namespace) on `port` (a free one when 0) with the script's `args`, and waits
+    /// until it listens; panics if it cannot start, which fails the calling test.
+    pub fn start(mut python: Command, port: u16, args: &[&str]) -> Self {
+        let port = if port == 0 { free_port() } else { port };
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/rtsp/camera.py");
+        let mut child = python
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the RTSP camera");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("camera stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the camera prints a line");
+        assert_eq!(line.trim(), "camera ready", "the RTSP camera started");
+        Self { child, port }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port that was free a moment ago on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Finds `sample` (e.g. `kaskade_sfu_dropped_total{reason="muted"}`) in a Prometheus text body.
 pub fn parse_metric(text: &str, sample: &str) -> Option<f64> {
     text.lines()

@@ -1,7 +1,7 @@
 //! Real browsers: headless Chromium participants driven by playwright-core (scripts in
 //! tests/browser/) against a real node, each test inside a private network namespace.
 
-use kaskade_e2e::{Netns, Node, Scratch, node_binary};
+use kaskade_e2e::{Netns, Node, RtspCamera, Scratch, node_binary};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
@@ -31,20 +31,31 @@ fn start_all_in_one(ns: &Netns, scratch: &Scratch) -> Node {
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
 /// its measurement lines.
 fn run_script(ns: &Netns, node: &Node, script: &str) {
+    run_script_with(ns, node, script, &[]);
+}
+
+/// [`run_script`] with more environment variables for the script.
+fn run_script_with(ns: &Netns, node: &Node, script: &str, env: &[(&str, &str)]) {
     let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/browser");
     let output = ns
         .command("node")
         .args(["--test", "--test-reporter=spec", script])
         .current_dir(browser_dir)
         .env("KASKADE_URL", node.url())
+        .envs(env.iter().copied())
         .output()
         .expect("run node --test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     for line in stdout.lines().filter(|l| {
-        ["JOIN_TO_FIRST_FRAME_MS", "SRTP_CIPHER", "PLAYBACK"]
-            .iter()
-            .any(|m| l.contains(m))
+        [
+            "JOIN_TO_FIRST_FRAME_MS",
+            "SRTP_CIPHER",
+            "PLAYBACK",
+            "CAMERA_",
+        ]
+        .iter()
+        .any(|m| l.contains(m))
     }) {
         println!("{line}");
     }
@@ -70,6 +81,21 @@ fn a_moderator_records_in_the_browser_and_the_recording_plays_and_seeks() {
     let scratch = Scratch::new("browser-playback");
     let node = start_all_in_one(&ns, &scratch);
     run_script(&ns, &node, "playback.test.mjs");
+}
+
+#[test]
+fn a_moderator_adds_an_rtsp_camera_that_chromium_decodes() {
+    let _machine = one_browser_test_at_a_time();
+    let ns = Netns::new("kc").expect("network namespace (needs root)");
+    let scratch = Scratch::new("browser-camera");
+    let camera = RtspCamera::start(ns.command("/usr/bin/python3"), 8554, &[]);
+    let node = start_all_in_one(&ns, &scratch);
+    run_script_with(
+        &ns,
+        &node,
+        "camera.test.mjs",
+        &[("KASKADE_CAMERA_URL", &camera.url())],
+    );
 }
 
 #[test]

@@ -124,6 +124,9 @@
     $('#sel-bitrate').addEventListener('change', (ev) => applyBitrate(Number(ev.target.value)));
     $('#btn-lock').addEventListener('click', () => send({ type: 'lock', locked: !state.locked }));
     $('#btn-record').addEventListener('click', toggleRecording);
+    $('#btn-camera').addEventListener('click', openCameraDialog);
+    $('#camera-form').addEventListener('submit', (ev) => { ev.preventDefault(); addCamera(); });
+    $('#camera-cancel').addEventListener('click', () => $('#camera-dialog').close());
     $('#btn-leave').addEventListener('click', leave);
     // Browsers may refuse to autoplay sound before a user gesture: retry on the first click.
     document.addEventListener('click', playAllAudio);
@@ -462,6 +465,7 @@
     updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
     recording: (s, m) => setRecording(!!m.active),
     muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
+    camera_added: onCameraAdded,
   };
 
   function onFrame(sess, data) {
@@ -558,6 +562,10 @@
   }
 
   function onError(sess, msg) {
+    if (cameraPending && CAMERA_ERRORS.includes(msg.code)) {
+      cameraFailed(msg.message || msg.code);
+      return;
+    }
     const refusal = msg.code in FATAL_ERRORS || msg.code in CAPACITY_ERRORS ||
       (msg.code === 'bad_request' && !sess.welcomed);
     if (!refusal) {
@@ -775,6 +783,7 @@
         <span class="name"></span>
         <span class="ind ind-audio" title="Microphone muted">${ICON_MIC_OFF}</span>
         <span class="ind ind-video" title="Camera off">${ICON_CAM_OFF}</span>
+        <span class="source-badge" hidden></span>
       </div>
       ${isSelf ? '' : `<div class="mod-actions">
         <button type="button" class="mod-mute" title="Mute this participant">Mute</button>
@@ -801,6 +810,19 @@
     tile.classList.toggle('audio-muted', !!p.audio_muted);
     tile.classList.toggle('video-muted', !!p.video_muted);
     tile.classList.toggle('speaking', state.speaker !== null && tile.dataset.participantId === String(state.speaker));
+    renderSource(tile, p.source);
+  }
+
+  /** A camera's tile says it is one, and whether it is live or reconnecting (and why). */
+  function renderSource(tile, source) {
+    const badge = $('.source-badge', tile);
+    if (!badge) return;
+    tile.classList.toggle('source', !!source);
+    tile.classList.toggle('reconnecting', !!source && source.state === 'reconnecting');
+    badge.hidden = !source;
+    if (!source) return;
+    badge.textContent = source.state === 'reconnecting' ? 'Camera · reconnecting…' : 'Camera';
+    badge.title = source.detail || (source.state === 'live' ? 'RTSP camera, live' : '');
   }
 
   /** Shows `stream` in the tile; the avatar stays until a frame with a size has arrived. */
@@ -872,6 +894,63 @@
     }
   }
 
+  // ---------------------------------------------------------------- cameras (moderators)
+
+  /** Error codes that answer an add_camera request. */
+  const CAMERA_ERRORS = ['source_failed', 'bad_request', 'forbidden'];
+  /** An add_camera request is waiting for its answer (the node connects to the camera first). */
+  let cameraPending = false;
+
+  function openCameraDialog() {
+    $('#camera-error').hidden = true;
+    $('#camera-add').disabled = false;
+    $('#camera-dialog').showModal();
+    $('#camera-url').focus();
+  }
+
+  function addCamera() {
+    const url = $('#camera-url').value.trim();
+    if (!/^rtsp:\/\//i.test(url)) {
+      cameraFailed('Use an rtsp:// URL, for example rtsp://192.0.2.10:554/stream1.');
+      return;
+    }
+    const frame = {
+      type: 'add_camera', url, name: $('#camera-name').value.trim(),
+      transport: $('#camera-transport').value,
+    };
+    const username = $('#camera-user').value;
+    if (username) {
+      frame.username = username;
+      frame.password = $('#camera-password').value;
+    }
+    if (!send(frame)) {
+      cameraFailed('Not connected to the meeting.');
+      return;
+    }
+    cameraPending = true;
+    $('#camera-add').disabled = true;
+    $('#camera-add').textContent = 'Connecting…';
+    $('#camera-error').hidden = true;
+  }
+
+  function onCameraAdded(sess, msg) {
+    cameraPending = false;
+    $('#camera-add').disabled = false;
+    $('#camera-add').textContent = 'Add camera';
+    $('#camera-form').reset();
+    $('#camera-dialog').close();
+    setStatus(`Camera "${msg.name}" added.`, null, 'info');
+  }
+
+  function cameraFailed(message) {
+    cameraPending = false;
+    $('#camera-add').disabled = false;
+    $('#camera-add').textContent = 'Add camera';
+    const error = $('#camera-error');
+    error.textContent = message;
+    error.hidden = false;
+  }
+
   function setLocked(locked) {
     state.locked = locked;
     $('#lock-badge').hidden = !locked;
@@ -899,6 +978,7 @@
     video.classList.toggle('off', local.videoMuted || !local.video);
 
     $('#sel-resolution').disabled = !local.video;
+    $('#btn-camera').hidden = !isModerator;
     const lock = $('#btn-lock');
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';

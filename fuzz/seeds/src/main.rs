@@ -303,6 +303,7 @@ fn link_messages() -> Vec<(&'static str, LinkMessage)> {
                     role: Role::Moderator,
                     audio_muted: false,
                     video_muted: true,
+                    source: None,
                 },
                 audio: true,
                 video: true,

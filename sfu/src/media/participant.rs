@@ -1,15 +1,15 @@
 //! A participant on this node: identity, role, mute state, its transport and its slots.
 //!
-//! Every kind of participant (a browser today; a SIP leg, an RTSP camera, a recorder or a relay
-//! to another node later) is this one type with a different transport behind `peer`: the
-//! forwarder only sees publishers, routes and [`OutboundStream`](super::forwarder::OutboundStream)s.
+//! Every kind of participant (a browser, a recorder, an RTSP camera; a SIP leg next) is this
+//! one type with a different [`Transport`] behind it: the forwarder only sees publishers,
+//! routes and consumers.
 
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::keyframe::KeyframeThrottle;
-use crate::media::peer::WebRtcPeer;
 use crate::media::room::SlotSource;
-use crate::signaling::protocol::ParticipantInfo;
+use crate::media::transport::Transport;
+use crate::signaling::protocol::{ParticipantInfo, Source};
 use crate::token::Role;
 use std::time::Instant;
 
@@ -32,12 +32,17 @@ pub struct Participant {
     pub audio_muted: bool,
     /// Video muted: not forwarded.
     pub video_muted: bool,
-    /// The transport.
-    pub peer: WebRtcPeer,
-    /// Who feeds each receive slot (parallel to `peer.slots()`).
+    /// What carries its media.
+    pub transport: Box<dyn Transport>,
+    /// Who feeds each consumer (parallel to `transport.consumers()`).
     pub slots: Vec<SlotSource>,
+    /// The SSRC its video arrives on (keyframe requests are addressed to it).
+    pub video_ssrc: Option<u32>,
     /// Keyframe requests towards this participant's video.
     pub keyframes: KeyframeThrottle,
+    /// Set for a source the node connects to (a camera added by a moderator), with its state.
+    /// A source stays only while someone else is in the meeting.
+    pub source: Option<Source>,
     /// Queued for draining at the end of the current step.
     pub dirty: bool,
     /// Client kind for the call record.
@@ -82,6 +87,11 @@ impl Participant {
         self.role == Role::Recorder
     }
 
+    /// Whether it publishes media of `kind`.
+    pub fn publishes(&self, kind: MediaKind) -> bool {
+        self.transport.publication().publishes(kind)
+    }
+
     /// This participant as other nodes and recorders see it (with its identity; frames to
     /// participants leave the identity out).
     pub fn info(&self) -> ParticipantInfo {
@@ -92,12 +102,13 @@ impl Participant {
             role: self.role,
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
+            source: self.source.clone(),
         }
     }
 
     /// The participant's next deadline: its transport's or a coalesced keyframe request's.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        match (self.peer.poll_timeout(), self.keyframes.poll_timeout()) {
+        match (self.transport.poll_timeout(), self.keyframes.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

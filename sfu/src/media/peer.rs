@@ -2,15 +2,19 @@
 //! shared socket, negotiated once, with a fixed set of receive slots.
 //!
 //! The client offers its publish m-lines (sendonly) and N recvonly slots per kind; the peer
-//! answers with one sendonly transceiver per slot, each with an SSRC chosen here, so the slot's
-//! [`OutboundStream`] can rewrite whatever feeds it onto that SSRC. ICE is lite with credentials
+//! answers with one sendonly transceiver per slot, each with an SSRC chosen here: the slot is a
+//! [`Consumer`] whose [`OutboundStream`] rewrites whatever feeds it onto that SSRC. ICE is lite with credentials
 //! chosen here (the ufrag names the participant, for routing), DTLS is the server role, and
 //! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
 
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
+use crate::media::transport::{
+    Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
+};
 use crate::metrics::Metrics;
 use rand::Rng;
+use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, Slot as InterceptorSlot};
@@ -23,13 +27,14 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -43,6 +48,7 @@ use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::error::Error as RtcError;
 use rtc::statistics::StatsSelector;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,51 +71,11 @@ pub struct PeerSettings {
     pub max_slots: usize,
 }
 
-/// Why an offer could not be answered.
-#[derive(Debug, thiserror::Error)]
-pub enum NegotiationError {
-    /// The SDP does not parse, or asks for something this node cannot do.
-    #[error("invalid offer: {0}")]
-    InvalidOffer(String),
-    /// The peer connection already negotiated (kaskade negotiates once per session).
-    #[error("the session is already negotiated")]
-    AlreadyNegotiated,
-}
-
-/// One receive slot of a subscriber.
-#[derive(Debug)]
-pub struct RecvSlot {
-    /// The m-line's mid, as the client knows it.
-    pub mid: String,
-    /// The sender writing this slot.
-    sender: RTCRtpSenderId,
-    /// The payload type this subscriber negotiated for the slot's codec.
-    payload_type: u8,
-    /// Rewriting state.
-    pub stream: OutboundStream,
-}
-
-/// What the client publishes, learned from its offer and first packets.
+/// The receivers of the client's publish m-lines, learned from its offer.
 #[derive(Debug, Default)]
-struct Publish {
-    audio_receiver: Option<RTCRtpReceiverId>,
-    video_receiver: Option<RTCRtpReceiverId>,
-    /// Payload type -> kind, for the client's publish m-lines.
-    payload_kinds: Vec<(u8, MediaKind)>,
-    audio_level_ext: Option<u8>,
-    video_ssrc: Option<u32>,
-}
-
-/// Something a peer's connection did that the room must act on.
-#[derive(Debug)]
-pub enum PeerEvent {
-    /// ICE + DTLS are up: media can flow.
-    Connected {
-        /// The negotiated SRTP protection profile.
-        srtp_profile: String,
-    },
-    /// The connection failed or closed.
-    Disconnected,
+struct Receivers {
+    audio: Option<RTCRtpReceiverId>,
+    video: Option<RTCRtpReceiverId>,
 }
 
 /// A participant's WebRTC transport.
@@ -118,8 +84,13 @@ pub struct WebRtcPeer {
     settings: Arc<PeerSettings>,
     connected: bool,
     negotiated: bool,
-    publish: Publish,
-    slots: Vec<RecvSlot>,
+    receivers: Receivers,
+    publication: Publication,
+    /// One consumer per receive slot, and the sender writing it (same index).
+    consumers: Vec<Consumer>,
+    senders: Vec<RTCRtpSenderId>,
+    /// Inbound media parsed from one decrypted message and not yet drained.
+    inbound: VecDeque<Inbound>,
 }
 
 impl WebRtcPeer {
@@ -159,37 +130,17 @@ impl WebRtcPeer {
             settings,
             connected: false,
             negotiated: false,
-            publish: Publish::default(),
-            slots: Vec::new(),
+            receivers: Receivers::default(),
+            publication: Publication::default(),
+            consumers: Vec::new(),
+            senders: Vec::new(),
+            inbound: VecDeque::new(),
         })
-    }
-
-    /// Whether ICE and DTLS are up.
-    pub fn is_connected(&self) -> bool {
-        self.connected
-    }
-
-    /// The receive slots, in offer order.
-    pub fn slots(&self) -> &[RecvSlot] {
-        &self.slots
-    }
-
-    /// Mutable access to the receive slots.
-    pub fn slots_mut(&mut self) -> &mut [RecvSlot] {
-        &mut self.slots
-    }
-
-    /// Whether the client publishes media of `kind`.
-    pub fn publishes(&self, kind: MediaKind) -> bool {
-        match kind {
-            MediaKind::Audio => self.publish.audio_receiver.is_some(),
-            MediaKind::Video => self.publish.video_receiver.is_some(),
-        }
     }
 
     /// Answers the client's one offer; `rng` picks a fresh SSRC for each slot and the random
     /// first sequence number and timestamp of its stream.
-    pub fn answer(
+    fn answer(
         &mut self,
         now: Instant,
         offer_sdp: String,
@@ -324,12 +275,12 @@ impl WebRtcPeer {
                     continue;
                 };
                 let (seq, ts) = (rng.random(), rng.random());
-                self.slots.push(RecvSlot {
+                self.consumers.push(Consumer {
                     mid,
-                    sender: sender_id,
                     payload_type,
                     stream: OutboundStream::new(ssrc, kind, seq, ts, now),
                 });
+                self.senders.push(sender_id);
             } else if direction.has_recv()
                 && let Some(receiver_id) = receiver
             {
@@ -340,67 +291,95 @@ impl WebRtcPeer {
                 let params = receiver.get_parameters().rtp_parameters.clone();
                 for codec in &params.codecs {
                     if is_forwarded_codec(&codec.rtp_codec.mime_type) {
-                        self.publish.payload_kinds.push((codec.payload_type, kind));
+                        self.publication
+                            .payload_kinds
+                            .push((codec.payload_type, kind));
                     }
                 }
                 match kind {
                     MediaKind::Audio => {
-                        self.publish.audio_receiver = Some(receiver_id);
-                        self.publish.audio_level_ext = params
+                        self.receivers.audio = Some(receiver_id);
+                        self.publication.audio_level_ext = params
                             .header_extensions
                             .iter()
                             .find(|e| e.uri == AUDIO_LEVEL_URI)
                             .and_then(|e| u8::try_from(e.id).ok());
                     }
-                    MediaKind::Video => self.publish.video_receiver = Some(receiver_id),
+                    MediaKind::Video => self.receivers.video = Some(receiver_id),
                 }
             }
         }
     }
 
-    /// Feeds one datagram from the network into the connection.
-    pub fn handle_read(&mut self, msg: TaggedBytesMut) -> Result<(), RtcError> {
-        self.pc.handle_read(msg)
+    /// Parses a decrypted message into inbound media: RTP as is, PLI and FIR as keyframe
+    /// requests per consumer SSRC, other RTCP (handled by the interceptors) dropped.
+    fn queue_inbound(&mut self, message: RTCMessage) {
+        match message {
+            RTCMessage::RtpPacket(_, packet) => self.inbound.push_back(Inbound::Rtp(packet)),
+            RTCMessage::RtcpPacket(_, packets) => {
+                for packet in packets {
+                    let any = packet.as_any();
+                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        for ssrc in packet.destination_ssrc() {
+                            self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn rtc_error(e: RtcError) -> TransportError {
+    TransportError(e.to_string())
+}
+
+impl Transport for WebRtcPeer {
+    fn negotiate(
+        &mut self,
+        now: Instant,
+        offer: String,
+        rng: &mut StdRng,
+    ) -> Result<String, NegotiationError> {
+        self.answer(now, offer, rng)
     }
 
-    /// The next decrypted RTP/RTCP message for the application.
-    pub fn poll_read(&mut self) -> Option<TaggedRTCMessage> {
-        self.pc.poll_read()
+    fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
+        self.pc.handle_read(datagram).map_err(rtc_error)
     }
 
-    /// The next datagram to send.
-    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
+    fn poll_inbound(&mut self) -> Option<Inbound> {
+        loop {
+            if let Some(inbound) = self.inbound.pop_front() {
+                return Some(inbound);
+            }
+            let message = self.pc.poll_read()?;
+            self.queue_inbound(message.message);
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
         self.pc.poll_write()
     }
 
-    /// Drives timers (ICE consent, DTLS retransmission, RTCP reports, NACK generation).
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
-        self.pc.handle_timeout(now)
-    }
-
-    /// The connection's next deadline.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
-    }
-
-    /// Drains connection events into the few the room cares about.
-    pub fn poll_event(&mut self, now: Instant) -> Option<PeerEvent> {
+    fn poll_event(&mut self, now: Instant) -> Option<TransportEvent> {
         while let Some(event) = self.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                 match state {
                     RTCPeerConnectionState::Connected if !self.connected => {
                         self.connected = true;
-                        let srtp_profile = self
+                        let protection = self
                             .pc
                             .get_stats(now, StatsSelector::None)
                             .transport()
                             .map(|t| t.srtp_cipher.clone())
                             .unwrap_or_default();
-                        return Some(PeerEvent::Connected { srtp_profile });
+                        return Some(TransportEvent::Connected { protection });
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         self.connected = false;
-                        return Some(PeerEvent::Disconnected);
+                        return Some(TransportEvent::Disconnected);
                     }
                     _ => {}
                 }
@@ -409,80 +388,70 @@ impl WebRtcPeer {
         None
     }
 
-    /// The kind of a packet the client published, by payload type.
-    pub fn published_kind(&self, payload_type: u8) -> Option<MediaKind> {
-        self.publish
-            .payload_kinds
-            .iter()
-            .find(|(pt, _)| *pt == payload_type)
-            .map(|(_, kind)| *kind)
+    /// Drives ICE consent, DTLS retransmission, RTCP reports and NACK generation.
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), TransportError> {
+        self.pc.handle_timeout(now).map_err(rtc_error)
     }
 
-    /// The negotiated id of the audio-level header extension on the client's audio.
-    pub fn audio_level_ext(&self) -> Option<u8> {
-        self.publish.audio_level_ext
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
     }
 
-    /// Remembers the SSRC the client's video arrives on (needed to address PLIs).
-    pub fn note_video_ssrc(&mut self, ssrc: u32) {
-        self.publish.video_ssrc = Some(ssrc);
+    fn is_connected(&self) -> bool {
+        self.connected
     }
 
-    /// Asks the client for a keyframe of its video. Returns false when it has none yet.
-    pub fn send_pli(&mut self, now: Instant) -> Result<bool, RtcError> {
-        let (Some(receiver_id), Some(media_ssrc)) =
-            (self.publish.video_receiver, self.publish.video_ssrc)
+    fn publication(&self) -> &Publication {
+        &self.publication
+    }
+
+    fn consumers(&self) -> &[Consumer] {
+        &self.consumers
+    }
+
+    fn consumers_mut(&mut self) -> &mut [Consumer] {
+        &mut self.consumers
+    }
+
+    fn write_rtp(
+        &mut self,
+        now: Instant,
+        index: usize,
+        mut packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        let (Some(consumer), Some(sender)) = (self.consumers.get(index), self.senders.get(index))
         else {
+            return Ok(());
+        };
+        packet.header.payload_type = consumer.payload_type;
+        packet.header.ssrc = consumer.stream.ssrc();
+        let Some(mut sender) = self.pc.rtp_sender(*sender) else {
+            return Ok(());
+        };
+        sender.write_rtp(now, packet).map_err(rtc_error)
+    }
+
+    fn request_keyframe(&mut self, now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {
+        let Some(receiver_id) = self.receivers.video else {
             return Ok(false);
         };
         let Some(mut receiver) = self.pc.rtp_receiver(receiver_id) else {
             return Ok(false);
         };
-        receiver.write_rtcp(
-            now,
-            vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            })],
-        )?;
+        receiver
+            .write_rtcp(
+                now,
+                vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                })],
+            )
+            .map_err(rtc_error)?;
         Ok(true)
     }
 
-    /// Writes one forwarded packet on slot `slot`, rewritten as `header`, with the publisher's
-    /// payload.
-    pub fn write_slot(
-        &mut self,
-        now: Instant,
-        slot: usize,
-        mut packet: rtc::rtp::Packet,
-    ) -> Result<(), RtcError> {
-        let Some(slot) = self.slots.get(slot) else {
-            return Ok(());
-        };
-        packet.header.payload_type = slot.payload_type;
-        packet.header.ssrc = slot.stream.ssrc();
-        let Some(mut sender) = self.pc.rtp_sender(slot.sender) else {
-            return Ok(());
-        };
-        sender.write_rtp(now, packet)
-    }
-
-    /// The slot whose outbound SSRC is `ssrc`.
-    pub fn slot_by_ssrc(&self, ssrc: u32) -> Option<usize> {
-        self.slots.iter().position(|s| s.stream.ssrc() == ssrc)
-    }
-
-    /// Closes the connection.
-    pub fn close(&mut self) {
+    fn close(&mut self) {
         let _ = self.pc.close();
-    }
-}
-
-/// Whether an RTP message is media the application should forward.
-pub fn rtp_of(message: RTCMessage) -> Option<rtc::rtp::Packet> {
-    match message {
-        RTCMessage::RtpPacket(_, packet) => Some(packet),
-        _ => None,
     }
 }
 

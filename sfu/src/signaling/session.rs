@@ -1,6 +1,7 @@
 //! One participant's signaling session over a WebSocket: authenticate the join, relay the
 //! offer and answer, pass requests to the core and the core's frames back.
 
+use crate::camera;
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
@@ -98,7 +99,7 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
         Err((code, message)) => return refuse(socket, code, &message).await,
     };
     let (events_tx, mut events) = mpsc::channel(SESSION_QUEUE);
-    let admitted = match node.join(request.clone(), events_tx).await {
+    let admitted = match node.join(request.clone(), events_tx.clone()).await {
         Ok(Ok(admitted)) => admitted,
         refused => {
             if let Some(jti) = &one_time {
@@ -125,8 +126,15 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
             aud: None,
         });
     }
+    let session = Session {
+        node: node.clone(),
+        id,
+        role: admitted.role,
+        meeting: request.meeting.clone(),
+        replies: events_tx,
+    };
     let ended = match send(&mut socket, &welcome).await {
-        Ok(()) => serve(&mut socket, &node, id, &mut events).await,
+        Ok(()) => serve(&mut socket, &session, &mut events).await,
         Err(ended) => ended,
     };
     let _ = match ended {
@@ -146,12 +154,22 @@ enum Ended {
     Stalled,
 }
 
+/// What a session knows of its participant once admitted.
+struct Session {
+    node: NodeHandle,
+    id: ParticipantId,
+    role: Role,
+    meeting: String,
+    /// The session's own queue, for answers that come later (a camera that is connecting).
+    replies: mpsc::Sender<SessionEvent>,
+}
+
 async fn serve(
     socket: &mut WebSocket,
-    node: &NodeHandle,
-    id: ParticipantId,
+    session: &Session,
     events: &mut mpsc::Receiver<SessionEvent>,
 ) -> Ended {
+    let (node, id) = (&session.node, session.id);
     loop {
         let reply = tokio::select! {
             incoming = next_message(socket) => match incoming {
@@ -161,6 +179,19 @@ async fn serve(
                     Ok(Err(reason)) => ServerMessage::error(ErrorCode::BadRequest, reason),
                     Err(_) => return Ended::Closed,
                 },
+                Some(Ok(ClientMessage::AddCamera(request))) => {
+                    if session.role != Role::Moderator {
+                        ServerMessage::error(ErrorCode::Forbidden, "only moderators add cameras")
+                    } else {
+                        camera::spawn_add(
+                            node.clone(),
+                            session.meeting.clone(),
+                            request,
+                            session.replies.clone(),
+                        );
+                        continue;
+                    }
+                }
                 Some(Ok(other)) => {
                     if node.message(id, other).await.is_err() {
                         return Ended::Closed;
@@ -171,6 +202,7 @@ async fn serve(
             },
             event = events.recv() => match event {
                 Some(SessionEvent::Message(message)) => message,
+                Some(SessionEvent::KeyframeWanted) => continue,
                 Some(SessionEvent::Close) | None => return Ended::Closed,
             },
         };

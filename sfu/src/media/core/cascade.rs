@@ -184,6 +184,7 @@ impl MediaCore {
                 if self.remote.get(&id).is_some_and(|r| r.home == peer) {
                     self.remove_remote(room, id, reason);
                     self.reassign_slots(now, room);
+                    self.dismiss_sources(now, room);
                 }
             }
             LinkMessage::Subscribe { meeting, streams } => {
@@ -283,7 +284,7 @@ impl MediaCore {
                 visible += 1;
                 load.streams_in += [MediaKind::Audio, MediaKind::Video]
                     .into_iter()
-                    .filter(|k| p.peer.publishes(*k))
+                    .filter(|k| p.publishes(*k))
                     .count() as u32;
                 if p.role == Role::Moderator {
                     moderators.push(p.identity.clone());
@@ -585,8 +586,8 @@ impl MediaCore {
             LinkMessage::Participant {
                 meeting: room.meeting.clone(),
                 participant: p.info(),
-                audio: p.peer.publishes(MediaKind::Audio),
-                video: p.peer.publishes(MediaKind::Video),
+                audio: p.publishes(MediaKind::Audio),
+                video: p.publishes(MediaKind::Video),
             },
         ))
     }
@@ -725,9 +726,9 @@ impl MediaCore {
         let valid: Vec<StreamRef> = streams
             .into_iter()
             .filter(|s| {
-                self.participants.get(&s.publisher).is_some_and(|p| {
-                    p.room == room_index && !p.is_hidden() && p.peer.publishes(s.kind)
-                })
+                self.participants
+                    .get(&s.publisher)
+                    .is_some_and(|p| p.room == room_index && !p.is_hidden() && p.publishes(s.kind))
             })
             .collect();
         let new_video: Vec<ParticipantId> = valid

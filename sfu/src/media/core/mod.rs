@@ -21,17 +21,21 @@ use crate::cascade::frame;
 use crate::cascade::link::Link;
 use crate::media::deadlines::Deadlines;
 use crate::media::demux::{Demuxer, ParticipantId, malformed, ufrag_for};
+use crate::media::ingest::RtpIngest;
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
-use crate::media::peer::{PeerEvent, PeerSettings, WebRtcPeer};
+use crate::media::peer::{PeerSettings, WebRtcPeer};
 use crate::media::room::{Room, SlotSource};
 use crate::media::surroundings::Surroundings;
+use crate::media::transport::{Inbound, Publication, Transport, TransportEvent};
 use crate::metrics::{Dropped, LinkCounters, Metrics, ProfileLabel};
-use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage, Welcome};
+use crate::signaling::protocol::{
+    ClientMessage, ErrorCode, LeaveReason, ServerMessage, Source, SourceState, Welcome,
+};
 use crate::token::Role;
 use kaskade_protocol::cluster::CallRecord;
 use rand::Rng;
-use rtc::peer_connection::message::RTCMessage;
+use rand::rngs::StdRng;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -98,6 +102,8 @@ pub enum Output {
     FindPeers(String),
     /// A participant session ended.
     CallRecord(CallRecord),
+    /// The source of a participant whose media the shell hands in must send a keyframe.
+    KeyframeWanted(ParticipantId),
 }
 
 /// The node's media core.
@@ -145,11 +151,50 @@ impl MediaCore {
         }
     }
 
-    /// Admits a participant, or says why not.
+    /// Admits a participant that connects over WebRTC, or says why not.
     pub fn join(
         &mut self,
         now: Instant,
         request: JoinRequest,
+    ) -> Result<Admitted, (ErrorCode, String)> {
+        let settings = self.config.peer.clone();
+        let metrics = self.metrics.clone();
+        self.admit(now, request, None, |id, rng| {
+            let ufrag = ufrag_for(id, &random_ice_chars(rng, 8));
+            let pwd = random_ice_chars(rng, 24);
+            WebRtcPeer::new(now, ufrag, pwd, settings, metrics)
+                .map(|peer| Box::new(peer) as Box<dyn Transport>)
+                .map_err(|e| format!("cannot create a session: {e}"))
+        })
+    }
+
+    /// Admits a source (an RTSP camera): a publish-only participant whose plain RTP the shell
+    /// hands in with [`Self::ingest`]. It stays while anyone else is in the meeting.
+    pub fn join_source(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+        source: Source,
+        publication: Publication,
+    ) -> Result<Admitted, (ErrorCode, String)> {
+        let admitted = self.admit(now, request, Some(source), |_, _| {
+            Ok(Box::new(RtpIngest::new(publication)) as Box<dyn Transport>)
+        })?;
+        // nothing to negotiate: its producers get their subscribers' slots at once
+        if let Some(room) = self.participants.get(&admitted.id).map(|p| p.room) {
+            self.reassign_slots(now, room);
+        }
+        Ok(admitted)
+    }
+
+    /// Admits a participant (a `source` when it is one) whose transport `transport` makes from
+    /// its id, or says why not.
+    fn admit(
+        &mut self,
+        now: Instant,
+        request: JoinRequest,
+        source: Option<Source>,
+        transport: impl FnOnce(ParticipantId, &mut StdRng) -> Result<Box<dyn Transport>, String>,
     ) -> Result<Admitted, (ErrorCode, String)> {
         if self.participants.len() >= self.config.max_participants {
             return Err((ErrorCode::NodeFull, "this node is at capacity".into()));
@@ -185,7 +230,8 @@ impl MediaCore {
                 ),
             ));
         }
-        let role = if visible == 0 && self.config.first_is_moderator && !hidden {
+        let role = if visible == 0 && self.config.first_is_moderator && !hidden && source.is_none()
+        {
             Role::Moderator
         } else {
             request.role
@@ -193,21 +239,11 @@ impl MediaCore {
         let id = next_id(&mut self.next_participant, self.node_index, |id| {
             self.participants.contains_key(&id)
         });
-        let ufrag = ufrag_for(id, &random_ice_chars(&mut self.surroundings.rng, 8));
-        let peer = match WebRtcPeer::new(
-            now,
-            ufrag,
-            random_ice_chars(&mut self.surroundings.rng, 24),
-            self.config.peer.clone(),
-            self.metrics.clone(),
-        ) {
-            Ok(peer) => peer,
+        let transport = match transport(id, &mut self.surroundings.rng) {
+            Ok(transport) => transport,
             Err(e) => {
                 self.drop_room_if_empty(room_index);
-                return Err((
-                    ErrorCode::BadRequest,
-                    format!("cannot create a session: {e}"),
-                ));
+                return Err((ErrorCode::BadRequest, e));
             }
         };
         let participant = Participant {
@@ -218,9 +254,11 @@ impl MediaCore {
             role,
             audio_muted: false,
             video_muted: false,
-            peer,
+            transport,
             slots: Vec::new(),
+            video_ssrc: None,
             keyframes: KeyframeThrottle::default(),
+            source,
             dirty: false,
             kind: request.kind,
             joined_at_ms: self.surroundings.clock.unix_ms(now),
@@ -302,12 +340,12 @@ impl MediaCore {
             .get_mut(&id)
             .ok_or_else(|| "not in a meeting".to_string())?;
         let answer = participant
-            .peer
-            .answer(now, sdp, &mut self.surroundings.rng)
+            .transport
+            .negotiate(now, sdp, &mut self.surroundings.rng)
             .map_err(|e| e.to_string())?;
         participant.slots = participant
-            .peer
-            .slots()
+            .transport
+            .consumers()
             .iter()
             .map(|s| SlotSource {
                 kind: s.stream.kind(),
@@ -335,6 +373,13 @@ impl MediaCore {
                 id,
                 ServerMessage::error(ErrorCode::BadRequest, "already joined and negotiated"),
             ),
+            ClientMessage::AddCamera(_) => self.send(
+                id,
+                ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "cameras are added by a signaling session",
+                ),
+            ),
         }
     }
 
@@ -343,7 +388,7 @@ impl MediaCore {
         let Some(mut participant) = self.participants.remove(&id) else {
             return;
         };
-        participant.peer.close();
+        participant.transport.close();
         self.demux.remove(id);
         self.deadlines.set(id, None);
         let room_index = participant.room;
@@ -373,7 +418,76 @@ impl MediaCore {
         }
         self.record_call(now, &participant, reason);
         self.reassign_slots(now, room_index);
+        self.dismiss_sources(now, room_index);
         self.drop_room_if_empty(room_index);
+    }
+
+    /// Hands in plain RTP packets of a source whose media the shell feeds (see
+    /// [`Self::join_source`]), received by `now` from `transport`.
+    pub fn ingest(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        transport: TransportContext,
+        packets: impl IntoIterator<Item = bytes::BytesMut>,
+    ) {
+        for packet in packets {
+            self.deliver(now, id, transport, packet);
+        }
+        self.flush(now);
+    }
+
+    /// A source's state changed (a camera reconnecting, or live again): everyone is told.
+    pub fn set_source_state(
+        &mut self,
+        id: ParticipantId,
+        state: SourceState,
+        detail: Option<String>,
+    ) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(source) = &mut p.source else {
+            return;
+        };
+        if source.state == state && source.detail == detail {
+            return;
+        }
+        source.state = state;
+        source.detail = detail;
+        let (room, participant) = (p.room, p.info());
+        self.broadcast(room, None, ServerMessage::Updated { participant });
+        self.announce(id);
+    }
+
+    /// Sources (cameras) leave once nobody else is in the meeting, here or on another node.
+    fn dismiss_sources(&mut self, now: Instant, room_index: RoomIndex) {
+        let Some(room) = self.rooms.get(&room_index) else {
+            return;
+        };
+        let others = room.remote_members.len()
+            + room
+                .members
+                .iter()
+                .filter(|m| {
+                    self.participants
+                        .get(m)
+                        .is_some_and(|p| p.source.is_none() && !p.is_hidden())
+                })
+                .count();
+        if others > 0 {
+            return;
+        }
+        let companions: Vec<_> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|m| self.participants.get(m).is_some_and(|p| p.source.is_some()))
+            .collect();
+        for id in companions {
+            self.leave(now, id, LeaveReason::Left);
+            self.outputs.push_back(Output::Close(id));
+        }
     }
 
     /// Feeds one datagram received at `now` from `transport`.
@@ -420,12 +534,23 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::Unroutable);
             return;
         };
+        self.deliver(now, id, transport, datagram);
+    }
+
+    /// Hands a datagram to participant `id`'s transport and handles the media it yields.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        transport: TransportContext,
+        datagram: bytes::BytesMut,
+    ) {
         let Some(participant) = self.participants.get_mut(&id) else {
             self.metrics.drop_packet(Dropped::UnknownParticipant);
             return;
         };
         participant.bytes_received += datagram.len() as u64;
-        if let Err(e) = participant.peer.handle_read(TaggedBytesMut {
+        if let Err(e) = participant.transport.handle_datagram(TaggedBytesMut {
             now,
             transport,
             message: datagram,
@@ -434,15 +559,14 @@ impl MediaCore {
             debug!(participant = %id, "datagram rejected: {e}");
         }
         self.mark_dirty(id);
-        while let Some(message) = self
+        while let Some(inbound) = self
             .participants
             .get_mut(&id)
-            .and_then(|p| p.peer.poll_read())
+            .and_then(|p| p.transport.poll_inbound())
         {
-            match message.message {
-                RTCMessage::RtpPacket(_, packet) => self.on_rtp(now, id, packet),
-                RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(now, id, &packets),
-                _ => {}
+            match inbound {
+                Inbound::Rtp(packet) => self.on_rtp(now, id, packet),
+                Inbound::KeyframeRequest { ssrc } => self.on_keyframe_request(now, id, ssrc),
             }
         }
     }
@@ -453,7 +577,7 @@ impl MediaCore {
             let Some(p) = self.participants.get_mut(&id) else {
                 continue;
             };
-            if let Err(e) = p.peer.handle_timeout(now) {
+            if let Err(e) = p.transport.handle_timeout(now) {
                 debug!(participant = %id, "timeout handling failed: {e}");
             }
             if p.keyframes.handle_timeout(now) {
@@ -520,21 +644,24 @@ impl MediaCore {
                 continue;
             };
             p.dirty = false;
-            while let Some(event) = p.peer.poll_event(now) {
+            while let Some(event) = p.transport.poll_event(now) {
                 match event {
-                    PeerEvent::Connected { srtp_profile } => {
-                        info!(participant = %id, srtp_profile, "media connected");
+                    TransportEvent::Connected { protection } => {
+                        info!(participant = %id, protection, "media connected");
                         self.metrics
                             .srtp_profiles
                             .get_or_create(&ProfileLabel {
-                                profile: srtp_profile,
+                                profile: protection,
                             })
                             .inc();
                     }
-                    PeerEvent::Disconnected => disconnected.push(id),
+                    TransportEvent::Disconnected => disconnected.push(id),
+                    TransportEvent::KeyframeWanted => {
+                        self.outputs.push_back(Output::KeyframeWanted(id));
+                    }
                 }
             }
-            while let Some(datagram) = p.peer.poll_write() {
+            while let Some(datagram) = p.transport.poll_transmit() {
                 p.bytes_sent += datagram.message.len() as u64;
                 self.transmits.push_back(datagram);
             }

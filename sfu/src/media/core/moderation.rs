@@ -56,7 +56,7 @@ impl MediaCore {
             if let Some(s) = self
                 .participants
                 .get_mut(&subscriber)
-                .and_then(|s| s.peer.slots_mut().get_mut(slot))
+                .and_then(|s| s.transport.consumers_mut().get_mut(slot))
             {
                 s.stream.detach();
             }

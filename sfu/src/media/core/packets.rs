@@ -8,8 +8,6 @@ use crate::media::keyframe::h264_keyframe_start;
 use crate::media::participant::RoomIndex;
 use crate::media::speaker::audio_level;
 use crate::metrics::Dropped;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use std::time::Instant;
 use tracing::debug;
 
@@ -23,7 +21,11 @@ impl MediaCore {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        let Some(kind) = p.peer.published_kind(packet.header.payload_type) else {
+        let Some(kind) = p
+            .transport
+            .publication()
+            .kind_of(packet.header.payload_type)
+        else {
             self.metrics.drop_packet(Dropped::UnknownPayloadType);
             return;
         };
@@ -34,8 +36,9 @@ impl MediaCore {
         match kind {
             MediaKind::Audio => {
                 level = p
-                    .peer
-                    .audio_level_ext()
+                    .transport
+                    .publication()
+                    .audio_level_ext
                     .and_then(|ext| packet.header.get_extension(ext))
                     .and_then(|payload| audio_level(&payload));
                 if let Some(level) = level
@@ -46,7 +49,7 @@ impl MediaCore {
                 }
             }
             MediaKind::Video => {
-                p.peer.note_video_ssrc(packet.header.ssrc);
+                p.video_ssrc = Some(packet.header.ssrc);
                 keyframe_start = h264_keyframe_start(&packet.payload);
                 if keyframe_start {
                     p.keyframes.keyframe_seen();
@@ -89,21 +92,21 @@ impl MediaCore {
             let Some(s) = self.participants.get_mut(&subscriber) else {
                 continue;
             };
-            if !s.peer.is_connected() {
+            if !s.transport.is_connected() {
                 continue;
             }
-            let Some(recv_slot) = s.peer.slots_mut().get_mut(slot) else {
+            let Some(consumer) = s.transport.consumers_mut().get_mut(slot) else {
                 continue;
             };
-            recv_slot.stream.attach(inbound.ssrc);
+            consumer.stream.attach(inbound.ssrc);
             if packet.payload.is_empty() {
                 // a padding-only probe: not worth a subscriber's bandwidth, but its sequence
                 // number must not become a gap
-                recv_slot.stream.skip(&inbound);
+                consumer.stream.skip(&inbound);
                 self.metrics.drop_packet(Dropped::PaddingOnly);
                 continue;
             }
-            match recv_slot.stream.rewrite(&inbound, now) {
+            match consumer.stream.rewrite(&inbound, now) {
                 Ok(rewritten) => {
                     // a fresh header: the publisher's extensions (ids negotiated with the
                     // publisher) are not forwarded, and nothing here allocates
@@ -117,7 +120,7 @@ impl MediaCore {
                         },
                         payload: packet.payload.clone(),
                     };
-                    match s.peer.write_slot(now, slot, out) {
+                    match s.transport.write_rtp(now, slot, out) {
                         Ok(()) => {
                             self.metrics.rtp_forwarded.inc();
                         }
@@ -146,27 +149,24 @@ impl MediaCore {
             .observe(Instant::now().saturating_duration_since(now).as_secs_f64());
     }
 
-    pub(super) fn on_rtcp(
+    /// A subscriber asks for a keyframe of what its consumer `ssrc` carries.
+    pub(super) fn on_keyframe_request(
         &mut self,
         now: Instant,
         subscriber: ParticipantId,
-        packets: &[Box<dyn rtc::rtcp::Packet>],
+        ssrc: u32,
     ) {
-        for packet in packets {
-            let any = packet.as_any();
-            if !(any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()) {
-                continue;
-            }
-            self.metrics.keyframe_requests_received.inc();
-            for ssrc in packet.destination_ssrc() {
-                let publisher = self.participants.get(&subscriber).and_then(|s| {
-                    let slot = s.peer.slot_by_ssrc(ssrc)?;
-                    s.slots.get(slot)?.publisher
-                });
-                if let Some(publisher) = publisher {
-                    self.request_keyframe(now, publisher);
-                }
-            }
+        self.metrics.keyframe_requests_received.inc();
+        let publisher = self.participants.get(&subscriber).and_then(|s| {
+            let index = s
+                .transport
+                .consumers()
+                .iter()
+                .position(|c| c.stream.ssrc() == ssrc)?;
+            s.slots.get(index)?.publisher
+        });
+        if let Some(publisher) = publisher {
+            self.request_keyframe(now, publisher);
         }
     }
 
@@ -188,7 +188,10 @@ impl MediaCore {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        match p.peer.send_pli(now) {
+        let Some(media_ssrc) = p.video_ssrc else {
+            return;
+        };
+        match p.transport.request_keyframe(now, media_ssrc) {
             Ok(true) => {
                 self.metrics.plis_sent.inc();
             }

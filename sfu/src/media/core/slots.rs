@@ -19,7 +19,7 @@ impl MediaCore {
             let local = room.members.iter().filter(|m| {
                 self.participants
                     .get(m)
-                    .is_some_and(|p| !p.is_hidden() && p.peer.publishes(kind))
+                    .is_some_and(|p| !p.is_hidden() && p.publishes(kind))
             });
             let relayed = room
                 .remote_members
@@ -45,9 +45,9 @@ impl MediaCore {
             if assign_slots(&mut p.slots, others) {
                 for (index, (old, new)) in before.iter().zip(&p.slots).enumerate() {
                     if old.publisher != new.publisher
-                        && let Some(slot) = p.peer.slots_mut().get_mut(index)
+                        && let Some(consumer) = p.transport.consumers_mut().get_mut(index)
                     {
-                        slot.stream.detach();
+                        consumer.stream.detach();
                     }
                 }
                 changed.push(*id);
@@ -66,10 +66,10 @@ impl MediaCore {
             let slots = p
                 .slots
                 .iter()
-                .zip(p.peer.slots())
-                .filter_map(|(source, slot)| {
+                .zip(p.transport.consumers())
+                .filter_map(|(source, consumer)| {
                     Some(SlotAssignment {
-                        mid: slot.mid.clone(),
+                        mid: consumer.mid.clone(),
                         kind: source.kind,
                         participant: source.publisher?,
                     })

@@ -245,6 +245,7 @@ fn a_peer_cannot_announce_ids_of_another_node() {
         role: Role::Moderator,
         audio_muted: false,
         video_muted: false,
+        source: None,
     };
     pair.a.link_message(
         Instant::now(),

@@ -3,33 +3,34 @@
 //!
 //! One task owns the [`MediaCore`] and is the only place that touches it, so the core needs no
 //! locks; nothing awaits while the core is borrowed except the socket send of a ready datagram.
+//! [`NodeHandle`] (in `handle`) is how everything else reaches that task; `tcp` serves ICE-TCP.
+
+mod handle;
+mod tcp;
+
+pub use handle::{CoreStopped, NodeHandle};
 
 use crate::cascade::control::LinkMessage;
-use crate::cascade::link::LinkParams;
-use crate::media::core::{Admitted, JoinRequest, MediaCore, NodeLoad, Output};
+use crate::media::core::{MediaCore, Output};
 use crate::media::demux::ParticipantId;
 use crate::metrics::{Dropped, Metrics, Refused};
-use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use crate::signaling::protocol::{LeaveReason, ServerMessage};
 use crate::udp_batch::{BATCH, BatchReceiver, BatchSender, Received};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use handle::Request;
 use kaskade_protocol::cluster::CallRecord;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tcp::{TcpInput, accept_tcp};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Socket buffer size asked of the kernel (bursts of ten-person rooms overflow the default).
 const SOCKET_BUFFER: usize = 8 << 20;
-/// Frames queued towards one ICE-TCP connection before its datagrams are dropped.
-const TCP_QUEUE: usize = 512;
-/// ICE-TCP connections open at once; further ones are closed at accept (a node carries at most
-/// a few hundred participants, each with one or two connections).
-const MAX_TCP_CONNECTIONS: usize = 2048;
 /// How often the sizes of the core's and the driver's maps are copied into the metrics.
 const MAP_SIZES_EVERY: Duration = Duration::from_secs(1);
 
@@ -44,52 +45,8 @@ pub enum SessionEvent {
     Message(ServerMessage),
     /// The participant is gone from the core: close the socket.
     Close,
-}
-
-enum Request {
-    Join {
-        request: JoinRequest,
-        events: mpsc::Sender<SessionEvent>,
-        reply: oneshot::Sender<Result<Admitted, (ErrorCode, String)>>,
-    },
-    Offer {
-        id: ParticipantId,
-        sdp: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    Message {
-        id: ParticipantId,
-        message: ClientMessage,
-    },
-    Leave {
-        id: ParticipantId,
-    },
-    SlowReader {
-        id: ParticipantId,
-    },
-    SetIndex(u16),
-    Load(oneshot::Sender<NodeLoad>),
-    LinkUp {
-        params: LinkParams,
-        connection: u64,
-        messages: mpsc::UnboundedSender<LinkMessage>,
-    },
-    LinkMessage {
-        peer: u16,
-        message: LinkMessage,
-    },
-    LinkDown {
-        peer: u16,
-        connection: u64,
-    },
-    Attach {
-        peer: u16,
-        meeting: String,
-    },
-    MeetingLocked {
-        meeting: String,
-        locked: bool,
-    },
+    /// The participant's source (a camera the node feeds) must send a keyframe.
+    KeyframeWanted,
 }
 
 /// What the core tells the cluster shell.
@@ -99,128 +56,6 @@ pub enum ClusterEvent {
     FindPeers(String),
     /// A participant session ended.
     CallRecord(CallRecord),
-}
-
-enum TcpInput {
-    Opened(SocketAddr, mpsc::Sender<BytesMut>),
-    Frame(TransportContext, BytesMut),
-    Closed(SocketAddr),
-}
-
-/// A cheap handle through which signaling sessions talk to the media core.
-#[derive(Clone)]
-pub struct NodeHandle {
-    requests: mpsc::Sender<Request>,
-}
-
-/// The core's task has stopped.
-#[derive(Debug, thiserror::Error)]
-#[error("the media core has stopped")]
-pub struct CoreStopped;
-
-impl NodeHandle {
-    /// Asks the core to admit a participant; `events` (of [`SESSION_QUEUE`] frames) receives
-    /// its frames from then on.
-    pub async fn join(
-        &self,
-        request: JoinRequest,
-        events: mpsc::Sender<SessionEvent>,
-    ) -> Result<Result<Admitted, (ErrorCode, String)>, CoreStopped> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Join {
-            request,
-            events,
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| CoreStopped)
-    }
-
-    /// Hands a participant's offer to the core; returns the answer SDP or why there is none.
-    pub async fn offer(
-        &self,
-        id: ParticipantId,
-        sdp: String,
-    ) -> Result<Result<String, String>, CoreStopped> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Offer { id, sdp, reply }).await?;
-        answer.await.map_err(|_| CoreStopped)
-    }
-
-    /// Forwards any other request of a participant.
-    pub async fn message(
-        &self,
-        id: ParticipantId,
-        message: ClientMessage,
-    ) -> Result<(), CoreStopped> {
-        self.send(Request::Message { id, message }).await
-    }
-
-    /// The participant's signaling socket closed.
-    pub async fn leave(&self, id: ParticipantId) -> Result<(), CoreStopped> {
-        self.send(Request::Leave { id }).await
-    }
-
-    /// The participant's signaling client stopped reading: drop it as disconnected.
-    pub async fn disconnect_slow_reader(&self, id: ParticipantId) -> Result<(), CoreStopped> {
-        self.send(Request::SlowReader { id }).await
-    }
-
-    /// Sets the node's cluster index (from the locator).
-    pub async fn set_node_index(&self, index: u16) -> Result<(), CoreStopped> {
-        self.send(Request::SetIndex(index)).await
-    }
-
-    /// The node's current load.
-    pub async fn load(&self) -> Result<NodeLoad, CoreStopped> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Load(reply)).await?;
-        answer.await.map_err(|_| CoreStopped)
-    }
-
-    /// A cascade link's control connection is up; `messages` carries the core's messages to
-    /// the peer. `connection` tells this connection from a later one to the same peer.
-    pub async fn link_up(
-        &self,
-        params: LinkParams,
-        connection: u64,
-        messages: mpsc::UnboundedSender<LinkMessage>,
-    ) -> Result<(), CoreStopped> {
-        self.send(Request::LinkUp {
-            params,
-            connection,
-            messages,
-        })
-        .await
-    }
-
-    /// A control message from a peer.
-    pub async fn link_message(&self, peer: u16, message: LinkMessage) -> Result<(), CoreStopped> {
-        self.send(Request::LinkMessage { peer, message }).await
-    }
-
-    /// A link's control connection closed.
-    pub async fn link_down(&self, peer: u16, connection: u64) -> Result<(), CoreStopped> {
-        self.send(Request::LinkDown { peer, connection }).await
-    }
-
-    /// Shares a meeting with a peer over its link.
-    pub async fn attach(&self, peer: u16, meeting: String) -> Result<(), CoreStopped> {
-        self.send(Request::Attach { peer, meeting }).await
-    }
-
-    /// Applies the locator's lock state of a meeting.
-    pub async fn set_meeting_locked(
-        &self,
-        meeting: String,
-        locked: bool,
-    ) -> Result<(), CoreStopped> {
-        self.send(Request::MeetingLocked { meeting, locked }).await
-    }
-
-    async fn send(&self, request: Request) -> Result<(), CoreStopped> {
-        self.requests.send(request).await.map_err(|_| CoreStopped)
-    }
 }
 
 /// The sockets a node's media plane listens on.
@@ -436,6 +271,29 @@ impl Driver {
                     self.core.leave(now, admitted.id, LeaveReason::Left);
                 }
             }
+            Request::JoinSource {
+                request,
+                source,
+                publication,
+                events,
+                reply,
+            } => {
+                let result = self.core.join_source(now, request, source, publication);
+                if let Ok(admitted) = &result {
+                    self.sessions.insert(admitted.id, events);
+                }
+                if let Err(Ok(admitted)) = reply.send(result) {
+                    self.sessions.remove(&admitted.id);
+                    self.core.leave(now, admitted.id, LeaveReason::Left);
+                }
+            }
+            Request::Ingest { id, packets } => {
+                self.core
+                    .ingest(now, id, TransportContext::default(), packets);
+            }
+            Request::SourceState { id, state, detail } => {
+                self.core.set_source_state(id, state, detail);
+            }
             Request::Offer { id, sdp, reply } => {
                 let _ = reply.send(self.core.offer(now, id, sdp));
             }
@@ -525,6 +383,11 @@ impl Driver {
                         let _ = session.try_send(SessionEvent::Close);
                     }
                 }
+                Output::KeyframeWanted(id) => {
+                    if let Some(session) = self.sessions.get(&id) {
+                        let _ = session.try_send(SessionEvent::KeyframeWanted);
+                    }
+                }
                 Output::Link(peer, message) => {
                     if let Some((_, link)) = self.links.get(&peer) {
                         let _ = link.send(message);
@@ -553,95 +416,4 @@ impl Driver {
             }
         }
     }
-}
-
-async fn accept_tcp(listener: TcpListener, inputs: mpsc::Sender<TcpInput>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    debug!(%peer, "ICE-TCP connection refused: too many open");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let inputs = inputs.clone();
-                tokio::spawn(async move {
-                    serve_tcp(stream, peer, inputs).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                warn!("ICE-TCP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// One ICE-TCP connection: RFC 4571 frames (16-bit length, then the datagram) both ways.
-async fn serve_tcp(stream: TcpStream, peer: SocketAddr, inputs: mpsc::Sender<TcpInput>) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let (mut reader, mut writer) = stream.into_split();
-    let (frames_tx, mut frames_rx) = mpsc::channel::<BytesMut>(TCP_QUEUE);
-    if inputs
-        .send(TcpInput::Opened(peer, frames_tx))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let write = async move {
-        while let Some(frame) = frames_rx.recv().await {
-            let Ok(len) = u16::try_from(frame.len()) else {
-                continue;
-            };
-            if writer.write_all(&len.to_be_bytes()).await.is_err()
-                || writer.write_all(&frame).await.is_err()
-            {
-                break;
-            }
-        }
-    };
-    let transport = TransportContext {
-        local_addr: local,
-        peer_addr: peer,
-        ecn: None,
-        transport_protocol: TransportProtocol::TCP,
-    };
-    let read_inputs = inputs.clone();
-    let read = async move {
-        let mut buf = BytesMut::with_capacity(1 << 16);
-        loop {
-            while buf.len() >= 2 {
-                let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-                if buf.len() < 2 + len {
-                    break;
-                }
-                buf.advance(2);
-                let frame = buf.split_to(len);
-                if read_inputs
-                    .send(TcpInput::Frame(transport, frame))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if buf.capacity() - buf.len() < 2048 {
-                buf.reserve(1 << 16);
-            }
-            match reader.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = write => {}
-        _ = read => {}
-    }
-    let _ = inputs.send(TcpInput::Closed(peer)).await;
 }

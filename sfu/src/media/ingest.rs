@@ -1,0 +1,231 @@
+//! A publish-only transport for plain RTP that the node's shell hands in: an RTSP camera
+//! today, and the media half of a SIP leg next.
+//!
+//! The shell owns the source's I/O (an RTSP session, a SIP leg's socket) and gives the core each
+//! RTP packet as a datagram for this participant; the transport parses it and the core
+//! forwards it like any publisher's packet. It has no consumers (it receives nothing), and a
+//! keyframe request becomes [`TransportEvent::KeyframeWanted`] for the shell, which knows
+//! what its source understands.
+
+use crate::media::transport::{
+    Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
+};
+use rand::rngs::StdRng;
+use rtc::shared::TaggedBytesMut;
+use rtc::shared::marshal::Unmarshal;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Packets parsed and not yet drained, beyond which the oldest are dropped (the core drains
+/// after every datagram, so this only bounds a misbehaving caller).
+const MAX_QUEUED: usize = 256;
+
+/// Plain RTP handed in by the shell.
+#[derive(Debug)]
+pub struct RtpIngest {
+    publication: Publication,
+    inbound: VecDeque<Inbound>,
+    connected_told: bool,
+    keyframe_wanted: bool,
+    closed: bool,
+}
+
+impl RtpIngest {
+    /// A transport whose packets of each payload type are of the kind `publication` gives.
+    pub fn new(publication: Publication) -> Self {
+        Self {
+            publication,
+            inbound: VecDeque::new(),
+            connected_told: false,
+            keyframe_wanted: false,
+            closed: false,
+        }
+    }
+}
+
+impl Transport for RtpIngest {
+    fn negotiate(
+        &mut self,
+        _now: Instant,
+        _offer: String,
+        _rng: &mut StdRng,
+    ) -> Result<String, NegotiationError> {
+        Err(NegotiationError::NotNegotiable)
+    }
+
+    fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
+        if self.closed {
+            return Err(TransportError("the transport is closed".into()));
+        }
+        let packet = rtc::rtp::Packet::unmarshal(&mut &datagram.message[..])
+            .map_err(|e| TransportError(format!("not an RTP packet: {e}")))?;
+        if self
+            .publication
+            .kind_of(packet.header.payload_type)
+            .is_none()
+        {
+            return Err(TransportError(format!(
+                "payload type {} is not published",
+                packet.header.payload_type
+            )));
+        }
+        if self.inbound.len() >= MAX_QUEUED {
+            self.inbound.pop_front();
+        }
+        self.inbound.push_back(Inbound::Rtp(packet));
+        Ok(())
+    }
+
+    fn poll_inbound(&mut self) -> Option<Inbound> {
+        self.inbound.pop_front()
+    }
+
+    fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
+        None
+    }
+
+    fn poll_event(&mut self, _now: Instant) -> Option<TransportEvent> {
+        if !self.connected_told {
+            self.connected_told = true;
+            return Some(TransportEvent::Connected {
+                protection: "none".into(),
+            });
+        }
+        if self.keyframe_wanted {
+            self.keyframe_wanted = false;
+            return Some(TransportEvent::KeyframeWanted);
+        }
+        None
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.closed
+    }
+
+    fn publication(&self) -> &Publication {
+        &self.publication
+    }
+
+    fn consumers(&self) -> &[Consumer] {
+        &[]
+    }
+
+    fn consumers_mut(&mut self) -> &mut [Consumer] {
+        &mut []
+    }
+
+    fn write_rtp(
+        &mut self,
+        _now: Instant,
+        _index: usize,
+        _packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        Err(TransportError(
+            "an ingest transport receives nothing".into(),
+        ))
+    }
+
+    fn request_keyframe(
+        &mut self,
+        _now: Instant,
+        _media_ssrc: u32,
+    ) -> Result<bool, TransportError> {
+        self.keyframe_wanted = true;
+        Ok(true)
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.inbound.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::forwarder::MediaKind;
+    use rtc::shared::TransportContext;
+    use rtc::shared::marshal::Marshal;
+
+    fn ingest() -> RtpIngest {
+        RtpIngest::new(Publication {
+            payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],
+            audio_level_ext: None,
+        })
+    }
+
+    fn datagram(bytes: &[u8]) -> TaggedBytesMut {
+        TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: bytes.into(),
+        }
+    }
+
+    fn rtp(payload_type: u8, seq: u16) -> Vec<u8> {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type,
+                sequence_number: seq,
+                ssrc: 0x1234,
+                ..Default::default()
+            },
+            payload: vec![0x65, 1, 2, 3].into(),
+        }
+        .marshal()
+        .unwrap()
+        .to_vec()
+    }
+
+    #[test]
+    fn published_packets_come_out_and_anything_else_is_refused_with_a_reason() {
+        let mut t = ingest();
+        t.handle_datagram(datagram(&rtp(96, 7))).unwrap();
+        assert!(matches!(t.poll_inbound(), Some(Inbound::Rtp(p)) if p.header.sequence_number == 7));
+        assert!(t.poll_inbound().is_none());
+        let unknown = t.handle_datagram(datagram(&rtp(8, 1))).unwrap_err();
+        assert!(unknown.0.contains("payload type 8"), "{unknown}");
+        let garbage = t.handle_datagram(datagram(&[0x80])).unwrap_err();
+        assert!(garbage.0.contains("not an RTP packet"), "{garbage}");
+        assert!(t.poll_inbound().is_none());
+    }
+
+    #[test]
+    fn it_connects_at_once_and_turns_keyframe_requests_into_one_event_each() {
+        let mut t = ingest();
+        let now = Instant::now();
+        assert!(matches!(
+            t.poll_event(now),
+            Some(TransportEvent::Connected { .. })
+        ));
+        assert!(t.poll_event(now).is_none());
+        assert!(t.request_keyframe(now, 0x1234).unwrap());
+        assert!(t.request_keyframe(now, 0x1234).unwrap());
+        assert!(matches!(
+            t.poll_event(now),
+            Some(TransportEvent::KeyframeWanted)
+        ));
+        assert!(t.poll_event(now).is_none(), "coalesced until drained");
+    }
+
+    #[test]
+    fn a_flood_is_bounded_and_a_closed_transport_takes_nothing() {
+        let mut t = ingest();
+        for seq in 0..(MAX_QUEUED as u16 + 10) {
+            t.handle_datagram(datagram(&rtp(111, seq))).unwrap();
+        }
+        assert_eq!(std::iter::from_fn(|| t.poll_inbound()).count(), MAX_QUEUED);
+        t.close();
+        assert!(t.handle_datagram(datagram(&rtp(96, 1))).is_err());
+        assert!(!t.is_connected());
+    }
+}

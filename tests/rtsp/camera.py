@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+"""A local RTSP camera for kaskade's tests: GStreamer's gst-rtsp-server serving a test pattern
+at rtsp://127.0.0.1:PORT/cam, H.264 constrained baseline (a keyframe every second) with G.711
+audio, or another codec to test refusals, optionally behind basic authentication.
+
+    /usr/bin/python3 tests/rtsp/camera.py --port 8554 [--auth user:pass] [--video h264|jpeg]
+        [--audio pcmu|pcma|none]
+
+Prints "camera ready" once it listens; runs until killed.
+"""
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+VIDEO = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 "
+    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1",
+    "jpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26",
+}
+AUDIO = {
+    "pcmu": "mulawenc ! rtppcmupay name=pay1 pt=0",
+    "pcma": "alawenc ! rtppcmapay name=pay1 pt=8",
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--auth", help="user:pass required of every client")
+    parser.add_argument("--video", choices=sorted(VIDEO), default="h264")
+    parser.add_argument("--audio", choices=sorted(AUDIO) + ["none"], default="pcmu")
+    args = parser.parse_args()
+
+    Gst.init(None)
+    launch = (
+        "( videotestsrc is-live=true pattern=ball "
+        "! video/x-raw,width=320,height=240,framerate=15/1 ! " + VIDEO[args.video]
+    )
+    if args.audio != "none":
+        launch += (
+            " audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+            "! audio/x-raw,rate=8000,channels=1 ! " + AUDIO[args.audio]
+        )
+    launch += " )"
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    factory.set_shared(True)
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "user")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_role_from_structure(
+            Gst.Structure.new_from_string(
+                "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )
+        )
+        factory.set_permissions(permissions)
+    server.get_mount_points().add_factory("/cam", factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on port {args.port}", file=sys.stderr)
+        sys.exit(1)
+    print("camera ready", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
