@@ -215,6 +215,9 @@ pub struct Metrics {
     pub keyframe_requests_received: Counter,
     /// PLIs sent to publishers after coalescing.
     pub plis_sent: Counter,
+    /// Cached groups of pictures replayed to a consumer that started watching a source that
+    /// cannot be asked for a keyframe (a camera).
+    pub gop_replays: Counter,
     /// DTLS handshakes completed, by negotiated SRTP profile.
     pub srtp_profiles: Family<ProfileLabel, Counter>,
     /// Time from a datagram's arrival to the last forwarded copy written, per inbound RTP packet.
@@ -317,6 +320,12 @@ impl Metrics {
                 &mut r,
                 "plis_sent",
                 "PLI sent to publishers after coalescing",
+                Counter::default(),
+            ),
+            gop_replays: register(
+                &mut r,
+                "gop_replays",
+                "Cached groups of pictures replayed to a new consumer of a camera",
                 Counter::default(),
             ),
             srtp_profiles: register(

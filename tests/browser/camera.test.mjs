@@ -5,7 +5,9 @@
 //     node --test camera.test.mjs
 //
 // The first participant (the moderator) opens "Add camera", is told clearly when the URL is
-// wrong, adds the camera, and decodes its video in a tile that names it and says it is a camera.
+// wrong, adds the camera, and decodes its video in a tile that names it and says it is a camera;
+// a second participant who joins later decodes it at once (the camera should send a keyframe
+// only every 10 s, camera.py --gop 150, so that this shows the node's cached group of pictures).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -70,5 +72,21 @@ describe(`an RTSP camera in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     assert.equal((await badge.textContent()).trim(), 'Camera');
     assert.ok(await badge.isVisible(), 'the tile says it is a camera');
     assert.equal(await alice.tile(camera.id).locator('.name').textContent(), 'Board room');
+
+    // someone who joins later sees the camera at once, though the camera sends a keyframe
+    // only every 10 s: the node replays its cached group of pictures
+    const bob = await Participant.open(browser, 'Bob');
+    const joined = Date.now();
+    await bob.goto(BASE_URL, MEETING);
+    const bobFrames = await waitFor('Bob decoding the camera before its next keyframe',
+      async () => (await bob.stats())[camera.id]?.framesDecoded ?? 0, (n) => n >= 1,
+      { timeout: 5_000, interval: 50 });
+    console.log(`CAMERA_LATE_VIEWER_FIRST_FRAME ms_since_navigation=${Date.now() - joined}`);
+    assert.ok(bobFrames >= 1);
+    const later = await waitFor('Bob decoding the camera steadily',
+      async () => (await bob.stats())[camera.id]?.framesDecoded ?? 0, (n) => n >= bobFrames + 20,
+      { timeout: 10_000 });
+    assert.ok(later > bobFrames);
+    await bob.context.close();
   });
 });

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """A local RTSP camera for kaskade's tests: GStreamer's gst-rtsp-server serving a test pattern
-at rtsp://127.0.0.1:PORT/cam, H.264 constrained baseline (a keyframe every second) with G.711
-audio, or another codec to test refusals, optionally behind basic authentication.
+at rtsp://127.0.0.1:PORT/cam, H.264 constrained baseline at 15 fps (a keyframe every --gop
+frames, 15 by default) with G.711 audio, or another codec to test refusals, optionally behind
+basic authentication.
 
     /usr/bin/python3 tests/rtsp/camera.py --port 8554 [--auth user:pass] [--video h264|jpeg]
-        [--audio pcmu|pcma|none]
+        [--audio pcmu|pcma|none] [--gop FRAMES]
 
 Prints "camera ready" once it listens; runs until killed.
 """
@@ -18,7 +19,8 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 VIDEO = {
-    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 "
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate=300 "
+    "option-string=scenecut=0 "
     "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1",
     "jpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26",
 }
@@ -34,12 +36,14 @@ def main():
     parser.add_argument("--auth", help="user:pass required of every client")
     parser.add_argument("--video", choices=sorted(VIDEO), default="h264")
     parser.add_argument("--audio", choices=sorted(AUDIO) + ["none"], default="pcmu")
+    parser.add_argument("--gop", type=int, default=15, help="frames from a keyframe to the next")
     args = parser.parse_args()
 
     Gst.init(None)
     launch = (
         "( videotestsrc is-live=true pattern=ball "
-        "! video/x-raw,width=320,height=240,framerate=15/1 ! " + VIDEO[args.video]
+        "! video/x-raw,width=320,height=240,framerate=15/1 ! "
+        + VIDEO[args.video].replace("{gop}", str(args.gop))
     )
     if args.audio != "none":
         launch += (

@@ -88,7 +88,8 @@ fn a_moderator_adds_an_rtsp_camera_that_chromium_decodes() {
     let _machine = one_browser_test_at_a_time();
     let ns = Netns::new("kc").expect("network namespace (needs root)");
     let scratch = Scratch::new("browser-camera");
-    let camera = RtspCamera::start(ns.command("/usr/bin/python3"), 8554, &[]);
+    // a keyframe every 10 s: a late viewer decodes at once only through the node's GOP cache
+    let camera = RtspCamera::start(ns.command("/usr/bin/python3"), 8554, &["--gop", "150"]);
     let node = start_all_in_one(&ns, &scratch);
     run_script_with(
         &ns,

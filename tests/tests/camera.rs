@@ -153,6 +153,44 @@ async fn a_camera_over_udp_with_credentials_and_a_law_audio_plays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_viewer_of_a_camera_with_rare_keyframes_decodes_at_once() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    // a keyframe every 10 s: without the node's cached group of pictures, someone who joins
+    // 2 s after one waits 8 s for the next
+    let camera = start_camera(0, &["--gop", "150"]);
+    let chair = join(&node, "gop", "chair").await;
+    let id = chair
+        .add_camera(camera_request(&camera.url(), "Lobby"), WAIT)
+        .await
+        .unwrap()
+        .expect("the camera is added");
+    chair
+        .wait_until(WAIT, |s| decodes(s, id, (0, 0), 15))
+        .await
+        .expect("the chair decodes the camera");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let joined = std::time::Instant::now();
+    let guest = join(&node, "gop", "guest").await;
+    guest
+        .wait_until(Duration::from_secs(5), |s| {
+            s.stats.remote(id).video_frames_decoded > 0
+        })
+        .await
+        .expect("the late viewer decodes the camera long before its next keyframe");
+    println!(
+        "late viewer's first camera frame {} ms after joining (next keyframe ~8 s away)",
+        joined.elapsed().as_millis()
+    );
+    assert!(node.metric("kaskade_sfu_gop_replays_total").unwrap() >= 1.0);
+    let state = guest
+        .wait_until(WAIT, |s| decodes(s, id, (0, 0), 30))
+        .await
+        .expect("and goes on decoding");
+    assert_eq!(state.stats.remote(id).decode_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_say_what_is_wrong_and_nothing_joins() {
     let _serial = SERIAL.lock().await;
     let node = node();

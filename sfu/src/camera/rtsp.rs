@@ -235,6 +235,7 @@ impl CameraStream {
         Publication {
             payload_kinds,
             audio_level_ext: None,
+            cache_gop: true,
         }
     }
 

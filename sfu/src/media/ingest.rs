@@ -159,6 +159,7 @@ mod tests {
         RtpIngest::new(Publication {
             payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],
             audio_level_ext: None,
+            cache_gop: true,
         })
     }
 

@@ -5,6 +5,7 @@ pub mod core;
 pub mod deadlines;
 pub mod demux;
 pub mod forwarder;
+pub mod gop;
 pub mod ingest;
 pub mod keyframe;
 pub mod participant;

@@ -6,6 +6,7 @@
 
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::gop::GopCache;
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::room::SlotSource;
 use crate::media::transport::Transport;
@@ -40,6 +41,8 @@ pub struct Participant {
     pub video_ssrc: Option<u32>,
     /// Keyframe requests towards this participant's video.
     pub keyframes: KeyframeThrottle,
+    /// Its video since the last keyframe, when its source cannot be asked for one.
+    pub gop: Option<GopCache>,
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
     /// A source stays only while someone else is in the meeting.
     pub source: Option<Source>,

@@ -71,6 +71,9 @@ pub struct Publication {
     pub payload_kinds: Vec<(u8, MediaKind)>,
     /// The RFC 6464 audio-level extension id on its audio.
     pub audio_level_ext: Option<u8>,
+    /// Its video cannot be asked for a keyframe (an RTSP camera): the core keeps the group of
+    /// pictures since its last keyframe and replays it to a consumer that starts watching.
+    pub cache_gop: bool,
 }
 
 impl Publication {

@@ -21,6 +21,7 @@ use crate::cascade::frame;
 use crate::cascade::link::Link;
 use crate::media::deadlines::Deadlines;
 use crate::media::demux::{Demuxer, ParticipantId, malformed, ufrag_for};
+use crate::media::gop::GopCache;
 use crate::media::ingest::RtpIngest;
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
@@ -246,6 +247,7 @@ impl MediaCore {
                 return Err((ErrorCode::BadRequest, e));
             }
         };
+        let gop = transport.publication().cache_gop.then(GopCache::default);
         let participant = Participant {
             id,
             room: room_index,
@@ -258,6 +260,7 @@ impl MediaCore {
             slots: Vec::new(),
             video_ssrc: None,
             keyframes: KeyframeThrottle::default(),
+            gop,
             source,
             dirty: false,
             kind: request.kind,

@@ -5,9 +5,10 @@ use super::MediaCore;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
 use crate::media::keyframe::h264_keyframe_start;
+use crate::media::participant::Participant;
 use crate::media::participant::RoomIndex;
 use crate::media::speaker::audio_level;
-use crate::metrics::Dropped;
+use crate::metrics::{Dropped, Metrics};
 use std::time::Instant;
 use tracing::debug;
 
@@ -66,9 +67,19 @@ impl MediaCore {
         }
         self.relay(now, room_index, publisher, kind, level, &packet);
         self.fan_out(now, room_index, publisher, kind, &packet, keyframe_start);
+        if let Some(gop) = self
+            .participants
+            .get_mut(&publisher)
+            .and_then(|p| p.gop.as_mut())
+            .filter(|_| kind == MediaKind::Video)
+        {
+            gop.push(&packet, keyframe_start);
+        }
     }
 
-    /// Writes `packet` of `publisher` (local or relayed) to every subscriber slot it feeds.
+    /// Writes `packet` of `publisher` (local or relayed) to every subscriber slot it feeds. A
+    /// consumer that starts watching a publisher with a cached group of pictures gets that
+    /// group first, so it can decode at once.
     pub(super) fn fan_out(
         &mut self,
         now: Instant,
@@ -78,14 +89,17 @@ impl MediaCore {
         packet: &rtc::rtp::Packet,
         keyframe_start: bool,
     ) {
-        let inbound = InboundPacket {
-            ssrc: packet.header.ssrc,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            keyframe_start,
-        };
+        let inbound = inbound_of(packet, keyframe_start);
         let Some(room) = self.rooms.get(&room_index) else {
             return;
+        };
+        // taken out while the subscribers (in the same map) are borrowed
+        let gop = match kind {
+            MediaKind::Video if !keyframe_start => self
+                .participants
+                .get_mut(&publisher)
+                .and_then(|p| p.gop.take()),
+            _ => None,
         };
         let mut wants_keyframe = false;
         for &(subscriber, slot) in room.routes(publisher, kind) {
@@ -106,39 +120,35 @@ impl MediaCore {
                 self.metrics.drop_packet(Dropped::PaddingOnly);
                 continue;
             }
-            match consumer.stream.rewrite(&inbound, now) {
-                Ok(rewritten) => {
-                    // a fresh header: the publisher's extensions (ids negotiated with the
-                    // publisher) are not forwarded, and nothing here allocates
-                    let out = rtc::rtp::Packet {
-                        header: rtc::rtp::header::Header {
-                            version: 2,
-                            marker: packet.header.marker,
-                            sequence_number: rewritten.seq,
-                            timestamp: rewritten.timestamp,
-                            ..Default::default()
-                        },
-                        payload: packet.payload.clone(),
+            let mut wrote = false;
+            if consumer.stream.awaits_keyframe()
+                && let Some(gop) = gop.as_ref().filter(|g| !g.is_empty())
+            {
+                for (cached, timestamp) in gop.packets().zip(gop.squeezed_timestamps(&inbound)) {
+                    let cached_inbound = InboundPacket {
+                        timestamp,
+                        ..inbound_of(cached, h264_keyframe_start(&cached.payload))
                     };
-                    match s.transport.write_rtp(now, slot, out) {
-                        Ok(()) => {
-                            self.metrics.rtp_forwarded.inc();
-                        }
-                        Err(e) => {
-                            self.metrics.drop_packet(Dropped::WriteFailed);
-                            debug!(%subscriber, "forward failed: {e}");
-                        }
-                    };
-                    if !s.dirty {
-                        s.dirty = true;
-                        self.dirty.push(subscriber);
-                    }
+                    wrote |= forward(s, slot, cached, &cached_inbound, now, &self.metrics).is_ok();
                 }
+                self.metrics.gop_replays.inc();
+            }
+            match forward(s, slot, packet, &inbound, now, &self.metrics) {
+                Ok(()) => wrote = true,
                 Err(reason) => {
                     wants_keyframe |= reason == DropReason::WaitingForKeyframe;
                     self.metrics.drop_packet(Dropped::Slot(reason));
                 }
             }
+            if wrote && !s.dirty {
+                s.dirty = true;
+                self.dirty.push(subscriber);
+            }
+        }
+        if let Some(gop) = gop
+            && let Some(p) = self.participants.get_mut(&publisher)
+        {
+            p.gop = Some(gop);
         }
         if wants_keyframe {
             self.request_keyframe(now, publisher);
@@ -149,7 +159,8 @@ impl MediaCore {
             .observe(Instant::now().saturating_duration_since(now).as_secs_f64());
     }
 
-    /// A subscriber asks for a keyframe of what its consumer `ssrc` carries.
+    /// A subscriber asks for a keyframe of what its consumer `ssrc` carries: asked of the
+    /// publisher (throttled), or replayed from the publisher's cache when it cannot be asked.
     pub(super) fn on_keyframe_request(
         &mut self,
         now: Instant,
@@ -157,15 +168,31 @@ impl MediaCore {
         ssrc: u32,
     ) {
         self.metrics.keyframe_requests_received.inc();
-        let publisher = self.participants.get(&subscriber).and_then(|s| {
+        let Some((index, publisher)) = self.participants.get(&subscriber).and_then(|s| {
             let index = s
                 .transport
                 .consumers()
                 .iter()
                 .position(|c| c.stream.ssrc() == ssrc)?;
-            s.slots.get(index)?.publisher
-        });
-        if let Some(publisher) = publisher {
+            Some((index, s.slots.get(index)?.publisher?))
+        }) else {
+            return;
+        };
+        let replayable = self
+            .participants
+            .get(&publisher)
+            .is_some_and(|p| p.gop.is_some());
+        if replayable {
+            // a source that cannot be asked: the consumer starts over from the cached group of
+            // pictures at the publisher's next packet
+            if let Some(consumer) = self
+                .participants
+                .get_mut(&subscriber)
+                .and_then(|s| s.transport.consumers_mut().get_mut(index))
+            {
+                consumer.stream.detach();
+            }
+        } else {
             self.request_keyframe(now, publisher);
         }
     }
@@ -200,4 +227,54 @@ impl MediaCore {
         }
         self.mark_dirty(publisher);
     }
+}
+
+/// The fields of `packet` that rewriting looks at.
+fn inbound_of(packet: &rtc::rtp::Packet, keyframe_start: bool) -> InboundPacket {
+    InboundPacket {
+        ssrc: packet.header.ssrc,
+        seq: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        keyframe_start,
+    }
+}
+
+/// Rewrites `packet` for consumer `slot` of `subscriber` and writes it (counted as forwarded,
+/// or as a failed write); the rewriting's refusal otherwise.
+fn forward(
+    subscriber: &mut Participant,
+    slot: usize,
+    packet: &rtc::rtp::Packet,
+    inbound: &InboundPacket,
+    now: Instant,
+    metrics: &Metrics,
+) -> Result<(), DropReason> {
+    let consumer = subscriber
+        .transport
+        .consumers_mut()
+        .get_mut(slot)
+        .ok_or(DropReason::NoSource)?;
+    let rewritten = consumer.stream.rewrite(inbound, now)?;
+    // a fresh header: the publisher's extensions (ids negotiated with the publisher) are not
+    // forwarded, and nothing here allocates
+    let out = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: packet.header.marker,
+            sequence_number: rewritten.seq,
+            timestamp: rewritten.timestamp,
+            ..Default::default()
+        },
+        payload: packet.payload.clone(),
+    };
+    match subscriber.transport.write_rtp(now, slot, out) {
+        Ok(()) => {
+            metrics.rtp_forwarded.inc();
+        }
+        Err(e) => {
+            metrics.drop_packet(Dropped::WriteFailed);
+            debug!(subscriber = %subscriber.id, "forward failed: {e}");
+        }
+    };
+    Ok(())
 }
