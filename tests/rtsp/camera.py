@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """A local RTSP camera for kaskade's tests: GStreamer's gst-rtsp-server serving a test pattern
 at rtsp://127.0.0.1:PORT/cam, H.264 constrained baseline at 15 fps (a keyframe every --gop
-frames, 15 by default) with G.711 audio, or another codec to test refusals, optionally behind
-basic authentication.
+frames, 15 by default) with G.711 or AAC audio, or another codec to test refusals, optionally
+behind basic authentication.
 
     /usr/bin/python3 tests/rtsp/camera.py --port 8554 [--auth user:pass] [--video h264|jpeg]
-        [--audio pcmu|pcma|none] [--gop FRAMES]
+        [--audio pcmu|pcma|aac|none] [--gop FRAMES]
 
 Prints "camera ready" once it listens; runs until killed.
 """
@@ -25,8 +25,10 @@ VIDEO = {
     "jpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26",
 }
 AUDIO = {
-    "pcmu": "mulawenc ! rtppcmupay name=pay1 pt=0",
-    "pcma": "alawenc ! rtppcmapay name=pay1 pt=8",
+    "pcmu": "audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0",
+    "pcma": "audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1 pt=8",
+    "aac": "audio/x-raw,rate=16000,channels=1 ! voaacenc bitrate=32000 "
+    "! rtpmp4gpay name=pay1 pt=97",
 }
 
 
@@ -47,8 +49,7 @@ def main():
     )
     if args.audio != "none":
         launch += (
-            " audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
-            "! audio/x-raw,rate=8000,channels=1 ! " + AUDIO[args.audio]
+            " audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! " + AUDIO[args.audio]
         )
     launch += " )"
 

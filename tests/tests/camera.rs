@@ -153,12 +153,13 @@ async fn a_camera_over_udp_with_credentials_and_a_law_audio_plays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_viewer_of_a_camera_with_rare_keyframes_decodes_at_once() {
+async fn a_late_viewer_of_a_camera_with_rare_keyframes_decodes_at_once_and_hears_its_aac() {
     let _serial = SERIAL.lock().await;
     let node = node();
     // a keyframe every 10 s: without the node's cached group of pictures, someone who joins
     // 2 s after one waits 8 s for the next
-    let camera = start_camera(0, &["--gop", "150"]);
+    // and AAC audio, transcoded to Opus
+    let camera = start_camera(0, &["--gop", "150", "--audio", "aac"]);
     let chair = join(&node, "gop", "chair").await;
     let id = chair
         .add_camera(camera_request(&camera.url(), "Lobby"), WAIT)

@@ -1,8 +1,8 @@
-//! One RTSP session with a camera (retina): DESCRIBE, SETUP of its H.264 video and its G.711
-//! audio when it has some, PLAY, then frames turned into the RTP kaskade publishes. Every way
+//! One RTSP session with a camera (retina): DESCRIBE, SETUP of its H.264 video and its G.711 or
+//! AAC audio when it has some, PLAY, then frames turned into the RTP kaskade publishes. Every way
 //! it can fail is a [`CameraError`] that says what the person who added the camera can do.
 
-use super::audio::{self, AudioTranscoder, Law};
+use super::audio::{self, AudioTranscoder, CameraAudio};
 use super::video::{self, VideoPacketizer};
 use crate::media::forwarder::MediaKind;
 use crate::media::transport::Publication;
@@ -13,7 +13,7 @@ use retina::client::{
     Credentials, Demuxed, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport, UdpTransportOptions,
 };
-use retina::codec::{CodecItem, FrameFormat};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use std::time::Duration;
 use url::Url;
 
@@ -180,10 +180,14 @@ impl CameraStream {
                 None => CameraError::Unsupported("the camera offers no video stream".into()),
             })?;
         let audio = streams.iter().enumerate().find_map(|(index, s)| {
+            let extra_data = match s.parameters() {
+                Some(ParametersRef::Audio(params)) => Some(params.extra_data()),
+                _ => None,
+            };
             (s.media() == "audio")
-                .then(|| Law::of(s.encoding_name()))
+                .then(|| CameraAudio::of(s.encoding_name(), s.clock_rate_hz(), extra_data))
                 .flatten()
-                .map(|law| (index, law))
+                .map(|codec| (index, codec))
         });
         let transport = || match spec.transport {
             RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
@@ -199,13 +203,13 @@ impl CameraStream {
             .await
             .map_err(CameraError::from_retina)?;
         let audio = match audio {
-            Some((index, law)) => {
+            Some((index, codec)) => {
                 session
                     .setup(index, SetupOptions::default().transport(transport()))
                     .await
                     .map_err(CameraError::from_retina)?;
-                let transcoder = AudioTranscoder::new(law, ssrc.wrapping_add(1), seq)
-                    .map_err(|e| CameraError::Unsupported(format!("audio encoder: {e}")))?;
+                let transcoder = AudioTranscoder::new(&codec, ssrc.wrapping_add(1), seq)
+                    .map_err(CameraError::Unsupported)?;
                 Some((index, transcoder))
             }
             None => None,
@@ -259,7 +263,7 @@ impl CameraStream {
                 if let Some((index, transcoder)) = &mut self.audio
                     && frame.stream_id() == *index
                 {
-                    transcoder.push(frame.timestamp().timestamp() as u32, frame.data(), out);
+                    transcoder.push(frame.timestamp().timestamp(), frame.data(), out);
                 }
                 Ok(())
             }
