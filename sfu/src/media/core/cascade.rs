@@ -1,42 +1,17 @@
-//! The core's side of cascading: links to peer nodes, meetings shared over them, relayed
-//! participants, and the streams that cross each link (each at most once, and only if
-//! someone on the far side watches it).
+//! The core's side of cascading: links to peer nodes, meetings shared over them, their control
+//! messages and relayed participants. The media that crosses each link (each stream at most
+//! once, and only if someone on the far side watches it) is `relay`'s.
 
 use super::{MediaCore, Output};
-use crate::cascade::control::{LinkMessage, StreamRef};
-use crate::cascade::frame::{self, Frame, RelayedRtp};
-use crate::cascade::link::{Link, LinkDrop, LinkParams};
+use crate::cascade::control::LinkMessage;
+use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
-use crate::media::keyframe::h264_keyframe_start;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
-use crate::metrics::Dropped;
 use crate::signaling::protocol::{LeaveReason, ServerMessage};
 use crate::token::Role;
-use bytes::BytesMut;
-use kaskade_protocol::cluster::{CallRecord, MeetingLoad};
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, info, warn};
-
-/// Keyframe requests towards one relayed publisher are sent at most this often (its own node
-/// coalesces further).
-const REMOTE_KEYFRAME_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What the node reports to the locator about its load.
-#[derive(Debug, Clone, Default)]
-pub struct NodeLoad {
-    /// Participants on this node (recorders included, relayed ones not).
-    pub participants: u32,
-    /// Meetings on this node.
-    pub meetings: Vec<MeetingLoad>,
-    /// Streams coming in: from local publishers and over links.
-    pub streams_in: u32,
-    /// Streams going out: to local subscribers' slots and over links.
-    pub streams_out: u32,
-}
 
 impl MediaCore {
     /// Sets the index the locator gave this node: ids of participants admitted from now on
@@ -266,54 +241,6 @@ impl MediaCore {
         }
     }
 
-    /// This node's load, for the locator.
-    pub fn load(&self) -> NodeLoad {
-        let mut load = NodeLoad {
-            participants: self.participants.len() as u32,
-            ..NodeLoad::default()
-        };
-        for room in self.rooms.values() {
-            let locals = room.members.iter().filter_map(|m| self.participants.get(m));
-            let mut visible = 0;
-            let mut moderators = Vec::new();
-            for p in locals {
-                load.streams_out += p.slots.iter().filter(|s| s.publisher.is_some()).count() as u32;
-                if p.is_hidden() {
-                    continue;
-                }
-                visible += 1;
-                load.streams_in += [MediaKind::Audio, MediaKind::Video]
-                    .into_iter()
-                    .filter(|k| p.publishes(*k))
-                    .count() as u32;
-                if p.role == Role::Moderator {
-                    moderators.push(p.identity.clone());
-                }
-            }
-            load.streams_in += room.wanted.values().map(|w| w.len() as u32).sum::<u32>();
-            load.streams_out += room
-                .subscriptions
-                .values()
-                .map(|w| w.len() as u32)
-                .sum::<u32>();
-            load.meetings.push(MeetingLoad {
-                meeting: room.meeting.clone(),
-                participants: visible,
-                locked: room.locked,
-                moderators,
-            });
-        }
-        load
-    }
-
-    pub(super) fn participant_meeting(&self, id: ParticipantId) -> String {
-        self.participants
-            .get(&id)
-            .and_then(|p| self.rooms.get(&p.room))
-            .map(|r| r.meeting.clone())
-            .unwrap_or_default()
-    }
-
     /// Tells every peer of the participant's room who it is and what it publishes.
     pub(super) fn announce(&mut self, id: ParticipantId) {
         let Some((room, message)) = self.participant_message(id) else {
@@ -330,228 +257,6 @@ impl MediaCore {
         for peer in &room.peers {
             self.outputs.push_back(Output::Link(*peer, message.clone()));
         }
-    }
-
-    /// Sends the call record of a participant who left.
-    pub(super) fn record_call(&mut self, now: Instant, p: &Participant, reason: LeaveReason) {
-        let meeting = self
-            .rooms
-            .get(&p.room)
-            .map(|r| r.meeting.clone())
-            .unwrap_or_default();
-        self.outputs.push_back(Output::CallRecord(CallRecord {
-            session: format!("{}/{}/{}", self.config.node_name, p.id, p.joined_at_ms),
-            meeting,
-            identity: p.identity.clone(),
-            name: p.name.clone(),
-            node: self.config.node_name.clone(),
-            kind: if p.is_hidden() {
-                "recorder".into()
-            } else {
-                p.kind.clone()
-            },
-            role: p.role,
-            joined_at_ms: p.joined_at_ms,
-            left_at_ms: self.surroundings.clock.unix_ms(now),
-            bytes_sent: p.bytes_sent,
-            bytes_received: p.bytes_received,
-            reason: match reason {
-                LeaveReason::Left => "left",
-                LeaveReason::Removed => "removed",
-                LeaveReason::Disconnected => "disconnected",
-            }
-            .into(),
-        }));
-    }
-
-    /// After slots changed: asks each peer for exactly the streams local subscribers watch.
-    pub(super) fn update_subscriptions(&mut self, room_index: RoomIndex) {
-        let Some(room) = self.rooms.get_mut(&room_index) else {
-            return;
-        };
-        let mut changed = false;
-        for &peer in &room.peers {
-            let wanted: Vec<StreamRef> = room
-                .remote_members
-                .iter()
-                .filter(|m| self.remote.get(m).is_some_and(|r| r.home == peer))
-                .flat_map(|&publisher| {
-                    [MediaKind::Audio, MediaKind::Video]
-                        .into_iter()
-                        .map(move |kind| StreamRef { publisher, kind })
-                })
-                .filter(|s| !room.routes(s.publisher, s.kind).is_empty())
-                .collect();
-            if room.wanted.get(&peer) != Some(&wanted) {
-                self.outputs.push_back(Output::Link(
-                    peer,
-                    LinkMessage::Subscribe {
-                        meeting: room.meeting.clone(),
-                        streams: wanted.clone(),
-                    },
-                ));
-                room.wanted.insert(peer, wanted);
-                changed = true;
-            }
-        }
-        if changed {
-            self.update_link_gauges();
-        }
-    }
-
-    /// Sends a local publisher's packet once over every link whose far side watches it.
-    pub(super) fn relay(
-        &mut self,
-        now: Instant,
-        room_index: RoomIndex,
-        publisher: ParticipantId,
-        kind: MediaKind,
-        level: Option<u8>,
-        packet: &rtc::rtp::Packet,
-    ) {
-        let Some(room) = self.rooms.get(&room_index) else {
-            return;
-        };
-        let peers = room.relays(publisher, kind);
-        if peers.is_empty() {
-            return;
-        }
-        let rtp = RelayedRtp {
-            publisher,
-            kind,
-            level,
-            marker: packet.header.marker,
-            payload_type: packet.header.payload_type,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            ssrc: packet.header.ssrc,
-            payload: packet.payload.clone(),
-        };
-        for peer in peers {
-            if let Some((link, counters)) = self.links.get_mut(peer) {
-                let datagram = link.relay(&rtp);
-                counters.rtp_sent.inc();
-                self.transmits
-                    .push_back(to_peer(now, link.params().media_addr, datagram));
-            }
-        }
-    }
-
-    /// Asks a relayed publisher's node for a keyframe.
-    pub(super) fn request_remote_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
-        let Some(r) = self.remote.get_mut(&publisher) else {
-            return;
-        };
-        if r.last_keyframe_request
-            .is_some_and(|at| now.saturating_duration_since(at) < REMOTE_KEYFRAME_INTERVAL)
-        {
-            return;
-        }
-        r.last_keyframe_request = Some(now);
-        if let Some((link, _)) = self.links.get_mut(&r.home) {
-            let datagram = link.keyframe_request(publisher);
-            self.metrics.cascade_keyframe_requests.inc();
-            self.transmits
-                .push_back(to_peer(now, link.params().media_addr, datagram));
-        }
-    }
-
-    /// A datagram whose first byte says it came over a cascade link.
-    pub(super) fn on_link_datagram(&mut self, now: Instant, datagram: BytesMut) {
-        let Ok(header) = frame::parse_header(&datagram) else {
-            self.metrics.drop_packet(Dropped::CascadeMalformed);
-            return;
-        };
-        let Some((link, counters)) = self.links.get_mut(&header.sender) else {
-            self.metrics.drop_packet(Dropped::CascadeUnknownLink);
-            return;
-        };
-        let frame = match link.open(datagram, header.counter) {
-            Ok(frame) => frame,
-            Err(reason) => {
-                self.metrics.drop_packet(match reason {
-                    LinkDrop::Forged => Dropped::CascadeForged,
-                    LinkDrop::Replayed => Dropped::CascadeReplayed,
-                    LinkDrop::Malformed => Dropped::CascadeMalformed,
-                });
-                return;
-            }
-        };
-        let peer = header.sender;
-        match frame {
-            Frame::Rtp(rtp) => {
-                counters.rtp_received.inc();
-                if let Some(nack) = link.received(rtp.publisher, rtp.kind, rtp.seq) {
-                    self.metrics.cascade_nacks_sent.inc();
-                    self.transmits
-                        .push_back(to_peer(now, link.params().media_addr, nack));
-                }
-                self.on_relayed_rtp(now, peer, rtp);
-            }
-            Frame::KeyframeRequest { publisher } => {
-                let shared = self
-                    .participants
-                    .get(&publisher)
-                    .and_then(|p| self.rooms.get(&p.room))
-                    .is_some_and(|r| r.peers.contains(&peer));
-                if shared {
-                    self.request_keyframe(now, publisher);
-                }
-            }
-            Frame::Nack {
-                publisher,
-                kind,
-                seqs,
-            } => {
-                let media_addr = link.params().media_addr;
-                let resent: Vec<BytesMut> = link
-                    .retransmissions(publisher, kind, frame::nacked(&seqs))
-                    .collect();
-                for datagram in resent {
-                    self.metrics.cascade_retransmits.inc();
-                    self.transmits.push_back(to_peer(now, media_addr, datagram));
-                }
-            }
-        }
-    }
-
-    fn on_relayed_rtp(&mut self, now: Instant, peer: u16, rtp: RelayedRtp) {
-        let Some(r) = self
-            .remote
-            .get(&rtp.publisher)
-            .filter(|r| r.home == peer && r.publishes(rtp.kind))
-        else {
-            self.metrics.drop_packet(Dropped::CascadeUnknownPublisher);
-            return;
-        };
-        let room_index = r.room;
-        if let (MediaKind::Audio, Some(level)) = (rtp.kind, rtp.level)
-            && !r.info.audio_muted
-            && let Some(room) = self.rooms.get_mut(&room_index)
-        {
-            room.speaker.record(rtp.publisher, level, now);
-        }
-        let keyframe_start = rtp.kind == MediaKind::Video && h264_keyframe_start(&rtp.payload);
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: rtp.marker,
-                payload_type: rtp.payload_type,
-                sequence_number: rtp.seq,
-                timestamp: rtp.timestamp,
-                ssrc: rtp.ssrc,
-                ..Default::default()
-            },
-            payload: rtp.payload,
-        };
-        self.fan_out(
-            now,
-            room_index,
-            rtp.publisher,
-            rtp.kind,
-            &packet,
-            keyframe_start,
-        );
     }
 
     fn on_attach(&mut self, peer: u16, meeting: &str, locked: bool) {
@@ -708,44 +413,6 @@ impl MediaCore {
         self.update_link_gauges();
     }
 
-    fn on_subscribe(
-        &mut self,
-        now: Instant,
-        room_index: RoomIndex,
-        peer: u16,
-        streams: Vec<StreamRef>,
-    ) {
-        let Some(room) = self.rooms.get(&room_index) else {
-            return;
-        };
-        let before: HashSet<StreamRef> = room
-            .subscriptions
-            .get(&peer)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        let valid: Vec<StreamRef> = streams
-            .into_iter()
-            .filter(|s| {
-                self.participants
-                    .get(&s.publisher)
-                    .is_some_and(|p| p.room == room_index && !p.is_hidden() && p.publishes(s.kind))
-            })
-            .collect();
-        let new_video: Vec<ParticipantId> = valid
-            .iter()
-            .filter(|s| s.kind == MediaKind::Video && !before.contains(s))
-            .map(|s| s.publisher)
-            .collect();
-        if let Some(room) = self.rooms.get_mut(&room_index) {
-            room.subscriptions.insert(peer, valid);
-            room.rebuild_relays();
-        }
-        for publisher in new_video {
-            self.request_keyframe(now, publisher);
-        }
-        self.update_link_gauges();
-    }
-
     /// Refreshes the per-link stream gauges from every room's subscriptions.
     pub(super) fn update_link_gauges(&self) {
         for (peer, (_, counters)) in &self.links {
@@ -757,19 +424,5 @@ impl MediaCore {
             counters.streams_sent.set(sent as i64);
             counters.streams_received.set(received as i64);
         }
-    }
-}
-
-/// A datagram for a peer node's media socket.
-fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut {
-    TaggedBytesMut {
-        now,
-        transport: TransportContext {
-            local_addr: addr,
-            peer_addr: addr,
-            ecn: None,
-            transport_protocol: TransportProtocol::UDP,
-        },
-        message,
     }
 }

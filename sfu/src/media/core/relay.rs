@@ -1,0 +1,266 @@
+//! Relayed media: which local streams each peer node wants (the relay table, from their
+//! subscriptions), sealing local packets into link datagrams, opening the peer's datagrams into
+//! the fan-out, and keyframe requests and NACKs across links.
+
+use super::{MediaCore, Output};
+use crate::cascade::control::{LinkMessage, StreamRef};
+use crate::cascade::frame::{self, Frame, RelayedRtp};
+use crate::cascade::link::LinkDrop;
+use crate::media::demux::ParticipantId;
+use crate::media::forwarder::MediaKind;
+use crate::media::keyframe::h264_keyframe_start;
+use crate::media::participant::RoomIndex;
+use crate::metrics::Dropped;
+use bytes::BytesMut;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Keyframe requests towards one relayed publisher are sent at most this often (its own node
+/// coalesces further).
+const REMOTE_KEYFRAME_INTERVAL: Duration = Duration::from_millis(100);
+
+impl MediaCore {
+    /// After slots changed: asks each peer for exactly the streams local subscribers watch.
+    pub(super) fn update_subscriptions(&mut self, room_index: RoomIndex) {
+        let Some(room) = self.rooms.get_mut(&room_index) else {
+            return;
+        };
+        let mut changed = false;
+        for &peer in &room.peers {
+            let wanted: Vec<StreamRef> = room
+                .remote_members
+                .iter()
+                .filter(|m| self.remote.get(m).is_some_and(|r| r.home == peer))
+                .flat_map(|&publisher| {
+                    [MediaKind::Audio, MediaKind::Video]
+                        .into_iter()
+                        .map(move |kind| StreamRef { publisher, kind })
+                })
+                .filter(|s| !room.routes(s.publisher, s.kind).is_empty())
+                .collect();
+            if room.wanted.get(&peer) != Some(&wanted) {
+                self.outputs.push_back(Output::Link(
+                    peer,
+                    LinkMessage::Subscribe {
+                        meeting: room.meeting.clone(),
+                        streams: wanted.clone(),
+                    },
+                ));
+                room.wanted.insert(peer, wanted);
+                changed = true;
+            }
+        }
+        if changed {
+            self.update_link_gauges();
+        }
+    }
+
+    /// Sends a local publisher's packet once over every link whose far side watches it.
+    pub(super) fn relay(
+        &mut self,
+        now: Instant,
+        room_index: RoomIndex,
+        publisher: ParticipantId,
+        kind: MediaKind,
+        level: Option<u8>,
+        packet: &rtc::rtp::Packet,
+    ) {
+        let Some(room) = self.rooms.get(&room_index) else {
+            return;
+        };
+        let peers = room.relays(publisher, kind);
+        if peers.is_empty() {
+            return;
+        }
+        let rtp = RelayedRtp {
+            publisher,
+            kind,
+            level,
+            marker: packet.header.marker,
+            payload_type: packet.header.payload_type,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            ssrc: packet.header.ssrc,
+            payload: packet.payload.clone(),
+        };
+        for peer in peers {
+            if let Some((link, counters)) = self.links.get_mut(peer) {
+                let datagram = link.relay(&rtp);
+                counters.rtp_sent.inc();
+                self.transmits
+                    .push_back(to_peer(now, link.params().media_addr, datagram));
+            }
+        }
+    }
+
+    /// Asks a relayed publisher's node for a keyframe.
+    pub(super) fn request_remote_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
+        let Some(r) = self.remote.get_mut(&publisher) else {
+            return;
+        };
+        if r.last_keyframe_request
+            .is_some_and(|at| now.saturating_duration_since(at) < REMOTE_KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        r.last_keyframe_request = Some(now);
+        if let Some((link, _)) = self.links.get_mut(&r.home) {
+            let datagram = link.keyframe_request(publisher);
+            self.metrics.cascade_keyframe_requests.inc();
+            self.transmits
+                .push_back(to_peer(now, link.params().media_addr, datagram));
+        }
+    }
+
+    /// A datagram whose first byte says it came over a cascade link.
+    pub(super) fn on_link_datagram(&mut self, now: Instant, datagram: BytesMut) {
+        let Ok(header) = frame::parse_header(&datagram) else {
+            self.metrics.drop_packet(Dropped::CascadeMalformed);
+            return;
+        };
+        let Some((link, counters)) = self.links.get_mut(&header.sender) else {
+            self.metrics.drop_packet(Dropped::CascadeUnknownLink);
+            return;
+        };
+        let frame = match link.open(datagram, header.counter) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                self.metrics.drop_packet(match reason {
+                    LinkDrop::Forged => Dropped::CascadeForged,
+                    LinkDrop::Replayed => Dropped::CascadeReplayed,
+                    LinkDrop::Malformed => Dropped::CascadeMalformed,
+                });
+                return;
+            }
+        };
+        let peer = header.sender;
+        match frame {
+            Frame::Rtp(rtp) => {
+                counters.rtp_received.inc();
+                if let Some(nack) = link.received(rtp.publisher, rtp.kind, rtp.seq) {
+                    self.metrics.cascade_nacks_sent.inc();
+                    self.transmits
+                        .push_back(to_peer(now, link.params().media_addr, nack));
+                }
+                self.on_relayed_rtp(now, peer, rtp);
+            }
+            Frame::KeyframeRequest { publisher } => {
+                let shared = self
+                    .participants
+                    .get(&publisher)
+                    .and_then(|p| self.rooms.get(&p.room))
+                    .is_some_and(|r| r.peers.contains(&peer));
+                if shared {
+                    self.request_keyframe(now, publisher);
+                }
+            }
+            Frame::Nack {
+                publisher,
+                kind,
+                seqs,
+            } => {
+                let media_addr = link.params().media_addr;
+                let resent: Vec<BytesMut> = link
+                    .retransmissions(publisher, kind, frame::nacked(&seqs))
+                    .collect();
+                for datagram in resent {
+                    self.metrics.cascade_retransmits.inc();
+                    self.transmits.push_back(to_peer(now, media_addr, datagram));
+                }
+            }
+        }
+    }
+
+    fn on_relayed_rtp(&mut self, now: Instant, peer: u16, rtp: RelayedRtp) {
+        let Some(r) = self
+            .remote
+            .get(&rtp.publisher)
+            .filter(|r| r.home == peer && r.publishes(rtp.kind))
+        else {
+            self.metrics.drop_packet(Dropped::CascadeUnknownPublisher);
+            return;
+        };
+        let room_index = r.room;
+        if let (MediaKind::Audio, Some(level)) = (rtp.kind, rtp.level)
+            && !r.info.audio_muted
+            && let Some(room) = self.rooms.get_mut(&room_index)
+        {
+            room.speaker.record(rtp.publisher, level, now);
+        }
+        let keyframe_start = rtp.kind == MediaKind::Video && h264_keyframe_start(&rtp.payload);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: rtp.marker,
+                payload_type: rtp.payload_type,
+                sequence_number: rtp.seq,
+                timestamp: rtp.timestamp,
+                ssrc: rtp.ssrc,
+                ..Default::default()
+            },
+            payload: rtp.payload,
+        };
+        self.fan_out(
+            now,
+            room_index,
+            rtp.publisher,
+            rtp.kind,
+            &packet,
+            keyframe_start,
+        );
+    }
+
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Instant,
+        room_index: RoomIndex,
+        peer: u16,
+        streams: Vec<StreamRef>,
+    ) {
+        let Some(room) = self.rooms.get(&room_index) else {
+            return;
+        };
+        let before: HashSet<StreamRef> = room
+            .subscriptions
+            .get(&peer)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let valid: Vec<StreamRef> = streams
+            .into_iter()
+            .filter(|s| {
+                self.participants
+                    .get(&s.publisher)
+                    .is_some_and(|p| p.room == room_index && !p.is_hidden() && p.publishes(s.kind))
+            })
+            .collect();
+        let new_video: Vec<ParticipantId> = valid
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video && !before.contains(s))
+            .map(|s| s.publisher)
+            .collect();
+        if let Some(room) = self.rooms.get_mut(&room_index) {
+            room.subscriptions.insert(peer, valid);
+            room.rebuild_relays();
+        }
+        for publisher in new_video {
+            self.request_keyframe(now, publisher);
+        }
+        self.update_link_gauges();
+    }
+}
+
+/// A datagram for a peer node's media socket.
+fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: addr,
+            peer_addr: addr,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message,
+    }
+}
