@@ -61,6 +61,7 @@ fn setup(now: Instant) -> (MediaCore, Vec<Client>) {
                 role: Role::Moderator,
                 audio_muted: false,
                 video_muted: false,
+                source: None,
             },
             audio: true,
             video: true,
