@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kaskade_limits::{IpLimits, Refusal};
+use kaskade_process_gauges::ProcessGauges;
 use kaskade_protocol::cluster::{ApiError, JoinRequest, JoinResponse};
 use kaskade_protocol::signaling::valid_meeting;
 use rand::SeedableRng;
@@ -120,7 +121,10 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
     if !standalone && config.secret.is_none() {
         anyhow::bail!("--locator needs --secret: the cluster secret shared with the locator");
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_extra(|registry| {
+        let gauges = ProcessGauges::register(registry);
+        Box::new(move || gauges.sample())
+    }));
     let core = MediaCore::new(
         CoreConfig {
             max_room_size: config.max_room_size,

@@ -210,7 +210,21 @@ impl Driver {
             };
             (transport, datagram)
         });
-        self.core.handle_datagrams(Instant::now(), datagrams);
+        let start = Instant::now();
+        self.core.handle_datagrams(start, datagrams);
+        self.observe_forwarding(start);
+    }
+
+    /// Observes, once for each RTP packet the core fanned out since `start`, the time from
+    /// `start` (its batch's arrival) until every copy was written: the core reads no clock.
+    fn observe_forwarding(&mut self, start: Instant) {
+        let packets = self.core.take_fanned_out();
+        if packets > 0 {
+            let seconds = start.elapsed().as_secs_f64();
+            for _ in 0..packets {
+                self.metrics.forward_seconds.observe(seconds);
+            }
+        }
     }
 
     /// Sends the UDP datagrams of this flush, [`BATCH`] per `sendmmsg`; waits while the
@@ -245,7 +259,9 @@ impl Driver {
             TcpInput::Frame(transport, frame) => {
                 self.metrics.packets_in.inc();
                 self.metrics.bytes_in.inc_by(frame.len() as u64);
-                self.core.handle_datagram(Instant::now(), transport, frame);
+                let start = Instant::now();
+                self.core.handle_datagram(start, transport, frame);
+                self.observe_forwarding(start);
             }
             TcpInput::Closed(peer) => {
                 self.tcp_writers.remove(&peer);
@@ -290,6 +306,7 @@ impl Driver {
             Request::Ingest { id, packets } => {
                 self.core
                     .ingest(now, id, TransportContext::default(), packets);
+                self.observe_forwarding(now);
             }
             Request::SourceState { id, state, detail } => {
                 self.core.set_source_state(id, state, detail);

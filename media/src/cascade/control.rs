@@ -5,8 +5,8 @@
 use super::cipher::{LinkCipher, OpenError, TAG_LEN};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
-use crate::signaling::protocol::{LeaveReason, ModerateAction, ParticipantInfo};
 use bytes::BytesMut;
+use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ParticipantInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bytes before the sealed JSON: the counter.

@@ -10,8 +10,8 @@ use crate::media::gop::GopCache;
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::room::SlotSource;
 use crate::media::transport::Transport;
-use crate::signaling::protocol::{ParticipantInfo, Source};
-use crate::token::Role;
+use kaskade_protocol::signaling::{ParticipantInfo, Source};
+use kaskade_protocol::token::Role;
 use std::time::Instant;
 
 /// Index of a room in the core's room table.

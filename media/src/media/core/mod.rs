@@ -30,9 +30,9 @@ use crate::media::room::Room;
 use crate::media::surroundings::Surroundings;
 use crate::media::transport::{Inbound, TransportEvent};
 use crate::metrics::{Dropped, LinkCounters, Metrics, ProfileLabel};
-use crate::signaling::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
-use crate::token::Role;
 use kaskade_protocol::cluster::CallRecord;
+use kaskade_protocol::signaling::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use kaskade_protocol::token::Role;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -122,6 +122,8 @@ pub struct MediaCore {
     dirty: Vec<ParticipantId>,
     transmits: VecDeque<TaggedBytesMut>,
     outputs: VecDeque<Output>,
+    /// Inbound RTP packets fanned out since [`MediaCore::take_fanned_out`].
+    fanned_out: usize,
 }
 
 impl MediaCore {
@@ -145,6 +147,7 @@ impl MediaCore {
             dirty: Vec::new(),
             transmits: VecDeque::new(),
             outputs: VecDeque::new(),
+            fanned_out: 0,
         }
     }
 
@@ -304,6 +307,12 @@ impl MediaCore {
     /// The next message for the signaling layer.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// How many inbound RTP packets were fanned out to subscribers since the last call: the
+    /// shell, which owns the clock, observes the time its input took once for each.
+    pub fn take_fanned_out(&mut self) -> usize {
+        std::mem::take(&mut self.fanned_out)
     }
 
     /// Number of participants on the node.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cascade::control::LinkMessage;
-use crate::signaling::protocol::ModerateAction;
+use kaskade_protocol::signaling::ModerateAction;
 
 fn core(max_room_size: usize, max_participants: usize) -> MediaCore {
     MediaCore::new(

@@ -5,7 +5,7 @@ use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::RoomIndex;
 use crate::media::room::assign_slots;
-use crate::signaling::protocol::{ServerMessage, SlotAssignment};
+use kaskade_protocol::signaling::{ServerMessage, SlotAssignment};
 use std::time::Instant;
 
 impl MediaCore {

@@ -153,10 +153,7 @@ impl MediaCore {
         if wants_keyframe {
             self.request_keyframe(now, publisher);
         }
-        // the one clock read of the core: observability of real processing time, not protocol
-        self.metrics
-            .forward_seconds
-            .observe(Instant::now().saturating_duration_since(now).as_secs_f64());
+        self.fanned_out += 1;
     }
 
     /// A subscriber asks for a keyframe of what its consumer `ssrc` carries: asked of the

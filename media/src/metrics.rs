@@ -2,11 +2,11 @@
 //!
 //! Every handle the media path touches is created up front, so counting is one atomic add: no
 //! lock and no label lookup per packet. The registry is only read when `/metrics` is scraped.
-//! The process gauges are read when it is scraped, the sizes of the node's long-lived maps
-//! once a second by the node's driver ([`Metrics::set_map_sizes`]).
+//! Metrics the shell registers beside these (its process gauges) are refreshed by the sampler
+//! it gives [`Metrics::with_extra`] when `/metrics` is scraped; the sizes of the node's
+//! long-lived maps are set once a second by the node's driver ([`Metrics::set_map_sizes`]).
 
 use crate::media::forwarder::DropReason;
-use kaskade_process_gauges::ProcessGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -238,9 +238,12 @@ pub struct Metrics {
     cascade_streams_received: Family<PeerLabel, Gauge>,
     /// Entries of each long-lived map, by name (`kaskade_sfu_map_entries{map=…}`).
     map_entries: Family<MapLabel, Gauge>,
-    /// Open file descriptors, resident memory and tokio tasks, read when scraped.
-    process: ProcessGauges,
+    /// Refreshes the shell's own metrics before each render.
+    sample: Sampler,
 }
+
+/// Refreshes metrics a shell registered beside the core's (read when scraped).
+pub type Sampler = Box<dyn Fn() + Send + Sync>;
 
 /// Registers `metric` under `name` and hands it back.
 fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -251,6 +254,12 @@ fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, 
 impl Metrics {
     /// A fresh set of metrics, all zero.
     pub fn new() -> Self {
+        Self::with_extra(|_| Box::new(|| {}))
+    }
+
+    /// The core's metrics plus those `extra` registers (the node's process gauges), refreshed
+    /// by the sampler it returns before each render.
+    pub fn with_extra(extra: impl FnOnce(&mut Registry) -> Sampler) -> Self {
         let mut r = Registry::with_prefix("kaskade_sfu");
         let dropped_family = register(
             &mut r,
@@ -401,7 +410,7 @@ impl Metrics {
                 "Entries of the node's long-lived maps and tables, by map (sampled each second)",
                 Family::default(),
             ),
-            process: ProcessGauges::register(&mut r),
+            sample: extra(&mut r),
             registry: r,
         }
     }
@@ -444,7 +453,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.process.sample();
+        (self.sample)();
         let mut out = String::with_capacity(4096);
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -485,8 +494,14 @@ mod tests {
     }
 
     #[test]
-    fn map_sizes_and_process_gauges_are_rendered() {
-        let metrics = Metrics::new();
+    fn map_sizes_and_the_shells_own_metrics_are_rendered() {
+        let metrics = Metrics::with_extra(|r| {
+            let gauge = Gauge::<i64>::default();
+            r.register("shell_gauge", "A shell's gauge", gauge.clone());
+            Box::new(move || {
+                gauge.set(7);
+            })
+        });
         metrics.set_map_sizes(&[("demux_tuples", 3), ("rooms", 1)]);
         metrics.set_map_sizes(&[("demux_tuples", 0)]);
         let text = metrics.render();
@@ -495,8 +510,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("kaskade_sfu_map_entries{map=\"rooms\"} 1"));
-        assert!(text.contains("kaskade_sfu_process_open_fds "));
-        assert!(text.contains("kaskade_sfu_process_resident_memory_bytes "));
-        assert!(text.contains("kaskade_sfu_tokio_alive_tasks "));
+        assert!(
+            text.contains("kaskade_sfu_shell_gauge 7"),
+            "sampled at render: {text}"
+        );
     }
 }

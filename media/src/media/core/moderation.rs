@@ -5,8 +5,8 @@ use crate::cascade::control::LinkMessage;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::RoomIndex;
-use crate::signaling::protocol::{ErrorCode, LeaveReason, ModerateAction, ServerMessage};
-use crate::token::Role;
+use kaskade_protocol::signaling::{ErrorCode, LeaveReason, ModerateAction, ServerMessage};
+use kaskade_protocol::token::Role;
 use std::time::Instant;
 
 impl MediaCore {

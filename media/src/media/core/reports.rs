@@ -5,9 +5,9 @@ use super::{MediaCore, Output};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::Participant;
-use crate::signaling::protocol::LeaveReason;
-use crate::token::Role;
 use kaskade_protocol::cluster::{CallRecord, MeetingLoad};
+use kaskade_protocol::signaling::LeaveReason;
+use kaskade_protocol::token::Role;
 use std::time::Instant;
 
 /// What the node reports to the locator about its load.

@@ -8,8 +8,8 @@ use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
-use crate::signaling::protocol::{LeaveReason, ServerMessage};
-use crate::token::Role;
+use kaskade_protocol::signaling::{LeaveReason, ServerMessage};
+use kaskade_protocol::token::Role;
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -323,7 +323,7 @@ impl MediaCore {
         now: Instant,
         room_index: RoomIndex,
         peer: u16,
-        info: crate::signaling::protocol::ParticipantInfo,
+        info: kaskade_protocol::signaling::ParticipantInfo,
         audio: bool,
         video: bool,
     ) {

@@ -12,10 +12,10 @@ use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::WebRtcPeer;
 use crate::media::room::{Room, SlotSource};
 use crate::media::transport::{Publication, Transport};
-use crate::signaling::protocol::{
+use kaskade_protocol::signaling::{
     ErrorCode, LeaveReason, ServerMessage, Source, SourceState, Welcome,
 };
-use crate::token::Role;
+use kaskade_protocol::token::Role;
 use rand::Rng;
 use rand::rngs::StdRng;
 use std::time::Instant;

@@ -238,7 +238,7 @@ fn a_peer_cannot_announce_ids_of_another_node() {
     let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
     let _bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
     pair.share_meeting();
-    let forged = crate::signaling::protocol::ParticipantInfo {
+    let forged = kaskade_protocol::signaling::ParticipantInfo {
         id: ParticipantId::new(3, 1).unwrap(),
         identity: None,
         name: "mallory".into(),
