@@ -93,7 +93,7 @@ pub fn offer(p: &OfferParams) -> String {
                 let _ = write!(
                     sdp,
                     "a={}\r\na=rtcp-mux\r\na=rtpmap:{pt} H264/{VIDEO_CLOCK_RATE}\r\n\
-                     a=rtcp-fb:{pt} ccm fir\r\na=rtcp-fb:{pt} nack pli\r\n\
+                     a=rtcp-fb:{pt} ccm fir\r\na=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\n\
                      a=fmtp:{pt} {H264_FMTP}\r\n",
                     direction.attribute(),
                 );

@@ -1,0 +1,369 @@
+//! One participant in-process: the lean client's pieces (a hand-written offer, STUN checks, a
+//! DTLS client, SRTP contexts) with no socket. It takes datagrams and time, and hands back the
+//! datagrams it sends; what it receives is decrypted and recorded.
+
+use anyhow::{Context, anyhow};
+use bytes::BytesMut;
+use kaskade_loadtest::lean::dtls::{self, DtlsClient, SrtpContexts};
+use kaskade_loadtest::lean::ice::{Credentials, IceChecks};
+use kaskade_loadtest::lean::sdp::{self, Answer, OfferParams};
+use kaskade_protocol::signaling::{MediaKind, ParticipantId, Welcome};
+use rtc::crypto::RTCCryptoProvider;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
+use rtc::rtp;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Consent checks are sent this often once connected.
+const CONSENT_INTERVAL: Duration = Duration::from_secs(2);
+/// A packet still missing this long after its NACK is NACKed again.
+const NACK_INTERVAL: Duration = Duration::from_millis(120);
+/// NACKs sent for one packet at most.
+const MAX_NACKS: u8 = 8;
+
+/// An RTP packet a client received, decrypted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
+    /// The consumer (receive slot) SSRC it came on.
+    pub ssrc: u32,
+    /// Its sequence number as the node wrote it.
+    pub seq: u16,
+    /// Its timestamp as the node wrote it.
+    pub timestamp: u32,
+    /// Its payload.
+    pub payload: bytes::Bytes,
+}
+
+/// A participant whose datagrams the simulation carries.
+pub struct Client {
+    /// Its participant id.
+    pub id: ParticipantId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its node's media address.
+    pub node: SocketAddr,
+    /// What it offered (its publish SSRCs among it).
+    pub offer: OfferParams,
+    /// The node's answer (its slots' SSRCs among it).
+    pub answer: Answer,
+    ice: IceChecks,
+    ice_answered: bool,
+    dtls: Option<DtlsClient>,
+    srtp: Option<SrtpContexts>,
+    last_check: Option<Instant>,
+    provider: Arc<dyn RTCCryptoProvider>,
+    /// Every RTP packet received, in arrival order.
+    pub received: Vec<Received>,
+    /// Keyframe requests (PLI or FIR) the node sent for its video.
+    pub keyframe_requests: usize,
+    /// NACKed sequence numbers the node asked it to send again.
+    pub nacks: usize,
+    /// Sequence numbers it NACKed (a gap in what it received), in total.
+    pub nacks_sent: usize,
+    /// The highest sequence number received on each consumer SSRC.
+    highest: HashMap<u32, u16>,
+    /// Sequence numbers missing on each consumer SSRC: when last NACKed, and how often.
+    missing: HashMap<(u32, u16), (Instant, u8)>,
+}
+
+impl Client {
+    /// A client at `addr`, admitted to a meeting (its `welcome`), that offers to publish
+    /// audio and video on `audio_ssrc` and `video_ssrc` (none: it only receives); `negotiate`
+    /// hands its offer to the node and returns the answer. `seed` makes its ICE tie-breaker.
+    pub fn negotiate(
+        id: ParticipantId,
+        welcome: &Welcome,
+        addr: SocketAddr,
+        node: SocketAddr,
+        publish: Option<(u32, u32)>,
+        seed: u64,
+        negotiate: impl FnOnce(String) -> anyhow::Result<String>,
+    ) -> anyhow::Result<Self> {
+        let (_, fingerprint) = dtls::identity()?;
+        let offer = OfferParams {
+            ufrag: format!("sim{seed}"),
+            pwd: format!("simnet-client-password-{seed:04}"),
+            fingerprint: fingerprint.clone(),
+            audio_ssrc: publish.map(|(audio, _)| audio),
+            video_ssrc: publish.map(|(_, video)| video),
+            cname: format!("simcname{seed}"),
+            recv_slots: welcome.recv_slots,
+        };
+        let answer_sdp = negotiate(sdp::offer(&offer))?;
+        let answer = Answer::parse(&answer_sdp).map_err(|e| anyhow!("answer: {e}"))?;
+        let ice = IceChecks::new(
+            Credentials {
+                local_ufrag: offer.ufrag.clone(),
+                remote_ufrag: answer.ufrag.clone(),
+                local_pwd: offer.pwd.clone(),
+                remote_pwd: answer.pwd.clone(),
+            },
+            0x0123_4567_89ab_cdef ^ seed,
+        );
+        Ok(Self {
+            id,
+            addr,
+            node,
+            offer,
+            answer,
+            ice,
+            ice_answered: false,
+            dtls: None,
+            srtp: None,
+            last_check: None,
+            provider: dtls::provider()?,
+            received: Vec::new(),
+            keyframe_requests: 0,
+            nacks: 0,
+            nacks_sent: 0,
+            highest: HashMap::new(),
+            missing: HashMap::new(),
+        })
+    }
+
+    /// Whether DTLS completed (SRTP keys are there).
+    pub fn connected(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// The consumer SSRC of its receive slot `mid`.
+    pub fn slot_ssrc(&self, mid: &str) -> Option<u32> {
+        self.answer
+            .slots()
+            .find(|(_, m, _)| *m == mid)
+            .map(|(ssrc, _, _)| ssrc)
+    }
+
+    /// The consumer SSRCs of its slots of `kind`.
+    pub fn slot_ssrcs(&self, kind: MediaKind) -> Vec<u32> {
+        self.answer
+            .slots()
+            .filter(|(_, _, k)| *k == kind)
+            .map(|(ssrc, _, _)| ssrc)
+            .collect()
+    }
+
+    /// What it sends when its timers are due at `now`: the first ICE check, consent checks,
+    /// DTLS retransmissions.
+    pub fn poll(&mut self, now: Instant) -> Vec<BytesMut> {
+        let mut out = Vec::new();
+        let due = match self.last_check {
+            None => true,
+            Some(t) if !self.ice_answered => {
+                now.saturating_duration_since(t) >= Duration::from_millis(50)
+            }
+            Some(t) => now.saturating_duration_since(t) >= CONSENT_INTERVAL,
+        };
+        if due && let Ok(request) = self.ice.request(self.provider.crypto()) {
+            self.last_check = Some(now);
+            out.push(BytesMut::from(&request[..]));
+        }
+        if let Some(dtls) = &mut self.dtls
+            && dtls.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let _ = dtls.handle_timeout(now);
+        }
+        self.drain_dtls(&mut out);
+        self.renack(now, &mut out);
+        out
+    }
+
+    /// When [`Self::poll`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let check = self.last_check.map(|t| {
+            t + if self.ice_answered {
+                CONSENT_INTERVAL
+            } else {
+                Duration::from_millis(50)
+            }
+        });
+        let dtls = self.dtls.as_ref().and_then(DtlsClient::poll_timeout);
+        let renack = self
+            .missing
+            .values()
+            .map(|(at, _)| *at + NACK_INTERVAL)
+            .min();
+        [check, dtls, renack].into_iter().flatten().min()
+    }
+
+    /// Takes one datagram from the node at `now`; returns its answers.
+    pub fn receive(&mut self, now: Instant, datagram: &[u8]) -> Vec<BytesMut> {
+        let mut out = Vec::new();
+        match datagram.first() {
+            Some(0..=3) => self.on_stun(now, datagram, &mut out),
+            Some(20..=63) => {
+                if let Some(dtls) = &mut self.dtls
+                    && let Ok(Some(srtp)) = dtls.handle(now, datagram)
+                {
+                    self.srtp = Some(srtp);
+                }
+                self.drain_dtls(&mut out);
+            }
+            Some(128..=191) => {
+                if let Some(nack) = self.on_srtp(now, datagram) {
+                    out.push(nack);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn on_stun(&mut self, now: Instant, datagram: &[u8], out: &mut Vec<BytesMut>) {
+        let crypto = self.provider.crypto();
+        if let Some(answer) = self.ice.answer_request(datagram, self.node, crypto) {
+            out.push(BytesMut::from(&answer[..]));
+        } else if self.ice.is_answer(datagram, now, crypto) && !self.ice_answered {
+            self.ice_answered = true;
+            if let Ok(dtls) =
+                DtlsClient::connect(now, self.addr, self.node, &self.answer.fingerprint)
+            {
+                self.dtls = Some(dtls);
+                self.drain_dtls(out);
+            }
+        }
+    }
+
+    /// Decrypts and records one SRTP or SRTCP datagram; a NACK to send when an RTP packet
+    /// shows a gap.
+    fn on_srtp(&mut self, now: Instant, datagram: &[u8]) -> Option<BytesMut> {
+        let srtp = self.srtp.as_mut()?;
+        let is_rtcp = datagram.get(1).is_some_and(|pt| (192..=223).contains(pt));
+        if is_rtcp {
+            let plain = srtp.remote.decrypt_rtcp(datagram).ok()?;
+            let packets = rtc::rtcp::packet::unmarshal(&mut plain.freeze()).ok()?;
+            for packet in packets {
+                let any = packet.as_any();
+                if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                    self.keyframe_requests += 1;
+                }
+                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    self.nacks += nack
+                        .nacks
+                        .iter()
+                        .map(|n| n.packet_list().len())
+                        .sum::<usize>();
+                }
+            }
+            return None;
+        }
+        let header = rtp::Header::unmarshal(&mut &datagram[..]).ok()?;
+        let plain = srtp
+            .remote
+            .decrypt_rtp_with_header(datagram, &header)
+            .ok()?;
+        let packet = rtp::Packet::unmarshal(&mut &plain[..]).ok()?;
+        let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
+        self.missing.remove(&(ssrc, seq));
+        let missing: Vec<u16> = match self.highest.get(&ssrc) {
+            Some(&highest) if seq.wrapping_sub(highest) < 0x8000 => {
+                (1..seq.wrapping_sub(highest).min(64))
+                    .map(|d| highest.wrapping_add(d))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        if self
+            .highest
+            .get(&ssrc)
+            .is_none_or(|&h| seq.wrapping_sub(h) < 0x8000)
+        {
+            self.highest.insert(ssrc, seq);
+        }
+        self.received.push(Received {
+            at: now,
+            ssrc: packet.header.ssrc,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload: packet.payload,
+        });
+        for &lost in &missing {
+            self.missing.insert((ssrc, lost), (now, 1));
+        }
+        self.seal_nack(ssrc, &missing)
+    }
+
+    /// NACKs again, an interval after the last NACK, what is still missing (as browsers do;
+    /// at most [`MAX_NACKS`] times each).
+    fn renack(&mut self, now: Instant, out: &mut Vec<BytesMut>) {
+        let mut due: HashMap<u32, Vec<u16>> = HashMap::new();
+        self.missing.retain(|&(ssrc, seq), (at, count)| {
+            if now.saturating_duration_since(*at) >= NACK_INTERVAL {
+                if *count >= MAX_NACKS {
+                    return false;
+                }
+                *at = now;
+                *count += 1;
+                due.entry(ssrc).or_default().push(seq);
+            }
+            true
+        });
+        for (ssrc, mut seqs) in due {
+            seqs.sort_unstable();
+            out.extend(self.seal_nack(ssrc, &seqs));
+        }
+    }
+
+    fn seal_nack(&mut self, media_ssrc: u32, seqs: &[u16]) -> Option<BytesMut> {
+        if seqs.is_empty() {
+            return None;
+        }
+        self.nacks_sent += seqs.len();
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        };
+        let plain = nack.marshal().ok()?;
+        let sealed = self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok()?;
+        Some(BytesMut::from(&sealed[..]))
+    }
+
+    /// The payload type the node accepted for its `kind`.
+    pub fn publish_payload_type(&self, kind: MediaKind) -> Option<u8> {
+        self.answer
+            .publish_section(kind)
+            .and_then(|s| s.payload_types.first().copied())
+    }
+
+    fn drain_dtls(&mut self, out: &mut Vec<BytesMut>) {
+        if let Some(dtls) = &mut self.dtls {
+            out.extend(std::iter::from_fn(|| dtls.poll_transmit()));
+        }
+    }
+
+    /// An RTP packet of its own, sealed for the node.
+    pub fn seal_rtp(&mut self, packet: &rtp::Packet) -> anyhow::Result<BytesMut> {
+        let srtp = self.srtp.as_mut().context("not connected")?;
+        let plain = packet.marshal().map_err(|e| anyhow!("{e}"))?;
+        let sealed = srtp
+            .local
+            .encrypt_rtp_with_header(&plain, &packet.header)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(BytesMut::from(&sealed[..]))
+    }
+
+    /// A PLI asking for a keyframe of what its consumer `media_ssrc` carries, sealed.
+    pub fn seal_pli(&mut self, media_ssrc: u32) -> anyhow::Result<BytesMut> {
+        let srtp = self.srtp.as_mut().context("not connected")?;
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc,
+        };
+        let plain = pli.marshal().map_err(|e| anyhow!("{e}"))?;
+        let sealed = srtp
+            .local
+            .encrypt_rtcp(&plain)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(BytesMut::from(&sealed[..]))
+    }
+}

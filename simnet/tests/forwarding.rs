@@ -1,0 +1,210 @@
+//! Two nodes joined by a cascade link, clients on both, one simulated clock: real SRTP from a
+//! publisher on node 1 to a subscriber on node 2 through loss, jitter (reordering) and
+//! keyframe requests, then a source switch on the subscriber's slot. Deterministic (seeded) and
+//! faster than real time.
+
+use kaskade_protocol::signaling::MediaKind;
+use kaskade_simnet::{Impairment, Received, Sim};
+use std::time::Duration;
+
+/// 30 fps video on a 90 kHz clock.
+const FRAME: Duration = Duration::from_millis(33);
+const TICKS_PER_FRAME: u32 = 3_000;
+
+/// A publisher's video: one packet per frame, a keyframe (an IDR slice) when asked or every
+/// `interval` frames (not the first: a subscriber's first keyframe is one it asked for); the
+/// payload names the publisher and the frame.
+struct Video {
+    client: usize,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+    frame: u32,
+    tag: u8,
+    interval: u32,
+    requests_seen: usize,
+}
+
+impl Video {
+    fn new(sim: &Sim, client: usize, ssrc: u32, tag: u8, interval: u32) -> Self {
+        let payload_type = sim.clients[client]
+            .publish_payload_type(MediaKind::Video)
+            .expect("the node takes our video");
+        Self {
+            client,
+            ssrc,
+            payload_type,
+            seq: 65_000,
+            frame: 0,
+            tag,
+            interval,
+            requests_seen: 0,
+        }
+    }
+
+    /// Sends the next frame (a keyframe if one was asked for since the last) and lets one
+    /// frame interval of simulated time pass.
+    fn send_frame(&mut self, sim: &mut Sim) {
+        let asked = sim.clients[self.client].keyframe_requests > self.requests_seen;
+        self.requests_seen = sim.clients[self.client].keyframe_requests;
+        let keyframe = asked || (self.frame + 1).is_multiple_of(self.interval);
+        let mut payload = vec![if keyframe { 0x65 } else { 0x41 }, self.tag];
+        payload.extend_from_slice(&self.frame.to_be_bytes());
+        payload.resize(200, 0xab);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: 1_000_000 + self.frame * TICKS_PER_FRAME,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        sim.send_rtp(self.client, &packet).expect("connected");
+        self.seq = self.seq.wrapping_add(1);
+        self.frame += 1;
+        sim.run_for(FRAME);
+    }
+}
+
+/// The (publisher tag, frame) a received packet carries, and whether it is a keyframe.
+fn frame_of(packet: &Received) -> (u8, u32, bool) {
+    let p = &packet.payload;
+    (
+        p[1],
+        u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+        p[0] == 0x65,
+    )
+}
+
+/// The packets received on `ssrc`, one per sequence number (retransmissions collapsed),
+/// ordered by sequence number (extended from the first).
+fn by_sequence(received: &[Received], ssrc: u32) -> Vec<Received> {
+    let mut packets: Vec<Received> = received
+        .iter()
+        .filter(|p| p.ssrc == ssrc)
+        .cloned()
+        .collect();
+    let first = packets.first().map(|p| p.seq).unwrap_or_default();
+    packets.sort_by_key(|p| p.seq.wrapping_sub(first));
+    packets.dedup_by_key(|p| p.seq);
+    packets
+}
+
+#[test]
+fn a_stream_crosses_two_nodes_through_loss_and_reordering_and_switches_source_seamlessly() {
+    let mut sim = Sim::new(7, 2);
+    let alice = sim.join(0, "m", "alice", Some((0xa11ce, 0xa11cf))).unwrap();
+    let bob = sim.join(1, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+
+    // the cascade link reorders; Bob's last hop loses 3 %, reorders, and is long
+    sim.link = Impairment {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(15),
+        loss: 0.0,
+    };
+    sim.impair(
+        bob,
+        Impairment {
+            delay: Duration::from_millis(40),
+            jitter: Duration::from_millis(25),
+            loss: 0.03,
+        },
+    );
+
+    // keyframes only every 10 s: Bob's first picture must come from a keyframe request that
+    // crossed the link to Alice
+    let mut video = Video::new(&sim, alice, 0xa11cf, b'A', 300);
+    for _ in 0..150 {
+        video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let slot = sim
+        .consumer_of(bob, alice, MediaKind::Video)
+        .expect("Bob has a slot for Alice's video");
+    assert!(
+        sim.clients[alice].keyframe_requests >= 1,
+        "Bob's slot asked Alice for a keyframe across the link"
+    );
+
+    // Bob got every packet from his first keyframe on, repaired by his NACKs,
+    // rewritten onto his slot without gaps, in the publisher's order and timing
+    let packets = by_sequence(&sim.clients[bob].received, slot);
+    let first = packets.first().expect("Bob received Alice's video");
+    let (tag, first_frame, keyframe) = frame_of(first);
+    assert_eq!(tag, b'A');
+    assert!(keyframe, "the slot starts at a keyframe");
+    let expected = 150 - first_frame as usize;
+    assert_eq!(
+        packets.len(),
+        expected,
+        "every frame after the first keyframe arrived (NACKed {} times)",
+        sim.clients[bob].nacks_sent
+    );
+    for (i, p) in packets.iter().enumerate() {
+        let (_, frame, _) = frame_of(p);
+        assert_eq!(frame, first_frame + i as u32, "frame order");
+        assert_eq!(
+            p.seq,
+            first.seq.wrapping_add(i as u16),
+            "no gap in sequence numbers"
+        );
+        assert_eq!(
+            p.timestamp.wrapping_sub(first.timestamp),
+            i as u32 * TICKS_PER_FRAME,
+            "the publisher's timing"
+        );
+    }
+    assert!(
+        sim.clients[bob].nacks_sent > 0,
+        "losses on the last hop were NACKed"
+    );
+    let reordered = sim.clients[bob]
+        .received
+        .windows(2)
+        .filter(|w| w[0].ssrc == slot && w[1].ssrc == slot)
+        .any(|w| w[1].seq.wrapping_sub(w[0].seq) > 0x8000);
+    assert!(reordered, "the jitter did reorder packets");
+
+    // Alice leaves and Carol starts publishing on node 1: she takes Alice's slot on Bob's
+    // side, and the slot's stream goes on where Alice's ended, from Carol's keyframe
+    let last_alice = packets.last().unwrap().clone();
+    sim.leave(alice);
+    sim.run_for(Duration::from_millis(500));
+    let carol = sim.join(0, "m", "carol", Some((0xca201, 0xca202))).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut carol_video = Video::new(&sim, carol, 0xca202, b'C', 300);
+    for _ in 0..60 {
+        carol_video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.consumer_of(bob, carol, MediaKind::Video).unwrap(),
+        slot,
+        "Carol took the slot Alice left"
+    );
+    let after: Vec<Received> = by_sequence(&sim.clients[bob].received, slot)
+        .into_iter()
+        .filter(|p| frame_of(p).0 == b'C')
+        .collect();
+    let switch = after.first().expect("Bob receives Carol on the slot");
+    assert!(frame_of(switch).2, "the switch happens at Carol's keyframe");
+    assert_eq!(
+        switch.seq,
+        last_alice.seq.wrapping_add(1),
+        "the slot's sequence numbers go on across the switch"
+    );
+    assert!(
+        switch.timestamp.wrapping_sub(last_alice.timestamp) < 0x8000_0000,
+        "and its timestamps move forward"
+    );
+    let carol_frames = after.len();
+    assert!(
+        carol_frames >= 55,
+        "Carol's frames after her keyframe arrived: {carol_frames}"
+    );
+}
