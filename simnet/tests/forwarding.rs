@@ -208,3 +208,57 @@ fn a_stream_crosses_two_nodes_through_loss_and_reordering_and_switches_source_se
         "Carol's frames after her keyframe arrived: {carol_frames}"
     );
 }
+
+#[test]
+fn a_lossy_link_is_repaired_by_nacks_and_nacks_again() {
+    let mut sim = Sim::new(11, 2);
+    let alice = sim.join(0, "m", "alice", Some((0xa11ce, 0xa11cf))).unwrap();
+    let bob = sim.join(1, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    // 8 % of the link's datagrams are lost, its NACKs and retransmissions included: about
+    // 24 of the 300 frames, and almost surely a NACK or a retransmission among them, which
+    // only a second NACK repairs
+    sim.link = Impairment {
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        loss: 0.08,
+    };
+    let mut video = Video::new(&sim, alice, 0xa11cf, b'A', 300);
+    for _ in 0..300 {
+        video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(2));
+    let slot = sim.consumer_of(bob, alice, MediaKind::Video).unwrap();
+    let packets = by_sequence(&sim.clients[bob].received, slot);
+    let first_frame = frame_of(&packets[0]).1;
+    let metric = |name: &str| {
+        sim.metrics(1)
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let (nacks, retransmits) = (
+        metric("kaskade_sfu_cascade_nacks_sent_total"),
+        sim.metrics(0)
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("kaskade_sfu_cascade_retransmits_total")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0),
+    );
+    assert_eq!(
+        packets.len(),
+        300 - first_frame as usize,
+        "every frame crossed the link ({nacks} NACKs, {retransmits} retransmissions)"
+    );
+    assert!(
+        nacks >= 1.0 && retransmits >= 1.0,
+        "losses on the link were NACKed and resent"
+    );
+}

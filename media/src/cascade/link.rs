@@ -1,6 +1,7 @@
 //! One cascade link as the media core sees it: the peer node, the sealed datagrams to and
 //! from it, the recently relayed packets kept for the peer's NACKs, and the loss detection
-//! that sends NACKs the other way.
+//! that sends NACKs the other way: a packet a jump skipped is NACKed at once, and again a
+//! round trip later (measured from the retransmissions that came) while it is still missing.
 
 use super::cipher::{Channel, LinkCipher, OpenError};
 use super::frame::{self, COUNTER_AT, Frame, FrameError, HEADER_LEN, RelayedRtp};
@@ -9,11 +10,20 @@ use bytes::{Bytes, BytesMut};
 use kaskade_protocol::ids::ParticipantId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// Relayed datagrams kept for retransmission (about a second of a ten-person room's video).
 const RETRANSMIT_RING: usize = 2048;
 /// A sequence jump larger than this is a restart, not loss.
 const MAX_GAP: u16 = 64;
+/// Packets NACKed and still awaited, at most (beyond it new losses are not tracked).
+const MAX_MISSING: usize = 512;
+/// NACKs sent for one packet at most.
+const MAX_NACKS: u8 = 4;
+/// The round trip assumed until a retransmission has measured one.
+const INITIAL_RTT: Duration = Duration::from_millis(100);
+/// Re-NACKs wait at least this long (a link on one LAN measures a round trip of microseconds).
+const MIN_RENACK: Duration = Duration::from_millis(20);
 
 /// How to reach a peer node.
 #[derive(Debug, Clone)]
@@ -69,6 +79,10 @@ pub struct Link {
     sent: Vec<Sent>,
     next_sent: usize,
     highest: HashMap<(ParticipantId, MediaKind), u16>,
+    /// Packets NACKed and not arrived: when last NACKed, and how often.
+    missing: HashMap<(ParticipantId, MediaKind, u16), (Instant, u8)>,
+    /// Smoothed round trip, from NACK to retransmission.
+    rtt: Duration,
 }
 
 impl Link {
@@ -83,13 +97,20 @@ impl Link {
             sent: Vec::new(),
             next_sent: 0,
             highest: HashMap::new(),
+            missing: HashMap::new(),
+            rtt: INITIAL_RTT,
         }
     }
 
-    /// Relayed streams whose sequence numbers the link tracks, and datagrams held for
-    /// retransmission (metrics).
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.highest.len(), self.sent.len())
+    /// Relayed streams whose sequence numbers the link tracks, datagrams held for
+    /// retransmission, and packets awaited after a NACK (metrics).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.highest.len(), self.sent.len(), self.missing.len())
+    }
+
+    /// The smoothed round trip from a NACK to its retransmission.
+    pub fn rtt(&self) -> Duration {
+        self.rtt
     }
 
     /// The peer.
@@ -151,14 +172,20 @@ impl Link {
         Ok(frame::decode(plain)?)
     }
 
-    /// Notes a relayed packet's sequence number; returns a NACK datagram for the packets a
-    /// jump skipped, if any.
+    /// Notes a relayed packet's sequence number, received at `now`; returns a NACK datagram
+    /// for the packets a jump skipped, if any. A packet that was awaited measures the round
+    /// trip.
     pub fn received(
         &mut self,
+        now: Instant,
         publisher: ParticipantId,
         kind: MediaKind,
         seq: u16,
     ) -> Option<BytesMut> {
+        if let Some((nacked_at, _)) = self.missing.remove(&(publisher, kind, seq)) {
+            let sample = now.saturating_duration_since(nacked_at);
+            self.rtt = (self.rtt * 7 + sample) / 8;
+        }
         let highest = self.highest.entry((publisher, kind)).or_insert(seq);
         let ahead = seq.wrapping_sub(*highest);
         if ahead == 0 || ahead > u16::MAX / 2 {
@@ -170,15 +197,57 @@ impl Link {
             return None;
         }
         let missing: Vec<u16> = (1..ahead).map(|d| from.wrapping_add(d)).collect();
-        let mut buf = frame::start_datagram(self.local, 6 + 2 * missing.len());
-        frame::put_nack(&mut buf, publisher, kind, &missing);
+        for &lost in &missing {
+            if self.missing.len() < MAX_MISSING {
+                self.missing.insert((publisher, kind, lost), (now, 1));
+            }
+        }
+        Some(self.nack(publisher, kind, &missing))
+    }
+
+    /// NACKs again what is still missing a round trip after its last NACK (at most
+    /// [`MAX_NACKS`] times in all); appends the datagrams to `out`.
+    pub fn renack(&mut self, now: Instant, out: &mut Vec<BytesMut>) {
+        let wait = self.renack_wait();
+        let mut due: HashMap<(ParticipantId, MediaKind), Vec<u16>> = HashMap::new();
+        self.missing.retain(|&(publisher, kind, seq), (at, count)| {
+            if now.saturating_duration_since(*at) < wait {
+                return true;
+            }
+            if *count >= MAX_NACKS {
+                return false;
+            }
+            *at = now;
+            *count += 1;
+            due.entry((publisher, kind)).or_default().push(seq);
+            true
+        });
+        for ((publisher, kind), seqs) in due {
+            out.push(self.nack(publisher, kind, &seqs));
+        }
+    }
+
+    /// When [`Self::renack`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let wait = self.renack_wait();
+        self.missing.values().map(|(at, _)| *at + wait).min()
+    }
+
+    fn renack_wait(&self) -> Duration {
+        (self.rtt + self.rtt / 2).max(MIN_RENACK)
+    }
+
+    fn nack(&mut self, publisher: ParticipantId, kind: MediaKind, seqs: &[u16]) -> BytesMut {
+        let mut buf = frame::start_datagram(self.local, 6 + 2 * seqs.len());
+        frame::put_nack(&mut buf, publisher, kind, seqs);
         self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
-        Some(buf)
+        buf
     }
 
     /// Forgets a publisher's streams (it left).
     pub fn forget(&mut self, publisher: ParticipantId) {
         self.highest.retain(|(p, _), _| *p != publisher);
+        self.missing.retain(|(p, _, _), _| *p != publisher);
     }
 }
 
@@ -219,18 +288,19 @@ mod tests {
 
     #[test]
     fn a_lost_packet_is_nacked_and_resent_from_the_ring() {
+        let now = Instant::now();
         let (mut a, mut b) = (link(1, 2), link(2, 1));
         let first = a.relay(&rtp(10));
         let _lost = a.relay(&rtp(11));
         let third = a.relay(&rtp(12));
         assert!(matches!(deliver(&mut b, first), Ok(Frame::Rtp(r)) if r.seq == 10));
         assert!(
-            b.received(ParticipantId::from(5), MediaKind::Video, 10)
+            b.received(now, ParticipantId::from(5), MediaKind::Video, 10)
                 .is_none()
         );
         assert!(matches!(deliver(&mut b, third), Ok(Frame::Rtp(r)) if r.seq == 12));
         let nack = b
-            .received(ParticipantId::from(5), MediaKind::Video, 12)
+            .received(now, ParticipantId::from(5), MediaKind::Video, 12)
             .expect("a NACK for 11");
         let Ok(Frame::Nack {
             publisher,
@@ -249,22 +319,60 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_still_missing_a_round_trip_later_is_nacked_again_then_given_up() {
+        let t0 = Instant::now();
+        let mut b = link(2, 1);
+        let (p, video) = (ParticipantId::from(5), MediaKind::Video);
+        b.received(t0, p, video, 10);
+        assert!(b.received(t0, p, video, 13).is_some(), "11 and 12 NACKed");
+        let wait = INITIAL_RTT + INITIAL_RTT / 2;
+        assert_eq!(b.poll_timeout(), Some(t0 + wait));
+        let mut out = Vec::new();
+        b.renack(t0 + wait - Duration::from_millis(1), &mut out);
+        assert!(out.is_empty(), "not before a round trip and a half");
+        // 12's retransmission comes 40 ms after the NACK: the round trip shrinks towards it
+        b.received(t0 + Duration::from_millis(40), p, video, 12);
+        assert!(b.rtt() < INITIAL_RTT);
+        let mut now = t0;
+        let mut renacks = 0;
+        while let Some(due) = b.poll_timeout() {
+            now = due;
+            let before = out.len();
+            b.renack(now, &mut out);
+            renacks += out.len() - before;
+        }
+        assert_eq!(
+            renacks,
+            usize::from(MAX_NACKS) - 1,
+            "11 asked again, then given up"
+        );
+        assert!(now < t0 + Duration::from_secs(1));
+        let mut a = link(1, 2);
+        let Ok(Frame::Nack { seqs, .. }) = deliver(&mut a, out.pop().unwrap()) else {
+            panic!("not a NACK");
+        };
+        assert_eq!(frame::nacked(&seqs).collect::<Vec<_>>(), [11]);
+        assert_eq!(b.sizes().2, 0, "nothing awaited any more");
+    }
+
+    #[test]
     fn reordering_wraps_and_restarts_send_no_nack() {
+        let now = Instant::now();
         let mut b = link(2, 1);
         for seq in [65_534, 65_535, 0, 1] {
             assert!(
-                b.received(ParticipantId::from(5), MediaKind::Audio, seq)
+                b.received(now, ParticipantId::from(5), MediaKind::Audio, seq)
                     .is_none(),
                 "{seq}"
             );
         }
         assert!(
-            b.received(ParticipantId::from(5), MediaKind::Audio, 0)
+            b.received(now, ParticipantId::from(5), MediaKind::Audio, 0)
                 .is_none(),
             "late"
         );
         assert!(
-            b.received(ParticipantId::from(5), MediaKind::Audio, 30_000)
+            b.received(now, ParticipantId::from(5), MediaKind::Audio, 30_000)
                 .is_none(),
             "restart"
         );

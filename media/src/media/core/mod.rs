@@ -288,15 +288,20 @@ impl MediaCore {
         if self.next_speaker_tick.is_some_and(|at| at <= now) {
             self.evaluate_speakers(now);
         }
+        self.renack_links(now);
         self.flush(now);
     }
 
     /// When [`Self::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.deadlines.earliest(), self.next_speaker_tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.earliest(),
+            self.next_speaker_tick,
+            self.links_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next datagram to send.

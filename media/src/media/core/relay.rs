@@ -114,6 +114,30 @@ impl MediaCore {
         }
     }
 
+    /// NACKs again, on every link, the relayed packets still missing a round trip after their
+    /// last NACK.
+    pub(super) fn renack_links(&mut self, now: Instant) {
+        let mut datagrams = Vec::new();
+        for (link, _) in self.links.values_mut() {
+            if link.poll_timeout().is_some_and(|due| due <= now) {
+                link.renack(now, &mut datagrams);
+                let addr = link.params().media_addr;
+                for nack in datagrams.drain(..) {
+                    self.metrics.cascade_nacks_sent.inc();
+                    self.transmits.push_back(to_peer(now, addr, nack));
+                }
+            }
+        }
+    }
+
+    /// The earliest re-NACK due on any link.
+    pub(super) fn links_timeout(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .filter_map(|(link, _)| link.poll_timeout())
+            .min()
+    }
+
     /// A datagram whose first byte says it came over a cascade link.
     pub(super) fn on_link_datagram(&mut self, now: Instant, datagram: BytesMut) {
         let Ok(header) = frame::parse_header(&datagram) else {
@@ -139,7 +163,7 @@ impl MediaCore {
         match frame {
             Frame::Rtp(rtp) => {
                 counters.rtp_received.inc();
-                if let Some(nack) = link.received(rtp.publisher, rtp.kind, rtp.seq) {
+                if let Some(nack) = link.received(now, rtp.publisher, rtp.kind, rtp.seq) {
                     self.metrics.cascade_nacks_sent.inc();
                     self.transmits
                         .push_back(to_peer(now, link.params().media_addr, nack));

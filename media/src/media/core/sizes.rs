@@ -15,11 +15,12 @@ impl MediaCore {
         let (heap, deadlines) = self.deadlines.sizes();
         let rooms = || self.rooms.values();
         let sum = |f: &dyn Fn(&crate::media::room::Room) -> usize| rooms().map(f).sum::<usize>();
-        let (mut link_streams, mut link_ring) = (0, 0);
+        let (mut link_streams, mut link_ring, mut link_missing) = (0, 0, 0);
         for (link, _) in self.links.values() {
-            let (streams, ring) = link.sizes();
+            let (streams, ring, missing) = link.sizes();
             link_streams += streams;
             link_ring += ring;
+            link_missing += missing;
         }
         vec![
             ("participants", self.participants.len()),
@@ -46,6 +47,7 @@ impl MediaCore {
             ("links", self.links.len()),
             ("link_streams", link_streams),
             ("link_retransmit_ring", link_ring),
+            ("link_awaited", link_missing),
             ("queued_transmits", self.transmits.len()),
             ("queued_outputs", self.outputs.len()),
         ]

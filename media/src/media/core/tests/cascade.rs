@@ -373,8 +373,8 @@ fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_remote_members()
     // relayed packets of bob arrived over the link
     let (link, _) = pair.a.links.get_mut(&2).unwrap();
     use crate::media::forwarder::MediaKind;
-    let _ = link.received(bob.id, MediaKind::Audio, 1);
-    let _ = link.received(bob.id, MediaKind::Video, 1);
+    let _ = link.received(Instant::now(), bob.id, MediaKind::Audio, 1);
+    let _ = link.received(Instant::now(), bob.id, MediaKind::Video, 1);
     let streams = |core: &mut MediaCore| {
         core.map_sizes()
             .into_iter()
