@@ -227,6 +227,40 @@ fn write_file<R: Read + Seek>(
         ..Mp4FileMuxerOptions::default()
     })?;
     let data_start = muxer.initial_boxes_bytes().len() as u64;
+    let (copies, kept) = index_samples(source, scan, &mut muxer, data_start)?;
+    if copies.iter().all(|c| c.samples == 0) {
+        return Err(FinalizeError::NoMedia);
+    }
+    let (head, tail) = boxes(muxer, &copies, data_start)?;
+    let mut out = Sequential {
+        out: BufWriter::new(at_rest::create(path, keys, Layout::Fixed)?),
+        written: 0,
+    };
+    for (offset, bytes) in &head {
+        out.put(*offset, bytes)?;
+    }
+    let mut buffer = Vec::new();
+    for sample in &kept {
+        read_sample(source, sample, &mut buffer)?;
+        out.put(out.written, &buffer)?;
+    }
+    for (offset, bytes) in &tail {
+        out.put(*offset, bytes)?;
+    }
+    let bytes = out.written;
+    out.out.into_inner().map_err(|e| e.into_error())?.finish()?;
+    Ok(summary(&copies, bytes))
+}
+
+/// The first pass: every track's samples in file order, each with its sample entry (a video
+/// track's from its keyframes), appended to `muxer` as they will be laid out from
+/// `data_start`; returns each track's copy and the samples kept, in that order.
+fn index_samples<'a, R: Read + Seek>(
+    source: &mut R,
+    scan: &'a Scan,
+    muxer: &mut Mp4FileMuxer,
+    data_start: u64,
+) -> Result<(Vec<TrackCopy<'a>>, Vec<ScannedSample>), FinalizeError> {
     let mut position = data_start;
     let mut copies: Vec<TrackCopy> = scan
         .tracks
@@ -272,12 +306,22 @@ fn write_file<R: Read + Seek>(
         copy.duration += u64::from(sample.duration);
         copy.samples += 1;
     }
-    if copies.iter().all(|c| c.samples == 0) {
-        return Err(FinalizeError::NoMedia);
-    }
+    Ok((copies, kept))
+}
+
+/// Boxes of a file, each at its offset.
+type Boxes = Vec<(u64, Vec<u8>)>;
+
+/// The boxes of the finalized file, with each track's start offset in its edit list, split
+/// into those before the media data (the head, with the moov when it is first) and after it.
+fn boxes(
+    mut muxer: Mp4FileMuxer,
+    copies: &[TrackCopy],
+    data_start: u64,
+) -> Result<(Boxes, Boxes), FinalizeError> {
     let finalized = muxer.finalize()?;
     let mut moov = finalized.moov_box().clone();
-    for copy in &copies {
+    for copy in copies {
         if let Some(start) = copy.first_time.filter(|&t| t > 0) {
             add_start_offset(&mut moov, copy.track, start);
         }
@@ -294,25 +338,13 @@ fn write_file<R: Read + Seek>(
         })
         .collect::<Result<Vec<_>, FinalizeError>>()?;
     boxes.sort_by_key(|(offset, _)| *offset);
-    let (head, tail): (Vec<_>, Vec<_>) = boxes
+    Ok(boxes
         .into_iter()
-        .partition(|(offset, _)| *offset < data_start);
-    let mut out = Sequential {
-        out: BufWriter::new(at_rest::create(path, keys, Layout::Fixed)?),
-        written: 0,
-    };
-    for (offset, bytes) in &head {
-        out.put(*offset, bytes)?;
-    }
-    for sample in &kept {
-        read_sample(source, sample, &mut buffer)?;
-        out.put(out.written, &buffer)?;
-    }
-    for (offset, bytes) in &tail {
-        out.put(*offset, bytes)?;
-    }
-    let bytes = out.written;
-    out.out.into_inner().map_err(|e| e.into_error())?.finish()?;
+        .partition(|(offset, _)| *offset < data_start))
+}
+
+/// What the written file holds: each track's start and duration, and its size.
+fn summary(copies: &[TrackCopy], bytes: u64) -> Summary {
     let pick = |kind| {
         copies
             .iter()
@@ -326,12 +358,12 @@ fn write_file<R: Read + Seek>(
         .map(|t| t.start + t.duration)
         .max()
         .unwrap_or_default();
-    Ok(Summary {
+    Summary {
         duration,
         video,
         audio,
         bytes,
-    })
+    }
 }
 
 /// Reads `sample`'s data from `source` into `buffer`.

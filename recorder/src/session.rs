@@ -61,6 +61,73 @@ struct Finished {
     duration: Duration,
 }
 
+/// Joins the meeting of `request` as the hidden recording participant: it publishes
+/// nothing, decodes nothing, and hands every packet it receives to the writer thread.
+async fn join_hidden(
+    request: &StartRecording,
+    writer: mpsc::Sender<Input>,
+) -> anyhow::Result<Participant> {
+    let mut config = JoinConfig::new(([127, 0, 0, 1], 0).into(), &request.meeting, "Recorder");
+    config.locator = Some(request.join_url.clone());
+    config.token = Some(request.token.clone());
+    config.publish_audio = false;
+    config.publish_video = false;
+    config.decode_video = false;
+    config.timeout = JOIN_TIMEOUT;
+    config.sink = Some(MediaSink(Arc::new(move |packet| {
+        let _ = writer.send(Input::Packet(packet));
+    })));
+    Participant::join(config)
+        .await
+        .with_context(|| format!("joining meeting {}", request.meeting))
+}
+
+/// Follows who joins and leaves (and the recorder's own rejoins) into the record, rewriting
+/// the manifest at each change: a crash leaves a manifest that knows who was recorded.
+async fn follow_meeting(
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    tracked: Arc<Mutex<Record>>,
+    manifest_dir: PathBuf,
+) {
+    loop {
+        let event = events.recv().await;
+        let changes = matches!(
+            &event,
+            Ok(Event::Signal(
+                ServerMessage::Welcome(_)
+                    | ServerMessage::Joined { .. }
+                    | ServerMessage::Left { .. }
+            ) | Event::Rejoined { .. })
+        );
+        match event {
+            Ok(Event::Signal(ServerMessage::Welcome(welcome))) => {
+                for p in &welcome.participants {
+                    note_joined(&tracked, p);
+                }
+            }
+            Ok(Event::Signal(ServerMessage::Joined { participant })) => {
+                note_joined(&tracked, &participant);
+            }
+            Ok(Event::Signal(ServerMessage::Left { id, .. })) => note_left(&tracked, id),
+            Ok(Event::Rejoined { node }) => note_incident(
+                &tracked,
+                format!(
+                    "the recorder lost its node and rejoined on {}",
+                    node.as_deref().unwrap_or("another node")
+                ),
+            ),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                warn!(missed = n, "recording events lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        if changes && let Err(e) = write_manifest(&manifest_dir, &snapshot(&tracked)) {
+            warn!("writing the manifest: {e:#}");
+        }
+    }
+}
+
 impl Session {
     /// Joins `request.meeting` through its join URL and starts writing under `dir`, every
     /// file encrypted with `keys` if given.
@@ -98,67 +165,13 @@ impl Session {
                 move || write_files(origin, &thread_dir, keys.as_ref(), &state, &inputs)
             })
             .context("starting the writer thread")?;
-        let sink_writer = writer.clone();
-        let mut config = JoinConfig::new(([127, 0, 0, 1], 0).into(), &request.meeting, "Recorder");
-        config.locator = Some(request.join_url.clone());
-        config.token = Some(request.token);
-        config.publish_audio = false;
-        config.publish_video = false;
-        config.decode_video = false;
-        config.timeout = JOIN_TIMEOUT;
-        config.sink = Some(MediaSink(Arc::new(move |packet| {
-            let _ = sink_writer.send(Input::Packet(packet));
-        })));
-        let participant = Participant::join(config)
-            .await
-            .with_context(|| format!("joining meeting {}", request.meeting))?;
-        let mut events = participant.subscribe();
+        let participant = join_hidden(&request, writer.clone()).await?;
+        let events = participant.subscribe();
         for p in participant.state().participants.values() {
             note_joined(&state, p);
         }
         write_manifest(&dir, &snapshot(&state))?;
-        let tracked = state.clone();
-        let manifest_dir = dir.clone();
-        let events = tokio::spawn(async move {
-            loop {
-                let event = events.recv().await;
-                let changes = matches!(
-                    &event,
-                    Ok(Event::Signal(
-                        ServerMessage::Welcome(_)
-                            | ServerMessage::Joined { .. }
-                            | ServerMessage::Left { .. }
-                    ) | Event::Rejoined { .. })
-                );
-                match event {
-                    Ok(Event::Signal(ServerMessage::Welcome(welcome))) => {
-                        for p in &welcome.participants {
-                            note_joined(&tracked, p);
-                        }
-                    }
-                    Ok(Event::Signal(ServerMessage::Joined { participant })) => {
-                        note_joined(&tracked, &participant);
-                    }
-                    Ok(Event::Signal(ServerMessage::Left { id, .. })) => note_left(&tracked, id),
-                    Ok(Event::Rejoined { node }) => note_incident(
-                        &tracked,
-                        format!(
-                            "the recorder lost its node and rejoined on {}",
-                            node.as_deref().unwrap_or("another node")
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(missed = n, "recording events lagged");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-                // a crash leaves a manifest that knows who was recorded
-                if changes && let Err(e) = write_manifest(&manifest_dir, &snapshot(&tracked)) {
-                    warn!("writing the manifest: {e:#}");
-                }
-            }
-        });
+        let events = tokio::spawn(follow_meeting(events, state.clone(), dir.clone()));
         Ok(Self {
             participant: tokio::sync::Mutex::new(Some(participant)),
             writer,

@@ -101,22 +101,7 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         None => None,
     };
     let announced = config.announced_ips();
-    let peer = PeerSettings {
-        udp_candidates: announced
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, udp_addr.port()))
-            .collect(),
-        tcp_candidates: tcp_port
-            .map(|port| {
-                announced
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        legacy_srtp: config.legacy_srtp,
-        max_slots: 31,
-    };
+    let peer = peer_settings(config, &announced, udp_addr.port(), tcp_port);
     let standalone = config.locators.is_empty();
     if !standalone && config.secret.is_none() {
         anyhow::bail!("--locator needs --secret: the cluster secret shared with the locator");
@@ -144,18 +129,9 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         (!standalone).then_some(events),
     );
     let cluster = (!standalone).then(|| {
+        let media_addr = SocketAddr::new(announced[0], udp_addr.port());
         Cluster::start(
-            ClusterConfig {
-                locators: config.locators.clone(),
-                secret: config.secret.clone().unwrap_or_default().into_bytes(),
-                name: config.node_name(),
-                signaling_url: config.signaling_url(),
-                http_url: config.advertised_url(),
-                media_addr: SocketAddr::new(announced[0], udp_addr.port()),
-                region: config.region.clone(),
-                capacity: config.max_participants as u32,
-                max_bitrate_out_bps: config.max_bitrate_mbps.map(|m| m * 1_000_000),
-            },
+            cluster_config(config, media_addr),
             node.clone(),
             metrics.clone(),
             events_rx,
@@ -179,6 +155,43 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
     });
     debug!(%udp_addr, ?tcp_port, "media sockets bound");
     Ok(Node { udp_addr, router })
+}
+
+/// How the node's peer connections announce themselves: a UDP candidate per announced
+/// address, and an ICE-TCP one when `tcp_port` listens.
+fn peer_settings(
+    config: &NodeConfig,
+    announced: &[std::net::IpAddr],
+    udp_port: u16,
+    tcp_port: Option<u16>,
+) -> PeerSettings {
+    let candidates = |port: u16| -> Vec<SocketAddr> {
+        announced
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
+    };
+    PeerSettings {
+        udp_candidates: candidates(udp_port),
+        tcp_candidates: tcp_port.map(candidates).unwrap_or_default(),
+        legacy_srtp: config.legacy_srtp,
+        max_slots: 31,
+    }
+}
+
+/// What the cluster shell needs to register the node with its locators.
+fn cluster_config(config: &NodeConfig, media_addr: SocketAddr) -> ClusterConfig {
+    ClusterConfig {
+        locators: config.locators.clone(),
+        secret: config.secret.clone().unwrap_or_default().into_bytes(),
+        name: config.node_name(),
+        signaling_url: config.signaling_url(),
+        http_url: config.advertised_url(),
+        media_addr,
+        region: config.region.clone(),
+        capacity: config.max_participants as u32,
+        max_bitrate_out_bps: config.max_bitrate_mbps.map(|m| m * 1_000_000),
+    }
 }
 
 /// The core's wall clock, read now, and a generator seeded by the operating system.

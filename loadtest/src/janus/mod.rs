@@ -91,6 +91,57 @@ enum RoomChange {
     Gone(ParticipantId),
 }
 
+/// Creates the VideoRoom `room` (for `spec.meeting`) unless it exists; another participant
+/// creating it meanwhile is no error.
+async fn ensure_room(
+    janus: &JanusSession,
+    handle: u64,
+    room: u64,
+    config: &JanusConfig,
+    spec: &LoadSpec,
+) -> Result<()> {
+    let (exists, _) = janus.message(handle, videoroom::exists(room), None).await?;
+    if exists["exists"] == true {
+        return Ok(());
+    }
+    let bitrate = spec.video_bitrate_bps.saturating_mul(4).max(2_000_000);
+    let create = videoroom::create_room(room, config.max_publishers, bitrate);
+    match janus.message(handle, create, None).await {
+        Ok(_) => Ok(()),
+        Err(e) if PluginError::code_of(&e) == Some(videoroom::ERROR_ROOM_EXISTS) => Ok(()),
+        Err(e) => Err(e.context(format!("creating room {room} ({})", spec.meeting))),
+    }
+}
+
+/// Publishes on the joined publisher `handle`: offers the clips, applies Janus's answer and
+/// starts sending; returns the publishing connection and its sending tasks.
+async fn publish(
+    janus: &JanusSession,
+    handle: u64,
+    sending: &Arc<Shared>,
+    media: &Media,
+    local_ip: IpAddr,
+) -> Result<(Arc<dyn PeerConnection>, Vec<JoinHandle<()>>)> {
+    let session = sending.begin_session();
+    let sender = peer::build(sending, session, local_ip, true, true, 0).await?;
+    let offer = sender.pc.create_offer(None).await.context("create_offer")?;
+    let offer = session::local_sdp(&sender.pc, sending, offer).await?;
+    let (_, answer) = janus
+        .message(handle, videoroom::publish(), Some(sdp_jsep("offer", offer)))
+        .await
+        .context("publishing")?;
+    let answer = sdp_of(answer.as_ref(), "answer").context("publishing")?;
+    sender
+        .pc
+        .set_remote_description(RTCSessionDescription::answer(answer)?)
+        .await
+        .context("applying Janus's answer")?;
+    let tasks = media
+        .start_sending(&sender.pc, &sender.local, sending)
+        .await?;
+    Ok((sender.pc, tasks))
+}
+
 impl JanusParticipant {
     /// Joins the room of `spec.meeting` on the Janus at `config.url` (creating the room if
     /// missing), publishes, and subscribes to everyone else who publishes there, now and
@@ -106,47 +157,13 @@ impl JanusParticipant {
         let local_ip = janus.local_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let publisher = janus.attach(videoroom::PLUGIN).await?;
         let room = videoroom::room_id(&spec.meeting);
-        let (exists, _) = janus
-            .message(publisher.id, videoroom::exists(room), None)
-            .await?;
-        if exists["exists"] != true {
-            let bitrate = spec.video_bitrate_bps.saturating_mul(4).max(2_000_000);
-            let create = videoroom::create_room(room, config.max_publishers, bitrate);
-            match janus.message(publisher.id, create, None).await {
-                Ok(_) => {}
-                // another participant created it meanwhile
-                Err(e) if PluginError::code_of(&e) == Some(videoroom::ERROR_ROOM_EXISTS) => {}
-                Err(e) => {
-                    return Err(e.context(format!("creating room {room} ({})", spec.meeting)));
-                }
-            }
-        }
+        ensure_room(&janus, publisher.id, room, config, &spec).await?;
         let (id, joined) = join_as_publisher(&janus, publisher.id, room, &spec.name).await?;
         let others = videoroom::publishers(&joined);
         let present = Arc::new(Mutex::new(others.iter().copied().collect()));
 
-        // publish
-        let session = sending.begin_session();
-        let sender = peer::build(&sending, session, local_ip, true, true, 0).await?;
-        let offer = sender.pc.create_offer(None).await.context("create_offer")?;
-        let offer = session::local_sdp(&sender.pc, &sending, offer).await?;
-        let (_, answer) = janus
-            .message(
-                publisher.id,
-                videoroom::publish(),
-                Some(sdp_jsep("offer", offer)),
-            )
-            .await
-            .context("publishing")?;
-        let answer = sdp_of(answer.as_ref(), "answer").context("publishing")?;
-        sender
-            .pc
-            .set_remote_description(RTCSessionDescription::answer(answer)?)
-            .await
-            .context("applying Janus's answer")?;
-        let mut tasks = media
-            .start_sending(&sender.pc, &sender.local, &sending)
-            .await?;
+        let (sender_pc, mut tasks) =
+            publish(&janus, publisher.id, &sending, &media, local_ip).await?;
 
         // subscribe
         let subscriber = janus.attach(videoroom::PLUGIN).await?;
@@ -186,7 +203,7 @@ impl JanusParticipant {
             sending,
             receiving,
             present,
-            pcs: vec![sender.pc, receiver.pc],
+            pcs: vec![sender_pc, receiver.pc],
             tasks,
         })
     }

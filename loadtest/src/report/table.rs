@@ -11,8 +11,22 @@ fn ms(value: Option<f64>) -> String {
 impl fmt::Display for Report {
     /// The report as a two-column table.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows = self.media_rows();
+        rows.extend(self.churn_row());
+        rows.extend(self.server_rows());
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, value) in rows {
+            writeln!(f, "{key:<width$}  {value}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// The load, and what the participants saw: joins, first frames, latency, loss, frames.
+    fn media_rows(&self) -> Vec<(&'static str, String)> {
         let p = &self.params;
-        let mut rows: Vec<(&str, String)> = vec![
+        vec![
             (
                 "load",
                 format!(
@@ -83,47 +97,56 @@ impl fmt::Display for Report {
                         .map_or_else(|| "-".into(), |r| format!("{:.2} %", r * 100.0))
                 ),
             ),
-        ];
-        if let Some(churn) = &self.churn {
-            rows.push((
-                "churn",
-                format!(
-                    "every {:.1} s: {} left, {} joined ({} failed, {} retries, {} skipped), \
-                     settled p50/p99 {} / {} ({} unsettled)",
-                    churn.every_s,
-                    churn.leaves,
-                    churn.joins,
-                    churn.join_failures,
-                    churn.join_retries,
-                    churn.skipped,
-                    ms(churn.settle_ms.p50),
-                    ms(churn.settle_ms.p99),
-                    churn.unsettled,
-                ),
-            ));
-        }
+        ]
+    }
+
+    /// Who left and joined during the window, when participants churned.
+    fn churn_row(&self) -> Option<(&'static str, String)> {
+        let churn = self.churn.as_ref()?;
+        Some((
+            "churn",
+            format!(
+                "every {:.1} s: {} left, {} joined ({} failed, {} retries, {} skipped), \
+                 settled p50/p99 {} / {} ({} unsettled)",
+                churn.every_s,
+                churn.leaves,
+                churn.joins,
+                churn.join_failures,
+                churn.join_retries,
+                churn.skipped,
+                ms(churn.settle_ms.p50),
+                ms(churn.settle_ms.p99),
+                churn.unsettled,
+            ),
+        ))
+    }
+
+    /// What forwarding cost: packets, CPU per packet, memory, and each process's usage.
+    fn server_rows(&self) -> Vec<(&'static str, String)> {
         let fw = &self.forwarding;
         let figure = |v: Option<f64>, digits: usize| {
             v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
         };
-        rows.push((
-            "forwarded",
-            format!(
-                "{:.0} packets/s; CPU us per packet: server {}, generator {}; {} packets per \
-                 server CPU-s",
-                fw.packets_per_second,
-                figure(fw.server_cpu_us_per_packet, 2),
-                figure(fw.generator_cpu_us_per_packet, 2),
-                figure(fw.packets_per_server_cpu_second, 0),
+        let mut rows = vec![
+            (
+                "forwarded",
+                format!(
+                    "{:.0} packets/s; CPU us per packet: server {}, generator {}; {} packets per \
+                     server CPU-s",
+                    fw.packets_per_second,
+                    figure(fw.server_cpu_us_per_packet, 2),
+                    figure(fw.generator_cpu_us_per_packet, 2),
+                    figure(fw.packets_per_server_cpu_second, 0),
+                ),
             ),
-        ));
-        rows.push((
-            "server memory",
-            format!(
-                "{} KiB per participant",
-                figure(fw.server_bytes_per_participant.map(|b| b / 1024.0), 0)
+            (
+                "server memory",
+                format!(
+                    "{} KiB per participant",
+                    figure(fw.server_bytes_per_participant.map(|b| b / 1024.0), 0)
+                ),
             ),
-        ));
+        ];
         let usage = |u: &ProcessUsage| {
             let rss = u.peak_rss_bytes.map_or_else(
                 || "-".into(),
@@ -135,10 +158,6 @@ impl fmt::Display for Report {
             rows.push(("server", usage(server)));
         }
         rows.push(("generator", usage(&self.generator)));
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (key, value) in rows {
-            writeln!(f, "{key:<width$}  {value}")?;
-        }
-        Ok(())
+        rows
     }
 }

@@ -91,6 +91,23 @@ pub enum LinkMessage {
     },
 }
 
+impl LinkMessage {
+    /// The meeting the message is about (`hello` is about none).
+    pub fn meeting(&self) -> Option<&str> {
+        match self {
+            LinkMessage::Hello { .. } => None,
+            LinkMessage::Attach { meeting, .. }
+            | LinkMessage::Detach { meeting }
+            | LinkMessage::Participant { meeting, .. }
+            | LinkMessage::Left { meeting, .. }
+            | LinkMessage::Subscribe { meeting, .. }
+            | LinkMessage::Moderate { meeting, .. }
+            | LinkMessage::Recording { meeting, .. }
+            | LinkMessage::Lock { meeting, .. } => Some(meeting),
+        }
+    }
+}
+
 /// One stream of a publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamRef {

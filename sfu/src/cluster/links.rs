@@ -151,50 +151,16 @@ async fn run<I, O>(
     I: Stream<Item = Vec<u8>> + Unpin,
     O: Sink<Vec<u8>> + Unpin,
 {
-    let Some(key) = unhex(&peer.key).and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
-        warn!(peer = %peer.node, "the locator gave a link key that is not 32 bytes");
+    let Some(mut control) = handshake(&inner, &peer, &mut incoming, &mut outgoing).await else {
         return;
     };
-    let own = inner.index.load(Ordering::Relaxed);
-    let (Some(mut sealer), Some(mut opener)) = (
-        LinkCipher::new(&key, own, peer.index, Channel::Control),
-        LinkCipher::new(&key, own, peer.index, Channel::Control),
-    ) else {
-        return;
-    };
-    let hello = LinkMessage::Hello {
-        node: inner.config.name.clone(),
-        index: own,
-    };
-    if outgoing
-        .send(control::seal(&mut sealer, &hello))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let first = tokio::time::timeout(HELLO_TIMEOUT, incoming.next()).await;
-    let verified = match first {
-        Ok(Some(frame)) => matches!(
-            control::open(&mut opener, &frame),
-            Ok(LinkMessage::Hello { node, index }) if node == peer.node && index == peer.index
-        ),
-        _ => false,
-    };
-    if !verified {
-        warn!(peer = %peer.node, "cascade link refused: the peer's hello did not verify");
-        inner
-            .metrics
-            .drop_packet(crate::metrics::Dropped::CascadeForged);
-        return;
-    }
     let connection = inner.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (messages_tx, mut messages) = mpsc::unbounded_channel();
+    let (messages_tx, messages) = mpsc::unbounded_channel();
     let params = LinkParams {
         index: peer.index,
         name: peer.node.clone(),
         media_addr: peer.media_addr,
-        key,
+        key: control.key,
     };
     set_slot(&inner, peer.index, None, Some(LinkSlot::Up(connection)));
     if inner
@@ -209,20 +175,97 @@ async fn run<I, O>(
         let _ = up.send(());
     }
     info!(peer = %peer.node, connection, "cascade control connected");
+    exchange(&inner, &peer, &mut control, incoming, outgoing, messages).await;
+    set_slot(&inner, peer.index, Some(LinkSlot::Up(connection)), None);
+    let _ = inner.node.link_down(peer.index, connection).await;
+    info!(peer = %peer.node, connection, "cascade control closed");
+}
+
+/// A link's control channel once the hellos are verified: its key, both ciphers, and the
+/// hello it repeats as a keep-alive.
+struct Control {
+    key: [u8; 32],
+    sealer: LinkCipher,
+    opener: LinkCipher,
+    hello: LinkMessage,
+}
+
+/// Sends our sealed hello and verifies the peer's (it proves the key and who the peer is).
+async fn handshake<I, O>(
+    inner: &Inner,
+    peer: &LinkInfo,
+    incoming: &mut I,
+    outgoing: &mut O,
+) -> Option<Control>
+where
+    I: Stream<Item = Vec<u8>> + Unpin,
+    O: Sink<Vec<u8>> + Unpin,
+{
+    let Some(key) = unhex(&peer.key).and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
+        warn!(peer = %peer.node, "the locator gave a link key that is not 32 bytes");
+        return None;
+    };
+    let own = inner.index.load(Ordering::Relaxed);
+    let mut sealer = LinkCipher::new(&key, own, peer.index, Channel::Control)?;
+    let mut opener = LinkCipher::new(&key, own, peer.index, Channel::Control)?;
+    let hello = LinkMessage::Hello {
+        node: inner.config.name.clone(),
+        index: own,
+    };
+    outgoing
+        .send(control::seal(&mut sealer, &hello))
+        .await
+        .ok()?;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, incoming.next()).await;
+    let verified = match first {
+        Ok(Some(frame)) => matches!(
+            control::open(&mut opener, &frame),
+            Ok(LinkMessage::Hello { node, index }) if node == peer.node && index == peer.index
+        ),
+        _ => false,
+    };
+    if !verified {
+        warn!(peer = %peer.node, "cascade link refused: the peer's hello did not verify");
+        inner
+            .metrics
+            .drop_packet(crate::metrics::Dropped::CascadeForged);
+        return None;
+    }
+    Some(Control {
+        key,
+        sealer,
+        opener,
+        hello,
+    })
+}
+
+/// Carries control messages both ways until the connection closes, the core stops, or the
+/// peer is silent for [`IDLE_TIMEOUT`].
+async fn exchange<I, O>(
+    inner: &Inner,
+    peer: &LinkInfo,
+    control: &mut Control,
+    mut incoming: I,
+    mut outgoing: O,
+    mut messages: mpsc::UnboundedReceiver<LinkMessage>,
+) where
+    I: Stream<Item = Vec<u8>> + Unpin,
+    O: Sink<Vec<u8>> + Unpin,
+{
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             message = messages.recv() => {
                 let Some(message) = message else { break };
-                if outgoing.send(control::seal(&mut sealer, &message)).await.is_err() {
+                if outgoing.send(control::seal(&mut control.sealer, &message)).await.is_err() {
                     break;
                 }
             }
             frame = incoming.next() => {
                 let Some(frame) = frame else { break };
                 last_heard = tokio::time::Instant::now();
-                match control::open(&mut opener, &frame) {
+                match control::open(&mut control.opener, &frame) {
                     Ok(message) => {
                         if inner.node.link_message(peer.index, message).await.is_err() {
                             break;
@@ -239,13 +282,10 @@ async fn run<I, O>(
                     warn!(peer = %peer.node, "cascade link silent: dropping it");
                     break;
                 }
-                if outgoing.send(control::seal(&mut sealer, &hello)).await.is_err() {
+                if outgoing.send(control::seal(&mut control.sealer, &control.hello)).await.is_err() {
                     break;
                 }
             }
         }
     }
-    set_slot(&inner, peer.index, Some(LinkSlot::Up(connection)), None);
-    let _ = inner.node.link_down(peer.index, connection).await;
-    info!(peer = %peer.node, connection, "cascade control closed");
 }

@@ -8,7 +8,7 @@ use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
-use kaskade_protocol::signaling::{LeaveReason, ServerMessage};
+use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ServerMessage};
 use kaskade_protocol::token::Role;
 use std::time::Instant;
 use tracing::{debug, info, warn};
@@ -129,69 +129,51 @@ impl MediaCore {
                     self.detach_peer(now, room, peer, LeaveReason::Left);
                 }
             }
+            other => {
+                let Some(room) = other
+                    .meeting()
+                    .and_then(|meeting| self.shared_room(meeting, peer))
+                else {
+                    return;
+                };
+                self.shared_meeting_message(now, peer, room, other);
+            }
+        }
+    }
+
+    /// A message about a meeting this node shares with `peer` (in `room`).
+    fn shared_meeting_message(
+        &mut self,
+        now: Instant,
+        peer: u16,
+        room: RoomIndex,
+        message: LinkMessage,
+    ) {
+        match message {
             LinkMessage::Participant {
-                meeting,
                 participant,
                 audio,
                 video,
+                ..
             } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
                 if participant.id.node() != peer {
-                    warn!(
-                        peer,
-                        id = %participant.id,
-                        "peer announced an id not its own"
-                    );
+                    warn!(peer, id = %participant.id, "peer announced an id not its own");
                     return;
                 }
                 self.upsert_remote(now, room, peer, participant, audio, video);
             }
-            LinkMessage::Left {
-                meeting,
-                id,
-                reason,
-            } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
+            LinkMessage::Left { id, reason, .. } => {
                 if self.remote.get(&id).is_some_and(|r| r.home == peer) {
                     self.remove_remote(room, id, reason);
                     self.reassign_slots(now, room);
                     self.dismiss_sources(now, room);
                 }
             }
-            LinkMessage::Subscribe { meeting, streams } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
-                self.on_subscribe(now, room, peer, streams);
-            }
+            LinkMessage::Subscribe { streams, .. } => self.on_subscribe(now, room, peer, streams),
             LinkMessage::Moderate {
-                meeting,
-                by,
-                action,
-                target,
-            } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
-                let by_moderator = self.remote.get(&by).is_some_and(|m| {
-                    m.home == peer && m.room == room && m.info.role == Role::Moderator
-                });
-                let target_here = self
-                    .participants
-                    .get(&target)
-                    .is_some_and(|t| t.room == room && !t.is_hidden());
-                if by_moderator && target_here {
-                    self.apply_moderation(now, by, action, target);
-                }
-            }
-            LinkMessage::Recording { meeting, active } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
+                by, action, target, ..
+            } => self.on_peer_moderation(now, peer, room, by, action, target),
+            LinkMessage::Recording { active, .. } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.recording_peers.retain(|p| *p != peer);
                     if active {
@@ -200,19 +182,38 @@ impl MediaCore {
                 }
                 self.recording_changed(room);
             }
-            LinkMessage::Lock {
-                meeting,
-                locked,
-                by,
-            } => {
-                let Some(room) = self.shared_room(&meeting, peer) else {
-                    return;
-                };
+            LinkMessage::Lock { locked, by, .. } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.locked = locked;
                 }
                 self.broadcast(room, None, ServerMessage::Lock { locked, by });
             }
+            LinkMessage::Hello { .. } | LinkMessage::Attach { .. } | LinkMessage::Detach { .. } => {
+            }
+        }
+    }
+
+    /// A moderator relayed from `peer` acts on a participant of this node: applied when the
+    /// moderator really is one of that peer's, in the same meeting.
+    fn on_peer_moderation(
+        &mut self,
+        now: Instant,
+        peer: u16,
+        room: RoomIndex,
+        by: ParticipantId,
+        action: ModerateAction,
+        target: ParticipantId,
+    ) {
+        let by_moderator = self
+            .remote
+            .get(&by)
+            .is_some_and(|m| m.home == peer && m.room == room && m.info.role == Role::Moderator);
+        let target_here = self
+            .participants
+            .get(&target)
+            .is_some_and(|t| t.room == room && !t.is_hidden());
+        if by_moderator && target_here {
+            self.apply_moderation(now, by, action, target);
         }
     }
 
