@@ -101,12 +101,7 @@ impl Client {
         let answer_sdp = negotiate(sdp::offer(&offer))?;
         let answer = Answer::parse(&answer_sdp).map_err(|e| anyhow!("answer: {e}"))?;
         let ice = IceChecks::new(
-            Credentials {
-                local_ufrag: offer.ufrag.clone(),
-                remote_ufrag: answer.ufrag.clone(),
-                local_pwd: offer.pwd.clone(),
-                remote_pwd: answer.pwd.clone(),
-            },
+            Credentials::of(&offer, &answer),
             0x0123_4567_89ab_cdef ^ seed,
         );
         Ok(Self {

@@ -268,12 +268,7 @@ pub fn join_client(core: &mut MediaCore, now: Instant, n: u8) -> Option<Client> 
     let answer_sdp = core.offer(now, admitted.id, sdp::offer(&offer)).ok()?;
     let answer = Answer::parse(&answer_sdp).ok()?;
     let ice = IceChecks::new(
-        Credentials {
-            local_ufrag: offer.ufrag.clone(),
-            remote_ufrag: answer.ufrag.clone(),
-            local_pwd: offer.pwd.clone(),
-            remote_pwd: answer.pwd.clone(),
-        },
+        Credentials::of(&offer, &answer),
         0x0123_4567_89ab_cdef ^ u64::from(n),
     );
     Some(Client {

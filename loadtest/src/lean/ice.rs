@@ -9,6 +9,7 @@
 //! request keyed with our password) has been answered. So the client answers the node's
 //! requests too, as every full agent does.
 
+use super::sdp::{Answer, OfferParams};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,18 @@ pub struct Credentials {
     pub local_pwd: String,
     /// The node's password (keys our requests and its answers).
     pub remote_pwd: String,
+}
+
+impl Credentials {
+    /// Ours from our `offer`, the node's from its `answer`.
+    pub fn of(offer: &OfferParams, answer: &Answer) -> Self {
+        Self {
+            local_ufrag: offer.ufrag.clone(),
+            remote_ufrag: answer.ufrag.clone(),
+            local_pwd: offer.pwd.clone(),
+            remote_pwd: answer.pwd.clone(),
+        }
+    }
 }
 
 /// The controlling agent's side of the checks.

@@ -162,12 +162,7 @@ impl Driver {
         };
         let audio = accepted(MediaKind::Audio);
         let video = accepted(MediaKind::Video);
-        let credentials = Credentials {
-            local_ufrag: offer.ufrag.clone(),
-            local_pwd: offer.pwd.clone(),
-            remote_ufrag: answer.ufrag.clone(),
-            remote_pwd: answer.pwd.clone(),
-        };
+        let credentials = Credentials::of(&offer, &answer);
         let tie_breaker = u64::from(random_u32()) << 32 | u64::from(random_u32());
         Ok(Self {
             socket,
