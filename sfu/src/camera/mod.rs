@@ -39,29 +39,33 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const CAMERA_STACK: usize = 16 << 20;
 
 /// Adds the camera `request` to `meeting` in the background; the answer (`camera_added`, or
-/// an `error` with code `source_failed` or `bad_request` saying why) goes to `reply`. Each
+/// an `error` with code `source_failed` or `bad_request` saying why) goes to `reply` if the
+/// session asking is still there. Each
 /// camera runs on a thread of its own (with a one-thread runtime for its RTSP session), so
 /// transcoding never holds up the node's runtime.
 pub fn spawn_add(
     node: NodeHandle,
     meeting: String,
     request: CameraRequest,
-    reply: mpsc::Sender<SessionEvent>,
+    reply: mpsc::WeakSender<SessionEvent>,
 ) {
+    let answer = |message: ServerMessage| async move {
+        if let Some(reply) = reply.upgrade() {
+            let _ = reply.send(SessionEvent::Message(message)).await;
+        }
+    };
     let camera = async move {
-        let answer = match add(&node, meeting, &request).await {
+        match add(&node, meeting, &request).await {
             Ok(camera) => {
-                let message = ServerMessage::CameraAdded {
+                answer(ServerMessage::CameraAdded {
                     id: camera.id,
                     name: camera.spec.name.clone(),
-                };
-                let _ = reply.send(SessionEvent::Message(message)).await;
+                })
+                .await;
                 camera.run().await;
-                return;
             }
-            Err((code, message)) => ServerMessage::error(code, message),
-        };
-        let _ = reply.send(SessionEvent::Message(answer)).await;
+            Err((code, message)) => answer(ServerMessage::error(code, message)).await,
+        }
     };
     let started = std::thread::Builder::new()
         .name("camera".into())

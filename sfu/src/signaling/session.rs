@@ -131,7 +131,7 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
         id,
         role: admitted.role,
         meeting: request.meeting.clone(),
-        replies: events_tx,
+        replies: events_tx.downgrade(),
     };
     let ended = match send(&mut socket, &welcome).await {
         Ok(()) => serve(&mut socket, &session, &mut events).await,
@@ -161,7 +161,9 @@ struct Session {
     role: Role,
     meeting: String,
     /// The session's own queue, for answers that come later (a camera that is connecting).
-    replies: mpsc::Sender<SessionEvent>,
+    /// Weak: only the core's sender keeps the queue open, so the core dropping it (a slow
+    /// reader cut off) still ends the session.
+    replies: mpsc::WeakSender<SessionEvent>,
 }
 
 async fn serve(
