@@ -25,6 +25,7 @@ use crate::signaling::protocol::{
 use crate::token::Role;
 use rand::Rng;
 use rtsp::CameraStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -33,6 +34,47 @@ use tracing::{debug, info, warn};
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Cameras a node runs (or is connecting to) at once; more are refused, so a moderator's
+/// requests cannot grow the node's threads without bound.
+const MAX_CAMERAS: usize = 64;
+
+/// Cameras running or connecting on this node.
+static RUNNING: Seats = Seats::new(MAX_CAMERAS);
+
+/// A bounded number of seats, taken and given back by [`Seat`].
+struct Seats {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+/// One taken seat, given back when dropped.
+struct Seat<'a>(&'a Seats);
+
+impl Seats {
+    const fn new(max: usize) -> Self {
+        Self {
+            taken: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A seat, unless all are taken.
+    fn take(&self) -> Option<Seat<'_>> {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Seat(self))
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Stack of a camera's thread: the pure-Rust Opus encoder builds its state in deep stack
 /// frames that overflow a runtime worker's 2 MiB.
@@ -54,7 +96,16 @@ pub fn spawn_add(
             let _ = reply.send(SessionEvent::Message(message)).await;
         }
     };
+    let Some(seat) = RUNNING.take() else {
+        let refusal = format!("this node already runs {MAX_CAMERAS} cameras");
+        tokio::spawn(answer(ServerMessage::error(
+            ErrorCode::SourceFailed,
+            refusal,
+        )));
+        return;
+    };
     let camera = async move {
+        let _seat = seat;
         match add(&node, meeting, &request).await {
             Ok(camera) => {
                 answer(ServerMessage::CameraAdded {
@@ -249,4 +300,21 @@ impl Camera {
 /// dropped; a keyframe request has no RTSP equivalent (see the module comment).
 fn still_wanted(event: Option<SessionEvent>) -> bool {
     !matches!(event, None | Some(SessionEvent::Close))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seats_are_bounded_and_given_back_when_dropped() {
+        let seats = Seats::new(2);
+        let first = seats.take().expect("a seat");
+        let second = seats.take().expect("a seat");
+        assert!(seats.take().is_none(), "all taken");
+        drop(first);
+        let third = seats.take().expect("one given back");
+        drop((second, third));
+        assert_eq!(seats.taken.load(Ordering::SeqCst), 0);
+    }
 }
