@@ -65,6 +65,7 @@ fn setup(now: Instant) -> (MediaCore, Vec<Client>) {
             },
             audio: true,
             video: true,
+            cache_gop: false,
         },
     );
     while core.poll_output().is_some() {}

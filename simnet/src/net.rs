@@ -7,10 +7,14 @@ use kaskade_media::cascade::link::LinkParams;
 use kaskade_media::media::core::{CoreConfig, JoinRequest, MediaCore, Output};
 use kaskade_media::media::peer::PeerSettings;
 use kaskade_media::media::surroundings::Surroundings;
+use kaskade_media::media::transport::Publication;
 use kaskade_media::metrics::Metrics;
-use kaskade_protocol::signaling::{Role, ServerMessage};
+use kaskade_protocol::signaling::{
+    MediaKind, Role, ServerMessage, Source, SourceKind, SourceState,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rtc::shared::marshal::Marshal;
 use rtc::shared::{TransportContext, TransportProtocol};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -86,6 +90,8 @@ pub struct Sim {
     pub clients: Vec<Client>,
     /// The meeting each client is in, and whether it is still there.
     memberships: Vec<(NodeId, String, bool)>,
+    /// Sources (cameras): their id, node and meeting.
+    sources: Vec<(kaskade_protocol::signaling::ParticipantId, NodeId, String)>,
     flight: BinaryHeap<Reverse<InFlight>>,
     order: u64,
     rng: StdRng,
@@ -134,6 +140,7 @@ impl Sim {
             nodes,
             clients: Vec::new(),
             memberships: Vec::new(),
+            sources: Vec::new(),
             flight: BinaryHeap::new(),
             order: 0,
             rng: StdRng::seed_from_u64(seed),
@@ -213,6 +220,66 @@ impl Sim {
         self.memberships.push((node, meeting.into(), true));
         self.settle();
         Ok(n)
+    }
+
+    /// Joins a source (an RTSP camera, as the node's camera task would) to `meeting` on
+    /// `node`, publishing H.264 on payload type 96 and Opus on 111; returns its participant id,
+    /// with which [`Sim::ingest`] hands its packets in.
+    pub fn join_source(
+        &mut self,
+        node: NodeId,
+        meeting: &str,
+        name: &str,
+    ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
+        let request = JoinRequest {
+            meeting: meeting.into(),
+            identity: format!("camera:{name}"),
+            name: name.into(),
+            role: Role::Participant,
+            rejoin: false,
+            kind: "camera".into(),
+        };
+        let source = Source {
+            kind: SourceKind::Camera,
+            state: SourceState::Live,
+            detail: None,
+        };
+        let publication = Publication {
+            payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],
+            audio_level_ext: None,
+            cache_gop: true,
+        };
+        let admitted = self.nodes[node]
+            .core
+            .join_source(self.now, request, source, publication)
+            .map_err(|(code, message)| anyhow!("{name} refused: {code}: {message}"))?;
+        self.sources.push((admitted.id, node, meeting.into()));
+        self.settle();
+        Ok(admitted.id)
+    }
+
+    /// Hands the core of `source`'s node one plain RTP packet of it.
+    pub fn ingest(
+        &mut self,
+        source: kaskade_protocol::signaling::ParticipantId,
+        packet: &rtc::rtp::Packet,
+    ) -> anyhow::Result<()> {
+        let node = self
+            .sources
+            .iter()
+            .find(|(id, _, _)| *id == source)
+            .map(|(_, node, _)| *node)
+            .context("no such source")?;
+        let bytes = packet.marshal().map_err(|e| anyhow!("{e}"))?;
+        let now = self.now;
+        self.nodes[node].core.ingest(
+            now,
+            source,
+            TransportContext::default(),
+            [BytesMut::from(&bytes[..])],
+        );
+        self.settle();
+        Ok(())
     }
 
     /// Client `n` leaves its meeting.
@@ -408,12 +475,20 @@ impl Sim {
 
     /// A meeting opened on `node`: it is shared with every node that has a client in it.
     fn find_peers(&mut self, node: NodeId, meeting: &str) {
-        let others: Vec<NodeId> = self
+        let mut others: Vec<NodeId> = self
             .memberships
             .iter()
             .filter(|(n, m, present)| *present && *n != node && m == meeting)
             .map(|(n, _, _)| *n)
+            .chain(
+                self.sources
+                    .iter()
+                    .filter(|(_, n, m)| *n != node && m == meeting)
+                    .map(|(_, n, _)| *n),
+            )
             .collect();
+        others.sort_unstable();
+        others.dedup();
         for other in others {
             self.nodes[node].core.attach(other as u16 + 1, meeting);
         }
@@ -426,14 +501,20 @@ impl Sim {
 
     /// The consumer SSRC on which client `n` receives `publisher`'s `kind`, from the last
     /// `slots` frame its node sent it.
-    pub fn consumer_of(
+    pub fn consumer_of(&self, n: usize, publisher: usize, kind: MediaKind) -> anyhow::Result<u32> {
+        self.consumer_of_id(n, self.clients[publisher].id, kind)
+    }
+
+    /// The consumer SSRC on which client `n` receives the participant `them`'s `kind` (a
+    /// source, say).
+    pub fn consumer_of_id(
         &self,
         n: usize,
-        publisher: usize,
-        kind: kaskade_protocol::signaling::MediaKind,
+        them: kaskade_protocol::signaling::ParticipantId,
+        kind: MediaKind,
     ) -> anyhow::Result<u32> {
         let (node, _, _) = &self.memberships[n];
-        let (me, them) = (self.clients[n].id, self.clients[publisher].id);
+        let me = self.clients[n].id;
         let mid = self
             .outputs
             .iter()

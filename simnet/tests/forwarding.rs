@@ -262,3 +262,68 @@ fn a_lossy_link_is_repaired_by_nacks_and_nacks_again() {
         "losses on the link were NACKed and resent"
     );
 }
+
+#[test]
+fn a_viewer_on_another_node_sees_a_camera_at_once_from_its_own_nodes_cache() {
+    let mut sim = Sim::new(5, 2);
+    let _chair = sim.join(0, "m", "chair", None).unwrap();
+    let camera = sim.join_source(0, "m", "lobby").unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    // the camera sends a keyframe every 10 s, the first at once; RTSP has no way to ask it
+    let camera_frame = |frame: u32| rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: 1_000 + frame as u16,
+            timestamp: frame * TICKS_PER_FRAME,
+            ssrc: 0xca3e,
+            ..Default::default()
+        },
+        payload: {
+            let mut p = vec![if frame.is_multiple_of(300) { 0x65 } else { 0x41 }, b'L'];
+            p.extend_from_slice(&frame.to_be_bytes());
+            p.resize(300, 0xcd);
+            p.into()
+        },
+    };
+    for frame in 0..60 {
+        sim.ingest(camera, &camera_frame(frame)).unwrap();
+        sim.run_for(FRAME);
+    }
+    // Bob joins on the other node 2 s in: the next keyframe is 8 s away
+    let bob = sim.join(1, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let joined = sim.now;
+    for frame in 60..90 {
+        sim.ingest(camera, &camera_frame(frame)).unwrap();
+        sim.run_for(FRAME);
+    }
+    let slot = sim
+        .consumer_of_id(bob, camera, MediaKind::Video)
+        .expect("Bob has a slot for the camera");
+    let packets = by_sequence(&sim.clients[bob].received, slot);
+    let first = packets.first().expect("Bob received the camera's video");
+    assert_eq!(frame_of(first), (b'L', 0, true), "from the cached keyframe");
+    assert!(
+        first.at.duration_since(joined) < Duration::from_millis(500),
+        "at once, not at the next keyframe"
+    );
+    let last = frame_of(packets.last().unwrap()).1;
+    assert!(last >= 88, "and up to the live frame: {last}");
+    assert!(
+        packets
+            .iter()
+            .enumerate()
+            .all(|(i, p)| frame_of(p).1 == i as u32 && p.seq == first.seq.wrapping_add(i as u16)),
+        "every frame from the keyframe on, in order, without a gap"
+    );
+    let replays = sim
+        .metrics(1)
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("kaskade_sfu_gop_replays_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(replays >= 1.0, "Bob's own node replayed its cache");
+}

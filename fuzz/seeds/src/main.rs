@@ -307,6 +307,7 @@ fn link_messages() -> Vec<(&'static str, LinkMessage)> {
                 },
                 audio: true,
                 video: true,
+                cache_gop: false,
             },
         ),
         (

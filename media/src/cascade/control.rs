@@ -45,6 +45,10 @@ pub enum LinkMessage {
         audio: bool,
         /// It publishes video.
         video: bool,
+        /// Its video cannot be asked for keyframes (a camera): the receiver keeps its group of
+        /// pictures for new viewers, as the sender does.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cache_gop: bool,
     },
     /// A participant on the sender's node left.
     Left {

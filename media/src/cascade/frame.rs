@@ -6,6 +6,8 @@
 //! RTP:      1 | kind | publisher u32 | level (0xFF none) | M+PT | seq u16 | ts u32 | ssrc u32 | payload
 //! keyframe: 2 | publisher u32
 //! NACK:     3 | kind | publisher u32 | seq u16 ...
+//! cached:   4 | (as RTP): a packet of a camera's cached group of pictures, for the receiver's
+//!           own cache, not to be forwarded
 //! ```
 //!
 //! Everything after the first datagram byte is checked before use: a short or unknown frame is
@@ -29,6 +31,7 @@ pub const MAX_NACKS: usize = 64;
 const RTP: u8 = 1;
 const KEYFRAME: u8 = 2;
 const NACK: u8 = 3;
+const CACHED: u8 = 4;
 const RTP_FIXED: usize = 18;
 const NO_LEVEL: u8 = 0xFF;
 
@@ -111,6 +114,9 @@ pub enum Frame {
         /// The publisher.
         publisher: ParticipantId,
     },
+    /// A packet of a publisher's cached group of pictures (a camera's): for the receiver's
+    /// cache of that publisher, from which it replays to its own new viewers.
+    Cached(RelayedRtp),
     /// Resend these packets of a stream.
     Nack {
         /// The publisher.
@@ -124,8 +130,17 @@ pub enum Frame {
 
 /// Appends a relayed RTP frame.
 pub fn put_rtp(buf: &mut BytesMut, rtp: &RelayedRtp) {
+    put_relayed(buf, RTP, rtp);
+}
+
+/// Appends a cached-packet frame (see [`Frame::Cached`]).
+pub fn put_cached(buf: &mut BytesMut, rtp: &RelayedRtp) {
+    put_relayed(buf, CACHED, rtp);
+}
+
+fn put_relayed(buf: &mut BytesMut, frame_type: u8, rtp: &RelayedRtp) {
     buf.reserve(RTP_FIXED + rtp.payload.len());
-    buf.put_u8(RTP);
+    buf.put_u8(frame_type);
     buf.put_u8(kind_byte(rtp.kind));
     buf.put_u32(rtp.publisher.into());
     buf.put_u8(rtp.level.map_or(NO_LEVEL, |l| l.min(127)));
@@ -164,17 +179,8 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     match frame.first() {
-        Some(&RTP) if frame.len() >= RTP_FIXED => Ok(Frame::Rtp(RelayedRtp {
-            kind: kind_at(1)?,
-            publisher: u32_at(2)?.into(),
-            level: (frame[6] != NO_LEVEL).then_some(frame[6] & 0x7F),
-            marker: frame[7] & 0x80 != 0,
-            payload_type: frame[7] & 0x7F,
-            seq: u16::from_be_bytes([frame[8], frame[9]]),
-            timestamp: u32_at(10)?,
-            ssrc: u32_at(14)?,
-            payload: frame.slice(RTP_FIXED..),
-        })),
+        Some(&RTP) if frame.len() >= RTP_FIXED => Ok(Frame::Rtp(relayed(&frame)?)),
+        Some(&CACHED) if frame.len() >= RTP_FIXED => Ok(Frame::Cached(relayed(&frame)?)),
         Some(&KEYFRAME) if frame.len() == 5 => Ok(Frame::KeyframeRequest {
             publisher: u32_at(1)?.into(),
         }),
@@ -183,9 +189,31 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
             publisher: u32_at(2)?.into(),
             seqs: frame.slice(6..),
         }),
-        Some(&(RTP | KEYFRAME | NACK)) | None => Err(FrameError::Malformed),
+        Some(&(RTP | KEYFRAME | NACK | CACHED)) | None => Err(FrameError::Malformed),
         Some(_) => Err(FrameError::UnknownType),
     }
+}
+
+/// The relayed packet of an RTP or cached frame (at least [`RTP_FIXED`] bytes).
+fn relayed(frame: &Bytes) -> Result<RelayedRtp, FrameError> {
+    let u32_at = |i: usize| -> u32 {
+        u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]])
+    };
+    Ok(RelayedRtp {
+        kind: match frame[1] {
+            0 => MediaKind::Audio,
+            1 => MediaKind::Video,
+            _ => return Err(FrameError::Malformed),
+        },
+        publisher: u32_at(2).into(),
+        level: (frame[6] != NO_LEVEL).then_some(frame[6] & 0x7F),
+        marker: frame[7] & 0x80 != 0,
+        payload_type: frame[7] & 0x7F,
+        seq: u16::from_be_bytes([frame[8], frame[9]]),
+        timestamp: u32_at(10),
+        ssrc: u32_at(14),
+        payload: frame.slice(RTP_FIXED..),
+    })
 }
 
 /// The sequence numbers of a NACK frame.
@@ -233,6 +261,8 @@ mod tests {
         };
         put_rtp(&mut buf, &audio);
         assert_eq!(decode(buf.split().freeze()), Ok(Frame::Rtp(audio)));
+        put_cached(&mut buf, &rtp());
+        assert_eq!(decode(buf.split().freeze()), Ok(Frame::Cached(rtp())));
         put_keyframe_request(&mut buf, ParticipantId::from(7));
         assert_eq!(
             decode(buf.split().freeze()),
@@ -263,12 +293,16 @@ mod tests {
         let mut buf = BytesMut::new();
         put_rtp(&mut buf, &rtp());
         let whole = buf.split().freeze();
+        put_cached(&mut buf, &rtp());
+        let cached = buf.split().freeze();
         for len in 0..RTP_FIXED {
-            assert_eq!(
-                decode(whole.slice(..len)),
-                Err(FrameError::Malformed),
-                "{len}"
-            );
+            for frame in [&whole, &cached] {
+                assert_eq!(
+                    decode(frame.slice(..len)),
+                    Err(FrameError::Malformed),
+                    "{len}"
+                );
+            }
         }
         assert_eq!(
             decode(Bytes::from_static(&[9, 0, 0])),

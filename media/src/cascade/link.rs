@@ -142,6 +142,16 @@ impl Link {
         buf
     }
 
+    /// Seals a packet of a publisher's cached group of pictures for the peer's own cache (not
+    /// kept for retransmission: a lost one leaves the peer's cache short until the next
+    /// keyframe).
+    pub fn cached(&mut self, rtp: &RelayedRtp) -> BytesMut {
+        let mut buf = frame::start_datagram(self.local, rtp.payload.len() + 32);
+        frame::put_cached(&mut buf, rtp);
+        self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
+        buf
+    }
+
     /// Seals a keyframe request for a publisher on the peer.
     pub fn keyframe_request(&mut self, publisher: ParticipantId) -> BytesMut {
         let mut buf = frame::start_datagram(self.local, 8);

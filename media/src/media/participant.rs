@@ -72,6 +72,8 @@ pub struct RemoteParticipant {
     pub video: bool,
     /// When a keyframe was last asked of its node.
     pub last_keyframe_request: Option<Instant>,
+    /// Its video since the last keyframe, when its source cannot be asked for one.
+    pub gop: Option<GopCache>,
 }
 
 impl RemoteParticipant {

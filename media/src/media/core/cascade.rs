@@ -7,6 +7,7 @@ use crate::cascade::control::LinkMessage;
 use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::gop::GopCache;
 use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
 use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ServerMessage};
 use kaskade_protocol::token::Role;
@@ -154,13 +155,19 @@ impl MediaCore {
                 participant,
                 audio,
                 video,
+                cache_gop,
                 ..
             } => {
                 if participant.id.node() != peer {
                     warn!(peer, id = %participant.id, "peer announced an id not its own");
                     return;
                 }
-                self.upsert_remote(now, room, peer, participant, audio, video);
+                let published = Published {
+                    audio,
+                    video,
+                    cache_gop,
+                };
+                self.upsert_remote(now, room, peer, participant, published);
             }
             LinkMessage::Left { id, reason, .. } => {
                 if self.remote.get(&id).is_some_and(|r| r.home == peer) {
@@ -294,6 +301,7 @@ impl MediaCore {
                 participant: p.info(),
                 audio: p.publishes(MediaKind::Audio),
                 video: p.publishes(MediaKind::Video),
+                cache_gop: p.gop.is_some(),
             },
         ))
     }
@@ -325,9 +333,13 @@ impl MediaCore {
         room_index: RoomIndex,
         peer: u16,
         info: kaskade_protocol::signaling::ParticipantInfo,
-        audio: bool,
-        video: bool,
+        published: Published,
     ) {
+        let Published {
+            audio,
+            video,
+            cache_gop,
+        } = published;
         let id = info.id;
         match self.remote.get_mut(&id) {
             Some(r) => {
@@ -363,6 +375,7 @@ impl MediaCore {
                         audio,
                         video,
                         last_keyframe_request: None,
+                        gop: cache_gop.then(GopCache::default),
                     },
                 );
                 self.broadcast(
@@ -426,4 +439,11 @@ impl MediaCore {
             counters.streams_received.set(received as i64);
         }
     }
+}
+
+/// What a relayed participant publishes, as its node announced it.
+struct Published {
+    audio: bool,
+    video: bool,
+    cache_gop: bool,
 }

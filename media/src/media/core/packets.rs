@@ -4,11 +4,13 @@
 use super::MediaCore;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
+use crate::media::gop::GopCache;
 use crate::media::keyframe::h264_keyframe_start;
-use crate::media::participant::Participant;
 use crate::media::participant::RoomIndex;
+use crate::media::participant::{Participant, RemoteParticipant};
 use crate::media::speaker::audio_level;
 use crate::metrics::{Dropped, Metrics};
+use std::collections::HashMap;
 use std::time::Instant;
 use tracing::debug;
 
@@ -95,10 +97,9 @@ impl MediaCore {
         };
         // taken out while the subscribers (in the same map) are borrowed
         let gop = match kind {
-            MediaKind::Video if !keyframe_start => self
-                .participants
-                .get_mut(&publisher)
-                .and_then(|p| p.gop.take()),
+            MediaKind::Video if !keyframe_start => {
+                gop_slot(&mut self.participants, &mut self.remote, publisher).and_then(Option::take)
+            }
             _ => None,
         };
         let mut wants_keyframe = false;
@@ -146,9 +147,9 @@ impl MediaCore {
             }
         }
         if let Some(gop) = gop
-            && let Some(p) = self.participants.get_mut(&publisher)
+            && let Some(slot) = self.gop_of(publisher)
         {
-            p.gop = Some(gop);
+            *slot = Some(gop);
         }
         if wants_keyframe {
             self.request_keyframe(now, publisher);
@@ -175,10 +176,7 @@ impl MediaCore {
         }) else {
             return;
         };
-        let replayable = self
-            .participants
-            .get(&publisher)
-            .is_some_and(|p| p.gop.is_some());
+        let replayable = self.gop_of(publisher).is_some_and(|gop| gop.is_some());
         if replayable {
             // a source that cannot be asked: the consumer starts over from the cached group of
             // pictures at the publisher's next packet
@@ -192,6 +190,11 @@ impl MediaCore {
         } else {
             self.request_keyframe(now, publisher);
         }
+    }
+
+    /// The group-of-pictures cache of `publisher`, local or relayed.
+    fn gop_of(&mut self, publisher: ParticipantId) -> Option<&mut Option<GopCache>> {
+        gop_slot(&mut self.participants, &mut self.remote, publisher)
     }
 
     /// Asks `publisher` for a keyframe: coalesced and throttled here for a local publisher,
@@ -274,4 +277,17 @@ fn forward(
         }
     };
     Ok(())
+}
+
+/// Where `publisher`'s group-of-pictures cache lives, local or relayed (`None` inside when its
+/// source can be asked for keyframes).
+fn gop_slot<'a>(
+    participants: &'a mut HashMap<ParticipantId, Participant>,
+    remote: &'a mut HashMap<ParticipantId, RemoteParticipant>,
+    publisher: ParticipantId,
+) -> Option<&'a mut Option<GopCache>> {
+    match participants.get_mut(&publisher) {
+        Some(p) => Some(&mut p.gop),
+        None => remote.get_mut(&publisher).map(|r| &mut r.gop),
+    }
 }

@@ -114,6 +114,39 @@ impl MediaCore {
         }
     }
 
+    /// A peer asks for a keyframe of a local publisher: asked of it (throttled), or, for one
+    /// that cannot be asked (a camera), its cached group of pictures sent for the peer's own
+    /// cache, from which the peer replays to its viewers.
+    fn keyframe_for_peer(&mut self, now: Instant, peer: u16, publisher: ParticipantId) {
+        let Some(gop) = self
+            .participants
+            .get(&publisher)
+            .and_then(|p| p.gop.as_ref())
+        else {
+            self.request_keyframe(now, publisher);
+            return;
+        };
+        let Some((link, _)) = self.links.get_mut(&peer) else {
+            return;
+        };
+        let addr = link.params().media_addr;
+        for packet in gop.packets() {
+            let cached = RelayedRtp {
+                publisher,
+                kind: MediaKind::Video,
+                level: None,
+                marker: packet.header.marker,
+                payload_type: packet.header.payload_type,
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                ssrc: packet.header.ssrc,
+                payload: packet.payload.clone(),
+            };
+            self.transmits
+                .push_back(to_peer(now, addr, link.cached(&cached)));
+        }
+    }
+
     /// NACKs again, on every link, the relayed packets still missing a round trip after their
     /// last NACK.
     pub(super) fn renack_links(&mut self, now: Instant) {
@@ -177,7 +210,18 @@ impl MediaCore {
                     .and_then(|p| self.rooms.get(&p.room))
                     .is_some_and(|r| r.peers.contains(&peer));
                 if shared {
-                    self.request_keyframe(now, publisher);
+                    self.keyframe_for_peer(now, peer, publisher);
+                }
+            }
+            Frame::Cached(rtp) => {
+                let packet = packet_of(&rtp);
+                if let Some(gop) = self
+                    .remote
+                    .get_mut(&rtp.publisher)
+                    .filter(|r| r.home == peer && rtp.kind == MediaKind::Video)
+                    .and_then(|r| r.gop.as_mut())
+                {
+                    gop.push(&packet, h264_keyframe_start(&packet.payload));
                 }
             }
             Frame::Nack {
@@ -214,18 +258,8 @@ impl MediaCore {
             room.speaker.record(rtp.publisher, level, now);
         }
         let keyframe_start = rtp.kind == MediaKind::Video && h264_keyframe_start(&rtp.payload);
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: rtp.marker,
-                payload_type: rtp.payload_type,
-                sequence_number: rtp.seq,
-                timestamp: rtp.timestamp,
-                ssrc: rtp.ssrc,
-                ..Default::default()
-            },
-            payload: rtp.payload,
-        };
+        let (rtp_publisher, keyframe_kind) = (rtp.publisher, rtp.kind);
+        let packet = packet_of(&rtp);
         self.fan_out(
             now,
             room_index,
@@ -234,6 +268,14 @@ impl MediaCore {
             &packet,
             keyframe_start,
         );
+        if let Some(gop) = self
+            .remote
+            .get_mut(&rtp_publisher)
+            .and_then(|r| r.gop.as_mut())
+            .filter(|_| keyframe_kind == MediaKind::Video)
+        {
+            gop.push(&packet, keyframe_start);
+        }
     }
 
     pub(super) fn on_subscribe(
@@ -286,5 +328,21 @@ fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut 
             transport_protocol: TransportProtocol::UDP,
         },
         message,
+    }
+}
+
+/// The RTP packet a relayed frame carries.
+fn packet_of(rtp: &RelayedRtp) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: rtp.marker,
+            payload_type: rtp.payload_type,
+            sequence_number: rtp.seq,
+            timestamp: rtp.timestamp,
+            ssrc: rtp.ssrc,
+            ..Default::default()
+        },
+        payload: rtp.payload.clone(),
     }
 }

@@ -255,6 +255,7 @@ fn a_peer_cannot_announce_ids_of_another_node() {
             participant: forged,
             audio: true,
             video: true,
+            cache_gop: false,
         },
     );
     let frames = outputs(&mut pair.a);
