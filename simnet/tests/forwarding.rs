@@ -281,7 +281,14 @@ fn a_viewer_on_another_node_sees_a_camera_at_once_from_its_own_nodes_cache() {
             ..Default::default()
         },
         payload: {
-            let mut p = vec![if frame.is_multiple_of(300) { 0x65 } else { 0x41 }, b'L'];
+            let mut p = vec![
+                if frame.is_multiple_of(300) {
+                    0x65
+                } else {
+                    0x41
+                },
+                b'L',
+            ];
             p.extend_from_slice(&frame.to_be_bytes());
             p.resize(300, 0xcd);
             p.into()
