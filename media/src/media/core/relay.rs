@@ -74,17 +74,7 @@ impl MediaCore {
         if peers.is_empty() {
             return;
         }
-        let rtp = RelayedRtp {
-            publisher,
-            kind,
-            level,
-            marker: packet.header.marker,
-            payload_type: packet.header.payload_type,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            ssrc: packet.header.ssrc,
-            payload: packet.payload.clone(),
-        };
+        let rtp = relayed_of(publisher, kind, level, packet);
         for peer in peers {
             if let Some((link, counters)) = self.links.get_mut(peer) {
                 let datagram = link.relay(&rtp);
@@ -131,17 +121,7 @@ impl MediaCore {
         };
         let addr = link.params().media_addr;
         for packet in gop.packets() {
-            let cached = RelayedRtp {
-                publisher,
-                kind: MediaKind::Video,
-                level: None,
-                marker: packet.header.marker,
-                payload_type: packet.header.payload_type,
-                seq: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                ssrc: packet.header.ssrc,
-                payload: packet.payload.clone(),
-            };
+            let cached = relayed_of(publisher, MediaKind::Video, None, packet);
             self.transmits
                 .push_back(to_peer(now, addr, link.cached(&cached)));
         }
@@ -328,6 +308,26 @@ fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut 
             transport_protocol: TransportProtocol::UDP,
         },
         message,
+    }
+}
+
+/// `packet` of `publisher`'s `kind` (with its audio `level`) as a link frame carries it.
+fn relayed_of(
+    publisher: ParticipantId,
+    kind: MediaKind,
+    level: Option<u8>,
+    packet: &rtc::rtp::Packet,
+) -> RelayedRtp {
+    RelayedRtp {
+        publisher,
+        kind,
+        level,
+        marker: packet.header.marker,
+        payload_type: packet.header.payload_type,
+        seq: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        ssrc: packet.header.ssrc,
+        payload: packet.payload.clone(),
     }
 }
 
