@@ -133,6 +133,17 @@ pub struct Source {
     pub detail: Option<String>,
 }
 
+impl Source {
+    /// A source of `kind` whose media flows.
+    pub fn live(kind: SourceKind) -> Self {
+        Self {
+            kind,
+            state: SourceState::Live,
+            detail: None,
+        }
+    }
+}
+
 /// Kinds of sources.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

@@ -9,9 +9,7 @@ use kaskade_media::media::peer::PeerSettings;
 use kaskade_media::media::surroundings::Surroundings;
 use kaskade_media::media::transport::Publication;
 use kaskade_media::metrics::Metrics;
-use kaskade_protocol::signaling::{
-    MediaKind, Role, ServerMessage, Source, SourceKind, SourceState,
-};
+use kaskade_protocol::signaling::{MediaKind, Role, ServerMessage, Source, SourceKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::shared::marshal::Marshal;
@@ -231,19 +229,8 @@ impl Sim {
         meeting: &str,
         name: &str,
     ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
-        let request = JoinRequest {
-            meeting: meeting.into(),
-            identity: format!("camera:{name}"),
-            name: name.into(),
-            role: Role::Participant,
-            rejoin: false,
-            kind: "camera".into(),
-        };
-        let source = Source {
-            kind: SourceKind::Camera,
-            state: SourceState::Live,
-            detail: None,
-        };
+        let request = JoinRequest::camera(meeting.into(), format!("camera:{name}"), name.into());
+        let source = Source::live(SourceKind::Camera);
         let publication = Publication {
             payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],
             audio_level_ext: None,

@@ -22,7 +22,6 @@ use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
 use crate::signaling::protocol::{
     CameraRequest, ErrorCode, ServerMessage, Source, SourceKind, SourceState,
 };
-use crate::token::Role;
 use rand::Rng;
 use rtsp::CameraStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,19 +154,8 @@ async fn add(
         .await
         .map_err(|e| (ErrorCode::SourceFailed, e.to_string()))?;
     let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
-    let join = JoinRequest {
-        meeting,
-        identity: format!("camera:{}", spec.url),
-        name: spec.name.clone(),
-        role: Role::Participant,
-        rejoin: false,
-        kind: "camera".into(),
-    };
-    let source = Source {
-        kind: SourceKind::Camera,
-        state: SourceState::Live,
-        detail: None,
-    };
+    let join = JoinRequest::camera(meeting, format!("camera:{}", spec.url), spec.name.clone());
+    let source = Source::live(SourceKind::Camera);
     let admitted = node
         .join_source(join, source, stream.publication(), events_tx)
         .await

@@ -74,6 +74,20 @@ pub struct JoinRequest {
     pub kind: String,
 }
 
+impl JoinRequest {
+    /// A camera (a source) joining `meeting` as `name`; `identity` names it in call records.
+    pub fn camera(meeting: String, identity: String, name: String) -> Self {
+        Self {
+            meeting,
+            identity,
+            name,
+            role: Role::Participant,
+            rejoin: false,
+            kind: "camera".into(),
+        }
+    }
+}
+
 /// A join the core accepted.
 #[derive(Debug)]
 pub struct Admitted {
