@@ -82,6 +82,11 @@ def rss_column(rows):
     sys.exit("the series has no resident memory column (was --metrics-url given?)")
 
 
+def heap_column(rss):
+    """The heap-in-use column of the process whose RSS column is `rss`."""
+    return rss.replace("_process_resident_memory_bytes", "_process_heap_in_use_bytes")
+
+
 def plot(rows, out, warmup, slope, intercept, rss):
     fig, axes = plt.subplots(6, 1, figsize=(11, 20), sharex=True)
     (ax_rss, ax_fd, ax_node, ax_loc, ax_people, ax_q) = axes
@@ -96,8 +101,17 @@ def plot(rows, out, warmup, slope, intercept, rss):
             lw=1.2,
             label=f"fit after {warmup:g} min: {slope:+.1f} KB/min",
         )
+    heap = heap_column(rss)
+    heap_mib = [(x, y / 1048576) for x, y in column(rows, heap)]
+    if heap_mib:
+        heap_slope, _ = fit([(x, y * 1024) for x, y in heap_mib if x >= warmup])
+        ax_rss.plot(
+            *zip(*heap_mib),
+            lw=0.8,
+            label=f"heap in use (fit after {warmup:g} min: {heap_slope:+.1f} KB/min)",
+        )
     ax_rss.set_ylabel("MiB")
-    ax_rss.set_title("resident memory (all-in-one process)")
+    ax_rss.set_title("resident memory and heap in use (all-in-one process)")
     ax_rss.legend(loc="lower right")
 
     prefix = rss.split("_process_")[0]
@@ -181,6 +195,14 @@ def figures(rows, warmup, block, slope, rss):
         f"{fmt(value_at(rows, rss, warmup) / 1048576, 1)} MiB at {warmup:g} min, "
         f"{fmt(rows[-1][rss] / 1048576, 1)} MiB at {end:.1f} min."
     )
+    heap = [(x, y / 1024) for x, y in column(rows, heap_column(rss)) if x >= warmup]
+    if heap:
+        heap_slope, _ = fit(heap)
+        lines.append(
+            f"Heap in use (glibc's allocated chunks) slope after {warmup:g} min: "
+            f"**{heap_slope:+.1f} KB/min**; {fmt(heap[0][1] / 1024, 1)} MiB at {warmup:g} min, "
+            f"{fmt(heap[-1][1] / 1024, 1)} MiB at {end:.1f} min."
+        )
     lines.append("")
     gauges = [
         ("open file descriptors", f"{prefix}_process_open_fds"),
