@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use kaskade_fuzz::node::{self, Client};
 use kaskade_fuzz::ops::{Fields, Records};
-use kaskade_protocol::signaling::{ClientMessage, ParticipantInfo, Role};
+use kaskade_protocol::signaling::{ClientMessage, MediaKind, ParticipantInfo, Role};
 use kaskade_sfu::cascade::cipher::LinkCipher;
 use kaskade_sfu::cascade::control::LinkMessage;
 use kaskade_sfu::media::core::MediaCore;
@@ -63,8 +63,7 @@ fn setup(now: Instant) -> (MediaCore, Vec<Client>) {
                 video_muted: false,
                 source: None,
             },
-            audio: true,
-            video: true,
+            payload_kinds: vec![(111, MediaKind::Audio), (102, MediaKind::Video)],
             cache_gop: false,
         },
     );

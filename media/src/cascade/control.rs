@@ -41,10 +41,9 @@ pub enum LinkMessage {
         meeting: String,
         /// How others see it.
         participant: ParticipantInfo,
-        /// It publishes audio.
-        audio: bool,
-        /// It publishes video.
-        video: bool,
+        /// The payload type and kind of each stream it publishes (its relayed packets keep
+        /// their payload types).
+        payload_kinds: Vec<(u8, MediaKind)>,
         /// Its video cannot be asked for keyframes (a camera): the receiver keeps its group of
         /// pictures for new viewers, as the sender does.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]

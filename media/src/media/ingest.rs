@@ -7,10 +7,7 @@
 //! keyframe request becomes [`TransportEvent::KeyframeWanted`] for the shell, which knows
 //! what its source understands.
 
-use crate::media::transport::{
-    Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
-};
-use rand::rngs::StdRng;
+use crate::media::transport::{Inbound, Publication, Transport, TransportError, TransportEvent};
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::marshal::Unmarshal;
 use std::collections::VecDeque;
@@ -44,15 +41,6 @@ impl RtpIngest {
 }
 
 impl Transport for RtpIngest {
-    fn negotiate(
-        &mut self,
-        _now: Instant,
-        _offer: String,
-        _rng: &mut StdRng,
-    ) -> Result<String, NegotiationError> {
-        Err(NegotiationError::NotNegotiable)
-    }
-
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
         if self.closed {
             return Err(TransportError("the transport is closed".into()));
@@ -80,10 +68,6 @@ impl Transport for RtpIngest {
         self.inbound.pop_front()
     }
 
-    fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
-        None
-    }
-
     fn poll_event(&mut self, _now: Instant) -> Option<TransportEvent> {
         if !self.connected_told {
             self.connected_told = true;
@@ -98,39 +82,12 @@ impl Transport for RtpIngest {
         None
     }
 
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), TransportError> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-
     fn is_connected(&self) -> bool {
         !self.closed
     }
 
     fn publication(&self) -> &Publication {
         &self.publication
-    }
-
-    fn consumers(&self) -> &[Consumer] {
-        &[]
-    }
-
-    fn consumers_mut(&mut self) -> &mut [Consumer] {
-        &mut []
-    }
-
-    fn write_rtp(
-        &mut self,
-        _now: Instant,
-        _index: usize,
-        _packet: rtc::rtp::Packet,
-    ) -> Result<(), TransportError> {
-        Err(TransportError(
-            "an ingest transport receives nothing".into(),
-        ))
     }
 
     fn request_keyframe(

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod keyframe;
 pub mod participant;
 pub mod peer;
+pub mod relayed;
 pub mod room;
 pub mod rtcp_tap;
 pub mod speaker;

@@ -1,8 +1,11 @@
 //! A participant on this node: identity, role, mute state, its transport and its slots.
 //!
-//! Every kind of participant (a browser, a recorder, an RTSP camera; a SIP leg next) is this
-//! one type with a different [`Transport`] behind it: the forwarder only sees publishers,
-//! routes and consumers.
+//! Every kind of participant (a browser, a recorder, an RTSP camera, one relayed from another
+//! node over a cascade link; a SIP leg next) is this one type with a different [`Transport`]
+//! behind it: the forwarder only sees publishers, routes and consumers. Where it is matters
+//! beyond media: a participant of this node has a signaling session here, counts towards the
+//! node's capacity, leaves a call record and is announced to peer nodes; a relayed one is all
+//! of that on its own node.
 
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
@@ -46,6 +49,9 @@ pub struct Participant {
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
     /// A source stays only while someone else is in the meeting.
     pub source: Option<Source>,
+    /// The peer node it is on when it is relayed from there over a cascade link; `None` for a
+    /// participant of this node.
+    pub relayed_from: Option<u16>,
     /// Queued for draining at the end of the current step.
     pub dirty: bool,
     /// Client kind for the call record.
@@ -58,35 +64,39 @@ pub struct Participant {
     pub bytes_sent: u64,
 }
 
-/// A participant on another node, relayed over a cascade link.
-pub struct RemoteParticipant {
-    /// How others see it (its id is cluster-unique).
-    pub info: ParticipantInfo,
-    /// The node it is on.
-    pub home: u16,
-    /// The room it is in here.
-    pub room: RoomIndex,
-    /// It publishes audio.
-    pub audio: bool,
-    /// It publishes video.
-    pub video: bool,
-    /// When a keyframe was last asked of its node.
-    pub last_keyframe_request: Option<Instant>,
-    /// Its video since the last keyframe, when its source cannot be asked for one.
-    pub gop: Option<GopCache>,
-}
-
-impl RemoteParticipant {
-    /// Whether it publishes `kind` (muted or not: a muted stream keeps its slots).
-    pub fn publishes(&self, kind: MediaKind) -> bool {
-        match kind {
-            MediaKind::Audio => self.audio,
-            MediaKind::Video => self.video,
+impl Participant {
+    /// A participant `id` of room `room` whose media `transport` carries, with no name, role
+    /// or state yet (its joining fills them in).
+    pub fn new(id: ParticipantId, room: RoomIndex, transport: Box<dyn Transport>) -> Self {
+        let gop = transport.publication().cache_gop.then(GopCache::default);
+        Self {
+            id,
+            room,
+            identity: String::new(),
+            name: String::new(),
+            role: Role::Participant,
+            audio_muted: false,
+            video_muted: false,
+            transport,
+            slots: Vec::new(),
+            video_ssrc: None,
+            keyframes: KeyframeThrottle::default(),
+            gop,
+            source: None,
+            relayed_from: None,
+            dirty: false,
+            kind: String::new(),
+            joined_at_ms: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
         }
     }
-}
 
-impl Participant {
+    /// Whether it is a participant of this node (not relayed from another).
+    pub fn is_here(&self) -> bool {
+        self.relayed_from.is_none()
+    }
+
     /// Hidden participants (recorders) are neither listed nor counted.
     pub fn is_hidden(&self) -> bool {
         self.role == Role::Recorder

@@ -14,10 +14,9 @@ pub type Route = (ParticipantId, usize);
 pub struct Room {
     /// The meeting's name.
     pub meeting: String,
-    /// Members on this node in join order (hidden recorders included).
+    /// Members in the order they joined or were announced: this node's (hidden recorders
+    /// included) and those relayed from peer nodes.
     pub members: Vec<ParticipantId>,
-    /// Members on other nodes, relayed over cascade links, in the order they were announced.
-    pub remote_members: Vec<ParticipantId>,
     /// Nodes sharing this meeting over a cascade link.
     pub peers: Vec<u16>,
     /// The streams of this node's publishers each peer wants.
@@ -46,7 +45,6 @@ impl Room {
         Self {
             meeting,
             members: Vec::new(),
-            remote_members: Vec::new(),
             peers: Vec::new(),
             subscriptions: HashMap::new(),
             wanted: HashMap::new(),

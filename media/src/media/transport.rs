@@ -105,16 +105,22 @@ pub struct Consumer {
 
 /// A participant's transport, as the core drives it. Sans-IO: datagrams and time come in as
 /// arguments, datagrams to send are drained with [`Transport::poll_transmit`].
+///
+/// The provided methods are those of a publish-only transport (a source the node feeds, or a
+/// participant relayed from another node): nothing to negotiate, no consumers, no timers and
+/// no datagrams of its own.
 pub trait Transport: Send {
     /// Answers the participant's offer (transports set up by the node refuse with
     /// [`NegotiationError::NotNegotiable`]); `rng` draws the consumers' SSRCs and initial
     /// sequence numbers.
     fn negotiate(
         &mut self,
-        now: Instant,
-        offer: String,
-        rng: &mut StdRng,
-    ) -> Result<String, NegotiationError>;
+        _now: Instant,
+        _offer: String,
+        _rng: &mut StdRng,
+    ) -> Result<String, NegotiationError> {
+        Err(NegotiationError::NotNegotiable)
+    }
 
     /// Feeds one datagram the node's socket received for this participant.
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError>;
@@ -123,16 +129,22 @@ pub trait Transport: Send {
     fn poll_inbound(&mut self) -> Option<Inbound>;
 
     /// The next datagram to send on the node's socket.
-    fn poll_transmit(&mut self) -> Option<TaggedBytesMut>;
+    fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
+        None
+    }
 
     /// The next event.
     fn poll_event(&mut self, now: Instant) -> Option<TransportEvent>;
 
     /// Drives the transport's timers.
-    fn handle_timeout(&mut self, now: Instant) -> Result<(), TransportError>;
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), TransportError> {
+        Ok(())
+    }
 
     /// The transport's next deadline.
-    fn poll_timeout(&mut self) -> Option<Instant>;
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
 
     /// Whether forwarded media can be written now.
     fn is_connected(&self) -> bool;
@@ -141,19 +153,25 @@ pub trait Transport: Send {
     fn publication(&self) -> &Publication;
 
     /// The participant's consumers, in the order its session knows them.
-    fn consumers(&self) -> &[Consumer];
+    fn consumers(&self) -> &[Consumer] {
+        &[]
+    }
 
     /// Mutable access to the consumers' rewriting state.
-    fn consumers_mut(&mut self) -> &mut [Consumer];
+    fn consumers_mut(&mut self) -> &mut [Consumer] {
+        &mut []
+    }
 
     /// Writes one forwarded packet, already rewritten, on consumer `index` (the transport sets
     /// the consumer's SSRC and payload type).
     fn write_rtp(
         &mut self,
-        now: Instant,
-        index: usize,
-        packet: rtc::rtp::Packet,
-    ) -> Result<(), TransportError>;
+        _now: Instant,
+        _index: usize,
+        _packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        Err(TransportError("this transport receives nothing".into()))
+    }
 
     /// Asks the participant for a keyframe of its video, whose SSRC is `media_ssrc`. Returns
     /// false when nothing could be asked.

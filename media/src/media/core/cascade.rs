@@ -8,11 +8,18 @@ use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::gop::GopCache;
-use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
-use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ServerMessage};
+use crate::media::keyframe::KeyframeThrottle;
+use crate::media::participant::{Participant, RoomIndex};
+use crate::media::relayed::LinkTransport;
+use crate::media::transport::Publication;
+use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ParticipantInfo, ServerMessage};
 use kaskade_protocol::token::Role;
-use std::time::Instant;
-use tracing::{debug, info, warn};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Keyframe requests towards one relayed publisher are sent to its node at most this often
+/// (its node coalesces further).
+const RELAYED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(100);
 
 impl MediaCore {
     /// Sets the index the locator gave this node: ids of participants admitted from now on
@@ -153,8 +160,7 @@ impl MediaCore {
         match message {
             LinkMessage::Participant {
                 participant,
-                audio,
-                video,
+                payload_kinds,
                 cache_gop,
                 ..
             } => {
@@ -162,18 +168,16 @@ impl MediaCore {
                     warn!(peer, id = %participant.id, "peer announced an id not its own");
                     return;
                 }
-                let published = Published {
-                    audio,
-                    video,
+                let publication = Publication {
+                    payload_kinds,
+                    audio_level_ext: None,
                     cache_gop,
                 };
-                self.upsert_remote(now, room, peer, participant, published);
+                self.upsert_relayed(now, room, peer, participant, publication);
             }
             LinkMessage::Left { id, reason, .. } => {
-                if self.remote.get(&id).is_some_and(|r| r.home == peer) {
-                    self.remove_remote(room, id, reason);
-                    self.reassign_slots(now, room);
-                    self.dismiss_sources(now, room);
+                if self.relayed_from(id) == Some(peer) {
+                    self.leave(now, id, reason);
                 }
             }
             LinkMessage::Subscribe { streams, .. } => self.on_subscribe(now, room, peer, streams),
@@ -211,14 +215,13 @@ impl MediaCore {
         action: ModerateAction,
         target: ParticipantId,
     ) {
-        let by_moderator = self
-            .remote
-            .get(&by)
-            .is_some_and(|m| m.home == peer && m.room == room && m.info.role == Role::Moderator);
+        let by_moderator = self.participants.get(&by).is_some_and(|m| {
+            m.relayed_from == Some(peer) && m.room == room && m.role == Role::Moderator
+        });
         let target_here = self
             .participants
             .get(&target)
-            .is_some_and(|t| t.room == room && !t.is_hidden());
+            .is_some_and(|t| t.room == room && t.is_here() && !t.is_hidden());
         if by_moderator && target_here {
             self.apply_moderation(now, by, action, target);
         }
@@ -292,15 +295,17 @@ impl MediaCore {
     }
 
     fn participant_message(&self, id: ParticipantId) -> Option<(RoomIndex, LinkMessage)> {
-        let p = self.participants.get(&id).filter(|p| !p.is_hidden())?;
+        let p = self
+            .participants
+            .get(&id)
+            .filter(|p| p.is_here() && !p.is_hidden())?;
         let room = self.rooms.get(&p.room)?;
         Some((
             p.room,
             LinkMessage::Participant {
                 meeting: room.meeting.clone(),
                 participant: p.info(),
-                audio: p.publishes(MediaKind::Audio),
-                video: p.publishes(MediaKind::Video),
+                payload_kinds: p.transport.publication().payload_kinds.clone(),
                 cache_gop: p.gop.is_some(),
             },
         ))
@@ -327,29 +332,35 @@ impl MediaCore {
         }
     }
 
-    fn upsert_remote(
+    /// The peer node participant `id` is relayed from, if it is a relayed participant.
+    pub(super) fn relayed_from(&self, id: ParticipantId) -> Option<u16> {
+        self.participants.get(&id).and_then(|p| p.relayed_from)
+    }
+
+    /// A participant of `peer` joined the shared meeting or changed: it becomes (or is updated
+    /// as) a member of the room whose transport is the link.
+    fn upsert_relayed(
         &mut self,
         now: Instant,
         room_index: RoomIndex,
         peer: u16,
-        info: kaskade_protocol::signaling::ParticipantInfo,
-        published: Published,
+        info: ParticipantInfo,
+        publication: Publication,
     ) {
-        let Published {
-            audio,
-            video,
-            cache_gop,
-        } = published;
         let id = info.id;
-        match self.remote.get_mut(&id) {
-            Some(r) => {
+        let cache_gop = publication.cache_gop;
+        let transport = Box::new(LinkTransport::new(publication));
+        match self.participants.get_mut(&id) {
+            Some(p) if p.relayed_from == Some(peer) && p.room == room_index => {
                 let newly_muted = [
-                    (MediaKind::Audio, !r.info.audio_muted && info.audio_muted),
-                    (MediaKind::Video, !r.info.video_muted && info.video_muted),
+                    (MediaKind::Audio, !p.audio_muted && info.audio_muted),
+                    (MediaKind::Video, !p.video_muted && info.video_muted),
                 ];
-                r.info = info.clone();
-                r.audio = audio;
-                r.video = video;
+                describe(p, &info);
+                if p.gop.is_some() != cache_gop {
+                    p.gop = cache_gop.then(GopCache::default);
+                }
+                p.transport = transport;
                 for (kind, muted) in newly_muted {
                     if muted {
                         self.detach_routes(room_index, id, kind);
@@ -361,23 +372,23 @@ impl MediaCore {
                     ServerMessage::Updated { participant: info },
                 );
             }
+            Some(_) => {
+                warn!(peer, %id, "peer announced a participant known elsewhere");
+                return;
+            }
             None => {
                 let Some(room) = self.rooms.get_mut(&room_index) else {
                     return;
                 };
-                room.remote_members.push(id);
-                self.remote.insert(
-                    id,
-                    RemoteParticipant {
-                        info: info.clone(),
-                        home: peer,
-                        room: room_index,
-                        audio,
-                        video,
-                        last_keyframe_request: None,
-                        gop: cache_gop.then(GopCache::default),
-                    },
-                );
+                room.members.push(id);
+                let mut relayed = Participant {
+                    relayed_from: Some(peer),
+                    kind: "relayed".into(),
+                    keyframes: KeyframeThrottle::new(RELAYED_KEYFRAME_INTERVAL),
+                    ..Participant::new(id, room_index, transport)
+                };
+                describe(&mut relayed, &info);
+                self.participants.insert(id, relayed);
                 self.broadcast(
                     room_index,
                     None,
@@ -388,36 +399,18 @@ impl MediaCore {
         self.reassign_slots(now, room_index);
     }
 
-    fn remove_remote(&mut self, room_index: RoomIndex, id: ParticipantId, reason: LeaveReason) {
-        let Some(r) = self.remote.remove(&id) else {
-            return;
-        };
-        if let Some((link, _)) = self.links.get_mut(&r.home) {
-            link.forget(id);
-        }
-        if let Some(room) = self.rooms.get_mut(&room_index) {
-            room.remote_members.retain(|m| *m != id);
-            room.speaker.remove(id);
-            for wanted in room.wanted.values_mut() {
-                wanted.retain(|s| s.publisher != id);
-            }
-        }
-        debug!(participant = %id, ?reason, "relayed participant left");
-        self.broadcast(room_index, None, ServerMessage::Left { id, reason });
-    }
-
     fn detach_peer(&mut self, now: Instant, room_index: RoomIndex, peer: u16, reason: LeaveReason) {
         let Some(room) = self.rooms.get(&room_index) else {
             return;
         };
         let theirs: Vec<ParticipantId> = room
-            .remote_members
+            .members
             .iter()
-            .filter(|m| self.remote.get(m).is_some_and(|r| r.home == peer))
+            .filter(|m| self.relayed_from(**m) == Some(peer))
             .copied()
             .collect();
         for id in theirs {
-            self.remove_remote(room_index, id, reason);
+            self.remove_participant(now, id, reason);
         }
         if let Some(room) = self.rooms.get_mut(&room_index) {
             room.remove_peer(peer);
@@ -441,9 +434,13 @@ impl MediaCore {
     }
 }
 
-/// What a relayed participant publishes, as its node announced it.
-struct Published {
-    audio: bool,
-    video: bool,
-    cache_gop: bool,
+/// Gives a relayed participant the identity, name, role, mute state and source its node
+/// announced.
+fn describe(p: &mut Participant, info: &ParticipantInfo) {
+    p.identity = info.identity.clone().unwrap_or_default();
+    p.name = info.name.clone();
+    p.role = info.role;
+    p.audio_muted = info.audio_muted;
+    p.video_muted = info.video_muted;
+    p.source = info.source.clone();
 }

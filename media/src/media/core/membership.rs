@@ -5,9 +5,7 @@
 use super::{Admitted, JoinRequest, MediaCore, Output};
 use crate::cascade::control::LinkMessage;
 use crate::media::demux::{ParticipantId, ufrag_for};
-use crate::media::gop::GopCache;
 use crate::media::ingest::RtpIngest;
-use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::WebRtcPeer;
 use crate::media::room::{Room, SlotSource};
@@ -67,7 +65,7 @@ impl MediaCore {
         source: Option<Source>,
         transport: impl FnOnce(ParticipantId, &mut StdRng) -> Result<Box<dyn Transport>, String>,
     ) -> Result<Admitted, (ErrorCode, String)> {
-        if self.participants.len() >= self.config.max_participants {
+        if self.participant_count() >= self.config.max_participants {
             return Err((ErrorCode::NodeFull, "this node is at capacity".into()));
         }
         let room_index = self.room_for(&request.meeting);
@@ -82,26 +80,14 @@ impl MediaCore {
                 return Err((ErrorCode::BadRequest, e));
             }
         };
-        let gop = transport.publication().cache_gop.then(GopCache::default);
         let participant = Participant {
-            id,
-            room: room_index,
             identity: request.identity,
             name: request.name,
             role,
-            audio_muted: false,
-            video_muted: false,
-            transport,
-            slots: Vec::new(),
-            video_ssrc: None,
-            keyframes: KeyframeThrottle::default(),
-            gop,
             source,
-            dirty: false,
             kind: request.kind,
             joined_at_ms: self.surroundings.clock.unix_ms(now),
-            bytes_received: 0,
-            bytes_sent: 0,
+            ..Participant::new(id, room_index, transport)
         };
         let welcome = self.welcome(room_index, &participant, request.meeting);
         self.seat(participant);
@@ -139,8 +125,7 @@ impl MediaCore {
             .members
             .iter()
             .filter(|id| self.participants.get(id).is_some_and(|p| !p.is_hidden()))
-            .count()
-            + room.remote_members.len();
+            .count();
         let hidden = request.role == Role::Recorder;
         if room.locked && !hidden && !request.rejoin {
             return Err((ErrorCode::MeetingLocked, "the meeting is locked".into()));
@@ -174,20 +159,10 @@ impl MediaCore {
         let room = self.rooms.get(&room_index);
         let others: Vec<_> = room
             .iter()
-            .flat_map(|room| {
-                let local = room
-                    .members
-                    .iter()
-                    .filter_map(|m| self.participants.get(m))
-                    .filter(|p| !p.is_hidden())
-                    .map(Participant::info);
-                let relayed = room
-                    .remote_members
-                    .iter()
-                    .filter_map(|m| self.remote.get(m))
-                    .map(|r| r.info.clone());
-                local.chain(relayed)
-            })
+            .flat_map(|room| &room.members)
+            .filter_map(|m| self.participants.get(m))
+            .filter(|p| !p.is_hidden())
+            .map(Participant::info)
             .collect();
         let welcome = ServerMessage::Welcome(Welcome {
             you: participant.info(),
@@ -226,7 +201,7 @@ impl MediaCore {
         self.participants.insert(id, participant);
         self.metrics
             .participants
-            .set(self.participants.len() as i64);
+            .set(self.participant_count() as i64);
         if first_member {
             self.metrics.rooms.set(self.rooms.len() as i64);
             let meeting = self.participant_meeting(id);
@@ -278,9 +253,24 @@ impl MediaCore {
 
     /// Removes a participant from the node.
     pub fn leave(&mut self, now: Instant, id: ParticipantId, reason: LeaveReason) {
-        let Some(mut participant) = self.participants.remove(&id) else {
+        let Some(room_index) = self.remove_participant(now, id, reason) else {
             return;
         };
+        self.reassign_slots(now, room_index);
+        self.dismiss_sources(now, room_index);
+        self.drop_room_if_empty(room_index);
+    }
+
+    /// Takes a participant out of the node and its room and tells whom it concerns: the room,
+    /// and for one of this node its peers and the call records; returns its room. The room's
+    /// slots are left to the caller.
+    pub(super) fn remove_participant(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        reason: LeaveReason,
+    ) -> Option<RoomIndex> {
+        let mut participant = self.participants.remove(&id)?;
         participant.transport.close();
         self.demux.remove(id);
         self.deadlines.set(id, None);
@@ -288,31 +278,40 @@ impl MediaCore {
         if let Some(room) = self.rooms.get_mut(&room_index) {
             room.members.retain(|m| *m != id);
             room.speaker.remove(id);
+            for wanted in room.wanted.values_mut() {
+                wanted.retain(|s| s.publisher != id);
+            }
         }
         self.metrics
             .participants
-            .set(self.participants.len() as i64);
+            .set(self.participant_count() as i64);
         info!(participant = %id, ?reason, "left");
         if !participant.is_hidden() {
             self.broadcast(room_index, None, ServerMessage::Left { id, reason });
-            if let Some(meeting) = self.rooms.get(&room_index).map(|r| r.meeting.clone()) {
-                self.tell_peers(
-                    room_index,
-                    LinkMessage::Left {
+        }
+        match participant.relayed_from {
+            // the link forgets the relayed streams it tracked for it
+            Some(peer) => {
+                if let Some((link, _)) = self.links.get_mut(&peer) {
+                    link.forget(id);
+                }
+            }
+            None if participant.is_hidden() => self.recording_changed(room_index),
+            None => {
+                if let Some(meeting) = self.rooms.get(&room_index).map(|r| r.meeting.clone()) {
+                    let left = LinkMessage::Left {
                         meeting,
                         id,
                         reason,
-                    },
-                );
+                    };
+                    self.tell_peers(room_index, left);
+                }
             }
         }
-        if participant.is_hidden() {
-            self.recording_changed(room_index);
+        if participant.is_here() {
+            self.record_call(now, &participant, reason);
         }
-        self.record_call(now, &participant, reason);
-        self.reassign_slots(now, room_index);
-        self.dismiss_sources(now, room_index);
-        self.drop_room_if_empty(room_index);
+        Some(room_index)
     }
 
     /// A source's state changed (a camera reconnecting, or live again): everyone is told.
@@ -343,24 +342,23 @@ impl MediaCore {
         let Some(room) = self.rooms.get(&room_index) else {
             return;
         };
-        let others = room.remote_members.len()
-            + room
-                .members
-                .iter()
-                .filter(|m| {
-                    self.participants
-                        .get(m)
-                        .is_some_and(|p| p.source.is_none() && !p.is_hidden())
-                })
-                .count();
-        if others > 0 {
+        let others = room.members.iter().any(|m| {
+            self.participants
+                .get(m)
+                .is_some_and(|p| p.source.is_none() && !p.is_hidden())
+        });
+        if others {
             return;
         }
         let companions: Vec<_> = room
             .members
             .iter()
             .copied()
-            .filter(|m| self.participants.get(m).is_some_and(|p| p.source.is_some()))
+            .filter(|m| {
+                self.participants
+                    .get(m)
+                    .is_some_and(|p| p.is_here() && p.source.is_some())
+            })
             .collect();
         for id in companions {
             self.leave(now, id, LeaveReason::Left);
@@ -368,34 +366,38 @@ impl MediaCore {
         }
     }
 
+    /// Drops the room once no participant of this node is in it, with the participants
+    /// relayed into it, and tells its peers.
     pub(super) fn drop_room_if_empty(&mut self, room_index: RoomIndex) {
-        if self
-            .rooms
-            .get(&room_index)
-            .is_some_and(|r| r.members.is_empty())
-        {
-            if let Some(room) = self.rooms.remove(&room_index) {
-                self.room_names.remove(&room.meeting);
-                for id in &room.remote_members {
-                    // the link forgets the relayed streams it tracked for them too
-                    if let Some(remote) = self.remote.remove(id)
-                        && let Some((link, _)) = self.links.get_mut(&remote.home)
-                    {
-                        link.forget(*id);
-                    }
-                }
-                for peer in &room.peers {
-                    self.outputs.push_back(Output::Link(
-                        *peer,
-                        LinkMessage::Detach {
-                            meeting: room.meeting.clone(),
-                        },
-                    ));
-                }
-                self.update_link_gauges();
-            }
-            self.metrics.rooms.set(self.rooms.len() as i64);
+        let Some(room) = self.rooms.get(&room_index) else {
+            return;
+        };
+        let here = |m: &ParticipantId| self.participants.get(m).is_some_and(|p| p.is_here());
+        if room.members.iter().any(here) {
+            return;
         }
+        let Some(room) = self.rooms.remove(&room_index) else {
+            return;
+        };
+        self.room_names.remove(&room.meeting);
+        for id in &room.members {
+            if let Some(relayed) = self.participants.remove(id) {
+                self.deadlines.set(*id, None);
+                if let Some((link, _)) = relayed.relayed_from.and_then(|p| self.links.get_mut(&p)) {
+                    link.forget(*id);
+                }
+            }
+        }
+        for peer in &room.peers {
+            self.outputs.push_back(Output::Link(
+                *peer,
+                LinkMessage::Detach {
+                    meeting: room.meeting.clone(),
+                },
+            ));
+        }
+        self.update_link_gauges();
+        self.metrics.rooms.set(self.rooms.len() as i64);
     }
 }
 

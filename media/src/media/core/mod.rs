@@ -24,7 +24,7 @@ use crate::cascade::frame;
 use crate::cascade::link::Link;
 use crate::media::deadlines::Deadlines;
 use crate::media::demux::{Demuxer, ParticipantId, malformed};
-use crate::media::participant::{Participant, RemoteParticipant, RoomIndex};
+use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::PeerSettings;
 use crate::media::room::Room;
 use crate::media::surroundings::Surroundings;
@@ -131,7 +131,6 @@ pub struct MediaCore {
     next_participant: u32,
     next_room: RoomIndex,
     links: HashMap<u16, (Link, LinkCounters)>,
-    remote: HashMap<ParticipantId, RemoteParticipant>,
     next_speaker_tick: Option<Instant>,
     dirty: Vec<ParticipantId>,
     transmits: VecDeque<TaggedBytesMut>,
@@ -156,7 +155,6 @@ impl MediaCore {
             next_participant: 1,
             next_room: 1,
             links: HashMap::new(),
-            remote: HashMap::new(),
             next_speaker_tick: None,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
@@ -279,7 +277,7 @@ impl MediaCore {
             .and_then(|p| p.transport.poll_inbound())
         {
             match inbound {
-                Inbound::Rtp(packet) => self.on_rtp(now, id, packet),
+                Inbound::Rtp(packet) => self.on_rtp(now, id, packet, None),
                 Inbound::KeyframeRequest { ssrc } => self.on_keyframe_request(now, id, ssrc),
             }
         }
@@ -334,9 +332,9 @@ impl MediaCore {
         std::mem::take(&mut self.fanned_out)
     }
 
-    /// Number of participants on the node.
+    /// Number of participants on the node (those relayed from other nodes not counted).
     pub fn participant_count(&self) -> usize {
-        self.participants.len()
+        self.participants.values().filter(|p| p.is_here()).count()
     }
 
     fn evaluate_speakers(&mut self, now: Instant) {
@@ -363,7 +361,7 @@ impl MediaCore {
     /// Drains events and datagrams of every participant touched in this step and refreshes
     /// their deadlines.
     fn flush(&mut self, now: Instant) {
-        let mut disconnected = Vec::new();
+        let (mut disconnected, mut keyframes_wanted) = (Vec::new(), Vec::new());
         while let Some(id) = self.dirty.pop() {
             let Some(p) = self.participants.get_mut(&id) else {
                 continue;
@@ -381,9 +379,7 @@ impl MediaCore {
                             .inc();
                     }
                     TransportEvent::Disconnected => disconnected.push(id),
-                    TransportEvent::KeyframeWanted => {
-                        self.outputs.push_back(Output::KeyframeWanted(id));
-                    }
+                    TransportEvent::KeyframeWanted => keyframes_wanted.push(id),
                 }
             }
             while let Some(datagram) = p.transport.poll_transmit() {
@@ -392,6 +388,9 @@ impl MediaCore {
             }
             let deadline = p.next_deadline();
             self.deadlines.set(id, deadline);
+        }
+        for id in keyframes_wanted {
+            self.ask_source_for_keyframe(now, id);
         }
         for id in disconnected {
             warn!(participant = %id, "media connection lost");
@@ -427,7 +426,8 @@ impl MediaCore {
         let Some(room) = self.rooms.get(&room) else {
             return;
         };
-        for id in &room.members {
+        let here = |id: &ParticipantId| self.participants.get(id).is_some_and(Participant::is_here);
+        for id in room.members.iter().filter(|id| here(id)) {
             if Some(*id) != except {
                 let message = self.for_recipient(*id, message.clone());
                 self.outputs.push_back(Output::Send(*id, message));

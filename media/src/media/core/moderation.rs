@@ -74,10 +74,10 @@ impl MediaCore {
             return;
         };
         if let Some(home) = self
-            .remote
+            .participants
             .get(&target)
             .filter(|t| t.room == room)
-            .map(|t| t.home)
+            .and_then(|t| t.relayed_from)
         {
             if let Some(meeting) = self.rooms.get(&room).map(|r| r.meeting.clone()) {
                 self.outputs.push_back(Output::Link(

@@ -6,20 +6,21 @@ use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
 use crate::media::gop::GopCache;
 use crate::media::keyframe::h264_keyframe_start;
-use crate::media::participant::RoomIndex;
-use crate::media::participant::{Participant, RemoteParticipant};
+use crate::media::participant::{Participant, RoomIndex};
 use crate::media::speaker::audio_level;
 use crate::metrics::{Dropped, Metrics};
-use std::collections::HashMap;
 use std::time::Instant;
 use tracing::debug;
 
 impl MediaCore {
+    /// An RTP packet of `publisher`, from its transport or relayed from its node (which sends
+    /// its audio `level` beside the packet, where a transport finds it in a header extension).
     pub(super) fn on_rtp(
         &mut self,
         now: Instant,
         publisher: ParticipantId,
         packet: rtc::rtp::Packet,
+        level: Option<u8>,
     ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
@@ -35,15 +36,16 @@ impl MediaCore {
         self.metrics.rtp_published.inc();
         let room_index = p.room;
         let mut keyframe_start = false;
-        let mut level = None;
+        let mut level = level;
         match kind {
             MediaKind::Audio => {
-                level = p
-                    .transport
-                    .publication()
-                    .audio_level_ext
-                    .and_then(|ext| packet.header.get_extension(ext))
-                    .and_then(|payload| audio_level(&payload));
+                level = level.or_else(|| {
+                    p.transport
+                        .publication()
+                        .audio_level_ext
+                        .and_then(|ext| packet.header.get_extension(ext))
+                        .and_then(|payload| audio_level(&payload))
+                });
                 if let Some(level) = level
                     && !p.audio_muted
                     && let Some(room) = self.rooms.get_mut(&room_index)
@@ -63,7 +65,9 @@ impl MediaCore {
             MediaKind::Audio => p.audio_muted,
             MediaKind::Video => p.video_muted,
         };
-        if muted {
+        // a mute is enforced on the participant's own node, which relays nothing muted; here,
+        // a relayed packet that overtakes the announcement of its unmute is still forwarded
+        if muted && p.is_here() {
             self.metrics.drop_packet(Dropped::Muted);
             return;
         }
@@ -97,9 +101,10 @@ impl MediaCore {
         };
         // taken out while the subscribers (in the same map) are borrowed
         let gop = match kind {
-            MediaKind::Video if !keyframe_start => {
-                gop_slot(&mut self.participants, &mut self.remote, publisher).and_then(Option::take)
-            }
+            MediaKind::Video if !keyframe_start => self
+                .participants
+                .get_mut(&publisher)
+                .and_then(|p| p.gop.take()),
             _ => None,
         };
         let mut wants_keyframe = false;
@@ -192,16 +197,16 @@ impl MediaCore {
         }
     }
 
-    /// The group-of-pictures cache of `publisher`, local or relayed.
+    /// Where the group-of-pictures cache of `publisher` lives (`None` inside when its source
+    /// can be asked for keyframes).
     fn gop_of(&mut self, publisher: ParticipantId) -> Option<&mut Option<GopCache>> {
-        gop_slot(&mut self.participants, &mut self.remote, publisher)
+        self.participants.get_mut(&publisher).map(|p| &mut p.gop)
     }
 
-    /// Asks `publisher` for a keyframe: coalesced and throttled here for a local publisher,
-    /// sent to its node for a relayed one.
+    /// Asks `publisher` for a keyframe, coalesced and throttled (its transport asks the
+    /// participant, or its source, or its node for a relayed one).
     pub(super) fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
         let Some(p) = self.participants.get_mut(&publisher) else {
-            self.request_remote_keyframe(now, publisher);
             return;
         };
         if p.keyframes.request(now) {
@@ -277,17 +282,4 @@ fn forward(
         }
     };
     Ok(())
-}
-
-/// Where `publisher`'s group-of-pictures cache lives, local or relayed (`None` inside when its
-/// source can be asked for keyframes).
-fn gop_slot<'a>(
-    participants: &'a mut HashMap<ParticipantId, Participant>,
-    remote: &'a mut HashMap<ParticipantId, RemoteParticipant>,
-    publisher: ParticipantId,
-) -> Option<&'a mut Option<GopCache>> {
-    match participants.get_mut(&publisher) {
-        Some(p) => Some(&mut p.gop),
-        None => remote.get_mut(&publisher).map(|r| &mut r.gop),
-    }
 }

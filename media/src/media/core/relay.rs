@@ -15,11 +15,7 @@ use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-/// Keyframe requests towards one relayed publisher are sent at most this often (its own node
-/// coalesces further).
-const REMOTE_KEYFRAME_INTERVAL: Duration = Duration::from_millis(100);
+use std::time::Instant;
 
 impl MediaCore {
     /// After slots changed: asks each peer for exactly the streams local subscribers watch.
@@ -30,9 +26,13 @@ impl MediaCore {
         let mut changed = false;
         for &peer in &room.peers {
             let wanted: Vec<StreamRef> = room
-                .remote_members
+                .members
                 .iter()
-                .filter(|m| self.remote.get(m).is_some_and(|r| r.home == peer))
+                .filter(|m| {
+                    self.participants
+                        .get(m)
+                        .is_some_and(|p| p.relayed_from == Some(peer))
+                })
                 .flat_map(|&publisher| {
                     [MediaKind::Audio, MediaKind::Video]
                         .into_iter()
@@ -85,18 +85,15 @@ impl MediaCore {
         }
     }
 
-    /// Asks a relayed publisher's node for a keyframe.
-    pub(super) fn request_remote_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
-        let Some(r) = self.remote.get_mut(&publisher) else {
+    /// A participant's transport wants a keyframe of what it publishes from whatever feeds
+    /// it: the node of a relayed participant is asked over the link, the shell is asked for a
+    /// source it feeds.
+    pub(super) fn ask_source_for_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
+        let Some(peer) = self.relayed_from(publisher) else {
+            self.outputs.push_back(Output::KeyframeWanted(publisher));
             return;
         };
-        if r.last_keyframe_request
-            .is_some_and(|at| now.saturating_duration_since(at) < REMOTE_KEYFRAME_INTERVAL)
-        {
-            return;
-        }
-        r.last_keyframe_request = Some(now);
-        if let Some((link, _)) = self.links.get_mut(&r.home) {
+        if let Some((link, _)) = self.links.get_mut(&peer) {
             let datagram = link.keyframe_request(publisher);
             self.metrics.cascade_keyframe_requests.inc();
             self.transmits
@@ -187,6 +184,7 @@ impl MediaCore {
                 let shared = self
                     .participants
                     .get(&publisher)
+                    .filter(|p| p.is_here())
                     .and_then(|p| self.rooms.get(&p.room))
                     .is_some_and(|r| r.peers.contains(&peer));
                 if shared {
@@ -196,10 +194,10 @@ impl MediaCore {
             Frame::Cached(rtp) => {
                 let packet = packet_of(&rtp);
                 if let Some(gop) = self
-                    .remote
+                    .participants
                     .get_mut(&rtp.publisher)
-                    .filter(|r| r.home == peer && rtp.kind == MediaKind::Video)
-                    .and_then(|r| r.gop.as_mut())
+                    .filter(|p| p.relayed_from == Some(peer) && rtp.kind == MediaKind::Video)
+                    .and_then(|p| p.gop.as_mut())
                 {
                     gop.push(&packet, h264_keyframe_start(&packet.payload));
                 }
@@ -221,41 +219,13 @@ impl MediaCore {
         }
     }
 
+    /// A relayed packet of one of `peer`'s participants: forwarded as that participant's.
     fn on_relayed_rtp(&mut self, now: Instant, peer: u16, rtp: RelayedRtp) {
-        let Some(r) = self
-            .remote
-            .get(&rtp.publisher)
-            .filter(|r| r.home == peer && r.publishes(rtp.kind))
-        else {
+        if self.relayed_from(rtp.publisher) != Some(peer) {
             self.metrics.drop_packet(Dropped::CascadeUnknownPublisher);
             return;
-        };
-        let room_index = r.room;
-        if let (MediaKind::Audio, Some(level)) = (rtp.kind, rtp.level)
-            && !r.info.audio_muted
-            && let Some(room) = self.rooms.get_mut(&room_index)
-        {
-            room.speaker.record(rtp.publisher, level, now);
         }
-        let keyframe_start = rtp.kind == MediaKind::Video && h264_keyframe_start(&rtp.payload);
-        let (rtp_publisher, keyframe_kind) = (rtp.publisher, rtp.kind);
-        let packet = packet_of(&rtp);
-        self.fan_out(
-            now,
-            room_index,
-            rtp.publisher,
-            rtp.kind,
-            &packet,
-            keyframe_start,
-        );
-        if let Some(gop) = self
-            .remote
-            .get_mut(&rtp_publisher)
-            .and_then(|r| r.gop.as_mut())
-            .filter(|_| keyframe_kind == MediaKind::Video)
-        {
-            gop.push(&packet, keyframe_start);
-        }
+        self.on_rtp(now, rtp.publisher, packet_of(&rtp), rtp.level);
     }
 
     pub(super) fn on_subscribe(
@@ -276,9 +246,9 @@ impl MediaCore {
         let valid: Vec<StreamRef> = streams
             .into_iter()
             .filter(|s| {
-                self.participants
-                    .get(&s.publisher)
-                    .is_some_and(|p| p.room == room_index && !p.is_hidden() && p.publishes(s.kind))
+                self.participants.get(&s.publisher).is_some_and(|p| {
+                    p.room == room_index && p.is_here() && !p.is_hidden() && p.publishes(s.kind)
+                })
             })
             .collect();
         let new_video: Vec<ParticipantId> = valid

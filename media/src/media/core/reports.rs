@@ -27,11 +27,15 @@ impl MediaCore {
     /// This node's load, for the locator.
     pub fn load(&self) -> NodeLoad {
         let mut load = NodeLoad {
-            participants: self.participants.len() as u32,
+            participants: self.participant_count() as u32,
             ..NodeLoad::default()
         };
         for room in self.rooms.values() {
-            let locals = room.members.iter().filter_map(|m| self.participants.get(m));
+            let locals = room
+                .members
+                .iter()
+                .filter_map(|m| self.participants.get(m))
+                .filter(|p| p.is_here());
             let mut visible = 0;
             let mut moderators = Vec::new();
             for p in locals {

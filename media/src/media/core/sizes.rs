@@ -25,6 +25,10 @@ impl MediaCore {
         vec![
             ("participants", self.participants.len()),
             (
+                "relayed_participants",
+                self.participants.values().filter(|p| !p.is_here()).count(),
+            ),
+            (
                 "participant_slots",
                 self.participants.values().map(|p| p.slots.len()).sum(),
             ),
@@ -38,8 +42,6 @@ impl MediaCore {
                 "room_subscriptions",
                 sum(&|r| r.subscriptions.len() + r.wanted.len()),
             ),
-            ("room_remote_members", sum(&|r| r.remote_members.len())),
-            ("remote_participants", self.remote.len()),
             ("demux_tuples", tuples),
             ("demux_participants", tuple_lists),
             ("deadline_heap", heap),

@@ -16,16 +16,15 @@ impl MediaCore {
             return;
         };
         let publishers = |kind| -> Vec<ParticipantId> {
-            let local = room.members.iter().filter(|m| {
-                self.participants
-                    .get(m)
-                    .is_some_and(|p| !p.is_hidden() && p.publishes(kind))
-            });
-            let relayed = room
-                .remote_members
+            room.members
                 .iter()
-                .filter(|m| self.remote.get(m).is_some_and(|r| r.publishes(kind)));
-            local.chain(relayed).copied().collect()
+                .filter(|m| {
+                    self.participants
+                        .get(m)
+                        .is_some_and(|p| !p.is_hidden() && p.publishes(kind))
+                })
+                .copied()
+                .collect()
         };
         let (audio, video) = (publishers(MediaKind::Audio), publishers(MediaKind::Video));
         let mut changed = Vec::new();

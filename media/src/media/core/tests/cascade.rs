@@ -222,7 +222,7 @@ fn an_emptied_room_detaches_and_a_lost_link_takes_its_participants_away() {
     assert!(sent_to(&frames, ann.id).iter().any(
         |m| matches!(m, ServerMessage::Left { id, reason: LeaveReason::Disconnected } if *id == cy.id)
     ));
-    assert!(pair.a.remote.is_empty());
+    assert_eq!(relayed(&pair.a), 0);
     assert!(pair.a.rooms.values().all(|r| r.peers.is_empty()));
     assert!(
         frames
@@ -253,14 +253,13 @@ fn a_peer_cannot_announce_ids_of_another_node() {
         LinkMessage::Participant {
             meeting: "m".into(),
             participant: forged,
-            audio: true,
-            video: true,
+            payload_kinds: vec![(111, crate::media::forwarder::MediaKind::Audio)],
             cache_gop: false,
         },
     );
     let frames = outputs(&mut pair.a);
     assert!(sent_to(&frames, ann.id).is_empty());
-    assert_eq!(pair.a.remote.len(), 1);
+    assert_eq!(relayed(&pair.a), 1);
 }
 
 #[test]
@@ -366,7 +365,7 @@ fn everyone_on_every_node_learns_when_the_meeting_is_recorded() {
 }
 
 #[test]
-fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_remote_members() {
+fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_relayed_members() {
     let mut pair = Pair::new();
     let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
     let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
@@ -383,13 +382,105 @@ fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_remote_members()
             .map(|(_, n)| n)
     };
     assert_eq!(streams(&mut pair.a), Some(2));
-    // the last local member leaves: the room, its remote members and their streams go
+    // the last local member leaves: the room, its relayed members and their streams go
     pair.a.leave(Instant::now(), ann.id, LeaveReason::Left);
     pair.pump();
-    assert!(pair.a.remote.is_empty());
+    assert!(pair.a.participants.is_empty(), "bob is gone with the room");
     assert_eq!(
         streams(&mut pair.a),
         Some(0),
         "the link keeps no state for bob"
     );
+}
+
+#[test]
+fn a_relayed_participant_is_a_member_here_but_is_counted_and_recorded_on_its_own_node() {
+    let mut pair = Pair::new();
+    let ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    pair.share_meeting();
+
+    let cy = join(&mut pair.a, "m", "cy", Role::Participant).unwrap();
+    let ServerMessage::Welcome(welcome) = &cy.welcome else {
+        panic!("no welcome");
+    };
+    let listed: Vec<_> = welcome.participants.iter().map(|p| p.id).collect();
+    assert!(
+        listed.contains(&ann.id) && listed.contains(&bob.id),
+        "{listed:?}"
+    );
+    assert_eq!(pair.a.participant_count(), 2, "bob takes no seat of node A");
+    assert_eq!(pair.a.load().participants, 2);
+    assert_eq!(
+        pair.a.load().meetings[0].participants,
+        2,
+        "counted on its own node"
+    );
+    assert_eq!(relayed(&pair.a), 1);
+
+    let from_a = outputs(&mut pair.a);
+    assert!(
+        sent_to(&from_a, bob.id).is_empty(),
+        "node A has no session of bob"
+    );
+    let announced: Vec<_> = from_a
+        .iter()
+        .filter_map(|o| match o {
+            Output::Link(2, LinkMessage::Participant { participant, .. }) => Some(participant.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(announced, [cy.id], "bob is not announced back to his node");
+
+    pair.b.leave(Instant::now(), bob.id, LeaveReason::Left);
+    pair.pump();
+    let frames = pair.take_frames();
+    let records: Vec<_> = frames
+        .iter()
+        .filter_map(|o| match o {
+            Output::CallRecord(r) => Some(r.identity.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records, ["bob"], "one call record, from bob's own node");
+    assert_eq!(relayed(&pair.a), 0);
+    assert!(sent_to(&frames, cy.id).iter().any(
+        |m| matches!(m, ServerMessage::Left { id, reason: LeaveReason::Left } if *id == bob.id)
+    ));
+}
+
+#[test]
+fn a_peer_cannot_move_its_participant_into_another_meeting() {
+    let mut pair = Pair::new();
+    let _ann = join(&mut pair.a, "m", "ann", Role::Participant).unwrap();
+    let _dan = join(&mut pair.a, "n", "dan", Role::Participant).unwrap();
+    let bob = join(&mut pair.b, "m", "bob", Role::Participant).unwrap();
+    let _eve = join(&mut pair.b, "n", "eve", Role::Participant).unwrap();
+    pair.share_meeting();
+    pair.a.attach(2, "n");
+    pair.pump();
+    pair.take_frames();
+    let bob_in_m = pair.a.participants[&bob.id].room;
+
+    let mut info = pair.b.participants[&bob.id].info();
+    info.name = "bob, elsewhere".into();
+    pair.a.link_message(
+        Instant::now(),
+        2,
+        LinkMessage::Participant {
+            meeting: "n".into(),
+            participant: info,
+            payload_kinds: Vec::new(),
+            cache_gop: false,
+        },
+    );
+    assert_eq!(pair.a.participants[&bob.id].room, bob_in_m);
+    assert_eq!(pair.a.participants[&bob.id].name, "bob");
+    let n = pair.a.room_names["n"];
+    assert!(!pair.a.rooms[&n].members.contains(&bob.id));
+}
+
+/// Participants relayed into `core` from other nodes.
+fn relayed(core: &MediaCore) -> usize {
+    core.participants.values().filter(|p| !p.is_here()).count()
 }
