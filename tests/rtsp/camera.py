@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """A local RTSP camera for kaskade's tests: GStreamer's gst-rtsp-server serving a test pattern
 at rtsp://127.0.0.1:PORT/cam, H.264 constrained baseline at 15 fps (a keyframe every --gop
-frames, 15 by default) with G.711 or AAC audio, or another codec to test refusals, optionally
-behind basic authentication.
+frames, 15 by default) with G.711, AAC or Opus audio, or another codec to test refusals,
+optionally behind basic authentication.
 
     /usr/bin/python3 tests/rtsp/camera.py --port 8554 [--auth user:pass] [--video h264|jpeg]
-        [--audio pcmu|pcma|aac|none] [--gop FRAMES]
+        [--audio pcmu|pcma|aac|opus|none] [--gop FRAMES]
 
 Prints "camera ready" once it listens; runs until killed.
 """
@@ -29,6 +29,9 @@ AUDIO = {
     "pcma": "audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1 pt=8",
     "aac": "audio/x-raw,rate=16000,channels=1 ! voaacenc bitrate=32000 "
     "! rtpmp4gpay name=pay1 pt=97",
+    # constant 64 kbit/s: 160 bytes a 20 ms packet, twice what kaskade's transcoder makes
+    "opus": "audio/x-raw,rate=48000,channels=1 ! opusenc bitrate=64000 bitrate-type=cbr "
+    "! rtpopuspay name=pay1 pt=98",
 }
 
 
@@ -58,7 +61,10 @@ def main():
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)
-    factory.set_shared(True)
+    # one pipeline for every client, as a camera's one encoder, except with Opus audio: kaskade
+    # plays a camera's Opus in a second session, and a shared gst-rtsp-server media refuses a
+    # second session's PLAY (retina always asks for Range: npt=0.000-, the seek fails: 503)
+    factory.set_shared(args.audio != "opus")
     if args.auth:
         user, password = args.auth.split(":", 1)
         auth = GstRtspServer.RTSPAuth()

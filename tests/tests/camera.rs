@@ -1,7 +1,7 @@
 //! RTSP cameras in meetings, against a real RTSP server (GStreamer's gst-rtsp-server, from
 //! tests/rtsp/camera.py) and a real `kaskade-sfu`: a moderator adds a camera, participants
-//! decode its H.264 and its G.711 audio transcoded to Opus, the camera survives a restart of
-//! its server, and every refusal says what is wrong.
+//! decode its H.264 and its G.711 audio transcoded to Opus (its Opus audio as it is), the
+//! camera survives a restart of its server, and every refusal says what is wrong.
 
 use kaskade_client::{
     CameraRequest, ErrorCode, MeetingState, Participant, ParticipantId, RtspTransport, SourceState,
@@ -40,6 +40,22 @@ fn camera_request(url: &str, name: &str) -> CameraRequest {
     }
 }
 
+/// `chair` adds the camera of `request`; `what` names it in a failure.
+async fn add(chair: &Participant, request: CameraRequest, what: &str) -> ParticipantId {
+    chair
+        .add_camera(request, WAIT)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{what} is added: {e:?}"))
+}
+
+/// `request` with the test camera's `--auth ops:s3cret` credentials.
+fn logged_in(mut request: CameraRequest) -> CameraRequest {
+    request.username = Some("ops".into());
+    request.password = Some("s3cret".into());
+    request
+}
+
 /// `viewer` decodes at least `frames` more video frames and audio packets of `camera` than
 /// it had in `before`, with no decode error.
 fn decodes(state: &MeetingState, camera: ParticipantId, before: (u64, u64), frames: u64) -> bool {
@@ -69,11 +85,12 @@ async fn a_camera_is_seen_and_heard_and_survives_its_server_restarting() {
     let camera = start_camera(0, &[]);
     let chair = join(&node, "cams", "chair").await;
     let guest = join(&node, "cams", "guest").await;
-    let id = chair
-        .add_camera(camera_request(&camera.url(), "Board room"), WAIT)
-        .await
-        .unwrap()
-        .expect("the camera is added");
+    let id = add(
+        &chair,
+        camera_request(&camera.url(), "Board room"),
+        "the camera",
+    )
+    .await;
 
     // both see it as a camera named as asked, and decode its video and audio
     for viewer in [&chair, &guest] {
@@ -133,15 +150,9 @@ async fn a_camera_over_udp_with_credentials_and_a_law_audio_plays() {
     let node = node();
     let camera = start_camera(0, &["--auth", "ops:s3cret", "--audio", "pcma"]);
     let chair = join(&node, "udp", "chair").await;
-    let mut request = camera_request(&camera.url(), "");
+    let mut request = logged_in(camera_request(&camera.url(), ""));
     request.transport = RtspTransport::Udp;
-    request.username = Some("ops".into());
-    request.password = Some("s3cret".into());
-    let id = chair
-        .add_camera(request, WAIT)
-        .await
-        .unwrap()
-        .expect("the camera is added over UDP");
+    let id = add(&chair, request, "the camera over UDP").await;
     let state = chair
         .wait_until(WAIT, |s| decodes(s, id, (0, 0), 30))
         .await
@@ -153,6 +164,25 @@ async fn a_camera_over_udp_with_credentials_and_a_law_audio_plays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_sends_opus_is_heard_as_it_sends_it() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    // credentials: the Opus stream plays in a second session, which must log in too
+    let camera = start_camera(0, &["--auth", "ops:s3cret", "--audio", "opus"]);
+    let chair = join(&node, "opus", "chair").await;
+    let request = logged_in(camera_request(&camera.url(), "Lobby"));
+    let id = add(&chair, request, "the camera with Opus audio").await;
+    let state = chair
+        .wait_until(WAIT, |s| decodes(s, id, (0, 0), 50))
+        .await
+        .expect("the camera's video and Opus audio arrive");
+    let r = state.stats.remote(id);
+    let mean = r.audio_bytes / r.audio_packets;
+    // the camera's 64 kbit/s packets, not re-encoded at the transcoder's 32 kbit/s
+    assert!((150..=170).contains(&mean), "{mean} bytes an audio packet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_viewer_of_a_camera_with_rare_keyframes_decodes_at_once_and_hears_its_aac() {
     let _serial = SERIAL.lock().await;
     let node = node();
@@ -161,11 +191,7 @@ async fn a_late_viewer_of_a_camera_with_rare_keyframes_decodes_at_once_and_hears
     // and AAC audio, transcoded to Opus
     let camera = start_camera(0, &["--gop", "150", "--audio", "aac"]);
     let chair = join(&node, "gop", "chair").await;
-    let id = chair
-        .add_camera(camera_request(&camera.url(), "Lobby"), WAIT)
-        .await
-        .unwrap()
-        .expect("the camera is added");
+    let id = add(&chair, camera_request(&camera.url(), "Lobby"), "the camera").await;
     chair
         .wait_until(WAIT, |s| decodes(s, id, (0, 0), 15))
         .await

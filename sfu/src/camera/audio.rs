@@ -1,5 +1,5 @@
 //! A camera's audio transcoded to what every subscriber decodes: Opus at 48 kHz in 20 ms
-//! frames. G.711 (PCMU, PCMA) is expanded from its companding, AAC-LC is decoded (symphonia);
+//! frames (a camera that sends Opus is published as it is, see `opus`). G.711 (PCMU, PCMA) is expanded from its companding, AAC-LC is decoded (symphonia);
 //! either is mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into
 //! frames and encoded. The RTP timestamp of each Opus packet follows the camera's own clock, so a
 //! gap in the camera's audio stays a gap.
@@ -258,21 +258,43 @@ impl AudioTranscoder {
     }
 
     fn write(&mut self, timestamp: u32, len: usize, out: &mut Vec<BytesMut>) {
+        let header = OpusHeader {
+            ssrc: self.ssrc,
+            seq: self.seq,
+            timestamp,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        out.extend(header.packet(&self.encoded[..len]));
+    }
+}
+
+/// The RTP header fields of one Opus packet a camera publishes.
+#[derive(Debug, Clone, Copy)]
+pub struct OpusHeader {
+    /// The camera's audio SSRC.
+    pub ssrc: u32,
+    /// The packet's sequence number.
+    pub seq: u16,
+    /// Its 48 kHz timestamp.
+    pub timestamp: u32,
+}
+
+impl OpusHeader {
+    /// The RTP packet of the Opus packet `payload`, published with [`PAYLOAD_TYPE`].
+    pub fn packet(self, payload: &[u8]) -> Option<BytesMut> {
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 payload_type: PAYLOAD_TYPE,
                 sequence_number: self.seq,
-                timestamp,
+                timestamp: self.timestamp,
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: bytes::Bytes::copy_from_slice(&self.encoded[..len]),
+            payload: bytes::Bytes::copy_from_slice(payload),
         };
-        self.seq = self.seq.wrapping_add(1);
-        if let Ok(bytes) = packet.marshal() {
-            out.push(BytesMut::from(&bytes[..]));
-        }
+        let bytes = packet.marshal().ok()?;
+        Some(BytesMut::from(&bytes[..]))
     }
 }
 

@@ -11,6 +11,7 @@
 //! the camera's next keyframe (the camera's keyframe interval, 1-2 s on a well-set camera).
 
 mod audio;
+mod opus;
 mod rtsp;
 mod video;
 

@@ -1,8 +1,10 @@
 //! One RTSP session with a camera (retina): DESCRIBE, SETUP of its H.264 video and its G.711 or
-//! AAC audio when it has some, PLAY, then frames turned into the RTP kaskade publishes. Every way
-//! it can fail is a [`CameraError`] that says what the person who added the camera can do.
+//! AAC audio when it has some, PLAY, then frames turned into the RTP kaskade publishes; Opus
+//! audio plays in a second session beside it (`opus`). Every way it can fail is a
+//! [`CameraError`] that says what the person who added the camera can do.
 
 use super::audio::{self, AudioTranscoder, CameraAudio};
+use super::opus::OpusSession;
 use super::video::{self, VideoPacketizer};
 use crate::media::forwarder::MediaKind;
 use crate::media::transport::Publication;
@@ -10,8 +12,8 @@ use crate::signaling::protocol::{CameraRequest, RtspTransport, display_name};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, Demuxed, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport, UdpTransportOptions,
+    Credentials, Demuxed, Described, PlayOptions, Session, SessionOptions, SetupOptions,
+    TcpTransportOptions, Transport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use std::time::Duration;
@@ -57,7 +59,7 @@ impl CameraError {
         matches!(self, CameraError::Unreachable(_) | CameraError::Dropped(_))
     }
 
-    fn from_retina(e: retina::Error) -> Self {
+    pub(super) fn from_retina(e: retina::Error) -> Self {
         match e.status_code() {
             Some(401 | 403) => CameraError::CredentialsRefused,
             Some(404) => CameraError::NotFound,
@@ -67,7 +69,7 @@ impl CameraError {
     }
 }
 
-fn first_line(text: &str) -> String {
+pub(super) fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
@@ -134,13 +136,41 @@ impl CameraSpec {
     }
 }
 
+impl CameraSpec {
+    /// A new RTSP session with the camera, described.
+    pub(super) async fn describe(&self) -> Result<Session<Described>, CameraError> {
+        let options = SessionOptions::default()
+            .creds(self.credentials.clone())
+            .user_agent("kaskade".into());
+        Session::describe(self.url.clone(), options)
+            .await
+            .map_err(CameraError::from_retina)
+    }
+
+    /// How a stream is set up: over the RTSP connection (TCP) or over UDP, as asked.
+    pub(super) fn setup_options(&self) -> SetupOptions {
+        SetupOptions::default().transport(match self.transport {
+            RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
+            RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+        })
+    }
+}
+
+/// The audio a camera publishes.
+enum CameraSound {
+    /// G.711 or AAC of the main session's stream `index`, transcoded.
+    Transcoded(usize, Box<AudioTranscoder>),
+    /// Opus, from a session of its own.
+    Opus(OpusSession),
+}
+
 /// A playing camera: its frames as RTP packets.
 pub struct CameraStream {
     demuxed: Demuxed,
     video_stream: usize,
     video: VideoPacketizer,
-    /// The audio stream's index and its transcoder.
-    audio: Option<(usize, AudioTranscoder)>,
+    /// Its audio, if it sends some kaskade takes.
+    audio: Option<CameraSound>,
     /// Random offset of this session's RTP timestamps.
     offset: u32,
 }
@@ -161,12 +191,7 @@ impl CameraStream {
     }
 
     async fn open_now(spec: &CameraSpec, ssrc: u32, seq: u16) -> Result<Self, CameraError> {
-        let options = SessionOptions::default()
-            .creds(spec.credentials.clone())
-            .user_agent("kaskade".into());
-        let mut session = retina::client::Session::describe(spec.url.clone(), options)
-            .await
-            .map_err(CameraError::from_retina)?;
+        let mut session = spec.describe().await?;
         let streams = session.streams();
         let video_stream = streams
             .iter()
@@ -179,40 +204,30 @@ impl CameraStream {
                 )),
                 None => CameraError::Unsupported("the camera offers no video stream".into()),
             })?;
-        let audio = streams.iter().enumerate().find_map(|(index, s)| {
-            let extra_data = match s.parameters() {
-                Some(ParametersRef::Audio(params)) => Some(params.extra_data()),
-                _ => None,
-            };
-            (s.media() == "audio")
-                .then(|| CameraAudio::of(s.encoding_name(), s.clock_rate_hz(), extra_data))
-                .flatten()
-                .map(|codec| (index, codec))
-        });
-        let transport = || match spec.transport {
-            RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
-            RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
-        };
+        let audio = audio_stream(streams);
         session
             .setup(
                 video_stream,
-                SetupOptions::default()
-                    .transport(transport())
-                    .frame_format(FrameFormat::SIMPLE),
+                spec.setup_options().frame_format(FrameFormat::SIMPLE),
             )
             .await
             .map_err(CameraError::from_retina)?;
-        let audio = match audio {
-            Some((index, codec)) => {
+        let audio_ssrc = ssrc.wrapping_add(1);
+        let transcoded = match &audio {
+            Some(AudioStream::Transcoded(index, codec)) => {
                 session
-                    .setup(index, SetupOptions::default().transport(transport()))
+                    .setup(*index, spec.setup_options())
                     .await
                     .map_err(CameraError::from_retina)?;
-                let transcoder = AudioTranscoder::new(&codec, ssrc.wrapping_add(1), seq)
+                let transcoder = AudioTranscoder::new(codec, audio_ssrc, seq)
                     .map_err(CameraError::Unsupported)?;
-                Some((index, transcoder))
+                Some(CameraSound::Transcoded(*index, Box::new(transcoder)))
             }
-            None => None,
+            _ => None,
+        };
+        let opus = match audio {
+            Some(AudioStream::Opus(index)) => Some(OpusSession::setup(spec, index).await?),
+            _ => None,
         };
         let playing = session
             .play(PlayOptions::default())
@@ -221,6 +236,12 @@ impl CameraStream {
         let demuxed = playing
             .demuxed()
             .map_err(|e| CameraError::Unsupported(first_line(&e.to_string())))?;
+        let audio = match opus {
+            Some(opus) => Some(CameraSound::Opus(
+                OpusSession::play(opus, audio_ssrc, seq).await?,
+            )),
+            None => transcoded,
+        };
         Ok(Self {
             demuxed,
             video_stream,
@@ -243,14 +264,27 @@ impl CameraStream {
         }
     }
 
-    /// Waits for the camera's next frame and appends its RTP packets to `out` (none for a
-    /// frame that completes no packet yet).
+    /// Waits for the camera's next frame (or Opus packet) and appends its RTP packets to
+    /// `out` (none for a frame that completes no packet yet).
     pub async fn next(&mut self, out: &mut Vec<BytesMut>) -> Result<(), CameraError> {
-        let item = tokio::time::timeout(SILENCE_TIMEOUT, self.demuxed.next())
+        // the demuxer's next item, or none when an Opus packet of the audio session came first
+        let next = async {
+            match &mut self.audio {
+                Some(CameraSound::Opus(opus)) => tokio::select! {
+                    item = self.demuxed.next() => Ok(Some(item)),
+                    sent = opus.next(out) => sent.map(|()| None),
+                },
+                _ => Ok(Some(self.demuxed.next().await)),
+            }
+        };
+        let Some(item) = tokio::time::timeout(SILENCE_TIMEOUT, next)
             .await
             .map_err(|_| {
                 CameraError::Dropped(format!("nothing for {} s", SILENCE_TIMEOUT.as_secs()))
-            })?;
+            })??
+        else {
+            return Ok(());
+        };
         match item {
             None => Err(CameraError::Dropped("the camera closed the session".into())),
             Some(Err(e)) => Err(CameraError::Dropped(first_line(&e.to_string()))),
@@ -260,7 +294,7 @@ impl CameraStream {
                 Ok(())
             }
             Some(Ok(CodecItem::AudioFrame(frame))) => {
-                if let Some((index, transcoder)) = &mut self.audio
+                if let Some(CameraSound::Transcoded(index, transcoder)) = &mut self.audio
                     && frame.stream_id() == *index
                 {
                     transcoder.push(frame.timestamp().timestamp(), frame.data(), out);
@@ -270,6 +304,36 @@ impl CameraStream {
             Some(Ok(_)) => Ok(()),
         }
     }
+}
+
+/// An audio stream of a camera that kaskade takes, by its index among the camera's streams.
+enum AudioStream {
+    /// Opus, published as it is.
+    Opus(usize),
+    /// G.711 or AAC, transcoded to Opus.
+    Transcoded(usize, CameraAudio),
+}
+
+/// The audio stream to take: Opus first (no transcoding), else the first one kaskade
+/// transcodes.
+fn audio_stream(streams: &[retina::client::Stream]) -> Option<AudioStream> {
+    let audio = || {
+        streams
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.media() == "audio")
+    };
+    let opus = audio().find(|(_, s)| s.encoding_name() == "opus");
+    opus.map(|(index, _)| AudioStream::Opus(index)).or_else(|| {
+        audio().find_map(|(index, s)| {
+            let extra_data = match s.parameters() {
+                Some(ParametersRef::Audio(params)) => Some(params.extra_data()),
+                _ => None,
+            };
+            CameraAudio::of(s.encoding_name(), s.clock_rate_hz(), extra_data)
+                .map(|codec| AudioStream::Transcoded(index, codec))
+        })
+    })
 }
 
 #[cfg(test)]
