@@ -52,6 +52,11 @@ while [ $# -gt 0 ]; do
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
+# the plot at the end needs matplotlib: say so now, not after the run
+python3 -c 'import matplotlib' 2>/dev/null || {
+    echo "the soak's plot needs matplotlib: pip install matplotlib (or apt install python3-matplotlib)" >&2
+    exit 1
+}
 bin=${KASKADE_BIN:-${CARGO_TARGET_DIR:-target}/release}
 if [ "$build" = 1 ] && [ -z "${KASKADE_BIN:-}" ]; then
     cargo build --release -p kaskade -p loadtest
