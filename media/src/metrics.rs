@@ -213,7 +213,7 @@ pub struct Metrics {
     pub nacks_received: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: Counter,
-    /// PLIs sent to publishers after coalescing.
+    /// Keyframe requests sent to publishers after coalescing (PLIs; requests to a camera task or over a link).
     pub plis_sent: Counter,
     /// Cached groups of pictures replayed to a consumer that started watching a source that
     /// cannot be asked for a keyframe (a camera).
@@ -328,7 +328,7 @@ impl Metrics {
             plis_sent: register(
                 &mut r,
                 "plis_sent",
-                "PLI sent to publishers after coalescing",
+                "Keyframe requests to publishers after coalescing: PLIs, and requests to a camera's task or a relayed publisher's node",
                 Counter::default(),
             ),
             gop_replays: register(

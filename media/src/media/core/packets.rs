@@ -33,7 +33,10 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::UnknownPayloadType);
             return;
         };
-        self.metrics.rtp_published.inc();
+        if p.is_here() {
+            // relayed packets are counted per link (`cascade_rtp_received`)
+            self.metrics.rtp_published.inc();
+        }
         let room_index = p.room;
         let mut keyframe_start = false;
         let mut level = level;
