@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub mod loadtest;
+pub mod media_file;
 
 /// The node binary to test: `KASKADE_SFU_BIN` when set (e.g. a release build for benchmark
 /// runs), else the one Cargo built for the tests (`built`).

@@ -5,11 +5,13 @@
 mod common;
 
 use common::{Recordings, WAIT, all_in_one, media_config};
-use kaskade_client::Participant;
-use kaskade_e2e::{Node, Scratch, recorder_binary, sign_token};
+use kaskade_client::{CameraRequest, Participant, RtspTransport};
+use kaskade_e2e::media_file::{
+    decode_errors, largest_video_gap, probe, probe_h264_and_opus, video_packets,
+};
+use kaskade_e2e::{Node, RtspCamera, Scratch, recorder_binary, sign_token};
 use kaskade_protocol::recording::{RecordingInfo, RecordingState};
 use kaskade_protocol::token::Role;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,91 +27,6 @@ fn recording_dir(recordings: impl AsRef<Path>, meeting: &str, id: &str) -> PathB
     recordings.as_ref().join(meeting).join(id)
 }
 
-/// ffprobe's JSON view of a file's streams and format.
-struct Probe(Value);
-
-fn probe(file: &Path) -> Probe {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_streams",
-            "-show_format",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe is installed");
-    assert!(
-        output.status.success(),
-        "ffprobe {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Probe(serde_json::from_slice(&output.stdout).expect("ffprobe JSON"))
-}
-
-impl Probe {
-    fn streams(&self) -> impl Iterator<Item = &Value> {
-        self.0["streams"].as_array().expect("streams").iter()
-    }
-
-    /// The codec of each stream.
-    fn codecs(&self) -> Vec<&str> {
-        self.streams()
-            .filter_map(|s| s["codec_name"].as_str())
-            .collect()
-    }
-
-    /// Where the earliest stream starts, in seconds.
-    fn start(&self) -> f64 {
-        self.streams()
-            .filter_map(|s| seconds(&s["start_time"]))
-            .fold(f64::MAX, f64::min)
-    }
-
-    /// Where the file ends, in seconds.
-    fn end(&self) -> f64 {
-        seconds(&self.0["format"]["duration"]).expect("a duration")
-    }
-}
-
-fn seconds(v: &Value) -> Option<f64> {
-    v.as_str().and_then(|t| t.parse().ok())
-}
-
-/// The longest time between two consecutive video frames of a file, in seconds.
-fn largest_video_gap(file: &Path) -> f64 {
-    let mut times: Vec<f64> = video_packets(file).iter().map(|p| p.0).collect();
-    times.sort_by(f64::total_cmp);
-    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
-}
-
-/// Each video packet of `file` as (presentation time, size), in file order.
-fn video_packets(file: &Path) -> Vec<(f64, u64)> {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "packet=pts_time,size",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .expect("ffprobe is installed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (pts, size) = l.trim().trim_end_matches(',').split_once(',')?;
-            Some((pts.parse().ok()?, size.parse().ok()?))
-        })
-        .collect()
-}
-
 /// The video packets `subscriber` has received from `publisher` so far.
 fn video_packets_from(subscriber: &Participant, publisher: &Participant) -> u64 {
     subscriber
@@ -117,17 +34,6 @@ fn video_packets_from(subscriber: &Participant, publisher: &Participant) -> u64 
         .remotes
         .get(&publisher.id())
         .map_or(0, |r| r.video_packets)
-}
-
-/// `ffmpeg -v error -i FILE -f null -` prints nothing for a clean file.
-fn decode_errors(file: &Path) -> String {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg is installed");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,12 +116,7 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
     let dir = recording_dir(&recordings, "rec", &stopped.id);
     for p in &stopped.participants {
         let file = dir.join(format!("{}.mp4", p.id));
-        let probe = probe(&file);
-        let codecs = probe.codecs();
-        assert!(
-            codecs.contains(&"h264") && codecs.contains(&"opus"),
-            "{codecs:?}"
-        );
+        let probe = probe_h264_and_opus(&file);
         // every file is on the recording's timeline: it ends when the recording stopped, and a
         // late joiner's media starts at the moment they joined
         let (start, end) = (probe.start(), probe.end());
@@ -302,6 +203,63 @@ async fn a_moderator_records_a_meeting_into_playable_files() {
         .unwrap();
     assert_eq!(ranged.status(), 206);
     assert_eq!(ranged.bytes().await.unwrap().len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_camera_is_recorded_like_anyone_else() {
+    let scratch = Scratch::new("camera-recording");
+    let recordings = scratch.path("recordings");
+    let server = all_in_one(&scratch, &recordings);
+    // G.711 audio: the file holds the node's Opus of it
+    let camera = RtspCamera::start(Command::new("/usr/bin/python3"), 0, &["--audio", "pcmu"]);
+    let chair = join(&server, "camrec", "chair").await;
+    let request = CameraRequest {
+        url: camera.url(),
+        name: "Lobby".into(),
+        username: None,
+        password: None,
+        transport: RtspTransport::Tcp,
+    };
+    let id = chair
+        .add_camera(request, WAIT)
+        .await
+        .unwrap()
+        .expect("the camera is added");
+    chair
+        .wait_until(WAIT, |s| s.stats.remote(id).video_frames_decoded >= 15)
+        .await
+        .expect("the chair sees the camera");
+
+    let api = Recordings::new(&server, "camrec", &chair.welcome().token);
+    let started = start_once_a_recorder_is_there(&api).await;
+    let recording_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(api.stop(&started.id).await.status(), 200);
+    let length = recording_started.elapsed().as_secs_f64();
+    let done = api.wait_done(&started.id, Duration::from_secs(60)).await;
+    assert!(done.incidents.is_empty(), "{:?}", done.incidents);
+
+    let lobby = done
+        .participants
+        .iter()
+        .find(|p| p.name == "Lobby")
+        .unwrap_or_else(|| panic!("the camera has a file: {done:?}"));
+    let file = recording_dir(&recordings, "camrec", &done.id).join(format!("{}.mp4", lobby.id));
+    let probe = probe_h264_and_opus(&file);
+    let (start, end) = (probe.start(), probe.end());
+    println!("RECORDED camera start={start:.2}s end={end:.2}s (recorded {length:.2}s)");
+    assert!(
+        start < 0.5,
+        "the camera is recorded from the start: {start}"
+    );
+    assert!(end > length - 1.0, "to the end: {end} of {length}");
+    assert_eq!(
+        decode_errors(&file),
+        "",
+        "the camera's file decodes cleanly"
+    );
+    let gap = largest_video_gap(&file);
+    assert!(gap < 1.0, "no gap in the camera's video: {gap}");
 }
 
 const SECRET: &str = "recording-cluster-secret";
