@@ -91,8 +91,10 @@ start_server() {
 	local log=$out/$1-server.log
 	case $1 in
 	kaskade)
+		# the generator is one client address: lift the per-address limits a public node keeps
 		spawn "$log" "$KASKADE_BIN/kaskade-sfu" --listen $addr:8080 --udp-port 10000 \
-			--no-ice-tcp --max-participants 100000
+			--no-ice-tcp --max-participants 100000 \
+			--max-connections-per-ip 100000 --max-joins-per-ip 100000
 		wait_for "$log" "kaskade is running" ;;
 	janus)
 		spawn "$log" env JANUS_EVENT_LOOPS=1 "$here/janus/run-janus.sh" "$out/janus-conf"
