@@ -3,11 +3,10 @@
 //! across nodes, survive the loss of a node, and keep being placed when a locator dies.
 
 use kaskade_client::{JoinConfig, MeetingState, Participant, ParticipantId};
-use kaskade_e2e::{Node, http_get, node_binary, parse_metric, sign_token};
+use kaskade_e2e::{Node, RedisServer, Scratch, http_get, node_binary, parse_metric, sign_token};
 use kaskade_protocol::signaling::ModerateAction;
 use kaskade_protocol::token::Role;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,16 +16,17 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SECRET: &str = "cluster-secret-for-tests";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn locator(extra: &[&str]) -> (Node, tempfile_db::Db) {
-    let db = tempfile_db::Db::new();
-    let mut args = vec!["--secret", SECRET, "--db", db.path()];
+fn locator(extra: &[&str]) -> (Node, Scratch) {
+    let scratch = Scratch::new("cluster");
+    let db = scratch.path("cdr.sqlite");
+    let mut args = vec!["--secret", SECRET, "--db", &db];
     args.extend_from_slice(extra);
     let node = Node::start_locator(
         Command::new(env!("CARGO_BIN_EXE_kaskade-locator-under-test")),
         &args,
     )
     .expect("locator starts");
-    (node, db)
+    (node, scratch)
 }
 
 fn sfu(locators: &[&Node], name: &str, capacity: usize, extra: &[&str]) -> Node {
@@ -449,90 +449,6 @@ async fn impostor_nodes_and_forged_cascade_packets_are_refused_without_harm() {
     );
     everyone_receives_everyone(&people, Instant::now()).await;
     drop(impostor);
-}
-
-/// A throwaway `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A call-record database file in a fresh temporary directory, removed on drop.
-mod tempfile_db {
-    pub struct Db {
-        dir: std::path::PathBuf,
-        path: String,
-    }
-
-    impl Db {
-        pub fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "kaskade-cluster-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            let path = dir.join("cdr.sqlite").to_string_lossy().into_owned();
-            Self { dir, path }
-        }
-
-        pub fn path(&self) -> &str {
-            &self.path
-        }
-    }
-
-    impl Drop for Db {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
