@@ -70,6 +70,43 @@ impl Video {
     }
 }
 
+/// Frame `frame` of a camera that sends a keyframe every 300 frames (10 s), the first at once,
+/// one packet a frame whose payload names the frame.
+fn camera_frame(frame: u32) -> rtc::rtp::Packet {
+    let mut payload = vec![
+        if frame.is_multiple_of(300) {
+            0x65
+        } else {
+            0x41
+        },
+        b'L',
+    ];
+    payload.extend_from_slice(&frame.to_be_bytes());
+    payload.resize(300, 0xcd);
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: 1_000 + frame as u16,
+            timestamp: frame * TICKS_PER_FRAME,
+            ssrc: 0xca3e,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    }
+}
+
+/// The camera's groups of pictures a node has replayed from its cache.
+fn gop_replays(sim: &Sim, node: usize) -> f64 {
+    sim.metrics(node)
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("kaskade_sfu_gop_replays_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// The (publisher tag, frame) a received packet carries, and whether it is a keyframe.
 fn frame_of(packet: &Received) -> (u8, u32, bool) {
     let p = &packet.payload;
@@ -270,30 +307,6 @@ fn a_viewer_on_another_node_sees_a_camera_at_once_from_its_own_nodes_cache() {
     let camera = sim.join_source(0, "m", "lobby").unwrap();
     sim.connect_all(Duration::from_secs(5)).unwrap();
     // the camera sends a keyframe every 10 s, the first at once; RTSP has no way to ask it
-    let camera_frame = |frame: u32| rtc::rtp::Packet {
-        header: rtc::rtp::header::Header {
-            version: 2,
-            marker: true,
-            payload_type: 96,
-            sequence_number: 1_000 + frame as u16,
-            timestamp: frame * TICKS_PER_FRAME,
-            ssrc: 0xca3e,
-            ..Default::default()
-        },
-        payload: {
-            let mut p = vec![
-                if frame.is_multiple_of(300) {
-                    0x65
-                } else {
-                    0x41
-                },
-                b'L',
-            ];
-            p.extend_from_slice(&frame.to_be_bytes());
-            p.resize(300, 0xcd);
-            p.into()
-        },
-    };
     for frame in 0..60 {
         sim.ingest(camera, &camera_frame(frame)).unwrap();
         sim.run_for(FRAME);
@@ -325,12 +338,41 @@ fn a_viewer_on_another_node_sees_a_camera_at_once_from_its_own_nodes_cache() {
             .all(|(i, p)| frame_of(p).1 == i as u32 && p.seq == first.seq.wrapping_add(i as u16)),
         "every frame from the keyframe on, in order, without a gap"
     );
-    let replays = sim
-        .metrics(1)
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("kaskade_sfu_gop_replays_total "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let replays = gop_replays(&sim, 1);
     assert!(replays >= 1.0, "Bob's own node replayed its cache");
+}
+
+#[test]
+fn a_viewer_that_floods_keyframe_requests_gets_a_cameras_cache_at_most_twice_a_second() {
+    let mut sim = Sim::new(9, 1);
+    let viewer = sim.join(0, "m", "viewer", None).unwrap();
+    let camera = sim.join_source(0, "m", "lobby").unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    for frame in 0..30 {
+        sim.ingest(camera, &camera_frame(frame)).unwrap();
+        sim.run_for(FRAME);
+    }
+    let slot = sim
+        .consumer_of_id(viewer, camera, MediaKind::Video)
+        .expect("the viewer has a slot for the camera");
+    let before = gop_replays(&sim, 0);
+    // a keyframe request before every frame for one second: only the first, and one half a
+    // second later, start the viewer over from the camera's cache
+    for frame in 30..60 {
+        sim.send_pli(viewer, slot).unwrap();
+        sim.run_for(Duration::from_millis(5));
+        sim.ingest(camera, &camera_frame(frame)).unwrap();
+        sim.run_for(FRAME - Duration::from_millis(5));
+    }
+    let replays = gop_replays(&sim, 0) - before;
+    assert!(
+        (1.0..=2.0).contains(&replays),
+        "{replays} replays for 30 requests in a second"
+    );
+    let received = by_sequence(&sim.clients[viewer].received, slot);
+    assert!(
+        received.len() <= 60 + 2 * 60,
+        "the live frames and at most two caches of them: {} packets",
+        received.len()
+    );
 }

@@ -11,7 +11,7 @@
 //! sequence numbers close up over them, so a subscriber never sees a gap it would NACK.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Skipped sequence numbers remembered per stream (older ones no longer shift anything that
 /// can still arrive).
@@ -74,6 +74,8 @@ struct Mapping {
     highest_seq: u16,
     /// Source sequence numbers skipped since the mapping began, oldest first.
     skipped: VecDeque<u16>,
+    /// When the mapping began (at a keyframe, for video).
+    began: Instant,
 }
 
 impl Mapping {
@@ -153,6 +155,14 @@ impl OutboundStream {
             self.mapping = None;
             self.pending = Some(source_ssrc);
         }
+    }
+
+    /// Whether the stream's current mapping began (for video: at a keyframe) less than
+    /// `window` before `now`.
+    pub fn began_within(&self, now: Instant, window: Duration) -> bool {
+        self.mapping
+            .as_ref()
+            .is_some_and(|m| now.saturating_duration_since(m.began) < window)
     }
 
     /// Stop forwarding (source muted or gone). The next [`Self::attach`] re-syncs.
@@ -244,6 +254,7 @@ impl OutboundStream {
             base_seq: packet.seq,
             highest_seq: packet.seq,
             skipped: VecDeque::new(),
+            began: now,
         });
         self.pending = None;
     }
@@ -257,7 +268,6 @@ fn seq_before(a: u16, b: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const A: u32 = 0xA;
     const B: u32 = 0xB;
@@ -281,6 +291,26 @@ mod tests {
                 .map(|r| (r.seq, r.timestamp));
             assert_eq!(got, *want, "step {i}: {packet:?}");
         }
+    }
+
+    #[test]
+    fn a_stream_knows_how_recently_it_began_at_a_keyframe() {
+        let start = Instant::now();
+        let window = Duration::from_millis(500);
+        let mut s = OutboundStream::new(1, MediaKind::Video, 100, 1000, start);
+        assert!(!s.began_within(start, window), "not begun");
+        s.attach(A);
+        let later = |ms| start + Duration::from_millis(ms);
+        assert!(s.rewrite(&pkt(A, 7, 70, false), later(10)).is_err());
+        assert!(
+            !s.began_within(later(10), window),
+            "still waiting for a keyframe"
+        );
+        s.rewrite(&pkt(A, 8, 80, true), later(20)).unwrap();
+        assert!(s.began_within(later(519), window));
+        assert!(!s.began_within(later(520), window));
+        s.detach();
+        assert!(!s.began_within(later(30), window), "detached");
     }
 
     #[test]

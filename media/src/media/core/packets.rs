@@ -9,8 +9,12 @@ use crate::media::keyframe::h264_keyframe_start;
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::speaker::audio_level;
 use crate::metrics::{Dropped, Metrics};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::debug;
+
+/// A consumer that began at a keyframe less than this ago is not replayed a publisher's cached
+/// group of pictures again.
+const REPLAY_INTERVAL: Duration = Duration::from_millis(500);
 
 impl MediaCore {
     /// An RTP packet of `publisher`, from its transport or relayed from its node (which sends
@@ -187,11 +191,14 @@ impl MediaCore {
         let replayable = self.gop_of(publisher).is_some_and(|gop| gop.is_some());
         if replayable {
             // a source that cannot be asked: the consumer starts over from the cached group of
-            // pictures at the publisher's next packet
+            // pictures at the publisher's next packet, unless it began at a keyframe a moment
+            // ago (a subscriber repeating its request must not make the node resend a whole
+            // group of pictures for every packet)
             if let Some(consumer) = self
                 .participants
                 .get_mut(&subscriber)
                 .and_then(|s| s.transport.consumers_mut().get_mut(index))
+                .filter(|c| !c.stream.began_within(now, REPLAY_INTERVAL))
             {
                 consumer.stream.detach();
             }
