@@ -238,9 +238,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Bytes of a hex string, if it is one.
+/// Bytes of a hex string, if it is one (hex digits only: `from_str_radix` alone would take a
+/// sign, so `+f` would pass for `0f` and one tag would have two spellings).
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -302,5 +303,9 @@ mod tests {
         assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
+        // found by the locator_node_report fuzz target: a sign is not a hex digit
+        assert_eq!(unhex("+f"), None);
+        assert_eq!(unhex("0f-1"), None);
+        assert_eq!(unhex("0F"), Some(vec![15]));
     }
 }

@@ -109,6 +109,34 @@ fn damaged_and_empty_files_are_errors() {
     }
 }
 
+#[test]
+fn a_fragment_time_at_the_end_of_the_range_is_no_panic() {
+    // found by the mp4_recovery fuzz target: the end of a track whose last sample's decode
+    // time is near u64::MAX overflowed when the next fragment was read
+    let recorded = record(&Scenario::continuous(6.0));
+    assert!(recorded.fragments.len() >= 2, "two fragments or more");
+    let tfdt = recorded
+        .bytes
+        .windows(4)
+        .position(|w| w == b"tfdt")
+        .expect("a tfdt box");
+    assert_eq!(recorded.bytes[tfdt + 4], 1, "version 1: a 64-bit time");
+    let mut bytes = recorded.bytes.clone();
+    bytes[tfdt + 8..tfdt + 16].copy_from_slice(&(u64::MAX - 5).to_be_bytes());
+    let path = scratch("time-at-the-end.fmp4");
+    let output = scratch("time-at-the-end.mp4");
+    std::fs::write(&path, &bytes).expect("write");
+    let finalized = finalize(&path, &output).map(|s| s.duration);
+    let recovered = recover(&path, &output).map(|r| r.summary.duration);
+    if let Ok(duration) = finalized {
+        assert_eq!(
+            recovered.ok(),
+            Some(duration),
+            "what finalizes also recovers"
+        );
+    }
+}
+
 fn first_moof(bytes: &[u8]) -> usize {
     bytes.windows(4).position(|w| w == b"moof").expect("a moof") - 4
 }

@@ -253,7 +253,11 @@ fn fragment_samples(
 ) -> Result<Vec<ScannedSample>, &'static str> {
     let tfhd = &traf.tfhd_box;
     let trex = track.trex.as_ref();
-    let end_of_track = track.samples.last().map(|s| s.time + u64::from(s.duration));
+    // a damaged file's times can sit at the end of the u64 range
+    let end_of_track = track
+        .samples
+        .last()
+        .map(|s| s.time.saturating_add(u64::from(s.duration)));
     let mut time = traf
         .tfdt_box
         .as_ref()
