@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod node;
 pub mod signaling;
+pub mod sip;
 pub mod udp_batch;
 
 pub use config::NodeConfig;

@@ -1,0 +1,3 @@
+//! The SIP gateway: room systems, video MCUs and phones as participants of a meeting.
+
+pub mod sdp;
