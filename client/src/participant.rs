@@ -29,7 +29,8 @@ use crate::join::{JoinConfig, JoinError};
 use crate::peer::Shared;
 use crate::session::{Current, Media, Session, locate};
 use crate::signaling::{
-    CameraRequest, ClientMessage, ErrorCode, ModerateAction, ParticipantId, ParticipantInfo,
+    CameraRequest, ClientMessage, DialRequest, ErrorCode, ModerateAction, ParticipantId,
+    ParticipantInfo,
     Welcome,
 };
 use crate::state::{Event, MeetingState, ParticipantStats};
@@ -159,15 +160,40 @@ impl Participant {
         request: CameraRequest,
         timeout: Duration,
     ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
+        self.ask(ClientMessage::AddCamera(request), timeout, |s| {
+            &s.cameras_added
+        })
+        .await
+    }
+
+    /// Calls a SIP address into the meeting (moderators): the call's participant id once the
+    /// node places it (its progress then shows in that participant's source state), or the
+    /// error that refused it.
+    pub async fn dial(
+        &self,
+        request: DialRequest,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
+        self.ask(ClientMessage::Dial(request), timeout, |s| &s.calls_placed)
+            .await
+    }
+
+    /// Sends a request whose answer is a new entry in `answers` or an `error` frame.
+    async fn ask(
+        &self,
+        request: ClientMessage,
+        timeout: Duration,
+        answers: impl Fn(&MeetingState) -> &Vec<(ParticipantId, String)>,
+    ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
         let before = self.state();
-        let (added, errors) = (before.cameras_added.len(), before.errors.len());
-        self.send(&ClientMessage::AddCamera(request)).await?;
+        let (answered, errors) = (answers(&before).len(), before.errors.len());
+        self.send(&request).await?;
         let state = self
             .wait_until(timeout, |s| {
-                s.cameras_added.len() > added || s.errors.len() > errors
+                answers(s).len() > answered || s.errors.len() > errors
             })
             .await?;
-        Ok(match state.cameras_added.get(added) {
+        Ok(match answers(&state).get(answered) {
             Some((id, _)) => Ok(*id),
             None => Err(state.errors[errors].clone()),
         })

@@ -12,8 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use kaskade_protocol::signaling::{
-    CameraRequest, ClientMessage, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,
-    ParticipantInfo, Role, RtspTransport, ServerMessage, SlotAssignment, SourceState, Welcome,
+    CameraRequest, ClientMessage, DialRequest, ErrorCode, LeaveReason, MediaKind, ModerateAction,
+    ParticipantId, ParticipantInfo, Role, RtspTransport, ServerMessage, SlotAssignment, SourceKind,
+    SourceState, Welcome,
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

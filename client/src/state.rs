@@ -171,6 +171,8 @@ pub struct MeetingState {
     pub errors: Vec<(ErrorCode, String)>,
     /// Cameras this participant added (`camera_added` frames): id and name.
     pub cameras_added: Vec<(ParticipantId, String)>,
+    /// SIP calls this participant placed (`dialling` frames): id and address.
+    pub calls_placed: Vec<(ParticipantId, String)>,
     /// Frames that did not parse.
     pub unparsed: Vec<String>,
     /// The signaling socket of the current session is closed.
@@ -263,6 +265,9 @@ impl MeetingState {
             ServerMessage::Recording { active } => self.recording = *active,
             ServerMessage::Error { code, message } => {
                 self.errors.push((*code, message.clone()));
+            }
+            ServerMessage::Dialling { id, uri } => {
+                self.calls_placed.push((*id, uri.clone()));
             }
             ServerMessage::CameraAdded { id, name } => {
                 self.cameras_added.push((*id, name.clone()));

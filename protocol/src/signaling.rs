@@ -85,6 +85,11 @@ pub enum ClientMessage {
     /// Add an RTSP camera to the meeting as a participant (moderators): answered with
     /// `camera_added` once its stream plays, or an `error` saying why not.
     AddCamera(CameraRequest),
+    /// Call a room system, MCU or phone over SIP and bring it into the meeting as a participant
+    /// (moderators): answered with `dialling` at once, then the call's progress shows in its
+    /// participant's `source` state; a failure is an `error` with code `call_failed` saying why.
+    /// The moderator hangs up by removing the participant.
+    Dial(DialRequest),
     /// Leave at once.
     Leave,
 }
@@ -109,6 +114,16 @@ pub struct CameraRequest {
     pub transport: RtspTransport,
 }
 
+/// A moderator's request to call a SIP address into the meeting.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DialRequest {
+    /// `sip:user@host[:port]`.
+    pub uri: String,
+    /// The name its tile shows (the URI's user part when empty).
+    #[serde(default)]
+    pub name: String,
+}
+
 /// How a camera's RTP is carried.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -120,8 +135,8 @@ pub enum RtspTransport {
     Udp,
 }
 
-/// A participant that is a media source the node connects to (an RTSP camera), and how it is
-/// doing.
+/// A participant that is a media source the node connects to (an RTSP camera, a SIP call),
+/// and how it is doing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Source {
     /// What it is.
@@ -150,12 +165,18 @@ impl Source {
 pub enum SourceKind {
     /// An RTSP camera.
     Camera,
+    /// A SIP call: a room system, an MCU or a phone.
+    Sip,
 }
 
 /// How a source is doing.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceState {
+    /// A call being placed: the INVITE is out.
+    Calling,
+    /// The far end rings.
+    Ringing,
     /// Its media flows.
     Live,
     /// It dropped; the node is connecting again (with backoff).
@@ -242,6 +263,9 @@ pub enum ErrorCode {
     /// A source (a camera) could not be added: unreachable, credentials refused, or a codec
     /// kaskade does not take.
     SourceFailed,
+    /// A SIP call failed or could not be placed: busy, declined, not found, no answer,
+    /// unreachable, authentication refused, no common codec (the message says which).
+    CallFailed,
 }
 
 impl ErrorCode {
@@ -257,6 +281,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::SourceFailed => "source_failed",
+            ErrorCode::CallFailed => "call_failed",
         }
     }
 
@@ -368,6 +393,13 @@ pub enum ServerMessage {
         id: ParticipantId,
         /// Its name.
         name: String,
+    },
+    /// The SIP call the recipient asked for is being placed, as this participant.
+    Dialling {
+        /// The call's participant id.
+        id: ParticipantId,
+        /// The address called.
+        uri: String,
     },
     /// A moderator removed the recipient.
     Removed {

@@ -57,6 +57,27 @@ pub struct NodeConfig {
     /// Per-client-address limits on signaling connections and joins.
     #[command(flatten)]
     pub ip_limits: kaskade_limits::IpLimitsConfig,
+    /// The SIP gateway: room systems, MCUs and phones dialled into meetings.
+    #[command(flatten)]
+    pub sip: SipOptions,
+}
+
+/// The node's SIP gateway (docs/SIP.md); off unless `--sip-listen` is given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SipOptions {
+    /// Listen for SIP on this address, UDP and TCP (a specific address: it is written in every
+    /// message), and let moderators dial SIP addresses into meetings.
+    #[arg(long)]
+    pub sip_listen: Option<SocketAddr>,
+    /// The user part of kaskade's own SIP address (From and Contact).
+    #[arg(long, default_value = "kaskade")]
+    pub sip_user: String,
+    /// User name for digest authentication (401/407) when the far end or a proxy asks.
+    #[arg(long)]
+    pub sip_auth_user: Option<String>,
+    /// Password for digest authentication.
+    #[arg(long, env = "KASKADE_SIP_PASSWORD", hide_env_values = true)]
+    pub sip_password: Option<String>,
 }
 
 impl NodeConfig {

@@ -8,6 +8,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
+use crate::sip::{SipGateway, SipSettings};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -30,6 +31,7 @@ use tracing::{debug, info, warn};
 #[derive(Clone)]
 struct AppState {
     node: NodeHandle,
+    sip: Option<Arc<SipGateway>>,
     auth: Arc<Auth>,
     limits: Arc<IpLimits>,
     metrics: Arc<Metrics>,
@@ -145,8 +147,10 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         }
     };
     let auth = Arc::new(Auth::new(key, open, config.node_name(), standalone));
+    let sip = start_sip(config).await?;
     let router = router(AppState {
         node,
+        sip,
         auth,
         limits: IpLimits::new(config.ip_limits),
         metrics,
@@ -177,6 +181,26 @@ fn peer_settings(
         legacy_srtp: config.legacy_srtp,
         max_slots: 31,
     }
+}
+
+/// The SIP gateway when `--sip-listen` asks for one; its calls' RTP is bound on the SIP
+/// address (what the far end reaches).
+async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>>> {
+    let Some(listen) = config.sip.sip_listen else {
+        return Ok(None);
+    };
+    let settings = SipSettings {
+        listen,
+        user: config.sip.sip_user.clone(),
+        credential: match (&config.sip.sip_auth_user, &config.sip.sip_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, Some(password)) => Some((config.sip.sip_user.clone(), password.clone())),
+            _ => None,
+        },
+    };
+    let gateway = SipGateway::start(settings, listen.ip()).await?;
+    info!(sip = %gateway.sip_addr(), "SIP gateway ready");
+    Ok(Some(gateway))
 }
 
 /// What the cluster shell needs to register the node with its locators.
@@ -330,7 +354,7 @@ async fn websocket(
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| async move {
-            session::run(socket, state.node, state.auth).await;
+            session::run(socket, state.node, state.auth, state.sip).await;
             drop(held);
         })
 }

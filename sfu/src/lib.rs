@@ -12,8 +12,10 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod node;
+pub mod seats;
 pub mod signaling;
 pub mod sip;
+pub mod transcode;
 pub mod udp_batch;
 
 pub use config::NodeConfig;

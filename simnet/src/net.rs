@@ -229,7 +229,12 @@ impl Sim {
         meeting: &str,
         name: &str,
     ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
-        let request = JoinRequest::camera(meeting.into(), format!("camera:{name}"), name.into());
+        let request = JoinRequest::source(
+            meeting.into(),
+            format!("camera:{name}"),
+            name.into(),
+            "camera",
+        );
         let source = Source::live(SourceKind::Camera);
         let publication = Publication {
             payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],

@@ -10,7 +10,6 @@
 //! Keyframes: RTSP has no way to ask a camera for one, so a subscriber that joins waits for
 //! the camera's next keyframe (the camera's keyframe interval, 1-2 s on a well-set camera).
 
-mod audio;
 mod opus;
 mod rtsp;
 mod video;
@@ -20,12 +19,12 @@ pub use rtsp::{CameraError, CameraSpec};
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
+use crate::seats::Seats;
 use crate::signaling::protocol::{
     CameraRequest, ErrorCode, ServerMessage, Source, SourceKind, SourceState,
 };
 use rand::Rng;
 use rtsp::CameraStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -41,40 +40,6 @@ const MAX_CAMERAS: usize = 64;
 
 /// Cameras running or connecting on this node.
 static RUNNING: Seats = Seats::new(MAX_CAMERAS);
-
-/// A bounded number of seats, taken and given back by [`Seat`].
-struct Seats {
-    taken: AtomicUsize,
-    max: usize,
-}
-
-/// One taken seat, given back when dropped.
-struct Seat<'a>(&'a Seats);
-
-impl Seats {
-    const fn new(max: usize) -> Self {
-        Self {
-            taken: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// A seat, unless all are taken.
-    fn take(&self) -> Option<Seat<'_>> {
-        self.taken
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Seat(self))
-    }
-}
-
-impl Drop for Seat<'_> {
-    fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// Stack of a camera's thread: the pure-Rust Opus encoder builds its state in deep stack
 /// frames that overflow a runtime worker's 2 MiB.
@@ -155,7 +120,12 @@ async fn add(
         .await
         .map_err(|e| (ErrorCode::SourceFailed, e.to_string()))?;
     let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
-    let join = JoinRequest::camera(meeting, format!("camera:{}", spec.url), spec.name.clone());
+    let join = JoinRequest::source(
+        meeting,
+        format!("camera:{}", spec.url),
+        spec.name.clone(),
+        "camera",
+    );
     let source = Source::live(SourceKind::Camera);
     let admitted = node
         .join_source(join, source, stream.publication(), events_tx)
@@ -289,21 +259,4 @@ impl Camera {
 /// dropped; a keyframe request has no RTSP equivalent (see the module comment).
 fn still_wanted(event: Option<SessionEvent>) -> bool {
     !matches!(event, None | Some(SessionEvent::Close))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seats_are_bounded_and_given_back_when_dropped() {
-        let seats = Seats::new(2);
-        let first = seats.take().expect("a seat");
-        let second = seats.take().expect("a seat");
-        assert!(seats.take().is_none(), "all taken");
-        drop(first);
-        let third = seats.take().expect("one given back");
-        drop((second, third));
-        assert_eq!(seats.taken.load(Ordering::SeqCst), 0);
-    }
 }

@@ -6,7 +6,7 @@
 //! second RTSP session of its own, read as plain RTP packets (one Opus packet each, RFC 7587),
 //! beside the session whose H.264 the demuxer takes.
 
-use super::audio::OpusHeader;
+use crate::transcode::OpusHeader;
 use super::rtsp::{CameraError, CameraSpec, first_line};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -92,7 +92,7 @@ impl OpusRewriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::camera::audio::PAYLOAD_TYPE;
+    use crate::transcode::PAYLOAD_TYPE;
     use rtc::shared::marshal::Unmarshal;
 
     #[test]

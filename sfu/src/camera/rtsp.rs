@@ -3,7 +3,7 @@
 //! audio plays in a second session beside it (`opus`). Every way it can fail is a
 //! [`CameraError`] that says what the person who added the camera can do.
 
-use super::audio::{self, AudioTranscoder, CameraAudio};
+use crate::transcode::{self, AudioTranscoder, SourceAudio};
 use super::opus::OpusSession;
 use super::video::{self, VideoPacketizer};
 use crate::media::forwarder::MediaKind;
@@ -255,7 +255,7 @@ impl CameraStream {
     pub fn publication(&self) -> Publication {
         let mut payload_kinds = vec![(video::PAYLOAD_TYPE, MediaKind::Video)];
         if self.audio.is_some() {
-            payload_kinds.push((audio::PAYLOAD_TYPE, MediaKind::Audio));
+            payload_kinds.push((transcode::PAYLOAD_TYPE, MediaKind::Audio));
         }
         Publication {
             payload_kinds,
@@ -311,7 +311,7 @@ enum AudioStream {
     /// Opus, published as it is.
     Opus(usize),
     /// G.711 or AAC, transcoded to Opus.
-    Transcoded(usize, CameraAudio),
+    Transcoded(usize, SourceAudio),
 }
 
 /// The audio stream to take: Opus first (no transcoding), else the first one kaskade
@@ -330,7 +330,7 @@ fn audio_stream(streams: &[retina::client::Stream]) -> Option<AudioStream> {
                 Some(ParametersRef::Audio(params)) => Some(params.extra_data()),
                 _ => None,
             };
-            CameraAudio::of(s.encoding_name(), s.clock_rate_hz(), extra_data)
+            SourceAudio::of(s.encoding_name(), s.clock_rate_hz(), extra_data)
                 .map(|codec| AudioStream::Transcoded(index, codec))
         })
     })

@@ -5,8 +5,9 @@ use crate::camera;
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
+use crate::sip::SipGateway;
 use crate::signaling::protocol::{
-    ClientMessage, ErrorCode, ServerMessage, display_name, valid_meeting,
+    ClientMessage, DialRequest, ErrorCode, ServerMessage, display_name, valid_meeting,
 };
 use crate::token::{Claims, Role, SpentTokens, TokenKey, unix_now};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -74,7 +75,12 @@ struct Authenticated {
 }
 
 /// Serves one WebSocket until it closes or the participant leaves.
-pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
+pub async fn run(
+    mut socket: WebSocket,
+    node: NodeHandle,
+    auth: Arc<Auth>,
+    sip: Option<Arc<SipGateway>>,
+) {
     let join = match tokio::time::timeout(JOIN_TIMEOUT, next_message(&mut socket)).await {
         Ok(Some(Ok(ClientMessage::Join {
             meeting,
@@ -132,6 +138,7 @@ pub async fn run(mut socket: WebSocket, node: NodeHandle, auth: Arc<Auth>) {
         role: admitted.role,
         meeting: request.meeting.clone(),
         replies: events_tx.downgrade(),
+        sip,
     };
     let ended = match send(&mut socket, &welcome).await {
         Ok(()) => serve(&mut socket, &session, &mut events).await,
@@ -164,6 +171,32 @@ struct Session {
     /// Weak: only the core's sender keeps the queue open, so the core dropping it (a slow
     /// reader cut off) still ends the session.
     replies: mpsc::WeakSender<SessionEvent>,
+    /// The node's SIP gateway, when it has one.
+    sip: Option<Arc<SipGateway>>,
+}
+
+/// Hands a moderator's SIP call to the node's gateway (its answer comes later on the
+/// session's queue), or the refusal to send back at once.
+fn dial(session: &Session, request: DialRequest) -> Result<(), ServerMessage> {
+    if session.role != Role::Moderator {
+        return Err(ServerMessage::error(
+            ErrorCode::Forbidden,
+            "only moderators place SIP calls",
+        ));
+    }
+    let Some(gateway) = &session.sip else {
+        return Err(ServerMessage::error(
+            ErrorCode::CallFailed,
+            "this node has no SIP gateway (start it with --sip-listen)",
+        ));
+    };
+    gateway.dial(
+        session.node.clone(),
+        session.meeting.clone(),
+        request,
+        session.replies.clone(),
+    );
+    Ok(())
 }
 
 async fn serve(
@@ -194,6 +227,10 @@ async fn serve(
                         continue;
                     }
                 }
+                Some(Ok(ClientMessage::Dial(request))) => match dial(session, request) {
+                    Ok(()) => continue,
+                    Err(refusal) => refusal,
+                },
                 Some(Ok(other)) => {
                     if node.message(id, other).await.is_err() {
                         return Ended::Closed;

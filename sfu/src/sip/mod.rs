@@ -1,3 +1,98 @@
 //! The SIP gateway: room systems, video MCUs and phones as participants of a meeting.
+//!
+//! A moderator dials a SIP address ([`SipGateway::dial`]); the call joins the meeting at once as
+//! a source participant whose tile shows the call's progress (calling, ringing, live), and
+//! from the answer on, the far end's H.264 and audio (Opus as it is, G.711 transcoded to Opus)
+//! are published through the core's plain-RTP transport like a camera's. A failure (busy,
+//! declined, no answer, ...) reaches the moderator who dialled as an `error` with code
+//! `call_failed`, and the participant leaves. Removing the participant hangs up (CANCEL while
+//! it rings, BYE once answered); the far end hanging up makes it leave.
+//!
+//! Modules: [`ua`] (the SIP user agent), [`sdp`] (offer and answer), [`media`] (RTP sockets and
+//! packets), [`failure`] (why a call failed, in words), `leg` (one call's life).
 
+pub mod failure;
+mod leg;
+pub mod media;
 pub mod sdp;
+pub mod ua;
+
+use crate::node::{NodeHandle, SessionEvent};
+use crate::seats::Seats;
+use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+pub use ua::{SipSettings, UserAgent};
+
+/// SIP calls a node runs at once; more are refused.
+const MAX_CALLS: usize = 64;
+
+/// SIP calls running on this node.
+static RUNNING: Seats = Seats::new(MAX_CALLS);
+
+/// How long a call may ring before kaskade gives up (CANCEL).
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The node's SIP gateway: its user agent and the address its legs' RTP is bound to.
+#[derive(Clone)]
+pub struct SipGateway {
+    ua: UserAgent,
+    media_ip: IpAddr,
+    ring_timeout: Duration,
+}
+
+impl SipGateway {
+    /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
+    /// names, so the far end must reach it).
+    pub async fn start(settings: SipSettings, media_ip: IpAddr) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            ua: UserAgent::start(settings).await?,
+            media_ip,
+            ring_timeout: RING_TIMEOUT,
+        }))
+    }
+
+    /// Where its user agent listens.
+    pub fn sip_addr(&self) -> std::net::SocketAddr {
+        self.ua.local_addr()
+    }
+
+    /// Calls `request.uri` into `meeting` in the background. `reply` (the moderator's
+    /// session, if still there) gets `dialling` with the call's participant id once it is in
+    /// the meeting, or an `error` saying why it could not be placed or why it failed.
+    pub fn dial(
+        self: &Arc<Self>,
+        node: NodeHandle,
+        meeting: String,
+        request: DialRequest,
+        reply: mpsc::WeakSender<SessionEvent>,
+    ) {
+        let tell = Teller(reply);
+        let Some(seat) = RUNNING.take() else {
+            tokio::spawn(async move {
+                let refusal = format!("this node already runs {MAX_CALLS} SIP calls");
+                tell.say(ServerMessage::error(ErrorCode::CallFailed, refusal))
+                    .await;
+            });
+            return;
+        };
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let _seat = seat;
+            leg::run(&gateway, node, meeting, request, tell).await;
+        });
+    }
+}
+
+/// The dialling moderator's session, if it is still there.
+struct Teller(mpsc::WeakSender<SessionEvent>);
+
+impl Teller {
+    async fn say(&self, message: ServerMessage) {
+        if let Some(session) = self.0.upgrade() {
+            let _ = session.send(SessionEvent::Message(message)).await;
+        }
+    }
+}

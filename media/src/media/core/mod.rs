@@ -75,15 +75,16 @@ pub struct JoinRequest {
 }
 
 impl JoinRequest {
-    /// A camera (a source) joining `meeting` as `name`; `identity` names it in call records.
-    pub fn camera(meeting: String, identity: String, name: String) -> Self {
+    /// A source the node connects to (`kind`: `camera`, `sip`) joining `meeting` as `name`;
+    /// `identity` names it in call records.
+    pub fn source(meeting: String, identity: String, name: String, kind: &str) -> Self {
         Self {
             meeting,
             identity,
             name,
             role: Role::Participant,
             rejoin: false,
-            kind: "camera".into(),
+            kind: kind.into(),
         }
     }
 }
@@ -177,11 +178,11 @@ impl MediaCore {
                 id,
                 ServerMessage::error(ErrorCode::BadRequest, "already joined and negotiated"),
             ),
-            ClientMessage::AddCamera(_) => self.send(
+            ClientMessage::AddCamera(_) | ClientMessage::Dial(_) => self.send(
                 id,
                 ServerMessage::error(
                     ErrorCode::BadRequest,
-                    "cameras are added by a signaling session",
+                    "cameras and SIP calls are added by a signaling session",
                 ),
             ),
         }

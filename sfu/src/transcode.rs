@@ -1,8 +1,9 @@
-//! A camera's audio transcoded to what every subscriber decodes: Opus at 48 kHz in 20 ms
-//! frames (a camera that sends Opus is published as it is, see `opus`). G.711 (PCMU, PCMA) is expanded from its companding, AAC-LC is decoded (symphonia);
-//! either is mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into
-//! frames and encoded. The RTP timestamp of each Opus packet follows the camera's own clock, so a
-//! gap in the camera's audio stays a gap.
+//! A source's audio (an RTSP camera's, a SIP call's) transcoded to what every subscriber
+//! decodes: Opus at 48 kHz in 20 ms frames (a source that sends Opus is published as it is).
+//! G.711 (PCMU, PCMA) is expanded from its companding, AAC-LC is decoded (symphonia); either is
+//! mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into frames and
+//! encoded. The RTP timestamp of each Opus packet follows the source's own clock, so a gap in
+//! the source's audio stays a gap.
 
 use bytes::BytesMut;
 use opus::{Application, Channels, Encoder};
@@ -12,7 +13,7 @@ use symphonia_core::audio::SampleBuffer;
 use symphonia_core::codecs::{CODEC_TYPE_AAC, CodecParameters, Decoder as _, DecoderOptions};
 use symphonia_core::formats::Packet;
 
-/// The payload type a camera's audio is published with.
+/// The payload type a source's audio is published with.
 pub const PAYLOAD_TYPE: u8 = 111;
 /// Opus's clock and sample rate.
 const OPUS_RATE: u32 = 48_000;
@@ -20,13 +21,13 @@ const OPUS_RATE: u32 = 48_000;
 const FRAME: usize = 960;
 /// The largest Opus packet written.
 const MAX_PACKET: usize = 1_500;
-/// Opus bit rate for a camera's (speech) audio.
+/// Opus bit rate for a source's (speech) audio.
 const BITRATE: i32 = 32_000;
 /// Timestamps this close (48 kHz samples) to the expected one continue the run: rounding of
 /// rates that do not divide 48 kHz.
 const JITTER: u64 = 2;
 
-/// The G.711 law a camera sends.
+/// The G.711 law a source sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Law {
     /// PCMU (North America, Japan).
@@ -61,9 +62,9 @@ impl Law {
     }
 }
 
-/// A camera audio codec kaskade transcodes.
+/// A source's audio codec kaskade transcodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CameraAudio {
+pub enum SourceAudio {
     /// G.711 at 8 kHz.
     G711(Law),
     /// AAC-LC, with its AudioSpecificConfig (from the SDP's `config`).
@@ -75,14 +76,14 @@ pub enum CameraAudio {
     },
 }
 
-impl CameraAudio {
+impl SourceAudio {
     /// The codec of an RTSP audio stream by its encoding name, clock rate and parameters'
     /// extra data (AAC's AudioSpecificConfig), when kaskade takes it.
     pub fn of(encoding: &str, rate: u32, extra_data: Option<&[u8]>) -> Option<Self> {
         match encoding.to_ascii_lowercase().as_str() {
-            "pcmu" => Some(CameraAudio::G711(Law::MuLaw)),
-            "pcma" => Some(CameraAudio::G711(Law::ALaw)),
-            "mpeg4-generic" => Some(CameraAudio::Aac {
+            "pcmu" => Some(SourceAudio::G711(Law::MuLaw)),
+            "pcma" => Some(SourceAudio::G711(Law::ALaw)),
+            "mpeg4-generic" => Some(SourceAudio::Aac {
                 config: extra_data?.to_vec(),
                 rate,
             }),
@@ -93,30 +94,30 @@ impl CameraAudio {
     /// The sample rate its timestamps count.
     fn rate(&self) -> u32 {
         match self {
-            CameraAudio::G711(_) => 8_000,
-            CameraAudio::Aac { rate, .. } => *rate,
+            SourceAudio::G711(_) => 8_000,
+            SourceAudio::Aac { rate, .. } => *rate,
         }
     }
 }
 
-/// Turns one frame of a camera's codec into mono samples.
+/// Turns one frame of a source's codec into mono samples.
 enum Decoder {
     G711(Law),
     Aac(Box<AacDecoder>, Option<SampleBuffer<i16>>),
 }
 
 impl Decoder {
-    fn new(codec: &CameraAudio) -> Result<Self, String> {
+    fn new(codec: &SourceAudio) -> Result<Self, String> {
         Ok(match codec {
-            CameraAudio::G711(law) => Decoder::G711(*law),
-            CameraAudio::Aac { config, rate } => {
+            SourceAudio::G711(law) => Decoder::G711(*law),
+            SourceAudio::Aac { config, rate } => {
                 let mut params = CodecParameters::new();
                 params
                     .for_codec(CODEC_TYPE_AAC)
                     .with_sample_rate(*rate)
                     .with_extra_data(config.clone().into_boxed_slice());
                 let decoder = AacDecoder::try_new(&params, &DecoderOptions::default())
-                    .map_err(|e| format!("the camera's AAC: {e}"))?;
+                    .map_err(|e| format!("the source's AAC: {e}"))?;
                 Decoder::Aac(Box::new(decoder), None)
             }
         })
@@ -185,7 +186,7 @@ impl Resampler {
     }
 }
 
-/// A camera's audio in, Opus RTP packets out.
+/// A source's audio in, Opus RTP packets out.
 pub struct AudioTranscoder {
     decoder: Decoder,
     input_rate: u32,
@@ -193,7 +194,7 @@ pub struct AudioTranscoder {
     encoder: Encoder,
     ssrc: u32,
     seq: u16,
-    /// Decoded samples at the camera's rate, reused.
+    /// Decoded samples at the source's rate, reused.
     pcm: Vec<i16>,
     /// 48 kHz samples waiting for a whole frame.
     pending: Vec<i16>,
@@ -204,7 +205,7 @@ pub struct AudioTranscoder {
 
 impl AudioTranscoder {
     /// A transcoder of `codec` audio into an Opus stream with SSRC `ssrc`.
-    pub fn new(codec: &CameraAudio, ssrc: u32, seq: u16) -> Result<Self, String> {
+    pub fn new(codec: &SourceAudio, ssrc: u32, seq: u16) -> Result<Self, String> {
         let mut encoder = Encoder::new(OPUS_RATE, Channels::Mono, Application::Voip)
             .map_err(|e| e.to_string())?;
         encoder
@@ -224,8 +225,8 @@ impl AudioTranscoder {
         })
     }
 
-    /// Takes one frame of the camera's audio whose first sample has timestamp `timestamp` (the
-    /// camera's clock, extended); appends the Opus packets completed to `out`. A frame that does
+    /// Takes one frame of the source's audio whose first sample has timestamp `timestamp` (the
+    /// source's clock, extended); appends the Opus packets completed to `out`. A frame that does
     /// not decode is left out (a gap).
     pub fn push(&mut self, timestamp: i64, data: &[u8], out: &mut Vec<BytesMut>) {
         self.pcm.clear();
@@ -235,8 +236,8 @@ impl AudioTranscoder {
         let start = (timestamp.max(0) as u64) * u64::from(OPUS_RATE) / u64::from(self.input_rate);
         let expected = self.pending_start.map(|s| s + self.pending.len() as u64);
         if expected.is_none_or(|e| e.abs_diff(start) > JITTER) {
-            // the first frame, or a gap (loss, a camera that paused): start a new run so the
-            // encoded timestamps stay the camera's
+            // the first frame, or a gap (loss, a source that paused): start a new run so the
+            // encoded timestamps stay the source's
             self.pending.clear();
             self.pending_start = Some(start);
             self.resampler.reset();
@@ -268,10 +269,10 @@ impl AudioTranscoder {
     }
 }
 
-/// The RTP header fields of one Opus packet a camera publishes.
+/// The RTP header fields of one Opus packet a source publishes.
 #[derive(Debug, Clone, Copy)]
 pub struct OpusHeader {
-    /// The camera's audio SSRC.
+    /// The source's audio SSRC.
     pub ssrc: u32,
     /// The packet's sequence number.
     pub seq: u16,
@@ -340,27 +341,27 @@ mod tests {
     #[test]
     fn the_codecs_kaskade_takes_are_known_by_their_rtsp_names() {
         assert_eq!(
-            CameraAudio::of("PCMU", 8_000, None),
-            Some(CameraAudio::G711(Law::MuLaw))
+            SourceAudio::of("PCMU", 8_000, None),
+            Some(SourceAudio::G711(Law::MuLaw))
         );
         assert_eq!(
-            CameraAudio::of("pcma", 8_000, None),
-            Some(CameraAudio::G711(Law::ALaw))
+            SourceAudio::of("pcma", 8_000, None),
+            Some(SourceAudio::G711(Law::ALaw))
         );
         assert_eq!(
-            CameraAudio::of("MPEG4-GENERIC", 16_000, Some(&[0x14, 0x08])),
-            Some(CameraAudio::Aac {
+            SourceAudio::of("MPEG4-GENERIC", 16_000, Some(&[0x14, 0x08])),
+            Some(SourceAudio::Aac {
                 config: vec![0x14, 0x08],
                 rate: 16_000
             })
         );
         assert_eq!(
-            CameraAudio::of("mpeg4-generic", 16_000, None),
+            SourceAudio::of("mpeg4-generic", 16_000, None),
             None,
             "AAC needs its config"
         );
-        assert_eq!(CameraAudio::of("opus", 48_000, None), None);
-        assert_eq!(CameraAudio::of("G726-32", 8_000, None), None);
+        assert_eq!(SourceAudio::of("opus", 48_000, None), None);
+        assert_eq!(SourceAudio::of("G726-32", 8_000, None), None);
     }
 
     #[test]
@@ -393,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_g711_tone_becomes_20_ms_opus_packets_on_the_cameras_clock_that_decode_to_the_tone() {
-        let mut t = AudioTranscoder::new(&CameraAudio::G711(Law::MuLaw), 7, 100).unwrap();
+        let mut t = AudioTranscoder::new(&SourceAudio::G711(Law::MuLaw), 7, 100).unwrap();
         let mut out = Vec::new();
         // 1 s of a 440 Hz tone at 8 kHz, in 20 ms (160-sample) camera packets
         let mu = |x: f64| -> u8 {
@@ -423,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_gap_in_the_cameras_audio_restarts_the_run_at_the_cameras_timestamp() {
-        let mut t = AudioTranscoder::new(&CameraAudio::G711(Law::ALaw), 7, 0).unwrap();
+        let mut t = AudioTranscoder::new(&SourceAudio::G711(Law::ALaw), 7, 0).unwrap();
         let mut out = Vec::new();
         t.push(0, &[0xd5; 160], &mut out);
         t.push(8_000, &[0xd5; 160], &mut out);
@@ -460,7 +461,7 @@ mod tests {
         let stream = include_bytes!("testdata/tone16k.aac");
         let (config, frames) = adts_frames(stream);
         assert_eq!(frames.len(), 16);
-        let codec = CameraAudio::of("mpeg4-generic", 16_000, Some(&config)).unwrap();
+        let codec = SourceAudio::of("mpeg4-generic", 16_000, Some(&config)).unwrap();
         let mut t = AudioTranscoder::new(&codec, 9, 0).unwrap();
         let mut out = Vec::new();
         for (i, frame) in frames.iter().enumerate() {

@@ -1,0 +1,57 @@
+//! A bounded number of things a node runs at once (cameras, SIP calls): a request beyond the
+//! bound is refused, so moderators' requests cannot grow the node's threads and sockets
+//! without limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A bounded number of seats, taken and given back by [`Seat`].
+pub struct Seats {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+/// One taken seat, given back when dropped.
+pub struct Seat<'a>(&'a Seats);
+
+impl Seats {
+    /// Seats for at most `max` at once.
+    pub const fn new(max: usize) -> Self {
+        Self {
+            taken: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A seat, unless all are taken.
+    pub fn take(&self) -> Option<Seat<'_>> {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Seat(self))
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seats_are_bounded_and_given_back_when_dropped() {
+        let seats = Seats::new(2);
+        let first = seats.take().expect("a seat");
+        let second = seats.take().expect("a seat");
+        assert!(seats.take().is_none(), "all taken");
+        drop(first);
+        let third = seats.take().expect("one given back");
+        drop((second, third));
+        assert_eq!(seats.taken.load(Ordering::SeqCst), 0);
+    }
+}

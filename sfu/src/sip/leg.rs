@@ -1,0 +1,374 @@
+//! One SIP call's life: in the meeting as a source participant from the moment it is dialled,
+//! placed (calling, ringing), answered, its media into the meeting while it lasts, and its
+//! end, whichever side hangs up.
+
+use super::failure::CallFailure;
+use super::media::{IntoMeeting, Latch, RtpPair, VIDEO_PAYLOAD_TYPE, keyframe_request};
+use super::sdp::{self, Agreement, LocalMedia};
+use super::ua::{Call, CallEvent, Step};
+use super::{SipGateway, Teller};
+use crate::media::core::JoinRequest;
+use crate::media::demux::ParticipantId;
+use crate::media::forwarder::MediaKind;
+use crate::media::transport::Publication;
+use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
+use crate::signaling::protocol::{
+    DialRequest, ErrorCode, ServerMessage, Source, SourceKind, SourceState,
+};
+use crate::transcode;
+use bytes::BytesMut;
+use rand::Rng;
+use rsipstack::sip::StatusCode;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// The longest SIP address taken.
+const MAX_URI: usize = 256;
+/// The least time between two SIP INFO keyframe requests (RTCP ones go every time).
+const INFO_INTERVAL: Duration = Duration::from_secs(1);
+/// Receive buffer of one RTP socket: a datagram over this is not RTP kaskade takes.
+const DATAGRAM: usize = 2_048;
+
+/// Dials `request` into `meeting` and runs the call until it ends.
+pub(super) async fn run(
+    gateway: &SipGateway,
+    node: NodeHandle,
+    meeting: String,
+    request: DialRequest,
+    tell: Teller,
+) {
+    let uri = request.uri.trim().to_string();
+    if let Err(why) = check_address(&uri) {
+        tell.say(ServerMessage::error(ErrorCode::BadRequest, why))
+            .await;
+        return;
+    }
+    let mut leg = match Leg::join(gateway, node, meeting, &uri, &request.name).await {
+        Ok(leg) => leg,
+        Err(why) => {
+            let message = format!("{uri}: {why}");
+            tell.say(ServerMessage::error(ErrorCode::CallFailed, message))
+                .await;
+            return;
+        }
+    };
+    info!(participant = %leg.id, %uri, "dialling");
+    tell.say(ServerMessage::Dialling {
+        id: leg.id,
+        uri: uri.clone(),
+    })
+    .await;
+    match leg.place(gateway, &uri).await {
+        Placed::Answered(call, agreement) => leg.converse(call, agreement).await,
+        Placed::Failed(failure) => {
+            info!(participant = %leg.id, %uri, "call failed: {failure}");
+            let message = format!("{uri}: {failure}");
+            tell.say(ServerMessage::error(ErrorCode::CallFailed, message))
+                .await;
+        }
+        Placed::HungUp => info!(participant = %leg.id, %uri, "hung up while ringing"),
+    }
+    let _ = leg.node.leave(leg.id).await;
+}
+
+/// A SIP address kaskade dials: `sip:` (TLS, `sips:`, is not there yet), something after it,
+/// no spaces, not absurdly long.
+fn check_address(uri: &str) -> Result<(), String> {
+    let rest = uri
+        .get(..4)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("sip:"))
+        .map(|_| &uri[4..])
+        .ok_or_else(|| format!("{uri:?} is not a sip: address"))?;
+    if rest.is_empty() || uri.len() > MAX_URI || uri.chars().any(char::is_whitespace) {
+        return Err(format!("{uri:?} is not a SIP address kaskade can dial"));
+    }
+    Ok(())
+}
+
+/// The tile's name: the one asked for, or the address's user part (its host when it has none).
+fn display_name(uri: &str, asked: &str) -> String {
+    let asked = asked.trim();
+    if !asked.is_empty() {
+        return asked.chars().take(64).collect();
+    }
+    let address = &uri[4..];
+    let address = address.split([';', '?']).next().unwrap_or(address);
+    match address.split_once('@') {
+        Some((user, _)) if !user.is_empty() => user.into(),
+        Some((_, host)) => host.into(),
+        None => address.into(),
+    }
+}
+
+/// What a SIP leg publishes: the far end's H.264 and its audio as Opus. Room systems answer
+/// keyframe requests, so no group of pictures is cached.
+fn publication() -> Publication {
+    Publication {
+        payload_kinds: vec![
+            (VIDEO_PAYLOAD_TYPE, MediaKind::Video),
+            (transcode::PAYLOAD_TYPE, MediaKind::Audio),
+        ],
+        audio_level_ext: None,
+        cache_gop: false,
+    }
+}
+
+/// How placing a call ended.
+enum Placed {
+    /// Answered, with what was agreed.
+    Answered(Call, Agreement),
+    /// Failed, and why.
+    Failed(CallFailure),
+    /// Removed from the meeting (hung up) while it rang.
+    HungUp,
+}
+
+/// One call in the meeting.
+struct Leg {
+    node: NodeHandle,
+    id: ParticipantId,
+    events: mpsc::Receiver<SessionEvent>,
+    sockets: LegSockets,
+    local: LocalMedia,
+    session_id: u64,
+    sdp_version: u64,
+    /// The SSRC of what kaskade sends (its RTCP, the Opus it transcodes).
+    ssrc: u32,
+    fir_seq: u8,
+    last_info: Option<Instant>,
+}
+
+impl Leg {
+    /// Binds the call's RTP and joins the meeting as a source that is being called.
+    async fn join(
+        gateway: &SipGateway,
+        node: NodeHandle,
+        meeting: String,
+        uri: &str,
+        name: &str,
+    ) -> Result<Self, String> {
+        let sockets = LegSockets::bind(gateway).await.map_err(|e| e.to_string())?;
+        let local = LocalMedia {
+            address: gateway.media_ip,
+            audio_port: sockets.audio.port(),
+            video_port: sockets.video.port(),
+        };
+        let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
+        let join = JoinRequest::source(meeting, uri.into(), display_name(uri, name), "sip");
+        let source = Source {
+            kind: SourceKind::Sip,
+            state: SourceState::Calling,
+            detail: Some(uri.into()),
+        };
+        let admitted = node
+            .join_source(join, source, publication(), events_tx)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|(_, why)| why)?;
+        let mut rng = rand::rng();
+        Ok(Self {
+            node,
+            id: admitted.id,
+            events,
+            sockets,
+            local,
+            session_id: rng.random_range(1..1 << 48),
+            sdp_version: 1,
+            ssrc: rng.random(),
+            fir_seq: 0,
+            last_info: None,
+        })
+    }
+
+    /// Sends the INVITE and follows it until it is answered, fails, rings too long or the
+    /// participant is removed.
+    async fn place(&mut self, gateway: &SipGateway, uri: &str) -> Placed {
+        let offer = sdp::offer(&self.local, self.session_id, self.sdp_version);
+        let mut dialling = match gateway.ua.dial(uri, "kaskade", offer) {
+            Ok(dialling) => dialling,
+            Err(failure) => return Placed::Failed(failure),
+        };
+        let give_up = tokio::time::sleep(gateway.ring_timeout);
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                step = dialling.next() => match step {
+                    Step::Ringing => self.set_state(SourceState::Ringing).await,
+                    Step::Answered(answer) => {
+                        let call = dialling.established();
+                        return match sdp::read_answer(&answer) {
+                            Ok(agreement) => Placed::Answered(call, agreement),
+                            Err(e) => {
+                                call.hang_up().await;
+                                Placed::Failed(CallFailure::no_common_codec(e.to_string()))
+                            }
+                        };
+                    }
+                    Step::Failed(failure) => return Placed::Failed(failure),
+                },
+                event = self.events.recv() => {
+                    if !still_wanted(event.as_ref()) {
+                        dialling.cancel().await;
+                        return Placed::HungUp;
+                    }
+                }
+                _ = &mut give_up => {
+                    dialling.cancel().await;
+                    return Placed::Failed(CallFailure::no_answer());
+                }
+            }
+        }
+    }
+
+    /// The answered call: the far end's media into the meeting, keyframe requests to it, its
+    /// re-offers answered, until either side hangs up.
+    async fn converse(&mut self, mut call: Call, mut agreement: Agreement) {
+        let mut into = match IntoMeeting::new(&agreement, self.ssrc, 0) {
+            Ok(into) => into,
+            Err(e) => {
+                warn!(participant = %self.id, "SIP leg media: {e}");
+                call.hang_up().await;
+                return;
+            }
+        };
+        self.set_state(SourceState::Live).await;
+        let mut packets = Vec::new();
+        loop {
+            tokio::select! {
+                () = self.sockets.receive(&mut into, &mut packets) => {
+                    if !packets.is_empty()
+                        && self.node.ingest(self.id, std::mem::take(&mut packets)).await.is_err()
+                    {
+                        call.hang_up().await;
+                        return;
+                    }
+                }
+                event = self.events.recv() => match event {
+                    Some(SessionEvent::KeyframeWanted) => {
+                        self.ask_keyframe(&call, &into, &agreement).await;
+                    }
+                    Some(SessionEvent::Message(_)) => {}
+                    Some(SessionEvent::Close) | None => {
+                        call.hang_up().await;
+                        return;
+                    }
+                },
+                event = call.next() => match event {
+                    CallEvent::Ended(why) => {
+                        info!(participant = %self.id, "SIP call ended: {why}");
+                        return;
+                    }
+                    CallEvent::KeyframeWanted => {
+                        debug!(participant = %self.id, "the far end asks for a keyframe");
+                    }
+                    CallEvent::Reoffer(offer, reply) => {
+                        self.sdp_version += 1;
+                        match sdp::answer(&offer, &self.local, self.session_id, self.sdp_version) {
+                            Ok((answer, agreed)) => match IntoMeeting::new(&agreed, self.ssrc, 0) {
+                                Ok(new) => {
+                                    reply.sdp(answer).await;
+                                    (into, agreement) = (new, agreed);
+                                }
+                                Err(_) => reply.refuse(StatusCode::NotAcceptableHere).await,
+                            },
+                            Err(_) => reply.refuse(StatusCode::NotAcceptableHere).await,
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Asks the far end for a keyframe: RTCP PLI and FIR to its video's RTCP port, and SIP
+    /// INFO `picture_fast_update` (at most once a second) for systems that only read that.
+    async fn ask_keyframe(&mut self, call: &Call, into: &IntoMeeting, agreement: &Agreement) {
+        let (Some(video), Some(media_ssrc)) = (&agreement.video, into.video_ssrc) else {
+            return;
+        };
+        self.fir_seq = self.fir_seq.wrapping_add(1);
+        let rtcp = SocketAddr::new(video.remote.ip(), video.remote.port().wrapping_add(1));
+        let request = keyframe_request(self.ssrc, media_ssrc, self.fir_seq);
+        if let Err(e) = self.sockets.video.rtcp.send_to(&request, rtcp).await {
+            debug!(participant = %self.id, "RTCP keyframe request: {e}");
+        }
+        if self.last_info.is_none_or(|at| at.elapsed() >= INFO_INTERVAL) {
+            self.last_info = Some(Instant::now());
+            call.picture_fast_update();
+        }
+    }
+
+    async fn set_state(&self, state: SourceState) {
+        let _ = self.node.set_source_state(self.id, state, None).await;
+    }
+}
+
+/// Whether an event from the core leaves the call in the meeting.
+fn still_wanted(event: Option<&SessionEvent>) -> bool {
+    !matches!(event, None | Some(SessionEvent::Close))
+}
+
+/// A leg's RTP and RTCP sockets, each with the far end's latched address.
+struct LegSockets {
+    audio: RtpPair,
+    video: RtpPair,
+    latches: [Latch; 2],
+    buffers: [Vec<u8>; 4],
+}
+
+impl LegSockets {
+    async fn bind(gateway: &SipGateway) -> std::io::Result<Self> {
+        Ok(Self {
+            audio: RtpPair::bind(gateway.media_ip).await?,
+            video: RtpPair::bind(gateway.media_ip).await?,
+            latches: Default::default(),
+            buffers: std::array::from_fn(|_| vec![0; DATAGRAM]),
+        })
+    }
+
+    /// Waits for the next datagram on any socket; RTP from the far end becomes the meeting's
+    /// packets in `out`, RTCP is read and left (kaskade's own reports come later).
+    async fn receive(&mut self, into: &mut IntoMeeting, out: &mut Vec<BytesMut>) {
+        let [audio_buf, video_buf, audio_rtcp, video_rtcp] = &mut self.buffers;
+        let [audio_latch, video_latch] = &mut self.latches;
+        tokio::select! {
+            Ok((n, from)) = self.audio.rtp.recv_from(audio_buf) => {
+                if audio_latch.admits(from) {
+                    into.audio(&audio_buf[..n], out);
+                }
+            }
+            Ok((n, from)) = self.video.rtp.recv_from(video_buf) => {
+                if video_latch.admits(from) {
+                    into.video(&video_buf[..n], out);
+                }
+            }
+            _ = self.audio.rtcp.recv_from(audio_rtcp) => {}
+            _ = self.video.rtcp.recv_from(video_rtcp) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_sip_addresses_are_dialled() {
+        for good in ["sip:room@192.0.2.1", "SIP:7001@mcu.example.org:5060;transport=udp"] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for bad in ["", "sip:", "tel:+4930123", "sips:room@x", "sip:a b@x", "room@x"] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+        assert!(check_address(&format!("sip:{}", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn a_call_is_named_as_asked_or_after_its_address() {
+        assert_eq!(display_name("sip:boardroom@mcu.example.org", ""), "boardroom");
+        assert_eq!(display_name("sip:mcu.example.org;transport=tcp", " "), "mcu.example.org");
+        assert_eq!(display_name("sip:@host", ""), "host");
+        assert_eq!(display_name("sip:7001@x", "Oslo office"), "Oslo office");
+    }
+}

@@ -1,0 +1,220 @@
+//! A SIP leg's RTP: the sockets the far end's audio and video arrive on (an even RTP port and
+//! RTCP on the next, as room systems expect), what each packet becomes on its way into the
+//! meeting, and the RTCP keyframe request kaskade sends to the far end.
+//!
+//! Into the meeting, a packet keeps its SSRC, sequence number and timestamp (the core's
+//! forwarder rewrites them per subscriber) and takes the payload type the leg publishes with:
+//! H.264 and Opus pass through with only that byte changed; G.711 is transcoded to Opus.
+
+use crate::sip::sdp::{Agreement, AudioCodec};
+use crate::transcode::{self, AudioTranscoder, Law, SourceAudio};
+use bytes::BytesMut;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::UdpSocket;
+
+/// The payload type a leg's video is published with (its audio: [`transcode::PAYLOAD_TYPE`]).
+pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
+
+/// Attempts at finding an even port whose next port is free too.
+const PAIR_ATTEMPTS: usize = 32;
+
+/// One media line's sockets: RTP on an even port, RTCP on the next.
+pub struct RtpPair {
+    /// The RTP socket.
+    pub rtp: UdpSocket,
+    /// The RTCP socket.
+    pub rtcp: UdpSocket,
+}
+
+impl RtpPair {
+    /// Binds an even port and the one after it on `ip`.
+    pub async fn bind(ip: IpAddr) -> std::io::Result<Self> {
+        for _ in 0..PAIR_ATTEMPTS {
+            let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let port = rtp.local_addr()?.port();
+            if port % 2 != 0 || port == u16::MAX {
+                continue;
+            }
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
+                return Ok(Self { rtp, rtcp });
+            }
+        }
+        Err(std::io::Error::other(
+            "no free pair of RTP and RTCP ports for a SIP leg",
+        ))
+    }
+
+    /// The RTP port.
+    pub fn port(&self) -> u16 {
+        self.rtp.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+}
+
+/// Remembers where a socket's packets come from: the first source is taken (symmetric RTP:
+/// the far end may sit behind a NAT that changed its port) and packets from anywhere else are
+/// dropped, so nobody can slip media into the call.
+#[derive(Debug, Default)]
+pub struct Latch(Option<SocketAddr>);
+
+impl Latch {
+    /// Whether a packet from `from` belongs to the call.
+    pub fn admits(&mut self, from: SocketAddr) -> bool {
+        *self.0.get_or_insert(from) == from
+    }
+
+    /// The far end's address, once it sent something.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.0
+    }
+}
+
+/// How the far end's audio becomes the leg's Opus.
+enum AudioIn {
+    /// Opus: the payload type changed, nothing else.
+    Opus,
+    /// G.711, transcoded; its 8 kHz timestamps extended past their 32-bit wrap.
+    Transcoded(Box<AudioTranscoder>, Extender),
+}
+
+/// What the far end's packets become in the meeting.
+pub struct IntoMeeting {
+    audio: Option<(u8, AudioIn)>,
+    video: Option<u8>,
+    /// The SSRC of the far end's video, once seen (what keyframe requests name).
+    pub video_ssrc: Option<u32>,
+}
+
+impl IntoMeeting {
+    /// For the media `agreement` names; transcoded audio gets SSRC `ssrc` and sequence numbers
+    /// from `seq`.
+    pub fn new(agreement: &Agreement, ssrc: u32, seq: u16) -> Result<Self, String> {
+        let audio = match &agreement.audio {
+            Some(line) if line.flow.receive => {
+                let law = match line.codec {
+                    AudioCodec::Opus => None,
+                    AudioCodec::Pcmu => Some(Law::MuLaw),
+                    AudioCodec::Pcma => Some(Law::ALaw),
+                };
+                let into = match law {
+                    None => AudioIn::Opus,
+                    Some(law) => AudioIn::Transcoded(
+                        Box::new(AudioTranscoder::new(&SourceAudio::G711(law), ssrc, seq)?),
+                        Extender::default(),
+                    ),
+                };
+                Some((line.receive_payload_type, into))
+            }
+            _ => None,
+        };
+        let video = agreement
+            .video
+            .as_ref()
+            .filter(|line| line.flow.receive)
+            .map(|line| line.receive_payload_type);
+        Ok(Self {
+            audio,
+            video,
+            video_ssrc: None,
+        })
+    }
+
+    /// An audio datagram from the far end: its Opus packets for the meeting, appended to `out`.
+    /// Anything else (telephone events, comfort noise, garbage) is dropped.
+    pub fn audio(&mut self, datagram: &[u8], out: &mut Vec<BytesMut>) {
+        let Some((payload_type, into)) = &mut self.audio else {
+            return;
+        };
+        if rtp_payload_type(datagram) != Some(*payload_type) {
+            return;
+        }
+        match into {
+            AudioIn::Opus => out.push(with_payload_type(datagram, transcode::PAYLOAD_TYPE)),
+            AudioIn::Transcoded(transcoder, extender) => {
+                let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &datagram[..]) else {
+                    return;
+                };
+                let timestamp = extender.extend(packet.header.timestamp);
+                transcoder.push(timestamp, &packet.payload, out);
+            }
+        }
+    }
+
+    /// A video datagram from the far end: its H.264 packet for the meeting, appended to `out`.
+    pub fn video(&mut self, datagram: &[u8], out: &mut Vec<BytesMut>) {
+        if self.video.is_none() || rtp_payload_type(datagram) != self.video {
+            return;
+        }
+        self.video_ssrc = Some(u32::from_be_bytes([
+            datagram[8],
+            datagram[9],
+            datagram[10],
+            datagram[11],
+        ]));
+        out.push(with_payload_type(datagram, VIDEO_PAYLOAD_TYPE));
+    }
+}
+
+/// The payload type of an RTP packet (version 2, a whole fixed header), or `None`.
+fn rtp_payload_type(datagram: &[u8]) -> Option<u8> {
+    (datagram.len() >= 12 && datagram[0] >> 6 == 2).then_some(datagram[1] & 0x7f)
+}
+
+/// The packet with its payload type replaced (the marker bit kept).
+fn with_payload_type(datagram: &[u8], payload_type: u8) -> BytesMut {
+    let mut packet = BytesMut::from(datagram);
+    packet[1] = (packet[1] & 0x80) | payload_type;
+    packet
+}
+
+/// Extends 32-bit RTP timestamps past their wrap-around.
+#[derive(Debug, Default)]
+struct Extender {
+    last: Option<(u32, i64)>,
+}
+
+impl Extender {
+    fn extend(&mut self, timestamp: u32) -> i64 {
+        let extended = match self.last {
+            None => i64::from(timestamp),
+            Some((raw, extended)) => extended + i64::from(timestamp.wrapping_sub(raw) as i32),
+        };
+        self.last = Some((timestamp, extended));
+        extended
+    }
+}
+
+/// An RTCP compound packet asking the far end's video `media_ssrc` for a keyframe: an empty
+/// receiver report, a PLI (RFC 4585) and a FIR (RFC 5104, numbered by `fir_seq`), so an end
+/// that understands either acts.
+pub fn keyframe_request(sender_ssrc: u32, media_ssrc: u32, fir_seq: u8) -> Vec<u8> {
+    use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    let report = ReceiverReport {
+        ssrc: sender_ssrc,
+        ..Default::default()
+    };
+    let pli = PictureLossIndication {
+        sender_ssrc,
+        media_ssrc,
+    };
+    let fir = FullIntraRequest {
+        sender_ssrc,
+        media_ssrc,
+        fir: vec![FirEntry {
+            ssrc: media_ssrc,
+            sequence_number: fir_seq,
+        }],
+    };
+    let mut out = Vec::with_capacity(48);
+    for part in [report.marshal(), pli.marshal(), fir.marshal()] {
+        if let Ok(bytes) = part {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

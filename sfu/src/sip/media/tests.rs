@@ -1,0 +1,147 @@
+use super::*;
+use crate::sip::sdp::{AudioLine, Flow, VideoLine};
+
+const BOTH_WAYS: Flow = Flow {
+    send: true,
+    receive: true,
+};
+
+fn agreement(codec: AudioCodec, audio_pt: u8, video_pt: u8) -> Agreement {
+    Agreement {
+        audio: Some(AudioLine {
+            remote: "192.0.2.1:5000".parse().unwrap(),
+            codec,
+            send_payload_type: audio_pt,
+            receive_payload_type: audio_pt,
+            telephone_event: Some(101),
+            flow: BOTH_WAYS,
+        }),
+        video: Some(VideoLine {
+            remote: "192.0.2.1:5002".parse().unwrap(),
+            send_payload_type: video_pt,
+            receive_payload_type: video_pt,
+            packetization_mode: 1,
+            profile_level_id: "42e01f".into(),
+            max_fs: None,
+            max_mbps: None,
+            flow: BOTH_WAYS,
+        }),
+    }
+}
+
+fn rtp(payload_type: u8, marker: bool, seq: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type,
+            sequence_number: seq,
+            timestamp,
+            ssrc: 0xfeed,
+            ..Default::default()
+        },
+        payload: payload.to_vec().into(),
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+fn parsed(packet: &BytesMut) -> rtc::rtp::Packet {
+    rtc::rtp::Packet::unmarshal(&mut &packet[..]).unwrap()
+}
+
+#[test]
+fn h264_and_opus_pass_through_with_only_the_payload_type_changed() {
+    let mut into = IntoMeeting::new(&agreement(AudioCodec::Opus, 120, 109), 1, 1).unwrap();
+    let mut out = Vec::new();
+    into.video(&rtp(109, true, 7, 9000, &[0x65, 1, 2]), &mut out);
+    into.audio(&rtp(120, false, 8, 960, &[0xfc, 3]), &mut out);
+    let (video, audio) = (parsed(&out[0]), parsed(&out[1]));
+    assert_eq!(video.header.payload_type, VIDEO_PAYLOAD_TYPE);
+    assert!(video.header.marker, "the marker bit is kept");
+    assert_eq!(
+        (video.header.sequence_number, video.header.timestamp, video.header.ssrc),
+        (7, 9000, 0xfeed)
+    );
+    assert_eq!(&video.payload[..], &[0x65, 1, 2]);
+    assert_eq!(audio.header.payload_type, transcode::PAYLOAD_TYPE);
+    assert_eq!(&audio.payload[..], &[0xfc, 3]);
+    assert_eq!(into.video_ssrc, Some(0xfeed));
+}
+
+#[test]
+fn pcmu_becomes_20_ms_opus_packets_and_other_payload_types_are_dropped() {
+    let mut into = IntoMeeting::new(&agreement(AudioCodec::Pcmu, 0, 96), 0xabc, 100).unwrap();
+    let mut out = Vec::new();
+    // 200 ms of µ-law in 20 ms packets, the timestamp wrapping midway
+    let start = u32::MAX - 800;
+    for i in 0..10u32 {
+        into.audio(&rtp(0, false, i as u16, start.wrapping_add(i * 160), &[0x7f; 160]), &mut out);
+    }
+    into.audio(&rtp(101, false, 11, 0, &[1, 0, 0, 160]), &mut out);
+    into.audio(&rtp(8, false, 12, 0, &[0xd5; 160]), &mut out);
+    into.audio(&[0x80, 0], &mut out);
+    assert!((9..=10).contains(&out.len()), "{} Opus packets", out.len());
+    let packets: Vec<_> = out.iter().map(parsed).collect();
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.header.payload_type, transcode::PAYLOAD_TYPE);
+        assert_eq!(p.header.ssrc, 0xabc);
+        assert_eq!(p.header.sequence_number, 100 + i as u16);
+    }
+    for pair in packets.windows(2) {
+        assert_eq!(
+            pair[1].header.timestamp.wrapping_sub(pair[0].header.timestamp),
+            960,
+            "continuous across the wrap"
+        );
+    }
+}
+
+#[test]
+fn a_line_kaskade_does_not_receive_passes_nothing() {
+    let mut held = agreement(AudioCodec::Opus, 111, 96);
+    held.video.as_mut().unwrap().flow.receive = false;
+    held.audio = None;
+    let mut into = IntoMeeting::new(&held, 1, 1).unwrap();
+    let mut out = Vec::new();
+    into.video(&rtp(96, false, 1, 1, &[0x65]), &mut out);
+    into.audio(&rtp(111, false, 1, 1, &[0xfc]), &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn the_latch_takes_the_first_source_only() {
+    let mut latch = Latch::default();
+    let far: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    assert!(latch.admits(far));
+    assert!(latch.admits(far));
+    assert!(!latch.admits("192.0.2.66:5000".parse().unwrap()));
+    assert_eq!(latch.source(), Some(far));
+}
+
+#[test]
+fn the_keyframe_request_is_a_compound_of_report_pli_and_fir() {
+    let bytes = keyframe_request(1, 0xfeed, 3);
+    let packets = rtc::rtcp::packet::unmarshal(&mut &bytes[..]).unwrap();
+    assert_eq!(packets.len(), 3);
+    let pli = packets[1]
+        .as_any()
+        .downcast_ref::<rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>()
+        .unwrap();
+    assert_eq!(pli.media_ssrc, 0xfeed);
+    let fir = packets[2]
+        .as_any()
+        .downcast_ref::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+        .unwrap();
+    assert_eq!((fir.fir[0].ssrc, fir.fir[0].sequence_number), (0xfeed, 3));
+}
+
+#[tokio::test]
+async fn rtp_ports_come_in_even_odd_pairs() {
+    let pair = RtpPair::bind("127.0.0.1".parse().unwrap()).await.unwrap();
+    let rtp = pair.rtp.local_addr().unwrap().port();
+    assert_eq!(rtp % 2, 0);
+    assert_eq!(pair.rtcp.local_addr().unwrap().port(), rtp + 1);
+    assert_eq!(pair.port(), rtp);
+}

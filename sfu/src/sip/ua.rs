@@ -1,0 +1,384 @@
+//! The node's SIP user agent (rsipstack): one endpoint with UDP and TCP on one address, the
+//! router of requests that arrive on their own (the BYE, re-INVITE and INFO of a call in
+//! progress, OPTIONS pings, calls dialling in), and outbound calls from INVITE to BYE.
+//!
+//! rsipstack answers a 401/407 challenge with the configured credentials, sends the ACKs and
+//! retransmits; this module turns its dialog states into the few steps a leg cares about
+//! ([`Step`], [`CallEvent`]) and every failure into a [`CallFailure`] a person can read.
+
+use crate::sip::failure::CallFailure;
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{TcpListenerConnection, TransportLayer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How the node's user agent presents itself and authenticates.
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// Where it listens, UDP and TCP (a specific address: it is written in Via and Contact).
+    pub listen: SocketAddr,
+    /// The user part of kaskade's From and Contact (`sip:USER@host`).
+    pub user: String,
+    /// Digest credentials for 401/407 challenges: user name and password.
+    pub credential: Option<(String, String)>,
+}
+
+/// The node's SIP user agent; cheap to clone.
+#[derive(Clone)]
+pub struct UserAgent {
+    dialogs: Arc<DialogLayer>,
+    settings: Arc<SipSettings>,
+    local: SocketAddr,
+    _stop: Arc<StopOnDrop>,
+}
+
+/// Stops the endpoint when the last handle of the user agent goes.
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl UserAgent {
+    /// Binds the SIP sockets and starts serving them.
+    pub async fn start(settings: SipSettings) -> std::io::Result<Self> {
+        let stop = CancellationToken::new();
+        let transports = TransportLayer::new(stop.child_token());
+        let udp = UdpConnection::create_connection(settings.listen, None, Some(stop.child_token()))
+            .await
+            .map_err(|e| std::io::Error::other(format!("SIP UDP on {}: {e}", settings.listen)))?;
+        let local = udp.get_addr().addr.clone();
+        transports.add_transport(udp.into());
+        let tcp = TcpListenerConnection::new(settings.listen.into(), None)
+            .await
+            .map_err(|e| std::io::Error::other(format!("SIP TCP on {}: {e}", settings.listen)))?;
+        transports.add_transport(tcp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent("kaskade")
+            .with_transport_layer(transports)
+            .with_cancel_token(stop.child_token())
+            .build();
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let inner = endpoint.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.serve().await {
+                warn!("SIP endpoint stopped: {e}");
+            }
+        });
+        tokio::spawn(route(dialogs.clone(), incoming));
+        let local: SocketAddr = local
+            .try_into()
+            .map_err(|e| std::io::Error::other(format!("SIP address: {e}")))?;
+        info!(%local, "SIP user agent listening (UDP and TCP)");
+        Ok(Self {
+            dialogs,
+            settings: Arc::new(settings),
+            local,
+            _stop: Arc::new(StopOnDrop(stop)),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends an INVITE with `offer` to `target` (a `sip:` URI), `display_name` in From.
+    pub fn dial(
+        &self,
+        target: &str,
+        display_name: &str,
+        offer: String,
+    ) -> Result<Dialling, CallFailure> {
+        let callee = Uri::try_from(target)
+            .map_err(|e| CallFailure::bad_address(format!("{target} is not a SIP URI: {e}")))?;
+        let caller = Uri::try_from(format!("sip:{}@{}", self.settings.user, self.local).as_str())
+            .map_err(|e| CallFailure::local(format!("kaskade's own SIP address: {e}")))?;
+        let contact = self
+            .dialogs
+            .build_local_contact(Some(self.settings.user.clone()), None)
+            .map_err(|e| CallFailure::local(e.to_string()))?;
+        let option = InviteOption {
+            caller_display_name: Some(display_name.to_string()),
+            caller,
+            callee,
+            contact,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            credential: self
+                .settings
+                .credential
+                .as_ref()
+                .map(|(user, password)| Credential {
+                    username: user.clone(),
+                    password: password.clone(),
+                    realm: None,
+                    auth_username: None,
+                }),
+            ..Default::default()
+        };
+        let (states_tx, states) = self.dialogs.new_dialog_state_channel();
+        let (dialog, invite) = self
+            .dialogs
+            .do_invite_async(option, states_tx)
+            .map_err(|e| CallFailure::unreachable(e.to_string()))?;
+        Ok(Dialling {
+            dialog,
+            states,
+            invite,
+            dialogs: self.dialogs.clone(),
+        })
+    }
+}
+
+/// Answers what arrives outside a call kaskade is placing: in-dialog requests go to their
+/// dialog (one task each: the dialog waits for the leg's answer), OPTIONS pings get 200, and
+/// calls dialling in are turned away until dial-in lands.
+async fn route(dialogs: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
+    while let Some(mut tx) = incoming.recv().await {
+        let in_dialog = tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|to| to.tag().ok().flatten())
+            .is_some();
+        let reply = if in_dialog {
+            match dialogs.match_dialog(&tx) {
+                Some(mut dialog) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = dialog.handle(&mut tx).await {
+                            debug!("SIP in-dialog request: {e}");
+                        }
+                    });
+                    continue;
+                }
+                None => StatusCode::CallTransactionDoesNotExist,
+            }
+        } else {
+            match tx.original.method {
+                Method::Options => StatusCode::OK,
+                Method::Invite => StatusCode::TemporarilyUnavailable,
+                _ => StatusCode::MethodNotAllowed,
+            }
+        };
+        if let Err(e) = tx.reply(reply).await {
+            debug!("SIP reply: {e}");
+        }
+    }
+}
+
+/// An outbound call until it is answered or fails.
+pub struct Dialling {
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    invite: JoinHandle<InviteAsyncResult>,
+    dialogs: Arc<DialogLayer>,
+}
+
+/// What happened to a call being placed.
+#[derive(Debug)]
+pub enum Step {
+    /// The far end rings (180) or plays early media (183).
+    Ringing,
+    /// Answered with this SDP; the ACK is sent.
+    Answered(String),
+    /// It failed, and why.
+    Failed(CallFailure),
+}
+
+impl Dialling {
+    /// The next step of the call (a repeated `Ringing` is possible).
+    pub async fn next(&mut self) -> Step {
+        loop {
+            tokio::select! {
+                state = self.states.recv() => match state {
+                    Some(DialogState::Early(..)) => return Step::Ringing,
+                    Some(_) => {}
+                    None => return Step::Failed(CallFailure::local("the call's dialog ended")),
+                },
+                finished = &mut self.invite => return self.finished(finished),
+            }
+        }
+    }
+
+    fn finished(&self, finished: Result<InviteAsyncResult, tokio::task::JoinError>) -> Step {
+        let (id, response) = match finished {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Step::Failed(CallFailure::unreachable(e.to_string())),
+            Err(e) => return Step::Failed(CallFailure::local(e.to_string())),
+        };
+        match response {
+            Some(response) if response.status_code == StatusCode::OK => {
+                if self.dialog.state().is_confirmed() {
+                    Step::Answered(String::from_utf8_lossy(&response.body).into_owned())
+                } else {
+                    Step::Failed(CallFailure::cancelled())
+                }
+            }
+            Some(response) => {
+                self.dialogs.remove_dialog(&id);
+                Step::Failed(CallFailure::from_status(
+                    &response.status_code,
+                    response.wire_reason.as_deref(),
+                ))
+            }
+            None => {
+                self.dialogs.remove_dialog(&id);
+                Step::Failed(CallFailure::no_answer())
+            }
+        }
+    }
+
+    /// Gives up on the call: CANCEL while it rings (a 200 that crosses it is ACKed and ended
+    /// with BYE by the stack).
+    pub async fn cancel(self) {
+        if let Err(e) = self.dialog.cancel().await {
+            debug!("SIP CANCEL: {e}");
+        }
+        let _ = self.invite.await;
+        self.dialogs.remove_dialog(&self.dialog.id());
+    }
+
+    /// The answered call.
+    pub fn established(self) -> Call {
+        Call {
+            dialog: self.dialog,
+            states: self.states,
+            dialogs: self.dialogs,
+        }
+    }
+}
+
+/// An answered call.
+pub struct Call {
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    dialogs: Arc<DialogLayer>,
+}
+
+/// What the far end did during a call.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// It hung up (or the call timed out): the call is over.
+    Ended(String),
+    /// It asked for a keyframe by SIP INFO (`picture_fast_update`); answered 200 already.
+    KeyframeWanted,
+    /// A new offer (a re-INVITE: hold, resume, a codec change); answer it with the reply.
+    Reoffer(String, Reply),
+}
+
+/// The pending answer to a request of the far end.
+#[derive(Debug)]
+pub struct Reply(rsipstack::dialog::dialog::TransactionHandle);
+
+impl Reply {
+    /// Answers 200 with an SDP body.
+    pub async fn sdp(self, sdp: String) {
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        let _ = self
+            .0
+            .respond(StatusCode::OK, Some(headers), Some(sdp.into_bytes()))
+            .await;
+    }
+
+    /// Refuses the request (488 when an offer has nothing kaskade takes).
+    pub async fn refuse(self, status: StatusCode) {
+        let _ = self.0.reply(status).await;
+    }
+}
+
+impl Call {
+    /// The next thing the far end does; in-dialog requests kaskade has no use for are answered
+    /// here.
+    pub async fn next(&mut self) -> CallEvent {
+        loop {
+            let Some(state) = self.states.recv().await else {
+                return CallEvent::Ended("the call's dialog ended".into());
+            };
+            match state {
+                DialogState::Terminated(id, reason) => {
+                    self.dialogs.remove_dialog(&id);
+                    return CallEvent::Ended(ended_by(&reason));
+                }
+                DialogState::Updated(_, request, handle) if request.method == Method::Invite => {
+                    let sdp = String::from_utf8_lossy(&request.body).into_owned();
+                    return CallEvent::Reoffer(sdp, Reply(handle));
+                }
+                DialogState::Info(_, request, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    if String::from_utf8_lossy(&request.body).contains("picture_fast_update") {
+                        return CallEvent::KeyframeWanted;
+                    }
+                }
+                DialogState::Updated(_, _, handle)
+                | DialogState::Options(_, _, handle)
+                | DialogState::Notify(_, _, handle)
+                | DialogState::Message(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                DialogState::Refer(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::NotImplemented).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the far end for a keyframe the way room systems that ignore RTCP understand (SIP
+    /// INFO `picture_fast_update`, RFC 5168), in the background: the INFO's answer may take
+    /// long.
+    pub fn picture_fast_update(&self) {
+        let body = concat!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\" ?>",
+            "<media_control><vc_primitive><to_encoder><picture_fast_update/>",
+            "</to_encoder></vc_primitive></media_control>"
+        );
+        let headers = vec![Header::ContentType(
+            "application/media_control+xml".into(),
+        )];
+        let dialog = self.dialog.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dialog
+                .info(Some(headers), Some(body.as_bytes().to_vec()))
+                .await
+            {
+                debug!("SIP INFO picture_fast_update: {e}");
+            }
+        });
+    }
+
+    /// Hangs up (BYE).
+    pub async fn hang_up(self) {
+        if let Err(e) = self.dialog.bye().await {
+            debug!("SIP BYE: {e}");
+        }
+        self.dialogs.remove_dialog(&self.dialog.id());
+    }
+}
+
+/// Why an answered call ended, for the meeting's participants.
+fn ended_by(reason: &TerminatedReason) -> String {
+    match reason {
+        TerminatedReason::UasBye => "the far end hung up".into(),
+        TerminatedReason::UacBye => "kaskade hung up".into(),
+        TerminatedReason::Timeout => "the call timed out".into(),
+        other => format!("the call ended ({other:?})"),
+    }
+}
