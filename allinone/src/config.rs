@@ -44,6 +44,9 @@ pub struct AllInOne {
         value_parser = |p: &str| Keyring::from_file(Path::new(p))
     )]
     pub recording_key: Option<Keyring>,
+    /// The node's SIP gateway (off unless `--sip-listen` is given; docs/SIP.md).
+    #[command(flatten)]
+    pub sip: kaskade_sfu::config::SipOptions,
 }
 
 #[cfg(test)]

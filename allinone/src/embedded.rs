@@ -39,6 +39,7 @@ pub fn node_config(
         format!("--max-room-size={}", config.serve.max_room_size),
     ];
     args.extend(config.serve.ip_limits.to_args());
+    args.extend(config.sip.to_args());
     if let Some(region) = &config.region {
         args.push(format!("--region={region}"));
     }
@@ -73,11 +74,30 @@ mod tests {
     use crate::config::Cli;
 
     #[test]
+    fn the_sip_gateway_options_reach_the_node() {
+        let cli = Cli::try_parse_from([
+            "kaskade",
+            "--sip-listen=127.0.0.1:5062",
+            "--sip-auth-user=ops",
+            "--sip-password=pw",
+            "--sip-ring-timeout=30s",
+        ])
+        .unwrap();
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let sip = node_config(&cli.all_in_one, addr, "s3cret").unwrap().sip;
+        assert_eq!(sip.sip_listen, Some("127.0.0.1:5062".parse().unwrap()));
+        assert_eq!(sip.sip_auth_user.as_deref(), Some("ops"));
+        assert_eq!(sip.sip_password.as_deref(), Some("pw"));
+        assert_eq!(sip.sip_ring_timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn the_node_reports_to_this_locator_and_is_reached_under_node() {
         let cli = Cli::try_parse_from(["kaskade", "--udp-port", "0", "--region", "eu"]).unwrap();
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let node = node_config(&cli.all_in_one, addr, "s3cret").unwrap();
         assert_eq!(node.locators, ["http://127.0.0.1:8080"]);
+        assert_eq!(node.sip.sip_listen, None, "SIP is off unless asked for");
         assert_eq!(node.signaling_url(), "ws://127.0.0.1:8080/node/ws");
         assert_eq!(node.secret.as_deref(), Some("s3cret"));
         assert_eq!(node.listen, addr);

@@ -35,7 +35,7 @@ pub use join::{JoinConfig, JoinError, MediaSink, ReceivedPacket};
 pub use participant::Participant;
 pub use peer::{H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, rewrite_candidates};
 pub use signaling::{
-    CameraRequest, ClientMessage, DialRequest, ErrorCode, LeaveReason, MediaKind, ModerateAction, ParticipantId,
-    ParticipantInfo, Role, RtspTransport, ServerMessage, SourceKind, SourceState,
+    CameraRequest, ClientMessage, DialRequest, ErrorCode, LeaveReason, MediaKind, ModerateAction,
+    ParticipantId, ParticipantInfo, Role, RtspTransport, ServerMessage, SourceKind, SourceState,
 };
 pub use state::{Event, MeetingState, ParticipantStats, RemoteStats};

@@ -30,8 +30,7 @@ use crate::peer::Shared;
 use crate::session::{Current, Media, Session, locate};
 use crate::signaling::{
     CameraRequest, ClientMessage, DialRequest, ErrorCode, ModerateAction, ParticipantId,
-    ParticipantInfo,
-    Welcome,
+    ParticipantInfo, Welcome,
 };
 use crate::state::{Event, MeetingState, ParticipantStats};
 

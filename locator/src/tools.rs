@@ -53,7 +53,9 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,rtc=warn,rtc_dtls=error,rtc_ice=warn,rsipstack=warn",
+                )
             }),
         )
         .init();

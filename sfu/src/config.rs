@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// `kaskade-sfu`: a kaskade SFU node with its web client.
 #[derive(Debug, Clone, Parser)]
@@ -78,6 +79,33 @@ pub struct SipOptions {
     /// Password for digest authentication.
     #[arg(long, env = "KASKADE_SIP_PASSWORD", hide_env_values = true)]
     pub sip_password: Option<String>,
+    /// How long a call may ring before kaskade gives up ("no answer").
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sip_ring_timeout: Duration,
+}
+
+impl SipOptions {
+    /// The options as command-line arguments (for a node built from another program's
+    /// options, as the all-in-one builds its own).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--sip-user={}", self.sip_user),
+            format!(
+                "--sip-ring-timeout={}",
+                humantime::format_duration(self.sip_ring_timeout)
+            ),
+        ];
+        if let Some(listen) = self.sip_listen {
+            args.push(format!("--sip-listen={listen}"));
+        }
+        if let Some(user) = &self.sip_auth_user {
+            args.push(format!("--sip-auth-user={user}"));
+        }
+        if let Some(password) = &self.sip_password {
+            args.push(format!("--sip-password={password}"));
+        }
+        args
+    }
 }
 
 impl NodeConfig {

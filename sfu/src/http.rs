@@ -198,7 +198,7 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
             _ => None,
         },
     };
-    let gateway = SipGateway::start(settings, listen.ip()).await?;
+    let gateway = SipGateway::start(settings, listen.ip(), config.sip.sip_ring_timeout).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

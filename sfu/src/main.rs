@@ -7,10 +7,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,rtc=warn,rtc_dtls=error,rtc_ice=warn,rsipstack=warn")
+        }))
         .init();
     let config = NodeConfig::parse();
     let server = kaskade_sfu::serve(&config).await?;

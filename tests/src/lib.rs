@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub mod loadtest;
 pub mod media_file;
+pub mod sip_peers;
 
 /// The node binary to test: `KASKADE_SFU_BIN` when set (e.g. a release build for benchmark
 /// runs), else the one Cargo built for the tests (`built`).

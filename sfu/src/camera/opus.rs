@@ -6,8 +6,8 @@
 //! second RTSP session of its own, read as plain RTP packets (one Opus packet each, RFC 7587),
 //! beside the session whose H.264 the demuxer takes.
 
-use crate::transcode::OpusHeader;
 use super::rtsp::{CameraError, CameraSpec, first_line};
+use crate::transcode::OpusHeader;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use retina::client::{Described, PacketItem, Playing, Session};

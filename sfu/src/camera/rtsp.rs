@@ -3,12 +3,12 @@
 //! audio plays in a second session beside it (`opus`). Every way it can fail is a
 //! [`CameraError`] that says what the person who added the camera can do.
 
-use crate::transcode::{self, AudioTranscoder, SourceAudio};
 use super::opus::OpusSession;
 use super::video::{self, VideoPacketizer};
 use crate::media::forwarder::MediaKind;
 use crate::media::transport::Publication;
 use crate::signaling::protocol::{CameraRequest, RtspTransport, display_name};
+use crate::transcode::{self, AudioTranscoder, SourceAudio};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use retina::client::{

@@ -5,10 +5,10 @@ use crate::camera;
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
-use crate::sip::SipGateway;
 use crate::signaling::protocol::{
     ClientMessage, DialRequest, ErrorCode, ServerMessage, display_name, valid_meeting,
 };
+use crate::sip::SipGateway;
 use crate::token::{Claims, Role, SpentTokens, TokenKey, unix_now};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use std::sync::{Arc, Mutex};
@@ -177,18 +177,18 @@ struct Session {
 
 /// Hands a moderator's SIP call to the node's gateway (its answer comes later on the
 /// session's queue), or the refusal to send back at once.
-fn dial(session: &Session, request: DialRequest) -> Result<(), ServerMessage> {
+fn dial(session: &Session, request: DialRequest) -> Result<(), Box<ServerMessage>> {
     if session.role != Role::Moderator {
-        return Err(ServerMessage::error(
+        return Err(Box::new(ServerMessage::error(
             ErrorCode::Forbidden,
             "only moderators place SIP calls",
-        ));
+        )));
     }
     let Some(gateway) = &session.sip else {
-        return Err(ServerMessage::error(
+        return Err(Box::new(ServerMessage::error(
             ErrorCode::CallFailed,
             "this node has no SIP gateway (start it with --sip-listen)",
-        ));
+        )));
     };
     gateway.dial(
         session.node.clone(),
@@ -229,7 +229,7 @@ async fn serve(
                 }
                 Some(Ok(ClientMessage::Dial(request))) => match dial(session, request) {
                     Ok(()) => continue,
-                    Err(refusal) => refusal,
+                    Err(refusal) => *refusal,
                 },
                 Some(Ok(other)) => {
                     if node.message(id, other).await.is_err() {

@@ -94,8 +94,14 @@ mod tests {
         };
         assert_eq!(said(StatusCode::BusyHere, None), "busy (486 Busy Here)");
         assert_eq!(said(StatusCode::Decline, None), "declined (603 Decline)");
-        assert_eq!(said(StatusCode::NotFound, None), "not found (404 Not Found)");
-        assert_eq!(said(StatusCode::RequestTimeout, None), "no answer (408 Request Timeout)");
+        assert_eq!(
+            said(StatusCode::NotFound, None),
+            "not found (404 Not Found)"
+        );
+        assert_eq!(
+            said(StatusCode::RequestTimeout, None),
+            "no answer (408 Request Timeout)"
+        );
         assert_eq!(
             said(StatusCode::ProxyAuthenticationRequired, None),
             "authentication refused (407 Proxy Authentication Required)"
@@ -109,7 +115,10 @@ mod tests {
             "unreachable (503 Conference Full)",
             "the far end's own phrase is kept"
         );
-        assert_eq!(said(StatusCode::Other(499, "Odd".into()), None), "failed (499 Odd)");
+        assert_eq!(
+            said(StatusCode::Other(499, "Odd".into()), None),
+            "failed (499 Odd)"
+        );
         assert_eq!(CallFailure::no_answer().to_string(), "no answer");
     }
 }

@@ -293,7 +293,10 @@ impl Leg {
         if let Err(e) = self.sockets.video.rtcp.send_to(&request, rtcp).await {
             debug!(participant = %self.id, "RTCP keyframe request: {e}");
         }
-        if self.last_info.is_none_or(|at| at.elapsed() >= INFO_INTERVAL) {
+        if self
+            .last_info
+            .is_none_or(|at| at.elapsed() >= INFO_INTERVAL)
+        {
             self.last_info = Some(Instant::now());
             call.picture_fast_update();
         }
@@ -355,10 +358,20 @@ mod tests {
 
     #[test]
     fn only_plain_sip_addresses_are_dialled() {
-        for good in ["sip:room@192.0.2.1", "SIP:7001@mcu.example.org:5060;transport=udp"] {
+        for good in [
+            "sip:room@192.0.2.1",
+            "SIP:7001@mcu.example.org:5060;transport=udp",
+        ] {
             assert!(check_address(good).is_ok(), "{good}");
         }
-        for bad in ["", "sip:", "tel:+4930123", "sips:room@x", "sip:a b@x", "room@x"] {
+        for bad in [
+            "",
+            "sip:",
+            "tel:+4930123",
+            "sips:room@x",
+            "sip:a b@x",
+            "room@x",
+        ] {
             assert!(check_address(bad).is_err(), "{bad}");
         }
         assert!(check_address(&format!("sip:{}", "a".repeat(300))).is_err());
@@ -366,8 +379,14 @@ mod tests {
 
     #[test]
     fn a_call_is_named_as_asked_or_after_its_address() {
-        assert_eq!(display_name("sip:boardroom@mcu.example.org", ""), "boardroom");
-        assert_eq!(display_name("sip:mcu.example.org;transport=tcp", " "), "mcu.example.org");
+        assert_eq!(
+            display_name("sip:boardroom@mcu.example.org", ""),
+            "boardroom"
+        );
+        assert_eq!(
+            display_name("sip:mcu.example.org;transport=tcp", " "),
+            "mcu.example.org"
+        );
         assert_eq!(display_name("sip:@host", ""), "host");
         assert_eq!(display_name("sip:7001@x", "Oslo office"), "Oslo office");
     }

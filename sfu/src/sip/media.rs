@@ -208,10 +208,11 @@ pub fn keyframe_request(sender_ssrc: u32, media_ssrc: u32, fir_seq: u8) -> Vec<u
         }],
     };
     let mut out = Vec::with_capacity(48);
-    for part in [report.marshal(), pli.marshal(), fir.marshal()] {
-        if let Ok(bytes) = part {
-            out.extend_from_slice(&bytes);
-        }
+    for bytes in [report.marshal(), pli.marshal(), fir.marshal()]
+        .into_iter()
+        .flatten()
+    {
+        out.extend_from_slice(&bytes);
     }
     out
 }

@@ -32,9 +32,6 @@ const MAX_CALLS: usize = 64;
 /// SIP calls running on this node.
 static RUNNING: Seats = Seats::new(MAX_CALLS);
 
-/// How long a call may ring before kaskade gives up (CANCEL).
-const RING_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The node's SIP gateway: its user agent and the address its legs' RTP is bound to.
 #[derive(Clone)]
 pub struct SipGateway {
@@ -45,12 +42,17 @@ pub struct SipGateway {
 
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
-    /// names, so the far end must reach it).
-    pub async fn start(settings: SipSettings, media_ip: IpAddr) -> std::io::Result<Arc<Self>> {
+    /// names, so the far end must reach it) and give up on a call that rings longer than
+    /// `ring_timeout`.
+    pub async fn start(
+        settings: SipSettings,
+        media_ip: IpAddr,
+        ring_timeout: Duration,
+    ) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             ua: UserAgent::start(settings).await?,
             media_ip,
-            ring_timeout: RING_TIMEOUT,
+            ring_timeout,
         }))
     }
 

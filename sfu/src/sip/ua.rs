@@ -63,7 +63,7 @@ impl UserAgent {
             .map_err(|e| std::io::Error::other(format!("SIP UDP on {}: {e}", settings.listen)))?;
         let local = udp.get_addr().addr.clone();
         transports.add_transport(udp.into());
-        let tcp = TcpListenerConnection::new(settings.listen.into(), None)
+        let tcp = TcpListenerConnection::new(settings.listen, None)
             .await
             .map_err(|e| std::io::Error::other(format!("SIP TCP on {}: {e}", settings.listen)))?;
         transports.add_transport(tcp.into());
@@ -350,9 +350,7 @@ impl Call {
             "<media_control><vc_primitive><to_encoder><picture_fast_update/>",
             "</to_encoder></vc_primitive></media_control>"
         );
-        let headers = vec![Header::ContentType(
-            "application/media_control+xml".into(),
-        )];
+        let headers = vec![Header::ContentType("application/media_control+xml".into())];
         let dialog = self.dialog.clone();
         tokio::spawn(async move {
             if let Err(e) = dialog

@@ -61,7 +61,11 @@ fn h264_and_opus_pass_through_with_only_the_payload_type_changed() {
     assert_eq!(video.header.payload_type, VIDEO_PAYLOAD_TYPE);
     assert!(video.header.marker, "the marker bit is kept");
     assert_eq!(
-        (video.header.sequence_number, video.header.timestamp, video.header.ssrc),
+        (
+            video.header.sequence_number,
+            video.header.timestamp,
+            video.header.ssrc
+        ),
         (7, 9000, 0xfeed)
     );
     assert_eq!(&video.payload[..], &[0x65, 1, 2]);
@@ -77,7 +81,16 @@ fn pcmu_becomes_20_ms_opus_packets_and_other_payload_types_are_dropped() {
     // 200 ms of µ-law in 20 ms packets, the timestamp wrapping midway
     let start = u32::MAX - 800;
     for i in 0..10u32 {
-        into.audio(&rtp(0, false, i as u16, start.wrapping_add(i * 160), &[0x7f; 160]), &mut out);
+        into.audio(
+            &rtp(
+                0,
+                false,
+                i as u16,
+                start.wrapping_add(i * 160),
+                &[0x7f; 160],
+            ),
+            &mut out,
+        );
     }
     into.audio(&rtp(101, false, 11, 0, &[1, 0, 0, 160]), &mut out);
     into.audio(&rtp(8, false, 12, 0, &[0xd5; 160]), &mut out);
@@ -91,7 +104,10 @@ fn pcmu_becomes_20_ms_opus_packets_and_other_payload_types_are_dropped() {
     }
     for pair in packets.windows(2) {
         assert_eq!(
-            pair[1].header.timestamp.wrapping_sub(pair[0].header.timestamp),
+            pair[1]
+                .header
+                .timestamp
+                .wrapping_sub(pair[0].header.timestamp),
             960,
             "continuous across the wrap"
         );

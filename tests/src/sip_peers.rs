@@ -1,0 +1,143 @@
+//! Real SIP peers for the gateway's tests: baresip (Debian's baresip-core and baresip-ffmpeg) as
+//! an auto-answering room system that sends real H.264 and audio, and sipp running the
+//! scenarios of `tests/sip/` (digest authentication, busy, ringing then CANCEL, a far end that
+//! hangs up, an answer with only PCMU).
+
+use crate::{Scratch, free_port};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// An auto-answering baresip on loopback: a sine tone as its microphone, a synthetic picture
+/// as its camera (H.264 by libx264, 320x240 at 15 fps), killed on drop.
+pub struct Baresip {
+    child: Child,
+    /// Its SIP port.
+    pub port: u16,
+    _config: Scratch,
+}
+
+/// The audio codecs a [`Baresip`] offers and takes.
+#[derive(Debug, Clone, Copy)]
+pub enum BaresipAudio {
+    /// Opus (and G.711 after it).
+    Opus,
+    /// G.711 µ-law and A-law only, as an older room system.
+    G711,
+}
+
+impl Baresip {
+    /// Starts one and waits until it is ready; panics if it cannot start.
+    pub fn start(audio: BaresipAudio) -> Self {
+        let port = free_port();
+        let config = Scratch::new("baresip");
+        let audio_modules = match audio {
+            BaresipAudio::Opus => "module opus.so\nmodule g711.so\n",
+            BaresipAudio::G711 => "module g711.so\n",
+        };
+        let settings = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\n\
+             audio_player aubridge,nil\naudio_source ausine,440\naudio_alert aubridge,nil\n\
+             ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n\
+             video_source fakevideo,nil\nvideo_display fakevideo,nil\nvideo_size 320x240\n\
+             video_bitrate 400000\nvideo_fps 15\nmodule_path /usr/lib/baresip/modules\n\
+             {audio_modules}module avcodec.so\nmodule ausine.so\nmodule aubridge.so\n\
+             module fakevideo.so\nmodule account.so\navcodec_h264enc libx264\n"
+        );
+        std::fs::write(config.path("config"), settings).expect("baresip config");
+        std::fs::write(
+            config.path("accounts"),
+            format!("<sip:mcu@127.0.0.1:{port}>;regint=0;answermode=auto\n"),
+        )
+        .expect("baresip accounts");
+        let mut child = Command::new("baresip")
+            .args(["-f", &config.path("")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip runs (Debian package baresip-core)");
+        let stdout = child.stdout.take().expect("baresip stdout");
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("baresip: {line}");
+                if line.contains("baresip is ready") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready
+            .recv_timeout(Duration::from_secs(20))
+            .expect("baresip is ready");
+        Self {
+            child,
+            port,
+            _config: config,
+        }
+    }
+
+    /// Its SIP address.
+    pub fn uri(&self) -> String {
+        format!("sip:mcu@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// sipp running one scenario of `tests/sip/` as the called side, for one call.
+pub struct Sipp {
+    child: Child,
+    /// Its SIP port.
+    pub port: u16,
+}
+
+impl Sipp {
+    /// Starts `sipp` with `tests/sip/{scenario}.xml` on a free loopback port.
+    pub fn serve(scenario: &str) -> Self {
+        let port = free_port();
+        let file = format!("{}/sip/{scenario}.xml", env!("CARGO_MANIFEST_DIR"));
+        let child = Command::new("sipp")
+            .args(["-sf", &file, "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", "1", "-timeout", "60s", "-timeout_error", "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sipp runs (Debian package sip-tester)");
+        // sipp binds before it reads the scenario's first message; give it that moment
+        std::thread::sleep(Duration::from_millis(300));
+        Self { child, port }
+    }
+
+    /// The address to dial.
+    pub fn uri(&self) -> String {
+        format!("sip:room@127.0.0.1:{}", self.port)
+    }
+
+    /// Waits up to `timeout` for the scenario to end; its exit status (success: every message
+    /// of the scenario came and went as written), or `None` if it had not ended.
+    pub fn finish(mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,253 @@
+//! The SIP gateway against real SIP peers on loopback and a real `kaskade-sfu`: a moderator
+//! dials baresip (a room system that sends real H.264 and audio) and the meeting decodes it;
+//! sipp scenarios for digest authentication with an answer of PCMU only, busy, ringing then
+//! hung up, and a far end that hangs up; the tile shows each call's progress, and every failure
+//! reaches the moderator in words.
+
+use kaskade_client::SourceState;
+use kaskade_client::{
+    DialRequest, ErrorCode, MeetingState, Participant, ParticipantId, SourceKind,
+};
+use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
+use kaskade_e2e::{Node, free_port, start_node};
+use std::time::Duration;
+
+/// The machine has two cores: SIP tests (each with an H.264 encoder or two) run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A node with its SIP gateway on a free loopback port, digest credentials for the sipp
+/// scenario that asks for them, and calls that ring for 5 s at most.
+fn node() -> Node {
+    let sip = format!("127.0.0.1:{}", free_port());
+    start_node(
+        env!("CARGO_BIN_EXE_kaskade-sfu-under-test"),
+        &[
+            "--sip-listen",
+            &sip,
+            "--sip-auth-user",
+            "mcu-user",
+            "--sip-password",
+            "s3cret",
+            "--sip-ring-timeout",
+            "5s",
+        ],
+    )
+}
+
+async fn join(node: &Node, meeting: &str, name: &str) -> Participant {
+    Participant::join(kaskade_e2e::small_media_config(node.http, meeting, name))
+        .await
+        .unwrap_or_else(|e| panic!("{name} joins: {e}"))
+}
+
+/// `chair` dials `uri`; the call's participant id.
+async fn dial(chair: &Participant, uri: &str, name: &str) -> ParticipantId {
+    let request = DialRequest {
+        uri: uri.into(),
+        name: name.into(),
+    };
+    chair
+        .dial(request, WAIT)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{uri} is dialled: {e:?}"))
+}
+
+fn source_state(state: &MeetingState, id: ParticipantId) -> Option<SourceState> {
+    state
+        .participants
+        .get(&id)?
+        .source
+        .as_ref()
+        .map(|s| s.state)
+}
+
+/// `viewer` decoded at least `frames` video frames and `frames` audio packets of `id`, with
+/// no decode error.
+fn decodes(state: &MeetingState, id: ParticipantId, frames: u64) -> bool {
+    let r = state.stats.remote(id);
+    r.video_frames_decoded >= frames && r.audio_packets >= frames && r.decode_errors == 0
+}
+
+/// The `call_failed` error `chair` got after `before` errors, within [`WAIT`].
+async fn failure(chair: &Participant, before: usize) -> String {
+    let state = chair
+        .wait_until(WAIT, |s| s.errors.len() > before)
+        .await
+        .expect("the moderator is told the call failed");
+    let (code, message) = state.errors[before].clone();
+    assert_eq!(code, ErrorCode::CallFailed, "{message}");
+    message
+}
+
+async fn wait_gone(viewer: &Participant, id: ParticipantId) {
+    viewer
+        .wait_until(WAIT, |s| !s.participants.contains_key(&id))
+        .await
+        .expect("the call's participant left the meeting");
+}
+
+async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    let room = Baresip::start(audio);
+    let chair = join(&node, "sip", "chair").await;
+    let guest = join(&node, "sip", "guest").await;
+    let id = dial(&chair, &room.uri(), "Oslo room").await;
+
+    for viewer in [&chair, &guest] {
+        let state = viewer
+            .wait_until(WAIT, |s| decodes(s, id, 30))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the room system's video and audio are decoded ({audio:?}): {e}")
+            });
+        let info = &state.participants[&id];
+        assert_eq!(info.name, "Oslo room");
+        let source = info.source.as_ref().expect("a source");
+        assert_eq!(
+            (source.kind, source.state),
+            (SourceKind::Sip, SourceState::Live)
+        );
+    }
+
+    // the moderator hangs up by removing it: it leaves, and the node has only the two people
+    chair
+        .moderate(kaskade_client::ModerateAction::Remove, id)
+        .await
+        .unwrap();
+    wait_gone(&guest, id).await;
+    assert_eq!(node.metric("kaskade_sfu_participants").unwrap(), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_sending_h264_and_opus_is_seen_and_heard_then_hung_up() {
+    a_room_system_is_seen_and_heard(BaresipAudio::Opus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_with_only_g711_is_heard_through_the_transcoder() {
+    a_room_system_is_seen_and_heard(BaresipAudio::G711).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_fail_say_why_and_leave() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    let chair = join(&node, "fails", "chair").await;
+
+    // busy
+    let busy = Sipp::serve("busy");
+    let errors = chair.state().errors.len();
+    let id = dial(&chair, &busy.uri(), "").await;
+    assert_eq!(
+        failure(&chair, errors).await,
+        format!("{}: busy (486 Busy Here)", busy.uri())
+    );
+    wait_gone(&chair, id).await;
+    assert!(
+        busy.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp saw the call as scripted"
+    );
+
+    // nobody answers: after the ring timeout (5 s here) kaskade gives up with CANCEL
+    let unanswered = Sipp::serve("ring_then_cancel");
+    let errors = chair.state().errors.len();
+    let id = dial(&chair, &unanswered.uri(), "").await;
+    assert_eq!(
+        failure(&chair, errors).await,
+        format!("{}: no answer", unanswered.uri())
+    );
+    wait_gone(&chair, id).await;
+    assert!(
+        unanswered.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got the CANCEL"
+    );
+
+    // refused at once: not a SIP address, and not a moderator
+    let refused = chair
+        .dial(
+            DialRequest {
+                uri: "tel:+4930123".into(),
+                name: String::new(),
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err((ErrorCode::BadRequest, _))),
+        "{refused:?}"
+    );
+    let guest = join(&node, "fails", "guest").await;
+    let refused = guest
+        .dial(
+            DialRequest {
+                uri: "sip:room@127.0.0.1".into(),
+                name: String::new(),
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err((ErrorCode::Forbidden, _))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    let chair = join(&node, "ring", "chair").await;
+
+    // it rings; the moderator hangs up: CANCEL
+    let ringing = Sipp::serve("ring_then_cancel");
+    let id = dial(&chair, &ringing.uri(), "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Ringing))
+        .await
+        .expect("the tile shows it ringing");
+    chair
+        .moderate(kaskade_client::ModerateAction::Remove, id)
+        .await
+        .unwrap();
+    wait_gone(&chair, id).await;
+    assert!(
+        ringing.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got the CANCEL"
+    );
+
+    // digest authentication, an answer with PCMU only; the moderator hangs up: BYE
+    let authenticating = Sipp::serve("auth_answer_pcmu");
+    let id = dial(&chair, &authenticating.uri(), "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("the call is answered after the challenge");
+    chair
+        .moderate(kaskade_client::ModerateAction::Remove, id)
+        .await
+        .unwrap();
+    wait_gone(&chair, id).await;
+    assert!(
+        authenticating.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp checked the credentials and got the BYE"
+    );
+
+    // the far end hangs up: the call leaves the meeting
+    let hanging_up = Sipp::serve("answer_then_bye");
+    let id = dial(&chair, &hanging_up.uri(), "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("answered");
+    wait_gone(&chair, id).await;
+    assert!(
+        hanging_up.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp's BYE was answered"
+    );
+}
