@@ -79,6 +79,24 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Adds a veth pair to the namespace, `address` (CIDR) on one end and a default route
+    /// through it: for peers that do not use loopback alone (libnice in Janus, baresip).
+    pub fn add_veth(&self, address: &str) -> Result<()> {
+        let steps: [&[&str]; 5] = [
+            &[
+                "link", "add", "kjv0", "type", "veth", "peer", "name", "kjv1",
+            ],
+            &["addr", "add", address, "dev", "kjv0"],
+            &["link", "set", "kjv0", "up"],
+            &["link", "set", "kjv1", "up"],
+            &["route", "add", "default", "dev", "kjv0"],
+        ];
+        for step in steps {
+            run(self.command("ip").args(step))?;
+        }
+        Ok(())
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");

@@ -28,8 +28,9 @@ pub enum BaresipAudio {
 }
 
 impl Baresip {
-    /// Starts one and waits until it is ready; panics if it cannot start.
-    pub fn start(audio: BaresipAudio) -> Self {
+    /// Starts one with `baresip` (`Command::new("baresip")`, possibly inside a network
+    /// namespace) and waits until it is ready; panics if it cannot start.
+    pub fn start(mut baresip: Command, audio: BaresipAudio) -> Self {
         let port = free_port();
         let config = Scratch::new("baresip");
         let audio_modules = match audio {
@@ -51,7 +52,7 @@ impl Baresip {
             format!("<sip:mcu@127.0.0.1:{port}>;regint=0;answermode=auto\n"),
         )
         .expect("baresip accounts");
-        let mut child = Command::new("baresip")
+        let mut child = baresip
             .args(["-f", &config.path("")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,6 +1,7 @@
 //! Real browsers: headless Chromium participants driven by playwright-core (scripts in
 //! tests/browser/) against a real node, each test inside a private network namespace.
 
+use kaskade_e2e::sip_peers::{Baresip, BaresipAudio};
 use kaskade_e2e::{Netns, Node, RtspCamera, Scratch, node_binary};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -53,6 +54,7 @@ fn run_script_with(ns: &Netns, node: &Node, script: &str, env: &[(&str, &str)]) 
             "SRTP_CIPHER",
             "PLAYBACK",
             "CAMERA_",
+            "CALL_",
         ]
         .iter()
         .any(|m| l.contains(m))
@@ -96,6 +98,36 @@ fn a_moderator_adds_an_rtsp_camera_that_chromium_decodes() {
         &node,
         "camera.test.mjs",
         &[("KASKADE_CAMERA_URL", &camera.url())],
+    );
+}
+
+#[test]
+fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
+    let _machine = one_browser_test_at_a_time();
+    let ns = Netns::new("ks").expect("network namespace (needs root)");
+    // baresip takes no call on a machine with loopback alone
+    ns.add_veth("10.77.0.1/24")
+        .expect("a veth pair for baresip");
+    let scratch = Scratch::new("browser-sip");
+    let room = Baresip::start(ns.command("baresip"), BaresipAudio::Opus);
+    let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
+    let node = Node::start(
+        ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &[
+            "--db",
+            &db,
+            "--recordings",
+            &recordings,
+            "--sip-listen",
+            "127.0.0.1:5060",
+        ],
+    )
+    .expect("all-in-one with its SIP gateway starts");
+    run_script_with(
+        &ns,
+        &node,
+        "sip.test.mjs",
+        &[("KASKADE_SIP_URI", &room.uri())],
     );
 }
 

@@ -88,27 +88,11 @@ impl Drop for Janus {
     }
 }
 
-/// Adds the veth pair, Janus's address on it and a default route through it to `ns`.
-fn add_veth(ns: &Netns) {
-    let steps: [&[&str]; 5] = [
-        &[
-            "link", "add", "kjv0", "type", "veth", "peer", "name", "kjv1",
-        ],
-        &["addr", "add", &format!("{JANUS_IP}/24"), "dev", "kjv0"],
-        &["link", "set", "kjv0", "up"],
-        &["link", "set", "kjv1", "up"],
-        &["route", "add", "default", "dev", "kjv0"],
-    ];
-    for step in steps {
-        let status = ns.command("ip").args(step).status().expect("ip runs");
-        assert!(status.success(), "ip {}: {status}", step.join(" "));
-    }
-}
-
 #[test]
 fn two_rooms_of_four_through_janus_account_for_every_byte() {
     let ns = Netns::new("kj").expect("network namespace (needs root)");
-    add_veth(&ns);
+    ns.add_veth(&format!("{JANUS_IP}/24"))
+        .expect("a veth pair for Janus's libnice");
     let scratch = Scratch::new("janus");
     let janus = Janus::start(&ns, &scratch);
     let pid = janus.pid().to_string();

@@ -10,6 +10,7 @@ use kaskade_client::{
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
+use std::process::Command;
 use std::time::Duration;
 
 /// The machine has two cores: SIP tests (each with an H.264 encoder or two) run one at a time.
@@ -92,7 +93,7 @@ async fn wait_gone(viewer: &Participant, id: ParticipantId) {
 async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
     let _serial = SERIAL.lock().await;
     let node = node();
-    let room = Baresip::start(audio);
+    let room = Baresip::start(Command::new("baresip"), audio);
     let chair = join(&node, "sip", "chair").await;
     let guest = join(&node, "sip", "guest").await;
     let id = dial(&chair, &room.uri(), "Oslo room").await;

@@ -127,6 +127,9 @@
     $('#btn-camera').addEventListener('click', openCameraDialog);
     $('#camera-form').addEventListener('submit', (ev) => { ev.preventDefault(); addCamera(); });
     $('#camera-cancel').addEventListener('click', () => $('#camera-dialog').close());
+    $('#btn-call').addEventListener('click', openCallDialog);
+    $('#call-form').addEventListener('submit', (ev) => { ev.preventDefault(); placeCall(); });
+    $('#call-cancel').addEventListener('click', () => $('#call-dialog').close());
     $('#btn-leave').addEventListener('click', leave);
     // Browsers may refuse to autoplay sound before a user gesture: retry on the first click.
     document.addEventListener('click', playAllAudio);
@@ -465,7 +468,7 @@
     updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
     recording: (s, m) => setRecording(!!m.active),
     muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
-    camera_added: onCameraAdded,
+    camera_added: onCameraAdded, dialling: onDialling,
   };
 
   function onFrame(sess, data) {
@@ -564,6 +567,14 @@
   function onError(sess, msg) {
     if (cameraPending && CAMERA_ERRORS.includes(msg.code)) {
       cameraFailed(msg.message || msg.code);
+      return;
+    }
+    if (callPending && CALL_ERRORS.includes(msg.code)) {
+      callFailed(msg.message || msg.code);
+      return;
+    }
+    if (msg.code === 'call_failed') {
+      setStatus(`Call failed: ${msg.message}`, 'call_failed', 'warn');
       return;
     }
     const refusal = msg.code in FATAL_ERRORS || msg.code in CAPACITY_ERRORS ||
@@ -813,16 +824,26 @@
     renderSource(tile, p.source);
   }
 
-  /** A camera's tile says it is one, and whether it is live or reconnecting (and why). */
+  /** What a source's badge says in each state. */
+  const SOURCE_LABELS = {
+    camera: { live: 'Camera', reconnecting: 'Camera · reconnecting…' },
+    sip: { calling: 'SIP · calling…', ringing: 'SIP · ringing…', live: 'SIP' },
+  };
+
+  /** A source's tile (a camera, a SIP call) says what it is and how it is doing (and why);
+   * a call's remove button hangs up. */
   function renderSource(tile, source) {
     const badge = $('.source-badge', tile);
     if (!badge) return;
     tile.classList.toggle('source', !!source);
-    tile.classList.toggle('reconnecting', !!source && source.state === 'reconnecting');
+    tile.classList.toggle('reconnecting', !!source && source.state !== 'live');
     badge.hidden = !source;
     if (!source) return;
-    badge.textContent = source.state === 'reconnecting' ? 'Camera · reconnecting…' : 'Camera';
-    badge.title = source.detail || (source.state === 'live' ? 'RTSP camera, live' : '');
+    const labels = SOURCE_LABELS[source.kind] || {};
+    badge.textContent = labels[source.state] || source.kind;
+    badge.title = source.detail || '';
+    const remove = $('.mod-remove', tile);
+    if (remove && source.kind === 'sip') remove.textContent = 'Hang up';
   }
 
   /** Shows `stream` in the tile; the avatar stays until a frame with a size has arrived. */
@@ -951,6 +972,51 @@
     error.hidden = false;
   }
 
+  // ---------------------------------------------------------------- SIP calls (moderators)
+
+  /** Error codes that answer a dial request before the call is placed. */
+  const CALL_ERRORS = ['call_failed', 'bad_request', 'forbidden'];
+  /** A dial request is waiting for the node's `dialling` (or its refusal). */
+  let callPending = false;
+
+  function openCallDialog() {
+    $('#call-error').hidden = true;
+    $('#call-place').disabled = false;
+    $('#call-dialog').showModal();
+    $('#call-uri').focus();
+  }
+
+  function placeCall() {
+    const uri = $('#call-uri').value.trim();
+    if (!/^sip:\S+$/i.test(uri)) {
+      callFailed('Use a sip: address, for example sip:boardroom@mcu.example.org.');
+      return;
+    }
+    if (!send({ type: 'dial', uri, name: $('#call-name').value.trim() })) {
+      callFailed('Not connected to the meeting.');
+      return;
+    }
+    callPending = true;
+    $('#call-place').disabled = true;
+    $('#call-error').hidden = true;
+  }
+
+  function onDialling(sess, msg) {
+    callPending = false;
+    $('#call-place').disabled = false;
+    $('#call-form').reset();
+    $('#call-dialog').close();
+    setStatus(`Calling ${msg.uri}…`, null, 'info');
+  }
+
+  function callFailed(message) {
+    callPending = false;
+    $('#call-place').disabled = false;
+    const error = $('#call-error');
+    error.textContent = message;
+    error.hidden = false;
+  }
+
   function setLocked(locked) {
     state.locked = locked;
     $('#lock-badge').hidden = !locked;
@@ -979,6 +1045,7 @@
 
     $('#sel-resolution').disabled = !local.video;
     $('#btn-camera').hidden = !isModerator;
+    $('#btn-call').hidden = !isModerator;
     const lock = $('#btn-lock');
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';

@@ -56,7 +56,7 @@ mod sfu;
 use locator::locator;
 use messages::{cascade, signaling_json, token};
 use recorder::{recorder, recorder_depacketize};
-use sfu::{node_datagrams, node_media, rtp_rtcp, sdp_offer, udp_demux};
+use sfu::{node_datagrams, node_media, rtp_rtcp, sdp_offer, sip_sdp, udp_demux};
 
 /// The key `recording_at_rest` decrypts with.
 const AT_REST_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -459,6 +459,7 @@ fn main() {
     node_datagrams(&mut corpus, &media);
     node_media(&mut corpus, &media);
     sdp_offer(&mut corpus);
+    sip_sdp(&mut corpus);
     signaling_json(&mut corpus);
     token(&mut corpus);
     cascade(&mut corpus, &media);

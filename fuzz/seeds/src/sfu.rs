@@ -277,3 +277,46 @@ pub(super) fn sdp_offer(c: &mut Corpus) {
         b"v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".to_vec(),
     );
 }
+
+/// SIP SDP: a room system's offer (H.263, G.722.1, BFCP, H.224, a second video), kaskade's own
+/// offer, answers with PCMU only and with H.264 renumbered; each followed by the far end's RTP
+/// on what it agrees (a PCMU packet, an H.264 packet, a telephone event).
+pub(super) fn sip_sdp(c: &mut Corpus) {
+    use kaskade_sfu::sip::sdp::{LocalMedia, offer};
+    let room_system = include_str!("../../../sfu/src/sip/testdata/room-system-offer.sdp");
+    let local = LocalMedia {
+        address: "192.0.2.5".parse().expect("an address"),
+        audio_port: 30_000,
+        video_port: 30_002,
+    };
+    let pcmu_answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
+        t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+        m=video 0 RTP/AVP 96\r\n";
+    let h264_answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
+        t=0 0\r\nm=audio 30000 RTP/AVP 120\r\na=rtpmap:120 opus/48000/2\r\n\
+        m=video 30002 RTP/AVP 126\r\na=rtpmap:126 H264/90000\r\n\
+        a=fmtp:126 profile-level-id=42e01f;packetization-mode=1\r\na=sendonly\r\n";
+    let media = |pt_audio: u8, pt_video: u8| {
+        let rtp = |pt: u8, payload: &[u8]| {
+            let mut packet = vec![0x80, pt, 0, 7, 0, 0, 0x03, 0x20, 0, 0, 0xfe, 0xed];
+            packet.extend_from_slice(payload);
+            packet
+        };
+        let mut out = Vec::new();
+        record(&mut out, 0, &rtp(pt_audio, &[0x7f; 160]));
+        record(&mut out, 1, &rtp(pt_video, &[0x65, 0x88, 0x84, 0x00]));
+        record(&mut out, 0, &rtp(101, &[1, 0x8a, 0, 160]));
+        out
+    };
+    for (name, mode, text, audio, video) in [
+        ("room-system-offer", 0, room_system.to_string(), 0, 109),
+        ("kaskade-offer", 0, offer(&local, 1, 1), 111, 96),
+        ("pcmu-answer", 1, pcmu_answer.to_string(), 0, 96),
+        ("renumbered-answer", 1, h264_answer.to_string(), 120, 126),
+    ] {
+        let mut input = vec![mode];
+        record(&mut input, 0, text.as_bytes());
+        input.extend(media(audio, video));
+        c.add("sip_sdp", name, input);
+    }
+}

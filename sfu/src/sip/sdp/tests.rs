@@ -10,51 +10,8 @@ fn local() -> LocalMedia {
 
 /// An offer as a room system of the Polycom family writes it: Siren and G.722 first, H.264 in
 /// both modes beside H.263, BFCP, far-end camera control (H.224) and a second video line for
-/// content. Lines end with CRLF, as on the wire.
-const ROOM_SYSTEM_OFFER: &str = "v=0\r
-o=GroupSeries 1527 1 IN IP4 192.0.2.10\r
-s=-\r
-c=IN IP4 192.0.2.10\r
-b=AS:2048\r
-t=0 0\r
-m=audio 49170 RTP/AVP 115 102 9 18 0 8 101\r
-a=rtpmap:115 G7221/32000\r
-a=fmtp:115 bitrate=48000\r
-a=rtpmap:102 G7221/16000\r
-a=rtpmap:9 G722/8000\r
-a=rtpmap:18 G729/8000\r
-a=rtpmap:0 PCMU/8000\r
-a=rtpmap:8 PCMA/8000\r
-a=rtpmap:101 telephone-event/8000\r
-a=fmtp:101 0-15\r
-a=sendrecv\r
-m=video 49172 RTP/AVP 109 96 34\r
-b=TIAS:1920000\r
-a=rtpmap:109 H264/90000\r
-a=fmtp:109 profile-level-id=428016; max-mbps=245000; max-fs=8160; packetization-mode=1\r
-a=rtpmap:96 H264/90000\r
-a=fmtp:96 profile-level-id=428016; max-mbps=245000; max-fs=8160\r
-a=rtpmap:34 H263/90000\r
-a=rtcp-fb:* ccm fir\r
-a=content:main\r
-a=label:1\r
-a=sendrecv\r
-m=application 49174 RTP/AVP 100\r
-a=rtpmap:100 H224/4800\r
-a=sendrecv\r
-m=video 49176 RTP/AVP 109\r
-a=rtpmap:109 H264/90000\r
-a=fmtp:109 profile-level-id=428016; packetization-mode=1\r
-a=content:slides\r
-a=label:2\r
-a=sendrecv\r
-m=application 5070 TCP/BFCP *\r
-a=floorctrl:c-s\r
-a=confid:1\r
-a=floorid:2 mstrm:2\r
-a=setup:actpass\r
-a=connection:new\r
-";
+/// content, lines ending with CRLF as on the wire (also a seed of the `sip_sdp` fuzz target).
+const ROOM_SYSTEM_OFFER: &str = include_str!("../testdata/room-system-offer.sdp");
 
 #[test]
 fn kaskades_offer_names_its_codecs_and_reads_back() {

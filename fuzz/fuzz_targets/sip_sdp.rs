@@ -1,0 +1,61 @@
+//! SDP from a SIP far end (`kaskade_sfu::sip::sdp`): an offer kaskade answers (a call dialling
+//! in, a re-INVITE) or the answer to kaskade's own offer, and then RTP that the far end sends on
+//! what was agreed (`sip::media::IntoMeeting`: payload types rewritten, G.711 transcoded).
+//!
+//! Input: `mode | SDP text as a record | datagrams as records` (`kaskade_fuzz::ops`: op,
+//! length, body; op bit 0 clear: an audio datagram, set: a video one). Mode bit 0
+//! clear: the text is an offer to answer; set: an answer to read. An answer kaskade writes must
+//! read back as the same agreement (the codec and payload type it sends with on each line).
+#![no_main]
+
+use kaskade_fuzz::ops::Records;
+use kaskade_sfu::sip::media::IntoMeeting;
+use kaskade_sfu::sip::sdp::{self, LocalMedia};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut records = Records::new(rest);
+    let Some((_, text)) = records.next() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(text).into_owned();
+    let local = LocalMedia {
+        address: "192.0.2.9".parse().expect("an address"),
+        audio_port: 40_000,
+        video_port: 40_002,
+    };
+    let agreement = if mode & 1 == 0 {
+        let Ok((answer, agreed)) = sdp::answer(&text, &local, 1, 1) else {
+            return;
+        };
+        let read = sdp::read_answer(&answer).expect("kaskade's answer reads back");
+        let audio = |a: &sdp::Agreement| a.audio.as_ref().map(|l| (l.codec, l.send_payload_type));
+        let video = |a: &sdp::Agreement| {
+            a.video
+                .as_ref()
+                .map(|l| (l.packetization_mode, l.send_payload_type))
+        };
+        assert_eq!(audio(&read), audio(&agreed), "{answer}");
+        assert_eq!(video(&read), video(&agreed), "{answer}");
+        agreed
+    } else {
+        let Ok(agreed) = sdp::read_answer(&text) else {
+            return;
+        };
+        agreed
+    };
+    let Ok(mut into) = IntoMeeting::new(&agreement, 7, 1) else {
+        return;
+    };
+    let mut out = Vec::new();
+    for (line, datagram) in records {
+        if line & 1 == 0 {
+            into.audio(datagram, &mut out);
+        } else {
+            into.video(datagram, &mut out);
+        }
+    }
+});

@@ -1,0 +1,81 @@
+// A room system called from the web client, in headless Chromium against a running kaskade
+// (the all-in-one with --sip-listen) and an auto-answering baresip that sends H.264 and Opus,
+// in one network namespace:
+//
+//   KASKADE_URL=http://127.0.0.1:8080 KASKADE_SIP_URI=sip:mcu@127.0.0.1:5070 \
+//     node --test sip.test.mjs
+//
+// The moderator opens "Call room system", is told clearly when the address is not a SIP one,
+// calls the room system, and decodes its video in a tile that names it and says it is a SIP
+// call; the tile's "Hang up" ends the call.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Participant, launchBrowser, waitFor } from './helpers.mjs';
+
+const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const SIP_URI = process.env.KASKADE_SIP_URI || 'sip:mcu@127.0.0.1:5070';
+const MEETING = `sip-${randomBytes(4).toString('hex')}`;
+
+describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
+  let browser;
+  let closeBrowser = async () => {};
+  let alice;
+
+  before(async () => {
+    ({ browser, close: closeBrowser } = await launchBrowser());
+  });
+
+  after(async () => {
+    if (alice) console.log(await alice.diagnostics());
+    await closeBrowser();
+  });
+
+  it('a moderator calls a room system, everyone sees it, and the moderator hangs up', { timeout: 100_000 }, async () => {
+    alice = await Participant.open(browser, 'Alice');
+    await alice.goto(BASE_URL, MEETING);
+    await waitFor('Alice to be welcomed', async () => (await alice.state())?.you,
+      (v) => v && v.role === 'moderator', { timeout: 15_000 });
+    const page = alice.page;
+    await page.locator('#btn-call').click();
+    assert.ok(await page.locator('#call-dialog').isVisible(), 'the dialog opens');
+
+    // not a SIP address: the dialog says so and stays open
+    await page.locator('#call-uri').fill('tel:+4930123456');
+    await page.locator('#call-place').click();
+    const error = await waitFor('the dialog to say why',
+      () => page.locator('#call-error').textContent(), (t) => /sip: address/.test(t || ''),
+      { timeout: 5_000 });
+    console.log(`CALL_REFUSED ${error}`);
+    assert.ok(await page.locator('#call-dialog').isVisible(), 'the dialog stays open');
+
+    // the room system
+    await page.locator('#call-uri').fill(SIP_URI);
+    await page.locator('#call-name').fill('Oslo room');
+    const called = Date.now();
+    await page.locator('#call-place').click();
+    await waitFor('the dialog to close once the call is placed',
+      () => page.locator('#call-dialog').isVisible(), (v) => v === false, { timeout: 10_000 });
+    const call = await waitFor('the call live in the participant list',
+      async () => Object.values((await alice.state()).participants).find((p) => p.source),
+      (p) => p && p.source.state === 'live', { timeout: 15_000 });
+    assert.equal(call.name, 'Oslo room');
+    assert.equal(call.source.kind, 'sip');
+    const frames = await waitFor('the room system\'s video decoded in Chromium',
+      async () => (await alice.stats())[call.id]?.framesDecoded ?? 0, (n) => n >= 30,
+      { timeout: 30_000 });
+    console.log(`CALL_FIRST_FRAMES frames=${frames} ms_since_call=${Date.now() - called}`);
+    const tile = alice.tile(call.id);
+    assert.equal((await tile.locator('.source-badge').textContent()).trim(), 'SIP');
+    assert.equal(await tile.locator('.name').textContent(), 'Oslo room');
+
+    // hang up from the tile
+    const hangUp = tile.locator('.mod-remove');
+    assert.equal((await hangUp.textContent()).trim(), 'Hang up');
+    await tile.hover();
+    await hangUp.click();
+    await waitFor('the call to leave the meeting',
+      async () => Object.values((await alice.state()).participants).some((p) => p.source),
+      (present) => present === false, { timeout: 10_000 });
+  });
+});
