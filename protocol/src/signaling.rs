@@ -90,6 +90,14 @@ pub enum ClientMessage {
     /// participant's `source` state; a failure is an `error` with code `call_failed` saying why.
     /// The moderator hangs up by removing the participant.
     Dial(DialRequest),
+    /// Send DTMF keys to a SIP call in the meeting (moderators), to steer a room system's or an
+    /// MCU's menu: `0-9 * # A-D`, up to 32 at a time.
+    Dtmf {
+        /// The SIP call's participant.
+        target: ParticipantId,
+        /// The keys, in order.
+        digits: String,
+    },
     /// Leave at once.
     Leave,
 }

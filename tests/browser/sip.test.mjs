@@ -7,7 +7,8 @@
 //
 // The moderator opens "Call room system", is told clearly when the address is not a SIP one,
 // calls the room system, and decodes its video in a tile that names it and says it is a SIP
-// call; the tile's "Hang up" ends the call.
+// call; it sends keys from the tile's keypad (the Rust side checks that baresip got them); the
+// tile's "Hang up" ends the call.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -68,6 +69,16 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     const tile = alice.tile(call.id);
     assert.equal((await tile.locator('.source-badge').textContent()).trim(), 'SIP');
     assert.equal(await tile.locator('.name').textContent(), 'Oslo room');
+
+    // steer the room system's menu from the keypad (the test checks that baresip got the keys)
+    await tile.hover();
+    await tile.locator('.mod-keys').click();
+    assert.ok(await page.locator('#keypad-dialog').isVisible(), 'the keypad opens');
+    await page.locator('#keypad-dialog .key[data-key="5"]').click();
+    await page.locator('#keypad-dialog .key[data-key="#"]').click();
+    assert.equal(await page.locator('#keypad-sent').textContent(), '5#');
+    await page.waitForTimeout(1_000); // the two tones take 480 ms
+    await page.locator('#keypad-close').click();
 
     // hang up from the tile
     const hangUp = tile.locator('.mod-remove');

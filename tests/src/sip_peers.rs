@@ -6,13 +6,15 @@
 use crate::{Scratch, free_port};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// An auto-answering baresip on loopback: a sine tone as its microphone, a synthetic picture
 /// as its camera (H.264 by libx264, 320x240 at 15 fps), killed on drop.
 pub struct Baresip {
     child: Child,
+    /// Every line it printed so far.
+    said: Arc<Mutex<Vec<String>>>,
     /// Its SIP port.
     pub port: u16,
     _config: Scratch,
@@ -44,7 +46,7 @@ impl Baresip {
              video_source fakevideo,nil\nvideo_display fakevideo,nil\nvideo_size 320x240\n\
              video_bitrate 400000\nvideo_fps 15\nmodule_path /usr/lib/baresip/modules\n\
              {audio_modules}module avcodec.so\nmodule ausine.so\nmodule aubridge.so\n\
-             module fakevideo.so\nmodule account.so\navcodec_h264enc libx264\n"
+             module fakevideo.so\nmodule account.so\nmodule menu.so\navcodec_h264enc libx264\n"
         );
         std::fs::write(config.path("config"), settings).expect("baresip config");
         std::fs::write(
@@ -61,12 +63,15 @@ impl Baresip {
             .expect("baresip runs (Debian package baresip-core)");
         let stdout = child.stdout.take().expect("baresip stdout");
         let (ready_tx, ready) = mpsc::channel();
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let lines = said.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("baresip: {line}");
                 if line.contains("baresip is ready") {
                     let _ = ready_tx.send(());
                 }
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         ready
@@ -74,9 +79,24 @@ impl Baresip {
             .expect("baresip is ready");
         Self {
             child,
+            said,
             port,
             _config: config,
         }
+    }
+
+    /// Waits up to `timeout` for a line of its output that contains `needle`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(line) = said.iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            drop(said);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Its SIP address.

@@ -129,6 +129,13 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
         "sip.test.mjs",
         &[("KASKADE_SIP_URI", &room.uri())],
     );
+    for key in ["'5'", "'#'"] {
+        let heard = room.wait_for_line(
+            &format!("received event: {key}"),
+            std::time::Duration::from_secs(2),
+        );
+        assert!(heard.is_some(), "the room system got the keypad's {key}");
+    }
 }
 
 #[test]

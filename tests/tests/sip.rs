@@ -1,12 +1,12 @@
 //! The SIP gateway against real SIP peers on loopback and a real `kaskade-sfu`: a moderator
 //! dials baresip (a room system that sends real H.264 and audio) and the meeting decodes it;
 //! sipp scenarios for digest authentication with an answer of PCMU only, busy, ringing then
-//! hung up, and a far end that hangs up; the tile shows each call's progress, and every failure
-//! reaches the moderator in words.
+//! hung up, and a far end that hangs up; the tile shows each call's progress, every failure
+//! reaches the moderator in words, and DTMF keys reach the room system.
 
-use kaskade_client::SourceState;
 use kaskade_client::{
-    DialRequest, ErrorCode, MeetingState, Participant, ParticipantId, SourceKind,
+    ClientMessage, DialRequest, ErrorCode, MeetingState, ModerateAction, Participant,
+    ParticipantId, SourceKind, SourceState,
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
@@ -114,11 +114,21 @@ async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
         );
     }
 
-    // the moderator hangs up by removing it: it leaves, and the node has only the two people
+    // the moderator steers the room system's menu with DTMF keys
     chair
-        .moderate(kaskade_client::ModerateAction::Remove, id)
+        .send(&ClientMessage::Dtmf {
+            target: id,
+            digits: "4#".into(),
+        })
         .await
         .unwrap();
+    for key in ["'4'", "'#'"] {
+        let heard = room.wait_for_line(&format!("received event: {key}"), Duration::from_secs(5));
+        assert!(heard.is_some(), "the room system received the key {key}");
+    }
+
+    // the moderator hangs up by removing it: it leaves, and the node has only the two people
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&guest, id).await;
     assert_eq!(node.metric("kaskade_sfu_participants").unwrap(), 2.0);
 }
@@ -212,10 +222,7 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
         .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Ringing))
         .await
         .expect("the tile shows it ringing");
-    chair
-        .moderate(kaskade_client::ModerateAction::Remove, id)
-        .await
-        .unwrap();
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&chair, id).await;
     assert!(
         ringing.finish(WAIT).is_some_and(|s| s.success()),
@@ -229,10 +236,7 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
         .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
         .await
         .expect("the call is answered after the challenge");
-    chair
-        .moderate(kaskade_client::ModerateAction::Remove, id)
-        .await
-        .unwrap();
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&chair, id).await;
     assert!(
         authenticating.finish(WAIT).is_some_and(|s| s.success()),

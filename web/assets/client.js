@@ -130,6 +130,10 @@
     $('#btn-call').addEventListener('click', openCallDialog);
     $('#call-form').addEventListener('submit', (ev) => { ev.preventDefault(); placeCall(); });
     $('#call-cancel').addEventListener('click', () => $('#call-dialog').close());
+    for (const key of document.querySelectorAll('#keypad-dialog .key')) {
+      key.addEventListener('click', () => pressKey(key.dataset.key));
+    }
+    $('#keypad-close').addEventListener('click', () => $('#keypad-dialog').close());
     $('#btn-leave').addEventListener('click', leave);
     // Browsers may refuse to autoplay sound before a user gesture: retry on the first click.
     document.addEventListener('click', playAllAudio);
@@ -797,12 +801,14 @@
         <span class="source-badge" hidden></span>
       </div>
       ${isSelf ? '' : `<div class="mod-actions">
+        <button type="button" class="mod-keys" title="Send keys to this call's menu" hidden>Keypad</button>
         <button type="button" class="mod-mute" title="Mute this participant">Mute</button>
         <button type="button" class="mod-remove" title="Remove from the meeting">Remove</button>
       </div>`}`;
     $('video', tile).addEventListener('loadeddata', onVideoFrameSize);
     $('video', tile).addEventListener('resize', onVideoFrameSize);
     if (!isSelf) {
+      $('.mod-keys', tile).addEventListener('click', () => openKeypad(id));
       $('.mod-mute', tile).addEventListener('click', () => moderate('mute_audio', id));
       $('.mod-remove', tile).addEventListener('click', () => moderate('remove', id));
     }
@@ -844,6 +850,8 @@
     badge.title = source.detail || '';
     const remove = $('.mod-remove', tile);
     if (remove && source.kind === 'sip') remove.textContent = 'Hang up';
+    const keys = $('.mod-keys', tile);
+    if (keys) keys.hidden = !(source.kind === 'sip' && source.state === 'live');
   }
 
   /** Shows `stream` in the tile; the avatar stays until a frame with a size has arrived. */
@@ -1015,6 +1023,25 @@
     const error = $('#call-error');
     error.textContent = message;
     error.hidden = false;
+  }
+
+  /** The call the keypad sends to. */
+  let keypadTarget = null;
+
+  function openKeypad(id) {
+    keypadTarget = id;
+    const tile = tiles.get(id);
+    $('#keypad-title').textContent = `Keypad: ${tile ? $('.name', tile).textContent : 'call'}`;
+    $('#keypad-sent').textContent = '';
+    $('#keypad-dialog').showModal();
+  }
+
+  /** Sends one key of the keypad to its call (RFC 4733 or SIP INFO, as the call agreed). */
+  function pressKey(key) {
+    if (keypadTarget === null) return;
+    if (send({ type: 'dtmf', target: keypadTarget, digits: key })) {
+      $('#keypad-sent').textContent += key;
+    }
   }
 
   function setLocked(locked) {

@@ -199,6 +199,25 @@ fn dial(session: &Session, request: DialRequest) -> Result<(), Box<ServerMessage
     Ok(())
 }
 
+/// Hands a moderator's DTMF keys to the SIP call `target` of this meeting, or the refusal.
+fn dtmf(session: &Session, target: ParticipantId, digits: &str) -> Result<(), Box<ServerMessage>> {
+    if session.role != Role::Moderator {
+        return Err(Box::new(ServerMessage::error(
+            ErrorCode::Forbidden,
+            "only moderators send DTMF",
+        )));
+    }
+    let Some(gateway) = &session.sip else {
+        return Err(Box::new(ServerMessage::error(
+            ErrorCode::NotFound,
+            "no SIP call on this node",
+        )));
+    };
+    gateway
+        .send_dtmf(&session.meeting, target, digits)
+        .map_err(|(code, why)| Box::new(ServerMessage::error(code, why)))
+}
+
 async fn serve(
     socket: &mut WebSocket,
     session: &Session,
@@ -231,6 +250,12 @@ async fn serve(
                     Ok(()) => continue,
                     Err(refusal) => *refusal,
                 },
+                Some(Ok(ClientMessage::Dtmf { target, digits })) => {
+                    match dtmf(session, target, &digits) {
+                        Ok(()) => continue,
+                        Err(refusal) => *refusal,
+                    }
+                }
                 Some(Ok(other)) => {
                     if node.message(id, other).await.is_err() {
                         return Ended::Closed;

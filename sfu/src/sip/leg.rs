@@ -2,11 +2,12 @@
 //! placed (calling, ringing), answered, its media into the meeting while it lasts, and its
 //! end, whichever side hangs up.
 
+use super::dtmf::{self, EventStream};
 use super::failure::CallFailure;
 use super::media::{IntoMeeting, Latch, RtpPair, VIDEO_PAYLOAD_TYPE, keyframe_request};
 use super::sdp::{self, Agreement, LocalMedia};
 use super::ua::{Call, CallEvent, Step};
-use super::{SipGateway, Teller};
+use super::{LegCommand, Registered, SipGateway, Teller};
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
@@ -20,6 +21,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use rsipstack::sip::StatusCode;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -33,7 +35,7 @@ const DATAGRAM: usize = 2_048;
 
 /// Dials `request` into `meeting` and runs the call until it ends.
 pub(super) async fn run(
-    gateway: &SipGateway,
+    gateway: Arc<SipGateway>,
     node: NodeHandle,
     meeting: String,
     request: DialRequest,
@@ -45,7 +47,7 @@ pub(super) async fn run(
             .await;
         return;
     }
-    let mut leg = match Leg::join(gateway, node, meeting, &uri, &request.name).await {
+    let mut leg = match Leg::join(&gateway, node, meeting, &uri, &request.name).await {
         Ok(leg) => leg,
         Err(why) => {
             let message = format!("{uri}: {why}");
@@ -60,7 +62,7 @@ pub(super) async fn run(
         uri: uri.clone(),
     })
     .await;
-    match leg.place(gateway, &uri).await {
+    match leg.place(&gateway, &uri).await {
         Placed::Answered(call, agreement) => leg.converse(call, agreement).await,
         Placed::Failed(failure) => {
             info!(participant = %leg.id, %uri, "call failed: {failure}");
@@ -130,6 +132,8 @@ struct Leg {
     node: NodeHandle,
     id: ParticipantId,
     events: mpsc::Receiver<SessionEvent>,
+    commands: mpsc::Receiver<LegCommand>,
+    _registered: Registered,
     sockets: LegSockets,
     local: LocalMedia,
     session_id: u64,
@@ -138,12 +142,17 @@ struct Leg {
     ssrc: u32,
     fir_seq: u8,
     last_info: Option<Instant>,
+    /// The sequence number and timestamp of kaskade's next audio packet to the far end.
+    audio_seq: u16,
+    audio_timestamp: u32,
+    /// When the DTMF keys already scheduled have sounded.
+    keys_until: Instant,
 }
 
 impl Leg {
     /// Binds the call's RTP and joins the meeting as a source that is being called.
     async fn join(
-        gateway: &SipGateway,
+        gateway: &Arc<SipGateway>,
         node: NodeHandle,
         meeting: String,
         uri: &str,
@@ -156,7 +165,7 @@ impl Leg {
             video_port: sockets.video.port(),
         };
         let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
-        let join = JoinRequest::source(meeting, uri.into(), display_name(uri, name), "sip");
+        let join = JoinRequest::source(meeting.clone(), uri.into(), display_name(uri, name), "sip");
         let source = Source {
             kind: SourceKind::Sip,
             state: SourceState::Calling,
@@ -167,11 +176,14 @@ impl Leg {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|(_, why)| why)?;
+        let (registered, commands) = gateway.register(admitted.id, meeting);
         let mut rng = rand::rng();
         Ok(Self {
             node,
             id: admitted.id,
             events,
+            commands,
+            _registered: registered,
             sockets,
             local,
             session_id: rng.random_range(1..1 << 48),
@@ -179,6 +191,9 @@ impl Leg {
             ssrc: rng.random(),
             fir_seq: 0,
             last_info: None,
+            audio_seq: rng.random(),
+            audio_timestamp: rng.random(),
+            keys_until: Instant::now(),
         })
     }
 
@@ -245,6 +260,9 @@ impl Leg {
                         return;
                     }
                 }
+                Some(LegCommand::Dtmf(digits)) = self.commands.recv() => {
+                    self.send_keys(&call, &agreement, &digits);
+                }
                 event = self.events.recv() => match event {
                     Some(SessionEvent::KeyframeWanted) => {
                         self.ask_keyframe(&call, &into, &agreement).await;
@@ -300,6 +318,38 @@ impl Leg {
             self.last_info = Some(Instant::now());
             call.picture_fast_update();
         }
+    }
+
+    /// Sends DTMF keys: RFC 4733 events on the audio RTP when the far end took them (after
+    /// the keys still sounding), else SIP INFO.
+    fn send_keys(&mut self, call: &Call, agreement: &Agreement, digits: &str) {
+        let audio = agreement.audio.as_ref().filter(|line| line.flow.send);
+        let Some((line, events)) = audio.and_then(|l| l.telephone_event.map(|e| (l, e))) else {
+            call.dtmf_info(digits.to_string());
+            return;
+        };
+        let mut stream = EventStream {
+            ssrc: self.ssrc,
+            seq: self.audio_seq,
+            timestamp: self.audio_timestamp,
+            events,
+        };
+        let packets = stream.packets(digits);
+        (self.audio_seq, self.audio_timestamp) = (stream.seq, stream.timestamp);
+        let now = Instant::now();
+        let start = self.keys_until.max(now);
+        let keys = digits.chars().count() as u32;
+        self.keys_until = start + (dtmf::TONE + dtmf::GAP) * keys;
+        let socket = self.sockets.audio.rtp.clone();
+        let to = line.remote;
+        tokio::spawn(async move {
+            for timed in packets {
+                tokio::time::sleep_until((start + timed.at).into()).await;
+                if let Err(e) = socket.send_to(&timed.packet, to).await {
+                    debug!("DTMF to {to}: {e}");
+                }
+            }
+        });
     }
 
     async fn set_state(&self, state: SourceState) {

@@ -11,6 +11,7 @@ use crate::transcode::{self, AudioTranscoder, Law, SourceAudio};
 use bytes::BytesMut;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tokio::net::UdpSocket;
 
 /// The payload type a leg's video is published with (its audio: [`transcode::PAYLOAD_TYPE`]).
@@ -21,8 +22,8 @@ const PAIR_ATTEMPTS: usize = 32;
 
 /// One media line's sockets: RTP on an even port, RTCP on the next.
 pub struct RtpPair {
-    /// The RTP socket.
-    pub rtp: UdpSocket,
+    /// The RTP socket (shared with what sends on it in the background: DTMF).
+    pub rtp: Arc<UdpSocket>,
     /// The RTCP socket.
     pub rtcp: UdpSocket,
 }
@@ -37,7 +38,10 @@ impl RtpPair {
                 continue;
             }
             if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
-                return Ok(Self { rtp, rtcp });
+                return Ok(Self {
+                    rtp: Arc::new(rtp),
+                    rtcp,
+                });
             }
         }
         Err(std::io::Error::other(

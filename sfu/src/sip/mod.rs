@@ -8,20 +8,27 @@
 //! `call_failed`, and the participant leaves. Removing the participant hangs up (CANCEL while
 //! it rings, BYE once answered); the far end hanging up makes it leave.
 //!
+//! A moderator sends DTMF keys to a call ([`SipGateway::send_dtmf`]) to steer a room system's
+//! menu.
+//!
 //! Modules: [`ua`] (the SIP user agent), [`sdp`] (offer and answer), [`media`] (RTP sockets and
-//! packets), [`failure`] (why a call failed, in words), `leg` (one call's life).
+//! packets), [`dtmf`] (telephone events), [`failure`] (why a call failed, in words), `leg` (one
+//! call's life).
 
+pub mod dtmf;
 pub mod failure;
 mod leg;
 pub mod media;
 pub mod sdp;
 pub mod ua;
 
+use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
 pub use ua::{SipSettings, UserAgent};
@@ -32,12 +39,30 @@ const MAX_CALLS: usize = 64;
 /// SIP calls running on this node.
 static RUNNING: Seats = Seats::new(MAX_CALLS);
 
-/// The node's SIP gateway: its user agent and the address its legs' RTP is bound to.
-#[derive(Clone)]
+/// Requests for one call waiting at once; more are refused (a moderator pressing keys faster
+/// than they can sound).
+const COMMAND_QUEUE: usize = 8;
+
+/// The node's SIP gateway: its user agent, the address its legs' RTP is bound to, and the
+/// calls in progress.
 pub struct SipGateway {
     ua: UserAgent,
     media_ip: IpAddr,
     ring_timeout: Duration,
+    calls: Mutex<HashMap<ParticipantId, CallHandle>>,
+}
+
+/// How a call in progress is reached.
+struct CallHandle {
+    meeting: String,
+    commands: mpsc::Sender<LegCommand>,
+}
+
+/// What a moderator asks of a call in progress.
+#[derive(Debug)]
+enum LegCommand {
+    /// Send these DTMF keys (checked).
+    Dtmf(String),
 }
 
 impl SipGateway {
@@ -53,7 +78,57 @@ impl SipGateway {
             ua: UserAgent::start(settings).await?,
             media_ip,
             ring_timeout,
+            calls: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Sends DTMF `digits` to the call `target` of `meeting`; the refusal's code and reason
+    /// when the keys are not DTMF, there is no such call in that meeting, or it is busy.
+    pub fn send_dtmf(
+        &self,
+        meeting: &str,
+        target: ParticipantId,
+        digits: &str,
+    ) -> Result<(), (ErrorCode, String)> {
+        dtmf::check(digits).map_err(|why| (ErrorCode::BadRequest, why))?;
+        let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let call = calls
+            .get(&target)
+            .filter(|call| call.meeting == meeting)
+            .ok_or_else(|| {
+                (
+                    ErrorCode::NotFound,
+                    format!("no SIP call {target} in this meeting"),
+                )
+            })?;
+        call.commands
+            .try_send(LegCommand::Dtmf(digits.to_string()))
+            .map_err(|_| {
+                (
+                    ErrorCode::BadRequest,
+                    "the call is still sending keys".to_string(),
+                )
+            })
+    }
+
+    /// Makes a call reachable for [`Self::send_dtmf`] until the returned guard drops.
+    fn register(
+        self: &Arc<Self>,
+        id: ParticipantId,
+        meeting: String,
+    ) -> (Registered, mpsc::Receiver<LegCommand>) {
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, CallHandle { meeting, commands });
+        (
+            Registered {
+                gateway: self.clone(),
+                id,
+            },
+            receiver,
+        )
     }
 
     /// Where its user agent listens.
@@ -83,8 +158,24 @@ impl SipGateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             let _seat = seat;
-            leg::run(&gateway, node, meeting, request, tell).await;
+            leg::run(gateway, node, meeting, request, tell).await;
         });
+    }
+}
+
+/// A call's place in the gateway's table, removed when dropped.
+struct Registered {
+    gateway: Arc<SipGateway>,
+    id: ParticipantId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.gateway
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 

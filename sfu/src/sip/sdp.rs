@@ -132,6 +132,15 @@ impl Flow {
     }
 }
 
+/// RFC 4733 telephone events as agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelephoneEvent {
+    /// The payload type kaskade sends them with.
+    pub payload_type: u8,
+    /// Their RTP clock rate (durations count it).
+    pub clock_rate: u32,
+}
+
 /// The agreed audio of a leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioLine {
@@ -143,8 +152,8 @@ pub struct AudioLine {
     pub send_payload_type: u8,
     /// The payload type kaskade receives it with.
     pub receive_payload_type: u8,
-    /// RFC 4733 telephone events, with the payload type kaskade sends them with.
-    pub telephone_event: Option<u8>,
+    /// RFC 4733 telephone events (DTMF), when the far end takes them.
+    pub telephone_event: Option<TelephoneEvent>,
     /// Which way it flows.
     pub flow: Flow,
 }
@@ -208,7 +217,7 @@ pub fn offer(local: &LocalMedia, session_id: u64, version: u64) -> String {
     for codec in AudioCodec::ALL {
         add_audio_codec(&mut audio, codec, codec.offered_payload_type());
     }
-    add_telephone_event(&mut audio, TELEPHONE_EVENT);
+    add_telephone_event(&mut audio, TELEPHONE_EVENT, 8_000);
     audio.add_attribute_with_value("ptime", "20");
     audio.add_attribute_from_str("sendrecv");
     session.medias.push(audio);
@@ -360,8 +369,8 @@ fn add_audio_codec(media: &mut Media, codec: AudioCodec, payload_type: u8) {
     }
 }
 
-fn add_telephone_event(media: &mut Media, payload_type: u8) {
-    media.add_attribute(RtpMap::new(payload_type, "telephone-event", 8_000));
+fn add_telephone_event(media: &mut Media, payload_type: u8, clock_rate: u32) {
+    media.add_attribute(RtpMap::new(payload_type, "telephone-event", clock_rate));
     media.add_attribute_with_value("fmtp", format!("{payload_type} 0-15"));
 }
 
@@ -449,9 +458,15 @@ fn pick_audio(
         }?;
         Some((codec, pt))
     })?;
-    let telephone_event = formats(media).find(|&pt| {
-        rtpmap_of(media, pt)
-            .is_some_and(|r| r.encoding_name.eq_ignore_ascii_case("telephone-event"))
+    let telephone_event = formats(media).find_map(|pt| {
+        let rtpmap = rtpmap_of(media, pt)?;
+        rtpmap
+            .encoding_name
+            .eq_ignore_ascii_case("telephone-event")
+            .then_some(TelephoneEvent {
+                payload_type: pt,
+                clock_rate: rtpmap.clock_rate,
+            })
     });
     Some(AudioLine {
         remote,
@@ -501,11 +516,11 @@ fn pick_video(
 
 fn answer_audio(line: &AudioLine, port: u16) -> Media {
     let mut formats = vec![line.send_payload_type.to_string()];
-    formats.extend(line.telephone_event.map(|pt| pt.to_string()));
+    formats.extend(line.telephone_event.map(|e| e.payload_type.to_string()));
     let mut media = plain_media("audio", port, &formats.join(" "));
     add_audio_codec(&mut media, line.codec, line.send_payload_type);
-    if let Some(pt) = line.telephone_event {
-        add_telephone_event(&mut media, pt);
+    if let Some(events) = line.telephone_event {
+        add_telephone_event(&mut media, events.payload_type, events.clock_rate);
     }
     media.add_attribute_with_value("ptime", "20");
     media.add_attribute_from_str(line.flow.attribute());

@@ -362,6 +362,24 @@ impl Call {
         });
     }
 
+    /// Sends DTMF keys by SIP INFO (`application/dtmf-relay`), one request per key, spaced as
+    /// the tones would be: for far ends that took no telephone events. In the background.
+    pub fn dtmf_info(&self, digits: String) {
+        let dialog = self.dialog.clone();
+        let duration = crate::sip::dtmf::TONE.as_millis();
+        tokio::spawn(async move {
+            for key in digits.chars() {
+                let headers = vec![Header::ContentType("application/dtmf-relay".into())];
+                let body = format!("Signal={key}\r\nDuration={duration}\r\n");
+                if let Err(e) = dialog.info(Some(headers), Some(body.into_bytes())).await {
+                    debug!("SIP INFO dtmf-relay: {e}");
+                    return;
+                }
+                tokio::time::sleep(crate::sip::dtmf::TONE + crate::sip::dtmf::GAP).await;
+            }
+        });
+    }
+
     /// Hangs up (BYE).
     pub async fn hang_up(self) {
         if let Err(e) = self.dialog.bye().await {

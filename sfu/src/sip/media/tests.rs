@@ -1,5 +1,5 @@
 use super::*;
-use crate::sip::sdp::{AudioLine, Flow, VideoLine};
+use crate::sip::sdp::{AudioLine, Flow, TelephoneEvent, VideoLine};
 
 const BOTH_WAYS: Flow = Flow {
     send: true,
@@ -13,7 +13,10 @@ fn agreement(codec: AudioCodec, audio_pt: u8, video_pt: u8) -> Agreement {
             codec,
             send_payload_type: audio_pt,
             receive_payload_type: audio_pt,
-            telephone_event: Some(101),
+            telephone_event: Some(TelephoneEvent {
+                payload_type: 101,
+                clock_rate: 8_000,
+            }),
             flow: BOTH_WAYS,
         }),
         video: Some(VideoLine {

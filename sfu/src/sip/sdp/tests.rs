@@ -56,7 +56,13 @@ fn an_answer_with_only_pcmu_agrees_on_pcmu_and_no_video() {
         (audio.send_payload_type, audio.receive_payload_type),
         (0, 0)
     );
-    assert_eq!(audio.telephone_event, Some(101));
+    assert_eq!(
+        audio.telephone_event,
+        Some(TelephoneEvent {
+            payload_type: 101,
+            clock_rate: 8_000
+        })
+    );
     assert_eq!(
         audio.flow,
         Flow {
@@ -116,7 +122,13 @@ fn a_room_systems_offer_is_answered_line_for_line() {
         (audio.send_payload_type, audio.receive_payload_type),
         (0, 0)
     );
-    assert_eq!(audio.telephone_event, Some(101));
+    assert_eq!(
+        audio.telephone_event,
+        Some(TelephoneEvent {
+            payload_type: 101,
+            clock_rate: 8_000
+        })
+    );
     let video = agreed.video.unwrap();
     assert_eq!(video.send_payload_type, 109, "its first H.264, mode 1");
     assert_eq!(video.packetization_mode, 1);
