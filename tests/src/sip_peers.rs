@@ -1,7 +1,7 @@
 //! Real SIP peers for the gateway's tests: baresip (Debian's baresip-core and baresip-ffmpeg) as
 //! an auto-answering room system that sends real H.264 and audio, and sipp running the
 //! scenarios of `tests/sip/` (digest authentication, busy, ringing then CANCEL, a far end that
-//! hangs up, an answer with only PCMU).
+//! holds with a re-INVITE or hangs up, an answer with only PCMU).
 
 use crate::{Scratch, free_port};
 use std::io::{BufRead, BufReader};

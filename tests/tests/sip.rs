@@ -1,7 +1,7 @@
 //! The SIP gateway against real SIP peers on loopback and a real `kaskade-sfu`: a moderator
 //! dials baresip (a room system that sends real H.264 and audio) and the meeting decodes it;
 //! sipp scenarios for digest authentication with an answer of PCMU only, busy, ringing then
-//! hung up, and a far end that hangs up; the tile shows each call's progress, every failure
+//! hung up, a far end that holds with a re-INVITE, and one that hangs up; the tile shows each call's progress, every failure
 //! reaches the moderator in words, and DTMF keys reach the room system.
 
 use kaskade_client::{
@@ -254,5 +254,15 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
     assert!(
         hanging_up.finish(WAIT).is_some_and(|s| s.success()),
         "sipp's BYE was answered"
+    );
+
+    // the far end holds with a re-INVITE: kaskade answers recvonly (BFCP refused), then it
+    // hangs up
+    let holding = Sipp::serve("reinvite_hold");
+    let id = dial(&chair, &holding.uri(), "").await;
+    wait_gone(&chair, id).await;
+    assert!(
+        holding.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got recvonly for its hold and port 0 for BFCP"
     );
 }
