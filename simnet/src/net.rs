@@ -5,6 +5,7 @@ use anyhow::{Context, anyhow};
 use bytes::BytesMut;
 use kaskade_media::cascade::link::LinkParams;
 use kaskade_media::media::core::{CoreConfig, JoinRequest, MediaCore, Output};
+use kaskade_media::media::ingest::Delivery;
 use kaskade_media::media::peer::PeerSettings;
 use kaskade_media::media::surroundings::Surroundings;
 use kaskade_media::media::transport::Publication;
@@ -98,6 +99,9 @@ pub struct Sim {
     pub link: Impairment,
     /// Frames for participants and every other output the cores produced, by node.
     pub outputs: Vec<(NodeId, Output)>,
+    /// Datagrams that reached an address of neither a node nor a client (a subscribing
+    /// source's shell): where to and what.
+    pub delivered: Vec<(SocketAddr, BytesMut)>,
 }
 
 impl Sim {
@@ -145,6 +149,7 @@ impl Sim {
             impairments: HashMap::new(),
             link: Impairment::default(),
             outputs: Vec::new(),
+            delivered: Vec::new(),
         };
         for a in 0..sim.nodes.len() {
             for b in 0..sim.nodes.len() {
@@ -229,9 +234,32 @@ impl Sim {
         meeting: &str,
         name: &str,
     ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
+        self.admit_source(node, meeting, name, None)
+    }
+
+    /// Joins a source that also takes the meeting's media (a SIP call, as the node's SIP
+    /// gateway would), delivered as `delivery` says; what reaches its address collects in
+    /// [`Sim::delivered`].
+    pub fn join_subscribing_source(
+        &mut self,
+        node: NodeId,
+        meeting: &str,
+        name: &str,
+        delivery: Delivery,
+    ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
+        self.admit_source(node, meeting, name, Some(delivery))
+    }
+
+    fn admit_source(
+        &mut self,
+        node: NodeId,
+        meeting: &str,
+        name: &str,
+        delivery: Option<Delivery>,
+    ) -> anyhow::Result<kaskade_protocol::signaling::ParticipantId> {
         let request = JoinRequest::source(
             meeting.into(),
-            format!("camera:{name}"),
+            format!("source:{name}"),
             name.into(),
             "camera",
         );
@@ -239,11 +267,11 @@ impl Sim {
         let publication = Publication {
             payload_kinds: vec![(96, MediaKind::Video), (111, MediaKind::Audio)],
             audio_level_ext: None,
-            cache_gop: true,
+            cache_gop: delivery.is_none(),
         };
         let admitted = self.nodes[node]
             .core
-            .join_source(self.now, request, source, publication)
+            .join_source(self.now, request, source, publication, delivery)
             .map_err(|(code, message)| anyhow!("{name} refused: {code}: {message}"))?;
         self.sources.push((admitted.id, node, meeting.into()));
         self.settle();
@@ -284,6 +312,19 @@ impl Sim {
             .core
             .leave(self.now, id, kaskade_protocol::signaling::LeaveReason::Left);
         self.settle();
+    }
+
+    /// Takes `source` out of its meeting, as the node's shell does when a call ends.
+    pub fn leave_source(&mut self, source: kaskade_protocol::signaling::ParticipantId) {
+        if let Some(i) = self.sources.iter().position(|(id, _, _)| *id == source) {
+            let (id, node, _) = self.sources.remove(i);
+            self.nodes[node].core.leave(
+                self.now,
+                id,
+                kaskade_protocol::signaling::LeaveReason::Left,
+            );
+            self.settle();
+        }
     }
 
     /// Sets what the path between client `n` and its node does (both ways).
@@ -394,13 +435,15 @@ impl Sim {
             self.nodes[node]
                 .core
                 .handle_datagram(self.now, transport, datagram.bytes);
-        } else if let Some(n) = self.clients.iter().position(|c| c.addr == datagram.to)
-            && self.memberships[n].2
-        {
-            let answers = self.clients[n].receive(self.now, &datagram.bytes);
-            for answer in answers {
-                self.send_from_client(n, answer);
+        } else if let Some(n) = self.clients.iter().position(|c| c.addr == datagram.to) {
+            if self.memberships[n].2 {
+                let answers = self.clients[n].receive(self.now, &datagram.bytes);
+                for answer in answers {
+                    self.send_from_client(n, answer);
+                }
             }
+        } else {
+            self.delivered.push((datagram.to, datagram.bytes));
         }
     }
 

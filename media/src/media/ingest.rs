@@ -1,41 +1,104 @@
-//! A publish-only transport for plain RTP that the node's shell hands in: an RTSP camera
-//! today, and the media half of a SIP leg next.
+//! A transport for plain RTP that the node's shell feeds: an RTSP camera, a SIP call.
 //!
-//! The shell owns the source's I/O (an RTSP session, a SIP leg's socket) and gives the core each
-//! RTP packet as a datagram for this participant; the transport parses it and the core
-//! forwards it like any publisher's packet. It has no consumers (it receives nothing), and a
-//! keyframe request becomes [`TransportEvent::KeyframeWanted`] for the shell, which knows
-//! what its source understands.
+//! The shell owns the source's I/O (an RTSP session, a SIP leg's sockets) and gives the core
+//! each RTP packet as a datagram for this participant; the transport parses it and the core
+//! forwards it like any publisher's packet. A keyframe request becomes
+//! [`TransportEvent::KeyframeWanted`] for the shell, which knows what its source understands.
+//!
+//! A source that also takes the meeting's media (a SIP call, whose far end hears the meeting)
+//! subscribes with a [`Delivery`]: it gets consumers like any subscriber, and what the core
+//! forwards to them leaves on the node's socket as plain RTP to the shell's address, one
+//! consumer SSRC per slot (the shell mixes or composes it for its far end).
 
-use crate::media::transport::{Inbound, Publication, Transport, TransportError, TransportEvent};
-use rtc::shared::TaggedBytesMut;
-use rtc::shared::marshal::Unmarshal;
+use crate::media::forwarder::{MediaKind, OutboundStream};
+use crate::media::transport::{
+    Consumer, Inbound, Publication, Transport, TransportError, TransportEvent,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Packets parsed and not yet drained, beyond which the oldest are dropped (the core drains
 /// after every datagram, so this only bounds a misbehaving caller).
 const MAX_QUEUED: usize = 256;
 
-/// Plain RTP handed in by the shell.
-#[derive(Debug)]
+/// The payload types the meeting's media is delivered with: Opus and H.264, as the meeting
+/// speaks them.
+pub const DELIVERED_AUDIO: u8 = 111;
+/// See [`DELIVERED_AUDIO`].
+pub const DELIVERED_VIDEO: u8 = 96;
+
+/// Where and how much of the meeting a subscribing source takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The shell's address the meeting's packets are sent to from the node's socket.
+    pub to: SocketAddr,
+    /// Audio consumers (one per other participant it hears).
+    pub audio_slots: usize,
+    /// Video consumers.
+    pub video_slots: usize,
+}
+
+/// Plain RTP handed in by the shell, and, for a subscribing source, the meeting's media
+/// handed back.
 pub struct RtpIngest {
     publication: Publication,
     inbound: VecDeque<Inbound>,
+    consumers: Vec<Consumer>,
+    delivery: Option<SocketAddr>,
+    outbound: VecDeque<TaggedBytesMut>,
     connected_told: bool,
     keyframe_wanted: bool,
     closed: bool,
 }
 
 impl RtpIngest {
-    /// A transport whose packets of each payload type are of the kind `publication` gives.
+    /// A publish-only transport whose packets of each payload type are of the kind
+    /// `publication` gives.
     pub fn new(publication: Publication) -> Self {
         Self {
             publication,
             inbound: VecDeque::new(),
+            consumers: Vec::new(),
+            delivery: None,
+            outbound: VecDeque::new(),
             connected_told: false,
             keyframe_wanted: false,
             closed: false,
+        }
+    }
+
+    /// A transport that publishes as [`Self::new`] and takes the meeting's media as
+    /// `delivery` says; `rng` draws its consumers' SSRCs and first sequence numbers.
+    pub fn subscribing(
+        publication: Publication,
+        delivery: &Delivery,
+        now: Instant,
+        rng: &mut StdRng,
+    ) -> Self {
+        let slots = [
+            (MediaKind::Audio, DELIVERED_AUDIO, "a", delivery.audio_slots),
+            (MediaKind::Video, DELIVERED_VIDEO, "v", delivery.video_slots),
+        ];
+        let consumers = slots
+            .into_iter()
+            .flat_map(|(kind, payload_type, prefix, count)| {
+                (0..count).map(move |i| (kind, payload_type, format!("{prefix}{i}")))
+            })
+            .map(|(kind, payload_type, mid)| Consumer {
+                mid,
+                payload_type,
+                stream: OutboundStream::new(rng.random(), kind, rng.random(), rng.random(), now),
+            })
+            .collect();
+        Self {
+            consumers,
+            delivery: Some(delivery.to),
+            ..Self::new(publication)
         }
     }
 }
@@ -90,6 +153,47 @@ impl Transport for RtpIngest {
         &self.publication
     }
 
+    fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
+        self.outbound.pop_front()
+    }
+
+    fn consumers(&self) -> &[Consumer] {
+        &self.consumers
+    }
+
+    fn consumers_mut(&mut self) -> &mut [Consumer] {
+        &mut self.consumers
+    }
+
+    fn write_rtp(
+        &mut self,
+        now: Instant,
+        index: usize,
+        mut packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        let (Some(consumer), Some(to)) = (self.consumers.get(index), self.delivery) else {
+            return Err(TransportError("this transport receives nothing".into()));
+        };
+        packet.header.payload_type = consumer.payload_type;
+        packet.header.ssrc = consumer.stream.ssrc();
+        let message = packet
+            .marshal()
+            .map_err(|e| TransportError(format!("RTP to the shell: {e}")))?;
+        if self.outbound.len() >= MAX_QUEUED {
+            self.outbound.pop_front();
+        }
+        self.outbound.push_back(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                peer_addr: to,
+                transport_protocol: TransportProtocol::UDP,
+                ..Default::default()
+            },
+            message: message.as_ref().into(),
+        });
+        Ok(())
+    }
+
     fn request_keyframe(
         &mut self,
         _now: Instant,
@@ -102,6 +206,7 @@ impl Transport for RtpIngest {
     fn close(&mut self) {
         self.closed = true;
         self.inbound.clear();
+        self.outbound.clear();
     }
 }
 

@@ -128,7 +128,7 @@ async fn add(
     );
     let source = Source::live(SourceKind::Camera);
     let admitted = node
-        .join_source(join, source, stream.publication(), events_tx)
+        .join_source(join, source, (stream.publication(), None), events_tx)
         .await
         .map_err(|e| (ErrorCode::SourceFailed, e.to_string()))??;
     info!(participant = %admitted.id, url = %spec.url, "camera added");

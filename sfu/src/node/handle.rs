@@ -5,6 +5,7 @@ use crate::cascade::control::LinkMessage;
 use crate::cascade::link::LinkParams;
 use crate::media::core::{Admitted, JoinRequest, NodeLoad};
 use crate::media::demux::ParticipantId;
+use crate::media::ingest::Delivery;
 use crate::media::transport::Publication;
 use crate::node::SessionEvent;
 use crate::signaling::protocol::{ClientMessage, ErrorCode, Source, SourceState};
@@ -22,6 +23,7 @@ pub(super) enum Request {
         request: JoinRequest,
         source: Source,
         publication: Publication,
+        delivery: Option<Delivery>,
         events: mpsc::Sender<SessionEvent>,
         reply: oneshot::Sender<Result<Admitted, (ErrorCode, String)>>,
     },
@@ -103,13 +105,14 @@ impl NodeHandle {
         answer.await.map_err(|_| CoreStopped)
     }
 
-    /// Asks the core to admit a source (a camera) that publishes what `publication` says;
-    /// `events` receives its close and keyframe requests from then on.
+    /// Asks the core to admit a source (a camera, a SIP call) that publishes what
+    /// `publication` says and, with a `delivery`, takes the meeting's media there; `events`
+    /// receives its close and keyframe requests from then on.
     pub async fn join_source(
         &self,
         request: JoinRequest,
         source: Source,
-        publication: Publication,
+        (publication, delivery): (Publication, Option<Delivery>),
         events: mpsc::Sender<SessionEvent>,
     ) -> Result<Result<Admitted, (ErrorCode, String)>, CoreStopped> {
         let (reply, answer) = oneshot::channel();
@@ -117,6 +120,7 @@ impl NodeHandle {
             request,
             source,
             publication,
+            delivery,
             events,
             reply,
         })

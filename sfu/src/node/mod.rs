@@ -291,10 +291,13 @@ impl Driver {
                 request,
                 source,
                 publication,
+                delivery,
                 events,
                 reply,
             } => {
-                let result = self.core.join_source(now, request, source, publication);
+                let result = self
+                    .core
+                    .join_source(now, request, source, publication, delivery);
                 if let Ok(admitted) = &result {
                     self.sessions.insert(admitted.id, events);
                 }

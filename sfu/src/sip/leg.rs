@@ -172,7 +172,7 @@ impl Leg {
             detail: Some(uri.into()),
         };
         let admitted = node
-            .join_source(join, source, publication(), events_tx)
+            .join_source(join, source, (publication(), None), events_tx)
             .await
             .map_err(|e| e.to_string())?
             .map_err(|(_, why)| why)?;

@@ -5,7 +5,7 @@
 use super::{Admitted, JoinRequest, MediaCore, Output};
 use crate::cascade::control::LinkMessage;
 use crate::media::demux::{ParticipantId, ufrag_for};
-use crate::media::ingest::RtpIngest;
+use crate::media::ingest::{Delivery, RtpIngest};
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::peer::WebRtcPeer;
 use crate::media::room::{Room, SlotSource};
@@ -37,20 +37,28 @@ impl MediaCore {
         })
     }
 
-    /// Admits a source (an RTSP camera): a publish-only participant whose plain RTP the shell
-    /// hands in with [`Self::ingest`]. It stays while anyone else is in the meeting.
+    /// Admits a source (an RTSP camera, a SIP call): a participant whose plain RTP the shell
+    /// hands in with [`Self::ingest`], and, with a `delivery`, who takes the meeting's media
+    /// back as plain RTP at the shell's address. It stays while anyone else is in the meeting.
     pub fn join_source(
         &mut self,
         now: Instant,
         request: JoinRequest,
         source: Source,
         publication: Publication,
+        delivery: Option<Delivery>,
     ) -> Result<Admitted, (ErrorCode, String)> {
-        let admitted = self.admit(now, request, Some(source), |_, _| {
-            Ok(Box::new(RtpIngest::new(publication)) as Box<dyn Transport>)
+        let admitted = self.admit(now, request, Some(source), |_, rng| {
+            let transport = match &delivery {
+                Some(delivery) => RtpIngest::subscribing(publication, delivery, now, rng),
+                None => RtpIngest::new(publication),
+            };
+            Ok(Box::new(transport) as Box<dyn Transport>)
         })?;
-        // nothing to negotiate: its producers get their subscribers' slots at once
-        if let Some(room) = self.participants.get(&admitted.id).map(|p| p.room) {
+        // nothing to negotiate: its consumers and its producers get their slots at once
+        if let Some(p) = self.participants.get_mut(&admitted.id) {
+            p.slots = slots_of(p);
+            let room = p.room;
             self.reassign_slots(now, room);
         }
         Ok(admitted)
@@ -235,15 +243,7 @@ impl MediaCore {
             .transport
             .negotiate(now, sdp, &mut self.surroundings.rng)
             .map_err(|e| e.to_string())?;
-        participant.slots = participant
-            .transport
-            .consumers()
-            .iter()
-            .map(|s| SlotSource {
-                kind: s.stream.kind(),
-                publisher: None,
-            })
-            .collect();
+        participant.slots = slots_of(participant);
         let room = participant.room;
         self.mark_dirty(id);
         self.reassign_slots(now, room);
@@ -422,5 +422,18 @@ fn random_ice_chars(rng: &mut impl Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A participant's receive slots, one per consumer of its transport, none assigned yet.
+fn slots_of(participant: &Participant) -> Vec<SlotSource> {
+    participant
+        .transport
+        .consumers()
+        .iter()
+        .map(|c| SlotSource {
+            kind: c.stream.kind(),
+            publisher: None,
+        })
         .collect()
 }
