@@ -184,7 +184,7 @@ fn peer_settings(
 }
 
 /// The SIP gateway when `--sip-listen` asks for one; its calls' RTP is bound on the SIP
-/// address (what the far end reaches).
+/// address (what the far end reaches; the node's announced one when it listens on all).
 async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>>> {
     let Some(listen) = config.sip.sip_listen else {
         return Ok(None);
@@ -198,7 +198,14 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
             _ => None,
         },
     };
-    let gateway = SipGateway::start(settings, listen.ip(), config.sip.sip_ring_timeout).await?;
+    // the SDP must name an address the far end reaches: the SIP address, or the node's
+    let media_ip = if listen.ip().is_unspecified() {
+        config.announced_ips()[0]
+    } else {
+        listen.ip()
+    };
+    let ips = (media_ip, config.media_ip());
+    let gateway = SipGateway::start(settings, ips, config.sip.sip_ring_timeout).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

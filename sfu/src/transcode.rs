@@ -37,6 +37,29 @@ pub enum Law {
 }
 
 impl Law {
+    /// One 16-bit linear PCM sample companded (ITU-T G.711), the inverse of [`Law::expand`].
+    pub fn compress(self, sample: i16) -> u8 {
+        let negative = sample < 0;
+        let magnitude = i32::from(sample).unsigned_abs().min(32_635);
+        match self {
+            Law::MuLaw => {
+                let biased = magnitude + 0x84;
+                let exponent = (31 - biased.leading_zeros()).saturating_sub(7).min(7);
+                let mantissa = (biased >> (exponent + 3)) & 0x0f;
+                !((u32::from(negative) << 7) | (exponent << 4) | mantissa) as u8
+            }
+            Law::ALaw => {
+                let (exponent, mantissa) = if magnitude < 256 {
+                    (0, (magnitude >> 4) & 0x0f)
+                } else {
+                    let exponent = (31 - magnitude.leading_zeros()) - 7;
+                    (exponent, (magnitude >> (exponent + 3)) & 0x0f)
+                };
+                (((u32::from(!negative) << 7) | (exponent << 4) | mantissa) as u8) ^ 0x55
+            }
+        }
+    }
+
     /// One companded sample as 16-bit linear PCM (ITU-T G.711).
     pub fn expand(self, byte: u8) -> i16 {
         match self {
@@ -302,6 +325,22 @@ impl OpusHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn companding_round_trips_within_a_quantization_step() {
+        for law in [Law::MuLaw, Law::ALaw] {
+            for sample in (i16::MIN..=i16::MAX).step_by(7) {
+                let back = law.expand(law.compress(sample));
+                let error = (i32::from(back) - i32::from(sample)).abs();
+                let step = (i32::from(sample).abs() / 8).max(40);
+                assert!(error <= step, "{law:?} {sample} came back as {back}");
+            }
+            // every code but µ-law's negative zero (0x7f, the same sample as 0xff) comes back
+            for byte in (0..=255u8).filter(|&b| !(law == Law::MuLaw && b == 0x7f)) {
+                assert_eq!(law.compress(law.expand(byte)), byte, "{law:?} {byte:#04x}");
+            }
+        }
+    }
     use rtc::shared::marshal::Unmarshal;
 
     fn parse(out: &[BytesMut]) -> Vec<rtc::rtp::Packet> {

@@ -122,9 +122,18 @@ pub struct Sipp {
 impl Sipp {
     /// Starts `sipp` with `tests/sip/{scenario}.xml` on a free loopback port.
     pub fn serve(scenario: &str) -> Self {
+        Self::serve_with(scenario, &[])
+    }
+
+    /// [`Sipp::serve`] with scenario keywords (`-key NAME VALUE`, `[NAME]` in the scenario).
+    pub fn serve_with(scenario: &str, keys: &[(&str, &str)]) -> Self {
         let port = free_port();
         let file = format!("{}/sip/{scenario}.xml", env!("CARGO_MANIFEST_DIR"));
-        let child = Command::new("sipp")
+        let mut command = Command::new("sipp");
+        for (name, value) in keys {
+            command.args(["-key", name, value]);
+        }
+        let child = command
             .args(["-sf", &file, "-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", "1", "-timeout", "60s", "-timeout_error", "-nostdin"])
             .stdin(Stdio::null())

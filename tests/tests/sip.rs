@@ -10,6 +10,7 @@ use kaskade_client::{
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
+use kaskade_sfu::transcode::Law;
 use std::process::Command;
 use std::time::Duration;
 
@@ -264,5 +265,88 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
     assert!(
         holding.finish(WAIT).is_some_and(|s| s.success()),
         "sipp got recvonly for its hold and port 0 for BFCP"
+    );
+}
+
+/// What kaskade sent to a far end's RTP port for `duration`: (payload type, payload) each.
+async fn far_end_hears(socket: &tokio::net::UdpSocket, duration: Duration) -> Vec<(u8, Vec<u8>)> {
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 2_048];
+    let end = tokio::time::Instant::now() + duration;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, socket.recv(&mut buf)).await {
+        if n >= 12 {
+            heard.push((buf[1] & 0x7f, buf[12..n].to_vec()));
+        }
+    }
+    heard
+}
+
+/// The loudness of a PCMU payload (root mean square of its samples).
+fn pcmu_rms(payload: &[u8]) -> f64 {
+    let sum: f64 = payload
+        .iter()
+        .map(|&b| f64::from(Law::MuLaw.expand(b)).powi(2))
+        .sum();
+    (sum / payload.len().max(1) as f64).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    // the phone's RTP port is this test's own socket: it measures what kaskade sends
+    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let phone = Sipp::serve_with("answer_pcmu_to_port", &[("rtp_port", &port)]);
+    let chair = join(&node, "hear", "chair").await;
+    let id = dial(&chair, &phone.uri(), "phone").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("the phone answered");
+
+    let heard = far_end_hears(&phone_rtp, Duration::from_secs(2)).await;
+    let audio: Vec<&Vec<u8>> = heard
+        .iter()
+        .filter(|(pt, _)| *pt == 0)
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        audio.len() >= 80,
+        "a PCMU packet every 20 ms: {} in 2 s",
+        audio.len()
+    );
+    assert!(
+        audio.iter().all(|p| p.len() == 160),
+        "20 ms of 8 kHz samples each"
+    );
+    let loudest = audio.iter().map(|p| pcmu_rms(p)).fold(0.0, f64::max);
+    assert!(
+        loudest > 2_000.0,
+        "the chair's tone is in the mix: rms {loudest}"
+    );
+
+    // keys go in the same stream as RFC 4733 events
+    chair
+        .send(&ClientMessage::Dtmf {
+            target: id,
+            digits: "9".into(),
+        })
+        .await
+        .unwrap();
+    let heard = far_end_hears(&phone_rtp, Duration::from_millis(600)).await;
+    let events: Vec<&Vec<u8>> = heard
+        .iter()
+        .filter(|(pt, _)| *pt == 101)
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(events.len(), 11, "one key: 8 packets and 3 ends");
+    assert!(events.iter().all(|e| e[0] == 9), "the key 9");
+
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
+    assert!(
+        phone.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got the BYE"
     );
 }

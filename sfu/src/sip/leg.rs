@@ -2,15 +2,16 @@
 //! placed (calling, ringing), answered, its media into the meeting while it lasts, and its
 //! end, whichever side hangs up.
 
-use super::dtmf::{self, EventStream};
 use super::failure::CallFailure;
 use super::media::{IntoMeeting, Latch, RtpPair, VIDEO_PAYLOAD_TYPE, keyframe_request};
+use super::mix::Mixer;
 use super::sdp::{self, Agreement, LocalMedia};
-use super::ua::{Call, CallEvent, Step};
+use super::ua::{Call, CallEvent, Reply, Step};
 use super::{LegCommand, Registered, SipGateway, Teller};
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::ingest::Delivery;
 use crate::media::transport::Publication;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
 use crate::signaling::protocol::{
@@ -23,6 +24,7 @@ use rsipstack::sip::StatusCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -32,6 +34,10 @@ const MAX_URI: usize = 256;
 const INFO_INTERVAL: Duration = Duration::from_secs(1);
 /// Receive buffer of one RTP socket: a datagram over this is not RTP kaskade takes.
 const DATAGRAM: usize = 2_048;
+/// The far end hears up to this many other participants (a full room of ten).
+const HEARD: usize = 9;
+/// A packet of the meeting's sound goes to the far end this often.
+const AUDIO_FRAME: Duration = Duration::from_millis(20);
 
 /// Dials `request` into `meeting` and runs the call until it ends.
 pub(super) async fn run(
@@ -142,11 +148,8 @@ struct Leg {
     ssrc: u32,
     fir_seq: u8,
     last_info: Option<Instant>,
-    /// The sequence number and timestamp of kaskade's next audio packet to the far end.
-    audio_seq: u16,
-    audio_timestamp: u32,
-    /// When the DTMF keys already scheduled have sounded.
-    keys_until: Instant,
+    /// The meeting's sound for the far end, once the call agreed on audio kaskade sends.
+    mixer: Option<Mixer>,
 }
 
 impl Leg {
@@ -171,8 +174,13 @@ impl Leg {
             state: SourceState::Calling,
             detail: Some(uri.into()),
         };
+        let delivery = Delivery {
+            to: sockets.meeting.local_addr().map_err(|e| e.to_string())?,
+            audio_slots: HEARD,
+            video_slots: 0,
+        };
         let admitted = node
-            .join_source(join, source, (publication(), None), events_tx)
+            .join_source(join, source, (publication(), Some(delivery)), events_tx)
             .await
             .map_err(|e| e.to_string())?
             .map_err(|(_, why)| why)?;
@@ -191,9 +199,7 @@ impl Leg {
             ssrc: rng.random(),
             fir_seq: 0,
             last_info: None,
-            audio_seq: rng.random(),
-            audio_timestamp: rng.random(),
-            keys_until: Instant::now(),
+            mixer: None,
         })
     }
 
@@ -237,10 +243,10 @@ impl Leg {
         }
     }
 
-    /// The answered call: the far end's media into the meeting, keyframe requests to it, its
-    /// re-offers answered, until either side hangs up.
+    /// The answered call: the far end's media into the meeting and the meeting's sound to it,
+    /// keyframe requests to it, its re-offers answered, until either side hangs up.
     async fn converse(&mut self, mut call: Call, mut agreement: Agreement) {
-        let mut into = match IntoMeeting::new(&agreement, self.ssrc, 0) {
+        let mut into = match self.agree(&agreement) {
             Ok(into) => into,
             Err(e) => {
                 warn!(participant = %self.id, "SIP leg media: {e}");
@@ -250,9 +256,11 @@ impl Leg {
         };
         self.set_state(SourceState::Live).await;
         let mut packets = Vec::new();
+        let mut frames = tokio::time::interval(AUDIO_FRAME);
+        frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                () = self.sockets.receive(&mut into, &mut packets) => {
+                () = self.sockets.receive(&mut into, self.mixer.as_mut(), &mut packets) => {
                     if !packets.is_empty()
                         && self.node.ingest(self.id, std::mem::take(&mut packets)).await.is_err()
                     {
@@ -260,8 +268,15 @@ impl Leg {
                         return;
                     }
                 }
+                _ = frames.tick() => self.send_sound(&agreement).await,
                 Some(LegCommand::Dtmf(digits)) = self.commands.recv() => {
-                    self.send_keys(&call, &agreement, &digits);
+                    let scheduled = self
+                        .mixer
+                        .as_mut()
+                        .is_some_and(|m| m.schedule_keys(Instant::now(), &digits));
+                    if !scheduled {
+                        call.dtmf_info(digits);
+                    }
                 }
                 event = self.events.recv() => match event {
                     Some(SessionEvent::KeyframeWanted) => {
@@ -282,19 +297,69 @@ impl Leg {
                         debug!(participant = %self.id, "the far end asks for a keyframe");
                     }
                     CallEvent::Reoffer(offer, reply) => {
-                        self.sdp_version += 1;
-                        match sdp::answer(&offer, &self.local, self.session_id, self.sdp_version) {
-                            Ok((answer, agreed)) => match IntoMeeting::new(&agreed, self.ssrc, 0) {
-                                Ok(new) => {
-                                    reply.sdp(answer).await;
-                                    (into, agreement) = (new, agreed);
-                                }
-                                Err(_) => reply.refuse(StatusCode::NotAcceptableHere).await,
-                            },
-                            Err(_) => reply.refuse(StatusCode::NotAcceptableHere).await,
+                        if let Some(agreed) = self.reoffer(&offer, reply, &mut into).await {
+                            agreement = agreed;
                         }
                     }
                 },
+            }
+        }
+    }
+
+    /// What the far end's packets become in the meeting, and the mixer of the meeting's sound
+    /// for it (continuing the stream of the mixer before, if any), for `agreement`.
+    fn agree(&mut self, agreement: &Agreement) -> Result<IntoMeeting, String> {
+        let into = IntoMeeting::new(agreement, self.ssrc, 0)?;
+        let (seq, timestamp) = match &self.mixer {
+            Some(mixer) => mixer.position(),
+            None => (rand::rng().random(), rand::rng().random()),
+        };
+        self.mixer = match agreement.audio.as_ref().filter(|line| line.flow.send) {
+            Some(line) => Some(Mixer::new(line, self.ssrc, seq, timestamp)?),
+            None => None,
+        };
+        Ok(into)
+    }
+
+    /// Answers a re-offer (hold, resume, a new codec): the new agreement, or `None` when it
+    /// was refused (the call goes on as agreed before).
+    async fn reoffer(
+        &mut self,
+        offer: &str,
+        reply: Reply,
+        into: &mut IntoMeeting,
+    ) -> Option<Agreement> {
+        self.sdp_version += 1;
+        let answered = sdp::answer(offer, &self.local, self.session_id, self.sdp_version);
+        match answered
+            .map_err(|e| e.to_string())
+            .and_then(|(answer, agreed)| {
+                let media = self.agree(&agreed)?;
+                Ok((answer, agreed, media))
+            }) {
+            Ok((answer, agreed, media)) => {
+                reply.sdp(answer).await;
+                *into = media;
+                Some(agreed)
+            }
+            Err(why) => {
+                debug!(participant = %self.id, "re-offer refused: {why}");
+                reply.refuse(StatusCode::NotAcceptableHere).await;
+                None
+            }
+        }
+    }
+
+    /// One 20 ms frame of the meeting's sound (or DTMF) to the far end.
+    async fn send_sound(&mut self, agreement: &Agreement) {
+        let (Some(mixer), Some(line)) = (self.mixer.as_mut(), agreement.audio.as_ref()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        mixer.tick(Instant::now(), &mut out);
+        for packet in out {
+            if let Err(e) = self.sockets.audio.rtp.send_to(&packet, line.remote).await {
+                debug!(participant = %self.id, "audio to the far end: {e}");
             }
         }
     }
@@ -320,38 +385,6 @@ impl Leg {
         }
     }
 
-    /// Sends DTMF keys: RFC 4733 events on the audio RTP when the far end took them (after
-    /// the keys still sounding), else SIP INFO.
-    fn send_keys(&mut self, call: &Call, agreement: &Agreement, digits: &str) {
-        let audio = agreement.audio.as_ref().filter(|line| line.flow.send);
-        let Some((line, events)) = audio.and_then(|l| l.telephone_event.map(|e| (l, e))) else {
-            call.dtmf_info(digits.to_string());
-            return;
-        };
-        let mut stream = EventStream {
-            ssrc: self.ssrc,
-            seq: self.audio_seq,
-            timestamp: self.audio_timestamp,
-            events,
-        };
-        let packets = stream.packets(digits);
-        (self.audio_seq, self.audio_timestamp) = (stream.seq, stream.timestamp);
-        let now = Instant::now();
-        let start = self.keys_until.max(now);
-        let keys = digits.chars().count() as u32;
-        self.keys_until = start + (dtmf::TONE + dtmf::GAP) * keys;
-        let socket = self.sockets.audio.rtp.clone();
-        let to = line.remote;
-        tokio::spawn(async move {
-            for timed in packets {
-                tokio::time::sleep_until((start + timed.at).into()).await;
-                if let Err(e) = socket.send_to(&timed.packet, to).await {
-                    debug!("DTMF to {to}: {e}");
-                }
-            }
-        });
-    }
-
     async fn set_state(&self, state: SourceState) {
         let _ = self.node.set_source_state(self.id, state, None).await;
     }
@@ -362,12 +395,14 @@ fn still_wanted(event: Option<&SessionEvent>) -> bool {
     !matches!(event, None | Some(SessionEvent::Close))
 }
 
-/// A leg's RTP and RTCP sockets, each with the far end's latched address.
+/// A leg's sockets: RTP and RTCP with the far end (each with its latched address), and the
+/// socket the node delivers the meeting's media to.
 struct LegSockets {
     audio: RtpPair,
     video: RtpPair,
+    meeting: UdpSocket,
     latches: [Latch; 2],
-    buffers: [Vec<u8>; 4],
+    buffers: [Vec<u8>; 5],
 }
 
 impl LegSockets {
@@ -375,17 +410,29 @@ impl LegSockets {
         Ok(Self {
             audio: RtpPair::bind(gateway.media_ip).await?,
             video: RtpPair::bind(gateway.media_ip).await?,
+            meeting: UdpSocket::bind(SocketAddr::new(gateway.meeting_ip, 0)).await?,
             latches: Default::default(),
             buffers: std::array::from_fn(|_| vec![0; DATAGRAM]),
         })
     }
 
-    /// Waits for the next datagram on any socket; RTP from the far end becomes the meeting's
-    /// packets in `out`, RTCP is read and left (kaskade's own reports come later).
-    async fn receive(&mut self, into: &mut IntoMeeting, out: &mut Vec<BytesMut>) {
-        let [audio_buf, video_buf, audio_rtcp, video_rtcp] = &mut self.buffers;
+    /// Waits for the next datagram on any socket: RTP from the far end becomes the meeting's
+    /// packets in `out`, the meeting's media goes to the `mixer`, RTCP is read and left
+    /// (kaskade's own reports come later).
+    async fn receive(
+        &mut self,
+        into: &mut IntoMeeting,
+        mixer: Option<&mut Mixer>,
+        out: &mut Vec<BytesMut>,
+    ) {
+        let [audio_buf, video_buf, audio_rtcp, video_rtcp, meeting_buf] = &mut self.buffers;
         let [audio_latch, video_latch] = &mut self.latches;
         tokio::select! {
+            Ok(n) = self.meeting.recv(meeting_buf) => {
+                if let Some(mixer) = mixer {
+                    mixer.push(Instant::now(), &meeting_buf[..n]);
+                }
+            }
             Ok((n, from)) = self.audio.rtp.recv_from(audio_buf) => {
                 if audio_latch.admits(from) {
                     into.audio(&audio_buf[..n], out);

@@ -19,6 +19,7 @@ pub mod dtmf;
 pub mod failure;
 mod leg;
 pub mod media;
+pub mod mix;
 pub mod sdp;
 pub mod ua;
 
@@ -43,11 +44,13 @@ static RUNNING: Seats = Seats::new(MAX_CALLS);
 /// than they can sound).
 const COMMAND_QUEUE: usize = 8;
 
-/// The node's SIP gateway: its user agent, the address its legs' RTP is bound to, and the
+/// The node's SIP gateway: its user agent, the addresses its legs' RTP is bound to, and the
 /// calls in progress.
 pub struct SipGateway {
     ua: UserAgent,
     media_ip: IpAddr,
+    /// Where a leg takes the meeting's media from the node's socket.
+    meeting_ip: IpAddr,
     ring_timeout: Duration,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
 }
@@ -67,16 +70,22 @@ enum LegCommand {
 
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
-    /// names, so the far end must reach it) and give up on a call that rings longer than
-    /// `ring_timeout`.
+    /// names, so the far end must reach it), take the meeting's media from the node's socket
+    /// (bound on `node_ip`) and give up on a call that rings longer than `ring_timeout`.
     pub async fn start(
         settings: SipSettings,
-        media_ip: IpAddr,
+        (media_ip, node_ip): (IpAddr, IpAddr),
         ring_timeout: Duration,
     ) -> std::io::Result<Arc<Self>> {
+        let meeting_ip = if node_ip.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            node_ip
+        };
         Ok(Arc::new(Self {
             ua: UserAgent::start(settings).await?,
             media_ip,
+            meeting_ip,
             ring_timeout,
             calls: Mutex::new(HashMap::new()),
         }))
