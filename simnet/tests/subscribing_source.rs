@@ -35,6 +35,7 @@ fn a_subscribing_source_gets_the_meetings_media_at_its_address_and_never_its_own
         to: SHELL.parse().unwrap(),
         audio_slots: 2,
         video_slots: 1,
+        ssrc_base: 0x5000,
     };
     let call = sim
         .join_subscribing_source(0, "m", "room system", delivery)

@@ -11,6 +11,8 @@ use kaskade_client::{
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
 use kaskade_sfu::transcode::Law;
+use rtc::shared::marshal::Unmarshal;
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -113,6 +115,13 @@ async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
             (source.kind, source.state),
             (SourceKind::Sip, SourceState::Live)
         );
+    }
+
+    // the room system gets the meeting's picture and sound
+    for kind in ["audio", "video"] {
+        let line = format!("incoming rtp for '{kind}' established");
+        let got = room.wait_for_line(&line, Duration::from_secs(5));
+        assert!(got.is_some(), "baresip receives the meeting's {kind}");
     }
 
     // the moderator steers the room system's menu with DTMF keys
@@ -347,6 +356,80 @@ async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
     wait_gone(&chair, id).await;
     assert!(
         phone.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got the BYE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    // the room system's RTP ports are this test's own sockets
+    let audio = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let video = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (audio_port, video_port) = (
+        audio.local_addr().unwrap().port().to_string(),
+        video.local_addr().unwrap().port().to_string(),
+    );
+    let room = Sipp::serve_with(
+        "answer_av_to_ports",
+        &[("rtp_port", &audio_port), ("video_port", &video_port)],
+    );
+    let chair = join(&node, "see", "chair").await;
+    let id = dial(&chair, &room.uri(), "room").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("the room system answered");
+
+    // what arrives on its video port is one H.264 stream (payload type 98, as it asked) that
+    // decodes: the chair's picture, from a keyframe kaskade asked the chair for
+    let mut receiver = kaskade_client::h264::H264Receiver::default();
+    let (mut decoded, mut errors, mut ssrcs, mut last_seq) = (0, 0, BTreeSet::new(), None);
+    let mut buf = [0u8; 2_048];
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while decoded < 20 {
+        let Ok(Ok(n)) = tokio::time::timeout_at(end, video.recv(&mut buf)).await else {
+            break;
+        };
+        let packet = rtc::rtp::Packet::unmarshal(&mut &buf[..n]).unwrap();
+        assert_eq!(packet.header.payload_type, 98);
+        if let Some(last) = last_seq {
+            assert_eq!(
+                packet.header.sequence_number,
+                u16::wrapping_add(last, 1),
+                "in order"
+            );
+        }
+        last_seq = Some(packet.header.sequence_number);
+        ssrcs.insert(packet.header.ssrc);
+        let outcome = receiver.push(
+            std::time::Instant::now(),
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            packet.header.marker,
+            packet.payload,
+        );
+        decoded += outcome.decoded;
+        errors += outcome.errors;
+    }
+    assert!(
+        decoded >= 20,
+        "the room system decodes the chair: {decoded} frames"
+    );
+    assert_eq!(errors, 0);
+    assert_eq!(ssrcs.len(), 1, "one stream");
+    let sound = far_end_hears(&audio, Duration::from_millis(500)).await;
+    assert!(
+        sound.len() >= 15,
+        "and hears the meeting: {} packets",
+        sound.len()
+    );
+
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
+    assert!(
+        room.finish(WAIT).is_some_and(|s| s.success()),
         "sipp got the BYE"
     );
 }

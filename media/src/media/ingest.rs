@@ -16,6 +16,8 @@ use crate::media::transport::{
 };
 use rand::Rng;
 use rand::rngs::StdRng;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::VecDeque;
@@ -41,6 +43,23 @@ pub struct Delivery {
     pub audio_slots: usize,
     /// Video consumers.
     pub video_slots: usize,
+    /// The SSRC of the first consumer; the others follow in order (audio `a0`, `a1`, ...,
+    /// then video `v0`, ...), so the shell knows which slot a packet is on.
+    pub ssrc_base: u32,
+}
+
+impl Delivery {
+    /// The SSRC the consumer with `mid` (`a3`, `v0`) carries, if it is one of this delivery's.
+    pub fn ssrc_of(&self, mid: &str) -> Option<u32> {
+        let (kind, index) = mid.split_at_checked(1)?;
+        let index: usize = index.parse().ok()?;
+        let offset = match kind {
+            "a" if index < self.audio_slots => index,
+            "v" if index < self.video_slots => self.audio_slots + index,
+            _ => return None,
+        };
+        Some(self.ssrc_base.wrapping_add(offset as u32))
+    }
 }
 
 /// Plain RTP handed in by the shell, and, for a subscribing source, the meeting's media
@@ -73,7 +92,7 @@ impl RtpIngest {
     }
 
     /// A transport that publishes as [`Self::new`] and takes the meeting's media as
-    /// `delivery` says; `rng` draws its consumers' SSRCs and first sequence numbers.
+    /// `delivery` says; `rng` draws its consumers' first sequence numbers and timestamps.
     pub fn subscribing(
         publication: Publication,
         delivery: &Delivery,
@@ -89,10 +108,14 @@ impl RtpIngest {
             .flat_map(|(kind, payload_type, prefix, count)| {
                 (0..count).map(move |i| (kind, payload_type, format!("{prefix}{i}")))
             })
-            .map(|(kind, payload_type, mid)| Consumer {
-                mid,
-                payload_type,
-                stream: OutboundStream::new(rng.random(), kind, rng.random(), rng.random(), now),
+            .enumerate()
+            .map(|(i, (kind, payload_type, mid))| {
+                let ssrc = delivery.ssrc_base.wrapping_add(i as u32);
+                Consumer {
+                    mid,
+                    payload_type,
+                    stream: OutboundStream::new(ssrc, kind, rng.random(), rng.random(), now),
+                }
             })
             .collect();
         Self {
@@ -103,10 +126,43 @@ impl RtpIngest {
     }
 }
 
+/// Whether a datagram is RTCP (payload type 200-211 where RTP's would be, RFC 5761).
+fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 8 && (200..=211).contains(&datagram[1])
+}
+
+impl RtpIngest {
+    /// The shell asks for keyframes of what it receives (PLI or FIR naming a consumer's SSRC),
+    /// for the core to ask the publisher.
+    fn keyframe_requests(&mut self, datagram: &[u8]) -> Result<(), TransportError> {
+        let packets = rtc::rtcp::packet::unmarshal(&mut &datagram[..])
+            .map_err(|e| TransportError(format!("not an RTCP packet: {e}")))?;
+        for packet in packets {
+            let any = packet.as_any();
+            let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                vec![pli.media_ssrc]
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                fir.fir.iter().map(|entry| entry.ssrc).collect()
+            } else {
+                Vec::new()
+            };
+            for ssrc in ssrcs {
+                if self.inbound.len() < MAX_QUEUED {
+                    self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Transport for RtpIngest {
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
         if self.closed {
             return Err(TransportError("the transport is closed".into()));
+        }
+        if is_rtcp(&datagram.message) {
+            return self.keyframe_requests(&datagram.message);
         }
         let packet = rtc::rtp::Packet::unmarshal(&mut &datagram.message[..])
             .map_err(|e| TransportError(format!("not an RTP packet: {e}")))?;
@@ -278,6 +334,39 @@ mod tests {
             Some(TransportEvent::KeyframeWanted)
         ));
         assert!(t.poll_event(now).is_none(), "coalesced until drained");
+    }
+
+    #[test]
+    fn consumer_ssrcs_follow_the_base_and_keyframe_requests_name_them() {
+        let delivery = Delivery {
+            to: "127.0.0.1:4000".parse().unwrap(),
+            audio_slots: 2,
+            video_slots: 2,
+            ssrc_base: u32::MAX - 1,
+        };
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut t =
+            RtpIngest::subscribing(ingest().publication, &delivery, Instant::now(), &mut rng);
+        let ssrcs: Vec<u32> = t.consumers().iter().map(|c| c.stream.ssrc()).collect();
+        assert_eq!(ssrcs, [u32::MAX - 1, u32::MAX, 0, 1], "wrapping");
+        assert_eq!(delivery.ssrc_of("a1"), Some(u32::MAX));
+        assert_eq!(delivery.ssrc_of("v1"), Some(1));
+        assert_eq!(delivery.ssrc_of("v2"), None);
+        assert_eq!(delivery.ssrc_of("x0"), None);
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 9,
+            media_ssrc: 1,
+        };
+        t.handle_datagram(datagram(&pli.marshal().unwrap()))
+            .unwrap();
+        assert!(matches!(
+            t.poll_inbound(),
+            Some(Inbound::KeyframeRequest { ssrc: 1 })
+        ));
+        assert!(
+            t.handle_datagram(datagram(&[0x80, 201, 0, 9, 0, 0, 0, 0, 1]))
+                .is_err()
+        );
     }
 
     #[test]

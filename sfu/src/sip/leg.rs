@@ -3,9 +3,10 @@
 //! end, whichever side hangs up.
 
 use super::failure::CallFailure;
-use super::media::{IntoMeeting, Latch, RtpPair, VIDEO_PAYLOAD_TYPE, keyframe_request};
-use super::mix::Mixer;
+use super::media::{IntoMeeting, VIDEO_PAYLOAD_TYPE, keyframe_request};
+use super::outgoing::Outgoing;
 use super::sdp::{self, Agreement, LocalMedia};
+use super::sockets::{Arrived, LegSockets};
 use super::ua::{Call, CallEvent, Reply, Step};
 use super::{LegCommand, Registered, SipGateway, Teller};
 use crate::media::core::JoinRequest;
@@ -21,10 +22,11 @@ use crate::transcode;
 use bytes::BytesMut;
 use rand::Rng;
 use rsipstack::sip::StatusCode;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::shared::marshal::Marshal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -32,9 +34,8 @@ use tracing::{debug, info, warn};
 const MAX_URI: usize = 256;
 /// The least time between two SIP INFO keyframe requests (RTCP ones go every time).
 const INFO_INTERVAL: Duration = Duration::from_secs(1);
-/// Receive buffer of one RTP socket: a datagram over this is not RTP kaskade takes.
-const DATAGRAM: usize = 2_048;
-/// The far end hears up to this many other participants (a full room of ten).
+/// The far end hears up to this many other participants (a full room of ten), and its
+/// picture shows one of as many.
 const HEARD: usize = 9;
 /// A packet of the meeting's sound goes to the far end this often.
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
@@ -148,8 +149,8 @@ struct Leg {
     ssrc: u32,
     fir_seq: u8,
     last_info: Option<Instant>,
-    /// The meeting's sound for the far end, once the call agreed on audio kaskade sends.
-    mixer: Option<Mixer>,
+    /// The meeting's sound and picture for the far end.
+    outgoing: Outgoing,
 }
 
 impl Leg {
@@ -174,10 +175,15 @@ impl Leg {
             state: SourceState::Calling,
             detail: Some(uri.into()),
         };
+        let (ssrc, ssrc_base, session_id): (u32, u32, u64) = {
+            let mut rng = rand::rng();
+            (rng.random(), rng.random(), rng.random_range(1..1 << 48))
+        };
         let delivery = Delivery {
-            to: sockets.meeting.local_addr().map_err(|e| e.to_string())?,
+            to: sockets.meeting_addr().map_err(|e| e.to_string())?,
             audio_slots: HEARD,
-            video_slots: 0,
+            video_slots: HEARD,
+            ssrc_base,
         };
         let admitted = node
             .join_source(join, source, (publication(), Some(delivery)), events_tx)
@@ -185,7 +191,6 @@ impl Leg {
             .map_err(|e| e.to_string())?
             .map_err(|(_, why)| why)?;
         let (registered, commands) = gateway.register(admitted.id, meeting);
-        let mut rng = rand::rng();
         Ok(Self {
             node,
             id: admitted.id,
@@ -194,12 +199,12 @@ impl Leg {
             _registered: registered,
             sockets,
             local,
-            session_id: rng.random_range(1..1 << 48),
+            session_id,
             sdp_version: 1,
-            ssrc: rng.random(),
+            ssrc,
             fir_seq: 0,
             last_info: None,
-            mixer: None,
+            outgoing: Outgoing::new(delivery, ssrc.wrapping_add(2)),
         })
     }
 
@@ -234,6 +239,9 @@ impl Leg {
                         dialling.cancel().await;
                         return Placed::HungUp;
                     }
+                    if let Some(SessionEvent::Message(message)) = event {
+                        self.outgoing.observe(&message);
+                    }
                 }
                 _ = &mut give_up => {
                     dialling.cancel().await;
@@ -260,21 +268,15 @@ impl Leg {
         frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                () = self.sockets.receive(&mut into, self.mixer.as_mut(), &mut packets) => {
-                    if !packets.is_empty()
-                        && self.node.ingest(self.id, std::mem::take(&mut packets)).await.is_err()
-                    {
+                arrived = self.sockets.receive(&mut into, &mut packets) => {
+                    if !self.arrived(arrived, &agreement, &mut packets).await {
                         call.hang_up().await;
                         return;
                     }
                 }
                 _ = frames.tick() => self.send_sound(&agreement).await,
                 Some(LegCommand::Dtmf(digits)) = self.commands.recv() => {
-                    let scheduled = self
-                        .mixer
-                        .as_mut()
-                        .is_some_and(|m| m.schedule_keys(Instant::now(), &digits));
-                    if !scheduled {
+                    if !self.outgoing.schedule_keys(Instant::now(), &digits) {
                         call.dtmf_info(digits);
                     }
                 }
@@ -282,7 +284,10 @@ impl Leg {
                     Some(SessionEvent::KeyframeWanted) => {
                         self.ask_keyframe(&call, &into, &agreement).await;
                     }
-                    Some(SessionEvent::Message(_)) => {}
+                    Some(SessionEvent::Message(message)) => {
+                        let wanted = self.outgoing.observe(&message);
+                        self.ask_meeting_keyframe(wanted).await;
+                    }
                     Some(SessionEvent::Close) | None => {
                         call.hang_up().await;
                         return;
@@ -294,7 +299,7 @@ impl Leg {
                         return;
                     }
                     CallEvent::KeyframeWanted => {
-                        debug!(participant = %self.id, "the far end asks for a keyframe");
+                        self.ask_meeting_keyframe(self.outgoing.shown()).await;
                     }
                     CallEvent::Reoffer(offer, reply) => {
                         if let Some(agreed) = self.reoffer(&offer, reply, &mut into).await {
@@ -306,18 +311,68 @@ impl Leg {
         }
     }
 
-    /// What the far end's packets become in the meeting, and the mixer of the meeting's sound
-    /// for it (continuing the stream of the mixer before, if any), for `agreement`.
+    /// Handles what one socket brought: the far end's media into the meeting, the meeting's
+    /// video to the far end, the far end's keyframe requests to the shown participant. False
+    /// when the node is gone.
+    async fn arrived(
+        &mut self,
+        arrived: Arrived,
+        agreement: &Agreement,
+        packets: &mut Vec<BytesMut>,
+    ) -> bool {
+        match arrived {
+            Arrived::FromFarEnd => {
+                if !packets.is_empty()
+                    && self
+                        .node
+                        .ingest(self.id, std::mem::take(packets))
+                        .await
+                        .is_err()
+                {
+                    return false;
+                }
+            }
+            Arrived::FromMeeting(n) => {
+                let datagram = self.sockets.meeting_datagram(n);
+                let shown = self.outgoing.deliver(Instant::now(), datagram);
+                if let (Some(packet), Some(video)) = (shown, &agreement.video) {
+                    self.sockets.send_video(&packet, video.remote).await;
+                }
+                let wanted = self.outgoing.ask();
+                self.ask_meeting_keyframe(wanted).await;
+            }
+            Arrived::KeyframeAsked => {
+                debug!(participant = %self.id, "the far end asks for a keyframe (RTCP)");
+                self.ask_meeting_keyframe(self.outgoing.shown()).await;
+            }
+            Arrived::Nothing => {}
+        }
+        true
+    }
+
+    /// Asks the node for a keyframe of the delivered stream `ssrc` (for the far end's
+    /// picture), as any subscriber would: an RTCP PLI through the call's transport.
+    async fn ask_meeting_keyframe(&self, ssrc: Option<u32>) {
+        let Some(ssrc) = ssrc else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: self.ssrc,
+            media_ssrc: ssrc,
+        };
+        if let Ok(bytes) = pli.marshal() {
+            let _ = self
+                .node
+                .ingest(self.id, vec![BytesMut::from(&bytes[..])])
+                .await;
+        }
+    }
+
+    /// What the far end's packets become in the meeting, and what it gets of the meeting
+    /// (continuing the streams sent before, if any), for `agreement`.
     fn agree(&mut self, agreement: &Agreement) -> Result<IntoMeeting, String> {
         let into = IntoMeeting::new(agreement, self.ssrc, 0)?;
-        let (seq, timestamp) = match &self.mixer {
-            Some(mixer) => mixer.position(),
-            None => (rand::rng().random(), rand::rng().random()),
-        };
-        self.mixer = match agreement.audio.as_ref().filter(|line| line.flow.send) {
-            Some(line) => Some(Mixer::new(line, self.ssrc, seq, timestamp)?),
-            None => None,
-        };
+        self.outgoing.agree(agreement)?;
         Ok(into)
     }
 
@@ -352,15 +407,13 @@ impl Leg {
 
     /// One 20 ms frame of the meeting's sound (or DTMF) to the far end.
     async fn send_sound(&mut self, agreement: &Agreement) {
-        let (Some(mixer), Some(line)) = (self.mixer.as_mut(), agreement.audio.as_ref()) else {
+        let Some(line) = agreement.audio.as_ref() else {
             return;
         };
         let mut out = Vec::new();
-        mixer.tick(Instant::now(), &mut out);
+        self.outgoing.tick(Instant::now(), &mut out);
         for packet in out {
-            if let Err(e) = self.sockets.audio.rtp.send_to(&packet, line.remote).await {
-                debug!(participant = %self.id, "audio to the far end: {e}");
-            }
+            self.sockets.send_audio(&packet, line.remote).await;
         }
     }
 
@@ -373,7 +426,7 @@ impl Leg {
         self.fir_seq = self.fir_seq.wrapping_add(1);
         let rtcp = SocketAddr::new(video.remote.ip(), video.remote.port().wrapping_add(1));
         let request = keyframe_request(self.ssrc, media_ssrc, self.fir_seq);
-        if let Err(e) = self.sockets.video.rtcp.send_to(&request, rtcp).await {
+        if let Err(e) = self.sockets.send_video_rtcp(&request, rtcp).await {
             debug!(participant = %self.id, "RTCP keyframe request: {e}");
         }
         if self
@@ -393,60 +446,6 @@ impl Leg {
 /// Whether an event from the core leaves the call in the meeting.
 fn still_wanted(event: Option<&SessionEvent>) -> bool {
     !matches!(event, None | Some(SessionEvent::Close))
-}
-
-/// A leg's sockets: RTP and RTCP with the far end (each with its latched address), and the
-/// socket the node delivers the meeting's media to.
-struct LegSockets {
-    audio: RtpPair,
-    video: RtpPair,
-    meeting: UdpSocket,
-    latches: [Latch; 2],
-    buffers: [Vec<u8>; 5],
-}
-
-impl LegSockets {
-    async fn bind(gateway: &SipGateway) -> std::io::Result<Self> {
-        Ok(Self {
-            audio: RtpPair::bind(gateway.media_ip).await?,
-            video: RtpPair::bind(gateway.media_ip).await?,
-            meeting: UdpSocket::bind(SocketAddr::new(gateway.meeting_ip, 0)).await?,
-            latches: Default::default(),
-            buffers: std::array::from_fn(|_| vec![0; DATAGRAM]),
-        })
-    }
-
-    /// Waits for the next datagram on any socket: RTP from the far end becomes the meeting's
-    /// packets in `out`, the meeting's media goes to the `mixer`, RTCP is read and left
-    /// (kaskade's own reports come later).
-    async fn receive(
-        &mut self,
-        into: &mut IntoMeeting,
-        mixer: Option<&mut Mixer>,
-        out: &mut Vec<BytesMut>,
-    ) {
-        let [audio_buf, video_buf, audio_rtcp, video_rtcp, meeting_buf] = &mut self.buffers;
-        let [audio_latch, video_latch] = &mut self.latches;
-        tokio::select! {
-            Ok(n) = self.meeting.recv(meeting_buf) => {
-                if let Some(mixer) = mixer {
-                    mixer.push(Instant::now(), &meeting_buf[..n]);
-                }
-            }
-            Ok((n, from)) = self.audio.rtp.recv_from(audio_buf) => {
-                if audio_latch.admits(from) {
-                    into.audio(&audio_buf[..n], out);
-                }
-            }
-            Ok((n, from)) = self.video.rtp.recv_from(video_buf) => {
-                if video_latch.admits(from) {
-                    into.video(&video_buf[..n], out);
-                }
-            }
-            _ = self.audio.rtcp.recv_from(audio_rtcp) => {}
-            _ = self.video.rtcp.recv_from(video_rtcp) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,11 @@ pub mod failure;
 mod leg;
 pub mod media;
 pub mod mix;
+pub mod outgoing;
 pub mod sdp;
+mod sockets;
 pub mod ua;
+pub mod view;
 
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
