@@ -118,6 +118,20 @@ fn pcmu_becomes_20_ms_opus_packets_and_other_payload_types_are_dropped() {
 }
 
 #[test]
+fn short_and_empty_datagrams_are_dropped_without_a_panic() {
+    // found by the sip_sdp fuzz target: an empty datagram was indexed before its length was
+    // checked
+    let mut into = IntoMeeting::new(&agreement(AudioCodec::Pcmu, 0, 96), 1, 1).unwrap();
+    let mut out = Vec::new();
+    for datagram in [&[][..], &[0x80], &[0x80, 0, 0, 1], &[0x80; 11]] {
+        into.audio(datagram, &mut out);
+        into.video(datagram, &mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(into.video_ssrc, None);
+}
+
+#[test]
 fn a_line_kaskade_does_not_receive_passes_nothing() {
     let mut held = agreement(AudioCodec::Opus, 111, 96);
     held.video.as_mut().unwrap().flow.receive = false;
