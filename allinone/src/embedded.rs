@@ -81,6 +81,7 @@ mod tests {
             "--sip-auth-user=ops",
             "--sip-password=pw",
             "--sip-ring-timeout=30s",
+            "--sip-proxy=127.0.0.1:5070",
         ])
         .unwrap();
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
@@ -89,6 +90,7 @@ mod tests {
         assert_eq!(sip.sip_auth_user.as_deref(), Some("ops"));
         assert_eq!(sip.sip_password.as_deref(), Some("pw"));
         assert_eq!(sip.sip_ring_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(sip.sip_proxy, Some("127.0.0.1:5070".parse().unwrap()));
     }
 
     #[test]

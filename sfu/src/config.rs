@@ -79,6 +79,10 @@ pub struct SipOptions {
     /// Password for digest authentication.
     #[arg(long, env = "KASKADE_SIP_PASSWORD", hide_env_values = true)]
     pub sip_password: Option<String>,
+    /// Send every SIP request through this proxy (a trunk or call manager: ADDR:PORT, UDP), the
+    /// dialled address kept as the request URI.
+    #[arg(long)]
+    pub sip_proxy: Option<SocketAddr>,
     /// How long a call may ring before kaskade gives up ("no answer").
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sip_ring_timeout: Duration,
@@ -103,6 +107,9 @@ impl SipOptions {
         }
         if let Some(password) = &self.sip_password {
             args.push(format!("--sip-password={password}"));
+        }
+        if let Some(proxy) = self.sip_proxy {
+            args.push(format!("--sip-proxy={proxy}"));
         }
         args
     }

@@ -197,6 +197,7 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
             (None, Some(password)) => Some((config.sip.sip_user.clone(), password.clone())),
             _ => None,
         },
+        outbound_proxy: config.sip.sip_proxy,
     };
     // the SDP must name an address the far end reaches: the SIP address, or the node's
     let media_ip = if listen.ip().is_unspecified() {

@@ -24,20 +24,24 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A node with its SIP gateway on a free loopback port, digest credentials for the sipp
 /// scenario that asks for them, and calls that ring for 5 s at most.
 fn node() -> Node {
+    node_with(&[])
+}
+
+/// [`node`] with more arguments.
+fn node_with(more: &[&str]) -> Node {
     let sip = format!("127.0.0.1:{}", free_port());
-    start_node(
-        env!("CARGO_BIN_EXE_kaskade-sfu-under-test"),
-        &[
-            "--sip-listen",
-            &sip,
-            "--sip-auth-user",
-            "mcu-user",
-            "--sip-password",
-            "s3cret",
-            "--sip-ring-timeout",
-            "5s",
-        ],
-    )
+    let mut args = vec![
+        "--sip-listen",
+        &sip,
+        "--sip-auth-user",
+        "mcu-user",
+        "--sip-password",
+        "s3cret",
+        "--sip-ring-timeout",
+        "5s",
+    ];
+    args.extend_from_slice(more);
+    start_node(env!("CARGO_BIN_EXE_kaskade-sfu-under-test"), &args)
 }
 
 async fn join(node: &Node, meeting: &str, name: &str) -> Participant {
@@ -171,6 +175,23 @@ async fn calls_that_fail_say_why_and_leave() {
     assert!(
         busy.finish(WAIT).is_some_and(|s| s.success()),
         "sipp saw the call as scripted"
+    );
+
+    // through a proxy (a call manager, played by sipp): the address is not resolved, the
+    // INVITE goes to the proxy, whose answer counts
+    let proxy = Sipp::serve("busy");
+    let proxied = node_with(&["--sip-proxy", &format!("127.0.0.1:{}", proxy.port)]);
+    let chair2 = join(&proxied, "fails", "chair").await;
+    let errors = chair2.state().errors.len();
+    let id = dial(&chair2, "sip:boardroom@mcu.invalid", "").await;
+    assert_eq!(
+        failure(&chair2, errors).await,
+        "sip:boardroom@mcu.invalid: busy (486 Busy Here)"
+    );
+    wait_gone(&chair2, id).await;
+    assert!(
+        proxy.finish(WAIT).is_some_and(|s| s.success()),
+        "the proxy got the INVITE"
     );
 
     // nobody answers: after the ring timeout (5 s here) kaskade gives up with CANCEL

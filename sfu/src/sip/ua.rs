@@ -17,7 +17,7 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{TcpListenerConnection, TransportLayer};
+use rsipstack::transport::{SipAddr, TcpListenerConnection, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -33,6 +33,8 @@ pub struct SipSettings {
     pub user: String,
     /// Digest credentials for 401/407 challenges: user name and password.
     pub credential: Option<(String, String)>,
+    /// Every request goes through this proxy (a trunk, a call manager), the request URI kept.
+    pub outbound_proxy: Option<SocketAddr>,
 }
 
 /// The node's SIP user agent; cheap to clone.
@@ -57,7 +59,8 @@ impl UserAgent {
     /// Binds the SIP sockets and starts serving them.
     pub async fn start(settings: SipSettings) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
-        let transports = TransportLayer::new(stop.child_token());
+        let mut transports = TransportLayer::new(stop.child_token());
+        transports.outbound = settings.outbound_proxy.map(SipAddr::from);
         let udp = UdpConnection::create_connection(settings.listen, None, Some(stop.child_token()))
             .await
             .map_err(|e| std::io::Error::other(format!("SIP UDP on {}: {e}", settings.listen)))?;
