@@ -50,6 +50,13 @@ async fn join(node: &Node, meeting: &str, name: &str) -> Participant {
         .unwrap_or_else(|e| panic!("{name} joins: {e}"))
 }
 
+/// The node's CPU share (of one core) over `window`.
+async fn cpu_over(node: &Node, window: Duration) -> f64 {
+    let before = node.cpu_seconds().unwrap();
+    tokio::time::sleep(window).await;
+    (node.cpu_seconds().unwrap() - before) / window.as_secs_f64()
+}
+
 /// `chair` dials `uri`; the call's participant id.
 async fn dial(chair: &Participant, uri: &str, name: &str) -> ParticipantId {
     let request = DialRequest {
@@ -103,8 +110,22 @@ async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
     let room = Baresip::start(Command::new("baresip"), audio);
     let chair = join(&node, "sip", "chair").await;
     let guest = join(&node, "sip", "guest").await;
+    let dialled = std::time::Instant::now();
     let id = dial(&chair, &room.uri(), "Oslo room").await;
 
+    let first = chair
+        .wait_until(WAIT, |s| s.stats.remote(id).video_frames_decoded >= 1)
+        .await
+        .expect("a first frame");
+    let first_at = first
+        .stats
+        .remote(id)
+        .first_frame_at
+        .expect("first frame time");
+    println!(
+        "SIP_FIRST_FRAME_IN_MEETING ms={}",
+        first_at.duration_since(dialled).as_millis()
+    );
     for viewer in [&chair, &guest] {
         let state = viewer
             .wait_until(WAIT, |s| decodes(s, id, 30))
@@ -127,6 +148,8 @@ async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
         let got = room.wait_for_line(&line, Duration::from_secs(5));
         assert!(got.is_some(), "baresip receives the meeting's {kind}");
     }
+    let decoding = room.wait_for_line("video: receiving with resolution", Duration::from_secs(5));
+    assert!(decoding.is_some(), "baresip decodes the meeting's picture");
 
     // the moderator steers the room system's menu with DTMF keys
     chair
@@ -142,9 +165,17 @@ async fn a_room_system_is_seen_and_heard(audio: BaresipAudio) {
     }
 
     // the moderator hangs up by removing it: it leaves, and the node has only the two people
+    // the node's CPU with the call (its media both ways) and, after it, without
+    let with_call = cpu_over(&node, Duration::from_secs(5)).await;
     chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&guest, id).await;
     assert_eq!(node.metric("kaskade_sfu_participants").unwrap(), 2.0);
+    let without = cpu_over(&node, Duration::from_secs(5)).await;
+    println!(
+        "SIP_LEG_CPU audio={audio:?} node_cpu_with_call={:.1}% without={:.1}%",
+        with_call * 100.0,
+        without * 100.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,6 +428,7 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
         &[("rtp_port", &audio_port), ("video_port", &video_port)],
     );
     let chair = join(&node, "see", "chair").await;
+    let dialled = std::time::Instant::now();
     let id = dial(&chair, &room.uri(), "room").await;
     chair
         .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
@@ -431,6 +463,12 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
             packet.header.marker,
             packet.payload,
         );
+        if decoded == 0 && outcome.decoded > 0 {
+            println!(
+                "SIP_FIRST_FRAME_AT_FAR_END ms={}",
+                dialled.elapsed().as_millis()
+            );
+        }
         decoded += outcome.decoded;
         errors += outcome.errors;
     }
