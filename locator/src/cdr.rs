@@ -15,7 +15,7 @@ use time::{Date, Month, OffsetDateTime, Time};
 
 /// The CSV header, one column per field of a record.
 pub const CSV_HEADER: &str = "session,meeting,identity,name,node,kind,role,joined_at,joined_at_ms,\
-left_at_ms,duration_ms,bytes_sent,bytes_received,reason";
+left_at_ms,duration_ms,bytes_sent,bytes_received,reason,caller,result";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS call_records (
@@ -31,10 +31,15 @@ CREATE TABLE IF NOT EXISTS call_records (
     duration_ms INTEGER NOT NULL,
     bytes_sent INTEGER NOT NULL,
     bytes_received INTEGER NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    caller TEXT,
+    result TEXT
 );
 CREATE INDEX IF NOT EXISTS call_records_joined ON call_records (joined_at_ms);
 ";
+
+/// Columns added since the first schema, added to an older database when it opens.
+const ADDED_COLUMNS: [&str; 2] = ["caller", "result"];
 
 /// Why the records could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,7 @@ impl CdrDb {
     pub fn open(path: &Path) -> Result<Self, CdrError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -86,7 +92,8 @@ impl CdrDb {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO call_records (session, meeting, identity, name, node, \
                  kind, role, joined_at_ms, left_at_ms, duration_ms, bytes_sent, bytes_received, \
-                 reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 reason, caller, result) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for r in records {
                 insert.execute(params![
@@ -103,6 +110,8 @@ impl CdrDb {
                     sql_int(r.bytes_sent),
                     sql_int(r.bytes_received),
                     r.reason,
+                    r.caller,
+                    r.result,
                 ])?;
             }
         }
@@ -119,7 +128,7 @@ impl CdrDb {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut select = conn.prepare_cached(
             "SELECT session, meeting, identity, name, node, kind, role, joined_at_ms, \
-             left_at_ms, bytes_sent, bytes_received, reason FROM call_records \
+             left_at_ms, bytes_sent, bytes_received, reason, caller, result FROM call_records \
              WHERE joined_at_ms >= ?1 AND joined_at_ms < ?2 ORDER BY joined_at_ms, session",
         )?;
         let rows = select.query_map(
@@ -141,6 +150,8 @@ impl CdrDb {
                     bytes_sent: u64::try_from(row.get::<_, i64>(9)?).unwrap_or(0),
                     bytes_received: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
                     reason: row.get(11)?,
+                    caller: row.get(12)?,
+                    result: row.get(13)?,
                 })
             },
         )?;
@@ -209,6 +220,10 @@ pub fn to_csv(records: &[CallRecord]) -> String {
             r.bytes_received
         );
         push_field(&mut out, &r.reason);
+        out.push(',');
+        push_field(&mut out, r.caller.as_deref().unwrap_or_default());
+        out.push(',');
+        push_field(&mut out, r.result.as_deref().unwrap_or_default());
         out.push_str("\r\n");
     }
     out
@@ -259,6 +274,22 @@ pub fn parse_time(text: &str, bound: Bound) -> Option<u64> {
     u64::try_from(at.unix_timestamp()).ok()?.checked_mul(1000)
 }
 
+/// Adds the columns of [`ADDED_COLUMNS`] a database made by an older kaskade lacks.
+fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut info = conn.prepare("PRAGMA table_info(call_records)")?;
+    let present: Vec<String> = info
+        .query_map([], |row| row.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for column in ADDED_COLUMNS {
+        if !present.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE call_records ADD COLUMN {column} TEXT"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +308,8 @@ mod tests {
             bytes_sent: 1_000,
             bytes_received: 2_000,
             reason: "left".into(),
+            caller: None,
+            result: None,
         }
     }
 
@@ -305,9 +338,51 @@ mod tests {
             lines.next(),
             Some(
                 "n/1/5,standup,alice@example.com,\"Smith, \"\"Bob\"\"\nJr\",node-1,browser,\
-                 moderator,2026-03-01T00:00:00Z,1772323200000,1772323261500,61500,1000,2000,left"
+                 moderator,2026-03-01T00:00:00Z,1772323200000,1772323261500,61500,1000,2000,left,,"
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_sip_calls_caller_and_result_are_kept_and_an_older_database_gains_their_columns() {
+        let dir = std::env::temp_dir().join(format!("kaskade-cdr-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.sqlite");
+        let _ = std::fs::remove_file(&path);
+        // the table as the first kaskade made it, with one record in it
+        let old = Connection::open(&path).unwrap();
+        let first_schema = SCHEMA.replace(",\n    caller TEXT,\n    result TEXT", "");
+        assert!(!first_schema.contains("caller"), "{first_schema}");
+        old.execute_batch(&first_schema).unwrap();
+        old.execute(
+            "INSERT INTO call_records VALUES ('old', 'm', 'i', 'n', 'node', 'browser', \
+             'participant', 1, 2, 1, 0, 0, 'left')",
+            [],
+        )
+        .unwrap();
+        drop(old);
+        let db = CdrDb::open(&path).unwrap();
+        let call = CallRecord {
+            kind: "sip".into(),
+            identity: "sip:room@mcu.example.org".into(),
+            caller: Some("alice@example.com".into()),
+            result: Some("busy (486 Busy Here)".into()),
+            ..record("call", 3, "Oslo room")
+        };
+        db.insert(vec![call.clone()]).await.unwrap();
+        let records = db.query(None, None).await.unwrap();
+        assert_eq!(records[0].session, "old");
+        assert_eq!(
+            (records[0].caller.clone(), records[0].result.clone()),
+            (None, None)
+        );
+        assert_eq!(records[1], call);
+        let csv = to_csv(&records[1..]);
+        assert!(
+            csv.ends_with(",left,alice@example.com,busy (486 Busy Here)\r\n"),
+            "{csv}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -250,6 +250,8 @@ fn record(session: &str, node: &str, joined_at_ms: u64) -> CallRecord {
         bytes_sent: 10,
         bytes_received: 20,
         reason: "left".into(),
+        caller: None,
+        result: None,
     }
 }
 

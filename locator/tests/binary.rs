@@ -160,6 +160,8 @@ async fn the_cdr_tool_prints_the_records_of_a_range() {
         bytes_sent: 1,
         bytes_received: 2,
         reason: "left".into(),
+        caller: None,
+        result: None,
     });
     db.insert(records.to_vec()).await.unwrap();
     let output = Command::new(BIN)

@@ -178,6 +178,13 @@ pub struct CallRecord {
     pub bytes_received: u64,
     /// Why the session ended (`left`, `disconnected`, `removed`).
     pub reason: String,
+    /// For a call the node placed (a SIP call): the identity of the participant who dialled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// For a call the node placed: how it went (`answered`, `busy (486 Busy Here)`, `no
+    /// answer`, `cancelled`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 /// Why a node credential was refused.

@@ -492,3 +492,64 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
         "sipp got the BYE"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_leaves_a_call_record_with_its_caller_and_result() {
+    let _serial = SERIAL.lock().await;
+    // the all-in-one keeps the call records (its locator's SQLite) and exports them as CSV
+    let scratch = kaskade_e2e::Scratch::new("sip-cdr");
+    let sip = format!("127.0.0.1:{}", free_port());
+    let server = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &[
+            "--db",
+            &scratch.path("cdr.sqlite"),
+            "--recordings",
+            &scratch.path("rec"),
+            "--sip-listen",
+            &sip,
+        ],
+    )
+    .expect("the all-in-one starts");
+    let mut config = kaskade_e2e::small_media_config(server.http, "cdr", "chair");
+    config.locator = Some(server.url());
+    let chair = Participant::join(config).await.expect("the chair joins");
+    let busy = Sipp::serve("busy");
+    let errors = chair.state().errors.len();
+    let id = dial(&chair, &busy.uri(), "").await;
+    failure(&chair, errors).await;
+    wait_gone(&chair, id).await;
+    let answering = Sipp::serve("answer_then_bye");
+    let id = dial(&chair, &answering.uri(), "").await;
+    wait_gone(&chair, id).await;
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let rows = loop {
+        let csv = kaskade_e2e::http_get(server.http, "/api/cdr.csv").unwrap_or_default();
+        let rows: Vec<String> = csv
+            .lines()
+            .filter(|l| l.contains(",sip,"))
+            .map(str::to_string)
+            .collect();
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIP call records: {csv}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row_of = |uri: &str| rows.iter().find(|r| r.contains(uri)).cloned().unwrap();
+    let busy_row = row_of(&busy.uri());
+    assert!(busy_row.ends_with(",busy (486 Busy Here)"), "{busy_row}");
+    assert!(row_of(&answering.uri()).ends_with(",answered"), "{rows:?}");
+    for row in &rows {
+        assert!(
+            row.starts_with("cdr") || row.contains(",cdr,"),
+            "meeting as the account: {row}"
+        );
+        let caller = row.rsplit(',').nth(1).unwrap();
+        assert!(!caller.is_empty(), "the caller is named: {row}");
+    }
+}

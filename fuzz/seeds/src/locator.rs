@@ -19,6 +19,8 @@ pub(super) fn locator(c: &mut Corpus) {
         bytes_sent: 1_000_000,
         bytes_received: 2_000_000,
         reason: "left".into(),
+        caller: None,
+        result: None,
     }]);
     let recorder = json(&RecorderReport {
         name: "recorder-x".into(),

@@ -62,6 +62,17 @@ pub struct Participant {
     pub bytes_received: u64,
     /// Bytes sent to it.
     pub bytes_sent: u64,
+    /// What its call record says beyond its session, for a call the node placed.
+    pub call: CallNote,
+}
+
+/// What the shell tells of a call it placed (a SIP call), for its call record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallNote {
+    /// The identity of the participant who dialled it.
+    pub caller: Option<String>,
+    /// How it went (`calling`, `answered`, `busy (486 Busy Here)`, ...).
+    pub result: Option<String>,
 }
 
 impl Participant {
@@ -89,6 +100,7 @@ impl Participant {
             joined_at_ms: 0,
             bytes_received: 0,
             bytes_sent: 0,
+            call: CallNote::default(),
         }
     }
 

@@ -120,7 +120,7 @@ async fn event_loop(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Clust
                 if let Ok(mut records) = inner.records.lock()
                     && records.len() < MAX_PENDING_RECORDS
                 {
-                    records.push(record);
+                    records.push(*record);
                 }
             }
         }

@@ -6,6 +6,7 @@ use crate::cascade::link::LinkParams;
 use crate::media::core::{Admitted, JoinRequest, NodeLoad};
 use crate::media::demux::ParticipantId;
 use crate::media::ingest::Delivery;
+use crate::media::participant::CallNote;
 use crate::media::transport::Publication;
 use crate::node::SessionEvent;
 use crate::signaling::protocol::{ClientMessage, ErrorCode, Source, SourceState};
@@ -30,6 +31,10 @@ pub(super) enum Request {
     Ingest {
         id: ParticipantId,
         packets: Vec<BytesMut>,
+    },
+    NoteCall {
+        id: ParticipantId,
+        note: CallNote,
     },
     SourceState {
         id: ParticipantId,
@@ -135,6 +140,11 @@ impl NodeHandle {
         packets: Vec<BytesMut>,
     ) -> Result<(), CoreStopped> {
         self.send(Request::Ingest { id, packets }).await
+    }
+
+    /// Notes who dialled a call the node placed and how it went, for its call record.
+    pub async fn note_call(&self, id: ParticipantId, note: CallNote) -> Result<(), CoreStopped> {
+        self.send(Request::NoteCall { id, note }).await
     }
 
     /// Tells everyone how a source is doing.

@@ -55,7 +55,7 @@ pub enum ClusterEvent {
     /// Find the other nodes hosting this meeting and link with them.
     FindPeers(String),
     /// A participant session ended.
-    CallRecord(CallRecord),
+    CallRecord(Box<CallRecord>),
 }
 
 /// The sockets a node's media plane listens on.
@@ -314,6 +314,7 @@ impl Driver {
             Request::SourceState { id, state, detail } => {
                 self.core.set_source_state(id, state, detail);
             }
+            Request::NoteCall { id, note } => self.core.note_call(id, note),
             Request::Offer { id, sdp, reply } => {
                 let _ = reply.send(self.core.offer(now, id, sdp));
             }
@@ -430,7 +431,7 @@ impl Driver {
                         "call record"
                     );
                     if let Some(cluster) = &self.cluster {
-                        let _ = cluster.send(ClusterEvent::CallRecord(record));
+                        let _ = cluster.send(ClusterEvent::CallRecord(Box::new(record)));
                     }
                 }
             }

@@ -137,6 +137,7 @@ pub async fn run(
         id,
         role: admitted.role,
         meeting: request.meeting.clone(),
+        identity: request.identity.clone(),
         replies: events_tx.downgrade(),
         sip,
     };
@@ -167,6 +168,8 @@ struct Session {
     id: ParticipantId,
     role: Role,
     meeting: String,
+    /// The participant's identity (who dialled, in a SIP call's record).
+    identity: String,
     /// The session's own queue, for answers that come later (a camera that is connecting).
     /// Weak: only the core's sender keeps the queue open, so the core dropping it (a slow
     /// reader cut off) still ends the session.
@@ -192,7 +195,7 @@ fn dial(session: &Session, request: DialRequest) -> Result<(), Box<ServerMessage
     };
     gateway.dial(
         session.node.clone(),
-        session.meeting.clone(),
+        (session.meeting.clone(), session.identity.clone()),
         request,
         session.replies.clone(),
     );

@@ -13,6 +13,7 @@ use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::ingest::Delivery;
+use crate::media::participant::CallNote;
 use crate::media::transport::Publication;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
 use crate::signaling::protocol::{
@@ -44,7 +45,7 @@ const AUDIO_FRAME: Duration = Duration::from_millis(20);
 pub(super) async fn run(
     gateway: Arc<SipGateway>,
     node: NodeHandle,
-    meeting: String,
+    (meeting, caller): (String, String),
     request: DialRequest,
     tell: Teller,
 ) {
@@ -64,20 +65,28 @@ pub(super) async fn run(
         }
     };
     info!(participant = %leg.id, %uri, "dialling");
+    leg.note(&caller, "calling").await;
     tell.say(ServerMessage::Dialling {
         id: leg.id,
         uri: uri.clone(),
     })
     .await;
     match leg.place(&gateway, &uri).await {
-        Placed::Answered(call, agreement) => leg.converse(call, agreement).await,
+        Placed::Answered(call, agreement) => {
+            leg.note(&caller, "answered").await;
+            leg.converse(call, agreement).await;
+        }
         Placed::Failed(failure) => {
             info!(participant = %leg.id, %uri, "call failed: {failure}");
+            leg.note(&caller, &failure.to_string()).await;
             let message = format!("{uri}: {failure}");
             tell.say(ServerMessage::error(ErrorCode::CallFailed, message))
                 .await;
         }
-        Placed::HungUp => info!(participant = %leg.id, %uri, "hung up while ringing"),
+        Placed::HungUp => {
+            info!(participant = %leg.id, %uri, "hung up while ringing");
+            leg.note(&caller, "cancelled").await;
+        }
     }
     let _ = leg.node.leave(leg.id).await;
 }
@@ -436,6 +445,15 @@ impl Leg {
             self.last_info = Some(Instant::now());
             call.picture_fast_update();
         }
+    }
+
+    /// Notes who dialled the call and how it goes, for its call record.
+    async fn note(&self, caller: &str, result: &str) {
+        let note = CallNote {
+            caller: Some(caller.to_string()),
+            result: Some(result.to_string()),
+        };
+        let _ = self.node.note_call(self.id, note).await;
     }
 
     async fn set_state(&self, state: SourceState) {

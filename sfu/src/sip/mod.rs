@@ -148,13 +148,13 @@ impl SipGateway {
         self.ua.local_addr()
     }
 
-    /// Calls `request.uri` into `meeting` in the background. `reply` (the moderator's
-    /// session, if still there) gets `dialling` with the call's participant id once it is in
+    /// Calls `request.uri` into `meeting` for `caller` (the identity of who dials, for the
+    /// call record) in the background. `reply` (the moderator's session, if still there) gets `dialling` with the call's participant id once it is in
     /// the meeting, or an `error` saying why it could not be placed or why it failed.
     pub fn dial(
         self: &Arc<Self>,
         node: NodeHandle,
-        meeting: String,
+        (meeting, caller): (String, String),
         request: DialRequest,
         reply: mpsc::WeakSender<SessionEvent>,
     ) {
@@ -170,7 +170,7 @@ impl SipGateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             let _seat = seat;
-            leg::run(gateway, node, meeting, request, tell).await;
+            leg::run(gateway, node, (meeting, caller), request, tell).await;
         });
     }
 }

@@ -4,7 +4,7 @@
 use super::{MediaCore, Output};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
-use crate::media::participant::Participant;
+use crate::media::participant::{CallNote, Participant};
 use kaskade_protocol::cluster::{CallRecord, MeetingLoad};
 use kaskade_protocol::signaling::LeaveReason;
 use kaskade_protocol::token::Role;
@@ -24,6 +24,14 @@ pub struct NodeLoad {
 }
 
 impl MediaCore {
+    /// What the shell tells of a call it placed (who dialled it, how it went), for the
+    /// participant's call record.
+    pub fn note_call(&mut self, id: ParticipantId, note: CallNote) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.call = note;
+        }
+    }
+
     /// This node's load, for the locator.
     pub fn load(&self) -> NodeLoad {
         let mut load = NodeLoad {
@@ -105,6 +113,8 @@ impl MediaCore {
                 LeaveReason::Disconnected => "disconnected",
             }
             .into(),
+            caller: p.call.caller.clone(),
+            result: p.call.result.clone(),
         }));
     }
 }
