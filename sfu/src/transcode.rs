@@ -1,11 +1,13 @@
 //! A source's audio (an RTSP camera's, a SIP call's) transcoded to what every subscriber
 //! decodes: Opus at 48 kHz in 20 ms frames (a source that sends Opus is published as it is).
-//! G.711 (PCMU, PCMA) is expanded from its companding, AAC-LC is decoded (symphonia); either is
-//! mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into frames and
+//! G.711 (PCMU, PCMA) is expanded from its companding, G.722 and AAC-LC are decoded (ezk-g722,
+//! symphonia); each is mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into frames and
 //! encoded. The RTP timestamp of each Opus packet follows the source's own clock, so a gap in
 //! the source's audio stays a gap.
 
 use bytes::BytesMut;
+use ezk_g722::libg722::Bitrate;
+use ezk_g722::libg722::decoder::Decoder as G722Decoder;
 use opus::{Application, Channels, Encoder};
 use rtc::shared::marshal::Marshal;
 use symphonia_codec_aac::AacDecoder;
@@ -90,6 +92,8 @@ impl Law {
 pub enum SourceAudio {
     /// G.711 at 8 kHz.
     G711(Law),
+    /// G.722 at 64 kbit/s (16 kHz wideband).
+    G722,
     /// AAC-LC, with its AudioSpecificConfig (from the SDP's `config`).
     Aac {
         /// The AudioSpecificConfig.
@@ -106,6 +110,7 @@ impl SourceAudio {
         match encoding.to_ascii_lowercase().as_str() {
             "pcmu" => Some(SourceAudio::G711(Law::MuLaw)),
             "pcma" => Some(SourceAudio::G711(Law::ALaw)),
+            "g722" => Some(SourceAudio::G722),
             "mpeg4-generic" => Some(SourceAudio::Aac {
                 config: extra_data?.to_vec(),
                 rate,
@@ -114,11 +119,20 @@ impl SourceAudio {
         }
     }
 
-    /// The sample rate its timestamps count.
+    /// The sample rate it decodes to.
     fn rate(&self) -> u32 {
         match self {
             SourceAudio::G711(_) => 8_000,
+            SourceAudio::G722 => 16_000,
             SourceAudio::Aac { rate, .. } => *rate,
+        }
+    }
+
+    /// The rate its RTP timestamps count: G.722's is 8 kHz though it samples at 16 (RFC 3551).
+    fn clock_rate(&self) -> u32 {
+        match self {
+            SourceAudio::G722 => 8_000,
+            other => other.rate(),
         }
     }
 }
@@ -126,6 +140,7 @@ impl SourceAudio {
 /// Turns one frame of a source's codec into mono samples.
 enum Decoder {
     G711(Law),
+    G722(Box<G722Decoder>),
     Aac(Box<AacDecoder>, Option<SampleBuffer<i16>>),
 }
 
@@ -133,6 +148,11 @@ impl Decoder {
     fn new(codec: &SourceAudio) -> Result<Self, String> {
         Ok(match codec {
             SourceAudio::G711(law) => Decoder::G711(*law),
+            SourceAudio::G722 => Decoder::G722(Box::new(G722Decoder::new(
+                Bitrate::Mode1_64000,
+                false,
+                false,
+            ))),
             SourceAudio::Aac { config, rate } => {
                 let mut params = CodecParameters::new();
                 params
@@ -150,6 +170,7 @@ impl Decoder {
     fn decode(&mut self, data: &[u8], pcm: &mut Vec<i16>) -> Result<(), String> {
         match self {
             Decoder::G711(law) => pcm.extend(data.iter().map(|b| law.expand(*b))),
+            Decoder::G722(decoder) => pcm.extend(decoder.decode(data)),
             Decoder::Aac(decoder, buffer) => {
                 let decoded = decoder
                     .decode(&Packet::new_from_slice(0, 0, 1_024, data))
@@ -212,7 +233,8 @@ impl Resampler {
 /// A source's audio in, Opus RTP packets out.
 pub struct AudioTranscoder {
     decoder: Decoder,
-    input_rate: u32,
+    /// The rate of the source's RTP timestamps.
+    clock_rate: u32,
     resampler: Resampler,
     encoder: Encoder,
     ssrc: u32,
@@ -236,7 +258,7 @@ impl AudioTranscoder {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             decoder: Decoder::new(codec)?,
-            input_rate: codec.rate(),
+            clock_rate: codec.clock_rate(),
             resampler: Resampler::new(codec.rate()),
             encoder,
             ssrc,
@@ -256,7 +278,7 @@ impl AudioTranscoder {
         if self.decoder.decode(data, &mut self.pcm).is_err() {
             return;
         }
-        let start = (timestamp.max(0) as u64) * u64::from(OPUS_RATE) / u64::from(self.input_rate);
+        let start = (timestamp.max(0) as u64) * u64::from(OPUS_RATE) / u64::from(self.clock_rate);
         let expected = self.pending_start.map(|s| s + self.pending.len() as u64);
         if expected.is_none_or(|e| e.abs_diff(start) > JITTER) {
             // the first frame, or a gap (loss, a source that paused): start a new run so the
@@ -453,6 +475,37 @@ mod tests {
             assert_eq!(p.header.timestamp, 6_000 + (i * FRAME) as u32);
             assert_eq!(p.header.sequence_number, 100 + i as u16);
             assert_eq!(p.header.payload_type, PAYLOAD_TYPE);
+        }
+        let rms = decoded_rms(&packets, 10);
+        assert!(
+            (3_000.0..9_000.0).contains(&rms),
+            "the tone came through: rms {rms}"
+        );
+    }
+
+    #[test]
+    fn a_g722_tone_on_its_8_khz_clock_becomes_opus_that_decodes_to_the_tone() {
+        let mut t = AudioTranscoder::new(&SourceAudio::G722, 7, 0).unwrap();
+        let mut encoder =
+            ezk_g722::libg722::encoder::Encoder::new(Bitrate::Mode1_64000, false, false);
+        let mut out = Vec::new();
+        // 1 s of a 440 Hz tone sampled at 16 kHz, in 20 ms packets of 160 bytes whose RTP
+        // timestamps count 8 kHz (RFC 3551)
+        let tone: Vec<i16> = (0..16_000)
+            .map(|n| (8_000.0 * (std::f64::consts::TAU * 440.0 * n as f64 / 16_000.0).sin()) as i16)
+            .collect();
+        for (i, chunk) in tone.chunks(320).enumerate() {
+            let payload = encoder.encode(chunk);
+            assert_eq!(payload.len(), 160);
+            t.push((i * 160) as i64, &payload, &mut out);
+        }
+        let packets = parse(&out);
+        assert_eq!(packets.len(), 50, "20 ms of 48 kHz Opus each");
+        for pair in packets.windows(2) {
+            assert_eq!(
+                pair[1].header.timestamp - pair[0].header.timestamp,
+                FRAME as u32
+            );
         }
         let rms = decoded_rms(&packets, 10);
         assert!(

@@ -27,6 +27,8 @@ pub enum BaresipAudio {
     Opus,
     /// G.711 µ-law and A-law only, as an older room system.
     G711,
+    /// G.722 only (wideband), as many room systems prefer.
+    G722,
 }
 
 impl Baresip {
@@ -38,6 +40,7 @@ impl Baresip {
         let audio_modules = match audio {
             BaresipAudio::Opus => "module opus.so\nmodule g711.so\n",
             BaresipAudio::G711 => "module g711.so\n",
+            BaresipAudio::G722 => "module g722.so\n",
         };
         let settings = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{port}\n\

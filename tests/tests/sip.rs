@@ -189,6 +189,11 @@ async fn a_room_system_with_only_g711_is_heard_through_the_transcoder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_with_only_g722_is_heard_wideband_through_the_transcoder() {
+    a_room_system_is_seen_and_heard(BaresipAudio::G722).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_that_fail_say_why_and_leave() {
     let _serial = SERIAL.lock().await;
     let node = node();

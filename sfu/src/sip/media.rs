@@ -4,7 +4,8 @@
 //!
 //! Into the meeting, a packet keeps its SSRC, sequence number and timestamp (the core's
 //! forwarder rewrites them per subscriber) and takes the payload type the leg publishes with:
-//! H.264 and Opus pass through with only that byte changed; G.711 is transcoded to Opus.
+//! H.264 and Opus pass through with only that byte changed; G.722 and G.711 are transcoded to
+//! Opus.
 
 use crate::sip::sdp::{Agreement, AudioCodec};
 use crate::transcode::{self, AudioTranscoder, Law, SourceAudio};
@@ -77,7 +78,7 @@ impl Latch {
 enum AudioIn {
     /// Opus: the payload type changed, nothing else.
     Opus,
-    /// G.711, transcoded; its 8 kHz timestamps extended past their 32-bit wrap.
+    /// G.722 or G.711, transcoded; its timestamps extended past their 32-bit wrap.
     Transcoded(Box<AudioTranscoder>, Extender),
 }
 
@@ -95,15 +96,16 @@ impl IntoMeeting {
     pub fn new(agreement: &Agreement, ssrc: u32, seq: u16) -> Result<Self, String> {
         let audio = match &agreement.audio {
             Some(line) if line.flow.receive => {
-                let law = match line.codec {
+                let source = match line.codec {
                     AudioCodec::Opus => None,
-                    AudioCodec::Pcmu => Some(Law::MuLaw),
-                    AudioCodec::Pcma => Some(Law::ALaw),
+                    AudioCodec::G722 => Some(SourceAudio::G722),
+                    AudioCodec::Pcmu => Some(SourceAudio::G711(Law::MuLaw)),
+                    AudioCodec::Pcma => Some(SourceAudio::G711(Law::ALaw)),
                 };
-                let into = match law {
+                let into = match source {
                     None => AudioIn::Opus,
-                    Some(law) => AudioIn::Transcoded(
-                        Box::new(AudioTranscoder::new(&SourceAudio::G711(law), ssrc, seq)?),
+                    Some(source) => AudioIn::Transcoded(
+                        Box::new(AudioTranscoder::new(&source, ssrc, seq)?),
                         Extender::default(),
                     ),
                 };

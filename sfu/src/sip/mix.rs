@@ -1,7 +1,7 @@
 //! The meeting's sound for a SIP call's far end: what the node delivers (every other
 //! participant's Opus, one consumer SSRC each) decoded and mixed every 20 ms, and encoded in
-//! the codec the call agreed (Opus, or G.711 at 8 kHz), with DTMF events taking the audio's
-//! place while they sound.
+//! the codec the call agreed (Opus, G.722 at 16 kHz, or G.711 at 8 kHz), with DTMF events
+//! taking the audio's place while they sound.
 //!
 //! The mix is a plain sum, clipped; each talker's decoded samples wait in a short queue (at
 //! most [`MAX_QUEUED`]) so that late packets neither pile up latency nor leave holes. The far
@@ -11,6 +11,8 @@
 use crate::sip::dtmf::{EventStream, Timed};
 use crate::sip::sdp::{AudioCodec, AudioLine};
 use crate::transcode::Law;
+use ezk_g722::libg722::Bitrate;
+use ezk_g722::libg722::encoder::Encoder as G722Encoder;
 use opus::{Application, Channels, Decoder, Encoder};
 use rtc::shared::marshal::Unmarshal;
 use std::collections::{HashMap, VecDeque};
@@ -41,6 +43,8 @@ struct Talker {
 /// How the mix is encoded for the far end.
 enum Encoding {
     Opus(Box<Encoder>),
+    /// G.722 at 64 kbit/s, from 16 kHz samples.
+    G722(Box<G722Encoder>),
     G711(Law),
 }
 
@@ -76,6 +80,14 @@ impl Mixer {
                     .set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE))
                     .map_err(|e| e.to_string())?;
                 (Encoding::Opus(Box::new(encoder)), FRAME as u32)
+            }
+            AudioCodec::G722 => {
+                let encoder = G722Encoder::new(Bitrate::Mode1_64000, false, false);
+                // 20 ms is 160 ticks of G.722's 8 kHz RTP clock
+                (
+                    Encoding::G722(Box::new(encoder)),
+                    (FRAME / DOWNSAMPLE) as u32,
+                )
             }
             AudioCodec::Pcmu => (Encoding::G711(Law::MuLaw), (FRAME / DOWNSAMPLE) as u32),
             AudioCodec::Pcma => (Encoding::G711(Law::ALaw), (FRAME / DOWNSAMPLE) as u32),
@@ -200,10 +212,19 @@ impl Mixer {
     fn encode(&mut self) -> Option<usize> {
         match &mut self.encoding {
             Encoding::Opus(encoder) => encoder.encode(&self.pcm, &mut self.encoded).ok(),
+            Encoding::G722(encoder) => {
+                let wideband: Vec<i16> = decimated(&self.pcm, DOWNSAMPLE / 2).collect();
+                let bytes = encoder.encode(&wideband);
+                self.encoded[..bytes.len()].copy_from_slice(&bytes);
+                Some(bytes.len())
+            }
             Encoding::G711(law) => {
-                for (byte, six) in self.encoded.iter_mut().zip(self.pcm.chunks(DOWNSAMPLE)) {
-                    let mean = six.iter().map(|&s| i32::from(s)).sum::<i32>() / DOWNSAMPLE as i32;
-                    *byte = law.compress(mean as i16);
+                for (byte, sample) in self
+                    .encoded
+                    .iter_mut()
+                    .zip(decimated(&self.pcm, DOWNSAMPLE))
+                {
+                    *byte = law.compress(sample);
                 }
                 Some(FRAME / DOWNSAMPLE)
             }
@@ -220,6 +241,13 @@ impl Mixer {
         self.seq = self.seq.wrapping_add(1);
         packet
     }
+}
+
+/// `pcm` at a rate `factor` times lower: each output sample the mean of `factor` inputs (a
+/// crude low-pass, enough for speech at 8 and 16 kHz).
+fn decimated(pcm: &[i16], factor: usize) -> impl Iterator<Item = i16> + '_ {
+    pcm.chunks(factor)
+        .map(move |group| (group.iter().map(|&s| i32::from(s)).sum::<i32>() / factor as i32) as i16)
 }
 
 #[cfg(test)]

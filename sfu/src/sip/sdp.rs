@@ -20,6 +20,8 @@ use std::net::{IpAddr, SocketAddr};
 pub enum AudioCodec {
     /// Opus at 48 kHz: what the meeting speaks, so it passes through without transcoding.
     Opus,
+    /// G.722: wideband (16 kHz), what room systems prefer after Opus.
+    G722,
     /// G.711 µ-law.
     Pcmu,
     /// G.711 A-law.
@@ -27,22 +29,28 @@ pub enum AudioCodec {
 }
 
 impl AudioCodec {
-    const ALL: [AudioCodec; 3] = [AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma];
+    const ALL: [AudioCodec; 4] = [
+        AudioCodec::Opus,
+        AudioCodec::G722,
+        AudioCodec::Pcmu,
+        AudioCodec::Pcma,
+    ];
 
     /// The `rtpmap` encoding name.
     pub fn encoding_name(self) -> &'static str {
         match self {
             AudioCodec::Opus => "opus",
+            AudioCodec::G722 => "G722",
             AudioCodec::Pcmu => "PCMU",
             AudioCodec::Pcma => "PCMA",
         }
     }
 
-    /// The RTP clock rate.
+    /// The RTP clock rate (G.722's is 8 kHz though it samples at 16, RFC 3551).
     pub fn clock_rate(self) -> u32 {
         match self {
             AudioCodec::Opus => 48_000,
-            AudioCodec::Pcmu | AudioCodec::Pcma => 8_000,
+            AudioCodec::G722 | AudioCodec::Pcmu | AudioCodec::Pcma => 8_000,
         }
     }
 
@@ -50,6 +58,7 @@ impl AudioCodec {
     fn offered_payload_type(self) -> u8 {
         match self {
             AudioCodec::Opus => 111,
+            AudioCodec::G722 => 9,
             AudioCodec::Pcmu => 0,
             AudioCodec::Pcma => 8,
         }
@@ -60,6 +69,7 @@ impl AudioCodec {
         match payload_type {
             0 => Some(AudioCodec::Pcmu),
             8 => Some(AudioCodec::Pcma),
+            9 => Some(AudioCodec::G722),
             _ => None,
         }
     }
@@ -208,7 +218,7 @@ impl fmt::Display for SdpError {
 
 impl std::error::Error for SdpError {}
 
-/// The offer kaskade sends when it dials: Opus, G.711 and telephone events; H.264 in
+/// The offer kaskade sends when it dials: Opus, G.722, G.711 and telephone events; H.264 in
 /// packetization modes 1 and 0. `version` is the `o=` session version (raise it for each new
 /// offer in the same call).
 pub fn offer(local: &LocalMedia, session_id: u64, version: u64) -> String {

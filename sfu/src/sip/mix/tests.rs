@@ -105,6 +105,29 @@ fn two_talkers_are_mixed_into_pcmu_packets_every_20_ms() {
 }
 
 #[test]
+fn g722_carries_the_mix_as_160_bytes_on_an_8_khz_clock() {
+    let mut mixer = Mixer::new(&line(AudioCodec::G722, 9), 3, 0, 0).unwrap();
+    let mut tone = Tone::new(1, 440.0);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for i in 0..25u32 {
+        let now = start + TICK * i;
+        mixer.push(now, &tone.next());
+        mixer.tick(now, &mut out);
+    }
+    assert!(out.iter().all(|p| p.len() == 12 + 160 && header(p).0 == 9));
+    assert_eq!(header(&out[24]).2, 24 * 160, "G.722's RTP clock is 8 kHz");
+    let mut decoder = ezk_g722::libg722::decoder::Decoder::new(Bitrate::Mode1_64000, false, false);
+    let pcm: Vec<i16> = out[15..]
+        .iter()
+        .flat_map(|p| decoder.decode(&p[12..]))
+        .collect();
+    assert_eq!(pcm.len(), 10 * 320, "16 kHz samples");
+    let rms = (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+    assert!(rms > 2_000.0, "the tone is in it: rms {rms}");
+}
+
+#[test]
 fn nobody_talking_still_sends_a_packet_every_20_ms() {
     let mut mixer = Mixer::new(&line(AudioCodec::Opus, 111), 7, 0, 0).unwrap();
     let start = Instant::now();

@@ -17,7 +17,8 @@ const ROOM_SYSTEM_OFFER: &str = include_str!("../testdata/room-system-offer.sdp"
 fn kaskades_offer_names_its_codecs_and_reads_back() {
     let text = offer(&local(), 7, 1);
     for line in [
-        "m=audio 40000 RTP/AVP 111 0 8 101",
+        "m=audio 40000 RTP/AVP 111 9 0 8 101",
+        "a=rtpmap:9 G722/8000",
         "a=rtpmap:111 opus/48000/2",
         "a=rtpmap:0 PCMU/8000",
         "a=rtpmap:8 PCMA/8000",
@@ -115,12 +116,12 @@ fn a_room_systems_offer_is_answered_line_for_line() {
     let audio = agreed.audio.unwrap();
     assert_eq!(
         audio.codec,
-        AudioCodec::Pcmu,
+        AudioCodec::G722,
         "its first codec kaskade takes"
     );
     assert_eq!(
         (audio.send_payload_type, audio.receive_payload_type),
-        (0, 0)
+        (9, 9)
     );
     assert_eq!(
         audio.telephone_event,
@@ -151,7 +152,7 @@ fn a_room_systems_offer_is_answered_line_for_line() {
         ],
         "every m-line in its place, the ones kaskade does not take refused"
     );
-    assert!(text.contains("m=audio 40000 RTP/AVP 0 101"), "{text}");
+    assert!(text.contains("m=audio 40000 RTP/AVP 9 101"), "{text}");
     assert!(text.contains("a=fmtp:109 profile-level-id=42e016;packetization-mode=1"));
 }
 
