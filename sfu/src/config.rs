@@ -86,6 +86,10 @@ pub struct SipOptions {
     /// How long a call may ring before kaskade gives up ("no answer").
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sip_ring_timeout: Duration,
+    /// How long an answered call may go without RTP from the far end before kaskade hangs up
+    /// (a room system that crashed or lost its network without a BYE).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sip_media_timeout: Duration,
 }
 
 impl SipOptions {
@@ -97,6 +101,10 @@ impl SipOptions {
             format!(
                 "--sip-ring-timeout={}",
                 humantime::format_duration(self.sip_ring_timeout)
+            ),
+            format!(
+                "--sip-media-timeout={}",
+                humantime::format_duration(self.sip_media_timeout)
             ),
         ];
         if let Some(listen) = self.sip_listen {

@@ -8,7 +8,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::sip::{SipGateway, SipSettings};
+use crate::sip::{CallTimers, SipGateway, SipSettings};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -206,7 +206,11 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
         listen.ip()
     };
     let ips = (media_ip, config.media_ip());
-    let gateway = SipGateway::start(settings, ips, config.sip.sip_ring_timeout).await?;
+    let timers = CallTimers {
+        ring: config.sip.sip_ring_timeout,
+        media: config.sip.sip_media_timeout,
+    };
+    let gateway = SipGateway::start(settings, ips, timers).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

@@ -558,3 +558,29 @@ async fn every_call_leaves_a_call_record_with_its_caller_and_result() {
         assert!(!caller.is_empty(), "the caller is named: {row}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_whose_far_end_goes_silent_is_hung_up() {
+    let _serial = SERIAL.lock().await;
+    let node = node_with(&["--sip-media-timeout", "2s"]);
+    // sipp answers and then sends no RTP at all, as a room system that lost its network
+    let silent_port = free_port().to_string();
+    let room = Sipp::serve_with("answer_pcmu_to_port", &[("rtp_port", &silent_port)]);
+    let chair = join(&node, "silent", "chair").await;
+    let id = dial(&chair, &room.uri(), "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("answered");
+    let live = std::time::Instant::now();
+    wait_gone(&chair, id).await;
+    let after = live.elapsed();
+    assert!(
+        after >= Duration::from_millis(1_500),
+        "not before the timeout: {after:?}"
+    );
+    assert!(
+        room.finish(WAIT).is_some_and(|s| s.success()),
+        "kaskade sent BYE"
+    );
+}

@@ -74,7 +74,9 @@ pub(super) async fn run(
     match leg.place(&gateway, &uri).await {
         Placed::Answered(call, agreement) => {
             leg.note(&caller, "answered").await;
-            leg.converse(call, agreement).await;
+            if let Some(ended) = leg.converse(call, agreement, gateway.timers.media).await {
+                leg.note(&caller, ended).await;
+            }
         }
         Placed::Failed(failure) => {
             info!(participant = %leg.id, %uri, "call failed: {failure}");
@@ -225,7 +227,7 @@ impl Leg {
             Ok(dialling) => dialling,
             Err(failure) => return Placed::Failed(failure),
         };
-        let give_up = tokio::time::sleep(gateway.ring_timeout);
+        let give_up = tokio::time::sleep(gateway.timers.ring);
         tokio::pin!(give_up);
         loop {
             tokio::select! {
@@ -261,16 +263,24 @@ impl Leg {
     }
 
     /// The answered call: the far end's media into the meeting and the meeting's sound to it,
-    /// keyframe requests to it, its re-offers answered, until either side hangs up.
-    async fn converse(&mut self, mut call: Call, mut agreement: Agreement) {
+    /// keyframe requests to it, its re-offers answered, until either side hangs up, or the far
+    /// end sends nothing for `media_timeout` while it should. Returns the call's result when
+    /// it is not a plain `answered`.
+    async fn converse(
+        &mut self,
+        mut call: Call,
+        mut agreement: Agreement,
+        media_timeout: Duration,
+    ) -> Option<&'static str> {
         let mut into = match self.agree(&agreement) {
             Ok(into) => into,
             Err(e) => {
                 warn!(participant = %self.id, "SIP leg media: {e}");
                 call.hang_up().await;
-                return;
+                return Some("answered; its media could not be set up");
             }
         };
+        let mut heard_at = Instant::now();
         self.set_state(SourceState::Live).await;
         let mut packets = Vec::new();
         let mut frames = tokio::time::interval(AUDIO_FRAME);
@@ -278,12 +288,22 @@ impl Leg {
         loop {
             tokio::select! {
                 arrived = self.sockets.receive(&mut into, &mut packets) => {
+                    if arrived == Arrived::FromFarEnd {
+                        heard_at = Instant::now();
+                    }
                     if !self.arrived(arrived, &agreement, &mut packets).await {
                         call.hang_up().await;
-                        return;
+                        return None;
                     }
                 }
-                _ = frames.tick() => self.send_sound(&agreement).await,
+                _ = frames.tick() => {
+                    if expects_media(&agreement) && heard_at.elapsed() > media_timeout {
+                        warn!(participant = %self.id, "no media from the far end: hanging up");
+                        call.hang_up().await;
+                        return Some("answered; no media from the far end");
+                    }
+                    self.send_sound(&agreement).await;
+                }
                 Some(LegCommand::Dtmf(digits)) = self.commands.recv() => {
                     if !self.outgoing.schedule_keys(Instant::now(), &digits) {
                         call.dtmf_info(digits);
@@ -299,13 +319,13 @@ impl Leg {
                     }
                     Some(SessionEvent::Close) | None => {
                         call.hang_up().await;
-                        return;
+                        return None;
                     }
                 },
                 event = call.next() => match event {
                     CallEvent::Ended(why) => {
                         info!(participant = %self.id, "SIP call ended: {why}");
-                        return;
+                        return None;
                     }
                     CallEvent::KeyframeWanted => {
                         self.ask_meeting_keyframe(self.outgoing.shown()).await;
@@ -459,6 +479,14 @@ impl Leg {
     async fn set_state(&self, state: SourceState) {
         let _ = self.node.set_source_state(self.id, state, None).await;
     }
+}
+
+/// Whether the far end should be sending: some agreed line flows towards kaskade (a call on
+/// hold, `inactive` or `sendonly` from kaskade's side, may rightly be silent).
+fn expects_media(agreement: &Agreement) -> bool {
+    let audio = agreement.audio.as_ref().is_some_and(|l| l.flow.receive);
+    let video = agreement.video.as_ref().is_some_and(|l| l.flow.receive);
+    audio || video
 }
 
 /// Whether an event from the core leaves the call in the meeting.

@@ -54,8 +54,18 @@ pub struct SipGateway {
     media_ip: IpAddr,
     /// Where a leg takes the meeting's media from the node's socket.
     meeting_ip: IpAddr,
-    ring_timeout: Duration,
+    timers: CallTimers,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
+}
+
+/// How long a call may wait for things before kaskade gives up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimers {
+    /// Ringing without an answer (then CANCEL: "no answer").
+    pub ring: Duration,
+    /// An answered call whose far end sends no RTP (then BYE: "no media"): a room system that
+    /// crashed or lost its network without hanging up.
+    pub media: Duration,
 }
 
 /// How a call in progress is reached.
@@ -74,11 +84,11 @@ enum LegCommand {
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
     /// names, so the far end must reach it), take the meeting's media from the node's socket
-    /// (bound on `node_ip`) and give up on a call that rings longer than `ring_timeout`.
+    /// (bound on `node_ip`) and give up on calls as `timers` say.
     pub async fn start(
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
-        ring_timeout: Duration,
+        timers: CallTimers,
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
@@ -89,7 +99,7 @@ impl SipGateway {
             ua: UserAgent::start(settings).await?,
             media_ip,
             meeting_ip,
-            ring_timeout,
+            timers,
             calls: Mutex::new(HashMap::new()),
         }))
     }
