@@ -76,10 +76,12 @@ impl Latch {
 
 /// How the far end's audio becomes the leg's Opus.
 enum AudioIn {
-    /// Opus: the payload type changed, nothing else.
+    /// Opus: the payload type changed, nothing else (the subscribers' own jitter buffers take
+    /// it as it comes).
     Opus,
-    /// G.722 or G.711, transcoded; its timestamps extended past their 32-bit wrap.
-    Transcoded(Box<AudioTranscoder>, Extender),
+    /// G.722 or G.711, put back in order, then transcoded; its timestamps extended past their
+    /// 32-bit wrap.
+    Transcoded(Box<AudioTranscoder>, Reorder, Extender),
 }
 
 /// What the far end's packets become in the meeting.
@@ -106,6 +108,7 @@ impl IntoMeeting {
                     None => AudioIn::Opus,
                     Some(source) => AudioIn::Transcoded(
                         Box::new(AudioTranscoder::new(&source, ssrc, seq)?),
+                        Reorder::default(),
                         Extender::default(),
                     ),
                 };
@@ -136,12 +139,14 @@ impl IntoMeeting {
         }
         match into {
             AudioIn::Opus => out.push(with_payload_type(datagram, transcode::PAYLOAD_TYPE)),
-            AudioIn::Transcoded(transcoder, extender) => {
+            AudioIn::Transcoded(transcoder, reorder, extender) => {
                 let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &datagram[..]) else {
                     return;
                 };
-                let timestamp = extender.extend(packet.header.timestamp);
-                transcoder.push(timestamp, &packet.payload, out);
+                reorder.push(packet, |packet| {
+                    let timestamp = extender.extend(packet.header.timestamp);
+                    transcoder.push(timestamp, &packet.payload, out);
+                });
             }
         }
     }
@@ -171,6 +176,53 @@ fn with_payload_type(datagram: &[u8], payload_type: u8) -> BytesMut {
     let mut packet = BytesMut::from(datagram);
     packet[1] = (packet[1] & 0x80) | payload_type;
     packet
+}
+
+/// Out-of-order packets held for the one missing before them: packets that come in order
+/// leave at once; a later one waits until the gap fills or [`REORDER_DEPTH`] wait behind it
+/// (then the gap is given up as lost); a packet older than what left, or a duplicate, is
+/// dropped. The transcoder then sees one stream in order, as a codec wants it.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    next: Option<u16>,
+    held: std::collections::BTreeMap<u16, rtc::rtp::Packet>,
+}
+
+/// Packets held at most for a missing one (60 ms of 20 ms audio).
+const REORDER_DEPTH: usize = 3;
+
+impl Reorder {
+    /// Takes one packet; calls `emit` with every packet that leaves, in order.
+    pub fn push(&mut self, packet: rtc::rtp::Packet, mut emit: impl FnMut(rtc::rtp::Packet)) {
+        let next = *self.next.get_or_insert(packet.header.sequence_number);
+        // how far ahead of the next expected packet it is (negative: already past)
+        let ahead = packet.header.sequence_number.wrapping_sub(next) as i16;
+        if ahead < 0 || self.held.contains_key(&(ahead as u16)) {
+            return;
+        }
+        self.held.insert(ahead as u16, packet);
+        loop {
+            if let Some(packet) = self.held.remove(&0) {
+                emit(packet);
+                self.skip(1);
+            } else if self.held.len() > REORDER_DEPTH {
+                // the missing packet is lost: go on from the first one held
+                let first = self.held.keys().next().copied().unwrap_or(0);
+                self.skip(first);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Moves the next expected packet `by` on; what is held is counted from there.
+    fn skip(&mut self, by: u16) {
+        self.next = self.next.map(|n| n.wrapping_add(by));
+        self.held = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(offset, packet)| (offset - by, packet))
+            .collect();
+    }
 }
 
 /// Extends 32-bit RTP timestamps past their wrap-around.

@@ -178,3 +178,31 @@ async fn rtp_ports_come_in_even_odd_pairs() {
     assert_eq!(pair.rtcp.local_addr().unwrap().port(), rtp + 1);
     assert_eq!(pair.port(), rtp);
 }
+
+/// The sequence numbers `Reorder` lets out for packets arriving in `order`.
+fn reordered(order: &[u16]) -> Vec<u16> {
+    let mut reorder = Reorder::default();
+    let mut out = Vec::new();
+    for &seq in order {
+        let packet = rtc::rtp::Packet::unmarshal(&mut &rtp(0, false, seq, 0, &[0x7f])[..]).unwrap();
+        reorder.push(packet, |p| out.push(p.header.sequence_number));
+    }
+    out
+}
+
+#[test]
+fn the_far_ends_audio_is_put_back_in_order_before_transcoding() {
+    // in order: at once
+    assert_eq!(reordered(&[5, 6, 7]), [5, 6, 7]);
+    // swapped: held for the one before, then both
+    assert_eq!(reordered(&[5, 7, 6, 8]), [5, 6, 7, 8]);
+    // across the wrap
+    assert_eq!(reordered(&[65_534, 0, 65_535, 1]), [65_534, 65_535, 0, 1]);
+    // late (already past) and duplicates: dropped
+    assert_eq!(reordered(&[5, 6, 6, 4, 7]), [5, 6, 7]);
+    // lost: given up once three wait behind it
+    assert_eq!(reordered(&[5, 7, 8, 9]), [5], "still waiting for 6");
+    assert_eq!(reordered(&[5, 7, 8, 9, 10]), [5, 7, 8, 9, 10]);
+    // a late arrival of the given-up packet is dropped
+    assert_eq!(reordered(&[5, 7, 8, 9, 10, 6, 11]), [5, 7, 8, 9, 10, 11]);
+}
