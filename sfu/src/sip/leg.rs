@@ -283,8 +283,9 @@ impl Leg {
         let mut heard_at = Instant::now();
         self.set_state(SourceState::Live).await;
         let mut packets = Vec::new();
+        // a stalled task catches up in a burst: the far end's timestamps stay with the wall clock
         let mut frames = tokio::time::interval(AUDIO_FRAME);
-        frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         loop {
             tokio::select! {
                 arrived = self.sockets.receive(&mut into, &mut packets) => {
