@@ -11,14 +11,14 @@
 //! consumer SSRC per slot (the shell mixes or composes it for its far end).
 
 use crate::media::forwarder::{MediaKind, OutboundStream};
+use crate::media::keyframe::keyframes_asked;
 use crate::media::transport::{
     Consumer, Inbound, Publication, Transport, TransportError, TransportEvent,
 };
+use bytes::BytesMut;
 use rand::Rng;
 use rand::rngs::StdRng;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -135,21 +135,9 @@ impl RtpIngest {
     /// The shell asks for keyframes of what it receives (PLI or FIR naming a consumer's SSRC),
     /// for the core to ask the publisher.
     fn keyframe_requests(&mut self, datagram: &[u8]) -> Result<(), TransportError> {
-        let packets = rtc::rtcp::packet::unmarshal(&mut &datagram[..])
-            .map_err(|e| TransportError(format!("not an RTCP packet: {e}")))?;
-        for packet in packets {
-            let any = packet.as_any();
-            let ssrcs: Vec<u32> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                vec![pli.media_ssrc]
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                fir.fir.iter().map(|entry| entry.ssrc).collect()
-            } else {
-                Vec::new()
-            };
-            for ssrc in ssrcs {
-                if self.inbound.len() < MAX_QUEUED {
-                    self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
-                }
+        for ssrc in keyframes_asked(datagram).map_err(TransportError)? {
+            if self.inbound.len() < MAX_QUEUED {
+                self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
             }
         }
         Ok(())
@@ -232,8 +220,9 @@ impl Transport for RtpIngest {
         };
         packet.header.payload_type = consumer.payload_type;
         packet.header.ssrc = consumer.stream.ssrc();
-        let message = packet
-            .marshal()
+        let mut message = BytesMut::zeroed(packet.marshal_size());
+        packet
+            .marshal_to(&mut message)
             .map_err(|e| TransportError(format!("RTP to the shell: {e}")))?;
         if self.outbound.len() >= MAX_QUEUED {
             self.outbound.pop_front();
@@ -245,7 +234,7 @@ impl Transport for RtpIngest {
                 transport_protocol: TransportProtocol::UDP,
                 ..Default::default()
             },
-            message: message.as_ref().into(),
+            message,
         });
         Ok(())
     }

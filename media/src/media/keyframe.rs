@@ -74,6 +74,25 @@ impl Default for KeyframeThrottle {
     }
 }
 
+/// The media SSRCs an RTCP compound packet asks keyframes of (its PLIs and FIR entries), or
+/// why it is not RTCP.
+pub fn keyframes_asked(datagram: &[u8]) -> Result<Vec<u32>, String> {
+    use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let packets = rtc::rtcp::packet::unmarshal(&mut &datagram[..])
+        .map_err(|e| format!("not an RTCP packet: {e}"))?;
+    let mut ssrcs = Vec::new();
+    for packet in &packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+        }
+    }
+    Ok(ssrcs)
+}
+
 /// Whether an H.264 RTP payload (RFC 6184, packetization mode 0 or 1) starts a keyframe: it
 /// carries an SPS, or the first fragment of an IDR slice.
 pub fn h264_keyframe_start(payload: &[u8]) -> bool {

@@ -167,7 +167,7 @@ impl IntoMeeting {
 }
 
 /// The payload type of an RTP packet (version 2, a whole fixed header), or `None`.
-fn rtp_payload_type(datagram: &[u8]) -> Option<u8> {
+pub fn rtp_payload_type(datagram: &[u8]) -> Option<u8> {
     (datagram.len() >= 12 && datagram[0] >> 6 == 2).then(|| datagram[1] & 0x7f)
 }
 

@@ -9,6 +9,7 @@
 //! on a call whose RTP stops.
 
 use crate::sip::dtmf::{EventStream, Timed};
+use crate::sip::media::rtp_payload_type;
 use crate::sip::sdp::{AudioCodec, AudioLine};
 use crate::transcode::Law;
 use ezk_g722::libg722::Bitrate;
@@ -118,7 +119,7 @@ impl Mixer {
     /// A datagram the node delivered: one participant's Opus packet, decoded into its queue.
     /// Anything else is dropped.
     pub fn push(&mut self, now: Instant, datagram: &[u8]) {
-        if datagram.len() < 12 || datagram[0] >> 6 != 2 || datagram[1] & 0x7f != DELIVERED_OPUS {
+        if rtp_payload_type(datagram) != Some(DELIVERED_OPUS) {
             return;
         }
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &datagram[..]) else {

@@ -4,9 +4,8 @@
 
 use super::SipGateway;
 use super::media::{IntoMeeting, Latch, RtpPair};
+use crate::media::keyframe::keyframes_asked;
 use bytes::BytesMut;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 use tracing::debug;
@@ -110,12 +109,7 @@ impl LegSockets {
 
 /// Whether an RTCP compound packet carries a PLI or a FIR.
 fn asks_keyframe(datagram: &[u8]) -> bool {
-    rtc::rtcp::packet::unmarshal(&mut &datagram[..]).is_ok_and(|packets| {
-        packets.iter().any(|p| {
-            let any = p.as_any();
-            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-        })
-    })
+    keyframes_asked(datagram).is_ok_and(|ssrcs| !ssrcs.is_empty())
 }
 
 #[cfg(test)]

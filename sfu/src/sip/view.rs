@@ -9,6 +9,7 @@
 //! mode 0 gets single NAL unit packets only (fragmented or aggregated ones are left out; the
 //! browsers' H.264 is mostly small enough at the call's rates).
 
+use crate::sip::media::rtp_payload_type;
 use crate::sip::sdp::VideoLine;
 use kaskade_media::media::ingest::DELIVERED_VIDEO;
 use kaskade_media::media::keyframe::h264_keyframe_start;
@@ -81,7 +82,7 @@ impl SpeakerView {
     /// A datagram the node delivered: the packet for the far end when it belongs to the shown
     /// stream (switching to the wanted one at its keyframe).
     pub fn packet(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
-        if datagram.len() < 12 || datagram[1] & 0x7f != DELIVERED_VIDEO {
+        if rtp_payload_type(datagram) != Some(DELIVERED_VIDEO) {
             return None;
         }
         let packet = rtc::rtp::Packet::unmarshal(&mut &datagram[..]).ok()?;
