@@ -1,5 +1,5 @@
-//! `kaskade`: the all-in-one (a locator, one node and a recorder in one process); `token` and
-//! `cdr` are the locator's operator tools.
+//! `kaskade`: the all-in-one (a locator, one node and a recorder in one process); `token`,
+//! `cdr` and `directory` are the locator's operator tools.
 
 use clap::Parser;
 use kaskade::config::Cli;
@@ -11,6 +11,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => kaskade::run(cli.all_in_one).await?.wait().await,
-        Some(command) => tools::run(command),
+        Some(command) => tools::run(command).await,
     }
 }

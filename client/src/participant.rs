@@ -33,6 +33,7 @@ use crate::signaling::{
     ParticipantInfo, Welcome,
 };
 use crate::state::{Event, MeetingState, ParticipantStats};
+use kaskade_protocol::directory::DirectoryListing;
 
 /// A connected synthetic participant. Dropping it closes its connections.
 pub struct Participant {
@@ -165,7 +166,7 @@ impl Participant {
         .await
     }
 
-    /// Calls a SIP address into the meeting (moderators): the call's participant id once the
+    /// Calls a SIP address into the meeting (those who may dial): the call's participant id once the
     /// node places it (its progress then shows in that participant's source state), or the
     /// error that refused it.
     pub async fn dial(
@@ -175,6 +176,25 @@ impl Participant {
     ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
         self.ask(ClientMessage::Dial(request), timeout, |s| &s.calls_placed)
             .await
+    }
+
+    /// The SIP directory's rooms (those who may dial), or the refusal's code and message.
+    pub async fn directory(
+        &self,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<Vec<DirectoryListing>, (ErrorCode, String)>> {
+        let before = self.state();
+        let (answered, errors) = (before.directories.len(), before.errors.len());
+        self.send(&ClientMessage::Directory).await?;
+        let state = self
+            .wait_until(timeout, |s| {
+                s.directories.len() > answered || s.errors.len() > errors
+            })
+            .await?;
+        Ok(match state.directories.get(answered) {
+            Some(entries) => Ok(entries.clone()),
+            None => Err(state.errors[errors].clone()),
+        })
     }
 
     /// Sends a request whose answer is a new entry in `answers` or an `error` frame.

@@ -8,6 +8,7 @@ use crate::h264::ReceiveOutcome;
 use crate::signaling::{
     ErrorCode, LeaveReason, MediaKind, ParticipantId, ParticipantInfo, ServerMessage, Welcome,
 };
+use kaskade_protocol::directory::DirectoryListing;
 
 /// Received-media statistics for one remote participant (attributed through the slot map).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,6 +174,8 @@ pub struct MeetingState {
     pub cameras_added: Vec<(ParticipantId, String)>,
     /// SIP calls this participant placed (`dialling` frames): id and address.
     pub calls_placed: Vec<(ParticipantId, String)>,
+    /// The SIP directories this participant asked for (`directory` frames), in order.
+    pub directories: Vec<Vec<DirectoryListing>>,
     /// Frames that did not parse.
     pub unparsed: Vec<String>,
     /// The signaling socket of the current session is closed.
@@ -268,6 +271,9 @@ impl MeetingState {
             }
             ServerMessage::Dialling { id, uri } => {
                 self.calls_placed.push((*id, uri.clone()));
+            }
+            ServerMessage::Directory { entries } => {
+                self.directories.push(entries.clone());
             }
             ServerMessage::CameraAdded { id, name } => {
                 self.cameras_added.push((*id, name.clone()));

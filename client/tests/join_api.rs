@@ -231,6 +231,7 @@ async fn reconnect_tokens_outlive_the_join_token() {
             rejoin: false,
             jti: None,
             aud: None,
+            dial: false,
         }))
     };
     let people = pair(&node, "secret", [token("ann"), token("bob")]).await;

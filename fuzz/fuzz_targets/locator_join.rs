@@ -121,6 +121,7 @@ fuzz_target!(|data: &[u8]| {
                         // a one-time token (admitted once), or one for a node's signaling
                         jti: (flags & 2 != 0).then(|| format!("jti-{}", flags >> 3)),
                         aud: (flags & 4 != 0).then(|| NODES[0].to_string()),
+                        dial: false,
                     };
                     let token = TokenKey::from_secret(SECRET).sign(&claims);
                     let bearer = format!("Bearer {token}").into_bytes();

@@ -85,6 +85,7 @@ impl Served {
             rejoin: false,
             jti: None,
             aud: None,
+            dial: false,
         });
         Self {
             runtime: tokio::runtime::Builder::new_current_thread()

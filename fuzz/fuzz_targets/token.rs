@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         rejoin: flags & 1 != 0,
         jti,
         aud,
+        dial: false,
     };
     let token = key.sign(&claims);
     let verdict = key.verify(&token, &claims.meeting, now);

@@ -1,15 +1,17 @@
 //! The locator's HTTP API (docs/CLUSTER.md): joins for clients, the node protocol, the
 //! operator's endpoints, recordings (kept by recorders, reached through the locator),
-//! `/metrics`, `/healthz`, the OpenAPI description, and the web client's pages.
+//! the directory of SIP rooms, `/metrics`, `/healthz`, the OpenAPI description, and the web client's pages.
 //!
 //! Every error body is an [`ApiError`] with a code a caller can act on.
 
+mod directory;
 mod join;
 mod nodes;
 mod operator;
 mod recordings;
 
 use crate::cdr::CdrDb;
+use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::recorders::Recorders;
 use crate::state::{Now, Store, StoreError};
@@ -54,6 +56,7 @@ pub struct ApiConfig {
 pub struct Shared {
     store: Arc<dyn Store>,
     cdr: CdrDb,
+    directory: Directory,
     metrics: Metrics,
     secret: Vec<u8>,
     tokens: TokenKey,
@@ -77,8 +80,12 @@ impl Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    /// The state of an API over `store` and `cdr`.
-    pub fn new(config: ApiConfig, store: Arc<dyn Store>, cdr: CdrDb) -> Self {
+    /// The state of an API over `store`, the call records and the SIP directory.
+    pub fn new(
+        config: ApiConfig,
+        store: Arc<dyn Store>,
+        (cdr, directory): (CdrDb, Directory),
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(HEALTH_PROBE_TIMEOUT)
             .build()
@@ -86,6 +93,7 @@ impl AppState {
         Self(Arc::new(Shared {
             store,
             cdr,
+            directory,
             metrics: Metrics::new(),
             tokens: TokenKey::from_secret(&config.secret),
             secret: config.secret,
@@ -125,6 +133,10 @@ api_routes! {
     get "/api/meetings/{meeting}" => operator::meeting,
     post "/api/tokens" => operator::tokens,
     get "/api/cdr.csv" => operator::cdr_csv,
+    get "/api/directory" => directory::list,
+    put "/api/directory/{id}" => directory::set,
+    delete "/api/directory/{id}" => directory::remove,
+    get "/api/nodes/{node}/directory" => directory::for_node,
     post "/api/recorders/report" => recordings::report,
     post "/api/meetings/{meeting}/recordings" => recordings::start,
     get "/api/meetings/{meeting}/recordings" => recordings::list,

@@ -73,6 +73,9 @@ pub enum Command {
         /// A one-time token: it admits once, and never again after its participant left.
         #[arg(long)]
         once: bool,
+        /// The holder may place SIP calls from the meeting's dialpad (moderators may anyway).
+        #[arg(long)]
+        dial: bool,
         /// The cluster secret.
         #[arg(long, env = "KASKADE_SECRET", hide_env_values = true)]
         secret: String,
@@ -88,6 +91,45 @@ pub enum Command {
         /// SQLite file of the call detail records.
         #[arg(long, default_value = "kaskade-cdr.sqlite")]
         db: PathBuf,
+    },
+    /// List, set or remove rooms of the SIP directory that the dialpad offers, where the
+    /// locator keeps it: in Redis with --redis, else in the SQLite file --db.
+    Directory {
+        /// What to do.
+        #[command(subcommand)]
+        action: DirectoryAction,
+        /// The cluster's Redis (redis://host:port), when the locators share one.
+        #[arg(long, global = true)]
+        redis: Option<String>,
+        /// The locator's SQLite file (its --db), without --redis.
+        #[arg(long, default_value = "kaskade-cdr.sqlite", global = true)]
+        db: PathBuf,
+    },
+}
+
+/// What the `directory` tool does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DirectoryAction {
+    /// Print every room as JSON.
+    List,
+    /// Add a room, or replace the one with this id.
+    Set {
+        /// The room's id (A-Z a-z 0-9 _ . -), what dial requests name.
+        id: String,
+        /// The name the dialpad shows.
+        #[arg(long)]
+        name: String,
+        /// Its SIP address (sip:user@host[:port]).
+        #[arg(long)]
+        uri: String,
+        /// The name of the digest credentials the nodes hold for it (--sip-credential).
+        #[arg(long)]
+        credentials: Option<String>,
+    },
+    /// Remove a room.
+    Remove {
+        /// The room's id.
+        id: String,
     },
 }
 

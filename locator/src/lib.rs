@@ -5,14 +5,17 @@
 //! Layout: [`placement`] chooses nodes (pure: no I/O, no clock); [`state`] keeps the node
 //! registry, meeting state and link keys in-process or in Redis; [`api`] is the HTTP surface
 //! (joins, the node protocol, the operator's endpoints, recordings); [`recorders`] lists the
-//! live recorders; [`cdr`] stores call records in SQLite; [`metrics`] counts; [`config`] is the
-//! command line; [`server`] puts them together; [`tools`] are the operator's `token` and `cdr`.
+//! live recorders; [`cdr`] stores call records in SQLite; [`directory`] keeps the SIP rooms of
+//! the dialpad; [`metrics`] counts; [`config`] is the
+//! command line; [`server`] puts them together; [`tools`] are the operator's `token`, `cdr` and
+//! `directory`.
 //! It needs neither the node nor the recorder: the all-in-one (`kaskade`) brings both and
 //! serves them beside a locator.
 
 pub mod api;
 pub mod cdr;
 pub mod config;
+pub mod directory;
 pub mod metrics;
 pub mod placement;
 pub mod recorders;

@@ -1,5 +1,5 @@
-//! `kaskade-locator`: places meetings on SFU nodes and cascades them. `token` and `cdr` are
-//! operator tools.
+//! `kaskade-locator`: places meetings on SFU nodes and cascades them. `token`, `cdr` and
+//! `directory` are operator tools.
 
 use clap::Parser;
 use kaskade_locator::config::Cli;
@@ -11,6 +11,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => server::run(cli.serve).await?.wait().await,
-        Some(command) => tools::run(command),
+        Some(command) => tools::run(command).await,
     }
 }

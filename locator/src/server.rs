@@ -5,6 +5,7 @@
 use crate::api::{self, ApiConfig, AppState};
 use crate::cdr::CdrDb;
 use crate::config::ServeConfig;
+use crate::directory::Directory;
 use crate::placement::PlacementConfig;
 use crate::state::{MemoryStore, NodeState, Now, RedisStore, Store};
 use anyhow::{Context, bail};
@@ -123,6 +124,7 @@ pub struct Bound {
     listener: TcpListener,
     store: Arc<dyn Store>,
     cdr: CdrDb,
+    directory: Directory,
 }
 
 impl Bound {
@@ -131,6 +133,9 @@ impl Bound {
         let store = open_store(&config).await?;
         let cdr = CdrDb::open(&config.db)
             .with_context(|| format!("opening the call records at {}", config.db.display()))?;
+        let directory = Directory::open(config.redis.as_deref(), &config.db)
+            .await
+            .context("opening the SIP directory")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -140,6 +145,7 @@ impl Bound {
             listener,
             store,
             cdr,
+            directory,
         })
     }
 
@@ -160,7 +166,11 @@ impl Bound {
             embedded_recorder: recorder,
             ip_limits: self.config.ip_limits,
         };
-        let state = AppState::new(api_config, Arc::clone(&self.store), self.cdr);
+        let state = AppState::new(
+            api_config,
+            Arc::clone(&self.store),
+            (self.cdr, self.directory),
+        );
         let router = api::router(state).merge(extra);
         if self.access.open {
             warn!(

@@ -1,13 +1,16 @@
 //! The operator's tools that `kaskade-locator` (and the all-in-one) run instead of serving:
-//! `token` prints a signed access token, `cdr` prints call records as CSV.
+//! `token` prints a signed access token, `cdr` prints call records as CSV, `directory` manages
+//! the SIP rooms of the dialpad.
 
 use crate::cdr::{Bound, CdrDb, parse_time, to_csv};
-use crate::config::Command;
+use crate::config::{Command, DirectoryAction};
+use crate::directory::Directory;
 use anyhow::Context;
+use kaskade_protocol::directory::DirectoryEntry;
 use kaskade_protocol::token::{Claims, TokenKey, unix_now};
 
 /// Runs one tool and prints what it makes on stdout.
-pub fn run(command: Command) -> anyhow::Result<()> {
+pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Token {
             meeting,
@@ -16,6 +19,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             role,
             ttl,
             once,
+            dial,
             secret,
         } => {
             let claims = Claims {
@@ -27,6 +31,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 rejoin: false,
                 jti: once.then(Claims::new_jti),
                 aud: None,
+                dial,
             };
             println!("{}", TokenKey::from_secret(secret.as_bytes()).sign(&claims));
             Ok(())
@@ -44,7 +49,47 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", to_csv(&db.query_blocking(from, to)?));
             Ok(())
         }
+        Command::Directory { action, redis, db } => {
+            let directory = Directory::open(redis.as_deref(), &db)
+                .await
+                .context("opening the SIP directory")?;
+            directory_tool(&directory, action).await
+        }
     }
+}
+
+/// Lists, sets or removes directory entries.
+async fn directory_tool(directory: &Directory, action: DirectoryAction) -> anyhow::Result<()> {
+    match action {
+        DirectoryAction::List => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&directory.list().await?)?
+            );
+        }
+        DirectoryAction::Set {
+            id,
+            name,
+            uri,
+            credentials,
+        } => {
+            let entry = DirectoryEntry {
+                id,
+                name: name.trim().to_string(),
+                uri: uri.trim().to_string(),
+                credentials,
+            };
+            entry.check().map_err(anyhow::Error::msg)?;
+            let created = directory.put(entry.clone()).await?;
+            let done = if created { "added" } else { "replaced" };
+            println!("{done} {}: {} <{}>", entry.id, entry.name, entry.uri);
+        }
+        DirectoryAction::Remove { id } => {
+            anyhow::ensure!(directory.remove(&id).await?, "no directory entry {id:?}");
+            println!("removed {id}");
+        }
+    }
+    Ok(())
 }
 
 /// Logs to stderr at `info` (webrtc-rs's chatty modules quieter), or as `RUST_LOG` says.

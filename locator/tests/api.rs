@@ -30,6 +30,7 @@ async fn every_route_in_the_table_is_served() {
             "get" => locator.http.get(url),
             "post" => locator.http.post(url),
             "delete" => locator.http.delete(url),
+            "put" => locator.http.put(url),
             other => panic!("no test for method {other}"),
         };
         let (status, body) = answer(request.send().await.unwrap()).await;
@@ -234,6 +235,26 @@ async fn tokens_need_an_api_key_and_so_do_the_operator_endpoints() {
         (status, joined["role"].as_str()),
         (StatusCode::OK, Some("moderator"))
     );
+
+    // the dial right goes from the minted token into the node's token
+    let dialler = json!({"meeting": "m", "identity": "carol", "dial": true});
+    let (status, minted) = answer(mint(Some("k3y"), dialler).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let verify = |token: &Value| {
+        TokenKey::from_secret(SECRET.as_bytes())
+            .verify(token.as_str().unwrap(), "m", unix_now())
+            .unwrap()
+    };
+    assert!(verify(&minted["token"]).dial);
+    let (status, joined) = locator.join("m", json!({"token": minted["token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    let node_claims = verify(&joined["token"]);
+    assert_eq!(
+        (node_claims.role, node_claims.dial),
+        (Role::Participant, true)
+    );
+    let (_, joined) = locator.join("m", json!({"token": token})).await;
+    assert!(!verify(&joined["token"]).dial, "no right, none granted");
 }
 
 fn record(session: &str, node: &str, joined_at_ms: u64) -> CallRecord {

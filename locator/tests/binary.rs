@@ -1,5 +1,7 @@
-//! The `kaskade-locator` binary: serving without an embedded node, and the `token` and `cdr`
-//! tools.
+//! The `kaskade-locator` binary: serving without an embedded node, and the `token`, `cdr` and
+//! `directory` tools.
+
+mod common;
 
 use kaskade_locator::cdr::CdrDb;
 use kaskade_protocol::cluster::CallRecord;
@@ -77,6 +79,7 @@ async fn a_locator_without_nodes_serves_the_page_and_the_api_and_places_nobody()
         rejoin: false,
         jti: None,
         aud: None,
+        dial: false,
     });
     let answer = http
         .post(format!("{base}/api/meetings/standup/join"))
@@ -126,7 +129,7 @@ fn the_token_tool_prints_a_token_that_verifies() {
             "--role",
             "moderator",
         ])
-        .args(["--ttl", "60", "--secret", "s3cret"])
+        .args(["--ttl", "60", "--dial", "--secret", "s3cret"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -139,6 +142,80 @@ fn the_token_tool_prints_a_token_that_verifies() {
         ("alice", Role::Moderator)
     );
     assert!(claims.exp <= unix_now() + 60);
+    assert!(claims.dial, "--dial grants the dial right");
+}
+
+/// Runs `directory ARGS`: whether it succeeded, stdout and stderr.
+fn directory(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .arg("directory")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_directory_tool_manages_rooms_in_sqlite_or_redis() {
+    let dir = scratch("directory");
+    let db = dir.join("kaskade.sqlite");
+    let redis = common::RedisServer::start();
+    let stores = [
+        vec!["--db".to_string(), db.display().to_string()],
+        vec!["--redis".to_string(), redis.url.clone()],
+    ];
+    for store in &stores {
+        let with = |args: &[&str]| -> Vec<String> {
+            args.iter()
+                .map(|a| a.to_string())
+                .chain(store.iter().cloned())
+                .collect()
+        };
+        let run = |args: &[&str]| {
+            let args = with(args);
+            directory(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let (ok, out, err) = run(&[
+            "set",
+            "oslo",
+            "--name",
+            "Oslo MCU",
+            "--uri",
+            "sip:8001@mcu.example.org",
+            "--credentials",
+            "east",
+        ]);
+        assert!(ok, "{store:?}: {err}");
+        assert_eq!(
+            out.trim(),
+            "added oslo: Oslo MCU <sip:8001@mcu.example.org>"
+        );
+        let (ok, _, err) = run(&["set", "bad", "--name", "Bad", "--uri", "tel:123"]);
+        assert!(
+            !ok && err.contains("not a sip: address"),
+            "{store:?}: {err}"
+        );
+        let (ok, out, _) = run(&["list"]);
+        assert!(ok);
+        let rooms: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            rooms,
+            serde_json::json!([{"id": "oslo", "name": "Oslo MCU", "uri": "sip:8001@mcu.example.org", "credentials": "east"}]),
+            "{store:?}"
+        );
+        let (ok, out, _) = run(&["remove", "oslo"]);
+        assert!(ok && out.trim() == "removed oslo", "{store:?}: {out}");
+        let (ok, _, err) = run(&["remove", "oslo"]);
+        assert!(
+            !ok && err.contains("no directory entry"),
+            "{store:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

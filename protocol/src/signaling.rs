@@ -86,12 +86,15 @@ pub enum ClientMessage {
     /// `camera_added` once its stream plays, or an `error` saying why not.
     AddCamera(CameraRequest),
     /// Call a room system, MCU or phone over SIP and bring it into the meeting as a participant
-    /// (moderators): answered with `dialling` at once, then the call's progress shows in its
-    /// participant's `source` state; a failure is an `error` with code `call_failed` saying why.
-    /// The moderator hangs up by removing the participant.
+    /// (moderators and holders of a token with the `dial` right, see `Welcome::may_dial`):
+    /// answered with `dialling` at once, then the call's progress shows in its participant's
+    /// `source` state; a failure is an `error` with code `call_failed` saying why. Hanging up is
+    /// removing the participant (`moderate` `remove`, which a dialler may do to SIP calls).
     Dial(DialRequest),
-    /// Send DTMF keys to a SIP call in the meeting (moderators), to steer a room system's or an
-    /// MCU's menu: `0-9 * # A-D`, up to 32 at a time.
+    /// Ask for the directory of SIP rooms (those who may dial): answered with `directory`.
+    Directory,
+    /// Send DTMF keys to a SIP call in the meeting (those who may dial), to steer a room
+    /// system's or an MCU's menu: `0-9 * # A-D`, up to 32 at a time.
     Dtmf {
         /// The SIP call's participant.
         target: ParticipantId,
@@ -122,12 +125,17 @@ pub struct CameraRequest {
     pub transport: RtspTransport,
 }
 
-/// A moderator's request to call a SIP address into the meeting.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A request to call a SIP address into the meeting: a room of the directory (`entry`) or an
+/// address typed in (`uri`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DialRequest {
-    /// `sip:user@host[:port]`.
+    /// `sip:user@host[:port]`; empty when `entry` is given.
+    #[serde(default)]
     pub uri: String,
-    /// The name its tile shows (the URI's user part when empty).
+    /// The id of a directory entry: its address (and the credentials it names) is dialled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// The name its tile shows (the entry's name, or the URI's user part, when empty).
     #[serde(default)]
     pub name: String,
 }
@@ -266,7 +274,7 @@ pub enum ErrorCode {
     UnknownType,
     /// Not allowed for this role.
     Forbidden,
-    /// No such participant in the meeting.
+    /// No such participant in the meeting (or room in the SIP directory).
     NotFound,
     /// A source (a camera) could not be added: unreachable, credentials refused, or a codec
     /// kaskade does not take.
@@ -274,6 +282,9 @@ pub enum ErrorCode {
     /// A SIP call failed or could not be placed: busy, declined, not found, no answer,
     /// unreachable, authentication refused, no common codec (the message says which).
     CallFailed,
+    /// Something the request needs did not answer (the locator, for the SIP directory); trying
+    /// again later may work.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -290,6 +301,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::SourceFailed => "source_failed",
             ErrorCode::CallFailed => "call_failed",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -334,6 +346,10 @@ pub struct Welcome {
     /// Token for reconnecting with the same identity and role.
     #[serde(default)]
     pub token: String,
+    /// Whether the recipient may place SIP calls (a moderator, or a token with the `dial`
+    /// right, on a node with a SIP gateway).
+    #[serde(default)]
+    pub may_dial: bool,
 }
 
 /// A frame to a client.
@@ -408,6 +424,11 @@ pub enum ServerMessage {
         id: ParticipantId,
         /// The address called.
         uri: String,
+    },
+    /// The directory of SIP rooms, as the recipient asked.
+    Directory {
+        /// The rooms, by name.
+        entries: Vec<crate::directory::DirectoryListing>,
     },
     /// A moderator removed the recipient.
     Removed {

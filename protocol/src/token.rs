@@ -38,6 +38,9 @@ pub struct Claims {
     /// admits on that node only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The holder may place SIP calls from the meeting (moderators may anyway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dial: bool,
 }
 
 impl Claims {
@@ -235,6 +238,7 @@ mod tests {
             rejoin: false,
             jti: None,
             aud: None,
+            dial: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Command-line configuration of a node.
 
+use crate::sip::NamedCredential;
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -79,6 +80,17 @@ pub struct SipOptions {
     /// Password for digest authentication.
     #[arg(long, env = "KASKADE_SIP_PASSWORD", hide_env_values = true)]
     pub sip_password: Option<String>,
+    /// Named digest credentials for rooms of the locator's SIP directory that ask for them:
+    /// NAME=USER:PASSWORD, repeatable (or KASKADE_SIP_CREDENTIALS, comma-separated; so no comma
+    /// in a password). A room names them by NAME; they are sent to that room's address only.
+    #[arg(
+        long = "sip-credential",
+        env = "KASKADE_SIP_CREDENTIALS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_parser = NamedCredential::parse
+    )]
+    pub sip_credentials: Vec<NamedCredential>,
     /// Send every SIP request through this proxy (a trunk or call manager: ADDR:PORT, UDP), the
     /// dialled address kept as the request URI.
     #[arg(long)]
@@ -119,6 +131,11 @@ impl SipOptions {
         if let Some(proxy) = self.sip_proxy {
             args.push(format!("--sip-proxy={proxy}"));
         }
+        args.extend(
+            self.sip_credentials
+                .iter()
+                .map(|named| format!("--sip-credential={}", named.to_arg())),
+        );
         args
     }
 }

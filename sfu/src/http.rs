@@ -1,5 +1,6 @@
 //! The node's HTTP surface: web client pages, the signaling WebSocket, metrics and health.
 
+use crate::cluster::locator::LocatorClient;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::NodeConfig;
 use crate::media::core::{CoreConfig, MediaCore};
@@ -8,7 +9,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::sip::{CallTimers, SipGateway, SipSettings};
+use crate::sip::{CallTimers, DigestCredential, Directory, SipGateway, SipSettings};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -192,11 +193,18 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
     let settings = SipSettings {
         listen,
         user: config.sip.sip_user.clone(),
-        credential: match (&config.sip.sip_auth_user, &config.sip.sip_password) {
-            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
-            (None, Some(password)) => Some((config.sip.sip_user.clone(), password.clone())),
-            _ => None,
-        },
+        credential: config
+            .sip
+            .sip_password
+            .as_ref()
+            .map(|password| DigestCredential {
+                user: config
+                    .sip
+                    .sip_auth_user
+                    .clone()
+                    .unwrap_or_else(|| config.sip.sip_user.clone()),
+                password: password.clone(),
+            }),
         outbound_proxy: config.sip.sip_proxy,
     };
     // the SDP must name an address the far end reaches: the SIP address, or the node's
@@ -210,7 +218,15 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
         ring: config.sip.sip_ring_timeout,
         media: config.sip.sip_media_timeout,
     };
-    let gateway = SipGateway::start(settings, ips, timers).await?;
+    let locator = (!config.locators.is_empty()).then(|| {
+        LocatorClient::new(
+            config.locators.clone(),
+            config.secret.clone().unwrap_or_default().into_bytes(),
+            config.node_name(),
+        )
+    });
+    let directory = Directory::new(locator, config.sip.sip_credentials.clone());
+    let gateway = SipGateway::start(settings, ips, timers, directory).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

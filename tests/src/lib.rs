@@ -56,6 +56,7 @@ pub fn sign_token(secret: &str, meeting: &str, name: &str, role: Role) -> String
         rejoin: false,
         jti: None,
         aud: None,
+        dial: false,
     })
 }
 

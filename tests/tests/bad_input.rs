@@ -65,6 +65,7 @@ fn token(secret: &str, meeting: &str, exp: u64) -> String {
         rejoin: false,
         jti: None,
         aud: None,
+        dial: false,
     })
 }
 

@@ -39,6 +39,7 @@ fn one_time_token(meeting: &str, name: &str) -> String {
         rejoin: false,
         jti: Some(Claims::new_jti()),
         aud: None,
+        dial: false,
     })
 }
 

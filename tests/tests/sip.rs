@@ -1,8 +1,10 @@
 //! The SIP gateway against real SIP peers on loopback and a real `kaskade-sfu`: a moderator
 //! dials baresip (a room system that sends real H.264 and audio) and the meeting decodes it;
 //! sipp scenarios for digest authentication with an answer of PCMU only, busy, ringing then
-//! hung up, a far end that holds with a re-INVITE, and one that hangs up; the tile shows each call's progress, every failure
-//! reaches the moderator in words, and DTMF keys reach the room system.
+//! hung up, a far end that holds with a re-INVITE, and one that hangs up; the tile shows each
+//! call's progress, every failure reaches the moderator in words, and DTMF keys reach the room
+//! system. A participant with the dial right picks a room of the locator's directory, whose
+//! credentials the node holds by name.
 
 use kaskade_client::{
     ClientMessage, DialRequest, ErrorCode, MeetingState, ModerateAction, Participant,
@@ -10,6 +12,7 @@ use kaskade_client::{
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
+use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
 use kaskade_sfu::transcode::Law;
 use rtc::shared::marshal::Unmarshal;
 use std::collections::BTreeSet;
@@ -62,6 +65,7 @@ async fn dial(chair: &Participant, uri: &str, name: &str) -> ParticipantId {
     let request = DialRequest {
         uri: uri.into(),
         name: name.into(),
+        ..DialRequest::default()
     };
     chair
         .dial(request, WAIT)
@@ -249,7 +253,7 @@ async fn calls_that_fail_say_why_and_leave() {
         .dial(
             DialRequest {
                 uri: "tel:+4930123".into(),
-                name: String::new(),
+                ..DialRequest::default()
             },
             WAIT,
         )
@@ -264,7 +268,7 @@ async fn calls_that_fail_say_why_and_leave() {
         .dial(
             DialRequest {
                 uri: "sip:room@127.0.0.1".into(),
-                name: String::new(),
+                ..DialRequest::default()
             },
             WAIT,
         )
@@ -582,5 +586,185 @@ async fn an_answered_call_whose_far_end_goes_silent_is_hung_up() {
     assert!(
         room.finish(WAIT).is_some_and(|s| s.success()),
         "kaskade sent BYE"
+    );
+}
+
+/// A token for `name` in `meeting` signed with the all-in-one's `secret`, with the dial right
+/// when `dial`.
+fn token(secret: &str, meeting: &str, name: &str, dial: bool) -> String {
+    TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
+        meeting: meeting.into(),
+        sub: format!("{name}@example.com"),
+        name: name.into(),
+        role: Role::Participant,
+        exp: unix_now() + 600,
+        rejoin: false,
+        jti: None,
+        aud: None,
+        dial,
+    })
+}
+
+/// Runs the all-in-one's `directory` tool on `db`; its stdout.
+fn directory_tool(db: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kaskade-under-test"))
+        .args(["directory", "--db", db])
+        .args(args)
+        .output()
+        .expect("the directory tool runs");
+    assert!(
+        output.status.success(),
+        "directory {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialler_calls_a_room_of_the_directory_with_the_credentials_it_names() {
+    let _serial = SERIAL.lock().await;
+    const SECRET: &str = "directory-secret";
+    let scratch = kaskade_e2e::Scratch::new("sip-directory");
+    let db = scratch.path("kaskade.sqlite");
+    let room = Sipp::serve("auth_answer_pcmu");
+    // the operator's directory: a room that needs the credentials "mcu", one that names
+    // credentials no node holds
+    directory_tool(
+        &db,
+        &["set", "oslo", "--name", "Oslo MCU", "--uri", &room.uri()],
+    );
+    let replaced = directory_tool(
+        &db,
+        &[
+            "set",
+            "oslo",
+            "--name",
+            "Oslo MCU",
+            "--uri",
+            &room.uri(),
+            "--credentials",
+            "mcu",
+        ],
+    );
+    assert!(replaced.starts_with("replaced oslo"), "{replaced}");
+    directory_tool(
+        &db,
+        &[
+            "set",
+            "bergen",
+            "--name",
+            "Bergen room",
+            "--uri",
+            "sip:room@192.0.2.1",
+            "--credentials",
+            "west",
+        ],
+    );
+    let listed = directory_tool(&db, &["list"]);
+    assert!(
+        listed.contains("\"credentials\": \"mcu\""),
+        "the operator sees the references: {listed}"
+    );
+
+    // the node holds the credentials by name only: no --sip-password
+    let sip = format!("127.0.0.1:{}", free_port());
+    let server = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &[
+            "--secret",
+            SECRET,
+            "--db",
+            &db,
+            "--recordings",
+            &scratch.path("rec"),
+            "--sip-listen",
+            &sip,
+            "--sip-credential",
+            "mcu=mcu-user:s3cret",
+        ],
+    )
+    .expect("the all-in-one starts");
+    let join_as = |name: &str, dial: bool| {
+        let mut config = kaskade_e2e::small_media_config(server.http, "dir", name);
+        config.locator = Some(server.url());
+        config.token = Some(token(SECRET, "dir", name, dial));
+        config
+    };
+    let guest = Participant::join(join_as("guest", false))
+        .await
+        .expect("a participant without the right joins");
+    let dialler = Participant::join(join_as("dialler", true))
+        .await
+        .expect("a participant with the dial right joins");
+    assert!(!guest.welcome().may_dial, "no dialpad without the right");
+    assert!(dialler.welcome().may_dial, "the right shows in the welcome");
+
+    // without the right: no directory, no call
+    let refused = guest.directory(WAIT).await.unwrap().unwrap_err();
+    assert_eq!(refused.0, ErrorCode::Forbidden, "{refused:?}");
+    let request = DialRequest {
+        entry: Some("oslo".into()),
+        ..DialRequest::default()
+    };
+    let refused = guest
+        .dial(request.clone(), WAIT)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.0, ErrorCode::Forbidden, "{refused:?}");
+
+    // the dialler's dialpad lists the rooms by name
+    let rooms = dialler
+        .directory(WAIT)
+        .await
+        .unwrap()
+        .expect("the directory");
+    let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["Bergen room", "Oslo MCU"]);
+    assert_eq!(rooms[1].uri, room.uri());
+
+    // a room whose credentials this node lacks, and one that is not there, say why
+    let bergen = DialRequest {
+        entry: Some("bergen".into()),
+        ..DialRequest::default()
+    };
+    let (code, why) = dialler.dial(bergen, WAIT).await.unwrap().unwrap_err();
+    assert_eq!(code, ErrorCode::CallFailed, "{why}");
+    assert!(why.contains("--sip-credential west="), "{why}");
+    let missing = DialRequest {
+        entry: Some("tromso".into()),
+        ..DialRequest::default()
+    };
+    let (code, why) = dialler.dial(missing, WAIT).await.unwrap().unwrap_err();
+    assert_eq!(code, ErrorCode::NotFound, "{why}");
+
+    // the room: sipp checks the digest made with the credentials the entry names
+    let id = dialler
+        .dial(request, WAIT)
+        .await
+        .unwrap()
+        .expect("the room is dialled");
+    let state = dialler
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("answered after the challenge");
+    assert_eq!(state.participants[&id].name, "Oslo MCU");
+
+    // a dialler hangs up SIP calls, and removes nobody else
+    let errors = dialler.state().errors.len();
+    dialler
+        .moderate(ModerateAction::Remove, guest.welcome().you.id)
+        .await
+        .unwrap();
+    let state = dialler
+        .wait_until(WAIT, |s| s.errors.len() > errors)
+        .await
+        .expect("refused");
+    assert_eq!(state.errors[errors].0, ErrorCode::Forbidden);
+    dialler.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&guest, id).await;
+    assert!(
+        room.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp verified the credentials and got the BYE"
     );
 }

@@ -57,6 +57,7 @@
     pc: null,           // the current RTCPeerConnection
     locked: false,
     recording: false,
+    mayDial: false,     // may place SIP calls (`welcome.may_dial`): a moderator, or a dial right
     status: '',         // text shown in #status
     statusCode: null,   // machine-readable: 'connected', 'reconnecting', 'removed', an error code...
     slots: {},          // receive slots by mid: {kind, participant}
@@ -130,6 +131,7 @@
     $('#btn-call').addEventListener('click', openCallDialog);
     $('#call-form').addEventListener('submit', (ev) => { ev.preventDefault(); placeCall(); });
     $('#call-cancel').addEventListener('click', () => $('#call-dialog').close());
+    $('#call-room').addEventListener('change', roomPicked);
     for (const key of document.querySelectorAll('#keypad-dialog .key')) {
       key.addEventListener('click', () => pressKey(key.dataset.key));
     }
@@ -472,7 +474,7 @@
     updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
     recording: (s, m) => setRecording(!!m.active),
     muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
-    camera_added: onCameraAdded, dialling: onDialling,
+    camera_added: onCameraAdded, dialling: onDialling, directory: onDirectory,
   };
 
   function onFrame(sess, data) {
@@ -495,6 +497,7 @@
     if (welcomedOnce) state.reconnects += 1;
     welcomedOnce = true;
     state.you = { ...msg.you };
+    state.mayDial = !!msg.may_dial;
     if (msg.token) joinToken = msg.token;
     state.participants = {};
     for (const p of msg.participants || []) addParticipant(p);
@@ -573,7 +576,8 @@
       cameraFailed(msg.message || msg.code);
       return;
     }
-    if (callPending && CALL_ERRORS.includes(msg.code)) {
+    if ((callPending || directoryPending) && CALL_ERRORS.includes(msg.code)) {
+      directoryPending = false;
       callFailed(msg.message || msg.code);
       return;
     }
@@ -842,6 +846,7 @@
     const badge = $('.source-badge', tile);
     if (!badge) return;
     tile.classList.toggle('source', !!source);
+    tile.classList.toggle('sip', !!source && source.kind === 'sip');
     tile.classList.toggle('reconnecting', !!source && source.state !== 'live');
     badge.hidden = !source;
     if (!source) return;
@@ -983,24 +988,57 @@
   // ---------------------------------------------------------------- SIP calls (moderators)
 
   /** Error codes that answer a dial request before the call is placed. */
-  const CALL_ERRORS = ['call_failed', 'bad_request', 'forbidden'];
+  const CALL_ERRORS = ['call_failed', 'bad_request', 'forbidden', 'not_found', 'unavailable'];
   /** A dial request is waiting for the node's `dialling` (or its refusal). */
   let callPending = false;
+  /** The directory was asked for and has not come yet. */
+  let directoryPending = false;
 
   function openCallDialog() {
     $('#call-error').hidden = true;
     $('#call-place').disabled = false;
+    directoryPending = send({ type: 'directory' });
     $('#call-dialog').showModal();
-    $('#call-uri').focus();
+    $('#call-room').focus();
+  }
+
+  /** Fills the dialog's room list with the directory's rooms (keeping the one picked). */
+  function onDirectory(sess, msg) {
+    directoryPending = false;
+    const select = $('#call-room');
+    const picked = select.value;
+    for (const option of [...select.options].slice(1)) option.remove();
+    for (const room of msg.entries || []) {
+      const option = document.createElement('option');
+      option.value = room.id;
+      option.textContent = room.name;
+      option.title = room.uri;
+      select.append(option);
+    }
+    select.value = [...select.options].some((o) => o.value === picked) ? picked : '';
+    const note = $('#call-directory-note');
+    note.hidden = select.options.length > 1;
+    note.textContent = 'The directory has no rooms yet: type an address.';
+    roomPicked();
+  }
+
+  /** A room of the directory is dialled by its id; the address field is for typing one. */
+  function roomPicked() {
+    const room = $('#call-room').value;
+    $('#call-uri').disabled = !!room;
+    $('#call-uri').placeholder = room
+      ? $('#call-room').selectedOptions[0].title : 'sip:boardroom@mcu.example.org';
   }
 
   function placeCall() {
+    const entry = $('#call-room').value;
     const uri = $('#call-uri').value.trim();
-    if (!/^sip:\S+$/i.test(uri)) {
-      callFailed('Use a sip: address, for example sip:boardroom@mcu.example.org.');
+    if (!entry && !/^sip:\S+$/i.test(uri)) {
+      callFailed('Pick a room, or use a sip: address, for example sip:boardroom@mcu.example.org.');
       return;
     }
-    if (!send({ type: 'dial', uri, name: $('#call-name').value.trim() })) {
+    const name = $('#call-name').value.trim();
+    if (!send(entry ? { type: 'dial', entry, name } : { type: 'dial', uri, name })) {
       callFailed('Not connected to the meeting.');
       return;
     }
@@ -1013,6 +1051,7 @@
     callPending = false;
     $('#call-place').disabled = false;
     $('#call-form').reset();
+    roomPicked();
     $('#call-dialog').close();
     setStatus(`Calling ${msg.uri}…`, null, 'info');
   }
@@ -1072,7 +1111,9 @@
 
     $('#sel-resolution').disabled = !local.video;
     $('#btn-camera').hidden = !isModerator;
-    $('#btn-call').hidden = !isModerator;
+    const mayDial = inCall && !!state.mayDial;
+    document.body.classList.toggle('dialler', mayDial);
+    $('#btn-call').hidden = !mayDial;
     const lock = $('#btn-lock');
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use kaskade_limits::IpLimitsConfig;
 use kaskade_locator::api::{self, ApiConfig, AppState};
 use kaskade_locator::cdr::CdrDb;
+use kaskade_locator::directory::Directory;
 use kaskade_locator::placement::PlacementConfig;
 use kaskade_locator::state::{MemoryStore, Now, Store};
 use kaskade_protocol::cluster::{MeetingLoad, NodeReport};
@@ -82,7 +83,9 @@ fn instance(open: bool) -> Instance {
         node_timeout: Duration::from_secs(3600),
         max_meeting_size: 10,
     }));
-    let cdr = CdrDb::open(std::path::Path::new(":memory:")).expect("an in-memory database");
+    let memory = std::path::Path::new(":memory:");
+    let cdr = CdrDb::open(memory).expect("an in-memory database");
+    let directory = Directory::sqlite(memory).expect("an in-memory database");
     let state = AppState::new(
         ApiConfig {
             secret: SECRET.to_vec(),
@@ -93,7 +96,7 @@ fn instance(open: bool) -> Instance {
             ip_limits: IpLimitsConfig::default(),
         },
         store.clone(),
-        cdr,
+        (cdr, directory),
     );
     Instance {
         router: api::router(state),

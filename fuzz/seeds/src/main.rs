@@ -433,6 +433,8 @@ fn claims(meeting: &str) -> Claims {
         rejoin: false,
         jti: None,
         aud: None,
+    dial: false,
+        dial: false,
     }
 }
 

@@ -175,6 +175,7 @@ impl Run {
                 rejoin: false,
                 jti: None,
                 aud: None,
+                dial: false,
             })
         });
         let (received, measuring, origin) = (

@@ -58,6 +58,8 @@ struct Joiner {
     name: String,
     role: Role,
     rejoin: bool,
+    /// The token grants the right to place SIP calls.
+    dial: bool,
     /// A one-time token's id and expiry, spent once the join is placed.
     one_time: Option<(String, u64)>,
 }
@@ -104,6 +106,7 @@ fn identify(
                 name: display_name(&request.name),
                 role: Role::Participant,
                 rejoin: false,
+                dial: false,
                 one_time: None,
             });
         }
@@ -124,6 +127,7 @@ fn identify(
         name: claims.name,
         role: claims.role,
         rejoin: claims.rejoin,
+        dial: claims.dial,
     })
 }
 
@@ -195,6 +199,7 @@ async fn admit(
         name,
         mut role,
         rejoin,
+        dial,
         one_time,
     } = identify(shared, &meeting, &request, headers, now_secs)?;
     let view = shared
@@ -240,6 +245,7 @@ async fn admit(
         rejoin,
         jti: one_time.is_some().then(Claims::new_jti),
         aud: one_time.is_some().then(|| placed.node.node.clone()),
+        dial,
     });
     Ok(JoinResponse {
         meeting,

@@ -1,5 +1,5 @@
 //! The operator's endpoints: nodes and meetings with their load, tokens for the operator's own
-//! backend, and the call records as CSV. With `--api-key`, each needs `Authorization: Bearer
+//! backend, and the call records as CSV (the SIP directory's are in `directory`). With `--api-key`, each needs `Authorization: Bearer
 //! KEY`; `/api/tokens` is off without one.
 
 use super::{ApiPath, AppState, Failure, bearer, check_meeting, fail, parse_json, public_base};
@@ -28,7 +28,7 @@ pub(super) fn has_api_key(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// Checks the API key when one is configured.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Failure> {
     if state.0.api_key.is_none() || has_api_key(state, headers) {
         Ok(())
     } else {
@@ -94,6 +94,9 @@ struct TokenRequest {
     /// A one-time token (a `jti`): it admits once, never again.
     #[serde(default)]
     once: bool,
+    /// The holder may place SIP calls from the meeting's dialpad.
+    #[serde(default)]
+    dial: bool,
 }
 
 /// The answer of `POST /api/tokens`.
@@ -151,6 +154,7 @@ pub(super) async fn tokens(
         rejoin: false,
         jti: request.once.then(Claims::new_jti),
         aud: None,
+        dial: request.dial,
     };
     let token = state.0.tokens.sign(&claims);
     let base = public_base(&headers).unwrap_or_else(|| "http://127.0.0.1:8080".into());

@@ -167,6 +167,7 @@ pub(super) async fn start(
             rejoin: true,
             jti: None,
             aud: None,
+            dial: false,
         }),
         meeting,
         join_url,

@@ -2,6 +2,7 @@
 
 use kaskade_locator::api::{self, ApiConfig, AppState};
 use kaskade_locator::cdr::CdrDb;
+use kaskade_locator::directory::Directory;
 use kaskade_locator::placement::PlacementConfig;
 use kaskade_locator::server::{self, Running};
 use kaskade_locator::state::{MemoryStore, Store};
@@ -33,6 +34,8 @@ pub struct Options {
     pub embedded_recorder: Option<String>,
     /// Per-client-address limits.
     pub ip_limits: kaskade_limits::IpLimitsConfig,
+    /// The SIP directory (in the locator's SQLite file by default).
+    pub directory: Option<Directory>,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             store: None,
             embedded_recorder: None,
             ip_limits: kaskade_limits::IpLimitsConfig::default(),
+            directory: None,
         }
     }
 }
@@ -92,7 +96,15 @@ pub async fn start(options: Options) -> Locator {
         embedded_recorder: options.embedded_recorder,
         ip_limits: options.ip_limits,
     };
-    let state = AppState::new(config, store.clone(), CdrDb::open(&db).expect("cdr db"));
+    let directory = match options.directory {
+        Some(directory) => directory,
+        None => Directory::sqlite(&db).expect("directory db"),
+    };
+    let state = AppState::new(
+        config,
+        store.clone(),
+        (CdrDb::open(&db).expect("cdr db"), directory),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let running =
         server::spawn(listener, api::router(state), store, options.timeout).expect("serve");
@@ -179,5 +191,6 @@ pub fn token(meeting: &str, identity: &str, role: Role, rejoin: bool) -> String 
         rejoin,
         jti: None,
         aud: None,
+        dial: false,
     })
 }

@@ -1,10 +1,11 @@
 //! The node's client of the locator's node API: reports, meeting and link lookups, call
-//! records. Each call carries a fresh node credential; when a locator stops answering, the
+//! records, the SIP directory. Each call carries a fresh node credential; when a locator stops answering, the
 //! next configured one is tried.
 
 use kaskade_protocol::cluster::{
     ApiError, CallRecord, LinkInfo, MeetingInfo, NodeReport, ReportAck, node_credential,
 };
+use kaskade_protocol::directory::DirectoryEntry;
 use kaskade_protocol::token::unix_now;
 use reqwest::{Client, Method, StatusCode};
 use serde::Serialize;
@@ -78,6 +79,12 @@ impl LocatorClient {
     /// How to reach `peer` and the key of the link with it.
     pub async fn link(&self, peer: &str) -> Result<LinkInfo, LocatorError> {
         let path = format!("/api/nodes/{}/links/{peer}", self.node);
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// The SIP directory, credentials references included.
+    pub async fn directory(&self) -> Result<Vec<DirectoryEntry>, LocatorError> {
+        let path = format!("/api/nodes/{}/directory", self.node);
         self.call::<(), _>(Method::GET, path, None).await
     }
 

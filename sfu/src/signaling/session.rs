@@ -1,12 +1,13 @@
 //! One participant's signaling session over a WebSocket: authenticate the join, relay the
 //! offer and answer, pass requests to the core and the core's frames back.
 
+use super::dialpad;
 use crate::camera;
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
 use crate::signaling::protocol::{
-    ClientMessage, DialRequest, ErrorCode, ServerMessage, display_name, valid_meeting,
+    ClientMessage, ErrorCode, ModerateAction, ServerMessage, display_name, valid_meeting,
 };
 use crate::sip::SipGateway;
 use crate::token::{Claims, Role, SpentTokens, TokenKey, unix_now};
@@ -67,11 +68,13 @@ impl Auth {
     }
 }
 
-/// An authenticated join: the core's request, and the one-time token it spent, if any.
+/// An authenticated join: the core's request, the one-time token it spent, if any, and
+/// whether the token grants the dial right.
 #[derive(Debug)]
 struct Authenticated {
     request: JoinRequest,
     one_time: Option<String>,
+    dial: bool,
 }
 
 /// Serves one WebSocket until it closes or the participant leaves.
@@ -100,7 +103,11 @@ pub async fn run(
         Ok(None) => return,
         Err(_) => return refuse(socket, ErrorCode::BadRequest, "no join received in time").await,
     };
-    let Authenticated { request, one_time } = match authenticate(&auth, join) {
+    let Authenticated {
+        request,
+        one_time,
+        dial,
+    } = match authenticate(&auth, join) {
         Ok(authenticated) => authenticated,
         Err((code, message)) => return refuse(socket, code, &message).await,
     };
@@ -118,8 +125,10 @@ pub async fn run(
         }
     };
     let id = admitted.id;
+    let may_dial = dial || admitted.role == Role::Moderator;
     let mut welcome = admitted.welcome;
     if let ServerMessage::Welcome(welcome) = &mut welcome {
+        welcome.may_dial = may_dial && sip.is_some();
         welcome.token = auth.key.sign(&Claims {
             meeting: request.meeting.clone(),
             sub: request.identity.clone(),
@@ -130,12 +139,14 @@ pub async fn run(
             // a one-time join's reconnect token is one-time too (each welcome brings the next)
             jti: one_time.as_ref().map(|_| Claims::new_jti()),
             aud: None,
+            dial,
         });
     }
     let session = Session {
         node: node.clone(),
         id,
         role: admitted.role,
+        may_dial,
         meeting: request.meeting.clone(),
         identity: request.identity.clone(),
         replies: events_tx.downgrade(),
@@ -163,62 +174,21 @@ enum Ended {
 }
 
 /// What a session knows of its participant once admitted.
-struct Session {
-    node: NodeHandle,
+pub(super) struct Session {
+    pub(super) node: NodeHandle,
     id: ParticipantId,
     role: Role,
-    meeting: String,
+    /// The participant may place SIP calls (a moderator, or a token with the dial right).
+    pub(super) may_dial: bool,
+    pub(super) meeting: String,
     /// The participant's identity (who dialled, in a SIP call's record).
-    identity: String,
+    pub(super) identity: String,
     /// The session's own queue, for answers that come later (a camera that is connecting).
     /// Weak: only the core's sender keeps the queue open, so the core dropping it (a slow
     /// reader cut off) still ends the session.
-    replies: mpsc::WeakSender<SessionEvent>,
+    pub(super) replies: mpsc::WeakSender<SessionEvent>,
     /// The node's SIP gateway, when it has one.
-    sip: Option<Arc<SipGateway>>,
-}
-
-/// Hands a moderator's SIP call to the node's gateway (its answer comes later on the
-/// session's queue), or the refusal to send back at once.
-fn dial(session: &Session, request: DialRequest) -> Result<(), Box<ServerMessage>> {
-    if session.role != Role::Moderator {
-        return Err(Box::new(ServerMessage::error(
-            ErrorCode::Forbidden,
-            "only moderators place SIP calls",
-        )));
-    }
-    let Some(gateway) = &session.sip else {
-        return Err(Box::new(ServerMessage::error(
-            ErrorCode::CallFailed,
-            "this node has no SIP gateway (start it with --sip-listen)",
-        )));
-    };
-    gateway.dial(
-        session.node.clone(),
-        (session.meeting.clone(), session.identity.clone()),
-        request,
-        session.replies.clone(),
-    );
-    Ok(())
-}
-
-/// Hands a moderator's DTMF keys to the SIP call `target` of this meeting, or the refusal.
-fn dtmf(session: &Session, target: ParticipantId, digits: &str) -> Result<(), Box<ServerMessage>> {
-    if session.role != Role::Moderator {
-        return Err(Box::new(ServerMessage::error(
-            ErrorCode::Forbidden,
-            "only moderators send DTMF",
-        )));
-    }
-    let Some(gateway) = &session.sip else {
-        return Err(Box::new(ServerMessage::error(
-            ErrorCode::NotFound,
-            "no SIP call on this node",
-        )));
-    };
-    gateway
-        .send_dtmf(&session.meeting, target, digits)
-        .map_err(|(code, why)| Box::new(ServerMessage::error(code, why)))
+    pub(super) sip: Option<Arc<SipGateway>>,
 }
 
 async fn serve(
@@ -249,12 +219,26 @@ async fn serve(
                         continue;
                     }
                 }
-                Some(Ok(ClientMessage::Dial(request))) => match dial(session, request) {
+                Some(Ok(ClientMessage::Dial(request))) => {
+                    match dialpad::dial(session, request) {
+                        Ok(()) => continue,
+                        Err(refusal) => *refusal,
+                    }
+                }
+                Some(Ok(ClientMessage::Directory)) => match dialpad::directory(session) {
                     Ok(()) => continue,
                     Err(refusal) => *refusal,
                 },
                 Some(Ok(ClientMessage::Dtmf { target, digits })) => {
-                    match dtmf(session, target, &digits) {
+                    match dialpad::dtmf(session, target, &digits) {
+                        Ok(()) => continue,
+                        Err(refusal) => *refusal,
+                    }
+                }
+                Some(Ok(ClientMessage::Moderate { action: ModerateAction::Remove, target }))
+                    if session.role != Role::Moderator && session.may_dial =>
+                {
+                    match dialpad::hang_up(session, target).await {
                         Ok(()) => continue,
                         Err(refusal) => *refusal,
                     }
@@ -309,6 +293,7 @@ fn authenticate(
                     kind,
                 },
                 one_time,
+                dial: claims.dial,
             })
         }
         None if auth.open => Ok(Authenticated {
@@ -321,6 +306,7 @@ fn authenticate(
                 kind,
             },
             one_time: None,
+            dial: false,
         }),
         None => Err((ErrorCode::BadToken, "this node requires a token".into())),
     }
@@ -396,7 +382,18 @@ pub fn parse(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
     })
 }
 
-const KNOWN_TYPES: &[&str] = &["join", "offer", "mute", "moderate", "lock", "leave"];
+const KNOWN_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "mute",
+    "moderate",
+    "lock",
+    "add_camera",
+    "dial",
+    "directory",
+    "dtmf",
+    "leave",
+];
 
 fn truncate(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
@@ -486,6 +483,7 @@ mod tests {
             rejoin: false,
             jti: None,
             aud: None,
+            dial: false,
         });
         let admitted = authenticate(&closed, join("m1", Some(token.clone())))
             .unwrap()
@@ -512,6 +510,7 @@ mod tests {
             rejoin: false,
             jti: Some(Claims::new_jti()),
             aud: aud.map(str::to_string),
+            dial: false,
         })
     }
 

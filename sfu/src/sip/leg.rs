@@ -8,7 +8,7 @@ use super::outgoing::Outgoing;
 use super::sdp::{self, Agreement, LocalMedia};
 use super::sockets::{Arrived, LegSockets};
 use super::ua::{Call, CallEvent, Reply, Step};
-use super::{LegCommand, Registered, SipGateway, Teller};
+use super::{Callee, LegCommand, Registered, SipGateway, Teller};
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// The longest SIP address taken.
-const MAX_URI: usize = 256;
 /// The least time between two SIP INFO keyframe requests (RTCP ones go every time).
 const INFO_INTERVAL: Duration = Duration::from_secs(1);
 /// The far end hears up to this many other participants (a full room of ten), and its
@@ -49,13 +47,15 @@ pub(super) async fn run(
     request: DialRequest,
     tell: Teller,
 ) {
-    let uri = request.uri.trim().to_string();
-    if let Err(why) = check_address(&uri) {
-        tell.say(ServerMessage::error(ErrorCode::BadRequest, why))
-            .await;
-        return;
-    }
-    let mut leg = match Leg::join(&gateway, node, meeting, &uri, &request.name).await {
+    let callee = match gateway.directory.callee(&request).await {
+        Ok(callee) => callee,
+        Err((code, why)) => {
+            tell.say(ServerMessage::error(code, why)).await;
+            return;
+        }
+    };
+    let uri = callee.uri.clone();
+    let mut leg = match Leg::join(&gateway, node, meeting, &callee).await {
         Ok(leg) => leg,
         Err(why) => {
             let message = format!("{uri}: {why}");
@@ -71,7 +71,7 @@ pub(super) async fn run(
         uri: uri.clone(),
     })
     .await;
-    match leg.place(&gateway, &uri).await {
+    match leg.place(&gateway, &callee).await {
         Placed::Answered(call, agreement) => {
             leg.note(&caller, "answered").await;
             if let Some(ended) = leg.converse(call, agreement, gateway.timers.media).await {
@@ -91,35 +91,6 @@ pub(super) async fn run(
         }
     }
     let _ = leg.node.leave(leg.id).await;
-}
-
-/// A SIP address kaskade dials: `sip:` (TLS, `sips:`, is not there yet), something after it,
-/// no spaces, not absurdly long.
-fn check_address(uri: &str) -> Result<(), String> {
-    let rest = uri
-        .get(..4)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("sip:"))
-        .map(|_| &uri[4..])
-        .ok_or_else(|| format!("{uri:?} is not a sip: address"))?;
-    if rest.is_empty() || uri.len() > MAX_URI || uri.chars().any(char::is_whitespace) {
-        return Err(format!("{uri:?} is not a SIP address kaskade can dial"));
-    }
-    Ok(())
-}
-
-/// The tile's name: the one asked for, or the address's user part (its host when it has none).
-fn display_name(uri: &str, asked: &str) -> String {
-    let asked = asked.trim();
-    if !asked.is_empty() {
-        return asked.chars().take(64).collect();
-    }
-    let address = &uri[4..];
-    let address = address.split([';', '?']).next().unwrap_or(address);
-    match address.split_once('@') {
-        Some((user, _)) if !user.is_empty() => user.into(),
-        Some((_, host)) => host.into(),
-        None => address.into(),
-    }
 }
 
 /// What a SIP leg publishes: the far end's H.264 and its audio as Opus. Room systems answer
@@ -170,8 +141,7 @@ impl Leg {
         gateway: &Arc<SipGateway>,
         node: NodeHandle,
         meeting: String,
-        uri: &str,
-        name: &str,
+        callee: &Callee,
     ) -> Result<Self, String> {
         let sockets = LegSockets::bind(gateway).await.map_err(|e| e.to_string())?;
         let local = LocalMedia {
@@ -180,11 +150,12 @@ impl Leg {
             video_port: sockets.video.port(),
         };
         let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
-        let join = JoinRequest::source(meeting.clone(), uri.into(), display_name(uri, name), "sip");
+        let uri = &callee.uri;
+        let join = JoinRequest::source(meeting.clone(), uri.clone(), callee.name.clone(), "sip");
         let source = Source {
             kind: SourceKind::Sip,
             state: SourceState::Calling,
-            detail: Some(uri.into()),
+            detail: Some(uri.clone()),
         };
         let (ssrc, ssrc_base, session_id): (u32, u32, u64) = {
             let mut rng = rand::rng();
@@ -221,9 +192,10 @@ impl Leg {
 
     /// Sends the INVITE and follows it until it is answered, fails, rings too long or the
     /// participant is removed.
-    async fn place(&mut self, gateway: &SipGateway, uri: &str) -> Placed {
+    async fn place(&mut self, gateway: &SipGateway, callee: &Callee) -> Placed {
         let offer = sdp::offer(&self.local, self.session_id, self.sdp_version);
-        let mut dialling = match gateway.ua.dial(uri, "kaskade", offer) {
+        let credential = callee.credential.as_ref();
+        let mut dialling = match gateway.ua.dial(&callee.uri, "kaskade", offer, credential) {
             Ok(dialling) => dialling,
             Err(failure) => return Placed::Failed(failure),
         };
@@ -493,44 +465,4 @@ fn expects_media(agreement: &Agreement) -> bool {
 /// Whether an event from the core leaves the call in the meeting.
 fn still_wanted(event: Option<&SessionEvent>) -> bool {
     !matches!(event, None | Some(SessionEvent::Close))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_sip_addresses_are_dialled() {
-        for good in [
-            "sip:room@192.0.2.1",
-            "SIP:7001@mcu.example.org:5060;transport=udp",
-        ] {
-            assert!(check_address(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "sip:",
-            "tel:+4930123",
-            "sips:room@x",
-            "sip:a b@x",
-            "room@x",
-        ] {
-            assert!(check_address(bad).is_err(), "{bad}");
-        }
-        assert!(check_address(&format!("sip:{}", "a".repeat(300))).is_err());
-    }
-
-    #[test]
-    fn a_call_is_named_as_asked_or_after_its_address() {
-        assert_eq!(
-            display_name("sip:boardroom@mcu.example.org", ""),
-            "boardroom"
-        );
-        assert_eq!(
-            display_name("sip:mcu.example.org;transport=tcp", " "),
-            "mcu.example.org"
-        );
-        assert_eq!(display_name("sip:@host", ""), "host");
-        assert_eq!(display_name("sip:7001@x", "Oslo office"), "Oslo office");
-    }
 }

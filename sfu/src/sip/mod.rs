@@ -15,6 +15,7 @@
 //! packets), [`dtmf`] (telephone events), [`failure`] (why a call failed, in words), `leg` (one
 //! call's life).
 
+mod callee;
 pub mod dtmf;
 pub mod failure;
 mod leg;
@@ -30,12 +31,13 @@ use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
+pub use callee::{Callee, Directory, NamedCredential};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
-pub use ua::{SipSettings, UserAgent};
+pub use ua::{DigestCredential, SipSettings, UserAgent};
 
 /// SIP calls a node runs at once; more are refused.
 const MAX_CALLS: usize = 64;
@@ -55,6 +57,7 @@ pub struct SipGateway {
     /// Where a leg takes the meeting's media from the node's socket.
     meeting_ip: IpAddr,
     timers: CallTimers,
+    directory: Directory,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
 }
 
@@ -84,11 +87,12 @@ enum LegCommand {
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
     /// names, so the far end must reach it), take the meeting's media from the node's socket
-    /// (bound on `node_ip`) and give up on calls as `timers` say.
+    /// (bound on `node_ip`), give up on calls as `timers` say and find rooms in `directory`.
     pub async fn start(
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
         timers: CallTimers,
+        directory: Directory,
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
@@ -100,6 +104,7 @@ impl SipGateway {
             media_ip,
             meeting_ip,
             timers,
+            directory,
             calls: Mutex::new(HashMap::new()),
         }))
     }
@@ -133,6 +138,15 @@ impl SipGateway {
             })
     }
 
+    /// Whether `target` is a SIP call of `meeting` on this node.
+    pub fn has_call(&self, meeting: &str, target: ParticipantId) -> bool {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&target)
+            .is_some_and(|call| call.meeting == meeting)
+    }
+
     /// Makes a call reachable for [`Self::send_dtmf`] until the returned guard drops.
     fn register(
         self: &Arc<Self>,
@@ -153,14 +167,22 @@ impl SipGateway {
         )
     }
 
+    /// The SIP directory's rooms, for the dialpad.
+    pub async fn directory(
+        &self,
+    ) -> Result<Vec<kaskade_protocol::directory::DirectoryListing>, (ErrorCode, String)> {
+        self.directory.listing().await
+    }
+
     /// Where its user agent listens.
     pub fn sip_addr(&self) -> std::net::SocketAddr {
         self.ua.local_addr()
     }
 
-    /// Calls `request.uri` into `meeting` for `caller` (the identity of who dials, for the
-    /// call record) in the background. `reply` (the moderator's session, if still there) gets `dialling` with the call's participant id once it is in
-    /// the meeting, or an `error` saying why it could not be placed or why it failed.
+    /// Calls whom `request` names (an address, or a room of the directory) into `meeting` for
+    /// `caller` (the identity of who dials, for the call record) in the background. `reply`
+    /// (the dialler's session, if still there) gets `dialling` with the call's participant id
+    /// once it is in the meeting, or an `error` saying why it could not be placed or failed.
     pub fn dial(
         self: &Arc<Self>,
         node: NodeHandle,

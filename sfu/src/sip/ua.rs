@@ -31,10 +31,25 @@ pub struct SipSettings {
     pub listen: SocketAddr,
     /// The user part of kaskade's From and Contact (`sip:USER@host`).
     pub user: String,
-    /// Digest credentials for 401/407 challenges: user name and password.
-    pub credential: Option<(String, String)>,
+    /// Digest credentials for 401/407 challenges on calls that bring none of their own.
+    pub credential: Option<DigestCredential>,
     /// Every request goes through this proxy (a trunk, a call manager), the request URI kept.
     pub outbound_proxy: Option<SocketAddr>,
+}
+
+/// A user name and password for digest authentication (401/407).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestCredential {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for DigestCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DigestCredential({}:***)", self.user)
+    }
 }
 
 /// The node's SIP user agent; cheap to clone.
@@ -103,12 +118,14 @@ impl UserAgent {
         self.local
     }
 
-    /// Sends an INVITE with `offer` to `target` (a `sip:` URI), `display_name` in From.
+    /// Sends an INVITE with `offer` to `target` (a `sip:` URI), `display_name` in From,
+    /// answering challenges with `credential` (the configured one when `None`).
     pub fn dial(
         &self,
         target: &str,
         display_name: &str,
         offer: String,
+        credential: Option<&DigestCredential>,
     ) -> Result<Dialling, CallFailure> {
         let callee = Uri::try_from(target)
             .map_err(|e| CallFailure::bad_address(format!("{target} is not a SIP URI: {e}")))?;
@@ -125,13 +142,11 @@ impl UserAgent {
             contact,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
-            credential: self
-                .settings
-                .credential
-                .as_ref()
-                .map(|(user, password)| Credential {
-                    username: user.clone(),
-                    password: password.clone(),
+            credential: credential
+                .or(self.settings.credential.as_ref())
+                .map(|credential| Credential {
+                    username: credential.user.clone(),
+                    password: credential.password.clone(),
                     realm: None,
                     auth_username: None,
                 }),

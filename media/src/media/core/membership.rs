@@ -187,7 +187,9 @@ impl MediaCore {
             participants: others,
             speaker: room.and_then(|r| r.speaker.current()),
             recording: room.is_some_and(|r| r.recording),
+            // the signaling session fills in these two
             token: String::new(),
+            may_dial: false,
         });
         if hidden {
             welcome

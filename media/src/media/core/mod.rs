@@ -178,15 +178,16 @@ impl MediaCore {
                 id,
                 ServerMessage::error(ErrorCode::BadRequest, "already joined and negotiated"),
             ),
-            ClientMessage::AddCamera(_) | ClientMessage::Dial(_) | ClientMessage::Dtmf { .. } => {
-                self.send(
-                    id,
-                    ServerMessage::error(
-                        ErrorCode::BadRequest,
-                        "cameras and SIP calls are added by a signaling session",
-                    ),
-                )
-            }
+            ClientMessage::AddCamera(_)
+            | ClientMessage::Dial(_)
+            | ClientMessage::Directory
+            | ClientMessage::Dtmf { .. } => self.send(
+                id,
+                ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "cameras and SIP calls are added by a signaling session",
+                ),
+            ),
         }
     }
 
