@@ -433,7 +433,6 @@ fn claims(meeting: &str) -> Claims {
         rejoin: false,
         jti: None,
         aud: None,
-    dial: false,
         dial: false,
     }
 }
