@@ -2,20 +2,20 @@
 // (the all-in-one with --sip-listen) and an auto-answering baresip that sends H.264 and Opus,
 // in one network namespace:
 //
-//   KASKADE_URL=http://127.0.0.1:8080 KASKADE_SIP_URI=sip:mcu@127.0.0.1:5070 \
-//     node --test sip.test.mjs
+//   KASKADE_URL=http://127.0.0.1:8080 KASKADE_SIP_ROOM='Oslo room' node --test sip.test.mjs
 //
-// The moderator opens "Call room system", is told clearly when the address is not a SIP one,
-// calls the room system, and decodes its video in a tile that names it and says it is a SIP
-// call; it sends keys from the tile's keypad (the Rust side checks that baresip got them); the
-// tile's "Hang up" ends the call.
+// (the room system is in kaskade's SIP directory under that name). The moderator opens "Call
+// room system", is told clearly when the typed address is not a SIP one, picks the room system
+// from the directory's drop-down and calls it, and decodes its video in a tile that names it
+// and says it is a SIP call; it sends keys from the tile's keypad (the Rust side checks that
+// baresip got them); the tile's "Hang up" ends the call.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Participant, launchBrowser, waitFor } from './helpers.mjs';
 
 const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-const SIP_URI = process.env.KASKADE_SIP_URI || 'sip:mcu@127.0.0.1:5070';
+const SIP_ROOM = process.env.KASKADE_SIP_ROOM || 'Oslo room';
 const MEETING = `sip-${randomBytes(4).toString('hex')}`;
 
 describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
@@ -50,9 +50,12 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     console.log(`CALL_REFUSED ${error}`);
     assert.ok(await page.locator('#call-dialog').isVisible(), 'the dialog stays open');
 
-    // the room system
-    await page.locator('#call-uri').fill(SIP_URI);
-    await page.locator('#call-name').fill('Oslo room');
+    // the room system, picked from the directory (named as the directory names it)
+    const rooms = page.locator('#call-room');
+    await waitFor('the directory in the drop-down', () => rooms.locator('option').allTextContents(),
+      (names) => names.includes(SIP_ROOM), { timeout: 5_000 });
+    await rooms.selectOption({ label: SIP_ROOM });
+    assert.ok(await page.locator('#call-uri').isDisabled(), 'a room from the directory needs no address');
     const called = Date.now();
     await page.locator('#call-place').click();
     await waitFor('the dialog to close once the call is placed',
@@ -60,7 +63,7 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     const call = await waitFor('the call live in the participant list',
       async () => Object.values((await alice.state()).participants).find((p) => p.source),
       (p) => p && p.source.state === 'live', { timeout: 15_000 });
-    assert.equal(call.name, 'Oslo room');
+    assert.equal(call.name, SIP_ROOM);
     assert.equal(call.source.kind, 'sip');
     const frames = await waitFor('the room system\'s video decoded in Chromium',
       async () => (await alice.stats())[call.id]?.framesDecoded ?? 0, (n) => n >= 30,
@@ -68,7 +71,7 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     console.log(`CALL_FIRST_FRAMES frames=${frames} ms_since_call=${Date.now() - called}`);
     const tile = alice.tile(call.id);
     assert.equal((await tile.locator('.source-badge').textContent()).trim(), 'SIP');
-    assert.equal(await tile.locator('.name').textContent(), 'Oslo room');
+    assert.equal(await tile.locator('.name').textContent(), SIP_ROOM);
 
     // steer the room system's menu from the keypad (the test checks that baresip got the keys)
     await tile.hover();

@@ -111,6 +111,13 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
     let scratch = Scratch::new("browser-sip");
     let room = Baresip::start(ns.command("baresip"), BaresipAudio::Opus);
     let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
+    // the operator puts the room system in the directory that the dialog's drop-down shows
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_kaskade-under-test"))
+        .args(["directory", "--db", &db, "set", "oslo", "--name", "Oslo room"])
+        .args(["--uri", &room.uri()])
+        .status()
+        .expect("the directory tool runs");
+    assert!(added.success(), "the room is in the directory");
     let node = Node::start(
         ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
         &[
@@ -127,7 +134,7 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
         &ns,
         &node,
         "sip.test.mjs",
-        &[("KASKADE_SIP_URI", &room.uri())],
+        &[("KASKADE_SIP_ROOM", "Oslo room")],
     );
     for key in ["'5'", "'#'"] {
         let heard = room.wait_for_line(
