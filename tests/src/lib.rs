@@ -47,7 +47,12 @@ pub fn small_media_config(server: SocketAddr, meeting: &str, name: &str) -> Join
 /// A token for `name` (identity `name@example.com`) in `meeting`, valid for ten minutes, signed
 /// with `secret` as an operator's backend would sign it.
 pub fn sign_token(secret: &str, meeting: &str, name: &str, role: Role) -> String {
-    TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
+    TokenKey::from_secret(secret.as_bytes()).sign(&claims(meeting, name, role))
+}
+
+/// The claims of [`sign_token`], for a test that adds to them (a one-time id, the dial right).
+pub fn claims(meeting: &str, name: &str, role: Role) -> Claims {
+    Claims {
         meeting: meeting.into(),
         sub: format!("{name}@example.com"),
         name: name.into(),
@@ -57,7 +62,7 @@ pub fn sign_token(secret: &str, meeting: &str, name: &str, role: Role) -> String
         jti: None,
         aud: None,
         dial: false,
-    })
+    }
 }
 
 /// A private network namespace with loopback up, deleted on drop.

@@ -5,7 +5,7 @@
 use futures_util::{SinkExt, StreamExt};
 use kaskade_client::Participant;
 use kaskade_e2e::{Node, Scratch, small_media_config};
-use kaskade_sfu::token::{Claims, Role, TokenKey, unix_now};
+use kaskade_sfu::token::{Claims, Role, TokenKey};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -30,17 +30,11 @@ fn all_in_one(scratch: &Scratch) -> Node {
 }
 
 fn one_time_token(meeting: &str, name: &str) -> String {
-    TokenKey::from_secret(SECRET.as_bytes()).sign(&Claims {
-        meeting: meeting.into(),
-        sub: format!("{name}@example.com"),
-        name: name.into(),
-        role: Role::Participant,
-        exp: unix_now() + 600,
-        rejoin: false,
+    let claims = Claims {
         jti: Some(Claims::new_jti()),
-        aud: None,
-        dial: false,
-    })
+        ..kaskade_e2e::claims(meeting, name, Role::Participant)
+    };
+    TokenKey::from_secret(SECRET.as_bytes()).sign(&claims)
 }
 
 /// `POST /api/meetings/{meeting}/join` with `token`: the status and the JSON answer.

@@ -12,7 +12,7 @@ use kaskade_client::{
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port, start_node};
-use kaskade_protocol::token::{Claims, Role, TokenKey, unix_now};
+use kaskade_protocol::token::{Claims, Role, TokenKey};
 use kaskade_sfu::transcode::Law;
 use rtc::shared::marshal::Unmarshal;
 use std::collections::BTreeSet;
@@ -592,17 +592,11 @@ async fn an_answered_call_whose_far_end_goes_silent_is_hung_up() {
 /// A token for `name` in `meeting` signed with the all-in-one's `secret`, with the dial right
 /// when `dial`.
 fn token(secret: &str, meeting: &str, name: &str, dial: bool) -> String {
-    TokenKey::from_secret(secret.as_bytes()).sign(&Claims {
-        meeting: meeting.into(),
-        sub: format!("{name}@example.com"),
-        name: name.into(),
-        role: Role::Participant,
-        exp: unix_now() + 600,
-        rejoin: false,
-        jti: None,
-        aud: None,
+    let claims = Claims {
         dial,
-    })
+        ..kaskade_e2e::claims(meeting, name, Role::Participant)
+    };
+    TokenKey::from_secret(secret.as_bytes()).sign(&claims)
 }
 
 /// Runs the all-in-one's `directory` tool on `db`; its stdout.
