@@ -113,7 +113,15 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
     let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
     // the operator puts the room system in the directory that the dialog's drop-down shows
     let added = std::process::Command::new(env!("CARGO_BIN_EXE_kaskade-under-test"))
-        .args(["directory", "--db", &db, "set", "oslo", "--name", "Oslo room"])
+        .args([
+            "directory",
+            "--db",
+            &db,
+            "set",
+            "oslo",
+            "--name",
+            "Oslo room",
+        ])
         .args(["--uri", &room.uri()])
         .status()
         .expect("the directory tool runs");
