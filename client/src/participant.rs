@@ -178,6 +178,19 @@ impl Participant {
             .await
     }
 
+    /// Has the meeting call this participant's phone `number` (call-me): the phone's
+    /// participant id once the node places the call, or the error that refused it.
+    pub async fn call_me(
+        &self,
+        number: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<ParticipantId, (ErrorCode, String)>> {
+        let request = ClientMessage::CallMe {
+            number: number.into(),
+        };
+        self.ask(request, timeout, |s| &s.calls_placed).await
+    }
+
     /// The SIP directory's rooms (those who may dial), or the refusal's code and message.
     pub async fn directory(
         &self,

@@ -4,7 +4,8 @@
 //!
 //! Input: `mode | SDP text as a record | datagrams as records` (`kaskade_fuzz::ops`: op,
 //! length, body; op bit 0 clear: an audio datagram, set: a video one). Mode bit 0
-//! clear: the text is an offer to answer; set: an answer to read. An answer kaskade writes must
+//! clear: the text is an offer to answer; set: an answer to read. Mode bit 1 set: the leg is a
+//! phone's (no video port). An answer kaskade writes must
 //! read back as the same agreement (the codec and payload type it sends with on each line).
 #![no_main]
 
@@ -25,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let local = LocalMedia {
         address: "192.0.2.9".parse().expect("an address"),
         audio_port: 40_000,
-        video_port: 40_002,
+        // a room system's leg, or a phone's (sound only)
+        video_port: (mode & 2 == 0).then_some(40_002),
     };
     let agreement = if mode & 1 == 0 {
         let Ok((answer, agreed)) = sdp::answer(&text, &local, 1, 1) else {

@@ -91,6 +91,15 @@ pub enum ClientMessage {
     /// `source` state; a failure is an `error` with code `call_failed` saying why. Hanging up is
     /// removing the participant (`moderate` `remove`, which a dialler may do to SIP calls).
     Dial(DialRequest),
+    /// Have the meeting call the participant's phone through the node's phone trunk (anyone,
+    /// when `Welcome::call_me` says the node can): answered with `dialling`, then the phone is
+    /// a participant of its own with source kind `phone`; the participant who asked may hang it
+    /// up (`moderate` `remove`).
+    CallMe {
+        /// The phone number: digits, an optional leading `+`; spaces, dashes, dots and
+        /// parentheses are ignored.
+        number: String,
+    },
     /// Ask for the directory of SIP rooms (those who may dial): answered with `directory`.
     Directory,
     /// Send DTMF keys to a SIP call in the meeting (those who may dial), to steer a room
@@ -181,8 +190,10 @@ impl Source {
 pub enum SourceKind {
     /// An RTSP camera.
     Camera,
-    /// A SIP call: a room system, an MCU or a phone.
+    /// A SIP call with video: a room system or an MCU.
     Sip,
+    /// A phone: an audio-only SIP call (call-me).
+    Phone,
 }
 
 /// How a source is doing.
@@ -350,6 +361,9 @@ pub struct Welcome {
     /// right, on a node with a SIP gateway).
     #[serde(default)]
     pub may_dial: bool,
+    /// Whether the node can call the recipient's phone (`call_me`): it has a phone trunk.
+    #[serde(default)]
+    pub call_me: bool,
 }
 
 /// A frame to a client.

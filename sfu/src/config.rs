@@ -1,6 +1,6 @@
 //! Command-line configuration of a node.
 
-use crate::sip::NamedCredential;
+use crate::sip::{NamedCredential, PhoneUri};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -91,6 +91,11 @@ pub struct SipOptions {
         value_parser = NamedCredential::parse
     )]
     pub sip_credentials: Vec<NamedCredential>,
+    /// Call participants' phones (call-me) at this address: a sip: URI with {number} where the
+    /// number goes, e.g. sip:{number}@trunk.example.org;user=phone (with --sip-proxy, the
+    /// trunk's address). Without it, call-me is off.
+    #[arg(long, value_parser = PhoneUri::parse)]
+    pub sip_phone_uri: Option<PhoneUri>,
     /// Send every SIP request through this proxy (a trunk or call manager: ADDR:PORT, UDP), the
     /// dialled address kept as the request URI.
     #[arg(long)]
@@ -130,6 +135,9 @@ impl SipOptions {
         }
         if let Some(proxy) = self.sip_proxy {
             args.push(format!("--sip-proxy={proxy}"));
+        }
+        if let Some(phone_uri) = &self.sip_phone_uri {
+            args.push(format!("--sip-phone-uri={}", phone_uri.as_str()));
         }
         args.extend(
             self.sip_credentials

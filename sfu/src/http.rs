@@ -9,7 +9,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::sip::{CallTimers, DigestCredential, Directory, SipGateway, SipSettings};
+use crate::sip::{CallTimers, Dialplan, DigestCredential, SipGateway, SipSettings};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -225,8 +225,12 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
             config.node_name(),
         )
     });
-    let directory = Directory::new(locator, config.sip.sip_credentials.clone());
-    let gateway = SipGateway::start(settings, ips, timers, directory).await?;
+    let dialplan = Dialplan::new(
+        locator,
+        config.sip.sip_credentials.clone(),
+        config.sip.sip_phone_uri.clone(),
+    );
+    let gateway = SipGateway::start(settings, ips, timers, dialplan).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

@@ -3,7 +3,8 @@
 //! G.711 (PCMU, PCMA) is expanded from its companding, G.722 and AAC-LC are decoded (ezk-g722,
 //! symphonia); each is mixed down to mono, resampled to 48 kHz by linear interpolation, gathered into frames and
 //! encoded. The RTP timestamp of each Opus packet follows the source's own clock, so a gap in
-//! the source's audio stays a gap.
+//! the source's audio stays a gap. Each packet carries the frame's loudness as an RFC 6464
+//! audio level ([`AUDIO_LEVEL_EXT`]), so the meeting sees the source talk.
 
 use bytes::BytesMut;
 use ezk_g722::libg722::Bitrate;
@@ -17,6 +18,10 @@ use symphonia_core::formats::Packet;
 
 /// The payload type a source's audio is published with.
 pub const PAYLOAD_TYPE: u8 = 111;
+/// The one-byte header extension id of the audio level in a source's transcoded Opus.
+pub const AUDIO_LEVEL_EXT: u8 = 1;
+/// The level of digital silence (-127 dBov).
+const SILENT: u8 = 127;
 /// Opus's clock and sample rate.
 const OPUS_RATE: u32 = 48_000;
 /// Opus samples per 20 ms frame at 48 kHz.
@@ -292,8 +297,9 @@ impl AudioTranscoder {
         while self.pending.len() - consumed >= FRAME {
             let frame_start = self.pending_start.unwrap_or_default() + consumed as u64;
             let frame = &self.pending[consumed..consumed + FRAME];
+            let level = audio_level(frame);
             if let Ok(len) = self.encoder.encode(frame, &mut self.encoded) {
-                self.write(frame_start as u32, len, out);
+                self.write(frame_start as u32, (len, level), out);
             }
             consumed += FRAME;
         }
@@ -303,15 +309,26 @@ impl AudioTranscoder {
         }
     }
 
-    fn write(&mut self, timestamp: u32, len: usize, out: &mut Vec<BytesMut>) {
+    fn write(&mut self, timestamp: u32, (len, level): (usize, u8), out: &mut Vec<BytesMut>) {
         let header = OpusHeader {
             ssrc: self.ssrc,
             seq: self.seq,
             timestamp,
+            level: Some(level),
         };
         self.seq = self.seq.wrapping_add(1);
         out.extend(header.packet(&self.encoded[..len]));
     }
+}
+
+/// The RFC 6464 level of `frame`: its loudness in -dBov (0 the loudest, 127 silence).
+fn audio_level(frame: &[i16]) -> u8 {
+    let energy: f64 = frame.iter().map(|&s| f64::from(s).powi(2)).sum();
+    let rms = (energy / frame.len().max(1) as f64).sqrt() / f64::from(i16::MAX);
+    if rms <= 0.0 {
+        return SILENT;
+    }
+    (-20.0 * rms.log10()).clamp(0.0, f64::from(SILENT)) as u8
 }
 
 /// The RTP header fields of one Opus packet a source publishes.
@@ -323,20 +340,31 @@ pub struct OpusHeader {
     pub seq: u16,
     /// Its 48 kHz timestamp.
     pub timestamp: u32,
+    /// The frame's audio level (-dBov), when it is known.
+    pub level: Option<u8>,
 }
 
 impl OpusHeader {
-    /// The RTP packet of the Opus packet `payload`, published with [`PAYLOAD_TYPE`].
+    /// The RTP packet of the Opus packet `payload`, published with [`PAYLOAD_TYPE`] (and its
+    /// level as [`AUDIO_LEVEL_EXT`]).
     pub fn packet(self, payload: &[u8]) -> Option<BytesMut> {
+        let mut header = rtc::rtp::header::Header {
+            version: 2,
+            payload_type: PAYLOAD_TYPE,
+            sequence_number: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        if let Some(level) = self.level {
+            // RFC 6464: the voice activity bit, then the level
+            let byte = if level < SILENT { 0x80 | level } else { SILENT };
+            header
+                .set_extension(AUDIO_LEVEL_EXT, bytes::Bytes::copy_from_slice(&[byte]))
+                .ok()?;
+        }
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: PAYLOAD_TYPE,
-                sequence_number: self.seq,
-                timestamp: self.timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
+            header,
             payload: bytes::Bytes::copy_from_slice(payload),
         };
         let bytes = packet.marshal().ok()?;
@@ -476,11 +504,28 @@ mod tests {
             assert_eq!(p.header.sequence_number, 100 + i as u16);
             assert_eq!(p.header.payload_type, PAYLOAD_TYPE);
         }
+        // a sine of amplitude 8,000 is -15 dBov: the level says so, voice bit set
+        for p in &packets[1..] {
+            let level = p.header.get_extension(AUDIO_LEVEL_EXT).expect("a level");
+            assert!(
+                level[0] & 0x80 != 0 && (14..=16).contains(&(level[0] & 0x7f)),
+                "{:#x}",
+                level[0]
+            );
+        }
         let rms = decoded_rms(&packets, 10);
         assert!(
             (3_000.0..9_000.0).contains(&rms),
             "the tone came through: rms {rms}"
         );
+    }
+
+    #[test]
+    fn levels_run_from_full_scale_to_silence() {
+        assert_eq!(audio_level(&[0; FRAME]), SILENT);
+        assert_eq!(audio_level(&[i16::MAX; FRAME]), 0);
+        assert_eq!(audio_level(&[i16::MAX / 10; FRAME]), 20);
+        assert_eq!(audio_level(&[1; FRAME]), 90);
     }
 
     #[test]

@@ -762,3 +762,90 @@ async fn a_dialler_calls_a_room_of_the_directory_with_the_credentials_it_names()
         "sipp verified the credentials and got the BYE"
     );
 }
+
+/// Sends `duration` of a loud 440 Hz PCMU tone to `to` from `socket`, paced at 20 ms.
+async fn talk(socket: &tokio::net::UdpSocket, to: std::net::SocketAddr, duration: Duration) {
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for n in 0..duration.as_millis() / 20 {
+        pace.tick().await;
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&(n as u16).to_be_bytes());
+        packet.extend_from_slice(&((n * 160) as u32).to_be_bytes());
+        packet.extend_from_slice(&0x5EED_u32.to_be_bytes());
+        packet.extend((0..160).map(|i| {
+            let t = (n * 160 + i) as f64 / 8_000.0;
+            Law::MuLaw.compress((12_000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16)
+        }));
+        socket.send_to(&packet, to).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meeting_calls_a_participants_phone_that_talks_and_that_they_hang_up() {
+    let _serial = SERIAL.lock().await;
+    // the phone behind the trunk: sipp answers with PCMU to this test's socket
+    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let phone = Sipp::serve_with("phone_answer_pcmu_to_port", &[("rtp_port", &port)]);
+    let trunk = format!("sip:{{number}}@127.0.0.1:{}", phone.port);
+    let node = node_with(&["--sip-phone-uri", &trunk]);
+    let chair = join(&node, "callme", "chair").await;
+    let bob = join(&node, "callme", "bob").await;
+    assert!(bob.welcome().call_me, "the node offers call-me");
+    assert!(!bob.welcome().may_dial, "bob is no dialler");
+
+    let refused = bob
+        .call_me("call me maybe", WAIT)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.0, ErrorCode::BadRequest, "{refused:?}");
+    let id = bob
+        .call_me("+47 22 00 00 00", WAIT)
+        .await
+        .unwrap()
+        .expect("bob's phone is called");
+    let state = chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("the phone answered");
+    let info = &state.participants[&id];
+    assert_eq!(info.name, "bob (phone)");
+    assert_eq!(info.source.as_ref().unwrap().kind, SourceKind::Phone);
+    let again = bob.call_me("+4722000000", WAIT).await.unwrap().unwrap_err();
+    assert_eq!(
+        again.0,
+        ErrorCode::BadRequest,
+        "one phone at a time: {again:?}"
+    );
+
+    // the phone hears the meeting from the leg's RTP socket, and talks back to it
+    let mut buf = [0u8; 2_048];
+    let (_, leg) = tokio::time::timeout(WAIT, phone_rtp.recv_from(&mut buf))
+        .await
+        .expect("kaskade sends the phone the meeting's sound")
+        .unwrap();
+    talk(&phone_rtp, leg, Duration::from_secs(3)).await;
+    let state = chair
+        .wait_until(WAIT, |s| {
+            s.speaker == Some(id) && s.stats.remote(id).audio_packets >= 100
+        })
+        .await
+        .expect("the meeting hears the phone and sees it talk");
+    assert_eq!(state.stats.remote(id).decode_errors, 0);
+
+    // a moderator mutes it like anyone else; bob hangs his phone up
+    chair.moderate(ModerateAction::MuteAudio, id).await.unwrap();
+    chair
+        .wait_until(WAIT, |s| {
+            s.participants.get(&id).is_some_and(|p| p.audio_muted)
+        })
+        .await
+        .expect("the phone is muted");
+    bob.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
+    assert!(
+        phone.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp was offered sound only and got the BYE"
+    );
+}

@@ -58,6 +58,7 @@
     locked: false,
     recording: false,
     mayDial: false,     // may place SIP calls (`welcome.may_dial`): a moderator, or a dial right
+    callMe: false,      // the node can call this participant's phone (`welcome.call_me`)
     status: '',         // text shown in #status
     statusCode: null,   // machine-readable: 'connected', 'reconnecting', 'removed', an error code...
     slots: {},          // receive slots by mid: {kind, participant}
@@ -132,6 +133,9 @@
     $('#call-form').addEventListener('submit', (ev) => { ev.preventDefault(); placeCall(); });
     $('#call-cancel').addEventListener('click', () => $('#call-dialog').close());
     $('#call-room').addEventListener('change', roomPicked);
+    $('#btn-phone').addEventListener('click', openPhoneDialog);
+    $('#phone-form').addEventListener('submit', (ev) => { ev.preventDefault(); callMyPhone(); });
+    $('#phone-cancel').addEventListener('click', () => $('#phone-dialog').close());
     for (const key of document.querySelectorAll('#keypad-dialog .key')) {
       key.addEventListener('click', () => pressKey(key.dataset.key));
     }
@@ -498,6 +502,7 @@
     welcomedOnce = true;
     state.you = { ...msg.you };
     state.mayDial = !!msg.may_dial;
+    state.callMe = !!msg.call_me;
     if (msg.token) joinToken = msg.token;
     state.participants = {};
     for (const p of msg.participants || []) addParticipant(p);
@@ -576,9 +581,9 @@
       cameraFailed(msg.message || msg.code);
       return;
     }
-    if ((callPending || directoryPending) && CALL_ERRORS.includes(msg.code)) {
+    if ((dialPending || directoryPending) && CALL_ERRORS.includes(msg.code)) {
       directoryPending = false;
-      callFailed(msg.message || msg.code);
+      dialFailed(dialPending || 'call', msg.message || msg.code);
       return;
     }
     if (msg.code === 'call_failed') {
@@ -788,6 +793,7 @@
   }
 
   const ICON_MIC_OFF = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11zM3 3l18 18" stroke="currentColor" stroke-width="2" fill="none"/></svg>';
+  const ICON_PHONE = '<svg class="icon-phone" viewBox="0 0 24 24" aria-hidden="true"><path d="M6.6 10.8a15 15 0 0 0 6.6 6.6l2.2-2.2a1 1 0 0 1 1-.25 11.4 11.4 0 0 0 3.6.57 1 1 0 0 1 1 1V20a1 1 0 0 1-1 1A17 17 0 0 1 3 4a1 1 0 0 1 1-1h3.5a1 1 0 0 1 1 1c0 1.25.2 2.45.57 3.57a1 1 0 0 1-.25 1z" fill="currentColor"/></svg>';
   const ICON_CAM_OFF = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 7h11a1 1 0 0 1 1 1v8a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V8a1 1 0 0 1 1-1zm12 4 6-4v10l-6-4M3 3l18 18" stroke="currentColor" stroke-width="2" fill="none"/></svg>';
 
   /** A tile: <video>, an avatar for when there is no picture, name, indicators, moderator tools. */
@@ -838,7 +844,10 @@
   const SOURCE_LABELS = {
     camera: { live: 'Camera', reconnecting: 'Camera · reconnecting…' },
     sip: { calling: 'SIP · calling…', ringing: 'SIP · ringing…', live: 'SIP' },
+    phone: { calling: 'Phone · calling…', ringing: 'Phone · ringing…', live: 'Phone' },
   };
+  /** Kinds of source that are calls: hung up from the tile. */
+  const CALL_KINDS = ['sip', 'phone'];
 
   /** A source's tile (a camera, a SIP call) says what it is and how it is doing (and why);
    * a call's remove button hangs up. */
@@ -846,15 +855,19 @@
     const badge = $('.source-badge', tile);
     if (!badge) return;
     tile.classList.toggle('source', !!source);
-    tile.classList.toggle('sip', !!source && source.kind === 'sip');
+    const call = !!source && CALL_KINDS.includes(source.kind);
+    tile.classList.toggle('sip', call);
+    tile.classList.toggle('phone', !!source && source.kind === 'phone');
+    tile.classList.toggle('mine', myPhones.has(Number(tile.dataset.participantId)));
     tile.classList.toggle('reconnecting', !!source && source.state !== 'live');
     badge.hidden = !source;
     if (!source) return;
     const labels = SOURCE_LABELS[source.kind] || {};
     badge.textContent = labels[source.state] || source.kind;
+    if (source.kind === 'phone') badge.insertAdjacentHTML('afterbegin', ICON_PHONE);
     badge.title = source.detail || '';
     const remove = $('.mod-remove', tile);
-    if (remove && source.kind === 'sip') remove.textContent = 'Hang up';
+    if (remove && call) remove.textContent = 'Hang up';
     const keys = $('.mod-keys', tile);
     if (keys) keys.hidden = !(source.kind === 'sip' && source.state === 'live');
   }
@@ -989,10 +1002,13 @@
 
   /** Error codes that answer a dial request before the call is placed. */
   const CALL_ERRORS = ['call_failed', 'bad_request', 'forbidden', 'not_found', 'unavailable'];
-  /** A dial request is waiting for the node's `dialling` (or its refusal). */
-  let callPending = false;
+  /** The dialog whose request waits for the node's `dialling` (or its refusal): 'call' (a room
+   * system) or 'phone' (call-me), or null. */
+  let dialPending = null;
   /** The directory was asked for and has not come yet. */
   let directoryPending = false;
+  /** Participant ids of the phones this participant had called (they may hang them up). */
+  const myPhones = new Set();
 
   function openCallDialog() {
     $('#call-error').hidden = true;
@@ -1034,21 +1050,52 @@
     const entry = $('#call-room').value;
     const uri = $('#call-uri').value.trim();
     if (!entry && !/^sip:\S+$/i.test(uri)) {
-      callFailed('Pick a room, or use a sip: address, for example sip:boardroom@mcu.example.org.');
+      dialFailed('call', 'Pick a room, or use a sip: address, for example sip:boardroom@mcu.example.org.');
       return;
     }
     const name = $('#call-name').value.trim();
-    if (!send(entry ? { type: 'dial', entry, name } : { type: 'dial', uri, name })) {
-      callFailed('Not connected to the meeting.');
+    request('call', entry ? { type: 'dial', entry, name } : { type: 'dial', uri, name });
+  }
+
+  function openPhoneDialog() {
+    $('#phone-error').hidden = true;
+    $('#phone-call').disabled = false;
+    $('#phone-dialog').showModal();
+    $('#phone-number').focus();
+  }
+
+  function callMyPhone() {
+    const number = $('#phone-number').value.trim();
+    if (!/^\+?[0-9 ().-]{3,30}$/.test(number)) {
+      dialFailed('phone', 'Type a phone number, for example +47 22 00 00 00.');
       return;
     }
-    callPending = true;
-    $('#call-place').disabled = true;
-    $('#call-error').hidden = true;
+    request('phone', { type: 'call_me', number });
+  }
+
+  /** Sends the request of dialog `which` ('call' or 'phone') and waits for its answer. */
+  function request(which, frame) {
+    if (!send(frame)) {
+      dialFailed(which, 'Not connected to the meeting.');
+      return;
+    }
+    dialPending = which;
+    $(which === 'call' ? '#call-place' : '#phone-call').disabled = true;
+    $(`#${which}-error`).hidden = true;
   }
 
   function onDialling(sess, msg) {
-    callPending = false;
+    const which = dialPending;
+    dialPending = null;
+    if (which === 'phone') {
+      myPhones.add(msg.id);
+      $('#phone-call').disabled = false;
+      $('#phone-dialog').close();
+      setStatus('Calling your phone…', null, 'info');
+      const tile = tiles.get(msg.id);
+      if (tile) tile.classList.add('mine');
+      return;
+    }
     $('#call-place').disabled = false;
     $('#call-form').reset();
     roomPicked();
@@ -1056,10 +1103,11 @@
     setStatus(`Calling ${msg.uri}…`, null, 'info');
   }
 
-  function callFailed(message) {
-    callPending = false;
-    $('#call-place').disabled = false;
-    const error = $('#call-error');
+  /** Shows why the request of dialog `which` failed, in that dialog. */
+  function dialFailed(which, message) {
+    dialPending = null;
+    $(which === 'call' ? '#call-place' : '#phone-call').disabled = false;
+    const error = $(`#${which}-error`);
     error.textContent = message;
     error.hidden = false;
   }
@@ -1114,6 +1162,7 @@
     const mayDial = inCall && !!state.mayDial;
     document.body.classList.toggle('dialler', mayDial);
     $('#btn-call').hidden = !mayDial;
+    $('#btn-phone').hidden = !(inCall && state.callMe);
     const lock = $('#btn-lock');
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';

@@ -287,7 +287,7 @@ pub(super) fn sip_sdp(c: &mut Corpus) {
     let local = LocalMedia {
         address: "192.0.2.5".parse().expect("an address"),
         audio_port: 30_000,
-        video_port: 30_002,
+        video_port: Some(30_002),
     };
     let pcmu_answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
         t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\

@@ -83,6 +83,7 @@ impl OpusRewriter {
             ssrc: self.ssrc,
             seq: self.seq,
             timestamp,
+            level: None,
         };
         self.seq = self.seq.wrapping_add(1);
         header.packet(payload)

@@ -259,7 +259,7 @@ impl CameraStream {
         }
         Publication {
             payload_kinds,
-            audio_level_ext: None,
+            audio_level_ext: Some(transcode::AUDIO_LEVEL_EXT),
             cache_gop: true,
         }
     }

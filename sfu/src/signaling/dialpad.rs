@@ -1,42 +1,81 @@
 //! The dialpad's requests: what a participant who may place SIP calls (a moderator, or the
 //! holder of a token with the `dial` right) asks of the node's SIP gateway: the directory of
-//! rooms, a call, DTMF keys to a call, and hanging a call up. Each is refused at once, or
-//! answered later on the session's own queue.
+//! rooms, a call, DTMF keys to a call, and hanging a call up; and what anyone may ask: that the
+//! meeting call their phone (call-me), and hang it up. Each is refused at once, or answered
+//! later on the session's own queue.
 
 use super::session::Session;
 use crate::media::demux::ParticipantId;
 use crate::node::SessionEvent;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
-use crate::sip::SipGateway;
+use crate::sip::{SipGateway, Wanted};
+use crate::token::Role;
 use std::sync::Arc;
 
 /// A refusal to send back at once.
 pub(super) type Refusal = Box<ServerMessage>;
 
-/// The node's gateway, when the participant may dial and the node has one.
-fn gateway(session: &Session) -> Result<&Arc<SipGateway>, Refusal> {
-    if !session.may_dial {
-        return Err(Box::new(ServerMessage::error(
-            ErrorCode::Forbidden,
-            "placing SIP calls needs the moderator role or a token with the dial right",
-        )));
-    }
+fn refusal(code: ErrorCode, why: impl Into<String>) -> Refusal {
+    Box::new(ServerMessage::error(code, why))
+}
+
+/// The node's gateway, when the node has one.
+fn any_gateway(session: &Session) -> Result<&Arc<SipGateway>, Refusal> {
     session.sip.as_ref().ok_or_else(|| {
-        Box::new(ServerMessage::error(
+        refusal(
             ErrorCode::CallFailed,
             "this node has no SIP gateway (start it with --sip-listen)",
-        ))
+        )
     })
 }
 
-/// Hands a call to the gateway (its answer, `dialling` or an error, comes later).
-pub(super) fn dial(session: &Session, request: DialRequest) -> Result<(), Refusal> {
-    gateway(session)?.dial(
+/// The node's gateway, when the participant may dial and the node has one.
+fn gateway(session: &Session) -> Result<&Arc<SipGateway>, Refusal> {
+    if !session.may_dial {
+        return Err(refusal(
+            ErrorCode::Forbidden,
+            "placing SIP calls needs the moderator role or a token with the dial right",
+        ));
+    }
+    any_gateway(session)
+}
+
+/// Hands `wanted` to the gateway (its answer, `dialling` or an error, comes later).
+fn place(gateway: &Arc<SipGateway>, session: &Session, wanted: Wanted) {
+    gateway.dial(
         session.node.clone(),
         (session.meeting.clone(), session.identity.clone()),
-        request,
+        wanted,
         session.replies.clone(),
     );
+}
+
+/// Hands a call to the gateway.
+pub(super) fn dial(session: &Session, request: DialRequest) -> Result<(), Refusal> {
+    place(gateway(session)?, session, Wanted::Dial(request));
+    Ok(())
+}
+
+/// Has the gateway call the participant's phone `number` (one at a time).
+pub(super) fn call_me(session: &Session, number: String) -> Result<(), Refusal> {
+    let gateway = any_gateway(session)?;
+    if session.role == Role::Recorder {
+        return Err(refusal(ErrorCode::Forbidden, "recorders have no phone"));
+    }
+    if !gateway.calls_phones() {
+        return Err(refusal(
+            ErrorCode::CallFailed,
+            "this node calls no phones (start it with --sip-phone-uri)",
+        ));
+    }
+    if gateway.calls_phone_of(&session.meeting, &session.identity) {
+        return Err(refusal(
+            ErrorCode::BadRequest,
+            "your phone is already called: hang that call up first",
+        ));
+    }
+    let name = session.name.clone();
+    place(gateway, session, Wanted::Phone { number, name });
     Ok(())
 }
 
@@ -60,17 +99,23 @@ pub(super) fn directory(session: &Session) -> Result<(), Refusal> {
 pub(super) fn dtmf(session: &Session, target: ParticipantId, digits: &str) -> Result<(), Refusal> {
     gateway(session)?
         .send_dtmf(&session.meeting, target, digits)
-        .map_err(|(code, why)| Box::new(ServerMessage::error(code, why)))
+        .map_err(|(code, why)| refusal(code, why))
 }
 
 /// Hangs up the call `target` of the session's meeting (what removing it does for a
-/// moderator): it leaves the meeting, and its leg sends CANCEL or BYE.
+/// moderator), for whoever may dial or asked for that call: it leaves the meeting, and its leg
+/// sends CANCEL or BYE.
 pub(super) async fn hang_up(session: &Session, target: ParticipantId) -> Result<(), Refusal> {
-    if !gateway(session)?.has_call(&session.meeting, target) {
-        return Err(Box::new(ServerMessage::error(
+    let caller = session
+        .sip
+        .as_ref()
+        .and_then(|gateway| gateway.placed_by(&session.meeting, target));
+    let allowed = caller.is_some_and(|caller| session.may_dial || caller == session.identity);
+    if !allowed {
+        return Err(refusal(
             ErrorCode::Forbidden,
-            "only moderators remove participants; a dialler hangs up SIP calls only",
-        )));
+            "only moderators remove participants; others hang up the SIP calls they may",
+        ));
     }
     // a core that stopped has dropped the call already
     let _ = session.node.leave(target).await;

@@ -129,6 +129,8 @@ pub async fn run(
     let mut welcome = admitted.welcome;
     if let ServerMessage::Welcome(welcome) = &mut welcome {
         welcome.may_dial = may_dial && sip.is_some();
+        welcome.call_me = admitted.role != Role::Recorder
+            && sip.as_ref().is_some_and(|gateway| gateway.calls_phones());
         welcome.token = auth.key.sign(&Claims {
             meeting: request.meeting.clone(),
             sub: request.identity.clone(),
@@ -146,6 +148,7 @@ pub async fn run(
         node: node.clone(),
         id,
         role: admitted.role,
+        name: request.name.clone(),
         may_dial,
         meeting: request.meeting.clone(),
         identity: request.identity.clone(),
@@ -177,7 +180,9 @@ enum Ended {
 pub(super) struct Session {
     pub(super) node: NodeHandle,
     id: ParticipantId,
-    role: Role,
+    pub(super) role: Role,
+    /// The participant's display name (their phone's tile is named after it).
+    pub(super) name: String,
     /// The participant may place SIP calls (a moderator, or a token with the dial right).
     pub(super) may_dial: bool,
     pub(super) meeting: String,
@@ -225,6 +230,12 @@ async fn serve(
                         Err(refusal) => *refusal,
                     }
                 }
+                Some(Ok(ClientMessage::CallMe { number })) => {
+                    match dialpad::call_me(session, number) {
+                        Ok(()) => continue,
+                        Err(refusal) => *refusal,
+                    }
+                }
                 Some(Ok(ClientMessage::Directory)) => match dialpad::directory(session) {
                     Ok(()) => continue,
                     Err(refusal) => *refusal,
@@ -236,7 +247,7 @@ async fn serve(
                     }
                 }
                 Some(Ok(ClientMessage::Moderate { action: ModerateAction::Remove, target }))
-                    if session.role != Role::Moderator && session.may_dial =>
+                    if session.role != Role::Moderator =>
                 {
                     match dialpad::hang_up(session, target).await {
                         Ok(()) => continue,
@@ -390,6 +401,7 @@ const KNOWN_TYPES: &[&str] = &[
     "lock",
     "add_camera",
     "dial",
+    "call_me",
     "directory",
     "dtmf",
     "leave",

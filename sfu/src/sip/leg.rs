@@ -8,7 +8,7 @@ use super::outgoing::Outgoing;
 use super::sdp::{self, Agreement, LocalMedia};
 use super::sockets::{Arrived, LegSockets};
 use super::ua::{Call, CallEvent, Reply, Step};
-use super::{Callee, LegCommand, Registered, SipGateway, Teller};
+use super::{Callee, LegCommand, Placement, Registered, SipGateway, Teller, Wanted};
 use crate::media::core::JoinRequest;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
@@ -16,9 +16,7 @@ use crate::media::ingest::Delivery;
 use crate::media::participant::CallNote;
 use crate::media::transport::Publication;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
-use crate::signaling::protocol::{
-    DialRequest, ErrorCode, ServerMessage, Source, SourceKind, SourceState,
-};
+use crate::signaling::protocol::{ErrorCode, ServerMessage, Source, SourceKind, SourceState};
 use crate::transcode;
 use bytes::BytesMut;
 use rand::Rng;
@@ -39,15 +37,19 @@ const HEARD: usize = 9;
 /// A packet of the meeting's sound goes to the far end this often.
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
 
-/// Dials `request` into `meeting` and runs the call until it ends.
+/// Calls whom `wanted` names into `meeting` for `caller` and runs the call until it ends.
 pub(super) async fn run(
     gateway: Arc<SipGateway>,
     node: NodeHandle,
     (meeting, caller): (String, String),
-    request: DialRequest,
+    wanted: Wanted,
     tell: Teller,
 ) {
-    let callee = match gateway.directory.callee(&request).await {
+    let callee = match wanted {
+        Wanted::Dial(request) => gateway.dialplan.callee(&request).await,
+        Wanted::Phone { number, name } => gateway.dialplan.phone(&number, &name),
+    };
+    let callee = match callee {
         Ok(callee) => callee,
         Err((code, why)) => {
             tell.say(ServerMessage::error(code, why)).await;
@@ -55,7 +57,7 @@ pub(super) async fn run(
         }
     };
     let uri = callee.uri.clone();
-    let mut leg = match Leg::join(&gateway, node, meeting, &callee).await {
+    let mut leg = match Leg::join(&gateway, node, (meeting, &caller), &callee).await {
         Ok(leg) => leg,
         Err(why) => {
             let message = format!("{uri}: {why}");
@@ -101,7 +103,7 @@ fn publication() -> Publication {
             (VIDEO_PAYLOAD_TYPE, MediaKind::Video),
             (transcode::PAYLOAD_TYPE, MediaKind::Audio),
         ],
-        audio_level_ext: None,
+        audio_level_ext: Some(transcode::AUDIO_LEVEL_EXT),
         cache_gop: false,
     }
 }
@@ -140,20 +142,30 @@ impl Leg {
     async fn join(
         gateway: &Arc<SipGateway>,
         node: NodeHandle,
-        meeting: String,
+        (meeting, caller): (String, &str),
         callee: &Callee,
     ) -> Result<Self, String> {
         let sockets = LegSockets::bind(gateway).await.map_err(|e| e.to_string())?;
         let local = LocalMedia {
             address: gateway.media_ip,
             audio_port: sockets.audio.port(),
-            video_port: sockets.video.port(),
+            video_port: (!callee.phone).then(|| sockets.video.port()),
         };
         let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
         let uri = &callee.uri;
-        let join = JoinRequest::source(meeting.clone(), uri.clone(), callee.name.clone(), "sip");
+        let (kind, record_kind) = if callee.phone {
+            (SourceKind::Phone, "phone")
+        } else {
+            (SourceKind::Sip, "sip")
+        };
+        let join = JoinRequest::source(
+            meeting.clone(),
+            uri.clone(),
+            callee.name.clone(),
+            record_kind,
+        );
         let source = Source {
-            kind: SourceKind::Sip,
+            kind,
             state: SourceState::Calling,
             detail: Some(uri.clone()),
         };
@@ -172,7 +184,12 @@ impl Leg {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|(_, why)| why)?;
-        let (registered, commands) = gateway.register(admitted.id, meeting);
+        let placed = Placement {
+            meeting,
+            caller: caller.into(),
+            phone: callee.phone,
+        };
+        let (registered, commands) = gateway.register(admitted.id, placed);
         Ok(Self {
             node,
             id: admitted.id,

@@ -15,7 +15,7 @@
 //! packets), [`dtmf`] (telephone events), [`failure`] (why a call failed, in words), `leg` (one
 //! call's life).
 
-mod callee;
+mod dialplan;
 pub mod dtmf;
 pub mod failure;
 mod leg;
@@ -31,7 +31,7 @@ use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
-pub use callee::{Callee, Directory, NamedCredential};
+pub use dialplan::{Callee, Dialplan, NamedCredential, PhoneUri};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -57,7 +57,7 @@ pub struct SipGateway {
     /// Where a leg takes the meeting's media from the node's socket.
     meeting_ip: IpAddr,
     timers: CallTimers,
-    directory: Directory,
+    dialplan: Dialplan,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
 }
 
@@ -73,8 +73,31 @@ pub struct CallTimers {
 
 /// How a call in progress is reached.
 struct CallHandle {
-    meeting: String,
+    placed: Placement,
     commands: mpsc::Sender<LegCommand>,
+}
+
+/// Where a call was placed, and for whom.
+struct Placement {
+    meeting: String,
+    /// The identity of who asked for it.
+    caller: String,
+    /// A participant's phone (call-me).
+    phone: bool,
+}
+
+/// Whom a participant wants called.
+#[derive(Debug)]
+pub enum Wanted {
+    /// An address or a room of the directory.
+    Dial(DialRequest),
+    /// The participant's own phone (call-me).
+    Phone {
+        /// The number, as typed.
+        number: String,
+        /// The participant's name.
+        name: String,
+    },
 }
 
 /// What a moderator asks of a call in progress.
@@ -87,12 +110,13 @@ enum LegCommand {
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
     /// names, so the far end must reach it), take the meeting's media from the node's socket
-    /// (bound on `node_ip`), give up on calls as `timers` say and find rooms in `directory`.
+    /// (bound on `node_ip`), give up on calls as `timers` say and find whom to call in
+    /// `dialplan`.
     pub async fn start(
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
         timers: CallTimers,
-        directory: Directory,
+        dialplan: Dialplan,
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
@@ -104,7 +128,7 @@ impl SipGateway {
             media_ip,
             meeting_ip,
             timers,
-            directory,
+            dialplan,
             calls: Mutex::new(HashMap::new()),
         }))
     }
@@ -121,7 +145,7 @@ impl SipGateway {
         let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         let call = calls
             .get(&target)
-            .filter(|call| call.meeting == meeting)
+            .filter(|call| call.placed.meeting == meeting)
             .ok_or_else(|| {
                 (
                     ErrorCode::NotFound,
@@ -138,26 +162,39 @@ impl SipGateway {
             })
     }
 
-    /// Whether `target` is a SIP call of `meeting` on this node.
-    pub fn has_call(&self, meeting: &str, target: ParticipantId) -> bool {
+    /// Who asked for the SIP call `target` of `meeting` on this node (their identity), if it
+    /// is one.
+    pub fn placed_by(&self, meeting: &str, target: ParticipantId) -> Option<String> {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&target)
-            .is_some_and(|call| call.meeting == meeting)
+            .filter(|call| call.placed.meeting == meeting)
+            .map(|call| call.placed.caller.clone())
+    }
+
+    /// Whether `caller` has a phone call (call-me) in `meeting` already.
+    pub fn calls_phone_of(&self, meeting: &str, caller: &str) -> bool {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|call| {
+                call.placed.phone && call.placed.meeting == meeting && call.placed.caller == caller
+            })
     }
 
     /// Makes a call reachable for [`Self::send_dtmf`] until the returned guard drops.
     fn register(
         self: &Arc<Self>,
         id: ParticipantId,
-        meeting: String,
+        placed: Placement,
     ) -> (Registered, mpsc::Receiver<LegCommand>) {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, CallHandle { meeting, commands });
+            .insert(id, CallHandle { placed, commands });
         (
             Registered {
                 gateway: self.clone(),
@@ -171,7 +208,12 @@ impl SipGateway {
     pub async fn directory(
         &self,
     ) -> Result<Vec<kaskade_protocol::directory::DirectoryListing>, (ErrorCode, String)> {
-        self.directory.listing().await
+        self.dialplan.listing().await
+    }
+
+    /// Whether it calls phones (call-me).
+    pub fn calls_phones(&self) -> bool {
+        self.dialplan.calls_phones()
     }
 
     /// Where its user agent listens.
@@ -179,7 +221,7 @@ impl SipGateway {
         self.ua.local_addr()
     }
 
-    /// Calls whom `request` names (an address, or a room of the directory) into `meeting` for
+    /// Calls whom `wanted` names (an address, a room of the directory, a phone) into `meeting` for
     /// `caller` (the identity of who dials, for the call record) in the background. `reply`
     /// (the dialler's session, if still there) gets `dialling` with the call's participant id
     /// once it is in the meeting, or an `error` saying why it could not be placed or failed.
@@ -187,7 +229,7 @@ impl SipGateway {
         self: &Arc<Self>,
         node: NodeHandle,
         (meeting, caller): (String, String),
-        request: DialRequest,
+        wanted: Wanted,
         reply: mpsc::WeakSender<SessionEvent>,
     ) {
         let tell = Teller(reply);
@@ -202,7 +244,7 @@ impl SipGateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             let _seat = seat;
-            leg::run(gateway, node, (meeting, caller), request, tell).await;
+            leg::run(gateway, node, (meeting, caller), wanted, tell).await;
         });
     }
 }

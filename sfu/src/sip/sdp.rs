@@ -98,8 +98,8 @@ pub struct LocalMedia {
     pub address: IpAddr,
     /// The audio RTP port (RTCP on the next one).
     pub audio_port: u16,
-    /// The video RTP port.
-    pub video_port: u16,
+    /// The video RTP port; none for a phone (no video offered, a video line refused).
+    pub video_port: Option<u16>,
 }
 
 /// Which way media flows on one line, from kaskade's side.
@@ -219,7 +219,7 @@ impl fmt::Display for SdpError {
 impl std::error::Error for SdpError {}
 
 /// The offer kaskade sends when it dials: Opus, G.722, G.711 and telephone events; H.264 in
-/// packetization modes 1 and 0. `version` is the `o=` session version (raise it for each new
+/// packetization modes 1 and 0 (not to a phone). `version` is the `o=` session version (raise it for each new
 /// offer in the same call).
 pub fn offer(local: &LocalMedia, session_id: u64, version: u64) -> String {
     let mut session = session_with(local, session_id, version);
@@ -232,15 +232,13 @@ pub fn offer(local: &LocalMedia, session_id: u64, version: u64) -> String {
     audio.add_attribute_from_str("sendrecv");
     session.medias.push(audio);
 
-    let mut video = plain_media(
-        "video",
-        local.video_port,
-        &format!("{H264_MODE_1} {H264_MODE_0}"),
-    );
-    add_h264(&mut video, H264_MODE_1, 1, PROFILE_LEVEL_ID);
-    add_h264(&mut video, H264_MODE_0, 0, PROFILE_LEVEL_ID);
-    video.add_attribute_from_str("sendrecv");
-    session.medias.push(video);
+    if let Some(video_port) = local.video_port {
+        let mut video = plain_media("video", video_port, &format!("{H264_MODE_1} {H264_MODE_0}"));
+        add_h264(&mut video, H264_MODE_1, 1, PROFILE_LEVEL_ID);
+        add_h264(&mut video, H264_MODE_0, 0, PROFILE_LEVEL_ID);
+        video.add_attribute_from_str("sendrecv");
+        session.medias.push(video);
+    }
     write(&session)
 }
 
@@ -303,13 +301,13 @@ pub fn answer(
                         answered
                     })
                 }
-                "video" if agreement.video.is_none() => {
+                "video" if agreement.video.is_none() => local.video_port.and_then(|port| {
                     pick_video(media, remote, |_| None).map(|line| {
-                        let answered = answer_video(&line, local.video_port);
+                        let answered = answer_video(&line, port);
                         agreement.video = Some(line);
                         answered
                     })
-                }
+                }),
                 _ => None,
             }
         };

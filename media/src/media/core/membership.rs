@@ -187,9 +187,10 @@ impl MediaCore {
             participants: others,
             speaker: room.and_then(|r| r.speaker.current()),
             recording: room.is_some_and(|r| r.recording),
-            // the signaling session fills in these two
+            // the signaling session fills in these three
             token: String::new(),
             may_dial: false,
+            call_me: false,
         });
         if hidden {
             welcome

@@ -180,6 +180,7 @@ impl MediaCore {
             ),
             ClientMessage::AddCamera(_)
             | ClientMessage::Dial(_)
+            | ClientMessage::CallMe { .. }
             | ClientMessage::Directory
             | ClientMessage::Dtmf { .. } => self.send(
                 id,

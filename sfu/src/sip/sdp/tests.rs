@@ -4,7 +4,7 @@ fn local() -> LocalMedia {
     LocalMedia {
         address: "10.0.0.5".parse().unwrap(),
         audio_port: 40_000,
-        video_port: 40_002,
+        video_port: Some(40_002),
     }
 }
 
@@ -12,6 +12,25 @@ fn local() -> LocalMedia {
 /// both modes beside H.263, BFCP, far-end camera control (H.224) and a second video line for
 /// content, lines ending with CRLF as on the wire (also a seed of the `sip_sdp` fuzz target).
 const ROOM_SYSTEM_OFFER: &str = include_str!("../testdata/room-system-offer.sdp");
+
+#[test]
+fn a_phone_is_offered_sound_only_and_its_video_is_refused() {
+    let phone = LocalMedia {
+        video_port: None,
+        ..local()
+    };
+    let text = offer(&phone, 7, 1);
+    assert!(
+        text.contains("m=audio 40000 RTP/AVP 111 9 0 8 101"),
+        "{text}"
+    );
+    assert!(!text.contains("m=video"), "{text}");
+    // a re-INVITE that brings video gets it refused, the sound kept
+    let with_video = offer(&local(), 8, 2);
+    let (answered, agreed) = answer(&with_video, &phone, 1, 2).unwrap();
+    assert!(answered.contains("m=video 0 "), "{answered}");
+    assert!(agreed.video.is_none() && agreed.audio.is_some());
+}
 
 #[test]
 fn kaskades_offer_names_its_codecs_and_reads_back() {

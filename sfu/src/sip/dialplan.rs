@@ -1,8 +1,11 @@
-//! Whom a dial request calls: an address typed in, or a room of the locator's SIP directory
-//! with the digest credentials this node holds for it (`--sip-credential NAME=USER:PASSWORD`).
+//! Whom a call goes to (the node's dial plan): an address typed in, a room of the locator's SIP
+//! directory with the digest credentials this node holds for it (`--sip-credential
+//! NAME=USER:PASSWORD`), or a participant's phone number through the phone trunk
+//! (`--sip-phone-uri sip:{number}@trunk`).
 //!
 //! The credentials an entry names go to that entry's address only: a participant who types an
-//! address gets the node's own account (`--sip-password`, for a trunk or proxy) at most.
+//! address or a number gets the node's own account (`--sip-password`, for a trunk or proxy) at
+//! most.
 
 use super::ua::DigestCredential;
 use crate::cluster::locator::LocatorClient;
@@ -62,24 +65,84 @@ pub struct Callee {
     pub name: String,
     /// Credentials for this call's challenges (the node's own when `None`).
     pub credential: Option<DigestCredential>,
+    /// A phone: sound only, no video offered.
+    pub phone: bool,
 }
 
-/// The SIP directory as this node reads it from the locator, and the credentials it holds.
-pub struct Directory {
+/// Longest phone number dialled (E.164 has 15 digits; trunks may want a prefix).
+const MAX_DIGITS: usize = 20;
+
+/// The node's dial plan: the SIP directory as it reads it from the locator, the credentials it
+/// holds, and its phone trunk.
+pub struct Dialplan {
     locator: Option<LocatorClient>,
     credentials: HashMap<String, DigestCredential>,
+    phone_uri: Option<PhoneUri>,
 }
 
-impl Directory {
-    /// The directory of the node's `locator` (none for a node without one), with `credentials`.
-    pub fn new(locator: Option<LocatorClient>, credentials: Vec<NamedCredential>) -> Self {
+/// Where a phone number is called: a `sip:` URI template with `{number}` in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneUri(String);
+
+impl PhoneUri {
+    /// Checks a template such as `sip:{number}@trunk.example.org;user=phone`.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        if !template.contains("{number}") {
+            return Err("the phone URI needs {number} where the number goes".into());
+        }
+        check_sip_uri(&template.replace("{number}", "+4722000000"))?;
+        Ok(Self(template.into()))
+    }
+
+    /// The template as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The address of `number` (already checked).
+    fn address(&self, number: &str) -> String {
+        self.0.replace("{number}", number)
+    }
+}
+
+impl Dialplan {
+    /// The dial plan with the directory of the node's `locator` (none for a node without one),
+    /// `credentials` and the phone trunk `phone_uri`.
+    pub fn new(
+        locator: Option<LocatorClient>,
+        credentials: Vec<NamedCredential>,
+        phone_uri: Option<PhoneUri>,
+    ) -> Self {
         Self {
             locator,
             credentials: credentials
                 .into_iter()
                 .map(|named| (named.name, named.credential))
                 .collect(),
+            phone_uri,
         }
+    }
+
+    /// Whether phones can be called (call-me).
+    pub fn calls_phones(&self) -> bool {
+        self.phone_uri.is_some()
+    }
+
+    /// The call to the phone `number` for the participant `name`.
+    pub fn phone(&self, number: &str, name: &str) -> Result<Callee, (ErrorCode, String)> {
+        let trunk = self.phone_uri.as_ref().ok_or_else(|| {
+            (
+                ErrorCode::CallFailed,
+                "this node calls no phones (start it with --sip-phone-uri)".to_string(),
+            )
+        })?;
+        let number = phone_number(number).map_err(|why| (ErrorCode::BadRequest, why))?;
+        Ok(Callee {
+            uri: trunk.address(&number),
+            name: format!("{} (phone)", name.trim()),
+            credential: None,
+            phone: true,
+        })
     }
 
     /// The rooms participants may pick, by name.
@@ -101,6 +164,7 @@ impl Directory {
                 uri: uri.into(),
                 name: display_name(uri, &request.name),
                 credential: None,
+                phone: false,
             });
         };
         let entries = self.entries().await?;
@@ -136,6 +200,7 @@ impl Directory {
                 if asked.is_empty() { &entry.name } else { asked },
             ),
             credential,
+            phone: false,
         })
     }
 
@@ -154,6 +219,23 @@ impl Directory {
                 format!("the SIP directory could not be read: {e}"),
             )
         })
+    }
+}
+
+/// `number` without its spaces, dashes, dots and parentheses: digits with an optional leading
+/// `+`, or why not.
+fn phone_number(number: &str) -> Result<String, String> {
+    let kept: String = number
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = kept.strip_prefix('+').unwrap_or(&kept);
+    if (3..=MAX_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(kept)
+    } else {
+        Err(format!(
+            "{number:?} is not a phone number: 3 to {MAX_DIGITS} digits, an optional leading +"
+        ))
     }
 }
 
@@ -185,11 +267,42 @@ mod tests {
         }
     }
 
-    fn directory() -> Directory {
-        Directory::new(
+    fn directory() -> Dialplan {
+        Dialplan::new(
             None,
             vec![NamedCredential::parse("east=kaskade:pa:ss=word").unwrap()],
+            Some(PhoneUri::parse("sip:{number}@trunk.example.org;user=phone").unwrap()),
         )
+    }
+
+    #[test]
+    fn phone_numbers_are_called_through_the_trunk() {
+        let callee = directory().phone(" +47 (22) 00-00.00 ", "Alice").unwrap();
+        assert_eq!(callee.uri, "sip:+4722000000@trunk.example.org;user=phone");
+        assert_eq!(callee.name, "Alice (phone)");
+        assert!(callee.phone && callee.credential.is_none());
+        for bad in [
+            "",
+            "12",
+            "+",
+            "call me",
+            "0049 30 1234x",
+            &"1".repeat(21),
+            "++47",
+        ] {
+            let (code, why) = directory().phone(bad, "A").unwrap_err();
+            assert_eq!(code, ErrorCode::BadRequest, "{bad}: {why}");
+        }
+        let without = Dialplan::new(None, Vec::new(), None);
+        assert!(!without.calls_phones());
+        let (code, why) = without.phone("+4722000000", "A").unwrap_err();
+        assert_eq!(code, ErrorCode::CallFailed);
+        assert!(why.contains("--sip-phone-uri"), "{why}");
+        assert!(
+            PhoneUri::parse("sip:trunk.example.org").is_err(),
+            "no {{number}}"
+        );
+        assert!(PhoneUri::parse("tel:{number}").is_err(), "not sip:");
     }
 
     #[test]
