@@ -8,7 +8,9 @@
 // room system", is told clearly when the typed address is not a SIP one, picks the room system
 // from the directory's drop-down and calls it, and decodes its video in a tile that names it
 // and says it is a SIP call; it sends keys from the tile's keypad (the Rust side checks that
-// baresip got them); the tile's "Hang up" ends the call.
+// baresip got them); the tile's "Hang up" ends the call. Then a participant has the meeting call
+// their phone (baresip again, behind the trunk the node is given): its tile shows a phone, and
+// they hang it up from it.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +24,7 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
   let browser;
   let closeBrowser = async () => {};
   let alice;
+  let bob;
 
   before(async () => {
     ({ browser, close: closeBrowser } = await launchBrowser());
@@ -29,6 +32,7 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
 
   after(async () => {
     if (alice) console.log(await alice.diagnostics());
+    if (bob) console.log(await bob.diagnostics());
     await closeBrowser();
   });
 
@@ -89,6 +93,36 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
     await tile.hover();
     await hangUp.click();
     await waitFor('the call to leave the meeting',
+      async () => Object.values((await alice.state()).participants).some((p) => p.source),
+      (present) => present === false, { timeout: 10_000 });
+  });
+
+  it('a participant has the meeting call their phone, sees it as a phone and hangs it up', { timeout: 60_000 }, async () => {
+    bob = await Participant.open(browser, 'Bob');
+    await bob.goto(BASE_URL, MEETING);
+    await waitFor('Bob to be welcomed', async () => (await bob.state())?.you,
+      (v) => v && v.role === 'participant', { timeout: 15_000 });
+    const page = bob.page;
+    assert.ok(await page.locator('#btn-call').isHidden(), 'no room systems for Bob');
+    await page.locator('#btn-phone').click();
+    await page.locator('#phone-number').fill('+47 22 00 00 00');
+    await page.locator('#phone-call').click();
+    await waitFor('the phone dialog to close once the call is placed',
+      () => page.locator('#phone-dialog').isVisible(), (v) => v === false, { timeout: 10_000 });
+    const phone = await waitFor('the phone live in the participant list',
+      async () => Object.values((await bob.state()).participants).find((p) => p.source),
+      (p) => p && p.source.state === 'live', { timeout: 15_000 });
+    assert.equal(phone.source.kind, 'phone');
+    assert.equal(phone.name, 'Bob (phone)');
+    const tile = bob.tile(phone.id);
+    assert.equal((await tile.locator('.source-badge').textContent()).trim(), 'Phone');
+    assert.equal(await tile.locator('.source-badge svg.icon-phone').count(), 1, 'a phone icon');
+    await tile.hover();
+    assert.ok(await tile.locator('.mod-mute').isHidden(), 'Bob moderates nobody');
+    const hangUp = tile.locator('.mod-remove');
+    assert.equal((await hangUp.textContent()).trim(), 'Hang up');
+    await hangUp.click();
+    await waitFor('the phone to leave the meeting',
       async () => Object.values((await alice.state()).participants).some((p) => p.source),
       (present) => present === false, { timeout: 10_000 });
   });

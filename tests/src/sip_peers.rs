@@ -9,8 +9,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+/// The phone number that rings a [`Baresip`] too (a phone behind a trunk, for call-me).
+pub const PHONE_NUMBER: &str = "+4722000000";
+
 /// An auto-answering baresip on loopback: a sine tone as its microphone, a synthetic picture
-/// as its camera (H.264 by libx264, 320x240 at 15 fps), killed on drop.
+/// as its camera (H.264 by libx264, 320x240 at 15 fps), killed on drop. It answers as
+/// `sip:mcu@` (a room system) and as `sip:`[`PHONE_NUMBER`]`@` (a phone).
 pub struct Baresip {
     child: Child,
     /// Every line it printed so far.
@@ -54,7 +58,10 @@ impl Baresip {
         std::fs::write(config.path("config"), settings).expect("baresip config");
         std::fs::write(
             config.path("accounts"),
-            format!("<sip:mcu@127.0.0.1:{port}>;regint=0;answermode=auto\n"),
+            format!(
+                "<sip:mcu@127.0.0.1:{port}>;regint=0;answermode=auto\n\
+                 <sip:{PHONE_NUMBER}@127.0.0.1:{port}>;regint=0;answermode=auto\n"
+            ),
         )
         .expect("baresip accounts");
         let mut child = baresip

@@ -135,6 +135,8 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
             &recordings,
             "--sip-listen",
             "127.0.0.1:5060",
+            "--sip-phone-uri",
+            &format!("sip:{{number}}@127.0.0.1:{}", room.port),
         ],
     )
     .expect("all-in-one with its SIP gateway starts");
