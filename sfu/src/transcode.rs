@@ -275,6 +275,11 @@ impl AudioTranscoder {
         })
     }
 
+    /// The sequence number of the next packet it writes.
+    pub fn next_seq(&self) -> u16 {
+        self.seq
+    }
+
     /// Takes one frame of the source's audio whose first sample has timestamp `timestamp` (the
     /// source's clock, extended); appends the Opus packets completed to `out`. A frame that does
     /// not decode is left out (a gap).

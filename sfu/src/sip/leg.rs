@@ -261,7 +261,7 @@ impl Leg {
         mut agreement: Agreement,
         media_timeout: Duration,
     ) -> Option<&'static str> {
-        let mut into = match self.agree(&agreement) {
+        let mut into = match self.agree(&agreement, 0) {
             Ok(into) => into,
             Err(e) => {
                 warn!(participant = %self.id, "SIP leg media: {e}");
@@ -387,10 +387,11 @@ impl Leg {
         }
     }
 
-    /// What the far end's packets become in the meeting, and what it gets of the meeting
-    /// (continuing the streams sent before, if any), for `agreement`.
-    fn agree(&mut self, agreement: &Agreement) -> Result<IntoMeeting, String> {
-        let into = IntoMeeting::new(agreement, self.ssrc, 0)?;
+    /// What the far end's packets become in the meeting (transcoded audio numbered from
+    /// `seq`), and what it gets of the meeting (continuing the streams sent before, if any),
+    /// for `agreement`.
+    fn agree(&mut self, agreement: &Agreement, seq: u16) -> Result<IntoMeeting, String> {
+        let into = IntoMeeting::new(agreement, self.ssrc, seq)?;
         self.outgoing.agree(agreement)?;
         Ok(into)
     }
@@ -405,10 +406,12 @@ impl Leg {
     ) -> Option<Agreement> {
         self.sdp_version += 1;
         let answered = sdp::answer(offer, &self.local, self.session_id, self.sdp_version);
+        // the meeting's view of the call's audio goes on where it was
+        let seq = into.next_seq().unwrap_or(0);
         match answered
             .map_err(|e| e.to_string())
             .and_then(|(answer, agreed)| {
-                let media = self.agree(&agreed)?;
+                let media = self.agree(&agreed, seq)?;
                 Ok((answer, agreed, media))
             }) {
             Ok((answer, agreed, media)) => {

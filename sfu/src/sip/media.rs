@@ -128,6 +128,15 @@ impl IntoMeeting {
         })
     }
 
+    /// The sequence number its transcoded audio goes on with, when it transcodes: a new
+    /// agreement (a re-INVITE) continues the stream from it, so the meeting sees no jump back.
+    pub fn next_seq(&self) -> Option<u16> {
+        match &self.audio {
+            Some((_, AudioIn::Transcoded(transcoder, ..))) => Some(transcoder.next_seq()),
+            _ => None,
+        }
+    }
+
     /// An audio datagram from the far end: its Opus packets for the meeting, appended to `out`.
     /// Anything else (telephone events, comfort noise, garbage) is dropped.
     pub fn audio(&mut self, datagram: &[u8], out: &mut Vec<BytesMut>) {

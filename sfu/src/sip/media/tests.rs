@@ -78,6 +78,35 @@ fn h264_and_opus_pass_through_with_only_the_payload_type_changed() {
 }
 
 #[test]
+fn a_new_agreement_numbers_the_transcoded_audio_on_from_where_the_last_stopped() {
+    let pcmu = agreement(AudioCodec::Pcmu, 0, 96);
+    let mut into = IntoMeeting::new(&pcmu, 0xabc, 65_530).unwrap();
+    let mut out = Vec::new();
+    for i in 0..10u32 {
+        into.audio(&rtp(0, false, i as u16, i * 160, &[0x7f; 160]), &mut out);
+    }
+    let next = into.next_seq().expect("it transcodes");
+    assert_eq!(next, 65_530u16.wrapping_add(out.len() as u16));
+    // a re-INVITE agrees G.722 now: the stream goes on from `next`
+    let mut into = IntoMeeting::new(&agreement(AudioCodec::G722, 9, 96), 0xabc, next).unwrap();
+    let mut after = Vec::new();
+    for i in 0..10u32 {
+        into.audio(
+            &rtp(9, false, 10 + i as u16, (10 + i) * 160, &[0x55; 160]),
+            &mut after,
+        );
+    }
+    assert!(!after.is_empty());
+    assert_eq!(parsed(&after[0]).header.sequence_number, next);
+    assert_eq!(
+        IntoMeeting::new(&agreement(AudioCodec::Opus, 111, 96), 1, 0)
+            .unwrap()
+            .next_seq(),
+        None
+    );
+}
+
+#[test]
 fn pcmu_becomes_20_ms_opus_packets_and_other_payload_types_are_dropped() {
     let mut into = IntoMeeting::new(&agreement(AudioCodec::Pcmu, 0, 96), 0xabc, 100).unwrap();
     let mut out = Vec::new();
