@@ -1,9 +1,10 @@
 //! The locator's HTTP API (docs/CLUSTER.md): joins for clients, the node protocol, the
 //! operator's endpoints, recordings (kept by recorders, reached through the locator),
-//! the directory of SIP rooms, `/metrics`, `/healthz`, the OpenAPI description, and the web client's pages.
+//! the directory of SIP rooms and meetings' dial-in numbers, `/metrics`, `/healthz`, the OpenAPI description, and the web client's pages.
 //!
 //! Every error body is an [`ApiError`] with a code a caller can act on.
 
+mod dial_in;
 mod directory;
 mod join;
 mod nodes;
@@ -11,8 +12,10 @@ mod operator;
 mod recordings;
 
 use crate::cdr::CdrDb;
+use crate::dial_in::DialIns;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
+use crate::persist::PersistError;
 use crate::recorders::Recorders;
 use crate::state::{Now, Store, StoreError};
 use axum::Router;
@@ -52,11 +55,22 @@ pub struct ApiConfig {
     pub ip_limits: IpLimitsConfig,
 }
 
+/// What the locator keeps across restarts, besides the cluster's state.
+pub struct Kept {
+    /// The call records.
+    pub cdr: CdrDb,
+    /// The SIP directory.
+    pub directory: Directory,
+    /// Meetings' dial-in numbers.
+    pub dial_ins: DialIns,
+}
+
 /// What every handler shares.
 pub struct Shared {
     store: Arc<dyn Store>,
     cdr: CdrDb,
     directory: Directory,
+    dial_ins: DialIns,
     metrics: Metrics,
     secret: Vec<u8>,
     tokens: TokenKey,
@@ -80,12 +94,13 @@ impl Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    /// The state of an API over `store`, the call records and the SIP directory.
-    pub fn new(
-        config: ApiConfig,
-        store: Arc<dyn Store>,
-        (cdr, directory): (CdrDb, Directory),
-    ) -> Self {
+    /// The state of an API over `store` and what the locator keeps.
+    pub fn new(config: ApiConfig, store: Arc<dyn Store>, kept: Kept) -> Self {
+        let Kept {
+            cdr,
+            directory,
+            dial_ins,
+        } = kept;
         let http = reqwest::Client::builder()
             .timeout(HEALTH_PROBE_TIMEOUT)
             .build()
@@ -94,6 +109,7 @@ impl AppState {
             store,
             cdr,
             directory,
+            dial_ins,
             metrics: Metrics::new(),
             tokens: TokenKey::from_secret(&config.secret),
             secret: config.secret,
@@ -137,6 +153,10 @@ api_routes! {
     put "/api/directory/{id}" => directory::set,
     delete "/api/directory/{id}" => directory::remove,
     get "/api/nodes/{node}/directory" => directory::for_node,
+    get "/api/nodes/{node}/dial-in/{number}" => dial_in::by_number,
+    get "/api/nodes/{node}/meetings/{meeting}/dial-in" => dial_in::for_node,
+    put "/api/nodes/{node}/meetings/{meeting}/dial-in" => dial_in::set_pin,
+    get "/api/meetings/{meeting}/dial-in" => dial_in::for_operator,
     post "/api/recorders/report" => recordings::report,
     post "/api/meetings/{meeting}/recordings" => recordings::start,
     get "/api/meetings/{meeting}/recordings" => recordings::list,
@@ -241,6 +261,18 @@ impl From<StoreError> for Failure {
             ),
             e => {
                 tracing::warn!("state store: {e}");
+                fail(StatusCode::SERVICE_UNAVAILABLE, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<PersistError> for Failure {
+    fn from(e: PersistError) -> Self {
+        match e {
+            PersistError::Full(_) => fail(StatusCode::CONFLICT, "full", e.to_string()),
+            e => {
+                tracing::warn!("kept state: {e}");
                 fail(StatusCode::SERVICE_UNAVAILABLE, "internal", e.to_string())
             }
         }

@@ -6,13 +6,11 @@
 //! The operator manages it through the API (`/api/directory`) or the `directory` tool; nodes
 //! read it when someone opens the dialpad or dials an entry.
 
+use crate::persist::{Persist, PersistError, parse, sqlite, to_json};
 use kaskade_protocol::directory::{DirectoryEntry, MAX_ENTRIES};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 /// The Redis hash of the directory.
 const REDIS_KEY: &str = "kaskade:sip-directory";
@@ -26,71 +24,39 @@ CREATE TABLE IF NOT EXISTS sip_directory (
 );
 ";
 
-/// Why the directory could not be read or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
-    /// SQLite refused.
-    #[error("directory database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// Redis refused or is unreachable.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// The blocking task did not finish.
-    #[error("directory task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    /// A stored entry does not parse.
-    #[error("corrupt directory entry: {0}")]
-    Corrupt(String),
-    /// Adding one more would pass [`MAX_ENTRIES`].
-    #[error("the directory is full ({MAX_ENTRIES} entries)")]
-    Full,
-}
-
 /// The directory, in SQLite or in Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Directory {
-    backend: Backend,
-}
-
-#[derive(Clone)]
-enum Backend {
-    Sqlite(Arc<Mutex<Connection>>),
-    Redis(ConnectionManager),
+    backend: Persist,
 }
 
 impl Directory {
     /// The directory where the locator's flags keep state: Redis at `redis` when given, else
     /// the SQLite file `db`.
-    pub async fn open(redis: Option<&str>, db: &Path) -> Result<Self, DirectoryError> {
-        match redis {
-            Some(url) => Self::redis(url).await,
-            None => Self::sqlite(db),
-        }
+    pub async fn open(redis: Option<&str>, db: &Path) -> Result<Self, PersistError> {
+        Ok(Self {
+            backend: Persist::open(redis, db, SCHEMA).await?,
+        })
     }
 
     /// The directory in the SQLite file at `path` (created if needed).
-    pub fn sqlite(path: &Path) -> Result<Self, DirectoryError> {
-        let conn = Connection::open(path)?;
-        // the call records and the `directory` tool may hold the file for a moment
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+    pub fn sqlite(path: &Path) -> Result<Self, PersistError> {
         Ok(Self {
-            backend: Backend::Sqlite(Arc::new(Mutex::new(conn))),
+            backend: Persist::sqlite(path, SCHEMA)?,
         })
     }
 
     /// The directory in Redis at `url`.
-    pub async fn redis(url: &str) -> Result<Self, DirectoryError> {
-        let con = redis::Client::open(url)?.get_connection_manager().await?;
+    pub async fn redis(url: &str) -> Result<Self, PersistError> {
         Ok(Self {
-            backend: Backend::Redis(con),
+            backend: Persist::redis(url).await?,
         })
     }
 
     /// Every entry, by name (then id).
-    pub async fn list(&self) -> Result<Vec<DirectoryEntry>, DirectoryError> {
+    pub async fn list(&self) -> Result<Vec<DirectoryEntry>, PersistError> {
         let mut entries = match &self.backend {
-            Backend::Sqlite(conn) => {
+            Persist::Sqlite(conn) => {
                 sqlite(conn, |conn| {
                     let mut select = conn
                         .prepare_cached("SELECT id, name, uri, credentials FROM sip_directory")?;
@@ -99,7 +65,7 @@ impl Directory {
                 })
                 .await?
             }
-            Backend::Redis(con) => {
+            Persist::Redis(con) => {
                 let stored: Vec<(String, String)> = con.clone().hgetall(REDIS_KEY).await?;
                 stored
                     .iter()
@@ -112,9 +78,9 @@ impl Directory {
     }
 
     /// The entry `id`, if there is one.
-    pub async fn get(&self, id: &str) -> Result<Option<DirectoryEntry>, DirectoryError> {
+    pub async fn get(&self, id: &str) -> Result<Option<DirectoryEntry>, PersistError> {
         match &self.backend {
-            Backend::Sqlite(conn) => {
+            Persist::Sqlite(conn) => {
                 let id = id.to_string();
                 sqlite(conn, move |conn| {
                     conn.prepare_cached(
@@ -125,7 +91,7 @@ impl Directory {
                 })
                 .await
             }
-            Backend::Redis(con) => {
+            Persist::Redis(con) => {
                 let json: Option<String> = con.clone().hget(REDIS_KEY, id).await?;
                 json.as_deref().map(parse).transpose()
             }
@@ -134,9 +100,9 @@ impl Directory {
 
     /// Adds `entry`, or replaces the one with its id; whether it is new. The caller has checked
     /// it ([`DirectoryEntry::check`]).
-    pub async fn put(&self, entry: DirectoryEntry) -> Result<bool, DirectoryError> {
+    pub async fn put(&self, entry: DirectoryEntry) -> Result<bool, PersistError> {
         match &self.backend {
-            Backend::Sqlite(conn) => {
+            Persist::Sqlite(conn) => {
                 sqlite(conn, move |conn| {
                     let tx = conn.transaction()?;
                     let (count, exists): (i64, bool) = tx.query_row(
@@ -145,7 +111,7 @@ impl Directory {
                         |row| Ok((row.get(0)?, row.get(1)?)),
                     )?;
                     if !exists && usize::try_from(count).unwrap_or(usize::MAX) >= MAX_ENTRIES {
-                        return Ok(Err(DirectoryError::Full));
+                        return Ok(Err(full()));
                     }
                     tx.execute(
                         "INSERT OR REPLACE INTO sip_directory (id, name, uri, credentials) \
@@ -157,13 +123,12 @@ impl Directory {
                 })
                 .await?
             }
-            Backend::Redis(con) => {
+            Persist::Redis(con) => {
                 let mut con = con.clone();
-                let json = serde_json::to_string(&entry)
-                    .map_err(|e| DirectoryError::Corrupt(e.to_string()))?;
+                let json = to_json(&entry)?;
                 let exists: bool = con.hexists(REDIS_KEY, &entry.id).await?;
                 if !exists && con.hlen::<_, usize>(REDIS_KEY).await? >= MAX_ENTRIES {
-                    return Err(DirectoryError::Full);
+                    return Err(full());
                 }
                 let added: usize = con.hset(REDIS_KEY, &entry.id, json).await?;
                 Ok(added == 1)
@@ -172,9 +137,9 @@ impl Directory {
     }
 
     /// Removes the entry `id`; whether there was one.
-    pub async fn remove(&self, id: &str) -> Result<bool, DirectoryError> {
+    pub async fn remove(&self, id: &str) -> Result<bool, PersistError> {
         match &self.backend {
-            Backend::Sqlite(conn) => {
+            Persist::Sqlite(conn) => {
                 let id = id.to_string();
                 sqlite(conn, move |conn| {
                     conn.execute("DELETE FROM sip_directory WHERE id = ?1", [id])
@@ -182,25 +147,12 @@ impl Directory {
                 })
                 .await
             }
-            Backend::Redis(con) => {
+            Persist::Redis(con) => {
                 let removed: usize = con.clone().hdel(REDIS_KEY, id).await?;
                 Ok(removed > 0)
             }
         }
     }
-}
-
-/// Runs `work` on the connection in tokio's blocking pool.
-async fn sqlite<T: Send + 'static>(
-    conn: &Arc<Mutex<Connection>>,
-    work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, DirectoryError> {
-    let conn = conn.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        work(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
-    })
-    .await?;
-    Ok(result?)
 }
 
 fn entry_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryEntry> {
@@ -212,6 +164,7 @@ fn entry_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryEntry> {
     })
 }
 
-fn parse(json: &str) -> Result<DirectoryEntry, DirectoryError> {
-    serde_json::from_str(json).map_err(|e| DirectoryError::Corrupt(format!("{e}: {json}")))
+/// The directory holds [`MAX_ENTRIES`] already.
+fn full() -> PersistError {
+    PersistError::Full(format!("the directory holds {MAX_ENTRIES} rooms"))
 }

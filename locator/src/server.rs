@@ -2,9 +2,10 @@
 //! server. [`run`] is `kaskade-locator`; the all-in-one binds with [`Bound::bind`], builds its
 //! node and recorder on the bound address, and serves them beside the locator's routes.
 
-use crate::api::{self, ApiConfig, AppState};
+use crate::api::{self, ApiConfig, AppState, Kept};
 use crate::cdr::CdrDb;
 use crate::config::ServeConfig;
+use crate::dial_in::DialIns;
 use crate::directory::Directory;
 use crate::placement::PlacementConfig;
 use crate::state::{MemoryStore, NodeState, Now, RedisStore, Store};
@@ -123,8 +124,7 @@ pub struct Bound {
     access: Access,
     listener: TcpListener,
     store: Arc<dyn Store>,
-    cdr: CdrDb,
-    directory: Directory,
+    kept: Kept,
 }
 
 impl Bound {
@@ -136,6 +136,9 @@ impl Bound {
         let directory = Directory::open(config.redis.as_deref(), &config.db)
             .await
             .context("opening the SIP directory")?;
+        let dial_ins = DialIns::open(config.redis.as_deref(), &config.db)
+            .await
+            .context("opening the dial-in numbers")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -144,8 +147,11 @@ impl Bound {
             access,
             listener,
             store,
-            cdr,
-            directory,
+            kept: Kept {
+                cdr,
+                directory,
+                dial_ins,
+            },
         })
     }
 
@@ -166,11 +172,7 @@ impl Bound {
             embedded_recorder: recorder,
             ip_limits: self.config.ip_limits,
         };
-        let state = AppState::new(
-            api_config,
-            Arc::clone(&self.store),
-            (self.cdr, self.directory),
-        );
+        let state = AppState::new(api_config, Arc::clone(&self.store), self.kept);
         let router = api::router(state).merge(extra);
         if self.access.open {
             warn!(

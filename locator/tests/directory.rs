@@ -1,15 +1,18 @@
 //! The SIP directory through the locator's API over loopback: the operator sets, lists and
 //! removes rooms (with the API key), nodes read them with their credential, bad entries are
 //! refused in words; the SQLite directory outlives the locator, and locators sharing a real
-//! `redis-server` share one directory.
+//! `redis-server` share one directory. Meetings' dial-in numbers and PINs likewise, in SQLite
+//! and shared through Redis.
 
 mod common;
 
 use common::RedisServer;
 use common::locator::{Locator, Options, answer, start};
+use kaskade_locator::dial_in::DialIns;
 use kaskade_locator::directory::Directory;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::path::Path;
 
 const KEY: &str = "operator-key";
 
@@ -165,4 +168,108 @@ async fn locators_sharing_redis_share_the_directory() {
     assert_eq!(rooms[0]["credentials"], "east", "{rooms}");
     assert_eq!(b.delete_room("oslo").await, StatusCode::NO_CONTENT);
     assert_eq!(a.rooms().await, json!([]));
+}
+
+/// A node's `PUT /api/nodes/{node}/meetings/{meeting}/dial-in`.
+async fn set_pin(locator: &Locator, meeting: &str, pin: Value) -> (StatusCode, Value) {
+    let response = locator
+        .http
+        .put(format!(
+            "{}/api/nodes/n1/meetings/{meeting}/dial-in",
+            locator.base
+        ))
+        .header(
+            "Authorization",
+            kaskade_protocol::cluster::node_credential(
+                common::locator::SECRET.as_bytes(),
+                "n1",
+                kaskade_protocol::token::unix_now(),
+            ),
+        )
+        .json(&json!({ "pin": pin }))
+        .send()
+        .await
+        .unwrap();
+    answer(response).await
+}
+
+/// Numbers and PINs through one locator, read back through `reader` (the same one, or
+/// another sharing its Redis).
+async fn meetings_get_numbers_and_pins(locator: &Locator, reader: &Locator) {
+    let (status, board) = locator
+        .node_get("n1", "/api/nodes/n1/meetings/board/dial-in")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{board}");
+    let number = board["number"].as_str().unwrap().to_string();
+    assert!(
+        kaskade_protocol::directory::valid_dial_in_number(&number),
+        "{number}"
+    );
+    assert!(board.get("pin").is_none(), "no PIN until one is set");
+    let (_, again) = reader.get("/api/meetings/board/dial-in", Some(KEY)).await;
+    assert_eq!(
+        again["number"],
+        number.as_str(),
+        "a meeting keeps its number"
+    );
+    let (_, other) = reader
+        .node_get("n1", "/api/nodes/n1/meetings/standup/dial-in")
+        .await;
+    assert_ne!(other["number"], number.as_str(), "one number per meeting");
+
+    let (status, _) = set_pin(locator, "board", json!("12")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a PIN is 4 to 8 digits");
+    let (status, set) = set_pin(locator, "board", json!("4321")).await;
+    assert_eq!(
+        (status, set["pin"].as_str()),
+        (StatusCode::OK, Some("4321"))
+    );
+    let path = format!("/api/nodes/n1/dial-in/{number}");
+    let (status, found) = reader.node_get("n1", &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        found,
+        json!({"meeting": "board", "number": number, "pin": "4321"})
+    );
+    let (_, cleared) = set_pin(locator, "board", Value::Null).await;
+    assert!(cleared.get("pin").is_none(), "{cleared}");
+    for unknown in ["100000000", "12", "abcdefghi"] {
+        let path = format!("/api/nodes/n1/dial-in/{unknown}");
+        assert_eq!(
+            reader.node_get("n1", &path).await.0,
+            StatusCode::NOT_FOUND,
+            "{unknown}"
+        );
+    }
+    let (status, _) = reader.node_get("n2", &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another node's path");
+}
+
+#[tokio::test]
+async fn meetings_get_dial_in_numbers_and_pins_kept_in_sqlite() {
+    let locator = start(options(None)).await;
+    meetings_get_numbers_and_pins(&locator, &locator).await;
+}
+
+#[tokio::test]
+async fn locators_sharing_redis_share_dial_in_numbers() {
+    let redis = RedisServer::start();
+    let with_redis = |dial_ins| Options {
+        api_key: Some(KEY),
+        dial_ins: Some(dial_ins),
+        ..Options::default()
+    };
+    let a = start(with_redis(
+        DialIns::open(Some(&redis.url), Path::new(""))
+            .await
+            .unwrap(),
+    ))
+    .await;
+    let b = start(with_redis(
+        DialIns::open(Some(&redis.url), Path::new(""))
+            .await
+            .unwrap(),
+    ))
+    .await;
+    meetings_get_numbers_and_pins(&a, &b).await;
 }

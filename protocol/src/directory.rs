@@ -1,5 +1,6 @@
 //! The directory of SIP rooms (video MCUs, room systems) that participants pick from the
-//! dialpad: kept by the locator, managed by the operator, read by nodes when someone dials.
+//! dialpad: kept by the locator, managed by the operator, read by nodes when someone dials;
+//! and the dial-in numbers and PINs of meetings ([`DialIn`]), by which phones call in.
 //!
 //! An entry may name credentials by reference ([`DirectoryEntry::credentials`]): the user name
 //! and password stay in the nodes' configuration (`--sip-credential NAME=USER:PASSWORD`) and
@@ -75,6 +76,41 @@ impl DirectoryEntry {
             uri: self.uri.clone(),
         }
     }
+}
+
+/// A meeting's dial-in: the number a phone enters at kaskade's voice menu, and the PIN it
+/// then asks for, if the meeting has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialIn {
+    /// The meeting.
+    pub meeting: String,
+    /// Its number: [`DIAL_IN_DIGITS`] digits, the first not 0.
+    pub number: String,
+    /// 4 to 8 digits, when the meeting has a PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+/// Digits of a meeting's dial-in number.
+pub const DIAL_IN_DIGITS: usize = 9;
+
+/// `PUT /api/nodes/{node}/meetings/{meeting}/dial-in`: a moderator sets or clears the PIN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// The new PIN, or none to clear it.
+    pub pin: Option<String>,
+}
+
+/// Whether `pin` is a PIN kaskade takes: 4 to 8 digits.
+pub fn valid_pin(pin: &str) -> bool {
+    (4..=8).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `number` is a dial-in number: [`DIAL_IN_DIGITS`] digits, the first not 0.
+pub fn valid_dial_in_number(number: &str) -> bool {
+    number.len() == DIAL_IN_DIGITS
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && !number.starts_with('0')
 }
 
 /// Whether `id` is 1 to [`MAX_ID`] characters of `A-Z a-z 0-9 _ . -`.
@@ -165,6 +201,18 @@ mod tests {
         for (bad, says) in cases {
             let why = bad.check().expect_err(&format!("{bad:?}"));
             assert!(why.contains(says), "{bad:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn pins_and_dial_in_numbers_are_digits_of_their_length() {
+        assert!(valid_pin("1234") && valid_pin("12345678"));
+        for bad in ["", "123", "123456789", "12a4", " 1234"] {
+            assert!(!valid_pin(bad), "{bad}");
+        }
+        assert!(valid_dial_in_number("123456789"));
+        for bad in ["012345678", "12345678", "1234567890", "12345678x"] {
+            assert!(!valid_dial_in_number(bad), "{bad}");
         }
     }
 

@@ -14,8 +14,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http_body_util::BodyExt;
 use kaskade_limits::IpLimitsConfig;
-use kaskade_locator::api::{self, ApiConfig, AppState};
+use kaskade_locator::api::{self, ApiConfig, AppState, Kept};
 use kaskade_locator::cdr::CdrDb;
+use kaskade_locator::dial_in::DialIns;
 use kaskade_locator::directory::Directory;
 use kaskade_locator::placement::PlacementConfig;
 use kaskade_locator::state::{MemoryStore, Now, Store};
@@ -96,7 +97,11 @@ fn instance(open: bool) -> Instance {
             ip_limits: IpLimitsConfig::default(),
         },
         store.clone(),
-        (cdr, directory),
+        Kept {
+            cdr,
+            directory,
+            dial_ins: DialIns::sqlite(memory).expect("an in-memory database"),
+        },
     );
     Instance {
         router: api::router(state),

@@ -5,7 +5,6 @@
 use super::nodes::authenticate;
 use super::operator::authorize;
 use super::{ApiPath, AppState, Failure, fail, parse_json};
-use crate::directory::DirectoryError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,19 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaskade_protocol::directory::{DirectoryEntry, valid_id};
 use serde::Deserialize;
-use tracing::{info, warn};
-
-impl From<DirectoryError> for Failure {
-    fn from(e: DirectoryError) -> Self {
-        match e {
-            DirectoryError::Full => fail(StatusCode::CONFLICT, "directory_full", e.to_string()),
-            e => {
-                warn!("directory: {e}");
-                fail(StatusCode::SERVICE_UNAVAILABLE, "internal", e.to_string())
-            }
-        }
-    }
-}
+use tracing::info;
 
 /// The body of `PUT /api/directory/{id}`.
 #[derive(Debug, Deserialize)]

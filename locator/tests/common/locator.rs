@@ -1,7 +1,8 @@
 //! A locator under test: served on a loopback port over an in-process (or a given) store.
 
-use kaskade_locator::api::{self, ApiConfig, AppState};
+use kaskade_locator::api::{self, ApiConfig, AppState, Kept};
 use kaskade_locator::cdr::CdrDb;
+use kaskade_locator::dial_in::DialIns;
 use kaskade_locator::directory::Directory;
 use kaskade_locator::placement::PlacementConfig;
 use kaskade_locator::server::{self, Running};
@@ -36,6 +37,8 @@ pub struct Options {
     pub ip_limits: kaskade_limits::IpLimitsConfig,
     /// The SIP directory (in the locator's SQLite file by default).
     pub directory: Option<Directory>,
+    /// The dial-in numbers (in the locator's SQLite file by default).
+    pub dial_ins: Option<DialIns>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             embedded_recorder: None,
             ip_limits: kaskade_limits::IpLimitsConfig::default(),
             directory: None,
+            dial_ins: None,
         }
     }
 }
@@ -103,7 +107,14 @@ pub async fn start(options: Options) -> Locator {
     let state = AppState::new(
         config,
         store.clone(),
-        (CdrDb::open(&db).expect("cdr db"), directory),
+        Kept {
+            cdr: CdrDb::open(&db).expect("cdr db"),
+            directory,
+            dial_ins: match options.dial_ins {
+                Some(dial_ins) => dial_ins,
+                None => DialIns::sqlite(&db).expect("dial-in db"),
+            },
+        },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let running =
