@@ -176,6 +176,8 @@ pub struct MeetingState {
     pub calls_placed: Vec<(ParticipantId, String)>,
     /// The SIP directories this participant asked for (`directory` frames), in order.
     pub directories: Vec<Vec<DirectoryListing>>,
+    /// The meeting's dial-in number and PIN, as the last `dial_in` frame said.
+    pub dial_in: Option<(String, Option<String>)>,
     /// Frames that did not parse.
     pub unparsed: Vec<String>,
     /// The signaling socket of the current session is closed.
@@ -274,6 +276,9 @@ impl MeetingState {
             }
             ServerMessage::Directory { entries } => {
                 self.directories.push(entries.clone());
+            }
+            ServerMessage::DialIn { number, pin, .. } => {
+                self.dial_in = Some((number.clone(), pin.clone()));
             }
             ServerMessage::CameraAdded { id, name } => {
                 self.cameras_added.push((*id, name.clone()));

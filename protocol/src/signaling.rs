@@ -100,6 +100,14 @@ pub enum ClientMessage {
         /// parentheses are ignored.
         number: String,
     },
+    /// Ask for the meeting's dial-in number and PIN (moderators): answered with `dial_in`.
+    DialIn,
+    /// Set (4 to 8 digits) or clear (`null`) the meeting's PIN (moderators): answered with
+    /// `dial_in`.
+    SetPin {
+        /// The new PIN.
+        pin: Option<String>,
+    },
     /// Ask for the directory of SIP rooms (those who may dial): answered with `directory`.
     Directory,
     /// Send DTMF keys to a SIP call in the meeting (those who may dial), to steer a room
@@ -438,6 +446,17 @@ pub enum ServerMessage {
         id: ParticipantId,
         /// The address called.
         uri: String,
+    },
+    /// The meeting's dial-in, as the recipient (a moderator) asked or set it.
+    DialIn {
+        /// What a phone enters at kaskade's voice menu.
+        number: String,
+        /// What it enters next, when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
+        /// The phone number that reaches kaskade's voice menu, as the operator gave it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<String>,
     },
     /// The directory of SIP rooms, as the recipient asked.
     Directory {

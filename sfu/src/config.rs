@@ -96,6 +96,10 @@ pub struct SipOptions {
     /// trunk's address). Without it, call-me is off.
     #[arg(long, value_parser = PhoneUri::parse)]
     pub sip_phone_uri: Option<PhoneUri>,
+    /// The phone number that reaches this node's voice menu (the trunk routes it to
+    /// --sip-listen), as moderators are shown it beside the meeting's number and PIN.
+    #[arg(long)]
+    pub sip_dial_in_number: Option<String>,
     /// Send every SIP request through this proxy (a trunk or call manager: ADDR:PORT, UDP), the
     /// dialled address kept as the request URI.
     #[arg(long)]
@@ -135,6 +139,9 @@ impl SipOptions {
         }
         if let Some(proxy) = self.sip_proxy {
             args.push(format!("--sip-proxy={proxy}"));
+        }
+        if let Some(number) = &self.sip_dial_in_number {
+            args.push(format!("--sip-dial-in-number={number}"));
         }
         if let Some(phone_uri) = &self.sip_phone_uri {
             args.push(format!("--sip-phone-uri={}", phone_uri.as_str()));

@@ -9,7 +9,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::sip::{CallTimers, Dialplan, DigestCredential, SipGateway, SipSettings};
+use crate::sip::{CallTimers, Dialplan, DigestCredential, SipGateway, SipSettings, Trunk};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -148,7 +148,7 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         }
     };
     let auth = Arc::new(Auth::new(key, open, config.node_name(), standalone));
-    let sip = start_sip(config).await?;
+    let sip = start_sip(config, &node).await?;
     let router = router(AppState {
         node,
         sip,
@@ -186,7 +186,10 @@ fn peer_settings(
 
 /// The SIP gateway when `--sip-listen` asks for one; its calls' RTP is bound on the SIP
 /// address (what the far end reaches; the node's announced one when it listens on all).
-async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>>> {
+async fn start_sip(
+    config: &NodeConfig,
+    node: &NodeHandle,
+) -> anyhow::Result<Option<Arc<SipGateway>>> {
     let Some(listen) = config.sip.sip_listen else {
         return Ok(None);
     };
@@ -225,12 +228,12 @@ async fn start_sip(config: &NodeConfig) -> anyhow::Result<Option<Arc<SipGateway>
             config.node_name(),
         )
     });
-    let dialplan = Dialplan::new(
-        locator,
-        config.sip.sip_credentials.clone(),
-        config.sip.sip_phone_uri.clone(),
-    );
-    let gateway = SipGateway::start(settings, ips, timers, dialplan).await?;
+    let trunk = Trunk {
+        phone_uri: config.sip.sip_phone_uri.clone(),
+        dial_in_number: config.sip.sip_dial_in_number.clone(),
+    };
+    let dialplan = Dialplan::new(locator, config.sip.sip_credentials.clone(), trunk);
+    let gateway = SipGateway::start(settings, ips, timers, (dialplan, node.clone())).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

@@ -122,7 +122,8 @@ impl Drop for Baresip {
     }
 }
 
-/// sipp running one scenario of `tests/sip/` as the called side, for one call.
+/// sipp running one scenario of `tests/sip/`, for one call: as the called side
+/// ([`Sipp::serve`]) or as a caller ([`Sipp::call`]).
 pub struct Sipp {
     child: Child,
     /// Its SIP port.
@@ -137,6 +138,16 @@ impl Sipp {
 
     /// [`Sipp::serve`] with scenario keywords (`-key NAME VALUE`, `[NAME]` in the scenario).
     pub fn serve_with(scenario: &str, keys: &[(&str, &str)]) -> Self {
+        Self::start(scenario, keys, &[])
+    }
+
+    /// Starts `sipp` calling `to` (`ADDR:PORT`) with `tests/sip/{scenario}.xml` and scenario
+    /// keywords `keys`.
+    pub fn call(scenario: &str, to: &str, keys: &[(&str, &str)]) -> Self {
+        Self::start(scenario, keys, &[to, "-s", "kaskade"])
+    }
+
+    fn start(scenario: &str, keys: &[(&str, &str)], more: &[&str]) -> Self {
         let port = free_port();
         let file = format!("{}/sip/{scenario}.xml", env!("CARGO_MANIFEST_DIR"));
         let mut command = Command::new("sipp");
@@ -146,6 +157,7 @@ impl Sipp {
         let child = command
             .args(["-sf", &file, "-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", "1", "-timeout", "60s", "-timeout_error", "-nostdin"])
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -849,3 +849,164 @@ async fn the_meeting_calls_a_participants_phone_that_talks_and_that_they_hang_up
         "sipp was offered sound only and got the BYE"
     );
 }
+
+/// Presses `keys` on a phone's keypad: RFC 4733 events (payload type 101) from `socket` to
+/// `to`, each key three packets of one event, 20 ms apart, then 80 ms of quiet.
+async fn press(
+    socket: &tokio::net::UdpSocket,
+    to: std::net::SocketAddr,
+    keys: &str,
+    timestamp: &mut u32,
+) {
+    for key in keys.chars() {
+        let code = match key {
+            '*' => 10,
+            '#' => 11,
+            digit => digit.to_digit(10).unwrap() as u8,
+        };
+        *timestamp = timestamp.wrapping_add(2_000);
+        for (n, duration) in [160u16, 320, 480].into_iter().enumerate() {
+            let end = if n == 2 { 0x80 } else { 0 };
+            let marker = if n == 0 { 0x80 } else { 0 };
+            let mut packet = vec![0x80, marker | 101];
+            packet.extend_from_slice(&(*timestamp as u16).wrapping_add(n as u16).to_be_bytes());
+            packet.extend_from_slice(&timestamp.to_be_bytes());
+            packet.extend_from_slice(&0x0000_7E1Eu32.to_be_bytes());
+            packet.extend_from_slice(&[code, end | 10]);
+            packet.extend_from_slice(&duration.to_be_bytes());
+            socket.send_to(&packet, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+}
+
+/// Where kaskade's first packet to a phone's socket came from (the leg's RTP socket), its
+/// SSRC, and how loud the PCMU `socket` then hears for `duration` is at most.
+async fn listen(
+    socket: &tokio::net::UdpSocket,
+    duration: Duration,
+) -> (std::net::SocketAddr, u32, f64) {
+    let mut buf = [0u8; 2_048];
+    let (n, from) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .expect("kaskade sends the phone sound")
+        .unwrap();
+    assert!(n >= 12);
+    let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+    let loudest = far_end_hears(socket, duration)
+        .await
+        .iter()
+        .filter(|(pt, _)| *pt == 0)
+        .map(|(_, p)| pcmu_rms(p))
+        .fold(0.0, f64::max);
+    (from, ssrc, loudest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
+    let _serial = SERIAL.lock().await;
+    let scratch = kaskade_e2e::Scratch::new("sip-dial-in");
+    let sip = format!("127.0.0.1:{}", free_port());
+    let server = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &[
+            "--db",
+            &scratch.path("kaskade.sqlite"),
+            "--recordings",
+            &scratch.path("rec"),
+            "--sip-listen",
+            &sip,
+            "--sip-dial-in-number",
+            "+47 21 00 00 00",
+        ],
+    )
+    .expect("the all-in-one starts");
+    let mut config = kaskade_e2e::small_media_config(server.http, "dialin", "chair");
+    config.locator = Some(server.url());
+    let chair = Participant::join(config).await.expect("the chair joins");
+    chair
+        .send(&ClientMessage::SetPin {
+            pin: Some("2468".into()),
+        })
+        .await
+        .unwrap();
+    let state = chair
+        .wait_until(WAIT, |s| s.dial_in.is_some())
+        .await
+        .expect("the moderator sees the meeting's dial-in");
+    let (number, pin) = state.dial_in.clone().unwrap();
+    assert_eq!(pin.as_deref(), Some("2468"));
+
+    // the phone: the welcome, the number, a wrong PIN, the right one
+    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let phone = Sipp::call("dial_in_pcmu_from_port", &sip, &[("rtp_port", &port)]);
+    let (leg, ssrc, welcome) = listen(&phone_rtp, Duration::from_secs(2)).await;
+    assert!(welcome > 1_000.0, "the welcome is heard: rms {welcome}");
+    let mut timestamp = 0;
+    press(&phone_rtp, leg, &format!("{number}#"), &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    press(&phone_rtp, leg, "1111#", &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        chair
+            .state()
+            .participants
+            .values()
+            .all(|p| p.source.is_none()),
+        "a wrong PIN joins nobody"
+    );
+    press(&phone_rtp, leg, "2468#", &mut timestamp).await;
+    let state = chair
+        .wait_until(WAIT, |s| {
+            s.participants.values().any(|p| {
+                p.source
+                    .as_ref()
+                    .is_some_and(|s| s.kind == SourceKind::Phone)
+            })
+        })
+        .await
+        .expect("the phone joins the meeting");
+    let (id, info) = state
+        .participants
+        .iter()
+        .find(|(_, p)| p.source.is_some())
+        .unwrap();
+    assert_eq!(info.name, "Phone …1234");
+    // the phone hears the meeting in the stream the menu spoke in
+    let (from, joined_ssrc, _) = listen(&phone_rtp, Duration::from_millis(200)).await;
+    assert_eq!(
+        (from, joined_ssrc),
+        (leg, ssrc),
+        "one stream from menu to meeting"
+    );
+    chair.moderate(ModerateAction::Remove, *id).await.unwrap();
+    wait_gone(&chair, *id).await;
+    assert!(
+        phone.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp dialled in, was answered and got the BYE"
+    );
+
+    // two wrong PINs: goodbye, and kaskade hangs up
+    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let phone = Sipp::call("dial_in_pcmu_from_port", &sip, &[("rtp_port", &port)]);
+    let (leg, _, _) = listen(&phone_rtp, Duration::from_millis(100)).await;
+    press(&phone_rtp, leg, &format!("{number}#"), &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    press(&phone_rtp, leg, "1111#", &mut timestamp).await;
+    press(&phone_rtp, leg, "2222#", &mut timestamp).await;
+    assert!(
+        phone.finish(WAIT).is_some_and(|s| s.success()),
+        "kaskade said goodbye and hung up"
+    );
+    assert!(
+        chair
+            .state()
+            .participants
+            .values()
+            .all(|p| p.source.is_none()),
+        "nobody joined"
+    );
+}

@@ -1,11 +1,11 @@
 //! The node's client of the locator's node API: reports, meeting and link lookups, call
-//! records, the SIP directory. Each call carries a fresh node credential; when a locator stops answering, the
+//! records, the SIP directory, meetings' dial-in numbers. Each call carries a fresh node credential; when a locator stops answering, the
 //! next configured one is tried.
 
 use kaskade_protocol::cluster::{
     ApiError, CallRecord, LinkInfo, MeetingInfo, NodeReport, ReportAck, node_credential,
 };
-use kaskade_protocol::directory::DirectoryEntry;
+use kaskade_protocol::directory::{DialIn, DirectoryEntry, PinRequest};
 use kaskade_protocol::token::unix_now;
 use reqwest::{Client, Method, StatusCode};
 use serde::Serialize;
@@ -86,6 +86,35 @@ impl LocatorClient {
     pub async fn directory(&self) -> Result<Vec<DirectoryEntry>, LocatorError> {
         let path = format!("/api/nodes/{}/directory", self.node);
         self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// The meeting (and its PIN) whose dial-in number is `number`, if any.
+    pub async fn dial_in_by_number(&self, number: &str) -> Result<Option<DialIn>, LocatorError> {
+        let path = format!("/api/nodes/{}/dial-in/{number}", self.node);
+        match self.call::<(), _>(Method::GET, path, None).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(LocatorError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The dial-in of `meeting` (numbered on first ask).
+    pub async fn dial_in_of(&self, meeting: &str) -> Result<DialIn, LocatorError> {
+        let path = format!("/api/nodes/{}/meetings/{meeting}/dial-in", self.node);
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// Sets (or clears) the PIN of `meeting`.
+    pub async fn set_pin(
+        &self,
+        meeting: &str,
+        pin: Option<String>,
+    ) -> Result<DialIn, LocatorError> {
+        let path = format!("/api/nodes/{}/meetings/{meeting}/dial-in", self.node);
+        self.call(Method::PUT, path, Some(&PinRequest { pin }))
+            .await
     }
 
     /// Hands over finished sessions' call records.

@@ -95,6 +95,38 @@ pub(super) fn directory(session: &Session) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Reads (and with `pin`, first sets) the meeting's dial-in in the background and answers
+/// with `dial_in` (moderators).
+pub(super) fn dial_in(session: &Session, pin: Option<Option<String>>) -> Result<(), Refusal> {
+    if session.role != Role::Moderator {
+        return Err(refusal(
+            ErrorCode::Forbidden,
+            "only moderators see and set the dial-in PIN",
+        ));
+    }
+    let gateway = any_gateway(session)?.clone();
+    let (meeting, reply) = (session.meeting.clone(), session.replies.clone());
+    tokio::spawn(async move {
+        let dialplan = gateway.dialplan();
+        let read = match pin {
+            Some(pin) => dialplan.set_pin(&meeting, pin).await,
+            None => dialplan.dial_in_of(&meeting).await,
+        };
+        let answer = match read {
+            Ok(dial_in) => ServerMessage::DialIn {
+                number: dial_in.number,
+                pin: dial_in.pin,
+                phone: dialplan.dial_in_phone().map(str::to_string),
+            },
+            Err((code, why)) => ServerMessage::error(code, why),
+        };
+        if let Some(session) = reply.upgrade() {
+            let _ = session.send(SessionEvent::Message(answer)).await;
+        }
+    });
+    Ok(())
+}
+
 /// Sends DTMF `digits` to the call `target` of the session's meeting.
 pub(super) fn dtmf(session: &Session, target: ParticipantId, digits: &str) -> Result<(), Refusal> {
     gateway(session)?

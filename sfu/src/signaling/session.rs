@@ -236,6 +236,16 @@ async fn serve(
                         Err(refusal) => *refusal,
                     }
                 }
+                Some(Ok(ClientMessage::DialIn)) => match dialpad::dial_in(session, None) {
+                    Ok(()) => continue,
+                    Err(refusal) => *refusal,
+                },
+                Some(Ok(ClientMessage::SetPin { pin })) => {
+                    match dialpad::dial_in(session, Some(pin)) {
+                        Ok(()) => continue,
+                        Err(refusal) => *refusal,
+                    }
+                }
                 Some(Ok(ClientMessage::Directory)) => match dialpad::directory(session) {
                     Ok(()) => continue,
                     Err(refusal) => *refusal,
@@ -402,6 +412,8 @@ const KNOWN_TYPES: &[&str] = &[
     "add_camera",
     "dial",
     "call_me",
+    "dial_in",
+    "set_pin",
     "directory",
     "dtmf",
     "leave",

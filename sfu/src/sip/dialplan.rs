@@ -8,9 +8,11 @@
 //! most.
 
 use super::ua::DigestCredential;
-use crate::cluster::locator::LocatorClient;
+use crate::cluster::locator::{LocatorClient, LocatorError};
 use crate::signaling::protocol::{DialRequest, ErrorCode};
-use kaskade_protocol::directory::{DirectoryEntry, DirectoryListing, check_sip_uri};
+use kaskade_protocol::directory::{
+    DialIn, DirectoryEntry, DirectoryListing, check_sip_uri, valid_pin,
+};
 use std::collections::HashMap;
 use tracing::warn;
 
@@ -77,7 +79,17 @@ const MAX_DIGITS: usize = 20;
 pub struct Dialplan {
     locator: Option<LocatorClient>,
     credentials: HashMap<String, DigestCredential>,
-    phone_uri: Option<PhoneUri>,
+    trunk: Trunk,
+}
+
+/// The node's phone trunk: where phones are called, and the number that reaches its voice
+/// menu.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trunk {
+    /// Where phone numbers are called (call-me), if anywhere.
+    pub phone_uri: Option<PhoneUri>,
+    /// The phone number callers dial to reach the voice menu, as moderators are shown it.
+    pub dial_in_number: Option<String>,
 }
 
 /// Where a phone number is called: a `sip:` URI template with `{number}` in it.
@@ -107,11 +119,11 @@ impl PhoneUri {
 
 impl Dialplan {
     /// The dial plan with the directory of the node's `locator` (none for a node without one),
-    /// `credentials` and the phone trunk `phone_uri`.
+    /// `credentials` and the phone `trunk`.
     pub fn new(
         locator: Option<LocatorClient>,
         credentials: Vec<NamedCredential>,
-        phone_uri: Option<PhoneUri>,
+        trunk: Trunk,
     ) -> Self {
         Self {
             locator,
@@ -119,18 +131,23 @@ impl Dialplan {
                 .into_iter()
                 .map(|named| (named.name, named.credential))
                 .collect(),
-            phone_uri,
+            trunk,
         }
     }
 
     /// Whether phones can be called (call-me).
     pub fn calls_phones(&self) -> bool {
-        self.phone_uri.is_some()
+        self.trunk.phone_uri.is_some()
+    }
+
+    /// The phone number that reaches the voice menu, if the operator gave one.
+    pub fn dial_in_phone(&self) -> Option<&str> {
+        self.trunk.dial_in_number.as_deref()
     }
 
     /// The call to the phone `number` for the participant `name`.
     pub fn phone(&self, number: &str, name: &str) -> Result<Callee, (ErrorCode, String)> {
-        let trunk = self.phone_uri.as_ref().ok_or_else(|| {
+        let trunk = self.trunk.phone_uri.as_ref().ok_or_else(|| {
             (
                 ErrorCode::CallFailed,
                 "this node calls no phones (start it with --sip-phone-uri)".to_string(),
@@ -206,19 +223,67 @@ impl Dialplan {
 
     /// The whole directory, from the locator.
     async fn entries(&self) -> Result<Vec<DirectoryEntry>, (ErrorCode, String)> {
-        let locator = self.locator.as_ref().ok_or_else(|| {
+        self.locator()?
+            .directory()
+            .await
+            .map_err(unavailable("the SIP directory"))
+    }
+
+    /// Whether phones can dial in: meetings' numbers are the locator's.
+    pub fn takes_dial_in(&self) -> bool {
+        self.locator.is_some()
+    }
+
+    /// The meeting a phone reaches with `number`, if any.
+    pub async fn dial_in(&self, number: &str) -> Result<Option<DialIn>, (ErrorCode, String)> {
+        self.locator()?
+            .dial_in_by_number(number)
+            .await
+            .map_err(unavailable("the dial-in numbers"))
+    }
+
+    /// The dial-in of `meeting` (numbered on first ask).
+    pub async fn dial_in_of(&self, meeting: &str) -> Result<DialIn, (ErrorCode, String)> {
+        self.locator()?
+            .dial_in_of(meeting)
+            .await
+            .map_err(unavailable("the dial-in numbers"))
+    }
+
+    /// Sets (or clears) the PIN of `meeting`.
+    pub async fn set_pin(
+        &self,
+        meeting: &str,
+        pin: Option<String>,
+    ) -> Result<DialIn, (ErrorCode, String)> {
+        if pin.as_deref().is_some_and(|pin| !valid_pin(pin)) {
+            return Err((ErrorCode::BadRequest, "a PIN is 4 to 8 digits".into()));
+        }
+        self.locator()?
+            .set_pin(meeting, pin)
+            .await
+            .map_err(unavailable("the dial-in numbers"))
+    }
+
+    fn locator(&self) -> Result<&LocatorClient, (ErrorCode, String)> {
+        self.locator.as_ref().ok_or_else(|| {
             (
                 ErrorCode::NotFound,
-                "this node has no SIP directory: it runs without a locator".to_string(),
-            )
-        })?;
-        locator.directory().await.map_err(|e| {
-            warn!("reading the SIP directory: {e}");
-            (
-                ErrorCode::Unavailable,
-                format!("the SIP directory could not be read: {e}"),
+                "this node has no SIP directory or dial-in numbers: it runs without a locator"
+                    .to_string(),
             )
         })
+    }
+}
+
+/// The refusal when the locator could not give `what`.
+fn unavailable(what: &'static str) -> impl Fn(LocatorError) -> (ErrorCode, String) {
+    move |e| {
+        warn!("reading {what}: {e}");
+        (
+            ErrorCode::Unavailable,
+            format!("{what} could not be read: {e}"),
+        )
     }
 }
 
@@ -271,7 +336,12 @@ mod tests {
         Dialplan::new(
             None,
             vec![NamedCredential::parse("east=kaskade:pa:ss=word").unwrap()],
-            Some(PhoneUri::parse("sip:{number}@trunk.example.org;user=phone").unwrap()),
+            Trunk {
+                phone_uri: Some(
+                    PhoneUri::parse("sip:{number}@trunk.example.org;user=phone").unwrap(),
+                ),
+                dial_in_number: None,
+            },
         )
     }
 
@@ -293,7 +363,7 @@ mod tests {
             let (code, why) = directory().phone(bad, "A").unwrap_err();
             assert_eq!(code, ErrorCode::BadRequest, "{bad}: {why}");
         }
-        let without = Dialplan::new(None, Vec::new(), None);
+        let without = Dialplan::new(None, Vec::new(), Trunk::default());
         assert!(!without.calls_phones());
         let (code, why) = without.phone("+4722000000", "A").unwrap_err();
         assert_eq!(code, ErrorCode::CallFailed);

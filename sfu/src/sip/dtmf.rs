@@ -1,6 +1,8 @@
 //! DTMF keys to the far end, to steer a room system's or an MCU's menu: RFC 4733 telephone
 //! events on the call's audio RTP when the far end took them in the SDP, else SIP INFO
-//! `application/dtmf-relay` (see `ua::Call::dtmf_info`).
+//! `application/dtmf-relay` (see `ua::Call::dtmf_info`). And keys from the far end (a phone
+//! at the voice menu): its events, each taken once ([`KeyReceiver`]), or its SIP INFO
+//! ([`relayed_key`]).
 //!
 //! Each key is a 160 ms event: a packet every 20 ms with the duration so far (the first with
 //! the marker bit), then the end packet sent three times, and 80 ms of silence before the next
@@ -42,6 +44,49 @@ fn event_code(key: char) -> Option<u8> {
         'A'..='D' => Some(key as u8 - b'A' + 12),
         _ => None,
     }
+}
+
+/// The key of an RFC 4733 event code.
+fn key_of(code: u8) -> Option<char> {
+    match code {
+        0..=9 => Some(char::from(b'0' + code)),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some(char::from(b'A' + code - 12)),
+        _ => None,
+    }
+}
+
+/// Keys the far end presses, from its telephone events: an event is one key however many
+/// packets it takes (they share its RTP timestamp).
+#[derive(Debug, Default)]
+pub struct KeyReceiver {
+    /// The timestamp of the last event taken.
+    last: Option<u32>,
+}
+
+impl KeyReceiver {
+    /// The key of the event packet with RTP timestamp `timestamp` and `payload`, the first time
+    /// that event is seen.
+    pub fn push(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
+        let key = key_of(*payload.first()?)?;
+        if payload.len() < 4 || self.last == Some(timestamp) {
+            return None;
+        }
+        self.last = Some(timestamp);
+        Some(key)
+    }
+}
+
+/// The key of a SIP INFO `application/dtmf-relay` body (`Signal=5`), if it holds one.
+pub fn relayed_key(body: &str) -> Option<char> {
+    let signal = body
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Signal="))?
+        .trim();
+    let mut chars = signal.chars();
+    let key = chars.next()?.to_ascii_uppercase();
+    (chars.next().is_none() && event_code(key).is_some()).then_some(key)
 }
 
 /// Where the next telephone event goes in the call's outgoing audio stream.
@@ -113,6 +158,42 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_event_is_one_key_and_sent_events_read_back() {
+        let events = TelephoneEvent {
+            payload_type: 101,
+            clock_rate: 8_000,
+        };
+        let mut stream = EventStream {
+            ssrc: 1,
+            seq: 0,
+            timestamp: 1_000,
+            events,
+        };
+        let mut keys = KeyReceiver::default();
+        let heard: String = stream
+            .packets("12#*9D")
+            .iter()
+            .filter_map(|t| {
+                let timestamp = u32::from_be_bytes(t.packet[4..8].try_into().unwrap());
+                keys.push(timestamp, &t.packet[12..])
+            })
+            .collect();
+        assert_eq!(heard, "12#*9D");
+        assert_eq!(keys.push(5, &[16, 0, 0, 0]), None, "not a key");
+        assert_eq!(keys.push(6, &[1]), None, "too short");
+    }
+
+    #[test]
+    fn relayed_keys_are_read_from_info_bodies() {
+        assert_eq!(relayed_key("Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(relayed_key("Signal= #\r\n"), Some('#'));
+        assert_eq!(relayed_key("Signal=d"), Some('D'));
+        for bad in ["", "Duration=160", "Signal=", "Signal=12", "Signal=x"] {
+            assert_eq!(relayed_key(bad), None, "{bad}");
+        }
+    }
 
     fn stream() -> EventStream {
         EventStream {

@@ -4,6 +4,7 @@
 
 use super::failure::CallFailure;
 use super::media::{IntoMeeting, VIDEO_PAYLOAD_TYPE, keyframe_request};
+use super::mix::Mixer;
 use super::outgoing::Outgoing;
 use super::sdp::{self, Agreement, LocalMedia};
 use super::sockets::{Arrived, LegSockets};
@@ -57,7 +58,11 @@ pub(super) async fn run(
         }
     };
     let uri = callee.uri.clone();
-    let mut leg = match Leg::join(&gateway, node, (meeting, &caller), &callee).await {
+    let joined = match LegSockets::bind(&gateway).await {
+        Ok(sockets) => Leg::join(&gateway, node, (meeting, &caller), &callee, sockets).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let mut leg = match joined {
         Ok(leg) => leg,
         Err(why) => {
             let message = format!("{uri}: {why}");
@@ -92,7 +97,7 @@ pub(super) async fn run(
             leg.note(&caller, "cancelled").await;
         }
     }
-    let _ = leg.node.leave(leg.id).await;
+    leg.leave().await;
 }
 
 /// What a SIP leg publishes: the far end's H.264 and its audio as Opus. Room systems answer
@@ -119,7 +124,7 @@ enum Placed {
 }
 
 /// One call in the meeting.
-struct Leg {
+pub(super) struct Leg {
     node: NodeHandle,
     id: ParticipantId,
     events: mpsc::Receiver<SessionEvent>,
@@ -138,14 +143,15 @@ struct Leg {
 }
 
 impl Leg {
-    /// Binds the call's RTP and joins the meeting as a source that is being called.
-    async fn join(
+    /// Joins the meeting as a source that is being called (or, dialling in, answered), with the
+    /// call's `sockets`.
+    pub(super) async fn join(
         gateway: &Arc<SipGateway>,
         node: NodeHandle,
         (meeting, caller): (String, &str),
         callee: &Callee,
+        sockets: LegSockets,
     ) -> Result<Self, String> {
-        let sockets = LegSockets::bind(gateway).await.map_err(|e| e.to_string())?;
         let local = LocalMedia {
             address: gateway.media_ip,
             audio_port: sockets.audio.port(),
@@ -207,6 +213,16 @@ impl Leg {
         })
     }
 
+    /// Leaves the meeting (the call is over).
+    pub(super) async fn leave(self) {
+        let _ = self.node.leave(self.id).await;
+    }
+
+    /// Sends what the call's far end hears from `mixer` on (the voice menu's stream goes on).
+    pub(super) fn continue_sound(&mut self, mixer: Mixer) {
+        self.outgoing.adopt(mixer);
+    }
+
     /// Sends the INVITE and follows it until it is answered, fails, rings too long or the
     /// participant is removed.
     async fn place(&mut self, gateway: &SipGateway, callee: &Callee) -> Placed {
@@ -255,7 +271,7 @@ impl Leg {
     /// keyframe requests to it, its re-offers answered, until either side hangs up, or the far
     /// end sends nothing for `media_timeout` while it should. Returns the call's result when
     /// it is not a plain `answered`.
-    async fn converse(
+    pub(super) async fn converse(
         &mut self,
         mut call: Call,
         mut agreement: Agreement,
@@ -320,6 +336,8 @@ impl Leg {
                     CallEvent::KeyframeWanted => {
                         self.ask_meeting_keyframe(self.outgoing.shown()).await;
                     }
+                    // keys pressed in the meeting steer nothing
+                    CallEvent::Key(_) => {}
                     CallEvent::Reoffer(offer, reply) => {
                         if let Some(agreed) = self.reoffer(&offer, reply, &mut into).await {
                             agreement = agreed;
@@ -461,7 +479,7 @@ impl Leg {
     }
 
     /// Notes who dialled the call and how it goes, for its call record.
-    async fn note(&self, caller: &str, result: &str) {
+    pub(super) async fn note(&self, caller: &str, result: &str) {
         let note = CallNote {
             caller: Some(caller.to_string()),
             result: Some(result.to_string()),

@@ -7,6 +7,7 @@
 //! H.264 and Opus pass through with only that byte changed; G.722 and G.711 are transcoded to
 //! Opus.
 
+use crate::sip::dtmf::KeyReceiver;
 use crate::sip::sdp::{Agreement, AudioCodec};
 use crate::transcode::{self, AudioTranscoder, Law, SourceAudio};
 use bytes::BytesMut;
@@ -84,12 +85,18 @@ enum AudioIn {
     Transcoded(Box<AudioTranscoder>, Reorder, Extender),
 }
 
+/// Keys pressed and not yet taken, at most: a phone pressing faster than the menu reads.
+const MAX_KEYS: usize = 32;
+
 /// What the far end's packets become in the meeting.
 pub struct IntoMeeting {
     audio: Option<(u8, AudioIn)>,
     video: Option<u8>,
     /// The SSRC of the far end's video, once seen (what keyframe requests name).
     pub video_ssrc: Option<u32>,
+    /// The payload type of the far end's telephone events, and the keys they carried.
+    events: Option<(u8, KeyReceiver)>,
+    keys: Vec<char>,
 }
 
 impl IntoMeeting {
@@ -121,11 +128,24 @@ impl IntoMeeting {
             .as_ref()
             .filter(|line| line.flow.receive)
             .map(|line| line.receive_payload_type);
+        let events = agreement
+            .audio
+            .as_ref()
+            .filter(|line| line.flow.receive)
+            .and_then(|line| line.telephone_event)
+            .map(|events| (events.payload_type, KeyReceiver::default()));
         Ok(Self {
             audio,
             video,
             video_ssrc: None,
+            events,
+            keys: Vec::new(),
         })
+    }
+
+    /// The keys the far end pressed (RFC 4733) since the last call.
+    pub fn take_keys(&mut self) -> Vec<char> {
+        std::mem::take(&mut self.keys)
     }
 
     /// The sequence number its transcoded audio goes on with, when it transcodes: a new
@@ -137,13 +157,26 @@ impl IntoMeeting {
         }
     }
 
-    /// An audio datagram from the far end: its Opus packets for the meeting, appended to `out`.
-    /// Anything else (telephone events, comfort noise, garbage) is dropped.
+    /// An audio datagram from the far end: its Opus packets for the meeting, appended to `out`;
+    /// a telephone event's key kept for [`Self::take_keys`]. Anything else (comfort noise,
+    /// garbage) is dropped.
     pub fn audio(&mut self, datagram: &[u8], out: &mut Vec<BytesMut>) {
         let Some((payload_type, into)) = &mut self.audio else {
             return;
         };
-        if rtp_payload_type(datagram) != Some(*payload_type) {
+        let received = rtp_payload_type(datagram);
+        if let Some((events, keys)) = &mut self.events
+            && received == Some(*events)
+        {
+            if let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &datagram[..])
+                && let Some(key) = keys.push(packet.header.timestamp, &packet.payload)
+                && self.keys.len() < MAX_KEYS
+            {
+                self.keys.push(key);
+            }
+            return;
+        }
+        if received != Some(*payload_type) {
             return;
         }
         match into {

@@ -64,6 +64,9 @@ pub struct Mixer {
     keys: VecDeque<(Instant, Vec<u8>)>,
     /// The RTP timestamp after the last key scheduled.
     keys_timestamp: u32,
+    /// A recorded prompt being played (the voice menu), 48 kHz samples, mixed in like a
+    /// talker.
+    prompt: VecDeque<i16>,
     mixed: Vec<i32>,
     pcm: Vec<i16>,
     encoded: Vec<u8>,
@@ -104,6 +107,7 @@ impl Mixer {
             events: line.telephone_event,
             keys: VecDeque::new(),
             keys_timestamp: timestamp,
+            prompt: VecDeque::new(),
             mixed: vec![0; FRAME],
             pcm: vec![0; FRAME],
             encoded: vec![0; MAX_PACKET],
@@ -114,6 +118,31 @@ impl Mixer {
     /// changed agreement continues from there).
     pub fn position(&self) -> (u16, u32) {
         (self.seq, self.timestamp)
+    }
+
+    /// Plays `pcm` (8 kHz samples) after what is playing, resampled to 48 kHz.
+    pub fn say(&mut self, pcm: &[i16]) {
+        for pair in pcm.windows(2) {
+            let (from, to) = (i32::from(pair[0]), i32::from(pair[1]));
+            let step = DOWNSAMPLE as i32;
+            self.prompt
+                .extend((0..step).map(|i| (from + (to - from) * i / step) as i16));
+        }
+    }
+
+    /// Whether a prompt is still playing.
+    pub fn saying(&self) -> bool {
+        !self.prompt.is_empty()
+    }
+
+    /// Stops the prompt playing (a key pressed over it).
+    pub fn hush(&mut self) {
+        self.prompt.clear();
+    }
+
+    /// The SSRC of its stream.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
     }
 
     /// A datagram the node delivered: one participant's Opus packet, decoded into its queue.
@@ -195,12 +224,13 @@ impl Mixer {
         self.timestamp = self.timestamp.wrapping_add(self.ticks);
     }
 
-    /// Sums one frame of every talker into `pcm`, clipped.
+    /// Sums one frame of every talker (and the prompt) into `pcm`, clipped.
     fn mix(&mut self) {
         self.mixed.fill(0);
-        for talker in self.talkers.values_mut() {
-            let n = talker.queued.len().min(FRAME);
-            for (sum, sample) in self.mixed.iter_mut().zip(talker.queued.drain(..n)) {
+        let queues = self.talkers.values_mut().map(|t| &mut t.queued);
+        for queued in queues.chain(std::iter::once(&mut self.prompt)) {
+            let n = queued.len().min(FRAME);
+            for (sum, sample) in self.mixed.iter_mut().zip(queued.drain(..n)) {
                 *sum += i32::from(sample);
             }
         }

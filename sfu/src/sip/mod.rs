@@ -15,6 +15,7 @@
 //! packets), [`dtmf`] (telephone events), [`failure`] (why a call failed, in words), `leg` (one
 //! call's life).
 
+mod dial_in;
 mod dialplan;
 pub mod dtmf;
 pub mod failure;
@@ -22,6 +23,7 @@ mod leg;
 pub mod media;
 pub mod mix;
 pub mod outgoing;
+pub mod prompts;
 pub mod sdp;
 mod sockets;
 pub mod ua;
@@ -31,7 +33,7 @@ use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
-pub use dialplan::{Callee, Dialplan, NamedCredential, PhoneUri};
+pub use dialplan::{Callee, Dialplan, NamedCredential, PhoneUri, Trunk};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +46,9 @@ const MAX_CALLS: usize = 64;
 
 /// SIP calls running on this node.
 static RUNNING: Seats = Seats::new(MAX_CALLS);
+
+/// Calls dialling in that wait for the voice menu at once; more are answered 486.
+const DIAL_IN_QUEUE: usize = 16;
 
 /// Requests for one call waiting at once; more are refused (a moderator pressing keys faster
 /// than they can sound).
@@ -116,21 +121,33 @@ impl SipGateway {
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
         timers: CallTimers,
-        dialplan: Dialplan,
+        (dialplan, node): (Dialplan, NodeHandle),
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
         } else {
             node_ip
         };
-        Ok(Arc::new(Self {
-            ua: UserAgent::start(settings).await?,
+        // phones dial in when there are meeting numbers to dial (the locator's)
+        let (dial_in, calls) = match dialplan.takes_dial_in() {
+            true => {
+                let (sender, calls) = mpsc::channel(DIAL_IN_QUEUE);
+                (Some(sender), Some(calls))
+            }
+            false => (None, None),
+        };
+        let gateway = Arc::new(Self {
+            ua: UserAgent::start(settings, dial_in).await?,
             media_ip,
             meeting_ip,
             timers,
             dialplan,
             calls: Mutex::new(HashMap::new()),
-        }))
+        });
+        if let Some(calls) = calls {
+            tokio::spawn(answer_dial_in(Arc::downgrade(&gateway), node, calls));
+        }
+        Ok(gateway)
     }
 
     /// Sends DTMF `digits` to the call `target` of `meeting`; the refusal's code and reason
@@ -211,6 +228,11 @@ impl SipGateway {
         self.dialplan.listing().await
     }
 
+    /// Whom it calls, and the numbers of meetings phones dial in to.
+    pub fn dialplan(&self) -> &Dialplan {
+        &self.dialplan
+    }
+
     /// Whether it calls phones (call-me).
     pub fn calls_phones(&self) -> bool {
         self.dialplan.calls_phones()
@@ -245,6 +267,29 @@ impl SipGateway {
         tokio::spawn(async move {
             let _seat = seat;
             leg::run(gateway, node, (meeting, caller), wanted, tell).await;
+        });
+    }
+}
+
+/// Takes the calls dialling in to the voice menu, each as a SIP call of the node's, while
+/// the gateway lives.
+async fn answer_dial_in(
+    gateway: std::sync::Weak<SipGateway>,
+    node: NodeHandle,
+    mut calls: mpsc::Receiver<ua::Incoming>,
+) {
+    while let Some(incoming) = calls.recv().await {
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let Some(seat) = RUNNING.take() else {
+            incoming.refuse(rsipstack::sip::StatusCode::BusyHere);
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _seat = seat;
+            dial_in::run(gateway, node, incoming).await;
         });
     }
 }

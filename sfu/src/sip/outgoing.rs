@@ -44,6 +44,13 @@ impl Outgoing {
         }
     }
 
+    /// Takes over the far end's sound from `mixer` (the voice menu's), whose stream the next
+    /// agreement continues.
+    pub fn adopt(&mut self, mixer: Mixer) {
+        self.ssrc = mixer.ssrc();
+        self.mixer = Some(mixer);
+    }
+
     /// Sends what `agreement` says kaskade sends, continuing the streams sent before; the
     /// picture's first keyframe is asked for at the next delivered packet ([`Self::ask`]).
     pub fn agree(&mut self, agreement: &Agreement) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! The node's SIP user agent (rsipstack): one endpoint with UDP and TCP on one address, the
 //! router of requests that arrive on their own (the BYE, re-INVITE and INFO of a call in
-//! progress, OPTIONS pings, calls dialling in), and outbound calls from INVITE to BYE.
+//! progress, OPTIONS pings, calls dialling in: [`Incoming`]), and outbound calls from INVITE
+//! to BYE.
 //!
 //! rsipstack answers a 401/407 challenge with the configured credentials, sends the ACKs and
 //! retransmits; this module turns its dialog states into the few steps a leg cares about
@@ -15,11 +16,13 @@ use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::transaction::Transaction;
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TcpListenerConnection, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -71,8 +74,12 @@ impl Drop for StopOnDrop {
 }
 
 impl UserAgent {
-    /// Binds the SIP sockets and starts serving them.
-    pub async fn start(settings: SipSettings) -> std::io::Result<Self> {
+    /// Binds the SIP sockets and starts serving them; calls dialling in go to `calls` (they are
+    /// answered 480 without it, and 486 while it is full).
+    pub async fn start(
+        settings: SipSettings,
+        calls: Option<mpsc::Sender<Incoming>>,
+    ) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
         let mut transports = TransportLayer::new(stop.child_token());
         transports.outbound = settings.outbound_proxy.map(SipAddr::from);
@@ -100,7 +107,11 @@ impl UserAgent {
                 warn!("SIP endpoint stopped: {e}");
             }
         });
-        tokio::spawn(route(dialogs.clone(), incoming));
+        let contact = dialogs
+            .build_local_contact(Some(settings.user.clone()), None)
+            .map_err(|e| std::io::Error::other(format!("SIP contact: {e}")))?;
+        let dial_in = calls.map(|calls| DialIn { calls, contact });
+        tokio::spawn(route(dialogs.clone(), incoming, dial_in));
         let local: SocketAddr = local
             .try_into()
             .map_err(|e| std::io::Error::other(format!("SIP address: {e}")))?;
@@ -166,10 +177,20 @@ impl UserAgent {
     }
 }
 
+/// Where calls dialling in go, and the Contact kaskade answers them with.
+struct DialIn {
+    calls: mpsc::Sender<Incoming>,
+    contact: Uri,
+}
+
 /// Answers what arrives outside a call kaskade is placing: in-dialog requests go to their
 /// dialog (one task each: the dialog waits for the leg's answer), OPTIONS pings get 200, and
-/// calls dialling in are turned away until dial-in lands.
-async fn route(dialogs: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
+/// calls dialling in go to the voice menu ([`Incoming`]), or are turned away without one.
+async fn route(
+    dialogs: Arc<DialogLayer>,
+    mut incoming: TransactionReceiver,
+    dial_in: Option<DialIn>,
+) {
     while let Some(mut tx) = incoming.recv().await {
         let in_dialog = tx
             .original
@@ -190,15 +211,98 @@ async fn route(dialogs: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
                 None => StatusCode::CallTransactionDoesNotExist,
             }
         } else {
-            match tx.original.method {
-                Method::Options => StatusCode::OK,
-                Method::Invite => StatusCode::TemporarilyUnavailable,
+            match (&tx.original.method, &dial_in) {
+                (Method::Options, _) => StatusCode::OK,
+                (Method::Invite, Some(dial_in)) => {
+                    Incoming::arrive(&dialogs, tx, dial_in);
+                    continue;
+                }
+                (Method::Invite, None) => StatusCode::TemporarilyUnavailable,
                 _ => StatusCode::MethodNotAllowed,
             }
         };
         if let Err(e) = tx.reply(reply).await {
             debug!("SIP reply: {e}");
         }
+    }
+}
+
+/// A call dialling in, not answered yet.
+pub struct Incoming {
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    dialogs: Arc<DialogLayer>,
+}
+
+impl Incoming {
+    /// Makes the INVITE of `tx` a dialog and hands it to the voice menu (486 while the menu
+    /// takes no more calls); the dialog's task answers the INVITE as the menu says.
+    fn arrive(dialogs: &Arc<DialogLayer>, mut tx: Transaction, dial_in: &DialIn) {
+        let (states_tx, states) = dialogs.new_dialog_state_channel();
+        let contact = Some(dial_in.contact.clone());
+        let mut dialog = match dialogs.get_or_create_server_invite(&tx, states_tx, None, contact) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                debug!("SIP INVITE dialling in: {e}");
+                tokio::spawn(async move {
+                    let _ = tx.reply(StatusCode::BadRequest).await;
+                });
+                return;
+            }
+        };
+        let incoming = Self {
+            dialog: dialog.clone(),
+            states,
+            dialogs: dialogs.clone(),
+        };
+        if let Err(refused) = dial_in.calls.try_send(incoming) {
+            let _ = refused
+                .into_inner()
+                .dialog
+                .reject(Some(StatusCode::BusyHere), None);
+        }
+        tokio::spawn(async move {
+            if let Err(e) = dialog.handle(&mut tx).await {
+                debug!("SIP INVITE dialling in: {e}");
+            }
+        });
+    }
+
+    /// The caller's address (From).
+    pub fn caller(&self) -> String {
+        self.dialog
+            .initial_request()
+            .from_header()
+            .ok()
+            .and_then(|from| from.uri().ok())
+            .map(|uri| uri.to_string())
+            .unwrap_or_else(|| "sip:unknown".into())
+    }
+
+    /// The SDP offer of the INVITE (empty when it brought none).
+    pub fn offer(&self) -> String {
+        String::from_utf8_lossy(&self.dialog.initial_request().body).into_owned()
+    }
+
+    /// Answers 200 with `answer`: the call.
+    pub fn accept(self, answer: String) -> Result<Call, CallFailure> {
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        self.dialog
+            .accept(Some(headers), Some(answer.into_bytes()))
+            .map_err(|e| CallFailure::local(e.to_string()))?;
+        Ok(Call {
+            dialog: self.dialog,
+            states: self.states,
+            dialogs: self.dialogs,
+        })
+    }
+
+    /// Turns the call away with `status`.
+    pub fn refuse(self, status: StatusCode) {
+        if let Err(e) = self.dialog.reject(Some(status), None) {
+            debug!("SIP reject: {e}");
+        }
+        self.dialogs.remove_dialog(&self.dialog.id());
     }
 }
 
@@ -298,6 +402,8 @@ pub enum CallEvent {
     Ended(String),
     /// It asked for a keyframe by SIP INFO (`picture_fast_update`); answered 200 already.
     KeyframeWanted,
+    /// It pressed a key, sent by SIP INFO (`application/dtmf-relay`); answered 200 already.
+    Key(char),
     /// A new offer (a re-INVITE: hold, resume, a codec change); answer it with the reply.
     Reoffer(String, Reply),
 }
@@ -341,8 +447,12 @@ impl Call {
                 }
                 DialogState::Info(_, request, handle) => {
                     let _ = handle.reply(StatusCode::OK).await;
-                    if String::from_utf8_lossy(&request.body).contains("picture_fast_update") {
+                    let body = String::from_utf8_lossy(&request.body);
+                    if body.contains("picture_fast_update") {
                         return CallEvent::KeyframeWanted;
+                    }
+                    if let Some(key) = crate::sip::dtmf::relayed_key(&body) {
+                        return CallEvent::Key(key);
                     }
                 }
                 DialogState::Updated(_, _, handle)

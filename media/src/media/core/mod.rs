@@ -181,6 +181,8 @@ impl MediaCore {
             ClientMessage::AddCamera(_)
             | ClientMessage::Dial(_)
             | ClientMessage::CallMe { .. }
+            | ClientMessage::DialIn
+            | ClientMessage::SetPin { .. }
             | ClientMessage::Directory
             | ClientMessage::Dtmf { .. } => self.send(
                 id,
