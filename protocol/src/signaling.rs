@@ -372,6 +372,10 @@ pub struct Welcome {
     /// Whether the node can call the recipient's phone (`call_me`): it has a phone trunk.
     #[serde(default)]
     pub call_me: bool,
+    /// Whether phones can dial in to the meeting (the node answers SIP calls with its voice
+    /// menu): moderators may ask for its number and set its PIN (`dial_in`, `set_pin`).
+    #[serde(default)]
+    pub dial_in: bool,
 }
 
 /// A frame to a client.

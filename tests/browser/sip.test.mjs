@@ -97,6 +97,25 @@ describe(`a SIP call in meeting ${MEETING}`, { timeout: 120_000 }, () => {
       (present) => present === false, { timeout: 10_000 });
   });
 
+  it('a moderator reads the meeting\'s dial-in number and sets its PIN', { timeout: 30_000 }, async () => {
+    const page = alice.page;
+    await page.locator('#btn-dial-in').click();
+    const number = await waitFor('the meeting number', () => page.locator('#dial-in-number').textContent(),
+      (t) => /^\d{3} \d{3} \d{3}$/.test(t || ''), { timeout: 5_000 });
+    console.log(`CALL_DIAL_IN number=${number}`);
+    await page.locator('#dial-in-pin').fill('12');
+    await page.locator('#dial-in-save').click();
+    await waitFor('the PIN to be refused', () => page.locator('#dial-in-error').textContent(),
+      (t) => /4 to 8 digits/.test(t || ''), { timeout: 5_000 });
+    await page.locator('#dial-in-pin').fill('2468');
+    await page.locator('#dial-in-save').click();
+    await waitFor('the PIN to be saved', () => page.evaluate(() => window.kaskade.frames.some(
+      (f) => f.dir === 'in' && f.type === 'dial_in' && f.frame.pin === '2468')), (v) => v, { timeout: 5_000 });
+    assert.ok(await page.locator('#dial-in-error').isHidden(), 'no error once saved');
+    assert.equal(await page.locator('#dial-in-number').textContent(), number, 'the number stays');
+    await page.locator('#dial-in-close').click();
+  });
+
   it('a participant has the meeting call their phone, sees it as a phone and hangs it up', { timeout: 60_000 }, async () => {
     bob = await Participant.open(browser, 'Bob');
     await bob.goto(BASE_URL, MEETING);

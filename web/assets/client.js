@@ -59,6 +59,7 @@
     recording: false,
     mayDial: false,     // may place SIP calls (`welcome.may_dial`): a moderator, or a dial right
     callMe: false,      // the node can call this participant's phone (`welcome.call_me`)
+    dialIn: false,      // phones can dial in to the meeting (`welcome.dial_in`)
     status: '',         // text shown in #status
     statusCode: null,   // machine-readable: 'connected', 'reconnecting', 'removed', an error code...
     slots: {},          // receive slots by mid: {kind, participant}
@@ -134,6 +135,9 @@
     $('#call-cancel').addEventListener('click', () => $('#call-dialog').close());
     $('#call-room').addEventListener('change', roomPicked);
     $('#btn-phone').addEventListener('click', openPhoneDialog);
+    $('#btn-dial-in').addEventListener('click', openDialInDialog);
+    $('#dial-in-form').addEventListener('submit', (ev) => { ev.preventDefault(); savePin(); });
+    $('#dial-in-close').addEventListener('click', () => $('#dial-in-dialog').close());
     $('#phone-form').addEventListener('submit', (ev) => { ev.preventDefault(); callMyPhone(); });
     $('#phone-cancel').addEventListener('click', () => $('#phone-dialog').close());
     for (const key of document.querySelectorAll('#keypad-dialog .key')) {
@@ -479,6 +483,7 @@
     recording: (s, m) => setRecording(!!m.active),
     muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
     camera_added: onCameraAdded, dialling: onDialling, directory: onDirectory,
+    dial_in: onDialIn,
   };
 
   function onFrame(sess, data) {
@@ -503,6 +508,7 @@
     state.you = { ...msg.you };
     state.mayDial = !!msg.may_dial;
     state.callMe = !!msg.call_me;
+    state.dialIn = !!msg.dial_in;
     if (msg.token) joinToken = msg.token;
     state.participants = {};
     for (const p of msg.participants || []) addParticipant(p);
@@ -579,6 +585,10 @@
   function onError(sess, msg) {
     if (cameraPending && CAMERA_ERRORS.includes(msg.code)) {
       cameraFailed(msg.message || msg.code);
+      return;
+    }
+    if (dialInPending && CALL_ERRORS.includes(msg.code)) {
+      dialInFailed(msg.message || msg.code);
       return;
     }
     if ((dialPending || directoryPending) && CALL_ERRORS.includes(msg.code)) {
@@ -1112,6 +1122,44 @@
     error.hidden = false;
   }
 
+  // ---------------------------------------------------------------- dial-in (moderators)
+
+  /** The dial-in dialog waits for the node's `dial_in` (or its refusal). */
+  let dialInPending = false;
+
+  function openDialInDialog() {
+    $('#dial-in-error').hidden = true;
+    $('#dial-in-number').textContent = '…';
+    dialInPending = send({ type: 'dial_in' });
+    $('#dial-in-dialog').showModal();
+  }
+
+  function savePin() {
+    const pin = $('#dial-in-pin').value.trim();
+    if (pin && !/^[0-9]{4,8}$/.test(pin)) {
+      dialInFailed('A PIN is 4 to 8 digits (or empty for none).');
+      return;
+    }
+    dialInPending = send({ type: 'set_pin', pin: pin || null });
+  }
+
+  /** Shows the meeting's number (grouped in threes), its PIN and the phone number to call. */
+  function onDialIn(sess, msg) {
+    dialInPending = false;
+    $('#dial-in-error').hidden = true;
+    $('#dial-in-number').textContent = String(msg.number).replace(/(\d{3})(?=\d)/g, '$1 ');
+    $('#dial-in-pin').value = msg.pin || '';
+    $('#dial-in-phone').hidden = !msg.phone;
+    $('#dial-in-phone strong').textContent = msg.phone || '';
+  }
+
+  function dialInFailed(message) {
+    dialInPending = false;
+    const error = $('#dial-in-error');
+    error.textContent = message;
+    error.hidden = false;
+  }
+
   /** The call the keypad sends to. */
   let keypadTarget = null;
 
@@ -1163,6 +1211,7 @@
     document.body.classList.toggle('dialler', mayDial);
     $('#btn-call').hidden = !mayDial;
     $('#btn-phone').hidden = !(inCall && state.callMe);
+    $('#btn-dial-in').hidden = !(isModerator && state.dialIn);
     const lock = $('#btn-lock');
     lock.hidden = !isModerator;
     lock.textContent = state.locked ? 'Unlock meeting' : 'Lock meeting';

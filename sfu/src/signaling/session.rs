@@ -131,6 +131,9 @@ pub async fn run(
         welcome.may_dial = may_dial && sip.is_some();
         welcome.call_me = admitted.role != Role::Recorder
             && sip.as_ref().is_some_and(|gateway| gateway.calls_phones());
+        welcome.dial_in = sip
+            .as_ref()
+            .is_some_and(|gateway| gateway.dialplan().takes_dial_in());
         welcome.token = auth.key.sign(&Claims {
             meeting: request.meeting.clone(),
             sub: request.identity.clone(),

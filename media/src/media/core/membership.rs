@@ -187,10 +187,11 @@ impl MediaCore {
             participants: others,
             speaker: room.and_then(|r| r.speaker.current()),
             recording: room.is_some_and(|r| r.recording),
-            // the signaling session fills in these three
+            // the signaling session fills in these
             token: String::new(),
             may_dial: false,
             call_me: false,
+            dial_in: false,
         });
         if hidden {
             welcome
