@@ -290,7 +290,7 @@ pub async fn join_signaling(
         cfg.timeout,
         "welcome",
         read_until(&mut reader, shared, id, "welcome", |m| match m {
-            ServerMessage::Welcome(w) => Some(w.clone()),
+            ServerMessage::Welcome(w) => Some(Welcome::clone(w)),
             _ => None,
         }),
     )

@@ -223,7 +223,7 @@ impl MeetingState {
         match msg {
             ServerMessage::Welcome(w) => {
                 self.me = Some(w.you.clone());
-                self.welcome = Some(w.clone());
+                self.welcome = Some(Welcome::clone(w));
                 self.locked = w.locked;
                 self.recording = w.recording;
                 self.speaker = w.speaker;

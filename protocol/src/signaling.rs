@@ -383,7 +383,7 @@ pub struct Welcome {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Join accepted.
-    Welcome(Welcome),
+    Welcome(Box<Welcome>),
     /// The answer to the client's offer.
     Answer {
         /// SDP text.

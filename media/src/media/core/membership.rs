@@ -172,7 +172,7 @@ impl MediaCore {
             .filter(|p| !p.is_hidden())
             .map(Participant::info)
             .collect();
-        let welcome = ServerMessage::Welcome(Welcome {
+        let welcome = ServerMessage::Welcome(Box::new(Welcome {
             you: participant.info(),
             meeting,
             locked: room.is_some_and(|r| r.locked),
@@ -192,7 +192,7 @@ impl MediaCore {
             may_dial: false,
             call_me: false,
             dial_in: false,
-        });
+        }));
         if hidden {
             welcome
         } else {
