@@ -4,7 +4,7 @@
 //! `dial_in`), or in Redis (`kaskade:dial-in` number to entry JSON, `kaskade:dial-in-meetings`
 //! meeting to number) when several locators share a cluster.
 
-use crate::persist::{Persist, PersistError, parse, sqlite, to_json};
+use crate::persist::{Persist, PersistError, sqlite, to_json};
 use kaskade_protocol::directory::{DIAL_IN_DIGITS, DialIn};
 use rand::Rng;
 use redis::AsyncCommands;
@@ -50,23 +50,11 @@ impl DialIns {
 
     /// The meeting whose number is `number`, if any.
     pub async fn by_number(&self, number: &str) -> Result<Option<DialIn>, PersistError> {
-        match &self.backend {
-            Persist::Sqlite(conn) => {
-                let number = number.to_string();
-                sqlite(conn, move |conn| {
-                    conn.prepare_cached(
-                        "SELECT meeting, number, pin FROM dial_in WHERE number = ?1",
-                    )?
-                    .query_row([number], entry_of_row)
-                    .optional()
-                })
-                .await
-            }
-            Persist::Redis(con) => {
-                let json: Option<String> = con.clone().hget(BY_NUMBER, number).await?;
-                json.as_deref().map(parse).transpose()
-            }
-        }
+        let select = (
+            "SELECT meeting, number, pin FROM dial_in WHERE number = ?1",
+            entry_of_row as _,
+        );
+        self.backend.lookup(select, BY_NUMBER, number).await
     }
 
     /// The dial-in of `meeting`, given a new number if it has none yet.

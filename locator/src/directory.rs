@@ -9,7 +9,7 @@
 use crate::persist::{Persist, PersistError, parse, sqlite, to_json};
 use kaskade_protocol::directory::{DirectoryEntry, MAX_ENTRIES};
 use redis::AsyncCommands;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use std::path::Path;
 
 /// The Redis hash of the directory.
@@ -79,23 +79,11 @@ impl Directory {
 
     /// The entry `id`, if there is one.
     pub async fn get(&self, id: &str) -> Result<Option<DirectoryEntry>, PersistError> {
-        match &self.backend {
-            Persist::Sqlite(conn) => {
-                let id = id.to_string();
-                sqlite(conn, move |conn| {
-                    conn.prepare_cached(
-                        "SELECT id, name, uri, credentials FROM sip_directory WHERE id = ?1",
-                    )?
-                    .query_row([id], entry_of_row)
-                    .optional()
-                })
-                .await
-            }
-            Persist::Redis(con) => {
-                let json: Option<String> = con.clone().hget(REDIS_KEY, id).await?;
-                json.as_deref().map(parse).transpose()
-            }
-        }
+        let select = (
+            "SELECT id, name, uri, credentials FROM sip_directory WHERE id = ?1",
+            entry_of_row as _,
+        );
+        self.backend.lookup(select, REDIS_KEY, id).await
     }
 
     /// Adds `entry`, or replaces the one with its id; whether it is new. The caller has checked

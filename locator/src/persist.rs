@@ -65,6 +65,37 @@ impl Persist {
     }
 }
 
+/// How a record is read from SQLite: a `SELECT` that takes the key as `?1`, and what a row
+/// becomes.
+pub type Select<T> = (&'static str, fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>);
+
+impl Persist {
+    /// The record under `key`: the row `select` finds in SQLite, or the JSON in the Redis hash
+    /// `hash`.
+    pub async fn lookup<T: DeserializeOwned + Send + 'static>(
+        &self,
+        (sql, row): Select<T>,
+        hash: &str,
+        key: &str,
+    ) -> Result<Option<T>, PersistError> {
+        match self {
+            Persist::Sqlite(conn) => {
+                let key = key.to_string();
+                sqlite(conn, move |conn| {
+                    use rusqlite::OptionalExtension;
+                    conn.prepare_cached(sql)?.query_row([key], row).optional()
+                })
+                .await
+            }
+            Persist::Redis(con) => {
+                let json: Option<String> =
+                    redis::AsyncCommands::hget(&mut con.clone(), hash, key).await?;
+                json.as_deref().map(parse).transpose()
+            }
+        }
+    }
+}
+
 /// Runs `work` on the connection in tokio's blocking pool.
 pub async fn sqlite<T: Send + 'static>(
     conn: &Arc<Mutex<Connection>>,

@@ -60,6 +60,32 @@ async fn cpu_over(node: &Node, window: Duration) -> f64 {
     (node.cpu_seconds().unwrap() - before) / window.as_secs_f64()
 }
 
+/// The all-in-one's SQLite file (call records, the SIP directory, dial-in numbers) in a
+/// test's scratch directory.
+const DB: &str = "kaskade.sqlite";
+
+/// The all-in-one with its files in `scratch` and its SIP gateway on a free loopback port,
+/// with `more` arguments: it, and its SIP address.
+fn all_in_one(scratch: &kaskade_e2e::Scratch, more: &[&str]) -> (Node, String) {
+    let sip = format!("127.0.0.1:{}", free_port());
+    let (db, recordings) = (scratch.path(DB), scratch.path("rec"));
+    let mut args = vec![
+        "--db",
+        &db,
+        "--recordings",
+        &recordings,
+        "--sip-listen",
+        &sip,
+    ];
+    args.extend_from_slice(more);
+    let node = Node::start(
+        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &args,
+    )
+    .expect("the all-in-one starts");
+    (node, sip)
+}
+
 /// `chair` dials `uri`; the call's participant id.
 async fn dial(chair: &Participant, uri: &str, name: &str) -> ParticipantId {
     let request = DialRequest {
@@ -507,19 +533,7 @@ async fn every_call_leaves_a_call_record_with_its_caller_and_result() {
     let _serial = SERIAL.lock().await;
     // the all-in-one keeps the call records (its locator's SQLite) and exports them as CSV
     let scratch = kaskade_e2e::Scratch::new("sip-cdr");
-    let sip = format!("127.0.0.1:{}", free_port());
-    let server = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
-        &[
-            "--db",
-            &scratch.path("cdr.sqlite"),
-            "--recordings",
-            &scratch.path("rec"),
-            "--sip-listen",
-            &sip,
-        ],
-    )
-    .expect("the all-in-one starts");
+    let (server, _) = all_in_one(&scratch, &[]);
     let mut config = kaskade_e2e::small_media_config(server.http, "cdr", "chair");
     config.locator = Some(server.url());
     let chair = Participant::join(config).await.expect("the chair joins");
@@ -619,7 +633,7 @@ async fn a_dialler_calls_a_room_of_the_directory_with_the_credentials_it_names()
     let _serial = SERIAL.lock().await;
     const SECRET: &str = "directory-secret";
     let scratch = kaskade_e2e::Scratch::new("sip-directory");
-    let db = scratch.path("kaskade.sqlite");
+    let db = scratch.path(DB);
     let room = Sipp::serve("auth_answer_pcmu");
     // the operator's directory: a room that needs the credentials "mcu", one that names
     // credentials no node holds
@@ -661,23 +675,15 @@ async fn a_dialler_calls_a_room_of_the_directory_with_the_credentials_it_names()
     );
 
     // the node holds the credentials by name only: no --sip-password
-    let sip = format!("127.0.0.1:{}", free_port());
-    let server = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
+    let (server, _) = all_in_one(
+        &scratch,
         &[
             "--secret",
             SECRET,
-            "--db",
-            &db,
-            "--recordings",
-            &scratch.path("rec"),
-            "--sip-listen",
-            &sip,
             "--sip-credential",
             "mcu=mcu-user:s3cret",
         ],
-    )
-    .expect("the all-in-one starts");
+    );
     let join_as = |name: &str, dial: bool| {
         let mut config = kaskade_e2e::small_media_config(server.http, "dir", name);
         config.locator = Some(server.url());
@@ -907,21 +913,7 @@ async fn listen(
 async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
     let _serial = SERIAL.lock().await;
     let scratch = kaskade_e2e::Scratch::new("sip-dial-in");
-    let sip = format!("127.0.0.1:{}", free_port());
-    let server = Node::start(
-        Command::new(env!("CARGO_BIN_EXE_kaskade-under-test")),
-        &[
-            "--db",
-            &scratch.path("kaskade.sqlite"),
-            "--recordings",
-            &scratch.path("rec"),
-            "--sip-listen",
-            &sip,
-            "--sip-dial-in-number",
-            "+47 21 00 00 00",
-        ],
-    )
-    .expect("the all-in-one starts");
+    let (server, sip) = all_in_one(&scratch, &["--sip-dial-in-number", "+47 21 00 00 00"]);
     let mut config = kaskade_e2e::small_media_config(server.http, "dialin", "chair");
     config.locator = Some(server.url());
     let chair = Participant::join(config).await.expect("the chair joins");
