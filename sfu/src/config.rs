@@ -104,13 +104,26 @@ pub struct SipOptions {
     /// dialled address kept as the request URI.
     #[arg(long)]
     pub sip_proxy: Option<SocketAddr>,
+    /// Register at this registrar (a PBX: sip:pbx.example.org) as --sip-auth-user with
+    /// --sip-password, refreshed before it expires, so that it routes calls (dial-in) here.
+    #[arg(long, value_parser = sip_uri)]
+    pub sip_register: Option<String>,
     /// How long a call may ring before kaskade gives up ("no answer").
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sip_ring_timeout: Duration,
+    /// How often an answered call's far end is asked (an in-dialog OPTIONS) whether it still
+    /// has the call; one that lost it (481) or does not answer is hung up, even on hold.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sip_keepalive: Duration,
     /// How long an answered call may go without RTP from the far end before kaskade hangs up
     /// (a room system that crashed or lost its network without a BYE).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sip_media_timeout: Duration,
+}
+
+/// A `sip:` URI, checked.
+fn sip_uri(text: &str) -> Result<String, String> {
+    kaskade_protocol::directory::check_sip_uri(text).map(|()| text.to_string())
 }
 
 impl SipOptions {
@@ -127,6 +140,10 @@ impl SipOptions {
                 "--sip-media-timeout={}",
                 humantime::format_duration(self.sip_media_timeout)
             ),
+            format!(
+                "--sip-keepalive={}",
+                humantime::format_duration(self.sip_keepalive)
+            ),
         ];
         if let Some(listen) = self.sip_listen {
             args.push(format!("--sip-listen={listen}"));
@@ -136,6 +153,9 @@ impl SipOptions {
         }
         if let Some(password) = &self.sip_password {
             args.push(format!("--sip-password={password}"));
+        }
+        if let Some(registrar) = &self.sip_register {
+            args.push(format!("--sip-register={registrar}"));
         }
         if let Some(proxy) = self.sip_proxy {
             args.push(format!("--sip-proxy={proxy}"));

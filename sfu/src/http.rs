@@ -209,6 +209,8 @@ async fn start_sip(
                 password: password.clone(),
             }),
         outbound_proxy: config.sip.sip_proxy,
+        registrar: config.sip.sip_register.clone(),
+        keep_alive: config.sip.sip_keepalive,
     };
     // the SDP must name an address the far end reaches: the SIP address, or the node's
     let media_ip = if listen.ip().is_unspecified() {

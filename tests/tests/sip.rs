@@ -1002,3 +1002,35 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
         "nobody joined"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_registers_at_a_pbx_with_its_credentials() {
+    let _serial = SERIAL.lock().await;
+    let registrar = Sipp::serve("registrar");
+    let at = format!("sip:127.0.0.1:{}", registrar.port);
+    let _node = node_with(&["--sip-register", &at]);
+    assert!(
+        registrar.finish(WAIT).is_some_and(|s| s.success()),
+        "the registrar challenged, checked the digest of mcu-user and granted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_far_end_lost_is_found_by_the_keep_alive_and_leaves() {
+    let _serial = SERIAL.lock().await;
+    let node = node_with(&["--sip-keepalive", "1s"]);
+    let chair = join(&node, "lost", "chair").await;
+    // the room system answers recvonly (it sends nothing, rightly: the media timeout leaves
+    // it alone), then forgets the call
+    let room = Sipp::serve("answer_then_forget");
+    let id = dial(&chair, &room.uri(), "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect("answered");
+    wait_gone(&chair, id).await;
+    assert!(
+        room.finish(WAIT).is_some_and(|s| s.success()),
+        "sipp got the keep-alive OPTIONS and answered 481"
+    );
+}

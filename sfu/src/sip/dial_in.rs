@@ -285,7 +285,7 @@ impl MenuCall<'_> {
                     }
                 }
                 event = self.call.next() => match event {
-                    CallEvent::Ended(_) => return None,
+                    CallEvent::Ended(_) | CallEvent::Lost(_) => return None,
                     CallEvent::Key(key) => {
                         last_heard = Instant::now();
                         pending = self.pressed(&mut menu, key, ending.is_some());

@@ -333,6 +333,10 @@ impl Leg {
                         info!(participant = %self.id, "SIP call ended: {why}");
                         return None;
                     }
+                    CallEvent::Lost(why) => {
+                        warn!(participant = %self.id, "SIP call lost: {why}");
+                        return Some("answered; the far end lost the call");
+                    }
                     CallEvent::KeyframeWanted => {
                         self.ask_meeting_keyframe(self.outgoing.shown()).await;
                     }

@@ -14,6 +14,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReas
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::registration::{RefreshOutcome, Registration};
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::Transaction;
@@ -22,6 +23,7 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TcpListenerConnection, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +40,16 @@ pub struct SipSettings {
     pub credential: Option<DigestCredential>,
     /// Every request goes through this proxy (a trunk, a call manager), the request URI kept.
     pub outbound_proxy: Option<SocketAddr>,
+    /// Register at this registrar (`sip:pbx.example.org`) as the credential's user, and keep
+    /// the registration fresh, so that the PBX routes calls to kaskade.
+    pub registrar: Option<String>,
+    /// How often an answered call's far end is asked (in-dialog OPTIONS) whether it still has
+    /// the call: a far end that lost it (a reboot) or vanished ends it, even on hold.
+    pub keep_alive: Duration,
 }
+
+/// The registration lifetime asked for; it is refreshed at 75 % of what the registrar grants.
+const REGISTER_EXPIRES: u32 = 300;
 
 /// A user name and password for digest authentication (401/407).
 #[derive(Clone, PartialEq, Eq)]
@@ -107,10 +118,26 @@ impl UserAgent {
                 warn!("SIP endpoint stopped: {e}");
             }
         });
+        if let Some(registrar) = &settings.registrar {
+            let registrar = Uri::try_from(registrar.as_str()).map_err(|e| {
+                std::io::Error::other(format!("--sip-register {registrar}: not a SIP URI: {e}"))
+            })?;
+            let mut registration = Registration::new(
+                endpoint.inner.clone(),
+                settings.credential.as_ref().map(credential),
+            );
+            registration.outbound_proxy = settings.outbound_proxy;
+            tokio::spawn(register(registration, registrar, stop.child_token()));
+        }
         let contact = dialogs
             .build_local_contact(Some(settings.user.clone()), None)
             .map_err(|e| std::io::Error::other(format!("SIP contact: {e}")))?;
-        let dial_in = calls.map(|calls| DialIn { calls, contact });
+        let keep_alive = settings.keep_alive;
+        let dial_in = calls.map(|calls| DialIn {
+            calls,
+            contact,
+            keep_alive,
+        });
         tokio::spawn(route(dialogs.clone(), incoming, dial_in));
         let local: SocketAddr = local
             .try_into()
@@ -155,12 +182,7 @@ impl UserAgent {
             offer: Some(offer.into_bytes()),
             credential: credential
                 .or(self.settings.credential.as_ref())
-                .map(|credential| Credential {
-                    username: credential.user.clone(),
-                    password: credential.password.clone(),
-                    realm: None,
-                    auth_username: None,
-                }),
+                .map(self::credential),
             ..Default::default()
         };
         let (states_tx, states) = self.dialogs.new_dialog_state_channel();
@@ -173,14 +195,44 @@ impl UserAgent {
             states,
             invite,
             dialogs: self.dialogs.clone(),
+            keep_alive: self.settings.keep_alive,
         })
     }
+}
+
+/// rsipstack's form of `credential`.
+fn credential(credential: &DigestCredential) -> Credential {
+    Credential {
+        username: credential.user.clone(),
+        password: credential.password.clone(),
+        realm: None,
+        auth_username: None,
+    }
+}
+
+/// Registers at `registrar` and keeps the registration fresh until `stop`, saying how each
+/// attempt went.
+async fn register(mut registration: Registration, registrar: Uri, stop: CancellationToken) {
+    let at = registrar.to_string();
+    registration
+        .keep_alive(registrar, REGISTER_EXPIRES, stop, |outcome| match outcome {
+            RefreshOutcome::Registered(response) => {
+                let expires = response.expires_header().map(|e| e.to_string());
+                info!(registrar = %at, ?expires, "SIP registered");
+            }
+            RefreshOutcome::Rejected(response) => {
+                warn!(registrar = %at, status = %response.status_code, "SIP registration refused");
+            }
+            RefreshOutcome::Failed(e) => warn!(registrar = %at, "SIP registration failed: {e}"),
+        })
+        .await;
 }
 
 /// Where calls dialling in go, and the Contact kaskade answers them with.
 struct DialIn {
     calls: mpsc::Sender<Incoming>,
     contact: Uri,
+    keep_alive: Duration,
 }
 
 /// Answers what arrives outside a call kaskade is placing: in-dialog requests go to their
@@ -232,6 +284,7 @@ pub struct Incoming {
     dialog: InviteDialog,
     states: DialogStateReceiver,
     dialogs: Arc<DialogLayer>,
+    keep_alive: Duration,
 }
 
 impl Incoming {
@@ -254,6 +307,7 @@ impl Incoming {
             dialog: dialog.clone(),
             states,
             dialogs: dialogs.clone(),
+            keep_alive: dial_in.keep_alive,
         };
         if let Err(refused) = dial_in.calls.try_send(incoming) {
             let _ = refused
@@ -290,11 +344,12 @@ impl Incoming {
         self.dialog
             .accept(Some(headers), Some(answer.into_bytes()))
             .map_err(|e| CallFailure::local(e.to_string()))?;
-        Ok(Call {
-            dialog: self.dialog,
-            states: self.states,
-            dialogs: self.dialogs,
-        })
+        Ok(Call::new(
+            self.dialog,
+            self.states,
+            self.dialogs,
+            self.keep_alive,
+        ))
     }
 
     /// Turns the call away with `status`.
@@ -312,6 +367,7 @@ pub struct Dialling {
     states: DialogStateReceiver,
     invite: JoinHandle<InviteAsyncResult>,
     dialogs: Arc<DialogLayer>,
+    keep_alive: Duration,
 }
 
 /// What happened to a call being placed.
@@ -380,11 +436,7 @@ impl Dialling {
 
     /// The answered call.
     pub fn established(self) -> Call {
-        Call {
-            dialog: self.dialog,
-            states: self.states,
-            dialogs: self.dialogs,
-        }
+        Call::new(self.dialog, self.states, self.dialogs, self.keep_alive)
     }
 }
 
@@ -393,6 +445,39 @@ pub struct Call {
     dialog: InviteDialog,
     states: DialogStateReceiver,
     dialogs: Arc<DialogLayer>,
+    /// When to ask the far end next whether it still has the call (an in-dialog OPTIONS).
+    ping_at: tokio::time::Interval,
+    /// The ask in flight: why the call is lost, if it is.
+    ping: Option<JoinHandle<Option<String>>>,
+}
+
+/// What the keep-alive in flight found: why the call is lost, if it is (never, without one).
+async fn settled(ping: &mut Option<JoinHandle<Option<String>>>) -> Option<String> {
+    match ping {
+        Some(ping) => ping.await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the far end by an in-dialog OPTIONS whether it still has the call: why not, if it
+/// does not (481 or 408, or no answer at all); any other answer, even a refusal of OPTIONS,
+/// says it does.
+async fn ping(dialog: InviteDialog) -> Option<String> {
+    match dialog.request(Method::Options, None, None).await {
+        Ok(Some(response))
+            if matches!(
+                response.status_code,
+                StatusCode::CallTransactionDoesNotExist | StatusCode::RequestTimeout
+            ) =>
+        {
+            Some(format!(
+                "the far end no longer has the call ({})",
+                response.status_code
+            ))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("the far end does not answer ({e})")),
+    }
 }
 
 /// What the far end did during a call.
@@ -400,6 +485,9 @@ pub struct Call {
 pub enum CallEvent {
     /// It hung up (or the call timed out): the call is over.
     Ended(String),
+    /// It no longer has the call, or no longer answers (the keep-alive): the call is over, and
+    /// a BYE would reach nobody.
+    Lost(String),
     /// It asked for a keyframe by SIP INFO (`picture_fast_update`); answered 200 already.
     KeyframeWanted,
     /// It pressed a key, sent by SIP INFO (`application/dtmf-relay`); answered 200 already.
@@ -429,43 +517,83 @@ impl Reply {
 }
 
 impl Call {
+    /// An answered call, its far end asked every `keep_alive` whether it still has it.
+    fn new(
+        dialog: InviteDialog,
+        states: DialogStateReceiver,
+        dialogs: Arc<DialogLayer>,
+        keep_alive: Duration,
+    ) -> Self {
+        let first = tokio::time::Instant::now() + keep_alive;
+        let mut ping_at = tokio::time::interval_at(first, keep_alive);
+        ping_at.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            dialog,
+            states,
+            dialogs,
+            ping_at,
+            ping: None,
+        }
+    }
+
     /// The next thing the far end does; in-dialog requests kaskade has no use for are answered
-    /// here.
+    /// here, and the keep-alive goes on.
     pub async fn next(&mut self) -> CallEvent {
         loop {
-            let Some(state) = self.states.recv().await else {
-                return CallEvent::Ended("the call's dialog ended".into());
-            };
-            match state {
-                DialogState::Terminated(id, reason) => {
-                    self.dialogs.remove_dialog(&id);
-                    return CallEvent::Ended(ended_by(&reason));
-                }
-                DialogState::Updated(_, request, handle) if request.method == Method::Invite => {
-                    let sdp = String::from_utf8_lossy(&request.body).into_owned();
-                    return CallEvent::Reoffer(sdp, Reply(handle));
-                }
-                DialogState::Info(_, request, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                    let body = String::from_utf8_lossy(&request.body);
-                    if body.contains("picture_fast_update") {
-                        return CallEvent::KeyframeWanted;
-                    }
-                    if let Some(key) = crate::sip::dtmf::relayed_key(&body) {
-                        return CallEvent::Key(key);
+            tokio::select! {
+                state = self.states.recv() => {
+                    let Some(state) = state else {
+                        return CallEvent::Ended("the call's dialog ended".into());
+                    };
+                    if let Some(event) = self.on_state(state).await {
+                        return event;
                     }
                 }
-                DialogState::Updated(_, _, handle)
-                | DialogState::Options(_, _, handle)
-                | DialogState::Notify(_, _, handle)
-                | DialogState::Message(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
+                _ = self.ping_at.tick(), if self.ping.is_none() => {
+                    self.ping = Some(tokio::spawn(ping(self.dialog.clone())));
                 }
-                DialogState::Refer(_, _, handle) | DialogState::Publish(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::NotImplemented).await;
+                lost = settled(&mut self.ping), if self.ping.is_some() => {
+                    self.ping = None;
+                    if let Some(why) = lost {
+                        self.dialogs.remove_dialog(&self.dialog.id());
+                        return CallEvent::Lost(why);
+                    }
                 }
-                _ => {}
             }
+        }
+    }
+
+    /// What a dialog state means for the call, answering what needs no more.
+    async fn on_state(&mut self, state: DialogState) -> Option<CallEvent> {
+        match state {
+            DialogState::Terminated(id, reason) => {
+                self.dialogs.remove_dialog(&id);
+                Some(CallEvent::Ended(ended_by(&reason)))
+            }
+            DialogState::Updated(_, request, handle) if request.method == Method::Invite => {
+                let sdp = String::from_utf8_lossy(&request.body).into_owned();
+                Some(CallEvent::Reoffer(sdp, Reply(handle)))
+            }
+            DialogState::Info(_, request, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                let body = String::from_utf8_lossy(&request.body);
+                if body.contains("picture_fast_update") {
+                    return Some(CallEvent::KeyframeWanted);
+                }
+                crate::sip::dtmf::relayed_key(&body).map(CallEvent::Key)
+            }
+            DialogState::Updated(_, _, handle)
+            | DialogState::Options(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Message(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                None
+            }
+            DialogState::Refer(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+                None
+            }
+            _ => None,
         }
     }
 
@@ -510,6 +638,9 @@ impl Call {
 
     /// Hangs up (BYE).
     pub async fn hang_up(self) {
+        if let Some(ping) = &self.ping {
+            ping.abort();
+        }
         if let Err(e) = self.dialog.bye().await {
             debug!("SIP BYE: {e}");
         }
