@@ -449,6 +449,17 @@ async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
+    a_room_system_in_mode_sees_the_speaker(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_in_packetization_mode_0_gets_whole_nal_units_and_decodes_them() {
+    a_room_system_in_mode_sees_the_speaker(0).await;
+}
+
+/// A room system that takes H.264 in packetization `mode` sees the meeting's speaker as one
+/// stream that decodes (in mode 0, one whole NAL unit per packet) and hears the meeting.
+async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
     let _serial = SERIAL.lock().await;
     let node = node();
     // the room system's RTP ports are this test's own sockets
@@ -458,9 +469,14 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
         audio.local_addr().unwrap().port().to_string(),
         video.local_addr().unwrap().port().to_string(),
     );
+    let mode_key = mode.to_string();
     let room = Sipp::serve_with(
         "answer_av_to_ports",
-        &[("rtp_port", &audio_port), ("video_port", &video_port)],
+        &[
+            ("rtp_port", &audio_port),
+            ("video_port", &video_port),
+            ("mode", &mode_key),
+        ],
     );
     let chair = join(&node, "see", "chair").await;
     let dialled = std::time::Instant::now();
@@ -474,7 +490,8 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
     // decodes: the chair's picture, from a keyframe kaskade asked the chair for
     let mut receiver = kaskade_client::h264::H264Receiver::default();
     let (mut decoded, mut errors, mut ssrcs, mut last_seq) = (0, 0, BTreeSet::new(), None);
-    let mut buf = [0u8; 2_048];
+    // a mode 0 keyframe is one datagram of many kilobytes
+    let mut buf = vec![0u8; 65_536];
     let end = tokio::time::Instant::now() + Duration::from_secs(8);
     while decoded < 20 {
         let Ok(Ok(n)) = tokio::time::timeout_at(end, video.recv(&mut buf)).await else {
@@ -482,6 +499,13 @@ async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
         };
         let packet = rtc::rtp::Packet::unmarshal(&mut &buf[..n]).unwrap();
         assert_eq!(packet.header.payload_type, 98);
+        let nal_type = packet.payload.first().map_or(0, |b| b & 0x1f);
+        if mode == 0 {
+            assert!(
+                (1..=23).contains(&nal_type),
+                "a whole NAL unit: type {nal_type}"
+            );
+        }
         if let Some(last) = last_seq {
             assert_eq!(
                 packet.header.sequence_number,

@@ -375,9 +375,12 @@ impl Leg {
             }
             Arrived::FromMeeting(n) => {
                 let datagram = self.sockets.meeting_datagram(n);
-                let shown = self.outgoing.deliver(Instant::now(), datagram);
-                if let (Some(packet), Some(video)) = (shown, &agreement.video) {
-                    self.sockets.send_video(&packet, video.remote).await;
+                let mut shown = Vec::new();
+                self.outgoing.deliver(Instant::now(), datagram, &mut shown);
+                if let Some(video) = &agreement.video {
+                    for packet in shown {
+                        self.sockets.send_video(&packet, video.remote).await;
+                    }
                 }
                 let wanted = self.outgoing.ask();
                 self.ask_meeting_keyframe(wanted).await;

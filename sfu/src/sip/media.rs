@@ -8,6 +8,7 @@
 //! Opus.
 
 use crate::sip::dtmf::KeyReceiver;
+use crate::sip::h264::{fragments, rtp_header, rtp_parts};
 use crate::sip::sdp::{Agreement, AudioCodec};
 use crate::transcode::{self, AudioTranscoder, Law, SourceAudio};
 use bytes::BytesMut;
@@ -88,10 +89,25 @@ enum AudioIn {
 /// Keys pressed and not yet taken, at most: a phone pressing faster than the menu reads.
 const MAX_KEYS: usize = 32;
 
+/// The largest H.264 payload sent into the meeting: a larger NAL unit of the far end's goes
+/// in FU-A fragments (room systems in mode 0 send keyframes of many kilobytes in one packet).
+const MAX_VIDEO_PAYLOAD: usize = 1_200;
+/// The widest gap in the far end's video numbering kept as a gap (more is a jump, not loss).
+const MAX_GAP: u16 = 1_000;
+
+/// The far end's video as the meeting gets it: its payload type, and the numbering of what
+/// goes in (fragmenting changes the count).
+struct VideoIn {
+    payload_type: u8,
+    seq: u16,
+    last_in: Option<u16>,
+    scratch: Vec<u8>,
+}
+
 /// What the far end's packets become in the meeting.
 pub struct IntoMeeting {
     audio: Option<(u8, AudioIn)>,
-    video: Option<u8>,
+    video: Option<VideoIn>,
     /// The SSRC of the far end's video, once seen (what keyframe requests name).
     pub video_ssrc: Option<u32>,
     /// The payload type of the far end's telephone events, and the keys they carried.
@@ -127,7 +143,12 @@ impl IntoMeeting {
             .video
             .as_ref()
             .filter(|line| line.flow.receive)
-            .map(|line| line.receive_payload_type);
+            .map(|line| VideoIn {
+                payload_type: line.receive_payload_type,
+                seq: 0,
+                last_in: None,
+                scratch: Vec::new(),
+            });
         let events = agreement
             .audio
             .as_ref()
@@ -193,18 +214,47 @@ impl IntoMeeting {
         }
     }
 
-    /// A video datagram from the far end: its H.264 packet for the meeting, appended to `out`.
+    /// A video datagram from the far end: its H.264 packets for the meeting, appended to `out`
+    /// (a NAL unit too large for one datagram in FU-A fragments; a loss stays a gap).
     pub fn video(&mut self, datagram: &[u8], out: &mut Vec<BytesMut>) {
-        if self.video.is_none() || rtp_payload_type(datagram) != self.video {
+        let Some(video) = &mut self.video else {
             return;
+        };
+        let Some(parts) = rtp_parts(datagram).filter(|p| p.payload_type == video.payload_type)
+        else {
+            return;
+        };
+        self.video_ssrc = Some(parts.ssrc);
+        match video.last_in {
+            None => video.seq = parts.seq,
+            Some(last) => {
+                let gap = parts.seq.wrapping_sub(last).wrapping_sub(1);
+                if gap != 0 && gap < MAX_GAP {
+                    video.seq = video.seq.wrapping_add(gap);
+                }
+            }
         }
-        self.video_ssrc = Some(u32::from_be_bytes([
-            datagram[8],
-            datagram[9],
-            datagram[10],
-            datagram[11],
-        ]));
-        out.push(with_payload_type(datagram, VIDEO_PAYLOAD_TYPE));
+        video.last_in = Some(parts.seq);
+        let seq = &mut video.seq;
+        fragments(
+            parts.payload,
+            MAX_VIDEO_PAYLOAD,
+            &mut video.scratch,
+            |payload, last| {
+                let marker = parts.marker && last;
+                let header = rtp_header(
+                    (marker, VIDEO_PAYLOAD_TYPE),
+                    *seq,
+                    parts.timestamp,
+                    parts.ssrc,
+                );
+                let mut packet = BytesMut::with_capacity(header.len() + payload.len());
+                packet.extend_from_slice(&header);
+                packet.extend_from_slice(payload);
+                out.push(packet);
+                *seq = seq.wrapping_add(1);
+            },
+        );
     }
 }
 

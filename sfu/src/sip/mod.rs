@@ -19,6 +19,7 @@ mod dial_in;
 mod dialplan;
 pub mod dtmf;
 pub mod failure;
+pub mod h264;
 mod leg;
 pub mod media;
 pub mod mix;

@@ -139,13 +139,15 @@ impl Outgoing {
         self.view.as_ref()?.current()
     }
 
-    /// A datagram the node delivered: its audio into the mix; the video packet for the far
-    /// end when it is the one shown.
-    pub fn deliver(&mut self, now: Instant, datagram: &[u8]) -> Option<Vec<u8>> {
+    /// A datagram the node delivered: its audio into the mix; the video packets for the far
+    /// end, appended to `video`, when it is the one shown.
+    pub fn deliver(&mut self, now: Instant, datagram: &[u8], video: &mut Vec<Vec<u8>>) {
         if let Some(mixer) = &mut self.mixer {
             mixer.push(now, datagram);
         }
-        self.view.as_mut()?.packet(datagram)
+        if let Some(view) = &mut self.view {
+            view.packet(datagram, video);
+        }
     }
 
     /// The 20 ms frame of sound (or DTMF) due at `now`.

@@ -4,38 +4,36 @@
 //!
 //! The node delivers every other participant's video on its own consumer SSRC; the view shows
 //! one of them. A switch waits for the wanted stream's next keyframe (which the leg asks for),
-//! then continues the outgoing sequence numbers and timestamps from where the last source
-//! stopped, so the far end's decoder sees one stream. A far end that only takes packetization
-//! mode 0 gets single NAL unit packets only (fragmented or aggregated ones are left out; the
-//! browsers' H.264 is mostly small enough at the call's rates).
+//! then numbers on from where the last source stopped (a loss stays a gap), so the far end's
+//! decoder sees one stream. A far end that only takes packetization mode 0 gets one whole NAL
+//! unit per packet: the browsers' aggregates split, their fragments put back together.
 
-use crate::sip::media::rtp_payload_type;
+use crate::sip::h264::{Depacketizer, rtp_header, rtp_parts};
 use crate::sip::sdp::VideoLine;
 use kaskade_media::media::ingest::DELIVERED_VIDEO;
 use kaskade_media::media::keyframe::h264_keyframe_start;
-use rtc::shared::marshal::{Marshal, Unmarshal};
 
 /// 90 kHz ticks between the last frame of one source and the first of the next.
 const SWITCH_GAP: u32 = 3_000;
-/// NAL unit types that packetization mode 0 does not allow (STAP-A, STAP-B, MTAP, FU-A, FU-B).
-const MODE_1_ONLY: [u8; 6] = [24, 25, 26, 27, 28, 29];
+/// The widest gap in the shown stream's numbering kept as a gap (more is a jump, not loss).
+const MAX_GAP: u16 = 1_000;
 
 /// One outgoing video stream showing one delivered stream at a time.
 #[derive(Debug)]
 pub struct SpeakerView {
     ssrc: u32,
     payload_type: u8,
-    single_nal_only: bool,
+    /// Mode 0 only: whole NAL units, one per packet.
+    single_nal: Option<Depacketizer>,
     current: Option<u32>,
     wanted: Option<u32>,
     /// The next outgoing sequence number and the timestamp of the last packet sent.
     seq: u16,
     last_timestamp: u32,
-    /// Added to the shown stream's sequence numbers and timestamps.
-    seq_offset: u16,
+    /// The shown stream's last sequence number.
+    last_in: Option<u16>,
+    /// Added to the shown stream's timestamps.
     timestamp_offset: u32,
-    /// Packets left out because the far end takes mode 0 only.
-    pub left_out: u64,
 }
 
 impl SpeakerView {
@@ -44,14 +42,13 @@ impl SpeakerView {
         Self {
             ssrc,
             payload_type: line.send_payload_type,
-            single_nal_only: line.packetization_mode == 0,
+            single_nal: (line.packetization_mode == 0).then(Depacketizer::default),
             current: None,
             wanted: None,
             seq,
             last_timestamp: timestamp.wrapping_sub(SWITCH_GAP),
-            seq_offset: 0,
+            last_in: None,
             timestamp_offset: 0,
-            left_out: 0,
         }
     }
 
@@ -79,46 +76,58 @@ impl SpeakerView {
         self.wanted
     }
 
-    /// A datagram the node delivered: the packet for the far end when it belongs to the shown
-    /// stream (switching to the wanted one at its keyframe).
-    pub fn packet(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
-        if rtp_payload_type(datagram) != Some(DELIVERED_VIDEO) {
-            return None;
-        }
-        let packet = rtc::rtp::Packet::unmarshal(&mut &datagram[..]).ok()?;
-        let header = &packet.header;
-        if self.wanted == Some(header.ssrc) && h264_keyframe_start(&packet.payload) {
+    /// A datagram the node delivered: the packets for the far end, appended to `out`, when it
+    /// belongs to the shown stream (switching to the wanted one at its keyframe).
+    pub fn packet(&mut self, datagram: &[u8], out: &mut Vec<Vec<u8>>) {
+        let Some(parts) = rtp_parts(datagram).filter(|p| p.payload_type == DELIVERED_VIDEO) else {
+            return;
+        };
+        if self.wanted == Some(parts.ssrc) && h264_keyframe_start(parts.payload) {
             self.current = self.wanted.take();
-            self.seq_offset = self.seq.wrapping_sub(header.sequence_number);
+            self.last_in = None;
             self.timestamp_offset = self
                 .last_timestamp
                 .wrapping_add(SWITCH_GAP)
-                .wrapping_sub(header.timestamp);
+                .wrapping_sub(parts.timestamp);
         }
-        if self.current != Some(header.ssrc) {
-            return None;
+        if self.current != Some(parts.ssrc) {
+            return;
         }
-        let nal_type = packet.payload.first().map_or(0, |b| b & 0x1f);
-        if self.single_nal_only && MODE_1_ONLY.contains(&nal_type) {
-            self.left_out += 1;
-            return None;
+        // a loss in the shown stream stays a gap in what the far end gets
+        if let Some(last) = self.last_in {
+            let gap = parts.seq.wrapping_sub(last).wrapping_sub(1);
+            if gap != 0 && gap < MAX_GAP {
+                self.seq = self.seq.wrapping_add(gap);
+                if let Some(depacketizer) = &mut self.single_nal {
+                    depacketizer.lost();
+                }
+            }
         }
-        let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
-        let out = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: header.marker,
-                payload_type: self.payload_type,
-                sequence_number: header.sequence_number.wrapping_add(self.seq_offset),
-                timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: packet.payload,
-        };
-        self.seq = out.header.sequence_number.wrapping_add(1);
+        self.last_in = Some(parts.seq);
+        let timestamp = parts.timestamp.wrapping_add(self.timestamp_offset);
         self.last_timestamp = timestamp;
-        out.marshal().ok().map(|bytes| bytes.to_vec())
+        let (ssrc, payload_type) = (self.ssrc, self.payload_type);
+        let seq = &mut self.seq;
+        let mut send = |payload: &[u8], marker: bool| {
+            let mut packet = Vec::with_capacity(12 + payload.len());
+            packet.extend_from_slice(&rtp_header((marker, payload_type), *seq, timestamp, ssrc));
+            packet.extend_from_slice(payload);
+            *seq = seq.wrapping_add(1);
+            out.push(packet);
+        };
+        match &mut self.single_nal {
+            None => send(parts.payload, parts.marker),
+            Some(depacketizer) => {
+                // the frame's marker goes on the last unit this packet completes (mode 0 is a
+                // room system's rare path: a copy per unit is fine)
+                let mut units = Vec::new();
+                depacketizer.push(parts.payload, |unit| units.push(unit.to_vec()));
+                let count = units.len();
+                for (n, unit) in units.iter().enumerate() {
+                    send(unit, parts.marker && n + 1 == count);
+                }
+            }
+        }
     }
 }
 

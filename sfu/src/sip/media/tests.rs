@@ -78,6 +78,42 @@ fn h264_and_opus_pass_through_with_only_the_payload_type_changed() {
 }
 
 #[test]
+fn a_mode_0_keyframe_in_one_packet_reaches_the_meeting_in_fragments_numbered_on() {
+    let mut into = IntoMeeting::new(&agreement(AudioCodec::Pcmu, 0, 97), 1, 1).unwrap();
+    let mut out = Vec::new();
+    let idr = vec![0x65; 5_000];
+    into.video(&rtp(97, true, 300, 9_000, &idr), &mut out);
+    into.video(&rtp(97, true, 301, 12_000, &[0x41, 1]), &mut out);
+    // a loss: 302 never came
+    into.video(&rtp(97, true, 303, 18_000, &[0x41, 2]), &mut out);
+    let packets: Vec<_> = out.iter().map(parsed).collect();
+    let fragments = &packets[..packets.len() - 2];
+    assert_eq!(fragments.len(), 5, "5,000 bytes in 1,200-byte fragments");
+    assert!(
+        fragments
+            .iter()
+            .all(|p| p.payload[0] & 0x1f == 28 && p.payload.len() <= 1_200)
+    );
+    let markers: Vec<bool> = packets.iter().map(|p| p.header.marker).collect();
+    assert_eq!(markers, [false, false, false, false, true, true, true]);
+    let seqs: Vec<u16> = packets.iter().map(|p| p.header.sequence_number).collect();
+    assert_eq!(
+        seqs,
+        [300, 301, 302, 303, 304, 305, 307],
+        "numbered on, the loss a gap"
+    );
+    let mut whole = Vec::new();
+    let mut depacketizer = crate::sip::h264::Depacketizer::default();
+    for p in fragments {
+        depacketizer.push(&p.payload, |unit| whole = unit.to_vec());
+    }
+    assert_eq!(
+        whole, idr,
+        "the fragments put back together are the keyframe"
+    );
+}
+
+#[test]
 fn a_new_agreement_numbers_the_transcoded_audio_on_from_where_the_last_stopped() {
     let pcmu = agreement(AudioCodec::Pcmu, 0, 96);
     let mut into = IntoMeeting::new(&pcmu, 0xabc, 65_530).unwrap();
