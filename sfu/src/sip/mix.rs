@@ -9,13 +9,12 @@
 //! on a call whose RTP stops.
 
 use crate::sip::dtmf::{EventStream, Timed};
-use crate::sip::media::rtp_payload_type;
+use crate::sip::h264::rtp_parts;
 use crate::sip::sdp::{AudioCodec, AudioLine};
 use crate::transcode::Law;
 use ezk_g722::libg722::Bitrate;
 use ezk_g722::libg722::encoder::Encoder as G722Encoder;
 use opus::{Application, Channels, Decoder, Encoder};
-use rtc::shared::marshal::Unmarshal;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -148,13 +147,10 @@ impl Mixer {
     /// A datagram the node delivered: one participant's Opus packet, decoded into its queue.
     /// Anything else is dropped.
     pub fn push(&mut self, now: Instant, datagram: &[u8]) {
-        if rtp_payload_type(datagram) != Some(DELIVERED_OPUS) {
-            return;
-        }
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &datagram[..]) else {
+        let Some(packet) = rtp_parts(datagram).filter(|p| p.payload_type == DELIVERED_OPUS) else {
             return;
         };
-        let talker = match self.talkers.entry(packet.header.ssrc) {
+        let talker = match self.talkers.entry(packet.ssrc) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let Ok(decoder) = Decoder::new(48_000, Channels::Mono) else {
@@ -169,7 +165,7 @@ impl Mixer {
         };
         talker.heard = now;
         let mut decoded = [0i16; 5_760];
-        if let Ok(n) = talker.decoder.decode(&packet.payload, &mut decoded, false) {
+        if let Ok(n) = talker.decoder.decode(packet.payload, &mut decoded, false) {
             talker.queued.extend(&decoded[..n]);
             let excess = talker.queued.len().saturating_sub(MAX_QUEUED);
             talker.queued.drain(..excess);
