@@ -86,6 +86,24 @@ fn all_in_one(scratch: &kaskade_e2e::Scratch, more: &[&str]) -> (Node, String) {
     (node, sip)
 }
 
+/// `chair` dials `uri` and the far end answers (`what` says how, when it does not); the
+/// call's participant id.
+async fn answered(chair: &Participant, uri: &str, what: &str) -> ParticipantId {
+    let id = dial(chair, uri, "").await;
+    chair
+        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
+        .await
+        .expect(what);
+    id
+}
+
+/// A UDP socket on loopback standing for a far end's RTP port, and its port.
+async fn rtp_socket() -> (tokio::net::UdpSocket, String) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port().to_string();
+    (socket, port)
+}
+
 /// `chair` dials `uri`; the call's participant id.
 async fn dial(chair: &Participant, uri: &str, name: &str) -> ParticipantId {
     let request = DialRequest {
@@ -328,11 +346,12 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
 
     // digest authentication, an answer with PCMU only; the moderator hangs up: BYE
     let authenticating = Sipp::serve("auth_answer_pcmu");
-    let id = dial(&chair, &authenticating.uri(), "").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("the call is answered after the challenge");
+    let id = answered(
+        &chair,
+        &authenticating.uri(),
+        "the call is answered after the challenge",
+    )
+    .await;
     chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&chair, id).await;
     assert!(
@@ -342,11 +361,7 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
 
     // the far end hangs up: the call leaves the meeting
     let hanging_up = Sipp::serve("answer_then_bye");
-    let id = dial(&chair, &hanging_up.uri(), "").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("answered");
+    let id = answered(&chair, &hanging_up.uri(), "answered").await;
     wait_gone(&chair, id).await;
     assert!(
         hanging_up.finish(WAIT).is_some_and(|s| s.success()),
@@ -391,8 +406,7 @@ async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
     let _serial = SERIAL.lock().await;
     let node = node();
     // the phone's RTP port is this test's own socket: it measures what kaskade sends
-    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let (phone_rtp, port) = rtp_socket().await;
     let phone = Sipp::serve_with("answer_pcmu_to_port", &[("rtp_port", &port)]);
     let chair = join(&node, "hear", "chair").await;
     let id = dial(&chair, &phone.uri(), "phone").await;
@@ -463,12 +477,8 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
     let _serial = SERIAL.lock().await;
     let node = node();
     // the room system's RTP ports are this test's own sockets
-    let audio = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let video = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (audio_port, video_port) = (
-        audio.local_addr().unwrap().port().to_string(),
-        video.local_addr().unwrap().port().to_string(),
-    );
+    let (audio, audio_port) = rtp_socket().await;
+    let (video, video_port) = rtp_socket().await;
     let mode_key = mode.to_string();
     let room = Sipp::serve_with(
         "answer_av_to_ports",
@@ -609,11 +619,7 @@ async fn an_answered_call_whose_far_end_goes_silent_is_hung_up() {
     let silent_port = free_port().to_string();
     let room = Sipp::serve_with("answer_pcmu_to_port", &[("rtp_port", &silent_port)]);
     let chair = join(&node, "silent", "chair").await;
-    let id = dial(&chair, &room.uri(), "").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("answered");
+    let id = answered(&chair, &room.uri(), "answered").await;
     let live = std::time::Instant::now();
     wait_gone(&chair, id).await;
     let after = live.elapsed();
@@ -814,8 +820,7 @@ async fn talk(socket: &tokio::net::UdpSocket, to: std::net::SocketAddr, duration
 async fn the_meeting_calls_a_participants_phone_that_talks_and_that_they_hang_up() {
     let _serial = SERIAL.lock().await;
     // the phone behind the trunk: sipp answers with PCMU to this test's socket
-    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let (phone_rtp, port) = rtp_socket().await;
     let phone = Sipp::serve_with("phone_answer_pcmu_to_port", &[("rtp_port", &port)]);
     let trunk = format!("sip:{{number}}@127.0.0.1:{}", phone.port);
     let node = node_with(&["--sip-phone-uri", &trunk]);
@@ -955,8 +960,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
     assert_eq!(pin.as_deref(), Some("2468"));
 
     // the phone: the welcome, the number, a wrong PIN, the right one
-    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let (phone_rtp, port) = rtp_socket().await;
     let phone = Sipp::call("dial_in_pcmu_from_port", &sip, &[("rtp_port", &port)]);
     let (leg, ssrc, welcome) = listen(&phone_rtp, Duration::from_secs(2)).await;
     assert!(welcome > 1_000.0, "the welcome is heard: rms {welcome}");
@@ -1005,8 +1009,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
     );
 
     // two wrong PINs: goodbye, and kaskade hangs up
-    let phone_rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = phone_rtp.local_addr().unwrap().port().to_string();
+    let (phone_rtp, port) = rtp_socket().await;
     let phone = Sipp::call("dial_in_pcmu_from_port", &sip, &[("rtp_port", &port)]);
     let (leg, _, _) = listen(&phone_rtp, Duration::from_millis(100)).await;
     press(&phone_rtp, leg, &format!("{number}#"), &mut timestamp).await;
@@ -1047,11 +1050,7 @@ async fn a_call_the_far_end_lost_is_found_by_the_keep_alive_and_leaves() {
     // the room system answers recvonly (it sends nothing, rightly: the media timeout leaves
     // it alone), then forgets the call
     let room = Sipp::serve("answer_then_forget");
-    let id = dial(&chair, &room.uri(), "").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("answered");
+    let id = answered(&chair, &room.uri(), "answered").await;
     wait_gone(&chair, id).await;
     assert!(
         room.finish(WAIT).is_some_and(|s| s.success()),
