@@ -263,10 +263,7 @@ async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
     let phone = Sipp::serve_with("answer_pcmu_to_port", &[("rtp_port", &port)]);
     let chair = join(&node, "hear", "chair").await;
     let id = dial(&chair, &phone.uri(), "phone").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("the phone answered");
+    live(&chair, id, "the phone answered").await;
 
     let heard = far_end_hears(&phone_rtp, Duration::from_secs(2)).await;
     let audio: Vec<&Vec<u8>> = heard
@@ -344,10 +341,7 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
     let chair = join(&node, "see", "chair").await;
     let dialled = std::time::Instant::now();
     let id = dial(&chair, &room.uri(), "room").await;
-    chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("the room system answered");
+    live(&chair, id, "the room system answered").await;
 
     // what arrives on its video port is one H.264 stream (payload type 98, as it asked) that
     // decodes: the chair's picture, from a keyframe kaskade asked the chair for

@@ -7,7 +7,7 @@
 mod sip_common;
 
 use kaskade_client::{
-    ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, SourceKind, SourceState,
+    ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, SourceKind,
 };
 use kaskade_e2e::sip_peers::Sipp;
 use kaskade_protocol::token::{Claims, Role, TokenKey};
@@ -157,10 +157,7 @@ async fn a_dialler_calls_a_room_of_the_directory_with_the_credentials_it_names()
         .await
         .unwrap()
         .expect("the room is dialled");
-    let state = dialler
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("answered after the challenge");
+    let state = live(&dialler, id, "answered after the challenge").await;
     assert_eq!(state.participants[&id].name, "Oslo MCU");
 
     // a dialler hangs up SIP calls, and removes nobody else
@@ -223,10 +220,7 @@ async fn the_meeting_calls_a_participants_phone_that_talks_and_that_they_hang_up
         .await
         .unwrap()
         .expect("bob's phone is called");
-    let state = chair
-        .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
-        .await
-        .expect("the phone answered");
+    let state = live(&chair, id, "the phone answered").await;
     let info = &state.participants[&id];
     assert_eq!(info.name, "bob (phone)");
     assert_eq!(info.source.as_ref().unwrap().kind, SourceKind::Phone);

@@ -74,11 +74,16 @@ pub fn all_in_one(scratch: &kaskade_e2e::Scratch, more: &[&str]) -> (Node, Strin
 /// call's participant id.
 pub async fn answered(chair: &Participant, uri: &str, what: &str) -> ParticipantId {
     let id = dial(chair, uri, "").await;
-    chair
+    live(chair, id, what).await;
+    id
+}
+
+/// What `viewer` sees once the call `id` is live (`what` says how, when it does not get there).
+pub async fn live(viewer: &Participant, id: ParticipantId, what: &str) -> MeetingState {
+    viewer
         .wait_until(WAIT, |s| source_state(s, id) == Some(SourceState::Live))
         .await
-        .expect(what);
-    id
+        .expect(what)
 }
 
 /// A UDP socket on loopback standing for a far end's RTP port, and its port.
