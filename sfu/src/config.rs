@@ -1,7 +1,7 @@
 //! Command-line configuration of a node.
 
-use crate::sip::{NamedCredential, PhoneUri};
-use clap::Parser;
+use crate::sip::{NamedCredential, PhoneUri, SrtpPolicy};
+use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -119,6 +119,10 @@ pub struct SipOptions {
     /// (a room system that crashed or lost its network without a BYE).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub sip_media_timeout: Duration,
+    /// When SIP legs' media goes by SRTP, keyed by SDES (RFC 4568): best-effort (whenever the
+    /// far end takes it), mandatory (refuse calls without it) or off.
+    #[arg(long, value_enum, default_value_t = SrtpPolicy::BestEffort)]
+    pub sip_srtp: SrtpPolicy,
 }
 
 /// A `sip:` URI, checked.
@@ -143,6 +147,13 @@ impl SipOptions {
             format!(
                 "--sip-keepalive={}",
                 humantime::format_duration(self.sip_keepalive)
+            ),
+            format!(
+                "--sip-srtp={}",
+                self.sip_srtp
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
             ),
         ];
         if let Some(listen) = self.sip_listen {

@@ -9,7 +9,7 @@ use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
-use crate::sip::{CallTimers, Dialplan, DigestCredential, SipGateway, SipSettings, Trunk};
+use crate::sip::{CallPolicy, Dialplan, DigestCredential, SipGateway, SipSettings, Trunk};
 use crate::token::Role;
 use crate::token::TokenKey;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
@@ -219,9 +219,10 @@ async fn start_sip(
         listen.ip()
     };
     let ips = (media_ip, config.media_ip());
-    let timers = CallTimers {
+    let policy = CallPolicy {
         ring: config.sip.sip_ring_timeout,
         media: config.sip.sip_media_timeout,
+        srtp: config.sip.sip_srtp,
     };
     let locator = (!config.locators.is_empty()).then(|| {
         LocatorClient::new(
@@ -235,7 +236,7 @@ async fn start_sip(
         dial_in_number: config.sip.sip_dial_in_number.clone(),
     };
     let dialplan = Dialplan::new(locator, config.sip.sip_credentials.clone(), trunk);
-    let gateway = SipGateway::start(settings, ips, timers, (dialplan, node.clone())).await?;
+    let gateway = SipGateway::start(settings, ips, policy, (dialplan, node.clone())).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

@@ -14,7 +14,9 @@ pub const PHONE_NUMBER: &str = "+4722000000";
 
 /// An auto-answering baresip on loopback: a sine tone as its microphone, a synthetic picture
 /// as its camera (H.264 by libx264, 320x240 at 15 fps), killed on drop. It answers as
-/// `sip:mcu@` (a room system) and as `sip:`[`PHONE_NUMBER`]`@` (a phone).
+/// `sip:mcu@` (a room system), as `sip:`[`PHONE_NUMBER`]`@` (a phone), and as room systems
+/// that encrypt: `sip:srtp@` takes SRTP only (`RTP/SAVP` with SDES keys), `sip:srtp-optional@`
+/// takes SRTP on plain `RTP/AVP` lines that offer keys (best-effort SRTP) and plain RTP too.
 pub struct Baresip {
     child: Child,
     /// Every line it printed so far.
@@ -53,14 +55,17 @@ impl Baresip {
              video_source fakevideo,nil\nvideo_display fakevideo,nil\nvideo_size 320x240\n\
              video_bitrate 400000\nvideo_fps 15\nmodule_path /usr/lib/baresip/modules\n\
              {audio_modules}module avcodec.so\nmodule ausine.so\nmodule aubridge.so\n\
-             module fakevideo.so\nmodule account.so\nmodule menu.so\navcodec_h264enc libx264\n"
+             module fakevideo.so\nmodule srtp.so\nmodule account.so\nmodule menu.so\n\
+             avcodec_h264enc libx264\n"
         );
         std::fs::write(config.path("config"), settings).expect("baresip config");
         std::fs::write(
             config.path("accounts"),
             format!(
                 "<sip:mcu@127.0.0.1:{port}>;regint=0;answermode=auto\n\
-                 <sip:{PHONE_NUMBER}@127.0.0.1:{port}>;regint=0;answermode=auto\n"
+                 <sip:{PHONE_NUMBER}@127.0.0.1:{port}>;regint=0;answermode=auto\n\
+                 <sip:srtp@127.0.0.1:{port}>;regint=0;answermode=auto;mediaenc=srtp-mand\n\
+                 <sip:srtp-optional@127.0.0.1:{port}>;regint=0;answermode=auto;mediaenc=srtp\n"
             ),
         )
         .expect("baresip accounts");
@@ -109,9 +114,30 @@ impl Baresip {
         None
     }
 
+    /// Waits up to `timeout` until `count` lines of its output contain `needle`.
+    pub fn wait_for_lines(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+            if said.iter().filter(|l| l.contains(needle)).count() >= count {
+                return true;
+            }
+            drop(said);
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Its SIP address.
     pub fn uri(&self) -> String {
-        format!("sip:mcu@127.0.0.1:{}", self.port)
+        self.uri_of("mcu")
+    }
+
+    /// The SIP address of its account `user` (`mcu`, `srtp`, `srtp-optional`).
+    pub fn uri_of(&self, user: &str) -> String {
+        format!("sip:{user}@127.0.0.1:{}", self.port)
     }
 }
 

@@ -507,3 +507,40 @@ async fn a_call_the_far_end_lost_is_found_by_the_keep_alive_and_leaves() {
         "sipp got the keep-alive OPTIONS and answered 481"
     );
 }
+
+/// Room systems that encrypt get SRTP keyed by SDES: one that takes only `RTP/SAVP` refuses
+/// kaskade's first (best-effort) offer and takes the second, one that does best-effort SRTP
+/// takes the first. The meeting decodes each, and each decodes the meeting's picture, which
+/// neither would from packets it cannot authenticate. A node with SRTP off cannot reach the
+/// first and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_systems_that_encrypt_get_srtp_keyed_by_sdes() {
+    let _serial = SERIAL.lock().await;
+    let room = Baresip::start(Command::new("baresip"), BaresipAudio::Opus);
+    {
+        let node = node();
+        let chair = join(&node, "srtp", "chair").await;
+        for (calls, user) in (1..).zip(["srtp", "srtp-optional"]) {
+            let id = dial(&chair, &room.uri_of(user), user).await;
+            chair
+                .wait_until(WAIT, |s| decodes(s, id, 30))
+                .await
+                .unwrap_or_else(|e| panic!("the meeting decodes {user}: {e}"));
+            for kind in ["audio", "video"] {
+                let keyed = format!("srtp: {kind}: SRTP is Enabled");
+                let seen = room.wait_for_lines(&keyed, calls, Duration::from_secs(5));
+                assert!(seen, "{user} takes the {kind} by SRTP");
+            }
+            let decoding = "video: receiving with resolution";
+            let seen = room.wait_for_lines(decoding, calls, Duration::from_secs(10));
+            assert!(seen, "{user} decodes the meeting's picture");
+            chair.moderate(ModerateAction::Remove, id).await.unwrap();
+            wait_gone(&chair, id).await;
+        }
+    }
+    let node = node_with(&["--sip-srtp", "off"]);
+    let chair = join(&node, "srtp-off", "chair").await;
+    dial(&chair, &room.uri_of("srtp"), "").await;
+    let why = failure(&chair, 0).await;
+    assert!(why.contains("no common codec"), "{why}");
+}

@@ -12,7 +12,7 @@ use super::leg::Leg;
 use super::media::IntoMeeting;
 use super::mix::Mixer;
 use super::prompts::Prompt;
-use super::sdp::{self, AudioLine, LocalMedia};
+use super::sdp::{self, AudioLine};
 use super::sockets::LegSockets;
 use super::ua::{Call, CallEvent, Incoming};
 use super::{Callee, SipGateway};
@@ -138,15 +138,11 @@ impl Menu {
 /// Answers a call dialling in, runs the menu, and joins the caller to the meeting they chose.
 pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: Incoming) {
     let caller = incoming.caller();
-    let Ok(sockets) = LegSockets::bind(&gateway).await else {
+    let Ok(mut sockets) = LegSockets::bind(&gateway).await else {
         incoming.refuse(StatusCode::ServiceUnavailable);
         return;
     };
-    let local = LocalMedia {
-        address: gateway.media_ip,
-        audio_port: sockets.audio.port(),
-        video_port: None,
-    };
+    let local = sockets.local_media(&gateway, true);
     let (ssrc, seq, timestamp, session_id): (u32, u16, u32, u64) = {
         let mut rng = rand::rng();
         let session_id = rng.random_range(1..1 << 48);
@@ -158,6 +154,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
             let line = agreement.audio.clone().ok_or("no sound agreed")?;
             let mixer = Mixer::new(&line, ssrc, seq, timestamp)?;
             let into = IntoMeeting::new(&agreement, ssrc, 0)?;
+            sockets.protect(&agreement).map_err(|e| e.to_string())?;
             Ok((answer, agreement, line, mixer, into))
         });
     let (answer, agreement, line, mixer, into) = match answered {
@@ -211,7 +208,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
     };
     leg.continue_sound(mixer);
     leg.note(&caller, "dialled in").await;
-    if let Some(ended) = leg.converse(call, agreement, gateway.timers.media).await {
+    if let Some(ended) = leg.converse(call, agreement, gateway.policy.media).await {
         leg.note(&caller, ended).await;
     }
     leg.leave().await;

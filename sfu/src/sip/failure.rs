@@ -5,6 +5,8 @@
 use rsipstack::sip::StatusCode;
 use std::fmt;
 
+const NO_COMMON_CODEC: &str = "no common codec";
+
 /// A failed call: a short reason and, when the far end answered, its status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallFailure {
@@ -36,7 +38,7 @@ impl CallFailure {
             408 => "no answer",
             487 => "cancelled",
             401 | 407 => "authentication refused",
-            415 | 488 | 606 => "no common codec",
+            415 | 488 | 606 => NO_COMMON_CODEC,
             500..=599 => "unreachable",
             _ => "failed",
         };
@@ -65,7 +67,13 @@ impl CallFailure {
 
     /// The answer's SDP has nothing kaskade takes.
     pub fn no_common_codec(detail: impl Into<String>) -> Self {
-        Self::new("no common codec", Some(detail.into()))
+        Self::new(NO_COMMON_CODEC, Some(detail.into()))
+    }
+
+    /// Whether the far end found nothing it takes in kaskade's offer (415, 488, 606), or
+    /// kaskade nothing in its answer: another offer may do.
+    pub fn is_no_common_codec(&self) -> bool {
+        self.reason == NO_COMMON_CODEC
     }
 
     /// Something on kaskade's side.

@@ -6,7 +6,7 @@ use super::failure::CallFailure;
 use super::media::{IntoMeeting, VIDEO_PAYLOAD_TYPE, keyframe_request};
 use super::mix::Mixer;
 use super::outgoing::Outgoing;
-use super::sdp::{self, Agreement, LocalMedia};
+use super::sdp::{self, Agreement, LocalMedia, OfferedProtection};
 use super::sockets::{Arrived, LegSockets};
 use super::ua::{Call, CallEvent, Reply, Step};
 use super::{Callee, LegCommand, Placement, Registered, SipGateway, Teller, Wanted};
@@ -79,9 +79,10 @@ pub(super) async fn run(
     })
     .await;
     match leg.place(&gateway, &callee).await {
-        Placed::Answered(call, agreement) => {
+        Placed::Answered(answered) => {
+            let (call, agreement) = *answered;
             leg.note(&caller, "answered").await;
-            if let Some(ended) = leg.converse(call, agreement, gateway.timers.media).await {
+            if let Some(ended) = leg.converse(call, agreement, gateway.policy.media).await {
                 leg.note(&caller, ended).await;
             }
         }
@@ -116,7 +117,7 @@ fn publication() -> Publication {
 /// How placing a call ended.
 enum Placed {
     /// Answered, with what was agreed.
-    Answered(Call, Agreement),
+    Answered(Box<(Call, Agreement)>),
     /// Failed, and why.
     Failed(CallFailure),
     /// Removed from the meeting (hung up) while it rang.
@@ -152,11 +153,7 @@ impl Leg {
         callee: &Callee,
         sockets: LegSockets,
     ) -> Result<Self, String> {
-        let local = LocalMedia {
-            address: gateway.media_ip,
-            audio_port: sockets.audio.port(),
-            video_port: (!callee.phone).then(|| sockets.video.port()),
-        };
+        let local = sockets.local_media(gateway, callee.phone);
         let (events_tx, events) = mpsc::channel(SESSION_QUEUE);
         let uri = &callee.uri;
         let (kind, record_kind) = if callee.phone {
@@ -224,24 +221,49 @@ impl Leg {
     }
 
     /// Sends the INVITE and follows it until it is answered, fails, rings too long or the
-    /// participant is removed.
+    /// participant is removed: each offer the SRTP policy makes in turn, the next when the far
+    /// end finds nothing it takes in the one before (best-effort SRTP, then `RTP/SAVP`).
     async fn place(&mut self, gateway: &SipGateway, callee: &Callee) -> Placed {
-        let offer = sdp::offer(&self.local, self.session_id, self.sdp_version);
+        let give_up = tokio::time::sleep(gateway.policy.ring);
+        tokio::pin!(give_up);
+        let mut placed = Placed::Failed(CallFailure::local("no offer to make"));
+        for &protection in gateway.policy.srtp.offers() {
+            placed = self
+                .offer(gateway, callee, protection, give_up.as_mut())
+                .await;
+            match &placed {
+                Placed::Failed(failure) if failure.is_no_common_codec() => {
+                    debug!(participant = %self.id, ?protection, "offer refused: {failure}");
+                    self.sdp_version += 1;
+                }
+                _ => break,
+            }
+        }
+        placed
+    }
+
+    /// One INVITE with an offer protected as `protection`, followed as [`Leg::place`] says.
+    async fn offer(
+        &mut self,
+        gateway: &SipGateway,
+        callee: &Callee,
+        protection: OfferedProtection,
+        mut give_up: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Placed {
+        let offer = sdp::offer(&self.local, self.session_id, self.sdp_version, protection);
         let credential = callee.credential.as_ref();
         let mut dialling = match gateway.ua.dial(&callee.uri, "kaskade", offer, credential) {
             Ok(dialling) => dialling,
             Err(failure) => return Placed::Failed(failure),
         };
-        let give_up = tokio::time::sleep(gateway.timers.ring);
-        tokio::pin!(give_up);
         loop {
             tokio::select! {
                 step = dialling.next() => match step {
                     Step::Ringing => self.set_state(SourceState::Ringing).await,
                     Step::Answered(answer) => {
                         let call = dialling.established();
-                        return match sdp::read_answer(&answer) {
-                            Ok(agreement) => Placed::Answered(call, agreement),
+                        return match sdp::read_answer(&answer, &self.local, protection) {
+                            Ok(agreement) => Placed::Answered(Box::new((call, agreement))),
                             Err(e) => {
                                 call.hang_up().await;
                                 Placed::Failed(CallFailure::no_common_codec(e.to_string()))
@@ -259,7 +281,7 @@ impl Leg {
                         self.outgoing.observe(&message);
                     }
                 }
-                _ = &mut give_up => {
+                _ = give_up.as_mut() => {
                     dialling.cancel().await;
                     return Placed::Failed(CallFailure::no_answer());
                 }
@@ -417,6 +439,8 @@ impl Leg {
     /// for `agreement`.
     fn agree(&mut self, agreement: &Agreement, seq: u16) -> Result<IntoMeeting, String> {
         let into = IntoMeeting::new(agreement, self.ssrc, seq)?;
+        self.sockets.protect(agreement).map_err(|e| e.to_string())?;
+        self.local.keys.keep(agreement);
         self.outgoing.agree(agreement)?;
         Ok(into)
     }

@@ -25,6 +25,7 @@ pub mod media;
 pub mod mix;
 pub mod outgoing;
 pub mod prompts;
+pub mod sdes;
 pub mod sdp;
 mod sockets;
 pub mod ua;
@@ -35,6 +36,7 @@ use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
 pub use dialplan::{Callee, Dialplan, NamedCredential, PhoneUri, Trunk};
+pub use sdp::SrtpPolicy;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,19 +64,22 @@ pub struct SipGateway {
     media_ip: IpAddr,
     /// Where a leg takes the meeting's media from the node's socket.
     meeting_ip: IpAddr,
-    timers: CallTimers,
+    policy: CallPolicy,
     dialplan: Dialplan,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
 }
 
-/// How long a call may wait for things before kaskade gives up on it.
+/// How long a call may wait for things before kaskade gives up on it, and how its media is
+/// protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallTimers {
+pub struct CallPolicy {
     /// Ringing without an answer (then CANCEL: "no answer").
     pub ring: Duration,
     /// An answered call whose far end sends no RTP (then BYE: "no media"): a room system that
     /// crashed or lost its network without hanging up.
     pub media: Duration,
+    /// When the legs' media goes by SRTP (keys by SDES).
+    pub srtp: SrtpPolicy,
 }
 
 /// How a call in progress is reached.
@@ -116,12 +121,12 @@ enum LegCommand {
 impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
     /// names, so the far end must reach it), take the meeting's media from the node's socket
-    /// (bound on `node_ip`), give up on calls as `timers` say and find whom to call in
+    /// (bound on `node_ip`), give up on calls and protect their media as `policy` says and find whom to call in
     /// `dialplan`.
     pub async fn start(
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
-        timers: CallTimers,
+        policy: CallPolicy,
         (dialplan, node): (Dialplan, NodeHandle),
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
@@ -141,7 +146,7 @@ impl SipGateway {
             ua: UserAgent::start(settings, dial_in).await?,
             media_ip,
             meeting_ip,
-            timers,
+            policy,
             dialplan,
             calls: Mutex::new(HashMap::new()),
         });

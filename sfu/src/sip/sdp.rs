@@ -1,6 +1,11 @@
-//! SDP for SIP legs (RFC 3264 offer/answer over plain RTP): the offer kaskade sends when it
+//! SDP for SIP legs (RFC 3264 offer/answer over RTP or SRTP): the offer kaskade sends when it
 //! dials a room system, the answer it gives to an offer (a room system or phone dialling in, a
 //! re-INVITE), and what the two sides agreed on for audio and video.
+//!
+//! SRTP is keyed by SDES ([`super::sdes`]) as the node's [`SrtpPolicy`] says: an `RTP/SAVP`
+//! line, or a plain one carrying `a=crypto` (best-effort SRTP, as Polycom and FreeSWITCH
+//! offer it), is answered with kaskade's own key; plain RTP is taken unless the policy is
+//! mandatory.
 //!
 //! Room systems offer much that kaskade does not take (BFCP, H.224 far-end camera control, a
 //! second video line for content, H.263, G.729): every m-line of an offer is answered, the
@@ -11,77 +16,13 @@
 //! its description, so [`Agreement`] keeps both the number kaskade sends with and the one it
 //! receives.
 
+use super::sdes::Sdes;
+pub use audio_codec::AudioCodec;
 use sdp_types::{Connection, Fmtp, Media, Origin, RtpMap, Session, Time};
+pub use srtp::{LocalKeys, OfferedProtection, SrtpPolicy};
+use srtp::{answered_keys, answering_keys, offer_keys};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-
-/// Audio codecs a SIP leg takes, in kaskade's order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AudioCodec {
-    /// Opus at 48 kHz: what the meeting speaks, so it passes through without transcoding.
-    Opus,
-    /// G.722: wideband (16 kHz), what room systems prefer after Opus.
-    G722,
-    /// G.711 µ-law.
-    Pcmu,
-    /// G.711 A-law.
-    Pcma,
-}
-
-impl AudioCodec {
-    const ALL: [AudioCodec; 4] = [
-        AudioCodec::Opus,
-        AudioCodec::G722,
-        AudioCodec::Pcmu,
-        AudioCodec::Pcma,
-    ];
-
-    /// The `rtpmap` encoding name.
-    pub fn encoding_name(self) -> &'static str {
-        match self {
-            AudioCodec::Opus => "opus",
-            AudioCodec::G722 => "G722",
-            AudioCodec::Pcmu => "PCMU",
-            AudioCodec::Pcma => "PCMA",
-        }
-    }
-
-    /// The RTP clock rate (G.722's is 8 kHz though it samples at 16, RFC 3551).
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            AudioCodec::Opus => 48_000,
-            AudioCodec::G722 | AudioCodec::Pcmu | AudioCodec::Pcma => 8_000,
-        }
-    }
-
-    /// The payload type kaskade offers it with (the static ones of RFC 3551 for G.711).
-    fn offered_payload_type(self) -> u8 {
-        match self {
-            AudioCodec::Opus => 111,
-            AudioCodec::G722 => 9,
-            AudioCodec::Pcmu => 0,
-            AudioCodec::Pcma => 8,
-        }
-    }
-
-    /// The codec of a static payload type (RFC 3551), for descriptions without `rtpmap`.
-    fn of_static(payload_type: u8) -> Option<Self> {
-        match payload_type {
-            0 => Some(AudioCodec::Pcmu),
-            8 => Some(AudioCodec::Pcma),
-            9 => Some(AudioCodec::G722),
-            _ => None,
-        }
-    }
-
-    fn of_rtpmap(rtpmap: &RtpMap) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| {
-            c.encoding_name()
-                .eq_ignore_ascii_case(&rtpmap.encoding_name)
-                && c.clock_rate() == rtpmap.clock_rate
-        })
-    }
-}
 
 /// The payload type kaskade offers RFC 4733 telephone events (DTMF) with.
 const TELEPHONE_EVENT: u8 = 101;
@@ -91,7 +32,7 @@ const H264_MODE_0: u8 = 97;
 /// The H.264 kaskade offers and sends: constrained baseline, level 3.1 (1280x720 at 30 fps).
 const PROFILE_LEVEL_ID: &str = "42e01f";
 
-/// Where kaskade receives a leg's media.
+/// Where kaskade receives a leg's media, and how it protects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalMedia {
     /// The address written in `c=` and `o=`.
@@ -100,6 +41,10 @@ pub struct LocalMedia {
     pub audio_port: u16,
     /// The video RTP port; none for a phone (no video offered, a video line refused).
     pub video_port: Option<u16>,
+    /// When SRTP is used.
+    pub srtp: SrtpPolicy,
+    /// kaskade's keys, for the lines it sends by SRTP.
+    pub keys: LocalKeys,
 }
 
 /// Which way media flows on one line, from kaskade's side.
@@ -166,6 +111,8 @@ pub struct AudioLine {
     pub telephone_event: Option<TelephoneEvent>,
     /// Which way it flows.
     pub flow: Flow,
+    /// Its SRTP keys, when it is sent by SRTP.
+    pub srtp: Option<Sdes>,
 }
 
 /// The agreed video of a leg: H.264.
@@ -187,6 +134,8 @@ pub struct VideoLine {
     pub max_mbps: Option<u32>,
     /// Which way it flows.
     pub flow: Flow,
+    /// Its SRTP keys, when it is sent by SRTP.
+    pub srtp: Option<Sdes>,
 }
 
 /// What both sides agreed on.
@@ -219,50 +168,71 @@ impl fmt::Display for SdpError {
 impl std::error::Error for SdpError {}
 
 /// The offer kaskade sends when it dials: Opus, G.722, G.711 and telephone events; H.264 in
-/// packetization modes 1 and 0 (not to a phone). `version` is the `o=` session version (raise it for each new
-/// offer in the same call).
-pub fn offer(local: &LocalMedia, session_id: u64, version: u64) -> String {
+/// packetization modes 1 and 0 (not to a phone); keys for SRTP as `protection` says. `version`
+/// is the `o=` session version (raise it for each new offer in the same call).
+pub fn offer(
+    local: &LocalMedia,
+    session_id: u64,
+    version: u64,
+    protection: OfferedProtection,
+) -> String {
+    let proto = match protection {
+        OfferedProtection::Secure => "RTP/SAVP",
+        OfferedProtection::Plain | OfferedProtection::BestEffort => "RTP/AVP",
+    };
     let mut session = session_with(local, session_id, version);
-    let mut audio = plain_media("audio", local.audio_port, &audio_formats());
+    let mut audio = media_line("audio", proto, local.audio_port, &audio_formats());
     for codec in AudioCodec::ALL {
         add_audio_codec(&mut audio, codec, codec.offered_payload_type());
     }
     add_telephone_event(&mut audio, TELEPHONE_EVENT, 8_000);
     audio.add_attribute_with_value("ptime", "20");
     audio.add_attribute_from_str("sendrecv");
+    offer_keys(&mut audio, protection, local.keys.audio);
     session.medias.push(audio);
 
     if let Some(video_port) = local.video_port {
-        let mut video = plain_media("video", video_port, &format!("{H264_MODE_1} {H264_MODE_0}"));
+        let formats = format!("{H264_MODE_1} {H264_MODE_0}");
+        let mut video = media_line("video", proto, video_port, &formats);
         add_h264(&mut video, H264_MODE_1, 1, PROFILE_LEVEL_ID);
         add_h264(&mut video, H264_MODE_0, 0, PROFILE_LEVEL_ID);
         video.add_attribute_from_str("sendrecv");
+        offer_keys(&mut video, protection, local.keys.video);
         session.medias.push(video);
     }
     write(&session)
 }
 
-/// Reads the far end's answer to [`offer`].
-pub fn read_answer(answer: &str) -> Result<Agreement, SdpError> {
+/// Reads the far end's answer to [`offer`] (made for `local`, protected as `offered`).
+pub fn read_answer(
+    answer: &str,
+    local: &LocalMedia,
+    offered: OfferedProtection,
+) -> Result<Agreement, SdpError> {
     let session = parse(answer)?;
     let mut agreement = Agreement {
         audio: None,
         video: None,
     };
     for media in &session.medias {
-        if media.port == 0 || !is_plain_rtp(media) {
+        if media.port == 0 {
             continue;
         }
+        let Some(srtp) = answered_keys(media, local, offered) else {
+            continue;
+        };
         let remote = remote_address(&session, media)?;
         match media.media.as_str() {
             "audio" if agreement.audio.is_none() => {
                 agreement.audio =
-                    pick_audio(media, remote, |codec, _| Some(codec.offered_payload_type()));
+                    pick_audio(media, remote, |codec, _| Some(codec.offered_payload_type()))
+                        .map(|line| AudioLine { srtp, ..line });
             }
             "video" if agreement.video.is_none() => {
                 agreement.video = pick_video(media, remote, |mode| {
                     Some(if mode == 1 { H264_MODE_1 } else { H264_MODE_0 })
-                });
+                })
+                .map(|line| VideoLine { srtp, ..line });
             }
             _ => {}
         }
@@ -274,8 +244,8 @@ pub fn read_answer(answer: &str) -> Result<Agreement, SdpError> {
 }
 
 /// Answers an offer (a call dialling in, or a re-INVITE): every m-line answered in its place,
-/// the first audio and the first H.264 video kaskade can take accepted, everything else
-/// refused with port 0. Returns the answer and what it agrees to.
+/// the first audio and the first H.264 video kaskade can take (under its SRTP policy) accepted,
+/// everything else refused with port 0. Returns the answer and what it agrees to.
 pub fn answer(
     offer: &str,
     local: &LocalMedia,
@@ -289,26 +259,34 @@ pub fn answer(
         video: None,
     };
     for media in &offered.medias {
-        let accepted = if media.port == 0 || !is_plain_rtp(media) {
-            None
-        } else {
-            let remote = remote_address(&offered, media)?;
-            match media.media.as_str() {
-                "audio" if agreement.audio.is_none() => {
-                    pick_audio(media, remote, |_, theirs| Some(theirs)).map(|line| {
-                        let answered = answer_audio(&line, local.audio_port);
-                        agreement.audio = Some(line);
-                        answered
-                    })
+        let keys = (media.port != 0)
+            .then(|| answering_keys(media, local))
+            .flatten();
+        let accepted = match keys {
+            None => None,
+            Some((crypto, srtp)) => {
+                let remote = remote_address(&offered, media)?;
+                let mut answered = match media.media.as_str() {
+                    "audio" if agreement.audio.is_none() => {
+                        pick_audio(media, remote, |_, theirs| Some(theirs)).map(|line| {
+                            let answered = answer_audio(&line, &media.proto, local.audio_port);
+                            agreement.audio = Some(AudioLine { srtp, ..line });
+                            answered
+                        })
+                    }
+                    "video" if agreement.video.is_none() => local.video_port.and_then(|port| {
+                        pick_video(media, remote, |_| None).map(|line| {
+                            let answered = answer_video(&line, &media.proto, port);
+                            agreement.video = Some(VideoLine { srtp, ..line });
+                            answered
+                        })
+                    }),
+                    _ => None,
+                };
+                if let (Some(answered), Some(crypto)) = (answered.as_mut(), crypto) {
+                    answered.add_attribute_with_value("crypto", crypto.to_string());
                 }
-                "video" if agreement.video.is_none() => local.video_port.and_then(|port| {
-                    pick_video(media, remote, |_| None).map(|line| {
-                        let answered = answer_video(&line, port);
-                        agreement.video = Some(line);
-                        answered
-                    })
-                }),
-                _ => None,
+                answered
             }
         };
         session
@@ -341,12 +319,12 @@ fn session_with(local: &LocalMedia, session_id: u64, version: u64) -> Session {
     session
 }
 
-fn plain_media(kind: &str, port: u16, formats: &str) -> Media {
+fn media_line(kind: &str, proto: &str, port: u16, formats: &str) -> Media {
     Media {
         media: kind.to_string(),
         port,
         num_ports: None,
-        proto: "RTP/AVP".into(),
+        proto: proto.to_string(),
         fmt: formats.to_string(),
         media_title: None,
         connections: Vec::new(),
@@ -391,11 +369,6 @@ fn add_h264(media: &mut Media, payload_type: u8, mode: u8, profile_level_id: &st
     for feedback in ["nack pli", "ccm fir"] {
         media.add_attribute_with_value("rtcp-fb", format!("{payload_type} {feedback}"));
     }
-}
-
-/// Plain RTP (`RTP/AVP`, or `RTP/AVPF` whose feedback kaskade also takes).
-fn is_plain_rtp(media: &Media) -> bool {
-    media.proto.eq_ignore_ascii_case("RTP/AVP") || media.proto.eq_ignore_ascii_case("RTP/AVPF")
 }
 
 fn remote_address(session: &Session, media: &Media) -> Result<SocketAddr, SdpError> {
@@ -483,6 +456,7 @@ fn pick_audio(
         receive_payload_type: receive_payload_type(codec, theirs)?,
         telephone_event,
         flow: Flow::from_remote(media, held_by_address(remote)),
+        srtp: None,
     })
 }
 
@@ -518,14 +492,15 @@ fn pick_video(
             max_fs: number("max-fs"),
             max_mbps: number("max-mbps"),
             flow: Flow::from_remote(media, held_by_address(remote)),
+            srtp: None,
         })
     })
 }
 
-fn answer_audio(line: &AudioLine, port: u16) -> Media {
+fn answer_audio(line: &AudioLine, proto: &str, port: u16) -> Media {
     let mut formats = vec![line.send_payload_type.to_string()];
     formats.extend(line.telephone_event.map(|e| e.payload_type.to_string()));
-    let mut media = plain_media("audio", port, &formats.join(" "));
+    let mut media = media_line("audio", proto, port, &formats.join(" "));
     add_audio_codec(&mut media, line.codec, line.send_payload_type);
     if let Some(events) = line.telephone_event {
         add_telephone_event(&mut media, events.payload_type, events.clock_rate);
@@ -535,8 +510,9 @@ fn answer_audio(line: &AudioLine, port: u16) -> Media {
     media
 }
 
-fn answer_video(line: &VideoLine, port: u16) -> Media {
-    let mut media = plain_media("video", port, &line.send_payload_type.to_string());
+fn answer_video(line: &VideoLine, proto: &str, port: u16) -> Media {
+    let payload_type = line.send_payload_type.to_string();
+    let mut media = media_line("video", proto, port, &payload_type);
     add_h264(
         &mut media,
         line.send_payload_type,
@@ -562,13 +538,7 @@ fn answered_profile(theirs: &str) -> String {
 /// An m-line refused: port 0, the same media and protocol, one of its formats (RFC 3264 6).
 fn refused(offered: &Media) -> Media {
     let first = offered.fmt.split_whitespace().next().unwrap_or("0");
-    plain_media_with_proto(&offered.media, &offered.proto, first)
-}
-
-fn plain_media_with_proto(kind: &str, proto: &str, formats: &str) -> Media {
-    let mut media = plain_media(kind, 0, formats);
-    media.proto = proto.to_string();
-    media
+    media_line(&offered.media, &offered.proto, 0, first)
 }
 
 /// The codecs of a description, for telling why nothing matched ("audio PCMU G729, video
@@ -594,5 +564,7 @@ fn codecs_of(session: &Session) -> String {
     }
 }
 
+mod audio_codec;
+mod srtp;
 #[cfg(test)]
 mod tests;

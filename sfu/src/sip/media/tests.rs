@@ -18,6 +18,7 @@ fn agreement(codec: AudioCodec, audio_pt: u8, video_pt: u8) -> Agreement {
                 clock_rate: 8_000,
             }),
             flow: BOTH_WAYS,
+            srtp: None,
         }),
         video: Some(VideoLine {
             remote: "192.0.2.1:5002".parse().unwrap(),
@@ -28,6 +29,7 @@ fn agreement(codec: AudioCodec, audio_pt: u8, video_pt: u8) -> Agreement {
             max_fs: None,
             max_mbps: None,
             flow: BOTH_WAYS,
+            srtp: None,
         }),
     }
 }

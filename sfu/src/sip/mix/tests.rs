@@ -18,6 +18,7 @@ fn line(codec: AudioCodec, payload_type: u8) -> AudioLine {
             send: true,
             receive: true,
         },
+        srtp: None,
     }
 }
 

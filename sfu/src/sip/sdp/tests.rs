@@ -1,10 +1,15 @@
 use super::*;
+use crate::sip::sdes::{Crypto, CryptoSuite};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 fn local() -> LocalMedia {
     LocalMedia {
         address: "10.0.0.5".parse().unwrap(),
         audio_port: 40_000,
         video_port: Some(40_002),
+        srtp: SrtpPolicy::BestEffort,
+        keys: LocalKeys::random(&mut StdRng::seed_from_u64(5)),
     }
 }
 
@@ -19,14 +24,14 @@ fn a_phone_is_offered_sound_only_and_its_video_is_refused() {
         video_port: None,
         ..local()
     };
-    let text = offer(&phone, 7, 1);
+    let text = offer(&phone, 7, 1, OfferedProtection::Plain);
     assert!(
         text.contains("m=audio 40000 RTP/AVP 111 9 0 8 101"),
         "{text}"
     );
     assert!(!text.contains("m=video"), "{text}");
     // a re-INVITE that brings video gets it refused, the sound kept
-    let with_video = offer(&local(), 8, 2);
+    let with_video = offer(&local(), 8, 2, OfferedProtection::Plain);
     let (answered, agreed) = answer(&with_video, &phone, 1, 2).unwrap();
     assert!(answered.contains("m=video 0 "), "{answered}");
     assert!(agreed.video.is_none() && agreed.audio.is_some());
@@ -34,7 +39,7 @@ fn a_phone_is_offered_sound_only_and_its_video_is_refused() {
 
 #[test]
 fn kaskades_offer_names_its_codecs_and_reads_back() {
-    let text = offer(&local(), 7, 1);
+    let text = offer(&local(), 7, 1, OfferedProtection::Plain);
     for line in [
         "m=audio 40000 RTP/AVP 111 9 0 8 101",
         "a=rtpmap:9 G722/8000",
@@ -61,7 +66,7 @@ fn an_answer_with_only_pcmu_agrees_on_pcmu_and_no_video() {
     let answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n\
         m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
         m=video 0 RTP/AVP 96\r\n";
-    let agreed = read_answer(answer).unwrap();
+    let agreed = read_answer(answer, &local(), OfferedProtection::Plain).unwrap();
     let audio = agreed.audio.unwrap();
     assert_eq!(
         audio.codec,
@@ -100,7 +105,7 @@ fn an_answer_that_renumbers_keeps_both_numbers_and_reads_its_h264_limits() {
         m=video 30002 RTP/AVP 126\r\nc=IN IP4 192.0.2.21\r\na=rtpmap:126 H264/90000\r\n\
         a=fmtp:126 profile-level-id=42801f; packetization-mode=1; max-fs=3600; max-mbps=108000\r\n\
         a=sendonly\r\n";
-    let agreed = read_answer(answer).unwrap();
+    let agreed = read_answer(answer, &local(), OfferedProtection::Plain).unwrap();
     let audio = agreed.audio.unwrap();
     assert_eq!(
         (audio.send_payload_type, audio.receive_payload_type),
@@ -245,7 +250,7 @@ fn nothing_in_common_says_what_the_far_end_has() {
         "no common codec (they have audio RTP/AVP G729, video RTP/AVP H263, audio RTP/SAVP 0)"
     );
     assert!(matches!(
-        read_answer(offer),
+        read_answer(offer, &local(), OfferedProtection::Plain),
         Err(SdpError::NoCommonCodec(_))
     ));
 }
@@ -267,6 +272,159 @@ fn malformed_descriptions_are_errors_not_panics() {
             ),
             "{text:?}: {answered:?}"
         );
-        assert!(read_answer(text).is_err(), "{text:?}");
+        assert!(
+            read_answer(text, &local(), OfferedProtection::Plain).is_err(),
+            "{text:?}"
+        );
     }
+}
+
+/// An offer as an SRTP room system writes it (Cisco's `RTP/SAVP`, a 32-bit suite it prefers,
+/// a suite kaskade does not take first).
+fn secure_offer(proto: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.40\r\ns=-\r\nc=IN IP4 192.0.2.40\r\nt=0 0\r\n\
+         m=audio 6000 {proto} 0\r\n\
+         a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj|2^31\r\n\
+         a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^31\r\n\
+         a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^31\r\n\
+         m=video 6002 {proto} 96\r\na=rtpmap:96 H264/90000\r\n\
+         a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n\
+         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
+    )
+}
+
+fn with_policy(srtp: SrtpPolicy) -> LocalMedia {
+    LocalMedia { srtp, ..local() }
+}
+
+#[test]
+fn an_srtp_offer_is_answered_with_kaskades_key_for_the_first_suite_it_takes() {
+    let ours = local();
+    let (text, agreed) = answer(&secure_offer("RTP/SAVP"), &ours, 1, 1).unwrap();
+    assert!(text.contains("m=audio 40000 RTP/SAVP 0"), "{text}");
+    assert!(text.contains("m=video 40002 RTP/SAVP 96"), "{text}");
+    let audio = agreed.audio.unwrap().srtp.expect("audio by SRTP");
+    assert_eq!(
+        audio.suite,
+        CryptoSuite::AesCm128HmacSha1_32,
+        "the far end's order"
+    );
+    assert_eq!(audio.local, ours.keys.audio);
+    let answered = Crypto {
+        tag: 2,
+        suite: CryptoSuite::AesCm128HmacSha1_32,
+        key: ours.keys.audio,
+    };
+    assert!(text.contains(&format!("a=crypto:{answered}")), "{text}");
+    assert_eq!(text.matches("a=crypto:").count(), 2, "one per line: {text}");
+    let video = agreed.video.unwrap().srtp.expect("video by SRTP");
+    assert_eq!(
+        (video.suite, video.local),
+        (CryptoSuite::AesCm128HmacSha1_80, ours.keys.video)
+    );
+    assert_ne!(audio.remote, video.remote, "each line its own key");
+}
+
+#[test]
+fn srtp_follows_the_policy_when_answering() {
+    // best effort takes keys on a plain line too, and plain lines as they are
+    let (text, agreed) = answer(&secure_offer("RTP/AVP"), &local(), 1, 1).unwrap();
+    assert!(text.contains("m=audio 40000 RTP/AVP 0") && text.contains("a=crypto:2 "));
+    assert!(agreed.audio.unwrap().srtp.is_some());
+    let plain = offer(&local(), 7, 1, OfferedProtection::Plain);
+    let (text, agreed) = answer(&plain, &local(), 1, 1).unwrap();
+    assert!(!text.contains("crypto") && agreed.audio.unwrap().srtp.is_none());
+
+    // off refuses SRTP lines and ignores keys on plain ones
+    let off = with_policy(SrtpPolicy::Off);
+    let refused = answer(&secure_offer("RTP/SAVP"), &off, 1, 1).unwrap_err();
+    assert!(matches!(refused, SdpError::NoCommonCodec(_)), "{refused}");
+    let (text, agreed) = answer(&secure_offer("RTP/AVP"), &off, 1, 1).unwrap();
+    assert!(!text.contains("crypto") && agreed.audio.unwrap().srtp.is_none());
+
+    // mandatory refuses plain lines, and SRTP lines without a key it takes
+    let mandatory = with_policy(SrtpPolicy::Mandatory);
+    assert!(answer(&plain, &mandatory, 1, 1).is_err());
+    let unkeyed = secure_offer("RTP/SAVP").replacen("AES_CM_128", "F8_128", 2);
+    let (text, agreed) = answer(&unkeyed, &local(), 1, 1).unwrap();
+    assert!(text.contains("m=audio 0 RTP/SAVP 0"), "{text}");
+    assert!(agreed.audio.is_none() && agreed.video.is_some());
+}
+
+#[test]
+fn kaskades_offers_carry_keys_as_the_policy_says_and_read_the_answers_keys() {
+    assert_eq!(SrtpPolicy::Off.offers(), [OfferedProtection::Plain]);
+    assert_eq!(
+        SrtpPolicy::BestEffort.offers(),
+        [OfferedProtection::BestEffort, OfferedProtection::Secure]
+    );
+    assert_eq!(SrtpPolicy::Mandatory.offers(), [OfferedProtection::Secure]);
+    let ours = local();
+    let best_effort = offer(&ours, 7, 1, OfferedProtection::BestEffort);
+    assert!(
+        best_effort.contains("m=audio 40000 RTP/AVP "),
+        "{best_effort}"
+    );
+    let secure = offer(&ours, 7, 1, OfferedProtection::Secure);
+    assert!(secure.contains("m=video 40002 RTP/SAVP 96 97"), "{secure}");
+    for (tag, suite) in [
+        (1, "AES_CM_128_HMAC_SHA1_80"),
+        (2, "AES_CM_128_HMAC_SHA1_32"),
+    ] {
+        assert_eq!(
+            secure.matches(&format!("a=crypto:{tag} {suite} ")).count(),
+            2
+        );
+    }
+
+    // the far end, answering kaskade's secure offer as kaskade itself would
+    let far = LocalMedia {
+        keys: LocalKeys::random(&mut StdRng::seed_from_u64(9)),
+        ..ours
+    };
+    let (text, theirs) = answer(&secure, &far, 2, 1).unwrap();
+    let agreed = read_answer(&text, &ours, OfferedProtection::Secure).unwrap();
+    let (audio, video) = (agreed.audio.unwrap().srtp, agreed.video.unwrap().srtp);
+    assert_eq!(
+        audio,
+        Some(Sdes {
+            suite: CryptoSuite::AesCm128HmacSha1_80,
+            local: ours.keys.audio,
+            remote: far.keys.audio,
+        })
+    );
+    assert_eq!(video.map(|k| k.remote), Some(far.keys.video));
+    let far_audio = theirs.audio.unwrap().srtp.unwrap();
+    assert_eq!(
+        (far_audio.local, far_audio.remote),
+        (far.keys.audio, ours.keys.audio)
+    );
+
+    // an answer without keys to a best-effort offer is plain RTP; to a secure one, refused
+    let plain = text
+        .lines()
+        .filter(|l| !l.starts_with("a=crypto"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let agreed = read_answer(
+        &plain.replace("SAVP", "AVP"),
+        &ours,
+        OfferedProtection::BestEffort,
+    );
+    assert!(agreed.unwrap().audio.unwrap().srtp.is_none());
+    assert!(read_answer(&plain, &ours, OfferedProtection::Secure).is_err());
+    let mandatory = with_policy(SrtpPolicy::Mandatory);
+    let refused = read_answer(
+        &plain.replace("SAVP", "AVP"),
+        &mandatory,
+        OfferedProtection::Secure,
+    );
+    assert!(refused.is_err(), "mandatory takes no plain answer");
+    // nor keys under a tag kaskade did not offer with that suite
+    let swapped = text.replace(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_80",
+    );
+    assert!(read_answer(&swapped, &ours, OfferedProtection::Secure).is_err());
 }

@@ -16,6 +16,7 @@ fn line(mode: u8) -> VideoLine {
             send: true,
             receive: true,
         },
+        srtp: None,
     }
 }
 
