@@ -196,7 +196,7 @@ fn the_directory_tool_manages_rooms_in_sqlite_or_redis() {
         );
         let (ok, _, err) = run(&["set", "bad", "--name", "Bad", "--uri", "tel:123"]);
         assert!(
-            !ok && err.contains("not a sip: address"),
+            !ok && err.contains("not a sip: or sips: address"),
             "{store:?}: {err}"
         );
         let (ok, out, _) = run(&["list"]);

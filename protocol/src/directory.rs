@@ -121,14 +121,17 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// A SIP address kaskade dials: `sip:` (TLS, `sips:`, is not there yet), something after it,
-/// no spaces or control characters, at most [`MAX_SIP_URI`] bytes.
+/// A SIP address kaskade dials: `sip:` or `sips:` (over TLS), something after it, no spaces
+/// or control characters, at most [`MAX_SIP_URI`] bytes.
 pub fn check_sip_uri(uri: &str) -> Result<(), String> {
-    let rest = uri
-        .get(..4)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("sip:"))
-        .map(|_| &uri[4..])
-        .ok_or_else(|| format!("{uri:?} is not a sip: address"))?;
+    let scheme = |name: &str| {
+        uri.get(..name.len())
+            .filter(|s| s.eq_ignore_ascii_case(name))
+            .map(|_| &uri[name.len()..])
+    };
+    let rest = scheme("sip:")
+        .or_else(|| scheme("sips:"))
+        .ok_or_else(|| format!("{uri:?} is not a sip: or sips: address"))?;
     if rest.is_empty()
         || uri.len() > MAX_SIP_URI
         || uri.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -158,6 +161,8 @@ mod tests {
             "SIP:8001@mcu.example.org",
             "sip:example.org",
             "sip:room@[::1]:5060;transport=tcp",
+            "sips:room@mcu.example.org",
+            "sip:room@192.0.2.7:5061;transport=tls",
         ] {
             assert!(check_sip_uri(good).is_ok(), "{good}");
         }
@@ -165,7 +170,8 @@ mod tests {
             "",
             "sip:",
             "tel:+4930123456",
-            "sips:room@example.org",
+            "sips:",
+            "sipx:room@example.org",
             "sip:a b@example.org",
             "sip:a\u{7}@example.org",
             "http://example.org",

@@ -3,6 +3,7 @@
 use crate::sip::{NamedCredential, PhoneUri, SrtpPolicy};
 use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `kaskade-sfu`: a kaskade SFU node with its web client.
@@ -123,6 +124,21 @@ pub struct SipOptions {
     /// far end takes it), mandatory (refuse calls without it) or off.
     #[arg(long, value_enum, default_value_t = SrtpPolicy::BestEffort)]
     pub sip_srtp: SrtpPolicy,
+    /// Also listen for SIP over TLS on this address (5061 is the usual port), with
+    /// --sip-tls-cert and --sip-tls-key; calls over TLS give it as their Contact.
+    #[arg(long, requires_all = ["sip_tls_cert", "sip_tls_key"])]
+    pub sip_tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (a PEM file).
+    #[arg(long)]
+    pub sip_tls_cert: Option<PathBuf>,
+    /// The TLS listener's private key (a PEM file, PKCS#8 or PKCS#1).
+    #[arg(long)]
+    pub sip_tls_key: Option<PathBuf>,
+    /// The roots (a PEM file) a far end's certificate must chain to when kaskade dials a sips:
+    /// address (or one with transport=tls); the system's by default
+    /// (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    pub sip_tls_ca: Option<PathBuf>,
 }
 
 /// A `sip:` URI, checked.
@@ -156,6 +172,19 @@ impl SipOptions {
                     .unwrap_or_default()
             ),
         ];
+        let paths = [
+            ("sip-tls-cert", &self.sip_tls_cert),
+            ("sip-tls-key", &self.sip_tls_key),
+            ("sip-tls-ca", &self.sip_tls_ca),
+        ];
+        for (name, path) in paths {
+            if let Some(path) = path {
+                args.push(format!("--{name}={}", path.display()));
+            }
+        }
+        if let Some(listen) = self.sip_tls_listen {
+            args.push(format!("--sip-tls-listen={listen}"));
+        }
         if let Some(listen) = self.sip_listen {
             args.push(format!("--sip-listen={listen}"));
         }

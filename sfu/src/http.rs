@@ -2,16 +2,18 @@
 
 use crate::cluster::locator::LocatorClient;
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SipOptions};
 use crate::media::core::{CoreConfig, MediaCore};
 use crate::media::peer::PeerSettings;
 use crate::media::surroundings::{Surroundings, WallClock};
 use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
+use crate::sip::ua::{SYSTEM_ROOTS, SipTls, TlsListener};
 use crate::sip::{CallPolicy, Dialplan, DigestCredential, SipGateway, SipSettings, Trunk};
 use crate::token::Role;
 use crate::token::TokenKey;
+use anyhow::Context as _;
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -211,6 +213,7 @@ async fn start_sip(
         outbound_proxy: config.sip.sip_proxy,
         registrar: config.sip.sip_register.clone(),
         keep_alive: config.sip.sip_keepalive,
+        tls: sip_tls(&config.sip)?,
     };
     // the SDP must name an address the far end reaches: the SIP address, or the node's
     let media_ip = if listen.ip().is_unspecified() {
@@ -239,6 +242,31 @@ async fn start_sip(
     let gateway = SipGateway::start(settings, ips, policy, (dialplan, node.clone())).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
+}
+
+/// The node's SIP over TLS from its options: the listener's certificate and key, and the roots
+/// for calls out (the system's when none are given and the system has them).
+fn sip_tls(options: &SipOptions) -> anyhow::Result<SipTls> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let listener = match (
+        &options.sip_tls_listen,
+        &options.sip_tls_cert,
+        &options.sip_tls_key,
+    ) {
+        (Some(listen), Some(certificate), Some(key)) => Some(TlsListener {
+            listen: *listen,
+            certificate: read(certificate)?,
+            key: read(key)?,
+        }),
+        _ => None,
+    };
+    let roots = match &options.sip_tls_ca {
+        Some(path) => Some(read(path)?),
+        None => std::fs::read(SYSTEM_ROOTS).ok(),
+    };
+    Ok(SipTls { listener, roots })
 }
 
 /// What the cluster shell needs to register the node with its locators.

@@ -17,13 +17,39 @@ pub const PHONE_NUMBER: &str = "+4722000000";
 /// `sip:mcu@` (a room system), as `sip:`[`PHONE_NUMBER`]`@` (a phone), and as room systems
 /// that encrypt: `sip:srtp@` takes SRTP only (`RTP/SAVP` with SDES keys), `sip:srtp-optional@`
 /// takes SRTP on plain `RTP/AVP` lines that offer keys (best-effort SRTP) and plain RTP too.
+/// It listens for SIP over TLS too (on its SIP port plus one), with a self-signed certificate
+/// for 127.0.0.1 ([`Baresip::certificate`]).
 pub struct Baresip {
     child: Child,
     /// Every line it printed so far.
     said: Arc<Mutex<Vec<String>>>,
     /// Its SIP port.
     pub port: u16,
-    _config: Scratch,
+    config: Scratch,
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, written as PEM files in `scratch`
+/// (`NAME.crt`, `NAME.key`): their paths.
+pub fn self_signed(scratch: &Scratch, name: &str) -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("a self-signed certificate");
+    let (certificate, key) = (
+        scratch.path(&format!("{name}.crt")),
+        scratch.path(&format!("{name}.key")),
+    );
+    std::fs::write(&certificate, made.cert.pem()).expect("the certificate written");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("the key written");
+    (certificate, key)
+}
+
+/// A free loopback port whose next port is free too (baresip takes TLS on the next one).
+fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The audio codecs a [`Baresip`] offers and takes.
@@ -41,15 +67,19 @@ impl Baresip {
     /// Starts one with `baresip` (`Command::new("baresip")`, possibly inside a network
     /// namespace) and waits until it is ready; panics if it cannot start.
     pub fn start(mut baresip: Command, audio: BaresipAudio) -> Self {
-        let port = free_port();
+        let port = free_port_pair();
         let config = Scratch::new("baresip");
+        let (certificate, key) = self_signed(&config, "baresip");
+        let identity = config.path("identity.pem");
+        let pem = [certificate, key].map(|path| std::fs::read_to_string(path).expect("PEM"));
+        std::fs::write(&identity, pem.concat()).expect("baresip's identity");
         let audio_modules = match audio {
             BaresipAudio::Opus => "module opus.so\nmodule g711.so\n",
             BaresipAudio::G711 => "module g711.so\n",
             BaresipAudio::G722 => "module g722.so\n",
         };
         let settings = format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\n\
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_certificate {identity}\n\
              audio_player aubridge,nil\naudio_source ausine,440\naudio_alert aubridge,nil\n\
              ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n\
              video_source fakevideo,nil\nvideo_display fakevideo,nil\nvideo_size 320x240\n\
@@ -96,7 +126,7 @@ impl Baresip {
             child,
             said,
             port,
-            _config: config,
+            config,
         }
     }
 
@@ -133,6 +163,16 @@ impl Baresip {
     /// Its SIP address.
     pub fn uri(&self) -> String {
         self.uri_of("mcu")
+    }
+
+    /// The `sips:` address of its account `user`: over TLS, on its TLS port.
+    pub fn tls_uri_of(&self, user: &str) -> String {
+        format!("sips:{user}@127.0.0.1:{}", self.port + 1)
+    }
+
+    /// Its TLS certificate (a PEM file): the root a node must trust to reach it over TLS.
+    pub fn certificate(&self) -> String {
+        self.config.path("baresip.crt")
     }
 
     /// The SIP address of its account `user` (`mcu`, `srtp`, `srtp-optional`).

@@ -1059,8 +1059,8 @@
   function placeCall() {
     const entry = $('#call-room').value;
     const uri = $('#call-uri').value.trim();
-    if (!entry && !/^sip:\S+$/i.test(uri)) {
-      dialFailed('call', 'Pick a room, or use a sip: address, for example sip:boardroom@mcu.example.org.');
+    if (!entry && !/^sips?:\S+$/i.test(uri)) {
+      dialFailed('call', 'Pick a room, or use a sip: (or sips:) address, for example sip:boardroom@mcu.example.org.');
       return;
     }
     const name = $('#call-name').value.trim();

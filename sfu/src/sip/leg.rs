@@ -252,7 +252,8 @@ impl Leg {
     ) -> Placed {
         let offer = sdp::offer(&self.local, self.session_id, self.sdp_version, protection);
         let credential = callee.credential.as_ref();
-        let mut dialling = match gateway.ua.dial(&callee.uri, "kaskade", offer, credential) {
+        let dialled = gateway.ua.dial(&callee.uri, "kaskade", offer, credential);
+        let mut dialling = match dialled.await {
             Ok(dialling) => dialling,
             Err(failure) => return Placed::Failed(failure),
         };

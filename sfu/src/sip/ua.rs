@@ -1,4 +1,5 @@
-//! The node's SIP user agent (rsipstack): one endpoint with UDP and TCP on one address, the
+//! The node's SIP user agent (rsipstack): one endpoint with UDP and TCP on one address (and
+//! TLS, [`tls`], on another), the
 //! router of requests that arrive on their own (the BYE, re-INVITE and INFO of a call in
 //! progress, OPTIONS pings, calls dialling in: [`Incoming`]), and outbound calls from INVITE
 //! to BYE.
@@ -8,6 +9,7 @@
 //! ([`Step`], [`CallEvent`]) and every failure into a [`CallFailure`] a person can read.
 
 mod incoming;
+mod tls;
 
 use crate::sip::failure::CallFailure;
 pub use incoming::Incoming;
@@ -26,6 +28,7 @@ use rsipstack::transport::{SipAddr, TcpListenerConnection, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+pub use tls::{SYSTEM_ROOTS, SipTls, TlsListener};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +51,15 @@ pub struct SipSettings {
     /// How often an answered call's far end is asked (in-dialog OPTIONS) whether it still has
     /// the call: a far end that lost it (a reboot) or vanished ends it, even on hold.
     pub keep_alive: Duration,
+    /// SIP over TLS: a listener, and the roots trusted when dialling `sips:`.
+    pub tls: SipTls,
 }
+
+/// How long a TLS connection to a far end may take before the call fails.
+const TLS_CONNECT: Duration = Duration::from_secs(10);
+/// How long a cancelled call waits for its INVITE to end (the far end's 487) before it is
+/// left to the stack.
+const CANCEL_WAIT: Duration = Duration::from_secs(4);
 
 /// The registration lifetime asked for; it is refreshed at 75 % of what the registrar grants.
 const REGISTER_EXPIRES: u32 = 300;
@@ -105,6 +116,7 @@ impl UserAgent {
             .await
             .map_err(|e| std::io::Error::other(format!("SIP TCP on {}: {e}", settings.listen)))?;
         transports.add_transport(tcp.into());
+        settings.tls.install(&mut transports).await?;
         let endpoint = EndpointBuilder::new()
             .with_user_agent("kaskade")
             .with_transport_layer(transports)
@@ -135,16 +147,18 @@ impl UserAgent {
             .build_local_contact(Some(settings.user.clone()), None)
             .map_err(|e| std::io::Error::other(format!("SIP contact: {e}")))?;
         let keep_alive = settings.keep_alive;
+        let tls_contact = settings.tls.contact(&settings.user);
         let dial_in = calls.map(|calls| DialIn {
             calls,
             contact,
+            tls_contact,
             keep_alive,
         });
         tokio::spawn(route(dialogs.clone(), incoming, dial_in));
         let local: SocketAddr = local
             .try_into()
             .map_err(|e| std::io::Error::other(format!("SIP address: {e}")))?;
-        info!(%local, "SIP user agent listening (UDP and TCP)");
+        info!(%local, tls = ?settings.tls, "SIP user agent listening (UDP and TCP)");
         Ok(Self {
             dialogs,
             settings: Arc::new(settings),
@@ -158,23 +172,38 @@ impl UserAgent {
         self.local
     }
 
-    /// Sends an INVITE with `offer` to `target` (a `sip:` URI), `display_name` in From,
+    /// Sends an INVITE with `offer` to `target` (a `sip:` URI, or `sips:` over TLS), `display_name` in From,
     /// answering challenges with `credential` (the configured one when `None`).
-    pub fn dial(
+    pub async fn dial(
         &self,
         target: &str,
         display_name: &str,
         offer: String,
         credential: Option<&DigestCredential>,
     ) -> Result<Dialling, CallFailure> {
-        let callee = Uri::try_from(target)
+        let mut callee = Uri::try_from(target)
             .map_err(|e| CallFailure::bad_address(format!("{target} is not a SIP URI: {e}")))?;
+        let secure = tls::over_tls(&mut callee);
+        if secure && self.settings.tls.roots.is_none() {
+            return Err(CallFailure::local(
+                "this node trusts no roots for SIP over TLS (--sip-tls-ca)",
+            ));
+        }
+        if secure {
+            self.connect_tls(&callee).await?;
+        }
         let caller = Uri::try_from(format!("sip:{}@{}", self.settings.user, self.local).as_str())
             .map_err(|e| CallFailure::local(format!("kaskade's own SIP address: {e}")))?;
-        let contact = self
-            .dialogs
-            .build_local_contact(Some(self.settings.user.clone()), None)
-            .map_err(|e| CallFailure::local(e.to_string()))?;
+        let tls_contact = secure
+            .then(|| self.settings.tls.contact(&self.settings.user))
+            .flatten();
+        let contact = match tls_contact {
+            Some(contact) => contact,
+            None => self
+                .dialogs
+                .build_local_contact(Some(self.settings.user.clone()), None)
+                .map_err(|e| CallFailure::local(e.to_string()))?,
+        };
         let option = InviteOption {
             caller_display_name: Some(display_name.to_string()),
             caller,
@@ -199,6 +228,20 @@ impl UserAgent {
             dialogs: self.dialogs.clone(),
             keep_alive: self.settings.keep_alive,
         })
+    }
+
+    /// Opens (or finds open) the TLS connection a call to `callee` goes over, so that a far
+    /// end whose certificate the node does not trust, or that does not answer, fails the call
+    /// at once and says why (the stack would retry it silently until its INVITE times out).
+    async fn connect_tls(&self, callee: &Uri) -> Result<(), CallFailure> {
+        let target = SipAddr::try_from(callee)
+            .map_err(|e| CallFailure::bad_address(format!("{callee}: {e}")))?;
+        let transports = &self.dialogs.endpoint.transport_layer;
+        match tokio::time::timeout(TLS_CONNECT, transports.lookup(&target, None)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(CallFailure::unreachable(format!("TLS: {e}"))),
+            Err(_) => Err(CallFailure::unreachable("TLS: no connection in 10 s")),
+        }
     }
 }
 
@@ -299,7 +342,7 @@ impl Dialling {
         if let Err(e) = self.dialog.cancel().await {
             debug!("SIP CANCEL: {e}");
         }
-        let _ = self.invite.await;
+        let _ = tokio::time::timeout(CANCEL_WAIT, self.invite).await;
         self.dialogs.remove_dialog(&self.dialog.id());
     }
 

@@ -2,8 +2,8 @@
 //! protection of each offer kaskade makes, the `a=crypto` lines it writes, and how it reads the
 //! far end's (RFC 4568).
 
-use crate::sip::sdes::{Crypto, CryptoSuite, MasterKey, Sdes};
 use super::{Agreement, LocalMedia};
+use crate::sip::sdes::{Crypto, CryptoSuite, MasterKey, Sdes};
 use rand::Rng;
 use sdp_types::Media;
 

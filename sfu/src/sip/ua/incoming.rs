@@ -7,17 +7,19 @@ use rsipstack::dialog::dialog::DialogStateReceiver;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::sip::{Header, Method, StatusCode, Transport, Uri};
 use rsipstack::transaction::{Transaction, TransactionReceiver};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-/// Where calls dialling in go, and the Contact kaskade answers them with.
+/// Where calls dialling in go, and the Contact kaskade answers them with (its TLS listener's
+/// for a call that came over TLS).
 pub(super) struct DialIn {
     pub(super) calls: mpsc::Sender<Incoming>,
     pub(super) contact: Uri,
+    pub(super) tls_contact: Option<Uri>,
     pub(super) keep_alive: Duration,
 }
 
@@ -78,7 +80,14 @@ impl Incoming {
     /// takes no more calls); the dialog's task answers the INVITE as the menu says.
     fn arrive(dialogs: &Arc<DialogLayer>, mut tx: Transaction, dial_in: &DialIn) {
         let (states_tx, states) = dialogs.new_dialog_state_channel();
-        let contact = Some(dial_in.contact.clone());
+        let over_tls = tx
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.transport() == Transport::Tls);
+        let contact = match &dial_in.tls_contact {
+            Some(tls) if over_tls => Some(tls.clone()),
+            _ => Some(dial_in.contact.clone()),
+        };
         let mut dialog = match dialogs.get_or_create_server_invite(&tx, states_tx, None, contact) {
             Ok(dialog) => dialog,
             Err(e) => {
