@@ -316,7 +316,8 @@ async fn listen(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
+async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and_a_guesser_is_locked_out()
+ {
     let _serial = SERIAL.lock().await;
     let scratch = kaskade_e2e::Scratch::new("sip-dial-in");
     let (server, sip) = all_in_one(&scratch, &["--sip-dial-in-number", "+47 21 00 00 00"]);
@@ -404,5 +405,24 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin() {
             .values()
             .all(|p| p.source.is_none()),
         "nobody joined"
+    );
+
+    // three unknown numbers make six failures from this phone: goodbye, and its next call is
+    // turned away before it is answered
+    let (phone_rtp, port) = rtp_socket().await;
+    let phone = Sipp::call("dial_in_pcmu_from_port", &sip, &[("rtp_port", &port)]);
+    let (leg, _, _) = listen(&phone_rtp, Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        press(&phone_rtp, leg, "1#", &mut timestamp).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        phone.finish(WAIT).is_some_and(|s| s.success()),
+        "kaskade said goodbye after three unknown numbers"
+    );
+    let refused = Sipp::call("dial_in_refused", &sip, &[]);
+    assert!(
+        refused.finish(WAIT).is_some_and(|s| s.success()),
+        "a phone with six failed attempts is refused with 403"
     );
 }

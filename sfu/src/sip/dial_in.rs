@@ -64,6 +64,8 @@ pub struct Menu {
     digits: String,
     number_tries: u8,
     pin_tries: u8,
+    /// The meeting whose PIN was just entered wrong, until [`Menu::take_wrong_pin`].
+    wrong_pin: Option<String>,
 }
 
 impl Menu {
@@ -74,6 +76,7 @@ impl Menu {
             digits: String::new(),
             number_tries: 0,
             pin_tries: 0,
+            wrong_pin: None,
         };
         (menu, Step::Say(Prompt::Welcome))
     }
@@ -114,6 +117,11 @@ impl Menu {
         }
     }
 
+    /// The meeting whose PIN the last key completed wrong, once (failed attempts are counted).
+    pub fn take_wrong_pin(&mut self) -> Option<String> {
+        self.wrong_pin.take()
+    }
+
     fn entered(&mut self) -> Option<Step> {
         let digits = std::mem::take(&mut self.digits);
         match std::mem::replace(&mut self.stage, Stage::Waiting) {
@@ -123,6 +131,7 @@ impl Menu {
             }
             Stage::Pin(meeting) => {
                 self.pin_tries += 1;
+                self.wrong_pin = Some(meeting.meeting.clone());
                 if self.pin_tries >= PIN_TRIES {
                     Some(Step::HangUp)
                 } else {
@@ -138,6 +147,15 @@ impl Menu {
 /// Answers a call dialling in, runs the menu, and joins the caller to the meeting they chose.
 pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: Incoming) {
     let caller = incoming.caller();
+    let caller_key = incoming.caller_key();
+    if gateway
+        .attempts()
+        .caller_locked(&caller_key, Instant::now())
+    {
+        info!(%caller, "dial-in refused: too many failed attempts");
+        incoming.refuse(StatusCode::Forbidden);
+        return;
+    }
     let Ok(mut sockets) = LegSockets::bind(&gateway).await else {
         incoming.refuse(StatusCode::ServiceUnavailable);
         return;
@@ -175,6 +193,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
     info!(%caller, "a phone dialled in");
     let mut menu = MenuCall {
         gateway: &gateway,
+        caller: caller_key,
         call,
         sockets,
         line,
@@ -232,6 +251,8 @@ fn phone_name(caller: &str) -> String {
 /// A call in the voice menu: what it hears, and what it presses.
 struct MenuCall<'a> {
     gateway: &'a SipGateway,
+    /// Who calls ([`Incoming::caller_key`]), what failed attempts are counted by.
+    caller: String,
     call: Call,
     sockets: LegSockets,
     line: AudioLine,
@@ -294,13 +315,19 @@ impl MenuCall<'_> {
         }
     }
 
-    /// A key: it silences the prompt playing and goes to the menu (not once it is ending).
+    /// A key: it silences the prompt playing and goes to the menu (not once it is ending); a
+    /// wrong PIN it completes is counted.
     fn pressed(&mut self, menu: &mut Menu, key: char, ending: bool) -> Option<Step> {
         if ending {
             return None;
         }
         self.mixer.hush();
-        menu.key(key)
+        let step = menu.key(key);
+        if let Some(meeting) = menu.take_wrong_pin() {
+            let mut attempts = self.gateway.attempts();
+            attempts.wrong_pin(&self.caller, &meeting, Instant::now());
+        }
+        step
     }
 
     /// Does `step`: the step that follows at once (a lookup's answer), if any.
@@ -318,6 +345,19 @@ impl MenuCall<'_> {
                     warn!("dial-in lookup: {why}");
                     None
                 });
+                let now = Instant::now();
+                let mut attempts = self.gateway.attempts();
+                match &found {
+                    None => attempts.unknown_number(&self.caller, now),
+                    Some(meeting)
+                        if meeting.pin.is_some()
+                            && attempts.meeting_locked(&meeting.meeting, now) =>
+                    {
+                        info!(caller = %self.caller, meeting = meeting.meeting, "dial-in: the meeting's PIN entry is locked");
+                        return Some(Step::HangUp);
+                    }
+                    Some(_) => {}
+                }
                 return Some(menu.found(found));
             }
             Step::Join(meeting) => {
@@ -376,9 +416,16 @@ mod tests {
         menu.found(Some(board(Some("2468"))));
         assert_eq!(press(&mut menu, "1111#"), Some(Step::Say(Prompt::WrongPin)));
         assert_eq!(
+            menu.take_wrong_pin().as_deref(),
+            Some("board"),
+            "counted once"
+        );
+        assert_eq!(menu.take_wrong_pin(), None);
+        assert_eq!(
             press(&mut menu, "2468#"),
             Some(Step::Join(board(Some("2468"))))
         );
+        assert_eq!(menu.take_wrong_pin(), None, "the right PIN is no failure");
         let (mut menu, _) = Menu::start();
         press(&mut menu, "123456789#");
         menu.found(Some(board(Some("2468"))));

@@ -15,6 +15,7 @@
 //! packets), [`dtmf`] (telephone events), [`failure`] (why a call failed, in words), `leg` (one
 //! call's life).
 
+mod attempts;
 mod dial_in;
 mod dialplan;
 pub mod dtmf;
@@ -67,6 +68,8 @@ pub struct SipGateway {
     policy: CallPolicy,
     dialplan: Dialplan,
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
+    /// Failed dial-in attempts, by caller and by meeting.
+    attempts: Mutex<attempts::Attempts>,
 }
 
 /// How long a call may wait for things before kaskade gives up on it, and how its media is
@@ -149,11 +152,17 @@ impl SipGateway {
             policy,
             dialplan,
             calls: Mutex::new(HashMap::new()),
+            attempts: Mutex::default(),
         });
         if let Some(calls) = calls {
             tokio::spawn(answer_dial_in(Arc::downgrade(&gateway), node, calls));
         }
         Ok(gateway)
+    }
+
+    /// The failed dial-in attempts (held briefly: no await while it is).
+    fn attempts(&self) -> std::sync::MutexGuard<'_, attempts::Attempts> {
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends DTMF `digits` to the call `target` of `meeting`; the refusal's code and reason

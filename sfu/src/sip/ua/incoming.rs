@@ -128,6 +128,21 @@ impl Incoming {
             .unwrap_or_else(|| "sip:unknown".into())
     }
 
+    /// Who calls, as failed dial-in attempts are counted: the From address's user and host,
+    /// without port or parameters (which a phone may change from call to call).
+    pub fn caller_key(&self) -> String {
+        self.dialog
+            .initial_request()
+            .from_header()
+            .ok()
+            .and_then(|from| from.uri().ok())
+            .map(|uri| {
+                let user = uri.auth.map(|auth| auth.user).unwrap_or_default();
+                format!("{user}@{}", uri.host_with_port.host)
+            })
+            .unwrap_or_else(|| "unknown".into())
+    }
+
     /// The SDP offer of the INVITE (empty when it brought none).
     pub fn offer(&self) -> String {
         String::from_utf8_lossy(&self.dialog.initial_request().body).into_owned()
