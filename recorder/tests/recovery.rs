@@ -140,3 +140,21 @@ fn a_fragment_time_at_the_end_of_the_range_is_no_panic() {
 fn first_moof(bytes: &[u8]) -> usize {
     bytes.windows(4).position(|w| w == b"moof").expect("a moof") - 4
 }
+
+/// Found by fuzz/fuzz_targets/mp4_recovery.rs: a fragment whose `trun` claims billions of
+/// samples of no bytes each kept recovery busy for minutes; it is now refused before it is
+/// decoded, and recovery keeps what came before it.
+#[test]
+fn a_fragment_claiming_billions_of_samples_is_cut_off_at_once() {
+    let damaged = scratch("trun-of-billions.fmp4");
+    let output = scratch("trun-of-billions.mp4");
+    std::fs::write(&damaged, include_bytes!("data/trun-of-billions.fmp4")).unwrap();
+    let recovered = recover(&damaged, &output);
+    assert!(
+        finalize(&damaged, &output).is_err(),
+        "a damaged file does not finalize"
+    );
+    if let Ok(report) = recovered {
+        assert!(report.lost_data(), "the damaged fragment is not kept");
+    }
+}

@@ -216,6 +216,10 @@ fn add_fragment(
     moof_start: u64,
     payload: std::ops::Range<u64>,
 ) -> Result<(), &'static str> {
+    let declared = declared_samples(moof_bytes).ok_or("moof does not parse")?;
+    if declared > payload.end.saturating_sub(payload.start) {
+        return Err("the moof declares more samples than its mdat has bytes");
+    }
     let (moof, _) = MoofBox::decode(moof_bytes).map_err(|_| "moof does not parse")?;
     let mut added = Vec::with_capacity(moof.traf_boxes.len());
     for traf in &moof.traf_boxes {
@@ -242,6 +246,56 @@ fn add_fragment(
         }
     }
     Ok(())
+}
+
+/// The samples the `trun` boxes of a `moof` box declare, summed; `None` when its boxes do not
+/// nest as they should. Read before the `moof` is decoded: a damaged `trun` may claim billions
+/// of samples of no bytes each, which the decoder would build one by one (a sample kaskade
+/// records is never empty, so a fragment has at most as many samples as its `mdat` has bytes).
+fn declared_samples(moof: &[u8]) -> Option<u64> {
+    let mut total = 0u64;
+    each_box(moof, &mut |kind, moof| {
+        if kind != *b"moof" {
+            return Some(());
+        }
+        each_box(moof, &mut |kind, traf| {
+            if kind != *b"traf" {
+                return Some(());
+            }
+            each_box(traf, &mut |kind, trun| {
+                if kind == *b"trun" {
+                    let count: [u8; 4] = trun.get(4..8)?.try_into().ok()?;
+                    total += u64::from(u32::from_be_bytes(count));
+                }
+                Some(())
+            })
+        })
+    })?;
+    Some(total)
+}
+
+/// What [`each_box`] calls with each box's type and body.
+type BoxVisitor<'a> = dyn FnMut([u8; 4], &[u8]) -> Option<()> + 'a;
+
+/// Calls `visit` with the type and body of each box in `bytes`, in order; `None` when a box
+/// header is cut or a size overruns, or `visit` says so.
+fn each_box(bytes: &[u8], visit: &mut BoxVisitor<'_>) -> Option<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let size = u64::from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?));
+        let kind: [u8; 4] = rest.get(4..8)?.try_into().ok()?;
+        let (header, size) = match size {
+            0 => (8, rest.len() as u64),
+            1 => (16, u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?)),
+            size => (8, size),
+        };
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s >= header && s <= rest.len())?;
+        visit(kind, &rest[header..size])?;
+        rest = &rest[size..];
+    }
+    Some(())
 }
 
 /// The samples of one track fragment, checked to lie inside the `mdat` payload.
@@ -308,4 +362,55 @@ fn fragment_samples(
         }
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let size = u32::try_from(body.len() + 8).unwrap();
+        [&size.to_be_bytes()[..], kind, body].concat()
+    }
+
+    /// A `moof` whose track fragments each have one `trun` of `counts` samples.
+    fn moof(counts: &[u32]) -> Vec<u8> {
+        let mfhd = boxed(b"mfhd", &[0, 0, 0, 0, 0, 0, 0, 1]);
+        let trafs: Vec<u8> = counts
+            .iter()
+            .flat_map(|count| {
+                let tfhd = boxed(b"tfhd", &[0, 2, 0, 0, 0, 0, 0, 1]);
+                let trun = boxed(b"trun", &[&[0, 0, 0, 0][..], &count.to_be_bytes()].concat());
+                boxed(b"traf", &[tfhd, trun].concat())
+            })
+            .collect();
+        boxed(b"moof", &[mfhd, trafs].concat())
+    }
+
+    #[test]
+    fn the_samples_a_moof_declares_are_summed_before_it_is_decoded() {
+        assert_eq!(declared_samples(&moof(&[3, 40])), Some(43));
+        assert_eq!(declared_samples(&moof(&[])), Some(0));
+        let cut = moof(&[3]);
+        assert_eq!(declared_samples(&cut[..cut.len() - 2]), None);
+        let mut overrun = moof(&[3]);
+        overrun[3] = 200;
+        assert_eq!(declared_samples(&overrun), None);
+    }
+
+    /// Found by fuzz/fuzz_targets/mp4_recovery.rs: a `trun` of flags 0 (samples of no bytes)
+    /// claiming billions of samples kept the decoder pushing them for minutes.
+    #[test]
+    fn a_fragment_claiming_more_samples_than_bytes_is_refused_undecoded() {
+        let mut tracks = Vec::new();
+        let refused = add_fragment(&mut tracks, &moof(&[u32::MAX]), 0, 1_000..2_000);
+        assert_eq!(
+            refused,
+            Err("the moof declares more samples than its mdat has bytes")
+        );
+        assert_eq!(
+            add_fragment(&mut tracks, &moof(&[1_000]), 0, 1_000..2_000),
+            Ok(())
+        );
+    }
 }
