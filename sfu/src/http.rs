@@ -10,7 +10,9 @@ use crate::metrics::{Metrics, Refused};
 use crate::node::{self, MediaSockets, NodeHandle};
 use crate::signaling::session::{self, Auth, MAX_FRAME};
 use crate::sip::ua::{SYSTEM_ROOTS, SipTls, TlsListener};
-use crate::sip::{CallPolicy, Dialplan, DigestCredential, SipGateway, SipSettings, Trunk};
+use crate::sip::{
+    CallPolicy, Dialplan, DigestCredential, SipGateway, SipMetrics, SipSettings, Trunk,
+};
 use crate::token::Role;
 use crate::token::TokenKey;
 use anyhow::Context as _;
@@ -111,9 +113,15 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
     if !standalone && config.secret.is_none() {
         anyhow::bail!("--locator needs --secret: the cluster secret shared with the locator");
     }
+    let mut sip_metrics = SipMetrics::default();
     let metrics = Arc::new(Metrics::with_extra(|registry| {
         let gauges = ProcessGauges::register(registry);
-        Box::new(move || gauges.sample())
+        sip_metrics = SipMetrics::register(registry);
+        let sip = sip_metrics.clone();
+        Box::new(move || {
+            gauges.sample();
+            sip.sample();
+        })
     }));
     let core = MediaCore::new(
         CoreConfig {
@@ -150,7 +158,7 @@ pub async fn build(config: &NodeConfig) -> anyhow::Result<Node> {
         }
     };
     let auth = Arc::new(Auth::new(key, open, config.node_name(), standalone));
-    let sip = start_sip(config, &node).await?;
+    let sip = start_sip(config, &node, sip_metrics).await?;
     let router = router(AppState {
         node,
         sip,
@@ -191,6 +199,7 @@ fn peer_settings(
 async fn start_sip(
     config: &NodeConfig,
     node: &NodeHandle,
+    metrics: SipMetrics,
 ) -> anyhow::Result<Option<Arc<SipGateway>>> {
     let Some(listen) = config.sip.sip_listen else {
         return Ok(None);
@@ -239,7 +248,8 @@ async fn start_sip(
         dial_in_number: config.sip.sip_dial_in_number.clone(),
     };
     let dialplan = Dialplan::new(locator, config.sip.sip_credentials.clone(), trunk);
-    let gateway = SipGateway::start(settings, ips, policy, (dialplan, node.clone())).await?;
+    let gateway =
+        SipGateway::start(settings, ips, policy, (dialplan, node.clone(), metrics)).await?;
     info!(sip = %gateway.sip_addr(), "SIP gateway ready");
     Ok(Some(gateway))
 }

@@ -22,6 +22,11 @@ impl Seats {
         }
     }
 
+    /// Seats taken now.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::SeqCst)
+    }
+
     /// A seat, unless all are taken.
     pub fn take(&self) -> Option<Seat<'_>> {
         self.taken
@@ -51,7 +56,8 @@ mod tests {
         assert!(seats.take().is_none(), "all taken");
         drop(first);
         let third = seats.take().expect("one given back");
+        assert_eq!(seats.taken(), 2);
         drop((second, third));
-        assert_eq!(seats.taken.load(Ordering::SeqCst), 0);
+        assert_eq!(seats.taken(), 0);
     }
 }

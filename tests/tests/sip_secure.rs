@@ -38,8 +38,25 @@ async fn room_systems_that_encrypt_get_srtp_keyed_by_sdes() {
             let decoding = "video: receiving with resolution";
             let seen = room.wait_for_lines(decoding, calls, Duration::from_secs(10));
             assert!(seen, "{user} decodes the meeting's picture");
+            assert_eq!(node.metric("kaskade_sfu_sip_calls").unwrap(), 1.0);
             chair.moderate(ModerateAction::Remove, id).await.unwrap();
             wait_gone(&chair, id).await;
+        }
+        // the operator sees both calls answered, their media by SRTP, and none running
+        let answered = r#"kaskade_sfu_sip_call_outcomes_total{direction="out",result="answered"}"#;
+        assert_eq!(node.metric(answered).unwrap(), 2.0);
+        let srtp = r#"kaskade_sfu_sip_media_total{protection="srtp"}"#;
+        assert_eq!(node.metric(srtp).unwrap(), 2.0);
+        let rtp = r#"kaskade_sfu_sip_media_total{protection="rtp"}"#;
+        assert_eq!(node.metric(rtp).unwrap(), 0.0, "no call was plain RTP");
+        // the call's task gives its seat back just after the participant left
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while node.metric("kaskade_sfu_sip_calls").unwrap() != 0.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no call runs any more"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let node = node_with(&["--sip-srtp", "off"]);
@@ -47,6 +64,9 @@ async fn room_systems_that_encrypt_get_srtp_keyed_by_sdes() {
     dial(&chair, &room.uri_of("srtp"), "").await;
     let why = failure(&chair, 0).await;
     assert!(why.contains("no common codec"), "{why}");
+    let refused =
+        r#"kaskade_sfu_sip_call_outcomes_total{direction="out",result="no common codec"}"#;
+    assert_eq!(node.metric(refused).unwrap(), 1.0);
 }
 
 /// A room system reached over TLS (`sips:`), its media by SRTP: the node checks the room's

@@ -10,6 +10,7 @@
 use super::dtmf::MAX_DIGITS;
 use super::leg::Leg;
 use super::media::IntoMeeting;
+use super::metrics::Direction;
 use super::mix::Mixer;
 use super::prompts::Prompt;
 use super::sdp::{self, AudioLine};
@@ -154,6 +155,9 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
     {
         info!(%caller, "dial-in refused: too many failed attempts");
         incoming.refuse(StatusCode::Forbidden);
+        gateway
+            .metrics
+            .outcome(Direction::In, "refused: too many failed attempts");
         return;
     }
     let Ok(mut sockets) = LegSockets::bind(&gateway).await else {
@@ -180,6 +184,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
         Err(why) => {
             info!(%caller, "dial-in refused: {why}");
             incoming.refuse(StatusCode::NotAcceptableHere);
+            gateway.metrics.outcome(Direction::In, "no common codec");
             return;
         }
     };
@@ -200,8 +205,10 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
         mixer,
         into,
     };
+    gateway.metrics.answered(&agreement);
     let Some(meeting) = menu.run().await else {
         menu.call.hang_up().await;
+        gateway.metrics.outcome(Direction::In, "left the menu");
         return;
     };
     let MenuCall {
@@ -222,11 +229,13 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
         Err(why) => {
             warn!(%caller, meeting = meeting.meeting, "dial-in could not join: {why}");
             call.hang_up().await;
+            gateway.metrics.outcome(Direction::In, "could not join");
             return;
         }
     };
     leg.continue_sound(mixer);
     leg.note(&caller, "dialled in").await;
+    gateway.metrics.outcome(Direction::In, "dialled in");
     if let Some(ended) = leg.converse(call, agreement, gateway.policy.media).await {
         leg.note(&caller, ended).await;
     }

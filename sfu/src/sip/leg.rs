@@ -4,6 +4,7 @@
 
 use super::failure::CallFailure;
 use super::media::{IntoMeeting, VIDEO_PAYLOAD_TYPE, keyframe_request};
+use super::metrics::Direction;
 use super::mix::Mixer;
 use super::outgoing::Outgoing;
 use super::sdp::{self, Agreement, LocalMedia, OfferedProtection};
@@ -78,9 +79,17 @@ pub(super) async fn run(
         uri: uri.clone(),
     })
     .await;
-    match leg.place(&gateway, &callee).await {
+    let placed = leg.place(&gateway, &callee).await;
+    let result = match &placed {
+        Placed::Answered(_) => "answered".to_string(),
+        Placed::Failed(failure) => failure.reason.clone(),
+        Placed::HungUp => "cancelled".to_string(),
+    };
+    gateway.metrics.outcome(Direction::Out, &result);
+    match placed {
         Placed::Answered(answered) => {
             let (call, agreement) = *answered;
+            gateway.metrics.answered(&agreement);
             leg.note(&caller, "answered").await;
             if let Some(ended) = leg.converse(call, agreement, gateway.policy.media).await {
                 leg.note(&caller, ended).await;

@@ -23,6 +23,7 @@ pub mod failure;
 pub mod h264;
 mod leg;
 pub mod media;
+pub mod metrics;
 pub mod mix;
 pub mod outgoing;
 pub mod prompts;
@@ -37,6 +38,7 @@ use crate::node::{NodeHandle, SessionEvent};
 use crate::seats::Seats;
 use crate::signaling::protocol::{DialRequest, ErrorCode, ServerMessage};
 pub use dialplan::{Callee, Dialplan, NamedCredential, PhoneUri, Trunk};
+pub use metrics::SipMetrics;
 pub use sdp::SrtpPolicy;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,6 +72,7 @@ pub struct SipGateway {
     calls: Mutex<HashMap<ParticipantId, CallHandle>>,
     /// Failed dial-in attempts, by caller and by meeting.
     attempts: Mutex<attempts::Attempts>,
+    metrics: SipMetrics,
 }
 
 /// How long a call may wait for things before kaskade gives up on it, and how its media is
@@ -125,12 +128,12 @@ impl SipGateway {
     /// Starts the user agent of `settings`; legs bind their RTP on `media_ip` (which their SDP
     /// names, so the far end must reach it), take the meeting's media from the node's socket
     /// (bound on `node_ip`), give up on calls and protect their media as `policy` says and find whom to call in
-    /// `dialplan`.
+    /// `dialplan`, counting calls in `metrics`.
     pub async fn start(
         settings: SipSettings,
         (media_ip, node_ip): (IpAddr, IpAddr),
         policy: CallPolicy,
-        (dialplan, node): (Dialplan, NodeHandle),
+        (dialplan, node, metrics): (Dialplan, NodeHandle, SipMetrics),
     ) -> std::io::Result<Arc<Self>> {
         let meeting_ip = if node_ip.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
@@ -153,6 +156,7 @@ impl SipGateway {
             dialplan,
             calls: Mutex::new(HashMap::new()),
             attempts: Mutex::default(),
+            metrics,
         });
         if let Some(calls) = calls {
             tokio::spawn(answer_dial_in(Arc::downgrade(&gateway), node, calls));
