@@ -1060,7 +1060,7 @@
     const entry = $('#call-room').value;
     const uri = $('#call-uri').value.trim();
     if (!entry && !/^sips?:\S+$/i.test(uri)) {
-      dialFailed('call', 'Pick a room, or use a sip: (or sips:) address, for example sip:boardroom@mcu.example.org.');
+      dialFailed('call', 'Pick a room, or use a sip: address (sips: for TLS), for example sip:boardroom@mcu.example.org.');
       return;
     }
     const name = $('#call-name').value.trim();
