@@ -11,10 +11,12 @@ use ezk_g722::libg722::Bitrate;
 use ezk_g722::libg722::decoder::Decoder as G722Decoder;
 use opus::{Application, Channels, Encoder};
 use rtc::shared::marshal::Marshal;
+use std::panic::AssertUnwindSafe;
 use symphonia_codec_aac::AacDecoder;
 use symphonia_core::audio::SampleBuffer;
 use symphonia_core::codecs::{CODEC_TYPE_AAC, CodecParameters, Decoder as _, DecoderOptions};
 use symphonia_core::formats::Packet;
+use tracing::warn;
 
 /// The payload type a source's audio is published with.
 pub const PAYLOAD_TYPE: u8 = 111;
@@ -256,16 +258,11 @@ pub struct AudioTranscoder {
 impl AudioTranscoder {
     /// A transcoder of `codec` audio into an Opus stream with SSRC `ssrc`.
     pub fn new(codec: &SourceAudio, ssrc: u32, seq: u16) -> Result<Self, String> {
-        let mut encoder = Encoder::new(OPUS_RATE, Channels::Mono, Application::Voip)
-            .map_err(|e| e.to_string())?;
-        encoder
-            .set_bitrate(opus::Bitrate::Bits(BITRATE))
-            .map_err(|e| e.to_string())?;
         Ok(Self {
             decoder: Decoder::new(codec)?,
             clock_rate: codec.clock_rate(),
             resampler: Resampler::new(codec.rate()),
-            encoder,
+            encoder: speech_encoder()?,
             ssrc,
             seq,
             pcm: Vec::new(),
@@ -303,8 +300,23 @@ impl AudioTranscoder {
             let frame_start = self.pending_start.unwrap_or_default() + consumed as u64;
             let frame = &self.pending[consumed..consumed + FRAME];
             let level = audio_level(frame);
-            if let Ok(len) = self.encoder.encode(frame, &mut self.encoded) {
-                self.write(frame_start as u32, (len, level), out);
+            let encoder = &mut self.encoder;
+            let encoded = &mut self.encoded;
+            match std::panic::catch_unwind(AssertUnwindSafe(|| encoder.encode(frame, encoded))) {
+                Ok(Ok(len)) => self.write(frame_start as u32, (len, level), out),
+                Ok(Err(_)) => {}
+                // mousiki (the pure-Rust Opus) asserts on some loud frames that libopus takes
+                // (its SILK pitch analysis divides by an energy that wrapped to zero): the frame
+                // is dropped and the encoder, in a state nobody knows, made anew
+                Err(_) => {
+                    warn!(
+                        ssrc = self.ssrc,
+                        "the Opus encoder failed on a frame: dropped"
+                    );
+                    if let Ok(encoder) = speech_encoder() {
+                        self.encoder = encoder;
+                    }
+                }
             }
             consumed += FRAME;
         }
@@ -375,6 +387,16 @@ impl OpusHeader {
         let bytes = packet.marshal().ok()?;
         Some(BytesMut::from(&bytes[..]))
     }
+}
+
+/// The Opus encoder of transcoded speech: mono, VoIP, [`BITRATE`].
+fn speech_encoder() -> Result<Encoder, String> {
+    let mut encoder =
+        Encoder::new(OPUS_RATE, Channels::Mono, Application::Voip).map_err(|e| e.to_string())?;
+    encoder
+        .set_bitrate(opus::Bitrate::Bits(BITRATE))
+        .map_err(|e| e.to_string())?;
+    Ok(encoder)
 }
 
 #[cfg(test)]

@@ -273,3 +273,43 @@ fn the_far_ends_audio_is_put_back_in_order_before_transcoding() {
     // a late arrival of the given-up packet is dropped
     assert_eq!(reordered(&[5, 7, 8, 9, 10, 6, 11]), [5, 7, 8, 9, 10, 11]);
 }
+
+/// Found by fuzz/fuzz_targets/sip_sdp.rs after 40 minutes: loud G.711 frames on which
+/// mousiki's Opus encoder asserts (its SILK pitch analysis divides by an energy that wrapped to
+/// zero). The frame is dropped and the encoder made anew; the call's audio goes on. The input
+/// is the fuzz target's: a mode byte, then records (op, length, body): the far end's answer,
+/// then its datagrams (op bit 0 clear: audio).
+#[test]
+fn loud_g711_that_trips_the_opus_encoder_is_dropped_without_a_panic() {
+    let input = include_bytes!("../testdata/g711-that-trips-the-opus-encoder.fuzz");
+    let mut records = Vec::new();
+    let mut rest = &input[1..];
+    while let [op, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        records.push((*op, &tail[..len]));
+        rest = &tail[len..];
+    }
+    let (_, answer) = records[0];
+    let local = crate::sip::sdp::LocalMedia {
+        address: "192.0.2.9".parse().unwrap(),
+        audio_port: 40_000,
+        video_port: Some(40_002),
+        srtp: crate::sip::sdp::SrtpPolicy::Off,
+        keys: crate::sip::sdp::LocalKeys::random(&mut rand::rng()),
+    };
+    let plain = crate::sip::sdp::OfferedProtection::Plain;
+    let answer = String::from_utf8_lossy(answer);
+    let agreement = crate::sip::sdp::read_answer(&answer, &local, plain).unwrap();
+    assert_ne!(
+        agreement.audio.as_ref().unwrap().codec,
+        AudioCodec::Opus,
+        "transcoded"
+    );
+    let mut into = IntoMeeting::new(&agreement, 7, 1).unwrap();
+    let mut out = Vec::new();
+    let audio: Vec<_> = records[1..].iter().filter(|(op, _)| op & 1 == 0).collect();
+    assert!(audio.len() > 1, "{} audio datagrams", audio.len());
+    for (_, datagram) in audio {
+        into.audio(datagram, &mut out);
+    }
+}
