@@ -58,16 +58,23 @@ impl RtpPair {
     }
 }
 
-/// Remembers where a socket's packets come from: the first source is taken (symmetric RTP:
-/// the far end may sit behind a NAT that changed its port) and packets from anywhere else are
-/// dropped, so nobody can slip media into the call.
+/// Remembers where a socket's packets come from: the first source whose packet is taken
+/// (symmetric RTP: the far end may sit behind a NAT that changed its port) is kept, and packets
+/// from anywhere else are dropped, so nobody can slip media into the call.
 #[derive(Debug, Default)]
 pub struct Latch(Option<SocketAddr>);
 
 impl Latch {
-    /// Whether a packet from `from` belongs to the call.
-    pub fn admits(&mut self, from: SocketAddr) -> bool {
-        *self.0.get_or_insert(from) == from
+    /// Whether a packet from `from` may belong to the call (nothing taken yet, or from there).
+    pub fn allows(&self, from: SocketAddr) -> bool {
+        self.0.is_none_or(|source| source == from)
+    }
+
+    /// A packet from `from` was taken: the call's source is there from now on (on an SRTP
+    /// line, only a packet that authenticated is taken, so a stranger's first packet cannot
+    /// hold the latch).
+    pub fn take(&mut self, from: SocketAddr) {
+        self.0.get_or_insert(from);
     }
 
     /// The far end's address, once it sent something.

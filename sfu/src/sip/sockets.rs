@@ -105,17 +105,19 @@ impl LegSockets {
         tokio::select! {
             Ok(n) = self.meeting.recv(meeting_buf) => Arrived::FromMeeting(n),
             Ok((n, from)) = self.audio.rtp.recv_from(audio_buf) => {
-                if audio_latch.admits(from)
+                if audio_latch.allows(from)
                     && let Some(packet) = passed(audio_srtp, &audio_buf[..n], Srtp::open_rtp)
                 {
+                    audio_latch.take(from);
                     into.audio(&packet, out);
                 }
                 Arrived::FromFarEnd
             }
             Ok((n, from)) = self.video.rtp.recv_from(video_buf) => {
-                if video_latch.admits(from)
+                if video_latch.allows(from)
                     && let Some(packet) = passed(video_srtp, &video_buf[..n], Srtp::open_rtp)
                 {
+                    video_latch.take(from);
                     into.video(&packet, out);
                 }
                 Arrived::FromFarEnd

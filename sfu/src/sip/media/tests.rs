@@ -214,10 +214,16 @@ fn a_line_kaskade_does_not_receive_passes_nothing() {
 fn the_latch_takes_the_first_source_only() {
     let mut latch = Latch::default();
     let far: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-    assert!(latch.admits(far));
-    assert!(latch.admits(far));
-    assert!(!latch.admits("192.0.2.66:5000".parse().unwrap()));
-    assert_eq!(latch.source(), Some(far));
+    let stranger: SocketAddr = "192.0.2.66:5000".parse().unwrap();
+    assert!(
+        latch.allows(stranger) && latch.allows(far),
+        "nothing taken yet"
+    );
+    latch.take(far);
+    assert!(latch.allows(far));
+    assert!(!latch.allows(stranger));
+    latch.take(stranger);
+    assert_eq!(latch.source(), Some(far), "the first source stays");
 }
 
 #[test]
