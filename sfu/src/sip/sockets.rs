@@ -22,13 +22,14 @@ const DATAGRAM: usize = 2_048;
 /// What one wait brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrived {
-    /// The far end's media (the meeting's packets, if any, are in the caller's list).
+    /// The far end's media, taken (the meeting's packets, if any, are in the caller's list).
     FromFarEnd,
     /// A datagram of the meeting's media, `n` bytes ([`LegSockets::meeting_datagram`]).
     FromMeeting(usize),
     /// The far end asked for a keyframe of what it is shown (RTCP PLI or FIR).
     KeyframeAsked,
-    /// Something else (RTCP kaskade reads and leaves, a failed read).
+    /// Something else (RTCP kaskade reads and leaves, a stranger's packet, one that did not
+    /// authenticate, a failed read): it does not count as the far end being heard.
     Nothing,
 }
 
@@ -110,8 +111,10 @@ impl LegSockets {
                 {
                     audio_latch.take(from);
                     into.audio(&packet, out);
+                    Arrived::FromFarEnd
+                } else {
+                    Arrived::Nothing
                 }
-                Arrived::FromFarEnd
             }
             Ok((n, from)) = self.video.rtp.recv_from(video_buf) => {
                 if video_latch.allows(from)
@@ -119,8 +122,10 @@ impl LegSockets {
                 {
                     video_latch.take(from);
                     into.video(&packet, out);
+                    Arrived::FromFarEnd
+                } else {
+                    Arrived::Nothing
                 }
-                Arrived::FromFarEnd
             }
             _ = self.audio.rtcp.recv_from(audio_rtcp) => Arrived::Nothing,
             received = self.video.rtcp.recv_from(video_rtcp) => match received {
