@@ -158,7 +158,7 @@ impl UserAgent {
         let local: SocketAddr = local
             .try_into()
             .map_err(|e| std::io::Error::other(format!("SIP address: {e}")))?;
-        info!(%local, tls = ?settings.tls, "SIP user agent listening (UDP and TCP)");
+        info!(%local, tls = ?settings.tls, "SIP user agent listening (UDP and TCP; TLS when tls.listen is set)");
         Ok(Self {
             dialogs,
             settings: Arc::new(settings),
