@@ -243,14 +243,15 @@ async fn a_call_rings_then_is_hung_up_and_an_answered_one_ends_from_either_side(
         "sipp's BYE was answered"
     );
 
-    // the far end holds with a re-INVITE: kaskade answers recvonly (BFCP refused), then it
-    // hangs up
+    // the far end holds with a re-INVITE: kaskade answers recvonly (BFCP refused); it then
+    // refreshes the session with a re-INVITE without an offer, which kaskade answers with its
+    // last description unchanged; then it hangs up
     let holding = Sipp::serve("reinvite_hold");
     let id = dial(&chair, &holding.uri(), "").await;
     wait_gone(&chair, id).await;
     assert!(
         holding.finish(WAIT).is_some_and(|s| s.success()),
-        "sipp got recvonly for its hold and port 0 for BFCP"
+        "sipp got recvonly for its hold and port 0 for BFCP, then the same for its refresh"
     );
 }
 

@@ -188,7 +188,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
             return;
         }
     };
-    let call = match incoming.accept(answer) {
+    let call = match incoming.accept(answer.clone()) {
         Ok(call) => call,
         Err(failure) => {
             warn!(%caller, "dial-in: {failure}");
@@ -234,6 +234,7 @@ pub(super) async fn run(gateway: Arc<SipGateway>, node: NodeHandle, incoming: In
         }
     };
     leg.continue_sound(mixer);
+    leg.continue_session(session_id, answer);
     leg.note(&caller, "dialled in").await;
     gateway.metrics.outcome(Direction::In, "dialled in");
     if let Some(ended) = leg.converse(call, agreement, gateway.policy.media).await {

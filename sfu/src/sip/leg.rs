@@ -144,6 +144,9 @@ pub(super) struct Leg {
     local: LocalMedia,
     session_id: u64,
     sdp_version: u64,
+    /// kaskade's last session description (its offer, or its answer to a re-offer), offered
+    /// again unchanged to a re-INVITE that brings no offer (a session refresh).
+    described: Option<String>,
     /// The SSRC of what kaskade sends (its RTCP, the Opus it transcodes).
     ssrc: u32,
     fir_seq: u8,
@@ -212,6 +215,7 @@ impl Leg {
             local,
             session_id,
             sdp_version: 1,
+            described: None,
             ssrc,
             fir_seq: 0,
             last_info: None,
@@ -222,6 +226,13 @@ impl Leg {
     /// Leaves the meeting (the call is over).
     pub(super) async fn leave(self) {
         let _ = self.node.leave(self.id).await;
+    }
+
+    /// Goes on with the session kaskade answered a call dialling in with: its `o=` session
+    /// id, and the answer it described it with.
+    pub(super) fn continue_session(&mut self, session_id: u64, answer: String) {
+        self.session_id = session_id;
+        self.described = Some(answer);
     }
 
     /// Sends what the call's far end hears from `mixer` on (the voice menu's stream goes on).
@@ -260,6 +271,7 @@ impl Leg {
         mut give_up: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Placed {
         let offer = sdp::offer(&self.local, self.session_id, self.sdp_version, protection);
+        self.described = Some(offer.clone());
         let credential = callee.credential.as_ref();
         let dialled = gateway.ua.dial(&callee.uri, "kaskade", offer, credential);
         let mut dialling = match dialled.await {
@@ -456,13 +468,22 @@ impl Leg {
     }
 
     /// Answers a re-offer (hold, resume, a new codec): the new agreement, or `None` when it
-    /// was refused (the call goes on as agreed before).
+    /// was refused or brought no offer (the call goes on as agreed before). A re-INVITE
+    /// without an offer (a session refresh) gets kaskade's last description, unchanged and of
+    /// the same version, so the answer in its ACK can only keep the session as it is.
     async fn reoffer(
         &mut self,
         offer: &str,
         reply: Reply,
         into: &mut IntoMeeting,
     ) -> Option<Agreement> {
+        if offer.trim().is_empty() {
+            match &self.described {
+                Some(described) => reply.sdp(described.clone()).await,
+                None => reply.refuse(StatusCode::NotAcceptableHere).await,
+            }
+            return None;
+        }
         self.sdp_version += 1;
         let answered = sdp::answer(offer, &self.local, self.session_id, self.sdp_version);
         // the meeting's view of the call's audio goes on where it was
@@ -474,6 +495,7 @@ impl Leg {
                 Ok((answer, agreed, media))
             }) {
             Ok((answer, agreed, media)) => {
+                self.described = Some(answer.clone());
                 reply.sdp(answer).await;
                 *into = media;
                 Some(agreed)
