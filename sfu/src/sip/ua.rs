@@ -189,6 +189,12 @@ impl UserAgent {
                 "this node trusts no roots for SIP over TLS (--sip-tls-ca)",
             ));
         }
+        if secure && self.settings.outbound_proxy.is_some() {
+            // the proxy is reached over UDP: the call would not be over TLS at all
+            return Err(CallFailure::local(
+                "this node sends SIP through a UDP proxy (--sip-proxy); a sips: call needs TLS to the far end",
+            ));
+        }
         if secure {
             self.connect_tls(&callee).await?;
         }
