@@ -122,4 +122,11 @@ async fn a_room_system_is_reached_over_tls_with_its_certificate_checked() {
         why.contains("unreachable") && why.contains("invalid peer certificate"),
         "{why}"
     );
+
+    // nor does a node that sends SIP through a proxy over UDP: the call would not be TLS
+    let proxied = node_with(&["--sip-tls-ca", &roots, "--sip-proxy", "127.0.0.1:9"]);
+    let chair = join(&proxied, "tls-proxied", "chair").await;
+    dial(&chair, &room.tls_uri_of("srtp"), "").await;
+    let why = failure(&chair, 0).await;
+    assert!(why.contains("UDP proxy"), "{why}");
 }
