@@ -315,6 +315,15 @@ async fn listen(
     (from, ssrc, loudest)
 }
 
+/// Whether the meeting `chair` sees has no source participant (no phone got in).
+fn no_phone_joined(chair: &Participant) -> bool {
+    chair
+        .state()
+        .participants
+        .values()
+        .all(|p| p.source.is_none())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and_a_guesser_is_locked_out()
  {
@@ -347,14 +356,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
     tokio::time::sleep(Duration::from_millis(500)).await;
     press(&phone_rtp, leg, "1111#", &mut timestamp).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        chair
-            .state()
-            .participants
-            .values()
-            .all(|p| p.source.is_none()),
-        "a wrong PIN joins nobody"
-    );
+    assert!(no_phone_joined(&chair), "a wrong PIN joins nobody");
     press(&phone_rtp, leg, "2468#", &mut timestamp).await;
     let state = chair
         .wait_until(WAIT, |s| {
@@ -398,14 +400,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
         phone.finish(WAIT).is_some_and(|s| s.success()),
         "kaskade said goodbye and hung up"
     );
-    assert!(
-        chair
-            .state()
-            .participants
-            .values()
-            .all(|p| p.source.is_none()),
-        "nobody joined"
-    );
+    assert!(no_phone_joined(&chair), "nobody joined");
 
     // three unknown numbers make six failures from this phone: goodbye, and its next call is
     // turned away before it is answered

@@ -81,11 +81,11 @@ pub(super) async fn run(
     .await;
     let placed = leg.place(&gateway, &callee).await;
     let result = match &placed {
-        Placed::Answered(_) => "answered".to_string(),
-        Placed::Failed(failure) => failure.reason.clone(),
-        Placed::HungUp => "cancelled".to_string(),
+        Placed::Answered(_) => "answered",
+        Placed::Failed(failure) => failure.reason.as_str(),
+        Placed::HungUp => "cancelled",
     };
-    gateway.metrics.outcome(Direction::Out, &result);
+    gateway.metrics.outcome(Direction::Out, result);
     match placed {
         Placed::Answered(answered) => {
             let (call, agreement) = *answered;

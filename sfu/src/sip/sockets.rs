@@ -106,25 +106,21 @@ impl LegSockets {
         tokio::select! {
             Ok(n) = self.meeting.recv(meeting_buf) => Arrived::FromMeeting(n),
             Ok((n, from)) = self.audio.rtp.recv_from(audio_buf) => {
-                if audio_latch.allows(from)
-                    && let Some(packet) = passed(audio_srtp, &audio_buf[..n], Srtp::open_rtp)
-                {
-                    audio_latch.take(from);
-                    into.audio(&packet, out);
-                    Arrived::FromFarEnd
-                } else {
-                    Arrived::Nothing
+                match taken(audio_latch, audio_srtp, &audio_buf[..n], from) {
+                    Some(packet) => {
+                        into.audio(&packet, out);
+                        Arrived::FromFarEnd
+                    }
+                    None => Arrived::Nothing,
                 }
             }
             Ok((n, from)) = self.video.rtp.recv_from(video_buf) => {
-                if video_latch.allows(from)
-                    && let Some(packet) = passed(video_srtp, &video_buf[..n], Srtp::open_rtp)
-                {
-                    video_latch.take(from);
-                    into.video(&packet, out);
-                    Arrived::FromFarEnd
-                } else {
-                    Arrived::Nothing
+                match taken(video_latch, video_srtp, &video_buf[..n], from) {
+                    Some(packet) => {
+                        into.video(&packet, out);
+                        Arrived::FromFarEnd
+                    }
+                    None => Arrived::Nothing,
                 }
             }
             _ = self.audio.rtcp.recv_from(audio_rtcp) => Arrived::Nothing,
@@ -172,6 +168,22 @@ impl LegSockets {
 
 /// What one SRTP operation does to a packet.
 type SrtpStep = fn(&mut Srtp, &[u8]) -> Result<BytesMut, SrtpError>;
+
+/// The far end's RTP packet from `from`, opened, when the line takes it: from the latched
+/// source (or the first, which it latches) and, on an SRTP line, authenticated.
+fn taken<'a>(
+    latch: &mut Latch,
+    srtp: &mut Option<Srtp>,
+    datagram: &'a [u8],
+    from: SocketAddr,
+) -> Option<Passed<'a>> {
+    if !latch.allows(from) {
+        return None;
+    }
+    let packet = passed(srtp, datagram, Srtp::open_rtp)?;
+    latch.take(from);
+    Some(packet)
+}
 
 /// A packet as it is on a plain line, or as SRTP sealed or opened it.
 enum Passed<'a> {
