@@ -130,7 +130,7 @@ mod tests {
             let mut annex_b = Vec::new();
             let stamp = stamp_payload(1234);
             for payload in std::iter::once(&stamp).chain(&frame.payloads) {
-                crate::h264::depacketize_into(payload, &mut annex_b).unwrap();
+                kaskade_picture::receive::depacketize_into(payload, &mut annex_b).unwrap();
             }
             if decoder.decode(&annex_b).unwrap().is_some() {
                 decoded += 1;

@@ -16,7 +16,6 @@
 pub mod audio;
 mod clip_cache;
 mod failover;
-pub mod h264;
 pub mod http_client;
 pub mod join;
 pub mod join_api;

@@ -14,11 +14,11 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, parse_audio_level};
-use crate::h264::{H264Receiver, ReceiveOutcome, starts_keyframe};
 use crate::join::ReceivedPacket;
 use crate::peer::Shared;
 use crate::signaling::MediaKind;
 use crate::state::Event;
+use kaskade_picture::receive::{H264Receiver, ReceiveOutcome, starts_keyframe};
 
 /// Minimum interval between two PLIs for one slot.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::h264::ReceiveOutcome;
 use crate::signaling::{
     ErrorCode, LeaveReason, MediaKind, ParticipantId, ParticipantInfo, ServerMessage, Welcome,
 };
+use kaskade_picture::receive::ReceiveOutcome;
 use kaskade_protocol::directory::DirectoryListing;
 
 /// Received-media statistics for one remote participant (attributed through the slot map).

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use kaskade_client::audio::{OpusClip, audio_level_payload, parse_audio_level};
-use kaskade_client::h264::H264Receiver;
 use kaskade_client::video::{VideoClip, VideoClipConfig, VideoCursor};
+use kaskade_picture::receive::H264Receiver;
 use openh264::decoder::Decoder;
 
 fn clip() -> std::sync::Arc<VideoClip> {

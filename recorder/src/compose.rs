@@ -9,7 +9,7 @@
 //! in the grid from the start of their first track to the end of their last. Video frames
 //! are rendered at [`ComposeConfig::fps`]: each participant's decoder is advanced to the
 //! frame's time (plus half a frame, so the nearest picture is shown) and its latest picture
-//! is scaled into the tile ([`layout`], [`canvas`]).
+//! is scaled into the tile ([`kaskade_picture`]'s layout and canvas).
 //! Audio ([`audio`]) runs on a second thread: it decodes, mixes and re-encodes 20 ms frames
 //! and hands each frame's levels to the video side, which picks the active speaker.
 //!
@@ -17,8 +17,6 @@
 //! fragmented file next to the output, then [`finalize`] into a moov-first MP4.
 
 mod audio;
-mod canvas;
-pub mod layout;
 mod source;
 mod video;
 
@@ -32,8 +30,7 @@ use crate::at_rest::{self, Keyring, Layout};
 use crate::finalize::{FinalizeError, Summary, finalize_with};
 use crate::fmp4::{AUDIO_TIMESCALE, Fmp4Error, Fmp4Writer, VIDEO_TIMESCALE};
 use audio::{AudioLane, FRAME, MixError, MixedFrame, Mixer, SAMPLE_RATE, SpeakerDetector};
-use canvas::Picture;
-use layout::{TILE_GAP, Tile, grid};
+use kaskade_picture::{Picture, TILE_GAP, Tile, grid};
 use source::Source;
 pub use source::SourceError;
 use video::{VideoEncoder, VideoLane};

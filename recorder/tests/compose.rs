@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{assert_decodes_cleanly, probe, scratch, split_annexb};
-use kaskade_recorder::compose::layout::{Tile, grid};
+use kaskade_picture::layout::{Tile, grid};
 use kaskade_recorder::compose::{ComposeConfig, ComposeError, ComposeInput, compose};
 use kaskade_recorder::finalize::finalize;
 use kaskade_recorder::fmp4::Fmp4Writer;

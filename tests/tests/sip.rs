@@ -346,7 +346,7 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
 
     // what arrives on its video port is one H.264 stream (payload type 98, as it asked) that
     // decodes: the chair's picture, from a keyframe kaskade asked the chair for
-    let mut receiver = kaskade_client::h264::H264Receiver::default();
+    let mut receiver = kaskade_picture::receive::H264Receiver::default();
     let (mut decoded, mut errors, mut ssrcs, mut last_seq) = (0, 0, BTreeSet::new(), None);
     // a mode 0 keyframe is one datagram of many kilobytes
     let mut buf = vec![0u8; 65_536];

@@ -32,7 +32,6 @@ use super::wire::{
 };
 use crate::load_peer::{LoadPeer, LoadSpec};
 use kaskade_client::audio::{OPUS_FRAME_SAMPLES, OpusClip};
-use kaskade_client::h264::H264Receiver;
 use kaskade_client::join::{MediaSink, ReceivedPacket};
 use kaskade_client::latency;
 use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE};
@@ -40,6 +39,7 @@ use kaskade_client::send::frame_packets;
 use kaskade_client::signaling::{MediaKind, ParticipantId};
 use kaskade_client::state::ParticipantStats;
 use kaskade_client::video::{VIDEO_CLOCK_RATE, VideoClip, VideoClipConfig, VideoCursor};
+use kaskade_picture::receive::H264Receiver;
 
 /// How often a hello is repeated while joining.
 const HELLO_RETRY: Duration = Duration::from_millis(250);

@@ -1,16 +1,11 @@
 //! H.264 in and out: one openh264 decoder per participant that keeps the picture due at the
 //! current output time, and the openh264 encoder of the composed picture.
 
-use openh264::OpenH264API;
+use kaskade_picture::Picture;
+use kaskade_picture::encode::{EncoderSettings, H264Encoder};
 use openh264::decoder::Decoder;
-use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
-    RateControlMode, UsageType,
-};
-use openh264::formats::{YUVSlices, YUVSource};
 use shiguredo_mp4::boxes::SampleEntry;
 
-use super::canvas::Picture;
 use super::source::{SourceError, Track};
 
 /// One participant's video, decoded up to the composer's clock.
@@ -77,11 +72,9 @@ impl VideoLane {
                 Ok(Some(yuv)) => {
                     self.decoded += 1;
                     if keep {
-                        let (ys, us, vs) = yuv.strides();
-                        let planes = [(yuv.y(), ys), (yuv.u(), us), (yuv.v(), vs)];
                         self.picture
                             .get_or_insert_with(Picture::default)
-                            .copy_from(yuv.dimensions(), planes);
+                            .copy_from(&yuv);
                     }
                 }
                 Ok(None) => {}
@@ -114,22 +107,20 @@ fn avcc_to_annexb(mut data: &[u8], length_size: usize, out: &mut Vec<u8>) -> boo
 
 /// The openh264 encoder of the composed picture, producing AVCC access units.
 pub(super) struct VideoEncoder {
-    encoder: Encoder,
+    encoder: H264Encoder,
 }
 
 impl VideoEncoder {
     /// Baseline profile, constant bitrate `bitrate`, a keyframe every two seconds.
     pub fn new(fps: u32, bitrate: u32) -> Result<Self, openh264::Error> {
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(bitrate))
-            .max_frame_rate(FrameRate::from_hz(fps as f32))
-            .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .profile(Profile::Baseline)
-            .skip_frames(false)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(2 * fps));
+        let settings = EncoderSettings {
+            fps,
+            bitrate,
+            keyframe_interval: 2 * fps,
+            max_nal_size: None,
+        };
         Ok(Self {
-            encoder: Encoder::with_api_config(OpenH264API::from_source(), config)?,
+            encoder: H264Encoder::new(settings)?,
         })
     }
 
@@ -141,27 +132,11 @@ impl VideoEncoder {
         out: &mut Vec<u8>,
     ) -> Result<bool, openh264::Error> {
         out.clear();
-        let source = YUVSlices::new(
-            (&picture.y, &picture.u, &picture.v),
-            (picture.width, picture.height),
-            (picture.width, picture.width / 2, picture.width / 2),
-        );
-        let stream = self.encoder.encode(&source)?;
-        for layer in (0..stream.num_layers()).filter_map(|i| stream.layer(i)) {
-            for nal in (0..layer.nal_count()).filter_map(|i| layer.nal_unit(i)) {
-                let nal = strip_start_code(nal);
-                out.extend_from_slice(&u32::try_from(nal.len()).unwrap_or(0).to_be_bytes());
-                out.extend_from_slice(nal);
-            }
-        }
-        Ok(stream.frame_type() == FrameType::IDR)
+        self.encoder.encode(picture, |nal| {
+            out.extend_from_slice(&u32::try_from(nal.len()).unwrap_or(0).to_be_bytes());
+            out.extend_from_slice(nal);
+        })
     }
-}
-
-fn strip_start_code(nal: &[u8]) -> &[u8] {
-    nal.strip_prefix(&[0, 0, 0, 1])
-        .or_else(|| nal.strip_prefix(&[0, 0, 1]))
-        .unwrap_or(nal)
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ use super::dtls::{self, DtlsClient, SrtpContexts};
 use super::ice::{CHECK_INTERVAL, CONSENT_INTERVAL, Credentials, IceChecks};
 use super::sdp::{Answer, OfferParams};
 use kaskade_client::audio::{OpusClip, parse_audio_level};
-use kaskade_client::h264::{H264Receiver, ReceiveOutcome, starts_keyframe};
 use kaskade_client::join::ReceivedPacket;
 use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
 use kaskade_client::receive::{KeyframeWant, sink_packet};
@@ -36,6 +35,7 @@ use kaskade_client::send::{AudioSource, VideoSource};
 use kaskade_client::session::Media;
 use kaskade_client::signaling::MediaKind;
 use kaskade_client::state::Event;
+use kaskade_picture::receive::{H264Receiver, ReceiveOutcome, starts_keyframe};
 
 /// Datagrams read before the task looks at its deadlines again.
 const BURST: usize = 64;

@@ -22,7 +22,7 @@ pub struct Tile {
 
 impl Tile {
     /// The rectangle grown by `by` pixels on every side, clamped at 0.
-    pub(super) fn grown(self, by: u32) -> Tile {
+    pub(crate) fn grown(self, by: u32) -> Tile {
         let (x, y) = (self.x.saturating_sub(by), self.y.saturating_sub(by));
         Tile {
             x,

@@ -6,13 +6,16 @@
 //! emitted once every packet from its first to its marker packet is present. When a gap is not
 //! repaired within `max_wait`, the broken frame is dropped and the next frame is flagged so the
 //! caller can wait for a keyframe and ask for one. [`H264Receiver`] adds the decoder and the
-//! "decode only from a keyframe after a loss" rule, like a real client.
+//! "decode only from a keyframe after a loss" rule, like a real client, and keeps the last
+//! decoded picture when asked to (a compositor shows it).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openh264::OpenH264API;
 use openh264::decoder::{Decoder, DecoderConfig};
+
+use crate::canvas::Picture;
 
 const RING: usize = 1024;
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -314,6 +317,9 @@ pub struct H264Receiver {
     buf: Vec<u8>,
     waiting_for_keyframe: bool,
     have_parameter_sets: bool,
+    /// The last decoded picture, when pictures are kept.
+    picture: Option<Picture>,
+    keep_pictures: bool,
 }
 
 impl std::fmt::Debug for H264Receiver {
@@ -341,7 +347,20 @@ impl H264Receiver {
             buf: Vec::with_capacity(64 * 1024),
             waiting_for_keyframe: true,
             have_parameter_sets: false,
+            picture: None,
+            keep_pictures: false,
         }
+    }
+
+    /// The receiver, keeping a copy of each decoded picture for [`Self::picture`].
+    pub fn keeping_pictures(mut self) -> Self {
+        self.keep_pictures = true;
+        self
+    }
+
+    /// The last decoded picture (only when [`Self::keeping_pictures`]).
+    pub fn picture(&self) -> Option<&Picture> {
+        self.picture.as_ref()
     }
 
     /// Feeds one RTP packet; decodes every frame it completes.
@@ -399,7 +418,15 @@ impl H264Receiver {
         }
         let decoder = self.decoder.as_mut().expect("decoder");
         match decoder.decode(&self.buf) {
-            Ok(picture) => Ok(picture.is_some()),
+            Ok(Some(yuv)) => {
+                if self.keep_pictures {
+                    self.picture
+                        .get_or_insert_with(Picture::default)
+                        .copy_from(&yuv);
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
             Err(e) => {
                 tracing::debug!("H.264 decode error ({} bytes): {e}", self.buf.len());
                 Err(())

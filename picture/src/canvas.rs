@@ -1,12 +1,14 @@
 //! The composed picture (planar YUV 4:2:0) and what is drawn on it: a background, decoded
 //! frames scaled into their tiles, the active speaker's highlight and name labels.
 
-use super::layout::Tile;
+use openh264::formats::YUVSource;
+
+use crate::layout::Tile;
 
 /// Luma of the picture's background.
-pub(super) const BACKGROUND_LUMA: u8 = 16;
+pub const BACKGROUND_LUMA: u8 = 16;
 /// Luma of a tile whose participant sends no picture, and of the letterbox around a frame.
-pub(super) const EMPTY_TILE_LUMA: u8 = 32;
+pub const EMPTY_TILE_LUMA: u8 = 32;
 /// Chroma of grey.
 const NEUTRAL: u8 = 128;
 /// The active speaker's highlight (a saturated yellow-green) as (Y, U, V).
@@ -16,11 +18,16 @@ const FONT_SCALE: u32 = 2;
 
 /// A decoded picture, tightly packed planar YUV 4:2:0 with even dimensions.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Picture {
+pub struct Picture {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// The luma plane, `width` x `height`.
     pub y: Vec<u8>,
+    /// The blue-difference plane, half the width and height.
     pub u: Vec<u8>,
+    /// The red-difference plane, half the width and height.
     pub v: Vec<u8>,
 }
 
@@ -37,8 +44,12 @@ impl Picture {
         }
     }
 
-    /// Copies planes with strides into this picture (dimensions rounded down to even).
-    pub fn copy_from(&mut self, (width, height): (usize, usize), planes: [(&[u8], usize); 3]) {
+    /// Copies a decoder's picture (planes with strides) into this one, its dimensions rounded
+    /// down to even.
+    pub fn copy_from(&mut self, yuv: &impl YUVSource) {
+        let (ys, us, vs) = yuv.strides();
+        let planes = [(yuv.y(), ys), (yuv.u(), us), (yuv.v(), vs)];
+        let (width, height) = yuv.dimensions();
         let (width, height) = (width & !1, height & !1);
         self.width = width;
         self.height = height;
