@@ -14,3 +14,5 @@ pub mod receive;
 
 pub use canvas::Picture;
 pub use layout::{TILE_GAP, Tile, grid};
+/// Why openh264 failed to encode or decode.
+pub use openh264::Error as CodecError;

@@ -1,6 +1,6 @@
 //! Command-line configuration of a node.
 
-use crate::sip::{NamedCredential, PhoneUri, SrtpPolicy};
+use crate::sip::{NamedCredential, PhoneUri, PictureMode, PictureSettings, SrtpPolicy};
 use clap::{Parser, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -124,6 +124,17 @@ pub struct SipOptions {
     /// far end takes it), mandatory (refuse calls without it) or off.
     #[arg(long, value_enum, default_value_t = SrtpPolicy::BestEffort)]
     pub sip_srtp: SrtpPolicy,
+    /// What a SIP room system sees of the meeting: grid (everyone else composed into one
+    /// picture, the active speaker highlighted, encoded per call at the size its decoder
+    /// takes) or speaker (the active speaker's video as sent, no transcoding).
+    #[arg(long, value_enum, default_value_t = PictureMode::Grid)]
+    pub sip_picture: PictureMode,
+    /// The grid's most pictures per second.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub sip_picture_fps: u32,
+    /// The grid's most bits per second (lower when the room system's H.264 level says so).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(64_000..=8_000_000))]
+    pub sip_picture_bitrate: u32,
     /// Also listen for SIP over TLS on this address (5061 is the usual port), with
     /// --sip-tls-cert and --sip-tls-key; calls over TLS give it as their Contact.
     #[arg(long, requires_all = ["sip_tls_cert", "sip_tls_key"])]
@@ -141,12 +152,29 @@ pub struct SipOptions {
     pub sip_tls_ca: Option<PathBuf>,
 }
 
+/// A value's name as its option takes it (`best-effort`, `grid`).
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// A `sip:` URI, checked.
 fn sip_uri(text: &str) -> Result<String, String> {
     kaskade_protocol::directory::check_sip_uri(text).map(|()| text.to_string())
 }
 
 impl SipOptions {
+    /// How SIP legs' pictures are made.
+    pub fn picture(&self) -> PictureSettings {
+        PictureSettings {
+            mode: self.sip_picture,
+            fps: self.sip_picture_fps,
+            bitrate: self.sip_picture_bitrate,
+        }
+    }
+
     /// The options as command-line arguments (for a node built from another program's
     /// options, as the all-in-one builds its own).
     pub fn to_args(&self) -> Vec<String> {
@@ -164,13 +192,10 @@ impl SipOptions {
                 "--sip-keepalive={}",
                 humantime::format_duration(self.sip_keepalive)
             ),
-            format!(
-                "--sip-srtp={}",
-                self.sip_srtp
-                    .to_possible_value()
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_default()
-            ),
+            format!("--sip-srtp={}", value_name(self.sip_srtp)),
+            format!("--sip-picture={}", value_name(self.sip_picture)),
+            format!("--sip-picture-fps={}", self.sip_picture_fps),
+            format!("--sip-picture-bitrate={}", self.sip_picture_bitrate),
         ];
         let paths = [
             ("sip-tls-cert", &self.sip_tls_cert),

@@ -235,6 +235,7 @@ async fn start_sip(
         ring: config.sip.sip_ring_timeout,
         media: config.sip.sip_media_timeout,
         srtp: config.sip.sip_srtp,
+        picture: config.sip.picture(),
     };
     let locator = (!config.locators.is_empty()).then(|| {
         LocatorClient::new(

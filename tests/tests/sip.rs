@@ -314,19 +314,40 @@ async fn a_phone_hears_the_meeting_mixed_into_pcmu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_system_sees_the_meetings_speaker_and_decodes_it() {
-    a_room_system_in_mode_sees_the_speaker(1).await;
+    a_room_system_sees_the_meeting(1, Picture::Speaker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_system_in_packetization_mode_0_gets_whole_nal_units_and_decodes_them() {
-    a_room_system_in_mode_sees_the_speaker(0).await;
+    a_room_system_sees_the_meeting(0, Picture::Speaker).await;
 }
 
-/// A room system that takes H.264 in packetization `mode` sees the meeting's speaker as one
-/// stream that decodes (in mode 0, one whole NAL unit per packet) and hears the meeting.
-async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_system_sees_everyone_in_a_grid_composed_for_it() {
+    a_room_system_sees_the_meeting(0, Picture::Grid).await;
+}
+
+/// What the node's `--sip-picture` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Picture {
+    Speaker,
+    Grid,
+}
+
+/// A room system that takes H.264 in packetization `mode` gets one stream that decodes (in
+/// mode 0, one whole NAL unit per packet) and hears the meeting. With the speaker's picture it
+/// is the chair's video; with the grid, a 1280x720 picture (its level 3.1) with the chair and
+/// a guest each in a tile, showing their video.
+async fn a_room_system_sees_the_meeting(mode: u8, picture: Picture) {
     let _serial = SERIAL.lock().await;
-    let node = node();
+    let node = node_with(&[
+        "--sip-picture",
+        if picture == Picture::Grid {
+            "grid"
+        } else {
+            "speaker"
+        },
+    ]);
     // the room system's RTP ports are this test's own sockets
     let (audio, audio_port) = rtp_socket().await;
     let (video, video_port) = rtp_socket().await;
@@ -340,18 +361,26 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
         ],
     );
     let chair = join(&node, "see", "chair").await;
+    let _guest = match picture {
+        Picture::Grid => Some(join(&node, "see", "guest").await),
+        Picture::Speaker => None,
+    };
     let dialled = std::time::Instant::now();
     let id = dial(&chair, &room.uri(), "room").await;
     live(&chair, id, "the room system answered").await;
 
     // what arrives on its video port is one H.264 stream (payload type 98, as it asked) that
-    // decodes: the chair's picture, from a keyframe kaskade asked the chair for
-    let mut receiver = kaskade_picture::receive::H264Receiver::default();
+    // decodes
+    let mut receiver = kaskade_picture::receive::H264Receiver::default().keeping_pictures();
     let (mut decoded, mut errors, mut ssrcs, mut last_seq) = (0, 0, BTreeSet::new(), None);
-    // a mode 0 keyframe is one datagram of many kilobytes
+    // a mode 0 keyframe of a room system's own can be one datagram of many kilobytes
     let mut buf = vec![0u8; 65_536];
-    let end = tokio::time::Instant::now() + Duration::from_secs(8);
-    while decoded < 20 {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let seen = |receiver: &kaskade_picture::receive::H264Receiver| match picture {
+        Picture::Speaker => true,
+        Picture::Grid => receiver.picture().is_some_and(|p| tiles_show_video(p, 2)),
+    };
+    while decoded < 20 || !seen(&receiver) {
         let Ok(Ok(n)) = tokio::time::timeout_at(end, video.recv(&mut buf)).await else {
             break;
         };
@@ -382,7 +411,7 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
         );
         if decoded == 0 && outcome.decoded > 0 {
             println!(
-                "SIP_FIRST_FRAME_AT_FAR_END ms={}",
+                "SIP_FIRST_FRAME_AT_FAR_END picture={picture:?} ms={}",
                 dialled.elapsed().as_millis()
             );
         }
@@ -391,10 +420,22 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
     }
     assert!(
         decoded >= 20,
-        "the room system decodes the chair: {decoded} frames"
+        "the room system decodes the meeting: {decoded} frames"
     );
     assert_eq!(errors, 0);
     assert_eq!(ssrcs.len(), 1, "one stream");
+    if picture == Picture::Grid {
+        let grid = receiver.picture().expect("a picture");
+        assert_eq!((grid.width, grid.height), (1280, 720), "level 3.1's 720p");
+        assert!(
+            tiles_show_video(grid, 2),
+            "the chair's and the guest's tiles show their video"
+        );
+        println!(
+            "SIP_GRID_SHOWS_EVERYONE picture={picture:?} ms={}",
+            dialled.elapsed().as_millis()
+        );
+    }
     let sound = far_end_hears(&audio, Duration::from_millis(500)).await;
     assert!(
         sound.len() >= 15,
@@ -408,6 +449,17 @@ async fn a_room_system_in_mode_sees_the_speaker(mode: u8) {
         room.finish(WAIT).is_some_and(|s| s.success()),
         "sipp got the BYE"
     );
+}
+
+/// Whether each of the `count` tiles of a grid shows a picture: its middle row holds many
+/// shades (an empty tile is one flat grey).
+fn tiles_show_video(grid: &kaskade_picture::Picture, count: usize) -> bool {
+    let places = kaskade_picture::grid(count, grid.width as u32, grid.height as u32);
+    places.iter().all(|place| {
+        let row = (place.y + place.height / 2) as usize * grid.width;
+        let line = &grid.y[row + place.x as usize..row + (place.x + place.width) as usize];
+        line.iter().collect::<BTreeSet<_>>().len() >= 8
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! end, whichever side hangs up.
 
 use super::failure::CallFailure;
+use super::grid::Composed;
 use super::media::{IntoMeeting, VIDEO_PAYLOAD_TYPE, keyframe_request};
 use super::metrics::Direction;
 use super::mix::Mixer;
@@ -205,6 +206,9 @@ impl Leg {
             phone: callee.phone,
         };
         let (registered, commands) = gateway.register(admitted.id, placed);
+        // who is there already, and who speaks
+        let mut outgoing = Outgoing::new(delivery, ssrc.wrapping_add(2), gateway.policy.picture);
+        outgoing.observe(&admitted.welcome);
         Ok(Self {
             node,
             id: admitted.id,
@@ -219,7 +223,7 @@ impl Leg {
             ssrc,
             fir_seq: 0,
             last_info: None,
-            outgoing: Outgoing::new(delivery, ssrc.wrapping_add(2)),
+            outgoing,
         })
     }
 
@@ -354,6 +358,16 @@ impl Leg {
                     }
                     self.send_sound(&agreement).await;
                 }
+                composed = self.outgoing.composed() => match composed {
+                    Composed::Packets(packets) => {
+                        if let Some(video) = &agreement.video {
+                            for packet in &packets {
+                                self.sockets.send_video(packet, video.remote).await;
+                            }
+                        }
+                    }
+                    Composed::AskKeyframe(ssrc) => self.ask_meeting_keyframe(Some(ssrc)).await,
+                },
                 Some(LegCommand::Dtmf(digits)) = self.commands.recv() => {
                     if !self.outgoing.schedule_keys(Instant::now(), &digits) {
                         call.dtmf_info(digits);
@@ -382,7 +396,7 @@ impl Leg {
                         return Some("answered; the far end lost the call");
                     }
                     CallEvent::KeyframeWanted => {
-                        self.ask_meeting_keyframe(self.outgoing.shown()).await;
+                        self.ask_meeting_keyframe(self.outgoing.far_end_wants_keyframe()).await;
                     }
                     // keys pressed in the meeting steer nothing
                     CallEvent::Key(_) => {}
@@ -431,7 +445,8 @@ impl Leg {
             }
             Arrived::KeyframeAsked => {
                 debug!(participant = %self.id, "the far end asks for a keyframe (RTCP)");
-                self.ask_meeting_keyframe(self.outgoing.shown()).await;
+                self.ask_meeting_keyframe(self.outgoing.far_end_wants_keyframe())
+                    .await;
             }
             Arrived::Nothing => {}
         }

@@ -20,6 +20,7 @@ mod dial_in;
 mod dialplan;
 pub mod dtmf;
 pub mod failure;
+pub mod grid;
 pub mod h264;
 mod leg;
 pub mod media;
@@ -32,6 +33,8 @@ pub mod sdp;
 mod sockets;
 pub mod ua;
 pub mod view;
+
+pub use outgoing::{PictureMode, PictureSettings};
 
 use crate::media::demux::ParticipantId;
 use crate::node::{NodeHandle, SessionEvent};
@@ -75,8 +78,8 @@ pub struct SipGateway {
     metrics: SipMetrics,
 }
 
-/// How long a call may wait for things before kaskade gives up on it, and how its media is
-/// protected.
+/// How long a call may wait for things before kaskade gives up on it, how its media is
+/// protected, and what picture of the meeting it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallPolicy {
     /// Ringing without an answer (then CANCEL: "no answer").
@@ -86,6 +89,8 @@ pub struct CallPolicy {
     pub media: Duration,
     /// When the legs' media goes by SRTP (keys by SDES).
     pub srtp: SrtpPolicy,
+    /// How the picture a far end gets of the meeting is made.
+    pub picture: PictureSettings,
 }
 
 /// How a call in progress is reached.

@@ -1,13 +1,16 @@
 //! What a SIP call's far end receives from the meeting: its sound (every other participant
-//! mixed, see `mix`) and its picture (the active speaker's video, see `view`), from the
-//! meeting's media the node delivers to the call, and which of the delivered video streams to
-//! show as the meeting's slot map and active speaker change.
+//! mixed, see `mix`) and its picture, from the meeting's media the node delivers to the call.
+//! The picture is, as the operator chooses ([`PictureMode`]), a grid of everyone else composed
+//! and encoded for the far end (`grid`), or the active speaker's video forwarded as it is
+//! (`view`); either follows the meeting's participants, slot map and active speaker.
 
 use crate::media::demux::ParticipantId;
 use crate::media::ingest::Delivery;
-use crate::signaling::protocol::{MediaKind, ServerMessage};
+use crate::signaling::protocol::{MediaKind, ParticipantInfo, Role, ServerMessage};
+use crate::sip::grid::format::PictureFormat;
+use crate::sip::grid::{Composed, GridTile, GridView};
 use crate::sip::mix::Mixer;
-use crate::sip::sdp::Agreement;
+use crate::sip::sdp::{Agreement, VideoLine};
 use crate::sip::view::SpeakerView;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -16,14 +19,53 @@ use std::time::{Duration, Instant};
 /// How long a wanted stream's keyframe is waited for before it is asked again.
 const REASK: Duration = Duration::from_secs(1);
 
+/// What a SIP far end's picture of the meeting shows (`--sip-picture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PictureMode {
+    /// Everyone else in a grid, the active speaker highlighted, names on the tiles: composed
+    /// and encoded per call (a core's worth of work for a few calls).
+    Grid,
+    /// The active speaker's video as they send it: no decoding or encoding.
+    Speaker,
+}
+
+/// How a SIP far end's picture is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureSettings {
+    /// What it shows.
+    pub mode: PictureMode,
+    /// The grid's most pictures per second.
+    pub fps: u32,
+    /// The grid's most bits per second (less when the far end's level says so).
+    pub bitrate: u32,
+}
+
+/// The picture being sent.
+enum Picture {
+    Speaker(SpeakerView),
+    Grid(GridView),
+}
+
+/// Who is in the meeting, as the far end's grid names them.
+#[derive(Debug, Clone)]
+struct Present {
+    name: String,
+    video_muted: bool,
+}
+
 /// The meeting as the far end gets it.
 pub struct Outgoing {
     delivery: Delivery,
     /// The SSRC of what kaskade sends the far end (audio and video each have their own
     /// stream, video on `ssrc + 1`).
     ssrc: u32,
+    settings: PictureSettings,
     mixer: Option<Mixer>,
-    view: Option<SpeakerView>,
+    picture: Option<Picture>,
+    /// The call's own participant (from the welcome): not in its own picture.
+    me: Option<ParticipantId>,
+    /// Everyone else present (recorders left out), in the order they joined.
+    present: BTreeMap<ParticipantId, Present>,
     /// Participant -> the mid of the video slot that carries them.
     video_mids: BTreeMap<ParticipantId, String>,
     speaker: Option<ParticipantId>,
@@ -31,13 +73,17 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Nothing agreed yet: the meeting's state is followed, nothing is sent.
-    pub fn new(delivery: Delivery, ssrc: u32) -> Self {
+    /// Nothing agreed yet: the meeting's state is followed, nothing is sent; the picture will
+    /// be made as `settings` say.
+    pub fn new(delivery: Delivery, ssrc: u32, settings: PictureSettings) -> Self {
         Self {
             delivery,
             ssrc,
+            settings,
             mixer: None,
-            view: None,
+            picture: None,
+            me: None,
+            present: BTreeMap::new(),
             video_mids: BTreeMap::new(),
             speaker: None,
             asked: None,
@@ -63,22 +109,49 @@ impl Outgoing {
             Some(line) => Some(Mixer::new(line, self.ssrc, seq, timestamp)?),
             None => None,
         };
-        self.view = agreement
-            .video
-            .as_ref()
-            .filter(|line| line.flow.send)
-            .map(|line| {
-                SpeakerView::new(line, self.ssrc.wrapping_add(1), rng.random(), rng.random())
-            });
-        self.choose();
+        self.picture = match agreement.video.as_ref().filter(|line| line.flow.send) {
+            Some(line) => Some(self.picture_for(line, (rng.random(), rng.random()))?),
+            None => None,
+        };
+        self.follow();
         Ok(())
     }
 
-    /// Follows the meeting (slot map, active speaker); returns the delivered stream to ask a
-    /// keyframe of when the picture should switch.
+    /// The picture for the far end of `line`, its stream starting at `position` (sequence
+    /// number, timestamp).
+    fn picture_for(
+        &self,
+        line: &VideoLine,
+        (seq, timestamp): (u16, u32),
+    ) -> Result<Picture, String> {
+        let ssrc = self.ssrc.wrapping_add(1);
+        Ok(match self.settings.mode {
+            PictureMode::Speaker => Picture::Speaker(SpeakerView::new(line, ssrc, seq, timestamp)),
+            PictureMode::Grid => {
+                let format =
+                    PictureFormat::for_line(line, self.settings.fps, self.settings.bitrate);
+                let stream = (ssrc, line.send_payload_type);
+                Picture::Grid(GridView::start(format, stream, (seq, timestamp))?)
+            }
+        })
+    }
+
+    /// Follows the meeting (who is there, the slot map, the active speaker); returns the
+    /// delivered stream to ask a keyframe of when the speaker's picture should switch.
     pub fn observe(&mut self, message: &ServerMessage) -> Option<u32> {
         match message {
-            ServerMessage::Welcome(welcome) => self.speaker = welcome.speaker,
+            ServerMessage::Welcome(welcome) => {
+                self.speaker = welcome.speaker;
+                self.me = Some(welcome.you.id);
+                self.present.clear();
+                welcome.participants.iter().for_each(|p| self.arrived(p));
+            }
+            ServerMessage::Joined { participant } | ServerMessage::Updated { participant } => {
+                self.arrived(participant);
+            }
+            ServerMessage::Left { id, .. } => {
+                self.present.remove(id);
+            }
             ServerMessage::Speaker { id } => self.speaker = Some(*id),
             ServerMessage::Slots { slots } => {
                 self.video_mids = slots
@@ -89,13 +162,54 @@ impl Outgoing {
             }
             _ => return None,
         }
-        if self.choose() { self.ask() } else { None }
+        if self.follow() { self.ask() } else { None }
     }
 
-    /// Points the view at the participant to show: the speaker when they have video, else
-    /// whom the view shows, else the first with video. True when it changed.
+    /// Someone is present (or changed).
+    fn arrived(&mut self, participant: &ParticipantInfo) {
+        if participant.role != Role::Recorder && self.me != Some(participant.id) {
+            let present = Present {
+                name: participant.name.clone(),
+                video_muted: participant.video_muted,
+            };
+            self.present.insert(participant.id, present);
+        }
+    }
+
+    /// Brings the picture up to date with the meeting: the grid's tiles, or whom the speaker's
+    /// view shows. True when the view should switch (ask for a keyframe).
+    fn follow(&mut self) -> bool {
+        match &self.picture {
+            Some(Picture::Grid(grid)) => {
+                grid.lay_out(self.tiles());
+                false
+            }
+            Some(Picture::Speaker(_)) => self.choose(),
+            None => false,
+        }
+    }
+
+    /// The grid's tiles: everyone present, their video where a slot carries it.
+    fn tiles(&self) -> Vec<GridTile> {
+        self.present
+            .iter()
+            .map(|(id, present)| GridTile {
+                owner: *id,
+                label: present.name.clone(),
+                video: self
+                    .video_mids
+                    .get(id)
+                    .filter(|_| !present.video_muted)
+                    .and_then(|mid| self.delivery.ssrc_of(mid)),
+                speaking: self.speaker == Some(*id),
+            })
+            .collect()
+    }
+
+    /// Points the speaker's view at the participant to show: the speaker when they have
+    /// video, else whom the view shows, else the first with video. True when it changed.
     fn choose(&mut self) -> bool {
-        let Some(view) = self.view.as_mut() else {
+        let Some(Picture::Speaker(view)) = self.picture.as_mut() else {
             return false;
         };
         let ssrc_of = |id: &ParticipantId| {
@@ -125,7 +239,10 @@ impl Outgoing {
     /// The stream to ask a keyframe of now, if one is waited for and was not asked a moment
     /// ago (the core throttles too; this keeps asking while the wait lasts).
     pub fn ask(&mut self) -> Option<u32> {
-        let wanted = self.view.as_ref()?.wanted()?;
+        let Some(Picture::Speaker(view)) = &self.picture else {
+            return None;
+        };
+        let wanted = view.wanted()?;
         let now = Instant::now();
         if self.asked.is_some_and(|at| now.duration_since(at) < REASK) {
             return None;
@@ -134,19 +251,40 @@ impl Outgoing {
         Some(wanted)
     }
 
-    /// The stream shown now (what a far end's keyframe request is for).
-    pub fn shown(&self) -> Option<u32> {
-        self.view.as_ref()?.current()
+    /// The far end asked for a keyframe: the grid makes one; the speaker's view returns the
+    /// delivered stream it shows, to ask the node for one.
+    pub fn far_end_wants_keyframe(&self) -> Option<u32> {
+        match self.picture.as_ref()? {
+            Picture::Speaker(view) => view.current(),
+            Picture::Grid(grid) => {
+                grid.force_keyframe();
+                None
+            }
+        }
     }
 
-    /// A datagram the node delivered: its audio into the mix; the video packets for the far
-    /// end, appended to `video`, when it is the one shown.
+    /// A datagram the node delivered: its audio into the mix; its video to the grid, or, when
+    /// it is the speaker's view's stream, its packets for the far end appended to `video`.
     pub fn deliver(&mut self, now: Instant, datagram: &[u8], video: &mut Vec<Vec<u8>>) {
         if let Some(mixer) = &mut self.mixer {
             mixer.push(now, datagram);
         }
-        if let Some(view) = &mut self.view {
-            view.packet(datagram, video);
+        match &mut self.picture {
+            Some(Picture::Speaker(view)) => view.packet(datagram, video),
+            Some(Picture::Grid(grid)) => grid.deliver(datagram),
+            None => {}
+        }
+    }
+
+    /// The grid's next picture for the far end, or a keyframe it needs of a delivered
+    /// stream; never ready without a grid.
+    pub async fn composed(&mut self) -> Composed {
+        match &mut self.picture {
+            Some(Picture::Grid(grid)) => match grid.next().await {
+                Some(composed) => composed,
+                None => std::future::pending().await,
+            },
+            _ => std::future::pending().await,
         }
     }
 
