@@ -10,10 +10,12 @@
 mod sip_common;
 
 use kaskade_client::{
-    ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, SourceKind, SourceState,
+    ClientMessage, DialRequest, ErrorCode, MediaKind, ModerateAction, Participant, SourceKind,
+    SourceState,
 };
 use kaskade_e2e::sip_peers::{Baresip, BaresipAudio, Sipp};
 use kaskade_e2e::{Node, free_port};
+use kaskade_sfu::transcode::Law;
 use rtc::shared::marshal::Unmarshal;
 use sip_common::*;
 use std::collections::BTreeSet;
@@ -563,4 +565,118 @@ async fn a_call_the_far_end_lost_is_found_by_the_keep_alive_and_leaves() {
         room.finish(WAIT).is_some_and(|s| s.success()),
         "sipp got the keep-alive OPTIONS and answered 481"
     );
+}
+
+/// Audio through the gateway both ways, timed: a far end (the test's own RTP socket, PCMU as
+/// most phones and room systems) goes from silence to a tone and the chair, a kaskade client,
+/// hears it in the room's Opus; then the chair, muted until now, unmutes its tone and the far
+/// end hears it in the meeting's PCMU mix. Each figure is the whole path (transcoding, the
+/// node, the 20 ms framing of both ends) without the receivers' jitter buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_crosses_the_gateway_both_ways_within_a_few_frames() {
+    let _serial = SERIAL.lock().await;
+    let node = node();
+    let (audio, audio_port) = rtp_socket().await;
+    let (_video, video_port) = rtp_socket().await;
+    let room = Sipp::serve_with(
+        "answer_av_to_ports",
+        &[
+            ("rtp_port", &audio_port),
+            ("video_port", &video_port),
+            ("mode", "1"),
+        ],
+    );
+    // the chair's received audio, decoded, with its arrival
+    let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = kaskade_e2e::small_media_config(node.http, "delay", "chair");
+    config.sink = Some(kaskade_client::MediaSink(std::sync::Arc::new(move |p| {
+        if p.kind == MediaKind::Audio {
+            let _ = heard_tx.send((p.from, p.arrival, p.packet.payload.clone()));
+        }
+    })));
+    let chair = kaskade_client::Participant::join(config).await.unwrap();
+    chair.mute(Some(true), None).await.unwrap();
+    let id = dial(&chair, &room.uri(), "room").await;
+    live(&chair, id, "the room system answered").await;
+
+    // kaskade's address for the far end's RTP: where its mix comes from (symmetric RTP)
+    let mut buf = [0u8; 2_048];
+    let (_, kaskade) = tokio::time::timeout(WAIT, audio.recv_from(&mut buf))
+        .await
+        .expect("the mix arrives")
+        .unwrap();
+
+    // far end -> meeting: a second of silence, then a tone
+    let silence = [Law::MuLaw.compress(0); 160];
+    let tone: Vec<u8> = (0..160)
+        .map(|n| {
+            let phase = f64::from(n) * 2.0 * std::f64::consts::PI * 1_000.0 / 8_000.0;
+            Law::MuLaw.compress((phase.sin() * 8_000.0) as i16)
+        })
+        .collect();
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    let mut tone_sent = None;
+    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+    let mut pcm = vec![0i16; 5_760];
+    let mut into_meeting = None;
+    for n in 0u16..150 {
+        ticks.tick().await;
+        let payload: &[u8] = if n < 50 { &silence } else { &tone };
+        if n == 50 {
+            tone_sent = Some(std::time::Instant::now());
+        }
+        let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+        packet[2..4].copy_from_slice(&n.to_be_bytes());
+        packet[4..8].copy_from_slice(&(u32::from(n) * 160).to_be_bytes());
+        packet.extend_from_slice(payload);
+        audio.send_to(&packet, kaskade).await.unwrap();
+        while let Ok((from, arrival, opus)) = heard.try_recv() {
+            let Some(sent) = tone_sent.filter(|_| from == id && into_meeting.is_none()) else {
+                continue;
+            };
+            let samples = decoder.decode(&opus, &mut pcm, false).unwrap_or(0);
+            let rms = (pcm[..samples]
+                .iter()
+                .map(|&s| f64::from(s).powi(2))
+                .sum::<f64>()
+                / samples.max(1) as f64)
+                .sqrt();
+            if rms > 1_000.0 {
+                into_meeting = Some(arrival.saturating_duration_since(sent));
+            }
+        }
+        if into_meeting.is_some() {
+            break;
+        }
+    }
+    let into_meeting = into_meeting.expect("the chair hears the far end's tone");
+
+    // meeting -> far end: the chair unmutes its tone
+    while audio.try_recv(&mut buf).is_ok() {}
+    let unmuted = std::time::Instant::now();
+    chair.mute(Some(false), None).await.unwrap();
+    let mut to_far_end = None;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, audio.recv(&mut buf)).await {
+        if n > 12 && buf[1] & 0x7f == 0 && pcmu_rms(&buf[12..n]) > 1_000.0 {
+            to_far_end = Some(unmuted.elapsed());
+            break;
+        }
+    }
+    let to_far_end = to_far_end.expect("the far end hears the chair");
+    println!(
+        "SIP_AUDIO_DELAY into_meeting_ms={} to_far_end_ms={}",
+        into_meeting.as_millis(),
+        to_far_end.as_millis()
+    );
+    // a few 20 ms frames each way, not a jitter buffer's worth or more
+    assert!(
+        into_meeting < Duration::from_millis(200),
+        "{into_meeting:?}"
+    );
+    assert!(to_far_end < Duration::from_millis(300), "{to_far_end:?}");
+
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
+    assert!(room.finish(WAIT).is_some_and(|s| s.success()));
 }
