@@ -259,3 +259,165 @@ impl Drop for Sipp {
         let _ = self.child.wait();
     }
 }
+
+/// A phone that dials kaskade over SIP over TLS (this machine's sipp has no TLS): it checks
+/// kaskade's certificate against the given root, INVITEs `sip:USER@HOST;transport=tls` with
+/// PCMU and telephone events whose RTP is the test's own socket, ACKs the 200, and answers the
+/// BYE kaskade sends back over the same connection (its Contact is the connection's own
+/// address, as TLS phones give it).
+pub struct TlsCaller {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    /// What was read past the last message.
+    pending: Vec<u8>,
+}
+
+impl TlsCaller {
+    /// Dials `user` at kaskade's TLS listener `server`, trusting `root` (a PEM file), its RTP on
+    /// loopback's `rtp_port`; returns once the call is answered and ACKed, or why it was not.
+    pub async fn call(
+        server: std::net::SocketAddr,
+        root: &str,
+        user: &str,
+        rtp_port: u16,
+    ) -> Result<Self, String> {
+        use tokio::io::AsyncWriteExt;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+
+        let mut roots = RootCertStore::empty();
+        for certificate in CertificateDer::pem_file_iter(root).map_err(|e| e.to_string())? {
+            roots
+                .add(certificate.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let provider = std::sync::Arc::new(crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(server)
+            .await
+            .map_err(|e| e.to_string())?;
+        let local = tcp.local_addr().map_err(|e| e.to_string())?;
+        let name = ServerName::IpAddress(server.ip().into());
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let mut caller = Self {
+            stream,
+            pending: Vec::new(),
+        };
+        let sdp = format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+        );
+        let target = format!("sip:{user}@{server};transport=tls");
+        let from = format!("<sip:+4722005678@{local};transport=tls>;tag=tls-phone");
+        let common = |method: &str, branch: &str| {
+            format!(
+                "Via: SIP/2.0/TLS {local};branch=z9hG4bK{branch};alias\r\nFrom: {from}\r\n\
+                 Call-ID: tls-phone-call\r\nCSeq: 1 {method}\r\n\
+                 Contact: <sip:+4722005678@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+            )
+        };
+        let invite = format!(
+            "INVITE {target} SIP/2.0\r\n{}To: <{target}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            common("INVITE", "invite1"),
+            sdp.len()
+        );
+        caller
+            .stream
+            .write_all(invite.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let to = loop {
+            let (start, headers) = caller.read_message(Duration::from_secs(10)).await?;
+            let status: u16 = start
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            match status {
+                100..=199 => continue,
+                200 => break header(&headers, "to").ok_or("a 200 without To")?,
+                _ => return Err(start),
+            }
+        };
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\n{}To: {to}\r\nContent-Length: 0\r\n\r\n",
+            common("ACK", "ack1")
+        );
+        caller
+            .stream
+            .write_all(ack.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(caller)
+    }
+
+    /// Waits up to `timeout` for kaskade's BYE on the TLS connection and answers it 200.
+    pub async fn hung_up(&mut self, timeout: Duration) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok((start, headers)) = self.read_message(left).await else {
+                return false;
+            };
+            if !start.starts_with("BYE ") {
+                continue;
+            }
+            let copied: String = ["via", "from", "to", "call-id", "cseq"]
+                .iter()
+                .filter_map(|name| {
+                    header(&headers, name).map(|value| format!("{name}: {value}\r\n"))
+                })
+                .collect();
+            let ok = format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n");
+            return self.stream.write_all(ok.as_bytes()).await.is_ok();
+        }
+        false
+    }
+
+    /// The next SIP message: its start line and headers (its body is read and dropped).
+    async fn read_message(&mut self, timeout: Duration) -> Result<(String, String), String> {
+        use tokio::io::AsyncReadExt;
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(head_end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
+                let length: usize = header(&head, "content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if self.pending.len() >= head_end + 4 + length {
+                    self.pending.drain(..head_end + 4 + length);
+                    let (start, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+                    return Ok((start.to_string(), headers.to_string()));
+                }
+            }
+            let mut buf = [0u8; 4_096];
+            let n = tokio::time::timeout_at(end, self.stream.read(&mut buf))
+                .await
+                .map_err(|_| "no SIP message in time".to_string())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("kaskade closed the TLS connection".into());
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// The value of the first header `name` (case-insensitive) in `headers`.
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}

@@ -1,7 +1,8 @@
 //! Phones and diallers through the SIP gateway against real SIP peers on loopback: a
 //! participant with the dial right calls a room of the locator's directory with the credentials
 //! it names; the meeting calls a participant's phone (call-me), which talks and is hung up by
-//! them; a phone dials in through the voice menu with the meeting's number and PIN.
+//! them; a phone dials in through the voice menu with the meeting's number and PIN, over UDP
+//! and over TLS.
 
 #[allow(dead_code)]
 mod sip_common;
@@ -9,7 +10,7 @@ mod sip_common;
 use kaskade_client::{
     ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, SourceKind,
 };
-use kaskade_e2e::sip_peers::Sipp;
+use kaskade_e2e::sip_peers::{Sipp, TlsCaller, self_signed};
 use kaskade_protocol::token::{Claims, Role, TokenKey};
 use kaskade_sfu::transcode::Law;
 use sip_common::*;
@@ -420,4 +421,75 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
         refused.finish(WAIT).is_some_and(|s| s.success()),
         "a phone with six failed attempts is refused with 403"
     );
+}
+
+/// A phone dials in over SIP over TLS: it checks the node's certificate, is answered by the
+/// voice menu, gets in with the meeting's number and PIN, and the BYE comes back over the same
+/// TLS connection when a moderator removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_dials_in_over_tls() {
+    let _serial = SERIAL.lock().await;
+    let scratch = kaskade_e2e::Scratch::new("sip-dial-in-tls");
+    let (certificate, key) = self_signed(&scratch, "kaskade");
+    let tls = format!("127.0.0.1:{}", kaskade_e2e::free_port());
+    let (server, _) = all_in_one(
+        &scratch,
+        &[
+            "--sip-tls-listen",
+            &tls,
+            "--sip-tls-cert",
+            &certificate,
+            "--sip-tls-key",
+            &key,
+        ],
+    );
+    let mut config = kaskade_e2e::small_media_config(server.http, "dialin-tls", "chair");
+    config.locator = Some(server.url());
+    let chair = Participant::join(config).await.expect("the chair joins");
+    chair
+        .send(&ClientMessage::SetPin {
+            pin: Some("1357".into()),
+        })
+        .await
+        .unwrap();
+    let state = chair
+        .wait_until(WAIT, |s| s.dial_in.is_some())
+        .await
+        .expect("the moderator sees the meeting's dial-in");
+    let (number, _) = state.dial_in.clone().unwrap();
+
+    let (phone_rtp, port) = rtp_socket().await;
+    let mut phone = TlsCaller::call(
+        tls.parse().unwrap(),
+        &certificate,
+        "kaskade",
+        port.parse().unwrap(),
+    )
+    .await
+    .expect("the voice menu answers over TLS");
+    let (leg, _, welcome) = listen(&phone_rtp, Duration::from_secs(2)).await;
+    assert!(welcome > 1_000.0, "the welcome is heard: rms {welcome}");
+    let mut timestamp = 0;
+    press(&phone_rtp, leg, &format!("{number}#"), &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    press(&phone_rtp, leg, "1357#", &mut timestamp).await;
+    let state = chair
+        .wait_until(WAIT, |s| {
+            s.participants.values().any(|p| {
+                p.source
+                    .as_ref()
+                    .is_some_and(|s| s.kind == SourceKind::Phone)
+            })
+        })
+        .await
+        .expect("the phone joins the meeting");
+    let id = *state
+        .participants
+        .iter()
+        .find(|(_, p)| p.source.is_some())
+        .unwrap()
+        .0;
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
+    assert!(phone.hung_up(WAIT).await, "the BYE came over TLS");
 }
