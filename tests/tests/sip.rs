@@ -339,7 +339,7 @@ enum Picture {
 /// A room system that takes H.264 in packetization `mode` gets one stream that decodes (in
 /// mode 0, one whole NAL unit per packet) and hears the meeting. With the speaker's picture it
 /// is the chair's video; with the grid, a 1280x720 picture (its level 3.1) with the chair and
-/// a guest each in a tile, showing their video.
+/// a guest each in a tile, showing their video, the one who speaks framed.
 async fn a_room_system_sees_the_meeting(mode: u8, picture: Picture) {
     let _serial = SERIAL.lock().await;
     let node = node_with(&[
@@ -363,8 +363,13 @@ async fn a_room_system_sees_the_meeting(mode: u8, picture: Picture) {
         ],
     );
     let chair = join(&node, "see", "chair").await;
+    // the guest speaks (its packets' audio level is loud)
     let _guest = match picture {
-        Picture::Grid => Some(join(&node, "see", "guest").await),
+        Picture::Grid => {
+            let mut config = kaskade_e2e::small_media_config(node.http, "see", "guest");
+            config.audio_level = kaskade_client::audio::LEVEL_LOUD;
+            Some(Participant::join(config).await.expect("the guest joins"))
+        }
         Picture::Speaker => None,
     };
     let dialled = std::time::Instant::now();
@@ -380,7 +385,9 @@ async fn a_room_system_sees_the_meeting(mode: u8, picture: Picture) {
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     let seen = |receiver: &kaskade_picture::receive::H264Receiver| match picture {
         Picture::Speaker => true,
-        Picture::Grid => receiver.picture().is_some_and(|p| tiles_show_video(p, 2)),
+        Picture::Grid => receiver
+            .picture()
+            .is_some_and(|p| tiles_show_video(p, 2) && speaker_framed(p, 2)),
     };
     let mut everyone_shown = false;
     while decoded < 20 || !seen(&receiver) {
@@ -441,6 +448,7 @@ async fn a_room_system_sees_the_meeting(mode: u8, picture: Picture) {
             tiles_show_video(grid, 2),
             "the chair's and the guest's tiles show their video"
         );
+        assert!(speaker_framed(grid, 2), "the one who speaks is framed");
     }
     let sound = far_end_hears(&audio, Duration::from_millis(500)).await;
     assert!(
@@ -465,6 +473,16 @@ fn tiles_show_video(grid: &kaskade_picture::Picture, count: usize) -> bool {
         let row = (place.y + place.height / 2) as usize * grid.width;
         let line = &grid.y[row + place.x as usize..row + (place.x + place.width) as usize];
         line.iter().collect::<BTreeSet<_>>().len() >= 8
+    })
+}
+
+/// Whether one of the `count` tiles of a grid is framed as the active speaker's: the margin
+/// above it is the highlight's bright luma (a tile's margin is otherwise the dark background).
+fn speaker_framed(grid: &kaskade_picture::Picture, count: usize) -> bool {
+    let places = kaskade_picture::grid(count, grid.width as u32, grid.height as u32);
+    places.iter().any(|place| {
+        let (x, y) = (place.x + place.width / 2, place.y.saturating_sub(2));
+        grid.y[y as usize * grid.width + x as usize].abs_diff(190) < 30
     })
 }
 
