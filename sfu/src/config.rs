@@ -135,6 +135,10 @@ pub struct SipOptions {
     /// The grid's most bits per second (lower when the room system's H.264 level says so).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(64_000..=8_000_000))]
     pub sip_picture_bitrate: u32,
+    /// The most grids the node composes at once (each takes 5-20 % of a core); calls beyond
+    /// get the speaker's picture. By default twice the node's cores.
+    #[arg(long)]
+    pub sip_max_grids: Option<usize>,
     /// Also listen for SIP over TLS on this address (5061 is the usual port), with
     /// --sip-tls-cert and --sip-tls-key; calls over TLS give it as their Contact.
     #[arg(long, requires_all = ["sip_tls_cert", "sip_tls_key"])]
@@ -172,6 +176,9 @@ impl SipOptions {
             mode: self.sip_picture,
             fps: self.sip_picture_fps,
             bitrate: self.sip_picture_bitrate,
+            max_grids: self
+                .sip_max_grids
+                .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 
@@ -197,6 +204,9 @@ impl SipOptions {
             format!("--sip-picture-fps={}", self.sip_picture_fps),
             format!("--sip-picture-bitrate={}", self.sip_picture_bitrate),
         ];
+        if let Some(grids) = self.sip_max_grids {
+            args.push(format!("--sip-max-grids={grids}"));
+        }
         let paths = [
             ("sip-tls-cert", &self.sip_tls_cert),
             ("sip-tls-key", &self.sip_tls_key),

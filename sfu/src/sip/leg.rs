@@ -207,7 +207,8 @@ impl Leg {
         };
         let (registered, commands) = gateway.register(admitted.id, placed);
         // who is there already, and who speaks
-        let mut outgoing = Outgoing::new(delivery, ssrc.wrapping_add(2), gateway.policy.picture);
+        let picture = (gateway.policy.picture, gateway.grids.clone());
+        let mut outgoing = Outgoing::new(delivery, ssrc.wrapping_add(2), picture);
         outgoing.observe(&admitted.welcome);
         Ok(Self {
             node,

@@ -76,6 +76,8 @@ pub struct SipGateway {
     /// Failed dial-in attempts, by caller and by meeting.
     attempts: Mutex<attempts::Attempts>,
     metrics: SipMetrics,
+    /// The grids composed for calls at once (`--sip-max-grids`).
+    grids: Arc<Seats>,
 }
 
 /// How long a call may wait for things before kaskade gives up on it, how its media is
@@ -162,6 +164,7 @@ impl SipGateway {
             calls: Mutex::new(HashMap::new()),
             attempts: Mutex::default(),
             metrics,
+            grids: Arc::new(Seats::new(policy.picture.max_grids)),
         });
         if let Some(calls) = calls {
             tokio::spawn(answer_dial_in(Arc::downgrade(&gateway), node, calls));

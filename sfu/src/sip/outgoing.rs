@@ -6,6 +6,7 @@
 
 use crate::media::demux::ParticipantId;
 use crate::media::ingest::Delivery;
+use crate::seats::{Seats, SharedSeat};
 use crate::signaling::protocol::{MediaKind, ParticipantInfo, Role, ServerMessage};
 use crate::sip::grid::format::PictureFormat;
 use crate::sip::grid::{Composed, GridTile, GridView};
@@ -14,7 +15,9 @@ use crate::sip::sdp::{Agreement, VideoLine};
 use crate::sip::view::SpeakerView;
 use rand::Rng;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::info;
 
 /// How long a wanted stream's keyframe is waited for before it is asked again.
 const REASK: Duration = Duration::from_secs(1);
@@ -38,12 +41,18 @@ pub struct PictureSettings {
     pub fps: u32,
     /// The grid's most bits per second (less when the far end's level says so).
     pub bitrate: u32,
+    /// The most grids the node composes at once; calls beyond get the speaker's picture.
+    pub max_grids: usize,
 }
 
-/// The picture being sent.
+/// The picture being sent (a grid holds one of the node's grid seats).
 enum Picture {
     Speaker(SpeakerView),
-    Grid(GridView),
+    Grid {
+        view: GridView,
+        /// Given back when the grid ends.
+        _seat: SharedSeat,
+    },
 }
 
 /// Who is in the meeting, as the far end's grid names them.
@@ -60,6 +69,8 @@ pub struct Outgoing {
     /// stream, video on `ssrc + 1`).
     ssrc: u32,
     settings: PictureSettings,
+    /// The grids the node composes at most at once.
+    grids: Arc<Seats>,
     mixer: Option<Mixer>,
     picture: Option<Picture>,
     /// The call's own participant (from the welcome): not in its own picture.
@@ -74,12 +85,17 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Nothing agreed yet: the meeting's state is followed, nothing is sent; the picture will
-    /// be made as `settings` say.
-    pub fn new(delivery: Delivery, ssrc: u32, settings: PictureSettings) -> Self {
+    /// be made as `settings` say, a grid only while one of `grids` is free.
+    pub fn new(
+        delivery: Delivery,
+        ssrc: u32,
+        (settings, grids): (PictureSettings, Arc<Seats>),
+    ) -> Self {
         Self {
             delivery,
             ssrc,
             settings,
+            grids,
             mixer: None,
             picture: None,
             me: None,
@@ -109,6 +125,8 @@ impl Outgoing {
             Some(line) => Some(Mixer::new(line, self.ssrc, seq, timestamp)?),
             None => None,
         };
+        // the last agreement's grid gives its seat back before the new one takes one
+        self.picture = None;
         self.picture = match agreement.video.as_ref().filter(|line| line.flow.send) {
             Some(line) => Some(self.picture_for(line, (rng.random(), rng.random()))?),
             None => None,
@@ -125,15 +143,33 @@ impl Outgoing {
         (seq, timestamp): (u16, u32),
     ) -> Result<Picture, String> {
         let ssrc = self.ssrc.wrapping_add(1);
-        Ok(match self.settings.mode {
-            PictureMode::Speaker => Picture::Speaker(SpeakerView::new(line, ssrc, seq, timestamp)),
-            PictureMode::Grid => {
+        let seat = match self.settings.mode {
+            PictureMode::Grid => Seats::take_shared(&self.grids),
+            PictureMode::Speaker => None,
+        };
+        if self.settings.mode == PictureMode::Grid && seat.is_none() {
+            info!(
+                "the node composes as many grids as --sip-max-grids allows: this call gets the \
+                 speaker's picture"
+            );
+        }
+        Ok(match seat {
+            Some(seat) => {
                 let format =
                     PictureFormat::for_line(line, self.settings.fps, self.settings.bitrate);
                 let stream = (ssrc, line.send_payload_type);
-                Picture::Grid(GridView::start(format, stream, (seq, timestamp))?)
+                Picture::Grid {
+                    view: GridView::start(format, stream, (seq, timestamp))?,
+                    _seat: seat,
+                }
             }
+            None => Picture::Speaker(SpeakerView::new(line, ssrc, seq, timestamp)),
         })
+    }
+
+    /// Whether the far end's picture is a grid composed for it.
+    pub fn composes(&self) -> bool {
+        matches!(self.picture, Some(Picture::Grid { .. }))
     }
 
     /// Follows the meeting (who is there, the slot map, the active speaker); returns the
@@ -180,7 +216,7 @@ impl Outgoing {
     /// view shows. True when the view should switch (ask for a keyframe).
     fn follow(&mut self) -> bool {
         match &self.picture {
-            Some(Picture::Grid(grid)) => {
+            Some(Picture::Grid { view: grid, .. }) => {
                 grid.lay_out(self.tiles());
                 false
             }
@@ -256,7 +292,7 @@ impl Outgoing {
     pub fn far_end_wants_keyframe(&self) -> Option<u32> {
         match self.picture.as_ref()? {
             Picture::Speaker(view) => view.current(),
-            Picture::Grid(grid) => {
+            Picture::Grid { view: grid, .. } => {
                 grid.force_keyframe();
                 None
             }
@@ -271,7 +307,7 @@ impl Outgoing {
         }
         match &mut self.picture {
             Some(Picture::Speaker(view)) => view.packet(datagram, video),
-            Some(Picture::Grid(grid)) => grid.deliver(datagram),
+            Some(Picture::Grid { view: grid, .. }) => grid.deliver(datagram),
             None => {}
         }
     }
@@ -280,7 +316,7 @@ impl Outgoing {
     /// stream; never ready without a grid.
     pub async fn composed(&mut self) -> Composed {
         match &mut self.picture {
-            Some(Picture::Grid(grid)) => match grid.next().await {
+            Some(Picture::Grid { view: grid, .. }) => match grid.next().await {
                 Some(composed) => composed,
                 None => std::future::pending().await,
             },
@@ -300,5 +336,49 @@ impl Outgoing {
         self.mixer
             .as_mut()
             .is_some_and(|m| m.schedule_keys(now, digits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(grids: &Arc<Seats>) -> Outgoing {
+        let delivery = Delivery {
+            to: "127.0.0.1:9".parse().unwrap(),
+            audio_slots: 9,
+            video_slots: 9,
+            ssrc_base: 1_000,
+        };
+        let settings = PictureSettings {
+            mode: PictureMode::Grid,
+            fps: 15,
+            bitrate: 500_000,
+            max_grids: 1,
+        };
+        Outgoing::new(delivery, 5, (settings, grids.clone()))
+    }
+
+    fn agreement() -> Agreement {
+        Agreement {
+            audio: None,
+            video: Some(VideoLine::example("42e01f")),
+        }
+    }
+
+    #[test]
+    fn calls_beyond_the_nodes_grids_get_the_speakers_picture() {
+        let grids = Arc::new(Seats::new(1));
+        let mut first = outgoing(&grids);
+        first.agree(&agreement()).unwrap();
+        assert!(first.composes());
+        let mut second = outgoing(&grids);
+        second.agree(&agreement()).unwrap();
+        assert!(!second.composes(), "no grid seat left");
+        first.agree(&agreement()).unwrap();
+        assert!(first.composes(), "a new agreement keeps its call's seat");
+        drop(first);
+        second.agree(&agreement()).unwrap();
+        assert!(second.composes(), "the seat was given back");
     }
 }

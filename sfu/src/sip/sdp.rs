@@ -138,6 +138,27 @@ pub struct VideoLine {
     pub srtp: Option<Sdes>,
 }
 
+#[cfg(test)]
+impl VideoLine {
+    /// A line sending and receiving H.264 in mode 1 at `profile_level_id`, payload type 96.
+    pub fn example(profile_level_id: &str) -> Self {
+        Self {
+            remote: SocketAddr::from(([192, 0, 2, 1], 5_004)),
+            send_payload_type: 96,
+            receive_payload_type: 96,
+            packetization_mode: 1,
+            profile_level_id: profile_level_id.into(),
+            max_fs: None,
+            max_mbps: None,
+            flow: Flow {
+                send: true,
+                receive: true,
+            },
+            srtp: None,
+        }
+    }
+}
+
 /// What both sides agreed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {

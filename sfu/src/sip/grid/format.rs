@@ -89,27 +89,14 @@ impl PictureFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::sdp::Flow;
-
-    fn line(profile_level_id: &str, max_fs: Option<u32>, max_mbps: Option<u32>) -> VideoLine {
-        VideoLine {
-            remote: "192.0.2.1:5004".parse().unwrap(),
-            send_payload_type: 96,
-            receive_payload_type: 96,
-            packetization_mode: 1,
-            profile_level_id: profile_level_id.into(),
-            max_fs,
-            max_mbps,
-            flow: Flow {
-                send: true,
-                receive: true,
-            },
-            srtp: None,
-        }
-    }
 
     fn format(profile: &str, max_fs: Option<u32>, max_mbps: Option<u32>) -> (u32, u32, u32, u32) {
-        let f = PictureFormat::for_line(&line(profile, max_fs, max_mbps), 15, 1_000_000);
+        let line = VideoLine {
+            max_fs,
+            max_mbps,
+            ..VideoLine::example(profile)
+        };
+        let f = PictureFormat::for_line(&line, 15, 1_000_000);
         (f.width, f.height, f.fps, f.bitrate)
     }
 
