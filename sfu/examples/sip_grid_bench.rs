@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     rtp_header((marker, DELIVERED_VIDEO), seqs[index], timestamp, ssrc).to_vec();
                 packet.extend_from_slice(nal);
                 seqs[index] = seqs[index].wrapping_add(1);
-                compositor.packet(now, &packet);
+                compositor.packet(now, &bytes::Bytes::from(packet));
             }
         }
         decoding += thread_cpu() - began;

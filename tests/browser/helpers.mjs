@@ -163,10 +163,26 @@ export class Participant {
           framesReceived: s.framesReceived, framesDecoded: s.framesDecoded, framesDropped: s.framesDropped,
           keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
           nackCount: s.nackCount, pliCount: s.pliCount, firCount: s.firCount,
+          freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
           decoder: s.decoderImplementation,
         });
       });
       return rows;
+    });
+  }
+
+  /** What the own video sender sends now: {frameWidth, frameHeight, framesEncoded}, or null. */
+  outboundVideo() {
+    return this.page.evaluate(async () => {
+      const pc = window.kaskade.pc;
+      if (!pc) return null;
+      let out = null;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') {
+          out = { frameWidth: s.frameWidth, frameHeight: s.frameHeight, framesEncoded: s.framesEncoded };
+        }
+      });
+      return out;
     });
   }
 

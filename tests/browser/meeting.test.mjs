@@ -9,6 +9,7 @@
 // Machine-readable lines (node's test runner prefixes them with "# "):
 //   JOIN_TO_FIRST_FRAME_MS name=<name> ms=<ms since navigation start>
 //   SRTP_CIPHER <cipher>
+//   PUBLISHER_CHANGE resolution=<WxH> kbps=<n> ms_to_size=<ms> freezes=<n> frozen_ms=<ms>
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -182,5 +183,37 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
     // Chromium 156 names it after BoringSSL's profile, "SRTP_AEAD_AES_256_GCM"; older versions
     // and the RFC 7714 name say "AEAD_AES_256_GCM".
     assert.equal(cipher.replace(/^SRTP_/, ''), 'AEAD_AES_256_GCM');
+  });
+
+  step('7. Alice changes her resolution and bitrate mid-call; Bob follows without freezing', async () => {
+    // Bob's inbound video from Alice, once it decodes
+    const fromAlice = async () => (await p.Bob.inboundDetail())
+      .find((r) => r.kind === 'video' && r.participant === p.Alice.id && r.framesDecoded > 0) ?? null;
+    // (resolution, kbps, what Bob's frames must then be: at most 160 wide, or wider than that)
+    const changes = [['160x120', '48', (w) => w <= 160], ['1280x720', '1440', (w) => w > 160],
+      ['640x480', '1000', (w) => w > 160]];
+    for (const [resolution, kbps, fits] of changes) {
+      const before = await waitFor('Bob decoding Alice', fromAlice, Boolean, { timeout: 10_000 });
+      const started = Date.now();
+      await p.Alice.page.selectOption('#sel-bitrate', kbps);
+      await p.Alice.page.selectOption('#sel-resolution', resolution);
+      const sent = await waitFor(`Alice sending ${resolution}`, () => p.Alice.outboundVideo(),
+        (o) => o && fits(o.frameWidth), { timeout: 15_000 });
+      const after = await waitFor(`Bob decoding Alice at her new size (${show(sent)})`, fromAlice,
+        (r) => r && r.frameWidth === sent.frameWidth && fits(r.frameWidth), { timeout: 15_000 });
+      const toSize = Date.now() - started;
+      // then two more seconds of her new stream
+      await sleep(2_000);
+      const settled = await fromAlice();
+      assert.ok(settled.framesDecoded > after.framesDecoded + 10,
+        `Bob keeps decoding Alice at ${resolution}: ${show(after)} -> ${show(settled)}`);
+      const freezes = (settled.freezeCount ?? 0) - (before.freezeCount ?? 0);
+      const frozenMs = Math.round(1000 * ((settled.totalFreezesDuration ?? 0) - (before.totalFreezesDuration ?? 0)));
+      console.log(`PUBLISHER_CHANGE resolution=${resolution} kbps=${kbps} ms_to_size=${toSize} ` +
+        `freezes=${freezes} frozen_ms=${frozenMs} bob_sees=${settled.frameWidth}x${settled.frameHeight}`);
+      // a freeze, if any, is shorter than one keyframe interval (Chromium's own keyframe on a
+      // new track, or the one kaskade asks for): a second
+      assert.ok(frozenMs < 1_000, `Bob's picture of Alice froze for ${frozenMs} ms at ${resolution}`);
+    }
   });
 });

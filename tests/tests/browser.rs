@@ -55,6 +55,7 @@ fn run_script_with(ns: &Netns, node: &Node, script: &str, env: &[(&str, &str)]) 
             "PLAYBACK",
             "CAMERA_",
             "CALL_",
+            "PUBLISHER_CHANGE",
         ]
         .iter()
         .any(|m| l.contains(m))

@@ -37,6 +37,8 @@ const REORDER_WAIT: Duration = Duration::from_millis(200);
 const REASK: Duration = Duration::from_secs(1);
 /// Seconds between the far end's regular keyframes (more come when it asks).
 const KEYFRAME_SECONDS: u32 = 4;
+/// The least time between two keyframes forced by the far end's requests.
+const KEYFRAME_GAP: Duration = Duration::from_millis(500);
 /// Delivered packets waiting for the compositor's thread; more are dropped (a loss the
 /// receiver recovers from with a keyframe). Also the most inputs taken between two pictures.
 const INPUT_QUEUE: usize = 1_024;
@@ -93,6 +95,8 @@ pub struct Compositor {
     /// By delivered stream.
     sources: HashMap<u32, Source>,
     packetizer: Packetizer,
+    /// When a keyframe was last forced.
+    last_forced: Option<Instant>,
 }
 
 impl Compositor {
@@ -126,6 +130,7 @@ impl Compositor {
                 seq,
                 start: (timestamp, now),
             },
+            last_forced: None,
         })
     }
 
@@ -152,10 +157,10 @@ impl Compositor {
         self.tiles = tiles;
     }
 
-    /// A datagram the node delivered: decoded when it is a shown participant's video. Returns
-    /// the delivered stream to ask a keyframe of, when its receiver cannot go on without one
-    /// (at most once a second per stream).
-    pub fn packet(&mut self, now: Instant, datagram: &[u8]) -> Option<u32> {
+    /// A datagram the node delivered: decoded when it is a shown participant's video (its
+    /// payload shared, not copied). Returns the delivered stream to ask a keyframe of, when its
+    /// receiver cannot go on without one (at most once a second per stream).
+    pub fn packet(&mut self, now: Instant, datagram: &Bytes) -> Option<u32> {
         let parts = rtp_parts(datagram).filter(|p| p.payload_type == DELIVERED_VIDEO)?;
         let source = self.sources.get_mut(&parts.ssrc)?;
         let outcome = source.receiver.push(
@@ -163,7 +168,7 @@ impl Compositor {
             parts.seq,
             parts.timestamp,
             parts.marker,
-            Bytes::copy_from_slice(parts.payload),
+            datagram.slice_ref(parts.payload),
         );
         let due = source
             .asked
@@ -174,8 +179,16 @@ impl Compositor {
         })
     }
 
-    /// Makes the next picture a keyframe (the far end asked for one).
-    pub fn force_keyframe(&mut self) {
+    /// Makes the next picture a keyframe (the far end asked for one at `now`), unless one was
+    /// forced a moment ago: a far end repeating its request for one loss gets one keyframe.
+    pub fn force_keyframe(&mut self, now: Instant) {
+        if self
+            .last_forced
+            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_GAP)
+        {
+            return;
+        }
+        self.last_forced = Some(now);
         self.encoder.force_keyframe();
     }
 
@@ -232,7 +245,7 @@ impl Compositor {
 
 /// What a [`GridView`]'s thread is told.
 enum Input {
-    Packet(Vec<u8>),
+    Packet(Bytes),
     Tiles(Vec<GridTile>),
     Keyframe,
 }
@@ -303,7 +316,9 @@ impl GridView {
     pub fn deliver(&self, datagram: &[u8]) {
         if self.queued.load(Ordering::Relaxed) < INPUT_QUEUE {
             self.queued.fetch_add(1, Ordering::Relaxed);
-            let _ = self.input.send(Input::Packet(datagram.to_vec()));
+            let _ = self
+                .input
+                .send(Input::Packet(Bytes::copy_from_slice(datagram)));
         }
     }
 
@@ -382,7 +397,7 @@ impl Thread {
             Ok(()) => true,
             // the call's task is behind: this picture is lost, the next one starts over
             Err(TrySendError::Full(_)) => {
-                self.compositor.force_keyframe();
+                self.compositor.force_keyframe(Instant::now());
                 true
             }
             Err(TrySendError::Closed(_)) => false,
@@ -402,7 +417,7 @@ impl Thread {
                 }
             }
             Input::Tiles(tiles) => self.compositor.lay_out(tiles),
-            Input::Keyframe => self.compositor.force_keyframe(),
+            Input::Keyframe => self.compositor.force_keyframe(Instant::now()),
         }
         true
     }

@@ -23,7 +23,7 @@ fn id(counter: u32) -> ParticipantId {
 
 /// A participant's video as the node delivers it: `frames` pictures of one colour, the first a
 /// keyframe unless `from_keyframe` is false, one NAL unit per packet, on `ssrc`.
-fn delivered(ssrc: u32, colour: (u8, u8, u8), frames: u32, from_keyframe: bool) -> Vec<Vec<u8>> {
+fn delivered(ssrc: u32, colour: (u8, u8, u8), frames: u32, from_keyframe: bool) -> Vec<Bytes> {
     let mut encoder = H264Encoder::new(EncoderSettings {
         fps: 15,
         bitrate: 300_000,
@@ -48,7 +48,7 @@ fn delivered(ssrc: u32, colour: (u8, u8, u8), frames: u32, from_keyframe: bool) 
             let mut packet =
                 rtp_header((marker, DELIVERED_VIDEO), seq, frame * 6_000, ssrc).to_vec();
             packet.extend_from_slice(&unit);
-            packets.push(packet);
+            packets.push(Bytes::from(packet));
             seq = seq.wrapping_add(1);
         }
     }
@@ -228,6 +228,40 @@ fn a_slot_that_carries_someone_else_starts_over() {
         .unwrap();
     let grey = colour_at(&far_end_picture(&packets), centre);
     assert!(near(grey, (32, 128, 128)), "{grey:?}");
+}
+
+#[test]
+fn a_far_end_repeating_its_keyframe_request_gets_one_keyframe() {
+    let start = Instant::now();
+    let mut compositor = compositor(start);
+    let mut packets = Vec::new();
+    let mut keyframes = |compositor: &mut Compositor, at: Duration| {
+        packets.clear();
+        compositor.render(start + at, &mut packets).unwrap();
+        packets
+            .iter()
+            .any(|p| rtp_parts(p).unwrap().payload[0] & 0x1f == 5)
+    };
+    assert!(
+        keyframes(&mut compositor, Duration::ZERO),
+        "the first picture"
+    );
+    assert!(!keyframes(&mut compositor, Duration::from_millis(66)));
+    compositor.force_keyframe(start + Duration::from_millis(100));
+    assert!(
+        keyframes(&mut compositor, Duration::from_millis(133)),
+        "asked for"
+    );
+    compositor.force_keyframe(start + Duration::from_millis(200));
+    assert!(
+        !keyframes(&mut compositor, Duration::from_millis(200)),
+        "asked again a moment later"
+    );
+    compositor.force_keyframe(start + Duration::from_millis(700));
+    assert!(
+        keyframes(&mut compositor, Duration::from_millis(733)),
+        "asked again later"
+    );
 }
 
 #[tokio::test]
