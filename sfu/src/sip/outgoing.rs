@@ -26,7 +26,7 @@ const REASK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PictureMode {
     /// Everyone else in a grid, the active speaker highlighted, names on the tiles: composed
-    /// and encoded per call (a core's worth of work for a few calls).
+    /// and encoded per call (5-20 % of a core each, docs/SIP.md).
     Grid,
     /// The active speaker's video as they send it: no decoding or encoding.
     Speaker,
@@ -75,7 +75,8 @@ pub struct Outgoing {
     picture: Option<Picture>,
     /// The call's own participant (from the welcome): not in its own picture.
     me: Option<ParticipantId>,
-    /// Everyone else present (recorders left out), in the order they joined.
+    /// Everyone else present (recorders left out), by participant id: on one node, the order
+    /// they joined.
     present: BTreeMap<ParticipantId, Present>,
     /// Participant -> the mid of the video slot that carries them.
     video_mids: BTreeMap<ParticipantId, String>,
