@@ -19,7 +19,7 @@ use format::PictureFormat;
 use kaskade_media::media::ingest::DELIVERED_VIDEO;
 use kaskade_picture::encode::{EncoderSettings, H264Encoder};
 use kaskade_picture::receive::H264Receiver;
-use kaskade_picture::{CodecError, Picture, TILE_GAP, grid};
+use kaskade_picture::{CodecError, Picture, TILE_GAP, Tile, grid};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +29,8 @@ use tokio::sync::mpsc as async_mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::warn;
 
+/// What the far end reads while it is alone in the meeting.
+const WAITING: &str = "Waiting for others to join";
 /// The largest NAL unit sent, so one fits a datagram with its RTP header (and SRTP's tag).
 const MAX_NAL_SIZE: u32 = 1_200;
 /// How long a missing packet of a participant's video is waited for.
@@ -222,9 +224,20 @@ impl Compositor {
     }
 
     /// Draws the tiles: each participant's latest picture scaled into its tile (a grey tile
-    /// until one is decoded, or without video), names and the speaker's highlight.
+    /// until one is decoded, or without video), names and the speaker's highlight; with nobody
+    /// else in the meeting, a line saying so.
     fn draw(&mut self) {
         self.canvas.clear();
+        if self.tiles.is_empty() {
+            let whole = Tile {
+                x: 0,
+                y: 0,
+                width: self.format.width,
+                height: self.format.height,
+            };
+            self.canvas.label(whole, WAITING);
+            return;
+        }
         let places = grid(self.tiles.len(), self.format.width, self.format.height);
         for (tile, place) in self.tiles.iter().zip(places) {
             let picture = tile

@@ -184,6 +184,28 @@ fn the_far_end_sees_each_participant_in_their_tile_and_the_speaker_highlighted()
 }
 
 #[test]
+fn a_far_end_alone_in_the_meeting_reads_that_it_waits_for_others() {
+    let start = Instant::now();
+    let mut compositor = compositor(start);
+    let mut packets = Vec::new();
+    compositor.render(start, &mut packets).unwrap();
+    let picture = far_end_picture(&packets);
+    let white = picture.y.iter().filter(|&&y| y > 200).count();
+    assert!(white > 500, "a line of text: {white} white pixels");
+    compositor.lay_out(vec![tile(1, "Ada", None, false)]);
+    compositor
+        .render(start + Duration::from_millis(66), &mut packets)
+        .unwrap();
+    let picture = far_end_picture(&packets);
+    let place = grid(1, 640, 360)[0];
+    let centre = (place.x + place.width / 2, place.y + place.height / 2);
+    assert!(
+        near(colour_at(&picture, centre), (32, 128, 128)),
+        "then Ada's tile"
+    );
+}
+
+#[test]
 fn a_stream_joined_between_keyframes_is_asked_for_one_once_a_second() {
     let start = Instant::now();
     let mut compositor = compositor(start);
