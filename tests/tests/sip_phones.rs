@@ -316,6 +316,31 @@ async fn listen(
     (from, ssrc, loudest)
 }
 
+/// The chair of `meeting` on the all-in-one `server`, having set the meeting's PIN to `pin`, and
+/// the meeting's number as the chair is shown it (with that PIN).
+async fn chair_with_pin(
+    server: &kaskade_e2e::Node,
+    meeting: &str,
+    pin: &str,
+) -> (Participant, String) {
+    let mut config = kaskade_e2e::small_media_config(server.http, meeting, "chair");
+    config.locator = Some(server.url());
+    let chair = Participant::join(config).await.expect("the chair joins");
+    chair
+        .send(&ClientMessage::SetPin {
+            pin: Some(pin.into()),
+        })
+        .await
+        .unwrap();
+    let state = chair
+        .wait_until(WAIT, |s| s.dial_in.is_some())
+        .await
+        .expect("the moderator sees the meeting's dial-in");
+    let (number, shown_pin) = state.dial_in.clone().unwrap();
+    assert_eq!(shown_pin.as_deref(), Some(pin));
+    (chair, number)
+}
+
 /// Whether the meeting `chair` sees has no source participant (no phone got in).
 fn no_phone_joined(chair: &Participant) -> bool {
     chair
@@ -331,21 +356,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
     let _serial = SERIAL.lock().await;
     let scratch = kaskade_e2e::Scratch::new("sip-dial-in");
     let (server, sip) = all_in_one(&scratch, &["--sip-dial-in-number", "+47 21 00 00 00"]);
-    let mut config = kaskade_e2e::small_media_config(server.http, "dialin", "chair");
-    config.locator = Some(server.url());
-    let chair = Participant::join(config).await.expect("the chair joins");
-    chair
-        .send(&ClientMessage::SetPin {
-            pin: Some("2468".into()),
-        })
-        .await
-        .unwrap();
-    let state = chair
-        .wait_until(WAIT, |s| s.dial_in.is_some())
-        .await
-        .expect("the moderator sees the meeting's dial-in");
-    let (number, pin) = state.dial_in.clone().unwrap();
-    assert_eq!(pin.as_deref(), Some("2468"));
+    let (chair, number) = chair_with_pin(&server, "dialin", "2468").await;
 
     // the phone: the welcome, the number, a wrong PIN, the right one
     let (phone_rtp, port) = rtp_socket().await;
@@ -443,20 +454,7 @@ async fn a_phone_dials_in_over_tls() {
             &key,
         ],
     );
-    let mut config = kaskade_e2e::small_media_config(server.http, "dialin-tls", "chair");
-    config.locator = Some(server.url());
-    let chair = Participant::join(config).await.expect("the chair joins");
-    chair
-        .send(&ClientMessage::SetPin {
-            pin: Some("1357".into()),
-        })
-        .await
-        .unwrap();
-    let state = chair
-        .wait_until(WAIT, |s| s.dial_in.is_some())
-        .await
-        .expect("the moderator sees the meeting's dial-in");
-    let (number, _) = state.dial_in.clone().unwrap();
+    let (chair, number) = chair_with_pin(&server, "dialin-tls", "1357").await;
 
     let (phone_rtp, port) = rtp_socket().await;
     let mut phone = TlsCaller::call(

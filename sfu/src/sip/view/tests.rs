@@ -1,22 +1,13 @@
 use super::*;
 use crate::sip::h264::{rtp_header, rtp_parts};
-use crate::sip::sdp::Flow;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 
 fn line(mode: u8) -> VideoLine {
     VideoLine {
-        remote: "192.0.2.1:5002".parse().unwrap(),
         send_payload_type: 109,
         receive_payload_type: 109,
         packetization_mode: mode,
-        profile_level_id: "42e01f".into(),
-        max_fs: None,
-        max_mbps: None,
-        flow: Flow {
-            send: true,
-            receive: true,
-        },
-        srtp: None,
+        ..VideoLine::example("42e01f")
     }
 }
 
