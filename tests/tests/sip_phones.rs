@@ -8,7 +8,8 @@
 mod sip_common;
 
 use kaskade_client::{
-    ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, SourceKind,
+    ClientMessage, DialRequest, ErrorCode, ModerateAction, Participant, ParticipantId,
+    ParticipantInfo, SourceKind,
 };
 use kaskade_e2e::sip_peers::{Sipp, TlsCaller, self_signed};
 use kaskade_protocol::token::{Claims, Role, TokenKey};
@@ -341,6 +342,26 @@ async fn chair_with_pin(
     (chair, number)
 }
 
+/// The phone that joins the meeting `chair` sees: its id and what the chair is told of it.
+async fn phone_joined(chair: &Participant) -> (ParticipantId, ParticipantInfo) {
+    let state = chair
+        .wait_until(WAIT, |s| {
+            s.participants.values().any(|p| {
+                p.source
+                    .as_ref()
+                    .is_some_and(|s| s.kind == SourceKind::Phone)
+            })
+        })
+        .await
+        .expect("the phone joins the meeting");
+    let (id, info) = state
+        .participants
+        .iter()
+        .find(|(_, p)| p.source.is_some())
+        .unwrap();
+    (*id, info.clone())
+}
+
 /// Whether the meeting `chair` sees has no source participant (no phone got in).
 fn no_phone_joined(chair: &Participant) -> bool {
     chair
@@ -370,21 +391,7 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(no_phone_joined(&chair), "a wrong PIN joins nobody");
     press(&phone_rtp, leg, "2468#", &mut timestamp).await;
-    let state = chair
-        .wait_until(WAIT, |s| {
-            s.participants.values().any(|p| {
-                p.source
-                    .as_ref()
-                    .is_some_and(|s| s.kind == SourceKind::Phone)
-            })
-        })
-        .await
-        .expect("the phone joins the meeting");
-    let (id, info) = state
-        .participants
-        .iter()
-        .find(|(_, p)| p.source.is_some())
-        .unwrap();
+    let (id, info) = phone_joined(&chair).await;
     assert_eq!(info.name, "Phone …1234");
     // the phone hears the meeting in the stream the menu spoke in
     let (from, joined_ssrc, _) = listen(&phone_rtp, Duration::from_millis(200)).await;
@@ -393,8 +400,8 @@ async fn a_phone_dials_in_with_the_meetings_number_and_pin_after_a_wrong_pin_and
         (leg, ssrc),
         "one stream from menu to meeting"
     );
-    chair.moderate(ModerateAction::Remove, *id).await.unwrap();
-    wait_gone(&chair, *id).await;
+    chair.moderate(ModerateAction::Remove, id).await.unwrap();
+    wait_gone(&chair, id).await;
     assert!(
         phone.finish(WAIT).is_some_and(|s| s.success()),
         "sipp dialled in, was answered and got the BYE"
@@ -471,22 +478,7 @@ async fn a_phone_dials_in_over_tls() {
     press(&phone_rtp, leg, &format!("{number}#"), &mut timestamp).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     press(&phone_rtp, leg, "1357#", &mut timestamp).await;
-    let state = chair
-        .wait_until(WAIT, |s| {
-            s.participants.values().any(|p| {
-                p.source
-                    .as_ref()
-                    .is_some_and(|s| s.kind == SourceKind::Phone)
-            })
-        })
-        .await
-        .expect("the phone joins the meeting");
-    let id = *state
-        .participants
-        .iter()
-        .find(|(_, p)| p.source.is_some())
-        .unwrap()
-        .0;
+    let (id, _) = phone_joined(&chair).await;
     chair.moderate(ModerateAction::Remove, id).await.unwrap();
     wait_gone(&chair, id).await;
     assert!(phone.hung_up(WAIT).await, "the BYE came over TLS");
