@@ -44,6 +44,10 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Bitrate)
             .profile(Profile::Baseline)
             .skip_frames(false)
+            // openh264's own worker threads race its teardown when slices are cut to a size
+            // (a use-after-free the sip_grid fuzz target found); one picture is encoded on the
+            // caller's thread, which also keeps a call's encoding to one core
+            .num_threads(1)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.keyframe_interval,
             ));
