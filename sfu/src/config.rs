@@ -135,8 +135,8 @@ pub struct SipOptions {
     /// The grid's most bits per second (lower when the room system's H.264 level says so).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(64_000..=8_000_000))]
     pub sip_picture_bitrate: u32,
-    /// The most grids the node composes at once (each takes 5-20 % of a core); calls beyond
-    /// get the speaker's picture. By default twice the node's cores.
+    /// The most grids the node composes at once (each takes a fifth to two fifths of a core);
+    /// calls beyond get the speaker's picture. By default as many as the node has cores.
     #[arg(long)]
     pub sip_max_grids: Option<usize>,
     /// Also listen for SIP over TLS on this address (5061 is the usual port), with
@@ -178,7 +178,7 @@ impl SipOptions {
             bitrate: self.sip_picture_bitrate,
             max_grids: self
                 .sip_max_grids
-                .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get())),
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 

@@ -26,7 +26,7 @@ const REASK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PictureMode {
     /// Everyone else in a grid, the active speaker highlighted, names on the tiles: composed
-    /// and encoded per call (5-20 % of a core each, docs/SIP.md).
+    /// and encoded per call (a fifth to two fifths of a core each, docs/SIP.md).
     Grid,
     /// The active speaker's video as they send it: no decoding or encoding.
     Speaker,
