@@ -279,14 +279,11 @@ pub struct GridView {
     /// Delivered packets sent to the thread and not yet taken (at most [`INPUT_QUEUE`]).
     queued: Arc<AtomicUsize>,
     output: async_mpsc::Receiver<Composed>,
-    format: PictureFormat,
 }
 
 impl std::fmt::Debug for GridView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GridView")
-            .field("format", &self.format)
-            .finish_non_exhaustive()
+        f.debug_struct("GridView").finish_non_exhaustive()
     }
 }
 
@@ -316,13 +313,7 @@ impl GridView {
             input,
             queued,
             output,
-            format,
         })
-    }
-
-    /// What the far end gets.
-    pub fn format(&self) -> PictureFormat {
-        self.format
     }
 
     /// A datagram the node delivered (dropped if the thread is behind).

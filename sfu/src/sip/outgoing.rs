@@ -145,15 +145,18 @@ impl Outgoing {
     ) -> Result<Picture, String> {
         let ssrc = self.ssrc.wrapping_add(1);
         let seat = match self.settings.mode {
-            PictureMode::Grid => Seats::take_shared(&self.grids),
             PictureMode::Speaker => None,
+            PictureMode::Grid => {
+                let seat = Seats::take_shared(&self.grids);
+                if seat.is_none() {
+                    info!(
+                        "the node composes as many grids as --sip-max-grids allows: this call \
+                         gets the speaker's picture"
+                    );
+                }
+                seat
+            }
         };
-        if self.settings.mode == PictureMode::Grid && seat.is_none() {
-            info!(
-                "the node composes as many grids as --sip-max-grids allows: this call gets the \
-                 speaker's picture"
-            );
-        }
         Ok(match seat {
             Some(seat) => {
                 let format =
