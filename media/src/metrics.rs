@@ -218,6 +218,8 @@ pub struct Metrics {
     /// Cached groups of pictures replayed to a consumer that started watching a source that
     /// cannot be asked for a keyframe (a camera).
     pub gop_replays: Counter,
+    /// Simulcast layer changes chosen for consumers (a tile resized, a layer paused or back).
+    pub layer_switches: Counter,
     /// DTLS handshakes completed, by negotiated SRTP profile.
     pub srtp_profiles: Family<ProfileLabel, Counter>,
     /// Time from a datagram's arrival to the last forwarded copy written, per inbound RTP packet.
@@ -335,6 +337,12 @@ impl Metrics {
                 &mut r,
                 "gop_replays",
                 "Cached groups of pictures replayed to a new consumer of a camera",
+                Counter::default(),
+            ),
+            layer_switches: register(
+                &mut r,
+                "simulcast_layer_switches",
+                "Simulcast layer changes chosen for consumers: a tile resized, a layer paused or back",
                 Counter::default(),
             ),
             srtp_profiles: register(

@@ -118,8 +118,24 @@ pub enum ClientMessage {
         /// The keys, in order.
         digits: String,
     },
+    /// The heights at which the client shows others' video, in device pixels, sent when they
+    /// change: the node sends each publisher's smallest simulcast layer at least that tall (a
+    /// participant left out is sent as large as it comes; 0: not shown, the smallest layer).
+    Viewing {
+        /// One entry per participant shown, at most 64.
+        tiles: Vec<TileView>,
+    },
     /// Leave at once.
     Leave,
+}
+
+/// How large a client shows one participant's video.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TileView {
+    /// Whose video.
+    pub participant: ParticipantId,
+    /// Its height on screen, in device pixels.
+    pub height: u32,
 }
 
 /// A moderator's request to add an RTSP camera.

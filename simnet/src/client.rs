@@ -65,6 +65,8 @@ pub struct Client {
     pub received: Vec<Received>,
     /// Keyframe requests (PLI or FIR) the node sent for its video.
     pub keyframe_requests: usize,
+    /// The media SSRC each keyframe request named, in order (a simulcast layer's).
+    pub keyframes_asked_of: Vec<u32>,
     /// NACKed sequence numbers the node asked it to send again.
     pub nacks: usize,
     /// Sequence numbers it NACKed (a gap in what it received), in total.
@@ -77,14 +79,17 @@ pub struct Client {
 
 impl Client {
     /// A client at `addr`, admitted to a meeting (its `welcome`), that offers to publish
-    /// audio and video on `audio_ssrc` and `video_ssrc` (none: it only receives); `negotiate`
-    /// hands its offer to the node and returns the answer. `seed` makes its ICE tie-breaker.
+    /// audio and video on `audio_ssrc` and `video_ssrc` (none: it only receives), its video as
+    /// simulcast layers `video_rids` when there are any; `negotiate` hands its offer to the
+    /// node and returns the answer. `seed` makes its ICE tie-breaker.
+    #[allow(clippy::too_many_arguments)]
     pub fn negotiate(
         id: ParticipantId,
         welcome: &Welcome,
         addr: SocketAddr,
         node: SocketAddr,
         publish: Option<(u32, u32)>,
+        video_rids: &[&str],
         seed: u64,
         negotiate: impl FnOnce(String) -> anyhow::Result<String>,
     ) -> anyhow::Result<Self> {
@@ -95,6 +100,7 @@ impl Client {
             fingerprint: fingerprint.clone(),
             audio_ssrc: publish.map(|(audio, _)| audio),
             video_ssrc: publish.map(|(_, video)| video),
+            video_rids: video_rids.iter().map(|r| r.to_string()).collect(),
             cname: format!("simcname{seed}"),
             recv_slots: welcome.recv_slots,
         };
@@ -118,6 +124,7 @@ impl Client {
             provider: dtls::provider()?,
             received: Vec::new(),
             keyframe_requests: 0,
+            keyframes_asked_of: Vec::new(),
             nacks: 0,
             nacks_sent: 0,
             highest: HashMap::new(),
@@ -238,8 +245,13 @@ impl Client {
             let packets = rtc::rtcp::packet::unmarshal(&mut plain.freeze()).ok()?;
             for packet in packets {
                 let any = packet.as_any();
-                if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                     self.keyframe_requests += 1;
+                    self.keyframes_asked_of.push(pli.media_ssrc);
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    self.keyframe_requests += 1;
+                    self.keyframes_asked_of
+                        .extend(fir.fir.iter().map(|e| e.ssrc));
                 }
                 if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                     self.nacks += nack

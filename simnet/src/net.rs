@@ -187,6 +187,31 @@ impl Sim {
         name: &str,
         publish: Option<(u32, u32)>,
     ) -> anyhow::Result<usize> {
+        self.join_offering(node, meeting, name, publish, &[])
+    }
+
+    /// Joins a client as [`Sim::join`] does, publishing audio on `audio_ssrc` and its video as
+    /// simulcast layers with RTP stream ids `rids`, lowest first (the client writes each
+    /// layer's rid and mid into its packets' header extensions: see `Sim::simulcast_packet`).
+    pub fn join_simulcast(
+        &mut self,
+        node: NodeId,
+        meeting: &str,
+        name: &str,
+        audio_ssrc: u32,
+        rids: &[&str],
+    ) -> anyhow::Result<usize> {
+        self.join_offering(node, meeting, name, Some((audio_ssrc, 0)), rids)
+    }
+
+    fn join_offering(
+        &mut self,
+        node: NodeId,
+        meeting: &str,
+        name: &str,
+        publish: Option<(u32, u32)>,
+        rids: &[&str],
+    ) -> anyhow::Result<usize> {
         let n = self.clients.len();
         let now = self.now;
         let node_addr = self.nodes[node].addr;
@@ -213,6 +238,7 @@ impl Sim {
             client_addr(n),
             node_addr,
             publish,
+            rids,
             n as u64,
             |offer| {
                 core.offer(now, admitted.id, offer)

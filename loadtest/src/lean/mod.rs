@@ -81,6 +81,7 @@ impl LeanParticipant {
             fingerprint: fingerprint.clone(),
             audio_ssrc: media.audio().map(|_| random_u32()),
             video_ssrc: media.video().map(|_| random_u32()),
+            video_rids: Vec::new(),
             cname: random_token(16),
             recv_slots: welcome.recv_slots,
         };

@@ -13,6 +13,10 @@ use kaskade_client::video::VIDEO_CLOCK_RATE;
 
 /// The header extension id offered for the RFC 6464 audio level.
 pub const AUDIO_LEVEL_EXT_ID: u8 = 1;
+/// The header extension id offered for the m-line's mid (RFC 8843), with simulcast.
+pub const MID_EXT_ID: u8 = 4;
+/// The header extension id offered for the RTP stream id (RFC 8852), with simulcast.
+pub const RID_EXT_ID: u8 = 5;
 
 /// What the offer says about this client.
 #[derive(Debug, Clone)]
@@ -27,6 +31,9 @@ pub struct OfferParams {
     pub audio_ssrc: Option<u32>,
     /// The SSRC of the video we publish, if we publish video.
     pub video_ssrc: Option<u32>,
+    /// The RTP stream ids of our video's simulcast layers, lowest first (none: one stream on
+    /// `video_ssrc`). Each layer's packets carry its rid and the m-line's mid.
+    pub video_rids: Vec<String>,
     /// The CNAME of our streams.
     pub cname: String,
     /// Receive slots of each kind (the `welcome`'s `recv_slots`).
@@ -99,7 +106,22 @@ pub fn offer(p: &OfferParams) -> String {
                 );
             }
         }
-        if let Direction::SendOnly(ssrc) = direction {
+        if kind == MediaKind::Video
+            && matches!(direction, Direction::SendOnly(_))
+            && !p.video_rids.is_empty()
+        {
+            let _ = write!(
+                sdp,
+                "a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                 a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n",
+            );
+            for rid in &p.video_rids {
+                let _ = write!(sdp, "a=rid:{rid} send\r\n");
+            }
+            let _ = write!(sdp, "a=simulcast:send {}\r\n", p.video_rids.join(";"));
+            let track = format!("{}-{media}", p.cname);
+            let _ = write!(sdp, "a=msid:{} {track}\r\n", p.cname);
+        } else if let Direction::SendOnly(ssrc) = direction {
             let (stream, track) = (&p.cname, format!("{}-{media}", p.cname));
             let _ = write!(
                 sdp,
@@ -297,6 +319,7 @@ mod tests {
             fingerprint: "AB:CD".into(),
             audio_ssrc: Some(11),
             video_ssrc: Some(22),
+            video_rids: Vec::new(),
             cname: "lean".into(),
             recv_slots,
         }

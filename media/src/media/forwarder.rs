@@ -149,12 +149,26 @@ impl OutboundStream {
     }
 
     /// Feed the stream from `source_ssrc` from its next acceptable packet on. Attaching the
-    /// source that is already mapped is a no-op; re-attaching after [`Self::detach`] re-syncs.
+    /// source that is already mapped is a no-op (and cancels a switch not yet made);
+    /// re-attaching after [`Self::detach`] re-syncs. Video keeps forwarding the source it maps
+    /// until the new source's keyframe arrives, so a switch (of simulcast layer, say) shows no
+    /// gap; audio switches at once.
     pub fn attach(&mut self, source_ssrc: u32) {
-        if self.source() != Some(source_ssrc) {
-            self.mapping = None;
+        if self.maps(source_ssrc) {
+            self.pending = None;
+            return;
+        }
+        if self.pending != Some(source_ssrc) {
+            if self.kind == MediaKind::Audio {
+                self.mapping = None;
+            }
             self.pending = Some(source_ssrc);
         }
+    }
+
+    /// Whether packets of `source_ssrc` are forwarded now (it is the mapped source).
+    pub fn maps(&self, source_ssrc: u32) -> bool {
+        self.mapping.as_ref().is_some_and(|m| m.ssrc == source_ssrc)
     }
 
     /// Whether the stream's current mapping began (for video: at a keyframe) less than
@@ -369,21 +383,60 @@ mod tests {
             &mut s,
             start,
             &[
-                (pkt(A, 14, 8100, false), 90, Err(DropReason::OtherSource)),
+                // the old source goes on until the new one's keyframe: no gap in the picture
+                (pkt(A, 14, 8100, false), 90, Ok((1, 7200))),
                 (
                     pkt(B, 40000, 123, false),
                     90,
                     Err(DropReason::WaitingForKeyframe),
                 ),
-                // 100 ms after the last packet sent (at 50 ms): 9000 ticks later, seq + 1
-                (pkt(B, 40001, 123, true), 150, Ok((1, 3600 + 9000))),
-                (pkt(B, 40002, 3123, false), 183, Ok((2, 3600 + 9000 + 3000))),
+                // 60 ms after the last packet sent (at 90 ms): 5400 ticks later, seq + 1
+                (pkt(B, 40001, 123, true), 150, Ok((2, 7200 + 5400))),
+                (pkt(A, 15, 9000, false), 151, Err(DropReason::OtherSource)),
+                (pkt(B, 40002, 3123, false), 183, Ok((3, 7200 + 5400 + 3000))),
                 // a retransmission from before the switch point of B is dropped
                 (
                     pkt(B, 40000, 123, false),
                     184,
                     Err(DropReason::BeforeSwitch),
                 ),
+            ],
+        );
+        assert!(s.maps(B) && !s.maps(A));
+    }
+
+    #[test]
+    fn a_switch_called_off_before_its_keyframe_leaves_the_stream_as_it_was() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 100, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 1, 0, true), 0, Ok((100, 0)))]);
+        s.attach(B);
+        s.attach(A);
+        assert!(!s.awaits_keyframe());
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(B, 7, 50, true), 10, Err(DropReason::OtherSource)),
+                (pkt(A, 2, 3000, false), 33, Ok((101, 3000))),
+            ],
+        );
+    }
+
+    #[test]
+    fn audio_switches_at_once() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Audio, 10, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 1, 0, false), 0, Ok((10, 0)))]);
+        s.attach(B);
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 2, 960, false), 20, Err(DropReason::OtherSource)),
+                (pkt(B, 500, 7, false), 20, Ok((11, 960))),
             ],
         );
     }

@@ -115,6 +115,7 @@ impl RtpIngest {
                     mid,
                     payload_type,
                     stream: OutboundStream::new(ssrc, kind, rng.random(), rng.random(), now),
+                    layer: 0,
                 }
             })
             .collect();

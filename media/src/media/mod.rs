@@ -13,6 +13,8 @@ pub mod peer;
 pub mod relayed;
 pub mod room;
 pub mod rtcp_tap;
+pub mod simulcast;
 pub mod speaker;
+pub mod sps;
 pub mod surroundings;
 pub mod transport;

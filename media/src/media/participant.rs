@@ -8,10 +8,10 @@
 //! of that on its own node.
 
 use crate::media::demux::ParticipantId;
-use crate::media::forwarder::MediaKind;
+use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::gop::GopCache;
-use crate::media::keyframe::KeyframeThrottle;
 use crate::media::room::SlotSource;
+use crate::media::simulcast::VideoLayers;
 use crate::media::transport::Transport;
 use kaskade_protocol::signaling::{ParticipantInfo, Source};
 use kaskade_protocol::token::Role;
@@ -40,10 +40,13 @@ pub struct Participant {
     pub transport: Box<dyn Transport>,
     /// Who feeds each consumer (parallel to `transport.consumers()`).
     pub slots: Vec<SlotSource>,
-    /// The SSRC its video arrives on (keyframe requests are addressed to it).
-    pub video_ssrc: Option<u32>,
-    /// Keyframe requests towards this participant's video.
-    pub keyframes: KeyframeThrottle,
+    /// The layers its video arrives in (one without simulcast), with their keyframe requests.
+    pub video: VideoLayers,
+    /// The height at which it renders each publisher's video, as its client reports it (none
+    /// reported: as large as the publisher sends).
+    pub viewing: Vec<(ParticipantId, u32)>,
+    /// Its simulcast video as the cascade links carry it: one layer, rewritten onto one stream.
+    pub relayed_video: Option<OutboundStream>,
     /// Its video since the last keyframe, when its source cannot be asked for one.
     pub gop: Option<GopCache>,
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
@@ -90,8 +93,9 @@ impl Participant {
             video_muted: false,
             transport,
             slots: Vec::new(),
-            video_ssrc: None,
-            keyframes: KeyframeThrottle::default(),
+            video: VideoLayers::default(),
+            viewing: Vec::new(),
+            relayed_video: None,
             gop,
             source: None,
             relayed_from: None,
@@ -133,9 +137,17 @@ impl Participant {
         }
     }
 
+    /// The height it renders `publisher`'s video at, if its client said.
+    pub fn viewing_height(&self, publisher: ParticipantId) -> Option<u32> {
+        self.viewing
+            .iter()
+            .find(|(p, _)| *p == publisher)
+            .map(|(_, height)| *height)
+    }
+
     /// The participant's next deadline: its transport's or a coalesced keyframe request's.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        match (self.transport.poll_timeout(), self.keyframes.poll_timeout()) {
+        match (self.transport.poll_timeout(), self.video.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -64,6 +64,16 @@ const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
 /// participant in the soak (docs/RELIABILITY.md). A power of two.
 const NACK_HISTORY: u16 = 512;
+/// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
+/// room for a restarted encoder.
+const MAX_INBOUND_SSRCS: usize = 8;
+/// The header extensions of simulcast: the m-line's mid, the layer's RTP stream id and that of
+/// the layer a retransmission repairs (RFC 8843, RFC 8852).
+const SIMULCAST_EXTENSIONS: [&str; 3] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+];
 
 /// How a peer connection is configured; the same for every participant of a node.
 #[derive(Debug, Clone)]
@@ -98,6 +108,8 @@ pub struct WebRtcPeer {
     senders: Vec<RTCRtpSenderId>,
     /// Inbound media parsed from one decrypted message and not yet drained.
     inbound: VecDeque<Inbound>,
+    /// The simulcast layer of each inbound SSRC seen (0 for audio and single-stream video).
+    layers: Vec<(u32, u8)>,
 }
 
 impl WebRtcPeer {
@@ -150,6 +162,7 @@ impl WebRtcPeer {
             consumers: Vec::new(),
             senders: Vec::new(),
             inbound: VecDeque::new(),
+            layers: Vec::new(),
         })
     }
 
@@ -294,6 +307,7 @@ impl WebRtcPeer {
                     mid,
                     payload_type,
                     stream: OutboundStream::new(ssrc, kind, seq, ts, now),
+                    layer: 0,
                 });
                 self.senders.push(sender_id);
             } else if direction.has_recv()
@@ -330,7 +344,10 @@ impl WebRtcPeer {
     /// requests per consumer SSRC, other RTCP (handled by the interceptors) dropped.
     fn queue_inbound(&mut self, message: RTCMessage) {
         match message {
-            RTCMessage::RtpPacket(_, packet) => self.inbound.push_back(Inbound::Rtp(packet)),
+            RTCMessage::RtpPacket(_, packet) => {
+                self.learn_layer(packet.header.ssrc);
+                self.inbound.push_back(Inbound::Rtp(packet));
+            }
             RTCMessage::RtcpPacket(_, packets) => {
                 for packet in packets {
                     let any = packet.as_any();
@@ -343,6 +360,38 @@ impl WebRtcPeer {
             }
             _ => {}
         }
+    }
+
+    /// Notes the layer of a new inbound SSRC: its encoding's place in the video receiver's
+    /// encodings (the order of the offer's `a=simulcast`), or 0 when the video has one encoding
+    /// or the SSRC is not video. An SSRC of a simulcast video whose rid is not known yet is
+    /// looked up again at its next packet.
+    fn learn_layer(&mut self, ssrc: u32) {
+        if self.layers.len() >= MAX_INBOUND_SSRCS || self.layers.iter().any(|(s, _)| *s == ssrc) {
+            return;
+        }
+        let codings = self
+            .receivers
+            .video
+            .and_then(|id| self.pc.rtp_receiver(id))
+            .map(|receiver| {
+                let codings = receiver.track().codings();
+                let index = codings
+                    .iter()
+                    .position(|c| c.rtp_coding_parameters.ssrc == Some(ssrc));
+                (codings.len(), index)
+            });
+        let is_audio = self
+            .receivers
+            .audio
+            .and_then(|id| self.pc.rtp_receiver(id))
+            .is_some_and(|receiver| receiver.track().ssrcs().any(|s| s == ssrc));
+        let layer = match codings {
+            Some((_, Some(index))) => u8::try_from(index).unwrap_or(0),
+            Some((count, None)) if count > 1 && !is_audio => return,
+            _ => 0,
+        };
+        self.layers.push((ssrc, layer));
     }
 }
 
@@ -372,6 +421,13 @@ impl Transport for WebRtcPeer {
             let message = self.pc.poll_read()?;
             self.queue_inbound(message.message);
         }
+    }
+
+    fn layer_of(&self, ssrc: u32) -> u8 {
+        self.layers
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map_or(0, |(_, layer)| *layer)
     }
 
     fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
@@ -514,7 +570,8 @@ fn h264_codec() -> RTCRtpCodec {
     }
 }
 
-/// The codecs and header extensions a kaskade node negotiates: Opus and H.264 CB mode 1.
+/// The codecs and header extensions a kaskade node negotiates: Opus and H.264 CB mode 1, audio
+/// levels, and simulcast's.
 fn media_engine() -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
@@ -538,6 +595,15 @@ fn media_engine() -> Result<MediaEngine, RtcError> {
         RtpCodecKind::Audio,
         Some(RTCRtpTransceiverDirection::Recvonly),
     )?;
+    for uri in SIMULCAST_EXTENSIONS {
+        engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverDirection::Recvonly),
+        )?;
+    }
     Ok(engine)
 }
 

@@ -101,6 +101,8 @@ pub struct Consumer {
     pub payload_type: u8,
     /// Rewriting state (its SSRC is the consumer's).
     pub stream: OutboundStream,
+    /// The simulcast layer of its publisher's video it is to carry (0 without simulcast).
+    pub layer: u8,
 }
 
 /// A participant's transport, as the core drives it. Sans-IO: datagrams and time come in as
@@ -127,6 +129,12 @@ pub trait Transport: Send {
 
     /// The next inbound media.
     fn poll_inbound(&mut self) -> Option<Inbound>;
+
+    /// The simulcast layer of its video that arrives on `ssrc`, numbered in the order its
+    /// offer lists them (0 for a transport without simulcast).
+    fn layer_of(&self, _ssrc: u32) -> u8 {
+        0
+    }
 
     /// The next datagram to send on the node's socket.
     fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {

@@ -8,9 +8,9 @@ use crate::cascade::link::{Link, LinkParams};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::gop::GopCache;
-use crate::media::keyframe::KeyframeThrottle;
 use crate::media::participant::{Participant, RoomIndex};
 use crate::media::relayed::LinkTransport;
+use crate::media::simulcast::VideoLayers;
 use crate::media::transport::Publication;
 use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ParticipantInfo, ServerMessage};
 use kaskade_protocol::token::Role;
@@ -384,7 +384,7 @@ impl MediaCore {
                 let mut relayed = Participant {
                     relayed_from: Some(peer),
                     kind: "relayed".into(),
-                    keyframes: KeyframeThrottle::new(RELAYED_KEYFRAME_INTERVAL),
+                    video: VideoLayers::with_keyframe_interval(RELAYED_KEYFRAME_INTERVAL),
                     ..Participant::new(id, room_index, transport)
                 };
                 describe(&mut relayed, &info);

@@ -9,6 +9,7 @@
 //! [`MediaCore::poll_transmit`].
 
 mod cascade;
+mod layers;
 mod membership;
 mod moderation;
 mod packets;
@@ -170,6 +171,7 @@ impl MediaCore {
             ClientMessage::Mute { audio, video } => self.set_mute(id, audio, video, None),
             ClientMessage::Moderate { action, target } => self.moderate(now, id, action, target),
             ClientMessage::Lock { locked } => self.lock(id, locked),
+            ClientMessage::Viewing { tiles } => self.on_viewing(now, id, tiles),
             ClientMessage::Leave => {
                 self.leave(now, id, LeaveReason::Left);
                 self.outputs.push_back(Output::Close(id));
@@ -299,12 +301,14 @@ impl MediaCore {
             if let Err(e) = p.transport.handle_timeout(now) {
                 debug!(participant = %id, "timeout handling failed: {e}");
             }
-            if p.keyframes.handle_timeout(now) {
-                self.send_pli(now, id);
+            let due: Vec<u32> = p.video.due_keyframe_requests(now).collect();
+            for media_ssrc in due {
+                self.send_pli(now, id, media_ssrc);
             }
             self.mark_dirty(id);
         }
         if self.next_speaker_tick.is_some_and(|at| at <= now) {
+            self.choose_layers(now);
             self.evaluate_speakers(now);
         }
         self.renack_links(now);

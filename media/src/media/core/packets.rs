@@ -43,6 +43,7 @@ impl MediaCore {
         }
         let room_index = p.room;
         let mut keyframe_start = false;
+        let mut layer = 0;
         let mut level = level;
         match kind {
             MediaKind::Audio => {
@@ -61,11 +62,15 @@ impl MediaCore {
                 }
             }
             MediaKind::Video => {
-                p.video_ssrc = Some(packet.header.ssrc);
                 keyframe_start = h264_keyframe_start(&packet.payload);
-                if keyframe_start {
-                    p.keyframes.keyframe_seen();
-                }
+                layer = p.transport.layer_of(packet.header.ssrc);
+                p.video.on_packet(
+                    now,
+                    layer,
+                    packet.header.ssrc,
+                    &packet.payload,
+                    keyframe_start,
+                );
             }
         }
         let muted = match kind {
@@ -78,8 +83,14 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::Muted);
             return;
         }
-        self.relay(now, room_index, publisher, kind, level, &packet);
-        self.fan_out(now, room_index, publisher, kind, &packet, keyframe_start);
+        let received = Received {
+            kind,
+            layer,
+            level,
+            keyframe_start,
+        };
+        self.relay(now, room_index, publisher, received, &packet);
+        self.fan_out(now, room_index, publisher, received, &packet);
         if let Some(gop) = self
             .participants
             .get_mut(&publisher)
@@ -90,18 +101,24 @@ impl MediaCore {
         }
     }
 
-    /// Writes `packet` of `publisher` (local or relayed) to every subscriber slot it feeds. A
-    /// consumer that starts watching a publisher with a cached group of pictures gets that
-    /// group first, so it can decode at once.
+    /// Writes `packet` of `publisher` (local or relayed) to every subscriber slot it feeds: a
+    /// slot takes the simulcast layer chosen for it, and goes on with the layer it shows until
+    /// that one's keyframe. A consumer that starts watching a publisher with a cached group of
+    /// pictures gets that group first, so it can decode at once.
     pub(super) fn fan_out(
         &mut self,
         now: Instant,
         room_index: RoomIndex,
         publisher: ParticipantId,
-        kind: MediaKind,
+        received: Received,
         packet: &rtc::rtp::Packet,
-        keyframe_start: bool,
     ) {
+        let Received {
+            kind,
+            layer,
+            keyframe_start,
+            ..
+        } = received;
         let inbound = inbound_of(packet, keyframe_start);
         let Some(room) = self.rooms.get(&room_index) else {
             return;
@@ -125,7 +142,11 @@ impl MediaCore {
             let Some(consumer) = s.transport.consumers_mut().get_mut(slot) else {
                 continue;
             };
-            consumer.stream.attach(inbound.ssrc);
+            if consumer.layer == layer {
+                consumer.stream.attach(inbound.ssrc);
+            } else if !consumer.stream.maps(inbound.ssrc) {
+                continue;
+            }
             if packet.payload.is_empty() {
                 // a padding-only probe: not worth a subscriber's bandwidth, but its sequence
                 // number must not become a gap
@@ -164,7 +185,7 @@ impl MediaCore {
             *slot = Some(gop);
         }
         if wants_keyframe {
-            self.request_keyframe(now, publisher);
+            self.request_keyframe(now, publisher, layer);
         }
         self.fanned_out += 1;
     }
@@ -178,13 +199,14 @@ impl MediaCore {
         ssrc: u32,
     ) {
         self.metrics.keyframe_requests_received.inc();
-        let Some((index, publisher)) = self.participants.get(&subscriber).and_then(|s| {
+        let Some((index, publisher, source)) = self.participants.get(&subscriber).and_then(|s| {
             let index = s
                 .transport
                 .consumers()
                 .iter()
                 .position(|c| c.stream.ssrc() == ssrc)?;
-            Some((index, s.slots.get(index)?.publisher?))
+            let source = s.transport.consumers()[index].stream.source();
+            Some((index, s.slots.get(index)?.publisher?, source))
         }) else {
             return;
         };
@@ -203,7 +225,13 @@ impl MediaCore {
                 consumer.stream.detach();
             }
         } else {
-            self.request_keyframe(now, publisher);
+            // the layer the consumer shows, or is about to
+            let layer = self
+                .participants
+                .get(&publisher)
+                .and_then(|p| p.video.layer_of(source?))
+                .unwrap_or(0);
+            self.request_keyframe(now, publisher, layer);
         }
     }
 
@@ -213,24 +241,23 @@ impl MediaCore {
         self.participants.get_mut(&publisher).map(|p| &mut p.gop)
     }
 
-    /// Asks `publisher` for a keyframe, coalesced and throttled (its transport asks the
-    /// participant, or its source, or its node for a relayed one).
-    pub(super) fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
+    /// Asks `publisher` for a keyframe of its video's `layer`, coalesced and throttled per
+    /// layer (its transport asks the participant, or its source, or its node for a relayed
+    /// one).
+    pub(super) fn request_keyframe(&mut self, now: Instant, publisher: ParticipantId, layer: u8) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        if p.keyframes.request(now) {
-            self.send_pli(now, publisher);
+        if let Some(media_ssrc) = p.video.request_keyframe(now, layer) {
+            self.send_pli(now, publisher, media_ssrc);
         } else {
             self.mark_dirty(publisher);
         }
     }
 
-    pub(super) fn send_pli(&mut self, now: Instant, publisher: ParticipantId) {
+    /// Asks `publisher` for a keyframe of the video it sends on `media_ssrc`, now.
+    pub(super) fn send_pli(&mut self, now: Instant, publisher: ParticipantId, media_ssrc: u32) {
         let Some(p) = self.participants.get_mut(&publisher) else {
-            return;
-        };
-        let Some(media_ssrc) = p.video_ssrc else {
             return;
         };
         match p.transport.request_keyframe(now, media_ssrc) {
@@ -244,8 +271,21 @@ impl MediaCore {
     }
 }
 
+/// What the packet path knows of an inbound packet beside the packet itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Received {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// Its RFC 6464 audio level.
+    pub level: Option<u8>,
+    /// It starts a keyframe.
+    pub keyframe_start: bool,
+}
+
 /// The fields of `packet` that rewriting looks at.
-fn inbound_of(packet: &rtc::rtp::Packet, keyframe_start: bool) -> InboundPacket {
+pub(super) fn inbound_of(packet: &rtc::rtp::Packet, keyframe_start: bool) -> InboundPacket {
     InboundPacket {
         ssrc: packet.header.ssrc,
         seq: packet.header.sequence_number,

@@ -2,18 +2,20 @@
 //! subscriptions), sealing local packets into link datagrams, opening the peer's datagrams into
 //! the fan-out, and keyframe requests and NACKs across links.
 
+use super::packets::{Received, inbound_of};
 use super::{MediaCore, Output};
 use crate::cascade::control::{LinkMessage, StreamRef};
 use crate::cascade::frame::{self, Frame, RelayedRtp};
 use crate::cascade::link::LinkDrop;
 use crate::media::demux::ParticipantId;
-use crate::media::forwarder::MediaKind;
+use crate::media::forwarder::{DropReason, MediaKind, OutboundStream, Rewritten};
 use crate::media::keyframe::h264_keyframe_start;
-use crate::media::participant::RoomIndex;
+use crate::media::participant::{Participant, RoomIndex};
+use crate::media::room::Room;
 use crate::metrics::Dropped;
 use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -57,25 +59,48 @@ impl MediaCore {
         }
     }
 
-    /// Sends a local publisher's packet once over every link whose far side watches it.
+    /// Sends a local publisher's packet once over every link whose far side watches it. Of a
+    /// simulcast video, the links carry its best live layer as one stream.
     pub(super) fn relay(
         &mut self,
         now: Instant,
         room_index: RoomIndex,
         publisher: ParticipantId,
-        kind: MediaKind,
-        level: Option<u8>,
+        received: Received,
         packet: &rtc::rtp::Packet,
     ) {
-        let Some(room) = self.rooms.get(&room_index) else {
-            return;
-        };
-        let peers = room.relays(publisher, kind);
-        if peers.is_empty() {
+        fn relayed(
+            rooms: &HashMap<RoomIndex, Room>,
+            room_index: RoomIndex,
+            publisher: ParticipantId,
+            kind: MediaKind,
+        ) -> &[u16] {
+            rooms
+                .get(&room_index)
+                .map_or(&[][..], |room| room.relays(publisher, kind))
+        }
+        if relayed(&self.rooms, room_index, publisher, received.kind).is_empty() {
             return;
         }
-        let rtp = relayed_of(publisher, kind, level, packet);
-        for peer in peers {
+        let mut rtp = relayed_of(publisher, received.kind, received.level, packet);
+        if received.kind == MediaKind::Video
+            && let Some(p) = self.participants.get_mut(&publisher)
+            && p.video.is_simulcast()
+        {
+            match relayed_layer(p, now, received.layer, packet, received.keyframe_start) {
+                Ok((ssrc, rewritten)) => {
+                    rtp.ssrc = ssrc;
+                    rtp.seq = rewritten.seq;
+                    rtp.timestamp = rewritten.timestamp;
+                }
+                Err(DropReason::WaitingForKeyframe) => {
+                    self.request_keyframe(now, publisher, received.layer);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        for peer in relayed(&self.rooms, room_index, publisher, received.kind) {
             if let Some((link, counters)) = self.links.get_mut(peer) {
                 let datagram = link.relay(&rtp);
                 counters.rtp_sent.inc();
@@ -105,12 +130,12 @@ impl MediaCore {
     /// that cannot be asked (a camera), its cached group of pictures sent for the peer's own
     /// cache, from which the peer replays to its viewers.
     fn keyframe_for_peer(&mut self, now: Instant, peer: u16, publisher: ParticipantId) {
-        let Some(gop) = self
-            .participants
-            .get(&publisher)
-            .and_then(|p| p.gop.as_ref())
-        else {
-            self.request_keyframe(now, publisher);
+        let Some(p) = self.participants.get(&publisher) else {
+            return;
+        };
+        let Some(gop) = p.gop.as_ref() else {
+            let layer = p.video.choose(now, None);
+            self.request_keyframe(now, publisher, layer);
             return;
         };
         let Some((link, _)) = self.links.get_mut(&peer) else {
@@ -261,7 +286,11 @@ impl MediaCore {
             room.rebuild_relays();
         }
         for publisher in new_video {
-            self.request_keyframe(now, publisher);
+            let layer = self
+                .participants
+                .get(&publisher)
+                .map_or(0, |p| p.video.choose(now, None));
+            self.request_keyframe(now, publisher, layer);
         }
         self.update_link_gauges();
     }
@@ -279,6 +308,29 @@ fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut 
         },
         message,
     }
+}
+
+/// Rewrites a packet of `layer` of `p`'s simulcast video onto the one stream the links carry:
+/// the stream's SSRC and the packet's sequence number and timestamp, or why the links do not
+/// carry it. The stream follows the best live layer, switching at its keyframes.
+fn relayed_layer(
+    p: &mut Participant,
+    now: Instant,
+    layer: u8,
+    packet: &rtc::rtp::Packet,
+    keyframe_start: bool,
+) -> Result<(u32, Rewritten), DropReason> {
+    let best = p.video.choose(now, None);
+    let stream = p.relayed_video.get_or_insert_with(|| {
+        OutboundStream::new(packet.header.ssrc, MediaKind::Video, 0, 0, now)
+    });
+    if layer == best {
+        stream.attach(packet.header.ssrc);
+    } else if !stream.maps(packet.header.ssrc) {
+        return Err(DropReason::OtherSource);
+    }
+    let rewritten = stream.rewrite(&inbound_of(packet, keyframe_start), now)?;
+    Ok((stream.ssrc(), rewritten))
 }
 
 /// `packet` of `publisher`'s `kind` (with its audio `level`) as a link frame carries it.

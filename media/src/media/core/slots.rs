@@ -76,6 +76,7 @@ impl MediaCore {
                 .collect();
             self.send(id, ServerMessage::Slots { slots });
         }
+        self.choose_layers_of(now, &members);
         self.update_subscriptions(room_index);
         if self.next_speaker_tick.is_none() {
             self.next_speaker_tick = Some(now + SPEAKER_INTERVAL);

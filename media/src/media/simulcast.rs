@@ -1,0 +1,270 @@
+//! Simulcast: the layers of a publisher's video, and the one each consumer is to carry.
+//!
+//! A browser publishing simulcast sends the same camera as up to [`MAX_LAYERS`] H.264 streams,
+//! each on its own SSRC and told apart by its RTP stream id (rid). The transport numbers them
+//! in the order the offer lists them; [`VideoLayers`] ranks them by the picture height their
+//! keyframes' SPS announce, notes which are live (the browser's encoder drops its upper layers
+//! when bandwidth or CPU run short, and takes them up again later), and throttles keyframe
+//! requests per layer, so that a consumer switching layers asks for a keyframe of that layer
+//! only. A publisher without simulcast is a single layer 0, and everything here is a no-op
+//! for it.
+//!
+//! [`choose`](VideoLayers::choose) picks, for a consumer, the smallest live layer at least as
+//! tall as the tile its subscriber renders, or the best live layer when the subscriber said
+//! nothing or renders it taller than any layer.
+
+use crate::media::keyframe::KeyframeThrottle;
+use crate::media::sps;
+use std::time::{Duration, Instant};
+
+/// Most layers of one publisher's video.
+pub const MAX_LAYERS: usize = 3;
+
+/// A layer that sent nothing for this long is no longer live: its publisher paused it, or
+/// stopped sending altogether.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A layer this far behind the publisher's freshest layer is paused (a browser's encoder
+/// dropped it for want of bandwidth or CPU) while the others go on: passed over at once
+/// rather than after [`LAYER_TIMEOUT`]. Longer than the gaps an encoder's frame dropping leaves
+/// in one layer.
+pub const PAUSE_GAP: Duration = Duration::from_millis(500);
+
+/// One layer of a publisher's video.
+#[derive(Debug, Default)]
+struct Layer {
+    ssrc: Option<u32>,
+    /// Picture height from its last SPS.
+    height: Option<u32>,
+    last_packet: Option<Instant>,
+    keyframes: KeyframeThrottle,
+}
+
+impl Layer {
+    /// Whether it sends: recently, and not far behind the `freshest` layer.
+    fn is_live(&self, now: Instant, freshest: Instant) -> bool {
+        self.last_packet.is_some_and(|at| {
+            now.saturating_duration_since(at) < LAYER_TIMEOUT
+                && freshest.saturating_duration_since(at) < PAUSE_GAP
+        })
+    }
+}
+
+/// The layers of one publisher's video.
+#[derive(Debug, Default)]
+pub struct VideoLayers {
+    layers: [Layer; MAX_LAYERS],
+}
+
+impl VideoLayers {
+    /// Layers whose keyframe requests go out at most once per `interval` each.
+    pub fn with_keyframe_interval(interval: Duration) -> Self {
+        Self {
+            layers: std::array::from_fn(|_| Layer {
+                keyframes: KeyframeThrottle::new(interval),
+                ..Layer::default()
+            }),
+        }
+    }
+
+    /// Notes a packet of `layer` (out-of-range layers are ignored): its SSRC, that it is live,
+    /// and the picture size when it carries an SPS.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        layer: u8,
+        ssrc: u32,
+        payload: &[u8],
+        keyframe_start: bool,
+    ) {
+        let Some(l) = self.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        l.ssrc = Some(ssrc);
+        l.last_packet = Some(now);
+        if keyframe_start {
+            l.keyframes.keyframe_seen();
+            if let Some((_, height)) = sps::picture_size(payload) {
+                l.height = Some(height);
+            }
+        }
+    }
+
+    /// The SSRC `layer` arrives on, once it has sent a packet.
+    pub fn ssrc(&self, layer: u8) -> Option<u32> {
+        self.layers.get(usize::from(layer))?.ssrc
+    }
+
+    /// The layer arriving on `ssrc`.
+    pub fn layer_of(&self, ssrc: u32) -> Option<u8> {
+        let index = self.layers.iter().position(|l| l.ssrc == Some(ssrc))?;
+        u8::try_from(index).ok()
+    }
+
+    /// Whether more than one layer ever arrived.
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.iter().filter(|l| l.ssrc.is_some()).count() > 1
+    }
+
+    /// The layer a consumer is to carry: the smallest live layer at least `wanted_height` tall,
+    /// else the best live one; with no live layer, the best layer that ever arrived.
+    pub fn choose(&self, now: Instant, wanted_height: Option<u32>) -> u8 {
+        let rank = |index: usize| (self.layers[index].height.unwrap_or(0), index);
+        let seen: Vec<usize> = (0..MAX_LAYERS)
+            .filter(|&i| self.layers[i].ssrc.is_some())
+            .collect();
+        let freshest = self.layers.iter().filter_map(|l| l.last_packet).max();
+        let live: Vec<usize> = seen
+            .iter()
+            .copied()
+            .filter(|&i| freshest.is_some_and(|f| self.layers[i].is_live(now, f)))
+            .collect();
+        let pool = if live.is_empty() { &seen } else { &live };
+        let best = pool.iter().copied().max_by_key(|&i| rank(i));
+        let fitting = wanted_height.and_then(|wanted| {
+            pool.iter()
+                .copied()
+                .filter(|&i| self.layers[i].height.is_some_and(|h| h >= wanted))
+                .min_by_key(|&i| rank(i))
+        });
+        fitting.or(best).map_or(0, |i| i as u8)
+    }
+
+    /// Someone wants a keyframe of `layer`: its SSRC when a request must be sent now (it is
+    /// otherwise folded into one sent at [`Self::poll_timeout`]).
+    pub fn request_keyframe(&mut self, now: Instant, layer: u8) -> Option<u32> {
+        let l = self.layers.get_mut(usize::from(layer))?;
+        let ssrc = l.ssrc?;
+        l.keyframes.request(now).then_some(ssrc)
+    }
+
+    /// When a coalesced keyframe request falls due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.keyframes.poll_timeout())
+            .min()
+    }
+
+    /// The SSRCs of the layers whose coalesced keyframe request is due at `now`.
+    pub fn due_keyframe_requests(&mut self, now: Instant) -> impl Iterator<Item = u32> + '_ {
+        self.layers
+            .iter_mut()
+            .filter_map(move |l| l.keyframes.handle_timeout(now).then_some(l.ssrc)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPS of 320x240 (x264 baseline): a keyframe's first packet on the middle layer.
+    const SPS_240: [u8; 24] = [
+        0x67, 0x42, 0xc0, 0x0b, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x00, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+    ];
+    const SPS_120: [u8; 24] = [
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x02, 0x84, 0x7e, 0x5c, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00,
+        0x40, 0x00, 0x00, 0x03, 0x00, 0x83, 0xc4, 0x89, 0x92,
+    ];
+    const SPS_1080: [u8; 26] = [
+        0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03,
+        0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0x08, 0x3c, 0x60, 0xc9, 0x20,
+    ];
+
+    /// Layers offered top first (`f`, `h`, `q`): ranked by their SPS, not by their order.
+    fn three_layers(now: Instant) -> VideoLayers {
+        let mut v = VideoLayers::default();
+        v.on_packet(now, 0, 0xF, &SPS_1080, true);
+        v.on_packet(now, 1, 0xB, &SPS_240, true);
+        v.on_packet(now, 2, 0x1, &SPS_120, true);
+        v
+    }
+
+    #[test]
+    fn chooses_the_smallest_live_layer_that_fills_the_tile() {
+        let t0 = Instant::now();
+        let v = three_layers(t0);
+        let cases = [
+            (None, 0),
+            (Some(0), 2),
+            (Some(100), 2),
+            (Some(120), 2),
+            (Some(121), 1),
+            (Some(240), 1),
+            (Some(700), 0),
+            (Some(4000), 0),
+        ];
+        for (wanted, layer) in cases {
+            assert_eq!(v.choose(t0, wanted), layer, "tile {wanted:?}");
+        }
+        assert!(v.is_simulcast());
+        assert_eq!(v.layer_of(0xB), Some(1));
+        assert_eq!(v.ssrc(2), Some(0x1));
+    }
+
+    #[test]
+    fn a_paused_layer_is_passed_over_until_it_comes_back() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        let later = t0 + LAYER_TIMEOUT + Duration::from_millis(1);
+        // the top layer stops (the browser's encoder dropped it); the others go on
+        v.on_packet(later, 1, 0xB, &[0x41], false);
+        v.on_packet(later, 2, 0x1, &[0x41], false);
+        assert_eq!(v.choose(later, None), 1);
+        assert_eq!(v.choose(later, Some(700)), 1);
+        assert_eq!(v.choose(later, Some(100)), 2);
+        v.on_packet(later, 0, 0xF, &[0x41], false);
+        assert_eq!(v.choose(later, Some(700)), 0);
+        // nothing live at all: the best that ever came
+        let silent = later + LAYER_TIMEOUT * 2;
+        assert_eq!(v.choose(silent, Some(100)), 2);
+        assert_eq!(v.choose(silent, None), 0);
+    }
+
+    #[test]
+    fn a_layer_that_falls_behind_the_others_is_paused() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // the top layer skips a few frames (its encoder dropped them): still live
+        v.on_packet(at(300), 1, 0xB, &[0x41], false);
+        assert_eq!(v.choose(at(300), None), 0);
+        // half a second behind the others: paused, long before LAYER_TIMEOUT
+        v.on_packet(at(500), 1, 0xB, &[0x41], false);
+        assert_eq!(v.choose(at(500), None), 1);
+        // every layer silent alike (the video is muted): nothing is passed over
+        assert_eq!(v.choose(at(5_000), None), 0);
+    }
+
+    #[test]
+    fn one_stream_is_layer_zero_whatever_is_asked() {
+        let t0 = Instant::now();
+        let mut v = VideoLayers::default();
+        assert_eq!(v.choose(t0, Some(240)), 0);
+        v.on_packet(t0, 0, 0x5, &[0x65], true);
+        assert!(!v.is_simulcast());
+        for wanted in [None, Some(1), Some(5000)] {
+            assert_eq!(v.choose(t0, wanted), 0);
+        }
+        v.on_packet(t0, 7, 0x6, &[0x65], true);
+        assert_eq!(v.layer_of(0x6), None, "out-of-range layers are ignored");
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_per_layer() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        assert_eq!(v.request_keyframe(t0, 1), Some(0xB));
+        assert_eq!(
+            v.request_keyframe(t0, 2),
+            Some(0x1),
+            "another layer is asked at once"
+        );
+        assert_eq!(v.request_keyframe(t0, 1), None, "folded into a later one");
+        let due = v.poll_timeout().expect("a coalesced request");
+        assert_eq!(v.due_keyframe_requests(due).collect::<Vec<_>>(), [0xB]);
+        assert_eq!(v.poll_timeout(), None);
+        assert_eq!(VideoLayers::default().request_keyframe(t0, 0), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! Simulcast through real SRTP: a publisher sends three layers (rid q, h, f in its offer; each
+//! packet names its layer in the rid header extension), and each subscriber gets the layer its
+//! tile needs, switched at that layer's keyframe with no gap in its slot's sequence numbers; a
+//! layer the publisher pauses is passed over, on this node and across a cascade link.
+
+use kaskade_loadtest::lean::sdp::{MID_EXT_ID, RID_EXT_ID};
+use kaskade_protocol::signaling::{ClientMessage, MediaKind, TileView};
+use kaskade_simnet::{Received, Sim};
+use std::time::Duration;
+
+const FRAME: Duration = Duration::from_millis(33);
+const TICKS_PER_FRAME: u32 = 3_000;
+const RIDS: [&str; 3] = ["q", "h", "f"];
+/// Frames a picture may freeze for when its layer pauses: the pause noticed (half a second
+/// behind the other layers), the next layer choice (every 250 ms), and the keyframe asked of
+/// the new layer.
+const PAUSED_FREEZE: u32 = 25;
+const SSRCS: [u32; 3] = [0x0100, 0x0200, 0x0300];
+
+/// The SPS of each layer's keyframes (x264 baseline): 160x120, 320x240, 1920x1080.
+const SPS: [&[u8]; 3] = [
+    &[
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x02, 0x84, 0x7e, 0x5c, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00,
+        0x40, 0x00, 0x00, 0x03, 0x00, 0x83, 0xc4, 0x89, 0x92,
+    ],
+    &[
+        0x67, 0x42, 0xc0, 0x0b, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x00, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+    ],
+    &[
+        0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03,
+        0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0x08, 0x3c, 0x60, 0xc9, 0x20,
+    ],
+];
+
+/// A publisher's simulcast video: one packet per layer and frame, a keyframe on a layer when
+/// the node asked for one of that layer (or every `interval` frames); each payload ends with
+/// the frame number and the layer.
+struct Simulcast {
+    client: usize,
+    payload_type: u8,
+    seqs: [u16; 3],
+    frame: u32,
+    interval: u32,
+    /// Which layers it sends (a browser's encoder pauses its top layer when short of
+    /// bandwidth).
+    sending: [bool; 3],
+    requests_seen: usize,
+}
+
+impl Simulcast {
+    fn new(sim: &Sim, client: usize, interval: u32) -> Self {
+        Self {
+            client,
+            payload_type: sim.clients[client]
+                .publish_payload_type(MediaKind::Video)
+                .expect("the node takes our video"),
+            seqs: [1_000, 30_000, 65_500],
+            frame: 0,
+            interval,
+            sending: [true; 3],
+            requests_seen: 0,
+        }
+    }
+
+    /// Sends the next frame on every layer it sends and lets a frame interval pass; returns
+    /// the layers whose frame was a keyframe.
+    fn send_frame(&mut self, sim: &mut Sim) -> Vec<usize> {
+        let asked: Vec<u32> =
+            sim.clients[self.client].keyframes_asked_of[self.requests_seen..].to_vec();
+        self.requests_seen += asked.len();
+        let mut keyframes = Vec::new();
+        for layer in (0..3).filter(|&l| self.sending[l]) {
+            let keyframe = self.frame == 0
+                || asked.contains(&SSRCS[layer])
+                || (self.frame + 1).is_multiple_of(self.interval);
+            let mut tail = self.frame.to_be_bytes().to_vec();
+            tail.push(layer as u8);
+            let payload = if keyframe {
+                keyframes.push(layer);
+                let idr = [&[0x65][..], &[0xab; 100], &tail].concat();
+                let mut stap = vec![0x78];
+                for nal in [SPS[layer], &idr] {
+                    stap.extend((nal.len() as u16).to_be_bytes());
+                    stap.extend(nal);
+                }
+                stap
+            } else {
+                [&[0x41][..], &[0xab; 100], &tail].concat()
+            };
+            let mut header = rtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: self.payload_type,
+                sequence_number: self.seqs[layer],
+                timestamp: 7_000 * (layer as u32 + 1) + self.frame * TICKS_PER_FRAME,
+                ssrc: SSRCS[layer],
+                extension: true,
+                extension_profile: 0xBEDE,
+                ..Default::default()
+            };
+            header.set_extension(MID_EXT_ID, "1".into()).unwrap();
+            header
+                .set_extension(RID_EXT_ID, RIDS[layer].into())
+                .unwrap();
+            let packet = rtc::rtp::Packet {
+                header,
+                payload: payload.into(),
+            };
+            sim.send_rtp(self.client, &packet).expect("connected");
+            self.seqs[layer] = self.seqs[layer].wrapping_add(1);
+        }
+        self.frame += 1;
+        sim.run_for(FRAME);
+        keyframes
+    }
+
+    fn send_frames(&mut self, sim: &mut Sim, frames: usize) {
+        for _ in 0..frames {
+            self.send_frame(sim);
+        }
+    }
+}
+
+/// The (frame, layer) a received packet carries, and whether it starts a keyframe.
+fn frame_of(packet: &Received) -> (u32, u8, bool) {
+    let p = &packet.payload;
+    let n = p.len();
+    (
+        u32::from_be_bytes([p[n - 5], p[n - 4], p[n - 3], p[n - 2]]),
+        p[n - 1],
+        p[0] == 0x78,
+    )
+}
+
+/// What subscriber `n` received on its slot `ssrc`, in arrival order.
+fn on_slot(sim: &Sim, n: usize, ssrc: u32) -> Vec<Received> {
+    sim.clients[n]
+        .received
+        .iter()
+        .filter(|p| p.ssrc == ssrc)
+        .cloned()
+        .collect()
+}
+
+/// The slot's packets show one layer at a time, change layer only at a keyframe, go on
+/// frame after frame and have no gap in their sequence numbers; returns the layer of each. A
+/// switch misses no frame, except one away from a layer the publisher paused: that one's
+/// picture freezes for at most `paused_freeze` frames.
+fn assert_seamless(packets: &[Received], paused_freeze: u32) -> Vec<u8> {
+    assert!(frame_of(&packets[0]).2, "the slot starts at a keyframe");
+    for w in packets.windows(2) {
+        let ((f0, l0, _), (f1, l1, key1)) = (frame_of(&w[0]), frame_of(&w[1]));
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "no sequence gap");
+        assert!(
+            w[1].timestamp.wrapping_sub(w[0].timestamp) < 0x8000_0000,
+            "timestamps move forward"
+        );
+        if l0 != l1 {
+            assert!(key1, "a layer switch happens at the new layer's keyframe");
+            assert!(
+                f1 == f0 || f1 <= f0 + 1 + paused_freeze,
+                "and neither repeats older frames nor misses any: frame {f0} then {f1}"
+            );
+        } else {
+            assert_eq!(f1, f0 + 1, "frame after frame");
+        }
+    }
+    packets.iter().map(|p| frame_of(p).1).collect()
+}
+
+fn viewing(sim: &mut Sim, subscriber: usize, publisher: usize, height: u32) {
+    let (now, id, participant) = (sim.now, sim.id(subscriber), sim.id(publisher));
+    sim.core(0).client_message(
+        now,
+        id,
+        ClientMessage::Viewing {
+            tiles: vec![TileView {
+                participant,
+                height,
+            }],
+        },
+    );
+}
+
+#[test]
+fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_seamlessly() {
+    let mut sim = Sim::new(11, 1);
+    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    let carol = sim.join(0, "m", "carol", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut video = Simulcast::new(&sim, ann, 300);
+
+    // nobody said how large they show Ann: both get her top layer
+    video.send_frames(&mut sim, 30);
+    let bob_slot = sim.consumer_of(bob, ann, MediaKind::Video).unwrap();
+    let carol_slot = sim.consumer_of(carol, ann, MediaKind::Video).unwrap();
+    for (n, slot) in [(bob, bob_slot), (carol, carol_slot)] {
+        let layers = assert_seamless(&on_slot(&sim, n, slot), 0);
+        assert_eq!(*layers.last().unwrap(), 2, "the top layer");
+    }
+
+    // Bob shows Ann in a 100 px tile: the smallest layer, asked for by its own keyframe
+    let asked_before = sim.clients[ann].keyframes_asked_of.len();
+    viewing(&mut sim, bob, ann, 100);
+    video.send_frames(&mut sim, 30);
+    let asked: Vec<u32> = sim.clients[ann].keyframes_asked_of[asked_before..].to_vec();
+    assert_eq!(
+        asked,
+        [SSRCS[0]],
+        "one keyframe request, of the small layer only"
+    );
+    let bob_layers = assert_seamless(&on_slot(&sim, bob, bob_slot), 0);
+    assert_eq!(
+        *bob_layers.last().unwrap(),
+        0,
+        "Bob now gets the small layer"
+    );
+    let carol_layers = assert_seamless(&on_slot(&sim, carol, carol_slot), 0);
+    assert!(
+        carol_layers[carol_layers.len() - 30..]
+            .iter()
+            .all(|&l| l == 2)
+    );
+
+    // Carol's tile is 240 px tall: the middle layer fills it
+    viewing(&mut sim, carol, ann, 240);
+    video.send_frames(&mut sim, 30);
+    let carol_layers = assert_seamless(&on_slot(&sim, carol, carol_slot), 0);
+    assert_eq!(*carol_layers.last().unwrap(), 1);
+
+    // Ann's browser pauses its middle layer: Carol falls back to the best live one
+    video.sending[1] = false;
+    video.send_frames(&mut sim, 75);
+    let carol_layers = assert_seamless(&on_slot(&sim, carol, carol_slot), PAUSED_FREEZE);
+    assert_eq!(
+        *carol_layers.last().unwrap(),
+        2,
+        "the top layer fills her tile now"
+    );
+    // and back: the middle layer is hers again
+    video.sending[1] = true;
+    video.send_frames(&mut sim, 30);
+    let carol_layers = assert_seamless(&on_slot(&sim, carol, carol_slot), PAUSED_FREEZE);
+    assert_eq!(*carol_layers.last().unwrap(), 1);
+    assert_seamless(&on_slot(&sim, bob, bob_slot), 0);
+}
+
+#[test]
+fn a_cascade_link_carries_the_best_live_layer_as_one_stream() {
+    let mut sim = Sim::new(12, 2);
+    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
+    let dave = sim.join(1, "m", "dave", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut video = Simulcast::new(&sim, ann, 300);
+    video.send_frames(&mut sim, 45);
+    let slot = sim.consumer_of(dave, ann, MediaKind::Video).unwrap();
+    let layers = assert_seamless(&on_slot(&sim, dave, slot), 0);
+    assert_eq!(*layers.last().unwrap(), 2, "the top layer crosses the link");
+
+    // the top layer pauses: the link goes on with the middle one, from its keyframe
+    video.sending[2] = false;
+    video.send_frames(&mut sim, 90);
+    let layers = assert_seamless(&on_slot(&sim, dave, slot), PAUSED_FREEZE);
+    assert_eq!(*layers.last().unwrap(), 1);
+    assert!(layers.contains(&2));
+}
