@@ -171,18 +171,26 @@ export class Participant {
     });
   }
 
-  /** What the own video sender sends now: {frameWidth, frameHeight, framesEncoded}, or null. */
+  /**
+   * What the own video sender sends now: the largest layer it sends ({frameWidth, frameHeight,
+   * framesEncoded}) and every layer it sends (`layers`: {rid, frameWidth, frameHeight}), or null.
+   * A simulcast layer the encoder paused (framesPerSecond 0) is left out.
+   */
   outboundVideo() {
     return this.page.evaluate(async () => {
       const pc = window.kaskade.pc;
       if (!pc) return null;
-      let out = null;
+      const layers = [];
       (await pc.getStats()).forEach((s) => {
-        if (s.type === 'outbound-rtp' && s.kind === 'video') {
-          out = { frameWidth: s.frameWidth, frameHeight: s.frameHeight, framesEncoded: s.framesEncoded };
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth &&
+            (s.framesPerSecond ?? 1) > 0) {
+          layers.push({ rid: s.rid ?? null, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+            framesEncoded: s.framesEncoded });
         }
       });
-      return out;
+      if (layers.length === 0) return null;
+      layers.sort((a, b) => a.frameHeight - b.frameHeight);
+      return { ...layers[layers.length - 1], layers };
     });
   }
 

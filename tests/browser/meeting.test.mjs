@@ -10,6 +10,7 @@
 //   JOIN_TO_FIRST_FRAME_MS name=<name> ms=<ms since navigation start>
 //   SRTP_CIPHER <cipher>
 //   PUBLISHER_CHANGE resolution=<WxH> kbps=<n> ms_to_size=<ms> freezes=<n> frozen_ms=<ms>
+//   SIMULCAST layers=<rid:WxH,...> to_small_ms=<ms> small_frozen_ms=<ms> to_large_ms=<ms> large_frozen_ms=<ms>
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -199,8 +200,10 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
       await p.Alice.page.selectOption('#sel-resolution', resolution);
       const sent = await waitFor(`Alice sending ${resolution}`, () => p.Alice.outboundVideo(),
         (o) => o && fits(o.frameWidth), { timeout: 15_000 });
+      // Bob's tile takes one of her simulcast layers: whichever fills it
       const after = await waitFor(`Bob decoding Alice at her new size (${show(sent)})`, fromAlice,
-        (r) => r && r.frameWidth === sent.frameWidth && fits(r.frameWidth), { timeout: 15_000 });
+        (r) => r && sent.layers.some((l) => l.frameWidth === r.frameWidth) && fits(r.frameWidth),
+        { timeout: 15_000 });
       const toSize = Date.now() - started;
       // then two more seconds of her new stream
       await sleep(2_000);
@@ -215,5 +218,39 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
       // new track, or the one kaskade asks for): a second
       assert.ok(frozenMs < 1_000, `Bob's picture of Alice froze for ${frozenMs} ms at ${resolution}`);
     }
+  });
+
+  step('8. Bob shows Alice small, then large: the node sends him the simulcast layer that fits', async () => {
+    const fromAlice = async () => (await p.Bob.inboundDetail())
+      .find((r) => r.kind === 'video' && r.participant === p.Alice.id && r.framesDecoded > 0) ?? null;
+    const sent = await waitFor('Alice sending two simulcast layers or more', () => p.Alice.outboundVideo(),
+      (o) => o && o.layers.length >= 2, { timeout: 20_000 });
+    const [smallest, largest] = [sent.layers[0], sent.layers[sent.layers.length - 1]];
+    await waitFor(`Bob decoding Alice's top layer (${show(sent.layers)})`, fromAlice,
+      (r) => r && r.frameHeight === largest.frameHeight, { timeout: 15_000 });
+    const resize = (width) => p.Bob.page.evaluate(([id, w]) => {
+      document.querySelector(`#grid .tile[data-participant-id="${id}"]`).style.width = w;
+    }, [p.Alice.id, width]);
+    const measure = async (what, width, height) => {
+      const before = await fromAlice();
+      const started = Date.now();
+      await resize(width);
+      const reached = await waitFor(`Bob decoding Alice at ${height} px (${what})`, fromAlice,
+        (r) => r && r.frameHeight === height, { timeout: 15_000 });
+      const ms = Date.now() - started;
+      await sleep(1_500);
+      const settled = await fromAlice();
+      assert.ok(settled.framesDecoded > reached.framesDecoded + 10, `Bob keeps decoding: ${show(settled)}`);
+      assert.equal(settled.frameHeight, height, `Bob stays on the ${what} layer`);
+      const frozenMs = Math.round(1000 * ((settled.totalFreezesDuration ?? 0) - (before.totalFreezesDuration ?? 0)));
+      return { ms, frozenMs };
+    };
+    // a tile 120 px wide is 90 px tall: the smallest layer fills it
+    const small = await measure('small', '120px', smallest.frameHeight);
+    const large = await measure('large', '', largest.frameHeight);
+    console.log(`SIMULCAST layers=${sent.layers.map((l) => `${l.rid}:${l.frameWidth}x${l.frameHeight}`).join(',')} ` +
+      `to_small_ms=${small.ms} small_frozen_ms=${small.frozenMs} to_large_ms=${large.ms} large_frozen_ms=${large.frozenMs}`);
+    assert.ok(small.frozenMs < 500 && large.frozenMs < 500,
+      `a layer switch froze Bob's picture: ${show({ small, large })}`);
   });
 });

@@ -56,6 +56,7 @@ fn run_script_with(ns: &Netns, node: &Node, script: &str, env: &[(&str, &str)]) 
             "CAMERA_",
             "CALL_",
             "PUBLISHER_CHANGE",
+            "SIMULCAST",
         ]
         .iter()
         .any(|m| l.contains(m))

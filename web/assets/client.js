@@ -46,6 +46,20 @@
   const API_TIMEOUT_MS = 4000;      // for the join API's answer
   const RETRY_DELAYS_MS = [0, 250, 500, 1000, 2000]; // before each retry; the last one repeats
   const MAX_TILES = 10;
+  /**
+   * The layers the camera is sent in (simulcast): the node gives each viewer the smallest layer
+   * that fills the viewer's tile (it ranks layers by their pictures, not by this order). The
+   * full-size layer's cap is the chosen bitrate. Full size comes first: Chromium sends fewer
+   * layers of a small picture and drops them from the end of this list, and a peer that does
+   * not take simulcast gets the first. Chromium pauses upper layers when short of bandwidth;
+   * the node follows. `?simulcast=0` sends one stream.
+   */
+  const SIMULCAST_LAYERS = [
+    { rid: 'f', scaleResolutionDownBy: 1, maxKbps: Infinity },
+    { rid: 'h', scaleResolutionDownBy: 2, maxKbps: 500 },
+    { rid: 'q', scaleResolutionDownBy: 4, maxKbps: 150 },
+  ];
+  const VIEWING_DEBOUNCE_MS = 200; // tile sizes settle before the node is told
 
   // ---------------------------------------------------------------- state
 
@@ -77,12 +91,14 @@
     stream: null, audio: null, video: null,
     audioMuted: false, videoMuted: false,
     bitrateKbps: 1000, resolution: '640x480',
+    simulcast: true,
     mediaNote: '',      // why we are receive-only, if we are
   };
 
   const urlParams = new URLSearchParams(location.search);
   const urlToken = urlParams.get('token') || null;
   const urlRegion = urlParams.get('region') || null;
+  if (urlParams.get('simulcast') === '0') local.simulcast = false;
   let joinName = '';
   let joinToken = urlToken;   // replaced by the token of each `welcome`
   let avoidNode = null;       // the node whose connection was lost, for the join API
@@ -92,6 +108,12 @@
   let attempt = 0;            // consecutive failed attempts, for the backoff
   let reconnectTimer = null;
   const tiles = new Map();    // remote participant id -> tile element
+  let viewingTimer = null;
+  /** Watches remote tiles' videos: their heights go to the node (see reportViewing). */
+  const tileSizes = new ResizeObserver(() => {
+    clearTimeout(viewingTimer);
+    viewingTimer = setTimeout(reportViewing, VIEWING_DEBOUNCE_MS);
+  });
   let selfTile = null;
 
   // ---------------------------------------------------------------- pages
@@ -291,6 +313,14 @@
     local.video = track;
   }
 
+  /** The encodings the camera is sent in, each capped at most at `kbps`. */
+  function sendEncodings(kbps) {
+    if (!local.simulcast) return [{ maxBitrate: kbps * 1000 }];
+    return SIMULCAST_LAYERS.map(({ rid, scaleResolutionDownBy, maxKbps }) => ({
+      rid, scaleResolutionDownBy, maxBitrate: Math.min(maxKbps, kbps) * 1000,
+    }));
+  }
+
   /** Caps the video encoder's bitrate on the live sender (no renegotiation). */
   async function applyBitrate(kbps) {
     local.bitrateKbps = kbps;
@@ -298,7 +328,8 @@
     if (!sender) return; // used for the next connection
     const params = sender.getParameters();
     if (!params.encodings || params.encodings.length === 0) params.encodings = [{}];
-    params.encodings[0].maxBitrate = kbps * 1000;
+    const caps = sendEncodings(kbps);
+    params.encodings.forEach((e, i) => { e.maxBitrate = (caps[i] || caps[caps.length - 1]).maxBitrate; });
     try {
       await sender.setParameters(params);
     } catch (err) {
@@ -418,6 +449,7 @@
     state.slots = {};
     state.participants = {};
     state.speaker = null;
+    tileSizes.disconnect();
     for (const tile of tiles.values()) tile.remove();
     tiles.clear();
     $('#audio-sinks').replaceChildren();
@@ -528,6 +560,8 @@
 
   async function onAnswer(sess, msg) {
     await sess.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    sess.viewing = '';
+    reportViewing();
   }
 
   function onSlots(sess, msg) {
@@ -544,7 +578,10 @@
   function onLeft(sess, msg) {
     delete state.participants[msg.id];
     const tile = tiles.get(msg.id);
-    if (tile) tile.remove();
+    if (tile) {
+      tileSizes.unobserve($('video', tile));
+      tile.remove();
+    }
     tiles.delete(msg.id);
     if (state.speaker === msg.id) setSpeaker(null);
     layoutGrid();
@@ -640,7 +677,7 @@
     if (local.video) {
       const t = pc.addTransceiver(local.video, {
         direction: 'sendonly', streams: [local.stream],
-        sendEncodings: [{ maxBitrate: local.bitrateKbps * 1000 }],
+        sendEncodings: sendEncodings(local.bitrateKbps),
       });
       sess.videoSender = t.sender;
       preferH264(t, 'sender');
@@ -828,12 +865,33 @@
     $('video', tile).addEventListener('loadeddata', onVideoFrameSize);
     $('video', tile).addEventListener('resize', onVideoFrameSize);
     if (!isSelf) {
+      tileSizes.observe($('video', tile));
       $('.mod-keys', tile).addEventListener('click', () => openKeypad(id));
       $('.mod-mute', tile).addEventListener('click', () => moderate('mute_audio', id));
       $('.mod-remove', tile).addEventListener('click', () => moderate('remove', id));
     }
     $('#grid').append(tile);
     return tile;
+  }
+
+  // ---------------------------------------------------------------- tile sizes (simulcast)
+
+  /**
+   * Tells the node how tall each remote tile is on screen, in device pixels, when that
+   * changed: it sends each publisher's smallest layer that fills the tile (0: not shown).
+   */
+  function reportViewing() {
+    const sess = session;
+    if (!sess || !sess.pc || sess.closed) return;
+    const list = [];
+    for (const [id, tile] of tiles) {
+      const video = $('video', tile);
+      list.push({ participant: id, height: Math.round(video.clientHeight * (window.devicePixelRatio || 1)) });
+    }
+    const key = JSON.stringify(list);
+    if (key === sess.viewing) return;
+    sess.viewing = key;
+    send({ type: 'viewing', tiles: list });
   }
 
   function moderate(action, target) {

@@ -242,8 +242,13 @@ impl OutboundStream {
         if mapping.ssrc != packet.ssrc || seq_before(packet.seq, mapping.base_seq) {
             return;
         }
-        if mapping.skipped.len() == MAX_SKIPPED {
-            mapping.skipped.pop_front();
+        if mapping.skipped.len() == MAX_SKIPPED
+            && let Some(oldest) = mapping.skipped.pop_front()
+        {
+            // folded into the offset, so that later packets keep their place; anything from
+            // before it is now too old to forward
+            mapping.seq_offset = mapping.seq_offset.wrapping_sub(1);
+            mapping.base_seq = oldest.wrapping_add(1);
         }
         mapping.skipped.push_back(packet.seq);
         if !seq_before(packet.seq, mapping.highest_seq) {
@@ -506,6 +511,31 @@ mod tests {
             &mut s,
             start,
             &[(pkt(A, 16, 6000, false), 61, Ok((504, 6000)))],
+        );
+    }
+
+    /// A browser probing for bandwidth sends long runs of padding on its media SSRC: however
+    /// many are skipped, the packets between them go out without a gap.
+    #[test]
+    fn endless_padding_never_opens_a_gap() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 100, 0, start);
+        s.attach(A);
+        run(&mut s, start, &[(pkt(A, 0, 0, true), 0, Ok((100, 0)))]);
+        let mut seq = 1u16;
+        for frame in 1..=100u16 {
+            for _ in 0..5 {
+                s.skip(&pkt(A, seq, 0, false));
+                seq += 1;
+            }
+            let ts = u32::from(frame) * 3000;
+            run(&mut s, start, &[(pkt(A, seq, ts, false), 0, Ok((100 + frame, ts)))]);
+            seq += 1;
+        }
+        assert_eq!(
+            s.rewrite(&pkt(A, 3, 3000, false), start),
+            Err(DropReason::BeforeSwitch),
+            "a packet older than the skipped ones remembered is dropped"
         );
     }
 
