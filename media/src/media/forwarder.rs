@@ -529,7 +529,11 @@ mod tests {
                 seq += 1;
             }
             let ts = u32::from(frame) * 3000;
-            run(&mut s, start, &[(pkt(A, seq, ts, false), 0, Ok((100 + frame, ts)))]);
+            run(
+                &mut s,
+                start,
+                &[(pkt(A, seq, ts, false), 0, Ok((100 + frame, ts)))],
+            );
             seq += 1;
         }
         assert_eq!(

@@ -19,7 +19,9 @@ use crate::media::ingest::Delivery;
 use crate::media::participant::CallNote;
 use crate::media::transport::Publication;
 use crate::node::{NodeHandle, SESSION_QUEUE, SessionEvent};
-use crate::signaling::protocol::{ErrorCode, ServerMessage, Source, SourceKind, SourceState};
+use crate::signaling::protocol::{
+    ClientMessage, ErrorCode, ServerMessage, Source, SourceKind, SourceState,
+};
 use crate::transcode;
 use bytes::BytesMut;
 use rand::Rng;
@@ -336,6 +338,7 @@ impl Leg {
         };
         let mut heard_at = Instant::now();
         self.set_state(SourceState::Live).await;
+        self.report_viewing().await;
         let mut packets = Vec::new();
         // a stalled task catches up in a burst: the far end's timestamps stay with the wall clock
         let mut frames = tokio::time::interval(AUDIO_FRAME);
@@ -381,6 +384,7 @@ impl Leg {
                     Some(SessionEvent::Message(message)) => {
                         let wanted = self.outgoing.observe(&message);
                         self.ask_meeting_keyframe(wanted).await;
+                        self.report_viewing().await;
                     }
                     Some(SessionEvent::Close) | None => {
                         call.hang_up().await;
@@ -456,6 +460,16 @@ impl Leg {
 
     /// Asks the node for a keyframe of the delivered stream `ssrc` (for the far end's
     /// picture), as any subscriber would: an RTCP PLI through the call's transport.
+    /// Tells the node how tall the far end's grid shows everyone, when that changed.
+    async fn report_viewing(&mut self) {
+        if let Some(tiles) = self.outgoing.viewing_changed() {
+            let _ = self
+                .node
+                .message(self.id, ClientMessage::Viewing { tiles })
+                .await;
+        }
+    }
+
     async fn ask_meeting_keyframe(&self, ssrc: Option<u32>) {
         let Some(ssrc) = ssrc else {
             return;

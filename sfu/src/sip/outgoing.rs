@@ -7,12 +7,13 @@
 use crate::media::demux::ParticipantId;
 use crate::media::ingest::Delivery;
 use crate::seats::{Seats, SharedSeat};
-use crate::signaling::protocol::{MediaKind, ParticipantInfo, Role, ServerMessage};
+use crate::signaling::protocol::{MediaKind, ParticipantInfo, Role, ServerMessage, TileView};
 use crate::sip::grid::format::PictureFormat;
 use crate::sip::grid::{Composed, GridTile, GridView};
 use crate::sip::mix::Mixer;
 use crate::sip::sdp::{Agreement, VideoLine};
 use crate::sip::view::SpeakerView;
+use kaskade_picture::layout::grid;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ enum Picture {
     Speaker(SpeakerView),
     Grid {
         view: GridView,
+        /// The grid's width and height.
+        size: (u32, u32),
         /// Given back when the grid ends.
         _seat: SharedSeat,
     },
@@ -82,6 +85,8 @@ pub struct Outgoing {
     video_mids: BTreeMap<ParticipantId, String>,
     speaker: Option<ParticipantId>,
     asked: Option<Instant>,
+    /// The tile heights last reported to the node.
+    reported: Vec<TileView>,
 }
 
 impl Outgoing {
@@ -104,6 +109,7 @@ impl Outgoing {
             video_mids: BTreeMap::new(),
             speaker: None,
             asked: None,
+            reported: Vec::new(),
         }
     }
 
@@ -163,12 +169,41 @@ impl Outgoing {
                     PictureFormat::for_line(line, self.settings.fps, self.settings.bitrate);
                 let stream = (ssrc, line.send_payload_type);
                 Picture::Grid {
+                    size: (format.width, format.height),
                     view: GridView::start(format, stream, (seq, timestamp))?,
                     _seat: seat,
                 }
             }
             None => Picture::Speaker(SpeakerView::new(line, ssrc, seq, timestamp)),
         })
+    }
+
+    /// How tall the grid shows each participant, when that changed since the last call: what
+    /// the node is told (`viewing`), so that it sends simulcast publishers' smallest layer that
+    /// fills their tile, and the grid decodes no more than it shows. A speaker's picture is
+    /// forwarded as it comes: nothing to report.
+    pub fn viewing_changed(&mut self) -> Option<Vec<TileView>> {
+        let Some(Picture::Grid {
+            size: (width, height),
+            ..
+        }) = self.picture
+        else {
+            return None;
+        };
+        let tiles: Vec<TileView> = self
+            .present
+            .keys()
+            .zip(grid(self.present.len(), width, height))
+            .map(|(&participant, place)| TileView {
+                participant,
+                height: place.height,
+            })
+            .collect();
+        if tiles == self.reported {
+            return None;
+        }
+        self.reported.clone_from(&tiles);
+        Some(tiles)
     }
 
     /// Whether the far end's picture is a grid composed for it.
@@ -368,6 +403,52 @@ mod tests {
             audio: None,
             video: Some(VideoLine::example("42e01f")),
         }
+    }
+
+    #[test]
+    fn the_grid_reports_how_tall_it_shows_everyone_when_that_changes() {
+        let grids = Arc::new(Seats::new(1));
+        let mut call = outgoing(&grids);
+        let info = |id: u32, role| ParticipantInfo {
+            id: ParticipantId::from(id),
+            identity: None,
+            name: format!("p{id}"),
+            role,
+            audio_muted: false,
+            video_muted: false,
+            source: None,
+        };
+        call.observe(&ServerMessage::Joined {
+            participant: info(7, Role::Participant),
+        });
+        assert_eq!(call.viewing_changed(), None, "no picture agreed yet");
+        call.agree(&agreement()).unwrap();
+        let (width, height) = (1280, 720);
+        let one = call.viewing_changed().expect("the first report");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].participant, ParticipantId::from(7));
+        assert_eq!(one[0].height, grid(1, width, height)[0].height);
+        assert_eq!(call.viewing_changed(), None, "nothing changed");
+        call.observe(&ServerMessage::Joined {
+            participant: info(9, Role::Participant),
+        });
+        call.observe(&ServerMessage::Joined {
+            participant: info(11, Role::Recorder),
+        });
+        let two = call.viewing_changed().expect("a second tile");
+        let heights: Vec<u32> = grid(2, width, height).iter().map(|t| t.height).collect();
+        assert_eq!(
+            two.iter()
+                .map(|t| (u32::from(t.participant), t.height))
+                .collect::<Vec<_>>(),
+            vec![(7, heights[0]), (9, heights[1])],
+            "everyone shown, the recorder left out"
+        );
+        assert!(
+            outgoing(&Arc::new(Seats::new(0)))
+                .viewing_changed()
+                .is_none()
+        );
     }
 
     #[test]
