@@ -229,7 +229,8 @@ impl MeetingState {
                 self.speaker = w.speaker;
                 self.participants = w.participants.iter().map(|p| (p.id, p.clone())).collect();
             }
-            ServerMessage::Answer { .. } => {}
+            // this client publishes one stream: no simulcast layers to pause
+            ServerMessage::Answer { .. } | ServerMessage::Layers { .. } => {}
             ServerMessage::Slots { slots } => {
                 self.slots = slots
                     .iter()

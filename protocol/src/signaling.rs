@@ -483,6 +483,14 @@ pub enum ServerMessage {
         /// The rooms, by name.
         entries: Vec<crate::directory::DirectoryListing>,
     },
+    /// Which of the recipient's simulcast layers anyone receives, by the order of its offer's
+    /// `a=simulcast` (the order of its `sendEncodings`): a layer nobody receives may be paused
+    /// (`active: false` on its encoding) until a later `layers` wants it again. Sent when it
+    /// changes, only while someone receives the recipient's video.
+    Layers {
+        /// Per layer: whether someone receives it.
+        active: Vec<bool>,
+    },
     /// A moderator removed the recipient.
     Removed {
         /// By whom.

@@ -4,7 +4,8 @@
 //! layer the publisher pauses is passed over, on this node and across a cascade link.
 
 use kaskade_loadtest::lean::sdp::{MID_EXT_ID, RID_EXT_ID};
-use kaskade_protocol::signaling::{ClientMessage, MediaKind, TileView};
+use kaskade_media::media::core::Output;
+use kaskade_protocol::signaling::{ClientMessage, MediaKind, ServerMessage, TileView};
 use kaskade_simnet::{Received, Sim};
 use std::time::Duration;
 
@@ -42,9 +43,15 @@ struct Simulcast {
     seqs: [u16; 3],
     frame: u32,
     interval: u32,
-    /// Which layers it sends (a browser's encoder pauses its top layer when short of
+    /// Which layers it can send (a browser's encoder pauses its top layer when short of
     /// bandwidth).
     sending: [bool; 3],
+    /// Which layers the node wants (`layers`): the others are paused, as a browser pauses an
+    /// encoding set inactive, and start again at a keyframe.
+    active: [bool; 3],
+    /// Every `layers` frame the node sent it, in order.
+    told: Vec<Vec<bool>>,
+    outputs_seen: usize,
     requests_seen: usize,
 }
 
@@ -59,6 +66,9 @@ impl Simulcast {
             frame: 0,
             interval,
             sending: [true; 3],
+            active: [true; 3],
+            told: Vec::new(),
+            outputs_seen: 0,
             requests_seen: 0,
         }
     }
@@ -69,9 +79,24 @@ impl Simulcast {
         let asked: Vec<u32> =
             sim.clients[self.client].keyframes_asked_of[self.requests_seen..].to_vec();
         self.requests_seen += asked.len();
+        let me = sim.id(self.client);
+        let mut resumed = [false; 3];
+        for (_, output) in &sim.outputs[self.outputs_seen..] {
+            if let Output::Send(to, ServerMessage::Layers { active }) = output
+                && *to == me
+            {
+                for (layer, &on) in active.iter().enumerate().take(3) {
+                    resumed[layer] |= on && !self.active[layer];
+                    self.active[layer] = on;
+                }
+                self.told.push(active.clone());
+            }
+        }
+        self.outputs_seen = sim.outputs.len();
         let mut keyframes = Vec::new();
-        for layer in (0..3).filter(|&l| self.sending[l]) {
+        for layer in (0..3).filter(|&l| self.sending[l] && self.active[l]) {
             let keyframe = self.frame == 0
+                || resumed[layer]
                 || asked.contains(&SSRCS[layer])
                 || (self.frame + 1).is_multiple_of(self.interval);
             let mut tail = self.frame.to_be_bytes().to_vec();
@@ -200,16 +225,25 @@ fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_seamlessly() {
         let layers = assert_seamless(&on_slot(&sim, n, slot), 0);
         assert_eq!(*layers.last().unwrap(), 2, "the top layer");
     }
+    assert_eq!(
+        video.told.last().map(Vec::as_slice),
+        Some(&[false, false, true][..]),
+        "Ann pauses the layers nobody receives"
+    );
 
     // Bob shows Ann in a 100 px tile: the smallest layer, asked for by its own keyframe
     let asked_before = sim.clients[ann].keyframes_asked_of.len();
     viewing(&mut sim, bob, ann, 100);
     video.send_frames(&mut sim, 30);
     let asked: Vec<u32> = sim.clients[ann].keyframes_asked_of[asked_before..].to_vec();
+    assert!(
+        asked.iter().all(|&ssrc| ssrc == SSRCS[0]),
+        "keyframes asked of the small layer only: {asked:x?}"
+    );
     assert_eq!(
-        asked,
-        [SSRCS[0]],
-        "one keyframe request, of the small layer only"
+        video.told.last().map(Vec::as_slice),
+        Some(&[true, false, true][..]),
+        "Ann sends the small layer again (from a keyframe), for Bob"
     );
     let bob_layers = assert_seamless(&on_slot(&sim, bob, bob_slot), 0);
     assert_eq!(
@@ -252,17 +286,27 @@ fn a_cascade_link_carries_the_best_live_layer_as_one_stream() {
     let mut sim = Sim::new(12, 2);
     let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
     let dave = sim.join(1, "m", "dave", None).unwrap();
+    // Erin, beside Ann, shows her small: the small layer flows too
+    let erin = sim.join(0, "m", "erin", None).unwrap();
     sim.connect_all(Duration::from_secs(5)).unwrap();
+    viewing(&mut sim, erin, ann, 100);
     let mut video = Simulcast::new(&sim, ann, 300);
     video.send_frames(&mut sim, 45);
     let slot = sim.consumer_of(dave, ann, MediaKind::Video).unwrap();
     let layers = assert_seamless(&on_slot(&sim, dave, slot), 0);
     assert_eq!(*layers.last().unwrap(), 2, "the top layer crosses the link");
+    assert_eq!(
+        video.told.last().map(Vec::as_slice),
+        Some(&[true, false, true][..]),
+        "the middle layer, which nobody receives, is paused"
+    );
 
-    // the top layer pauses: the link goes on with the middle one, from its keyframe
+    // the top layer pauses (Ann is short of bandwidth): the link goes on with the middle one,
+    // asked of Ann again, from its keyframe
     video.sending[2] = false;
     video.send_frames(&mut sim, 90);
     let layers = assert_seamless(&on_slot(&sim, dave, slot), PAUSED_FREEZE);
     assert_eq!(*layers.last().unwrap(), 1);
     assert!(layers.contains(&2));
+    assert_eq!(video.told.last().map(|t| t[1]), Some(true));
 }

@@ -173,24 +173,27 @@ export class Participant {
 
   /**
    * What the own video sender sends now: the largest layer it sends ({frameWidth, frameHeight,
-   * framesEncoded}) and every layer it sends (`layers`: {rid, frameWidth, frameHeight}), or null.
-   * A simulcast layer the encoder paused (framesPerSecond 0) is left out.
+   * framesEncoded}), every layer it sends (`layers`: {rid, frameWidth, frameHeight}) and the
+   * rids of the simulcast layers paused at the node's word (`paused`), or null. A layer the
+   * encoder dropped or that is paused (framesPerSecond 0, or inactive) is left out of `layers`.
    */
   outboundVideo() {
     return this.page.evaluate(async () => {
       const pc = window.kaskade.pc;
       if (!pc) return null;
       const layers = [];
+      const paused = [];
       (await pc.getStats()).forEach((s) => {
-        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth &&
-            (s.framesPerSecond ?? 1) > 0) {
+        if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
+        if (s.active === false) paused.push(s.rid ?? null);
+        else if (s.frameWidth && (s.framesPerSecond ?? 1) > 0) {
           layers.push({ rid: s.rid ?? null, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
             framesEncoded: s.framesEncoded });
         }
       });
       if (layers.length === 0) return null;
       layers.sort((a, b) => a.frameHeight - b.frameHeight);
-      return { ...layers[layers.length - 1], layers };
+      return { ...layers[layers.length - 1], layers, paused: paused.sort() };
     });
   }
 

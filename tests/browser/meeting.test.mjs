@@ -220,14 +220,17 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
     }
   });
 
-  step('8. Bob shows Alice small, then large: the node sends him the simulcast layer that fits', async () => {
+  step('8. Bob shows Alice small, then large: the node sends him the simulcast layer that fits and pauses the one nobody receives', async () => {
     const fromAlice = async () => (await p.Bob.inboundDetail())
       .find((r) => r.kind === 'video' && r.participant === p.Alice.id && r.framesDecoded > 0) ?? null;
-    const sent = await waitFor('Alice sending two simulcast layers or more', () => p.Alice.outboundVideo(),
-      (o) => o && o.layers.length >= 2, { timeout: 20_000 });
-    const [smallest, largest] = [sent.layers[0], sent.layers[sent.layers.length - 1]];
-    await waitFor(`Bob decoding Alice's top layer (${show(sent.layers)})`, fromAlice,
-      (r) => r && r.frameHeight === largest.frameHeight, { timeout: 15_000 });
+    // Bob alone receives Alice, in a large tile: her full-size layer; her 320x240 layer ('h')
+    // is paused at the node's word (her camera gives 640x480: Chromium sends no 'q' of it)
+    const sent = await waitFor("Alice sending her full-size layer, 'h' paused", () => p.Alice.outboundVideo(),
+      (o) => o && o.frameHeight === 480 && o.paused.includes('h'), { timeout: 20_000 });
+    const largest = sent.frameHeight;
+    const smallest = largest / 2;
+    await waitFor(`Bob decoding Alice's top layer (${show(sent)})`, fromAlice,
+      (r) => r && r.frameHeight === largest, { timeout: 15_000 });
     const resize = (width) => p.Bob.page.evaluate(([id, w]) => {
       document.querySelector(`#grid .tile[data-participant-id="${id}"]`).style.width = w;
     }, [p.Alice.id, width]);
@@ -243,13 +246,17 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
       assert.ok(settled.framesDecoded > reached.framesDecoded + 10, `Bob keeps decoding: ${show(settled)}`);
       assert.equal(settled.frameHeight, height, `Bob stays on the ${what} layer`);
       const frozenMs = Math.round(1000 * ((settled.totalFreezesDuration ?? 0) - (before.totalFreezesDuration ?? 0)));
-      return { ms, frozenMs };
+      return { ms, frozenMs, alice: await p.Alice.outboundVideo() };
     };
-    // a tile 120 px wide is 90 px tall: the smallest layer fills it
-    const small = await measure('small', '120px', smallest.frameHeight);
-    const large = await measure('large', '', largest.frameHeight);
+    // a tile 120 px wide is 90 px tall: the 320x240 layer fills it, taken up again for Bob,
+    // and the full-size one, which nobody receives now, is paused
+    const small = await measure('small', '120px', smallest);
+    assert.deepEqual(small.alice.paused, ['f'], `Alice pauses her full-size layer: ${show(small.alice)}`);
+    const large = await measure('large', '', largest);
+    assert.deepEqual(large.alice.paused, ['h'], `and then her 320x240 one: ${show(large.alice)}`);
     console.log(`SIMULCAST layers=${sent.layers.map((l) => `${l.rid}:${l.frameWidth}x${l.frameHeight}`).join(',')} ` +
-      `to_small_ms=${small.ms} small_frozen_ms=${small.frozenMs} to_large_ms=${large.ms} large_frozen_ms=${large.frozenMs}`);
+      `paused=${sent.paused.join('+')} to_small_ms=${small.ms} small_frozen_ms=${small.frozenMs} ` +
+      `to_large_ms=${large.ms} large_frozen_ms=${large.frozenMs}`);
     assert.ok(small.frozenMs < 500 && large.frozenMs < 500,
       `a layer switch froze Bob's picture: ${show({ small, large })}`);
   });

@@ -321,6 +321,24 @@
     }));
   }
 
+  /**
+   * The node says which simulcast layers anyone receives: the others are paused (no encoding,
+   * no uplink) until it wants them again. Its order is our encodings' order.
+   */
+  async function onLayers(sess, msg) {
+    const sender = sess.videoSender;
+    if (!sender || !local.simulcast) return;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    const active = Array.isArray(msg.active) ? msg.active : [];
+    params.encodings.forEach((e, i) => { e.active = active[i] !== false; });
+    try {
+      await sender.setParameters(params);
+    } catch (err) {
+      console.warn(`kaskade: could not pause or resume simulcast layers: ${err.message || err}`);
+    }
+  }
+
   /** Caps the video encoder's bitrate on the live sender (no renegotiation). */
   async function applyBitrate(kbps) {
     local.bitrateKbps = kbps;
@@ -513,7 +531,7 @@
     welcome: onWelcome, answer: onAnswer, slots: onSlots, joined: onJoined, left: onLeft,
     updated: onUpdated, speaker: (s, m) => setSpeaker(m.id), lock: (s, m) => setLocked(m.locked),
     recording: (s, m) => setRecording(!!m.active),
-    muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError,
+    muted_by_moderator: onMutedByModerator, removed: onRemoved, error: onError, layers: onLayers,
     camera_added: onCameraAdded, dialling: onDialling, directory: onDirectory,
     dial_in: onDialIn,
   };

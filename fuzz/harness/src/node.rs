@@ -262,6 +262,7 @@ pub fn join_client(core: &mut MediaCore, now: Instant, n: u8) -> Option<Client> 
         fingerprint: fingerprint.clone(),
         audio_ssrc: Some(AUDIO_SSRC + u32::from(n)),
         video_ssrc: Some(VIDEO_SSRC + u32::from(n)),
+        video_rids: Vec::new(),
         cname: format!("fuzzcname{n}"),
         recv_slots: welcome.recv_slots,
     };

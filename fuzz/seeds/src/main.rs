@@ -255,6 +255,7 @@ fn offer(recv_slots: usize, audio: bool, video: bool) -> String {
         fingerprint: fingerprint.clone(),
         audio_ssrc: audio.then_some(node::AUDIO_SSRC),
         video_ssrc: video.then_some(node::VIDEO_SSRC),
+        video_rids: Vec::new(),
         cname: "fuzzcname0".into(),
         recv_slots,
     })

@@ -166,6 +166,11 @@ impl OutboundStream {
         }
     }
 
+    /// The source whose packets are forwarded now, if any (a switch may be pending).
+    pub fn mapped(&self) -> Option<u32> {
+        self.mapping.as_ref().map(|m| m.ssrc)
+    }
+
     /// Whether packets of `source_ssrc` are forwarded now (it is the mapped source).
     pub fn maps(&self, source_ssrc: u32) -> bool {
         self.mapping.as_ref().is_some_and(|m| m.ssrc == source_ssrc)

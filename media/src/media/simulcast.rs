@@ -54,6 +54,10 @@ impl Layer {
 #[derive(Debug, Default)]
 pub struct VideoLayers {
     layers: [Layer; MAX_LAYERS],
+    /// The layers the publisher was asked to pause, nobody receiving them (see
+    /// [`Self::hold`]): they were live, stopped because the node asked, and are still chosen
+    /// when they fit, which asks for them again.
+    held: [bool; MAX_LAYERS],
 }
 
 impl VideoLayers {
@@ -64,6 +68,7 @@ impl VideoLayers {
                 keyframes: KeyframeThrottle::new(interval),
                 ..Layer::default()
             }),
+            held: [false; MAX_LAYERS],
         }
     }
 
@@ -117,7 +122,7 @@ impl VideoLayers {
         let live: Vec<usize> = seen
             .iter()
             .copied()
-            .filter(|&i| freshest.is_some_and(|f| self.layers[i].is_live(now, f)))
+            .filter(|&i| self.held[i] || freshest.is_some_and(|f| self.layers[i].is_live(now, f)))
             .collect();
         let pool = if live.is_empty() { &seen } else { &live };
         let best = pool.iter().copied().max_by_key(|&i| rank(i));
@@ -128,6 +133,32 @@ impl VideoLayers {
                 .min_by_key(|&i| rank(i))
         });
         fitting.or(best).map_or(0, |i| i as u8)
+    }
+
+    /// Which layers the publisher is to send, given the layers its consumers carry or show
+    /// (`wanted`, by layer): those wanted, and those it paused itself (asked for nothing, it
+    /// takes them up again when it can); while nobody receives any, all of them. Returns the
+    /// layers' new state when it changed: what the publisher is told (`layers`), the order
+    /// being its offer's.
+    pub fn hold(&mut self, now: Instant, wanted: [bool; MAX_LAYERS]) -> Option<Vec<bool>> {
+        if !self.is_simulcast() {
+            return None;
+        }
+        let freshest = self.layers.iter().filter_map(|l| l.last_packet).max();
+        let seen: [bool; MAX_LAYERS] = std::array::from_fn(|i| self.layers[i].ssrc.is_some());
+        let watched = (0..MAX_LAYERS).any(|i| wanted[i] && seen[i]);
+        let held: [bool; MAX_LAYERS] = std::array::from_fn(|i| {
+            let live = freshest.is_some_and(|f| self.layers[i].is_live(now, f));
+            watched && seen[i] && !wanted[i] && (self.held[i] || live)
+        });
+        if held == self.held {
+            return None;
+        }
+        self.held = held;
+        let count = (0..MAX_LAYERS)
+            .rposition(|i| seen[i])
+            .map_or(0, |last| last + 1);
+        Some((0..count).map(|i| !held[i]).collect())
     }
 
     /// Someone wants a keyframe of `layer`: its SSRC when a request must be sent now (it is
@@ -235,6 +266,48 @@ mod tests {
         assert_eq!(v.choose(at(500), None), 1);
         // every layer silent alike (the video is muted): nothing is passed over
         assert_eq!(v.choose(at(5_000), None), 0);
+    }
+
+    #[test]
+    fn layers_nobody_receives_are_held_and_still_chosen_when_they_fit() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        // only the 1080 layer (0) is received: the others are paused
+        assert_eq!(
+            v.hold(t0, [true, false, false]),
+            Some(vec![true, false, false])
+        );
+        assert_eq!(v.hold(t0, [true, false, false]), None, "told once");
+        // the paused layers fall silent, but a small tile still gets the small layer, which
+        // asks the publisher for it again
+        let later = t0 + LAYER_TIMEOUT;
+        v.on_packet(later, 0, 0xF, &[0x41], false);
+        assert_eq!(v.choose(later, Some(100)), 2);
+        assert_eq!(
+            v.hold(later, [true, false, true]),
+            Some(vec![true, false, true])
+        );
+        // nobody receives anything: nothing is held
+        assert_eq!(v.hold(later, [false; 3]), Some(vec![true; 3]));
+        // a layer its publisher paused itself is left to it (it takes it up again when it
+        // can), and passed over while silent
+        let paused = later + PAUSE_GAP;
+        v.on_packet(paused, 0, 0xF, &[0x41], false);
+        v.on_packet(paused, 1, 0xB, &[0x41], false);
+        assert_eq!(
+            v.hold(paused, [true, true, false]),
+            None,
+            "all still wanted or paused by it"
+        );
+        assert_eq!(
+            v.choose(paused, Some(100)),
+            1,
+            "the silent small layer is passed over"
+        );
+        // a publisher without simulcast is never told
+        let mut one = VideoLayers::default();
+        one.on_packet(t0, 0, 0x5, &[0x65], true);
+        assert_eq!(one.hold(t0, [false; 3]), None);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! the height its subscriber shows that video at and the layers that are live. Chosen again
 //! when a subscriber reports its tiles, when slots change, and at every room tick (a layer the
 //! publisher paused or took up again); the packet path then switches at the new layer's
-//! keyframe (see `packets`).
+//! keyframe (see `packets`). Layers nobody receives are paused at the publisher (it is told
+//! with `layers`), and asked for again when a consumer's choice falls on one.
 
 use super::MediaCore;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
-use kaskade_protocol::signaling::TileView;
+use crate::media::simulcast::MAX_LAYERS;
+use kaskade_protocol::signaling::{ServerMessage, TileView};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Most tiles a subscriber's report is read for.
@@ -69,6 +72,54 @@ impl MediaCore {
                 consumer.layer = layer;
                 self.metrics.layer_switches.inc();
             }
+        }
+        self.hold_unreceived_layers(now);
+    }
+
+    /// Tells each simulcast publisher of this node which of its layers anyone receives (a
+    /// consumer here, or a cascade link, which carries the best layer), so that it pauses the
+    /// others: its uplink and encoder spend nothing on pictures nobody sees.
+    fn hold_unreceived_layers(&mut self, now: Instant) {
+        let mut wanted: HashMap<ParticipantId, [bool; MAX_LAYERS]> = HashMap::new();
+        for s in self.participants.values() {
+            for (slot, consumer) in s.slots.iter().zip(s.transport.consumers()) {
+                let Some(publisher) = slot.publisher.filter(|_| slot.kind == MediaKind::Video)
+                else {
+                    continue;
+                };
+                // the layer it is to carry, and the one it shows until that one's keyframe
+                let shown = consumer.stream.mapped().and_then(|ssrc| {
+                    self.participants
+                        .get(&publisher)
+                        .and_then(|p| p.video.layer_of(ssrc))
+                });
+                let layers = wanted.entry(publisher).or_default();
+                for layer in std::iter::once(consumer.layer).chain(shown) {
+                    if let Some(wanted) = layers.get_mut(usize::from(layer)) {
+                        *wanted = true;
+                    }
+                }
+            }
+        }
+        let mut told = Vec::new();
+        for p in self.participants.values_mut() {
+            if !p.is_here() || !p.video.is_simulcast() {
+                continue;
+            }
+            let mut layers = wanted.get(&p.id).copied().unwrap_or_default();
+            let relayed = self
+                .rooms
+                .get(&p.room)
+                .is_some_and(|room| !room.relays(p.id, MediaKind::Video).is_empty());
+            if relayed && let Some(layer) = layers.get_mut(usize::from(p.video.choose(now, None))) {
+                *layer = true;
+            }
+            if let Some(active) = p.video.hold(now, layers) {
+                told.push((p.id, active));
+            }
+        }
+        for (id, active) in told {
+            self.send(id, ServerMessage::Layers { active });
         }
     }
 }
