@@ -11,7 +11,9 @@
 //!
 //! [`choose`](VideoLayers::choose) picks, for a consumer, the smallest live layer at least as
 //! tall as the tile its subscriber renders, or the best live layer when the subscriber said
-//! nothing or renders it taller than any layer.
+//! nothing or renders it taller than any layer. [`hold`](VideoLayers::hold) decides which
+//! layers the publisher is to pause, nobody receiving them; those stay choices, and a choice
+//! falling on one asks for it again.
 
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::sps;
