@@ -5,6 +5,9 @@
 //! first byte is in 128..=191 (RTP or RTCP, RFC 7983 demultiplexing) is dropped with
 //! probability `loss` in either direction; STUN (0..=3) and DTLS (20..=63) always pass, so ICE
 //! and the handshake survive any loss rate. Drops use a seeded PRNG, so runs are repeatable.
+//! Every datagram that passes may also be held for a fixed one-way delay
+//! ([`RelayHandle::set_delay`]), in order, which makes a path's round trip (this machine's
+//! kernel has no netem).
 
 use std::collections::HashMap;
 use std::io;
@@ -14,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Counters of a running relay.
 #[derive(Debug, Default)]
@@ -59,6 +64,8 @@ struct Shared {
     loss: AtomicU64,
     /// xorshift64* state.
     rng: AtomicU64,
+    /// One-way delay of every datagram that passes, microseconds.
+    delay_us: AtomicU64,
     /// The upstream socket of every client, for [`RelayHandle::inject_upstream`].
     upstreams: std::sync::Mutex<Vec<Arc<UdpSocket>>>,
 }
@@ -104,6 +111,13 @@ impl RelayHandle {
             dropped_down: c.dropped_down.load(Ordering::Relaxed),
             clients: c.clients.load(Ordering::Relaxed),
         }
+    }
+
+    /// Holds every datagram that passes for `one_way` in each direction (the path's round trip
+    /// grows by twice that); datagrams keep their order.
+    pub fn set_delay(&self, one_way: std::time::Duration) {
+        let us = u64::try_from(one_way.as_micros()).unwrap_or(u64::MAX);
+        self.shared.delay_us.store(us, Ordering::Relaxed);
     }
 
     /// Changes the loss probability (0.0..=1.0) of the running relay.
@@ -175,6 +189,7 @@ impl LossyRelay {
             counters: RelayCounters::default(),
             loss: AtomicU64::new(loss.clamp(0.0, 1.0).to_bits()),
             rng: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            delay_us: AtomicU64::new(0),
             upstreams: std::sync::Mutex::new(Vec::new()),
         });
         let tasks = Arc::new(Mutex::new(Vec::new()));
@@ -201,7 +216,7 @@ async fn run_listener(
     shared: Arc<Shared>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
-    let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut clients: HashMap<SocketAddr, DelayLine> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     loop {
         let (len, from) = match listen.recv_from(&mut buf).await {
@@ -213,7 +228,7 @@ async fn run_listener(
             }
         };
         let up = match clients.get(&from) {
-            Some(up) => Arc::clone(up),
+            Some(up) => up.clone(),
             None => {
                 let up = match open_upstream(upstream).await {
                     Ok(up) => Arc::new(up),
@@ -226,15 +241,14 @@ async fn run_listener(
                 if let Ok(mut upstreams) = shared.upstreams.lock() {
                     upstreams.push(Arc::clone(&up));
                 }
-                clients.insert(from, Arc::clone(&up));
-                let task = tokio::spawn(run_downstream(
-                    Arc::clone(&up),
-                    Arc::clone(&listen),
-                    from,
-                    Arc::clone(&shared),
-                ));
-                tasks.lock().await.push(task);
-                up
+                let (up_line, up_task) =
+                    DelayLine::start(Exit::Up(Arc::clone(&up)), Arc::clone(&shared));
+                let (down_line, down_task) =
+                    DelayLine::start(Exit::Down(Arc::clone(&listen), from), Arc::clone(&shared));
+                clients.insert(from, up_line.clone());
+                let task = tokio::spawn(run_downstream(up, down_line, Arc::clone(&shared)));
+                tasks.lock().await.extend([task, up_task, down_task]);
+                up_line
             }
         };
         let datagram = &buf[..len];
@@ -242,9 +256,50 @@ async fn run_listener(
             shared.counters.dropped_up.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if up.send(datagram).await.is_ok() {
-            shared.counters.forwarded_up.fetch_add(1, Ordering::Relaxed);
-        }
+        up.pass(&shared, datagram);
+    }
+}
+
+/// Where a direction's datagrams leave the relay.
+enum Exit {
+    /// Towards the upstream, on the client's own upstream socket.
+    Up(Arc<UdpSocket>),
+    /// Towards the client, from the listening socket.
+    Down(Arc<UdpSocket>, SocketAddr),
+}
+
+/// One direction of one client's path: holds each datagram for the relay's delay, then sends
+/// it, in order.
+#[derive(Clone)]
+struct DelayLine {
+    queue: UnboundedSender<(Instant, Vec<u8>)>,
+}
+
+impl DelayLine {
+    fn start(exit: Exit, shared: Arc<Shared>) -> (Self, JoinHandle<()>) {
+        let (queue, mut held) = unbounded_channel::<(Instant, Vec<u8>)>();
+        let task = tokio::spawn(async move {
+            while let Some((due, datagram)) = held.recv().await {
+                tokio::time::sleep_until(due).await;
+                let (sent, counter) = match &exit {
+                    Exit::Up(up) => (up.send(&datagram).await, &shared.counters.forwarded_up),
+                    Exit::Down(listen, client) => (
+                        listen.send_to(&datagram, *client).await,
+                        &shared.counters.forwarded_down,
+                    ),
+                };
+                if sent.is_ok() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        (Self { queue }, task)
+    }
+
+    /// Sends `datagram` once the relay's delay has passed.
+    fn pass(&self, shared: &Shared, datagram: &[u8]) {
+        let delay = std::time::Duration::from_micros(shared.delay_us.load(Ordering::Relaxed));
+        let _ = self.queue.send((Instant::now() + delay, datagram.to_vec()));
     }
 }
 
@@ -254,12 +309,7 @@ async fn open_upstream(upstream: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-async fn run_downstream(
-    up: Arc<UdpSocket>,
-    listen: Arc<UdpSocket>,
-    client: SocketAddr,
-    shared: Arc<Shared>,
-) {
+async fn run_downstream(up: Arc<UdpSocket>, down: DelayLine, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65_536];
     loop {
         let len = match up.recv(&mut buf).await {
@@ -275,11 +325,6 @@ async fn run_downstream(
             shared.counters.dropped_down.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if listen.send_to(datagram, client).await.is_ok() {
-            shared
-                .counters
-                .forwarded_down
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        down.pass(&shared, datagram);
     }
 }

@@ -104,3 +104,29 @@ async fn each_client_gets_its_own_upstream_socket() {
     assert!(roundtrip(&b, relay, b"\x80bbbb").await);
     assert_eq!(handle.stats().clients, 2);
 }
+
+#[tokio::test]
+async fn a_delay_holds_every_datagram_both_ways_in_order() {
+    let upstream = echo_server().await;
+    let (relay, handle) = LossyRelay::start(upstream, 0.0, 3).await.unwrap();
+    handle.set_delay(Duration::from_millis(60));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    for n in 0..5u8 {
+        client.send_to(&[0x80, 96, 0, n], relay).await.unwrap();
+    }
+    let mut buf = [0u8; 64];
+    for n in 0..5u8 {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+            .await
+            .expect("the echo comes back")
+            .unwrap();
+        assert_eq!(&buf[..len], &[0x80, 96, 0, n], "in order");
+    }
+    let round_trip = started.elapsed();
+    assert!(
+        round_trip >= Duration::from_millis(120),
+        "held 60 ms each way: {round_trip:?}"
+    );
+    assert_eq!(handle.stats().forwarded_up, 5);
+}
