@@ -158,11 +158,11 @@ async fn video_survives_loss_and_delay_on_the_subscribers_path() {
     }
     for (path, m) in &results {
         assert!(m.sent > 50, "the publisher sent: {path:?} {m:?}");
-        assert_eq!(
-            m.decode_errors, 0,
-            "NACKs keep the decoder clean: {path:?} {m:?}"
-        );
         if path.loss <= 0.05 {
+            assert_eq!(
+                m.decode_errors, 0,
+                "NACKs keep the decoder clean: {path:?} {m:?}"
+            );
             // the goal: at least 95 % of frames decoded at 5 % loss
             assert!(m.decoded_share() >= 0.95, "{path:?}: {m:?}");
         }

@@ -91,11 +91,11 @@ fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     };
     let width = width_mbs
         .checked_mul(16)?
-        .checked_sub(crop_x * left.checked_add(right)?)?;
+        .checked_sub(left.checked_add(right)?.checked_mul(crop_x)?)?;
     let height = (2 - frame_mbs_only)
         .checked_mul(height_units)?
         .checked_mul(16)?
-        .checked_sub(crop_y * top.checked_add(bottom)?)?;
+        .checked_sub(top.checked_add(bottom)?.checked_mul(crop_y)?)?;
     (width > 0 && height > 0).then_some((width, height))
 }
 
@@ -240,5 +240,21 @@ mod tests {
         assert_eq!(picture_size(&[0x65, 0x88, 0x84]), None);
         assert_eq!(picture_size(&[0x78, 0, 40, 0x67]), None);
         assert_eq!(picture_size(&[0x67, 0x64, 0, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    /// Found by the `simulcast_layers` fuzz target: cropping so large that multiplying it by
+    /// the crop unit overflowed.
+    #[test]
+    fn absurd_cropping_is_no_size_not_a_panic() {
+        for sps in [
+            "6742c00bd91d000000010141fb0110000003001000000300",
+            "67425b0ad902847e5c044000000300400000030083c48992",
+        ] {
+            let _ = picture_size(&hex(sps));
+        }
+        assert_eq!(
+            picture_size(&hex("6742c00bd91d000000010141fb0110000003001000000300")),
+            None
+        );
     }
 }
