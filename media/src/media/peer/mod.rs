@@ -7,12 +7,15 @@
 //! chosen here (the ufrag names the participant, for routing), DTLS is the server role, and
 //! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
 
+mod engine;
+
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
 use crate::metrics::Metrics;
+use engine::{is_forwarded_codec, kind_of, media_engine, slot_track};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -20,12 +23,8 @@ use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     NackGeneratorBuilder, NackResponderBuilder, Registry, Slot as InterceptorSlot,
 };
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
-};
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -38,10 +37,6 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 };
@@ -55,10 +50,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// H.264 constrained baseline, packetization mode 1: what every kaskade participant sends.
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-const H264_PAYLOAD_TYPE: u8 = 102;
-const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Packets of each forwarded video stream kept to answer subscribers' NACKs: 3.2 s at the
 /// largest bit rate kaskade takes (1,440 kbit/s, about 160 packets a second), 1.8 s at
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
@@ -67,14 +58,6 @@ const NACK_HISTORY: u16 = 512;
 /// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
 /// room for a restarted encoder.
 const MAX_INBOUND_SSRCS: usize = 8;
-/// The header extensions of simulcast: the m-line's mid, the layer's RTP stream id and that of
-/// the layer a retransmission repairs (RFC 8843, RFC 8852).
-const SIMULCAST_EXTENSIONS: [&str; 3] = [
-    "urn:ietf:params:rtp-hdrext:sdes:mid",
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-];
-
 /// How a peer connection is configured; the same for every participant of a node.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
@@ -524,107 +507,4 @@ impl Transport for WebRtcPeer {
     fn close(&mut self) {
         let _ = self.pc.close();
     }
-}
-
-fn is_forwarded_codec(mime: &str) -> bool {
-    mime.eq_ignore_ascii_case(MIME_TYPE_H264) || mime.eq_ignore_ascii_case(MIME_TYPE_OPUS)
-}
-
-fn kind_of(kind: RtpCodecKind) -> MediaKind {
-    if kind == RtpCodecKind::Audio {
-        MediaKind::Audio
-    } else {
-        MediaKind::Video
-    }
-}
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![RTCPFeedback {
-            typ: "transport-cc".to_owned(),
-            parameter: String::new(),
-        }],
-    }
-}
-
-fn h264_codec() -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: H264_FMTP.to_owned(),
-        rtcp_feedback: vec![
-            feedback("transport-cc", ""),
-            feedback("ccm", "fir"),
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-        ],
-    }
-}
-
-/// The codecs and header extensions a kaskade node negotiates: Opus and H.264 CB mode 1, audio
-/// levels, and simulcast's.
-fn media_engine() -> Result<MediaEngine, RtcError> {
-    let mut engine = MediaEngine::default();
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: opus_codec(),
-            payload_type: OPUS_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: h264_codec(),
-            payload_type: H264_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Video,
-    )?;
-    engine.register_header_extension(
-        RTCRtpHeaderExtensionCapability {
-            uri: AUDIO_LEVEL_URI.to_owned(),
-        },
-        RtpCodecKind::Audio,
-        Some(RTCRtpTransceiverDirection::Recvonly),
-    )?;
-    for uri in SIMULCAST_EXTENSIONS {
-        engine.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: uri.to_owned(),
-            },
-            RtpCodecKind::Video,
-            Some(RTCRtpTransceiverDirection::Recvonly),
-        )?;
-    }
-    Ok(engine)
-}
-
-fn slot_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
-    let (codec, rtp_kind) = match kind {
-        MediaKind::Audio => (opus_codec(), RtpCodecKind::Audio),
-        MediaKind::Video => (h264_codec(), RtpCodecKind::Video),
-    };
-    MediaStreamTrack::new(
-        format!("kaskade-{ssrc:08x}"),
-        format!("{}-{ssrc:08x}", kind.as_str()),
-        format!("{}-{ssrc:08x}", kind.as_str()),
-        rtp_kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            active: true,
-            codec,
-            ..Default::default()
-        }],
-    )
 }
