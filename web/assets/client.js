@@ -325,18 +325,16 @@
    * The node says which simulcast layers anyone receives: the others are paused (no encoding,
    * no uplink) until it wants them again. Its order is our encodings' order.
    */
-  async function onLayers(sess, msg) {
+  function onLayers(sess, msg) {
     const sender = sess.videoSender;
     if (!sender || !local.simulcast) return;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length < 2) return;
     const active = Array.isArray(msg.active) ? msg.active : [];
-    params.encodings.forEach((e, i) => { e.active = active[i] !== false; });
-    try {
-      await sender.setParameters(params);
-    } catch (err) {
+    changeSender(sender, (params) => {
+      if (params.encodings.length < 2) return;
+      params.encodings.forEach((e, i) => { e.active = active[i] !== false; });
+    }).catch((err) => {
       console.warn(`kaskade: could not pause or resume simulcast layers: ${err.message || err}`);
-    }
+    });
   }
 
   /** Caps the video encoder's bitrate on the live sender (no renegotiation). */
@@ -344,15 +342,32 @@
     local.bitrateKbps = kbps;
     const sender = session && session.videoSender;
     if (!sender) return; // used for the next connection
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length === 0) params.encodings = [{}];
     const caps = sendEncodings(kbps);
-    params.encodings.forEach((e, i) => { e.maxBitrate = (caps[i] || caps[caps.length - 1]).maxBitrate; });
     try {
-      await sender.setParameters(params);
+      await changeSender(sender, (params) => {
+        params.encodings.forEach((e, i) => { e.maxBitrate = (caps[i] || caps[caps.length - 1]).maxBitrate; });
+      });
     } catch (err) {
       setStatus(`Could not change the bitrate: ${err.message || err.name}`, 'bitrate', 'warn');
     }
+  }
+
+  let senderChanges = Promise.resolve();
+  /**
+   * Changes the video sender's parameters one change at a time: each reads what the last one
+   * set (two at once would fail on a stale transaction and lose one). Resolves or rejects with
+   * this change.
+   */
+  function changeSender(sender, change) {
+    const run = async () => {
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length === 0) params.encodings = [{}];
+      change(params);
+      await sender.setParameters(params);
+    };
+    const done = senderChanges.then(run);
+    senderChanges = done.catch(() => {});
+    return done;
   }
 
   // ---------------------------------------------------------------- join / leave / reconnect
