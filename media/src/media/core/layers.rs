@@ -93,12 +93,7 @@ impl MediaCore {
                         .get(&publisher)
                         .and_then(|p| p.video.layer_of(ssrc))
                 });
-                let layers = wanted.entry(publisher).or_default();
-                for layer in std::iter::once(consumer.layer).chain(shown) {
-                    if let Some(wanted) = layers.get_mut(usize::from(layer)) {
-                        *wanted = true;
-                    }
-                }
+                want(wanted.entry(publisher).or_default(), consumer.layer, shown);
             }
         }
         let mut told = Vec::new();
@@ -111,8 +106,14 @@ impl MediaCore {
                 .rooms
                 .get(&p.room)
                 .is_some_and(|room| !room.relays(p.id, MediaKind::Video).is_empty());
-            if relayed && let Some(layer) = layers.get_mut(usize::from(p.video.choose(now, None))) {
-                *layer = true;
+            if relayed {
+                // the links' best layer, and the one they carry until its keyframe
+                let shown = p
+                    .relayed_video
+                    .as_ref()
+                    .and_then(|stream| stream.mapped())
+                    .and_then(|ssrc| p.video.layer_of(ssrc));
+                want(&mut layers, p.video.choose(now, None), shown);
             }
             if let Some(active) = p.video.hold(now, layers) {
                 told.push((p.id, active));
@@ -120,6 +121,16 @@ impl MediaCore {
         }
         for (id, active) in told {
             self.send(id, ServerMessage::Layers { active });
+        }
+    }
+}
+
+/// Marks as wanted the layer a stream is to carry and the one it still shows (`shown`) until
+/// that one's keyframe.
+fn want(layers: &mut [bool; MAX_LAYERS], chosen: u8, shown: Option<u8>) {
+    for layer in std::iter::once(chosen).chain(shown) {
+        if let Some(wanted) = layers.get_mut(usize::from(layer)) {
+            *wanted = true;
         }
     }
 }
