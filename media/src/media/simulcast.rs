@@ -116,21 +116,19 @@ impl VideoLayers {
     /// The layer a consumer is to carry: the smallest live layer at least `wanted_height` tall,
     /// else the best live one; with no live layer, the best layer that ever arrived.
     pub fn choose(&self, now: Instant, wanted_height: Option<u32>) -> u8 {
+        // no allocation: a cascade link's stream chooses at every packet it relays
         let rank = |index: usize| (self.layers[index].height.unwrap_or(0), index);
-        let seen: Vec<usize> = (0..MAX_LAYERS)
-            .filter(|&i| self.layers[i].ssrc.is_some())
-            .collect();
+        let seen = |i: &usize| self.layers[*i].ssrc.is_some();
         let freshest = self.layers.iter().filter_map(|l| l.last_packet).max();
-        let live: Vec<usize> = seen
-            .iter()
-            .copied()
-            .filter(|&i| self.held[i] || freshest.is_some_and(|f| self.layers[i].is_live(now, f)))
-            .collect();
-        let pool = if live.is_empty() { &seen } else { &live };
-        let best = pool.iter().copied().max_by_key(|&i| rank(i));
+        let live = |i: &usize| {
+            seen(i) && (self.held[*i] || freshest.is_some_and(|f| self.layers[*i].is_live(now, f)))
+        };
+        let any_live = (0..MAX_LAYERS).any(|i| live(&i));
+        let in_pool = |i: &usize| if any_live { live(i) } else { seen(i) };
+        let best = (0..MAX_LAYERS).filter(in_pool).max_by_key(|&i| rank(i));
         let fitting = wanted_height.and_then(|wanted| {
-            pool.iter()
-                .copied()
+            (0..MAX_LAYERS)
+                .filter(in_pool)
                 .filter(|&i| self.layers[i].height.is_some_and(|h| h >= wanted))
                 .min_by_key(|&i| rank(i))
         });
