@@ -220,6 +220,14 @@ pub struct Metrics {
     pub gop_replays: Counter,
     /// Simulcast layer changes chosen for consumers (a tile resized, a layer paused or back).
     pub layer_switches: Counter,
+    /// Video tiles paused because a subscriber's downlink estimate holds no layer for them.
+    pub tiles_paused: Counter,
+    /// Probes of subscribers' downlinks that found room above their ceiling.
+    pub probes_lifted: Counter,
+    /// Probes of subscribers' downlinks that found their ceiling still there.
+    pub probes_held: Counter,
+    /// Padding packets sent to probe subscribers' downlinks.
+    pub probe_padding: Counter,
     /// DTLS handshakes completed, by negotiated SRTP profile.
     pub srtp_profiles: Family<ProfileLabel, Counter>,
     /// Time from a datagram's arrival to the last forwarded copy written, per inbound RTP packet.
@@ -343,6 +351,30 @@ impl Metrics {
                 &mut r,
                 "simulcast_layer_switches",
                 "Simulcast layer changes chosen for consumers: a tile resized, a layer paused or back",
+                Counter::default(),
+            ),
+            tiles_paused: register(
+                &mut r,
+                "downlink_tiles_paused",
+                "Video tiles paused because a subscriber's downlink estimate holds no layer for them",
+                Counter::default(),
+            ),
+            probes_lifted: register(
+                &mut r,
+                "downlink_probes_lifted",
+                "Probes of subscribers' downlinks that found room above their ceiling",
+                Counter::default(),
+            ),
+            probes_held: register(
+                &mut r,
+                "downlink_probes_held",
+                "Probes of subscribers' downlinks that found their ceiling still there",
+                Counter::default(),
+            ),
+            probe_padding: register(
+                &mut r,
+                "downlink_probe_padding_packets",
+                "Padding packets sent to probe subscribers' downlinks",
                 Counter::default(),
             ),
             srtp_profiles: register(

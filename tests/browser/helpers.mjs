@@ -1,6 +1,10 @@
 // Helpers for driving the kaskade web client (web/assets/client.js) in headless Chromium.
 // The client exposes its state on window.kaskade; these helpers read it and click its UI.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
 // playwright-core from `npm install` here; else the copy preinstalled on kaskade's dev and CI
 // machines (ES modules ignore NODE_PATH, so name it explicitly; KASKADE_PLAYWRIGHT overrides).
 const { chromium } = await import('playwright-core').catch(() => import(
@@ -23,12 +27,20 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Launches Chromium. Playwright's launch() always starts from a fresh temporary profile
  * (user-data-dir) and removes it on close. Returns {browser, close}; close() is idempotent.
+ * `netns` runs it in that network namespace (through `ip netns exec`, so the test must run as
+ * root); `args` adds flags.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ netns = null, args = [] } = {}) {
+  let executablePath = CHROMIUM;
+  if (netns) {
+    const dir = mkdtempSync(join(tmpdir(), 'kaskade-chromium-'));
+    executablePath = join(dir, 'chromium');
+    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  }
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
-    args: CHROMIUM_FLAGS,
+    args: [...CHROMIUM_FLAGS, ...args],
     timeout: 30_000,
   });
   let closed = false;
@@ -36,6 +48,7 @@ export async function launchBrowser() {
     if (closed) return;
     closed = true;
     await browser.close().catch(() => {});
+    if (netns) rmSync(dirname(executablePath), { recursive: true, force: true });
   };
   return { browser, close };
 }

@@ -103,6 +103,39 @@ impl Netns {
         Ok(())
     }
 
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Joins this namespace to `far` with a veth pair: `device` here with `address` (CIDR),
+    /// `far_address` on its peer in `far`. Traffic between the two crosses a real link, which
+    /// `tc` can shape on either end.
+    pub fn link_to(
+        &self,
+        far: &Netns,
+        device: &str,
+        address: &str,
+        far_address: &str,
+    ) -> Result<()> {
+        let peer = format!("{device}p");
+        run(self
+            .command("ip")
+            .args(["link", "add", device, "type", "veth", "peer", "name", &peer]))?;
+        run(self
+            .command("ip")
+            .args(["link", "set", &peer, "netns", &far.name]))?;
+        run(self
+            .command("ip")
+            .args(["addr", "add", address, "dev", device]))?;
+        run(self.command("ip").args(["link", "set", device, "up"]))?;
+        run(far
+            .command("ip")
+            .args(["addr", "add", far_address, "dev", &peer]))?;
+        run(far.command("ip").args(["link", "set", &peer, "up"]))?;
+        Ok(())
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("ip");

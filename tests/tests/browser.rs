@@ -57,6 +57,7 @@ fn run_script_with(ns: &Netns, node: &Node, script: &str, env: &[(&str, &str)]) 
             "CALL_",
             "PUBLISHER_CHANGE",
             "SIMULCAST",
+            "DOWNLINK",
         ]
         .iter()
         .any(|m| l.contains(m))
@@ -155,6 +156,40 @@ fn a_moderator_calls_a_room_system_that_chromium_decodes_and_hangs_up() {
         );
         assert!(heard.is_some(), "the room system got the keypad's {key}");
     }
+}
+
+#[test]
+fn a_subscriber_behind_a_capped_link_gets_the_layers_that_fit() {
+    let _machine = one_browser_test_at_a_time();
+    let ns = Netns::new("kd").expect("network namespace (needs root)");
+    // Bob's browser runs in a namespace of its own, behind a veth whose node end the script
+    // shapes with tc (this kernel has tbf, not netem)
+    let far = Netns::new("kf").expect("network namespace (needs root)");
+    ns.link_to(&far, "kdl0", "10.77.0.1/24", "10.77.0.2/24")
+        .expect("veth between the namespaces");
+    let scratch = Scratch::new("browser");
+    let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
+    let node = Node::start(
+        ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
+        &[
+            "--db",
+            &db,
+            "--recordings",
+            &recordings,
+            "--listen",
+            "10.77.0.1:0",
+        ],
+    )
+    .expect("all-in-one starts");
+    run_script_with(
+        &ns,
+        &node,
+        "downlink.test.mjs",
+        &[
+            ("KASKADE_FAR_NETNS", far.name()),
+            ("KASKADE_CAP_DEVICE", "kdl0"),
+        ],
+    );
 }
 
 #[test]

@@ -49,16 +49,20 @@
   /**
    * The layers the camera is sent in (simulcast): the node gives each viewer the smallest layer
    * that fills the viewer's tile (it ranks layers by their pictures, not by this order). The
-   * full-size layer's cap is the chosen bitrate. Full size comes first: Chromium sends fewer
+   * full-size layer's cap is the chosen bitrate, the others' follow their picture height
+   * (LAYER_CAPS), so that the smallest layer fits a thin downlink beside the audio (a 320x240
+   * layer at 150 kbit/s and Opus come to about 230 kbit/s on the wire). Full size comes first: Chromium sends fewer
    * layers of a small picture and drops them from the end of this list, and a peer that does
    * not take simulcast gets the first. Chromium pauses upper layers when short of bandwidth;
    * the node follows. `?simulcast=0` sends one stream.
    */
   const SIMULCAST_LAYERS = [
-    { rid: 'f', scaleResolutionDownBy: 1, maxKbps: Infinity },
-    { rid: 'h', scaleResolutionDownBy: 2, maxKbps: 500 },
-    { rid: 'q', scaleResolutionDownBy: 4, maxKbps: 150 },
+    { rid: 'f', scaleResolutionDownBy: 1 },
+    { rid: 'h', scaleResolutionDownBy: 2 },
+    { rid: 'q', scaleResolutionDownBy: 4 },
   ];
+  /** A reduced layer's cap by its picture height: [up to this height, kbit/s]. */
+  const LAYER_CAPS = [[135, 80], [270, 150], [405, 450], [Infinity, 1200]];
   const VIEWING_DEBOUNCE_MS = 200; // tile sizes settle before the node is told
 
   // ---------------------------------------------------------------- state
@@ -290,6 +294,7 @@
       if (s.width < w && s.height < h) await reopenCamera(w, h);
       const now = local.video.getSettings();
       console.info(`kaskade: camera now ${now.width}x${now.height}`);
+      await applyBitrate(local.bitrateKbps); // the reduced layers' caps follow their size
     } catch (err) {
       setStatus(`Could not change the resolution: ${err.message || err.name}`, 'resolution', 'warn');
     }
@@ -316,9 +321,12 @@
   /** The encodings the camera is sent in, each capped at most at `kbps`. */
   function sendEncodings(kbps) {
     if (!local.simulcast) return [{ maxBitrate: kbps * 1000 }];
-    return SIMULCAST_LAYERS.map(({ rid, scaleResolutionDownBy, maxKbps }) => ({
-      rid, scaleResolutionDownBy, maxBitrate: Math.min(maxKbps, kbps) * 1000,
-    }));
+    const height = (local.video && local.video.getSettings().height) || Number(local.resolution.split('x')[1]);
+    return SIMULCAST_LAYERS.map(({ rid, scaleResolutionDownBy }) => {
+      const layerHeight = height / scaleResolutionDownBy;
+      const cap = scaleResolutionDownBy === 1 ? Infinity : LAYER_CAPS.find(([h]) => layerHeight <= h)[1];
+      return { rid, scaleResolutionDownBy, maxBitrate: Math.min(cap, kbps) * 1000 };
+    });
   }
 
   /**

@@ -9,12 +9,15 @@
 //! late retransmission can never land in the middle of another source's frames. Packets the
 //! node chooses not to forward (padding-only probes) are [`OutboundStream::skip`]ped: later
 //! sequence numbers close up over them, so a subscriber never sees a gap it would NACK.
+//! Padding the node sends of its own (its bandwidth probes) is [`OutboundStream::pad`]ded in
+//! after the newest packet: later packets make room for it, while a late one from before it
+//! keeps its number.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Skipped sequence numbers remembered per stream (older ones no longer shift anything that
-/// can still arrive).
+/// Skipped sequence numbers, and those padding went in after, remembered per stream (older
+/// ones no longer shift anything that can still arrive).
 const MAX_SKIPPED: usize = 128;
 
 pub use kaskade_protocol::signaling::MediaKind;
@@ -74,14 +77,20 @@ struct Mapping {
     highest_seq: u16,
     /// Source sequence numbers skipped since the mapping began, oldest first.
     skipped: VecDeque<u16>,
+    /// Source sequence numbers a padding packet was sent after, oldest first.
+    padded: VecDeque<u16>,
     /// When the mapping began (at a keyframe, for video).
     began: Instant,
 }
 
 impl Mapping {
-    /// How many skipped sequence numbers come before `seq`.
-    fn skipped_before(&self, seq: u16) -> u16 {
-        self.skipped.iter().filter(|s| seq_before(**s, seq)).count() as u16
+    /// Where `seq` goes out: shifted by the mapping's offset, closed up over the packets
+    /// skipped before it and moved on past the padding sent before it.
+    fn out_seq(&self, seq: u16) -> u16 {
+        let before = |list: &VecDeque<u16>| list.iter().filter(|s| seq_before(**s, seq)).count();
+        seq.wrapping_add(self.seq_offset)
+            .wrapping_sub(before(&self.skipped) as u16)
+            .wrapping_add(before(&self.padded) as u16)
     }
 }
 
@@ -220,10 +229,7 @@ impl OutboundStream {
             return Err(DropReason::Skipped);
         }
         let out = Rewritten {
-            seq: packet
-                .seq
-                .wrapping_add(mapping.seq_offset)
-                .wrapping_sub(mapping.skipped_before(packet.seq)),
+            seq: mapping.out_seq(packet.seq),
             timestamp: packet.timestamp.wrapping_add(mapping.ts_offset),
         };
         if !seq_before(packet.seq, mapping.highest_seq) {
@@ -261,6 +267,29 @@ impl OutboundStream {
         }
     }
 
+    /// The sequence number and timestamp of a padding-only packet to send right after the
+    /// source's packet `after` (the end of a frame: a receiver assembles a frame from
+    /// consecutive numbers); `None` unless `after` is the newest packet of the mapped source.
+    pub fn pad(&mut self, after: &InboundPacket) -> Option<Rewritten> {
+        let mapping = self
+            .mapping
+            .as_mut()
+            .filter(|m| m.ssrc == after.ssrc && m.highest_seq == after.seq)?;
+        if mapping.padded.len() == MAX_SKIPPED
+            && let Some(oldest) = mapping.padded.pop_front()
+        {
+            // folded into the offset, as in `skip`
+            mapping.seq_offset = mapping.seq_offset.wrapping_add(1);
+            mapping.base_seq = oldest.wrapping_add(1);
+        }
+        mapping.padded.push_back(mapping.highest_seq);
+        self.last.seq = self.last.seq.wrapping_add(1);
+        Some(Rewritten {
+            seq: self.last.seq,
+            timestamp: self.last.timestamp,
+        })
+    }
+
     fn begin_mapping(&mut self, packet: &InboundPacket, now: Instant) {
         let out_seq = self.last.seq.wrapping_add(1);
         let out_ts = if self.sent_any {
@@ -278,6 +307,7 @@ impl OutboundStream {
             base_seq: packet.seq,
             highest_seq: packet.seq,
             skipped: VecDeque::new(),
+            padded: VecDeque::new(),
             began: now,
         });
         self.pending = None;
@@ -545,6 +575,73 @@ mod tests {
             s.rewrite(&pkt(A, 3, 3000, false), start),
             Err(DropReason::BeforeSwitch),
             "a packet older than the skipped ones remembered is dropped"
+        );
+    }
+
+    #[test]
+    fn padding_goes_after_the_newest_packet_and_late_ones_keep_their_numbers() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 100, 0, start);
+        assert_eq!(s.pad(&pkt(A, 0, 0, false)), None, "nothing to pad after");
+        s.attach(A);
+        run(
+            &mut s,
+            start,
+            &[
+                (pkt(A, 1, 90, true), 0, Ok((100, 0))),
+                (pkt(A, 2, 90, false), 0, Ok((101, 0))),
+                (pkt(A, 4, 90, false), 0, Ok((103, 0))),
+            ],
+        );
+        assert_eq!(s.pad(&pkt(A, 2, 90, false)), None, "only after the newest");
+        let four = pkt(A, 4, 90, false);
+        assert_eq!(
+            s.pad(&four),
+            Some(Rewritten {
+                seq: 104,
+                timestamp: 0
+            })
+        );
+        assert_eq!(
+            s.pad(&four),
+            Some(Rewritten {
+                seq: 105,
+                timestamp: 0
+            })
+        );
+        run(
+            &mut s,
+            start,
+            &[
+                // the late one takes the number left for it, before the padding
+                (pkt(A, 3, 90, false), 0, Ok((102, 0))),
+                (pkt(A, 5, 3090, false), 0, Ok((106, 3000))),
+            ],
+        );
+        // padding and skipped packets together: still no gap, no number twice
+        s.skip(&pkt(A, 6, 3090, false));
+        let six = pkt(A, 6, 3090, false);
+        assert_eq!(
+            s.pad(&six),
+            Some(Rewritten {
+                seq: 107,
+                timestamp: 3000
+            })
+        );
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 7, 6090, false), 0, Ok((108, 6000)))],
+        );
+        // endless padding folds into the offset without a gap
+        let seven = pkt(A, 7, 6090, false);
+        for i in 0..300u16 {
+            assert_eq!(s.pad(&seven).map(|r| r.seq), Some(109 + i));
+        }
+        run(
+            &mut s,
+            start,
+            &[(pkt(A, 8, 9090, false), 0, Ok((409, 9000)))],
         );
     }
 

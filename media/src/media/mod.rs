@@ -1,6 +1,8 @@
 //! The media plane, free of I/O: routing datagrams to participants, forwarding RTP with
 //! per-subscriber rewriting, RTCP handling, speaker detection and room state.
 
+pub mod allocation;
+pub mod bwe;
 pub mod core;
 pub mod deadlines;
 pub mod demux;

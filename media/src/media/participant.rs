@@ -7,6 +7,7 @@
 //! node's capacity, leaves a call record and is announced to peer nodes; a relayed one is all
 //! of that on its own node.
 
+use crate::media::allocation::Prober;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::gop::GopCache;
@@ -47,6 +48,8 @@ pub struct Participant {
     pub viewing: Vec<(ParticipantId, u32)>,
     /// Its simulcast video as the cascade links carry it: one layer, rewritten onto one stream.
     pub relayed_video: Option<OutboundStream>,
+    /// Probes its downlink when its estimate holds its tiles under what they ask for.
+    pub prober: Prober,
     /// Its video since the last keyframe, when its source cannot be asked for one.
     pub gop: Option<GopCache>,
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
@@ -96,6 +99,7 @@ impl Participant {
             video: VideoLayers::default(),
             viewing: Vec::new(),
             relayed_video: None,
+            prober: Prober::default(),
             gop,
             source: None,
             relayed_from: None,

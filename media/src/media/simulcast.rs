@@ -9,11 +9,13 @@
 //! only. A publisher without simulcast is a single layer 0, and everything here is a no-op
 //! for it.
 //!
-//! [`choose`](VideoLayers::choose) picks, for a consumer, the smallest live layer at least as
-//! tall as the tile its subscriber renders, or the best live layer when the subscriber said
-//! nothing or renders it taller than any layer. [`hold`](VideoLayers::hold) decides which
-//! layers the publisher is to pause, nobody receiving them; those stay choices, and a choice
-//! falling on one asks for it again.
+//! [`ladder`](VideoLayers::ladder) lists the layers a consumer may carry, smallest first, with
+//! the bit rate each arrives at (what carrying it costs a subscriber's downlink);
+//! [`choose`](VideoLayers::choose) picks from it the smallest layer at least as tall as the
+//! tile its subscriber renders, or the best one when the subscriber said nothing or renders it
+//! taller than any layer. [`hold`](VideoLayers::hold) decides which layers the publisher is to
+//! pause, nobody receiving them; those stay choices, and a choice falling on one asks for it
+//! again.
 
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::sps;
@@ -32,6 +34,83 @@ pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
 /// in one layer.
 pub const PAUSE_GAP: Duration = Duration::from_millis(500);
 
+/// The window a layer's bit rate is measured over: long enough to hold a keyframe and the
+/// frames after it.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Bytes a forwarded packet costs on the wire beyond its payload: RTP header and extensions,
+/// the SRTP tag, UDP and IP.
+const PACKET_OVERHEAD: u64 = 70;
+
+/// A layer's bit rate, measured over consecutive windows.
+#[derive(Debug, Default)]
+struct Rate {
+    window_start: Option<Instant>,
+    bytes: u64,
+    /// Bits per second over the last full window.
+    last: u32,
+}
+
+impl Rate {
+    fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            // a window that ended long ago says nothing about the one before this packet
+            self.last = if elapsed < RATE_WINDOW * 2 {
+                u32::try_from(self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64)
+                    .unwrap_or(u32::MAX)
+            } else {
+                self.last
+            };
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64 + PACKET_OVERHEAD;
+    }
+}
+
+/// One step of a [`Ladder`]: a layer a consumer may carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rung {
+    /// The layer's number.
+    pub layer: u8,
+    /// Its picture height, once a keyframe said.
+    pub height: Option<u32>,
+    /// The bits per second it arrives at (0 before a full window was measured).
+    pub bitrate: u32,
+}
+
+/// The layers a consumer may carry, smallest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ladder {
+    rungs: [Rung; MAX_LAYERS],
+    len: usize,
+}
+
+impl Ladder {
+    /// The rungs, smallest first.
+    pub fn rungs(&self) -> &[Rung] {
+        &self.rungs[..self.len]
+    }
+
+    /// The position of `layer` on the ladder.
+    pub fn position(&self, layer: u8) -> Option<usize> {
+        self.rungs().iter().position(|r| r.layer == layer)
+    }
+
+    /// The position of the smallest rung at least `wanted_height` tall, else of the top rung.
+    pub fn fitting(&self, wanted_height: Option<u32>) -> Option<usize> {
+        let top = self.len.checked_sub(1)?;
+        Some(wanted_height.map_or(top, |wanted| {
+            self.rungs()
+                .iter()
+                .position(|r| r.height.is_some_and(|h| h >= wanted))
+                .unwrap_or(top)
+        }))
+    }
+}
+
 /// One layer of a publisher's video.
 #[derive(Debug, Default)]
 struct Layer {
@@ -40,6 +119,7 @@ struct Layer {
     height: Option<u32>,
     last_packet: Option<Instant>,
     keyframes: KeyframeThrottle,
+    rate: Rate,
 }
 
 impl Layer {
@@ -75,7 +155,7 @@ impl VideoLayers {
     }
 
     /// Notes a packet of `layer` (out-of-range layers are ignored): its SSRC, that it is live,
-    /// and the picture size when it carries an SPS.
+    /// its size, and the picture size when it carries an SPS.
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -89,6 +169,7 @@ impl VideoLayers {
         };
         l.ssrc = Some(ssrc);
         l.last_packet = Some(now);
+        l.rate.add(now, payload.len());
         if keyframe_start {
             l.keyframes.keyframe_seen();
             if let Some((_, height)) = sps::picture_size(payload) {
@@ -113,26 +194,37 @@ impl VideoLayers {
         self.layers.iter().filter(|l| l.ssrc.is_some()).count() > 1
     }
 
+    /// The layers a consumer may carry, smallest first: the live ones (and those held for
+    /// want of a receiver, which come back when asked); with no live layer, every layer that
+    /// ever arrived. Allocates nothing: a cascade link's stream asks at every packet it relays.
+    pub fn ladder(&self, now: Instant) -> Ladder {
+        let seen = |i: usize| self.layers[i].ssrc.is_some();
+        let freshest = self.layers.iter().filter_map(|l| l.last_packet).max();
+        let live = |i: usize| {
+            seen(i) && (self.held[i] || freshest.is_some_and(|f| self.layers[i].is_live(now, f)))
+        };
+        let any_live = (0..MAX_LAYERS).any(live);
+        let mut ladder = Ladder::default();
+        for i in (0..MAX_LAYERS).filter(|&i| if any_live { live(i) } else { seen(i) }) {
+            let l = &self.layers[i];
+            ladder.rungs[ladder.len] = Rung {
+                layer: i as u8,
+                height: l.height,
+                bitrate: l.rate.last,
+            };
+            ladder.len += 1;
+        }
+        ladder.rungs[..ladder.len].sort_unstable_by_key(|r| (r.height.unwrap_or(0), r.layer));
+        ladder
+    }
+
     /// The layer a consumer is to carry: the smallest live layer at least `wanted_height` tall,
     /// else the best live one; with no live layer, the best layer that ever arrived.
     pub fn choose(&self, now: Instant, wanted_height: Option<u32>) -> u8 {
-        // no allocation: a cascade link's stream chooses at every packet it relays
-        let rank = |index: usize| (self.layers[index].height.unwrap_or(0), index);
-        let seen = |i: &usize| self.layers[*i].ssrc.is_some();
-        let freshest = self.layers.iter().filter_map(|l| l.last_packet).max();
-        let live = |i: &usize| {
-            seen(i) && (self.held[*i] || freshest.is_some_and(|f| self.layers[*i].is_live(now, f)))
-        };
-        let any_live = (0..MAX_LAYERS).any(|i| live(&i));
-        let in_pool = |i: &usize| if any_live { live(i) } else { seen(i) };
-        let best = (0..MAX_LAYERS).filter(in_pool).max_by_key(|&i| rank(i));
-        let fitting = wanted_height.and_then(|wanted| {
-            (0..MAX_LAYERS)
-                .filter(in_pool)
-                .filter(|&i| self.layers[i].height.is_some_and(|h| h >= wanted))
-                .min_by_key(|&i| rank(i))
-        });
-        fitting.or(best).map_or(0, |i| i as u8)
+        let ladder = self.ladder(now);
+        ladder
+            .fitting(wanted_height)
+            .map_or(0, |position| ladder.rungs()[position].layer)
     }
 
     /// Which layers the publisher is to send, given the layers its consumers carry or show

@@ -12,6 +12,7 @@
 //! receives, with its own SSRC and rewriting ([`Consumer`]); the room's fan-out table maps each
 //! producer to the consumers it feeds.
 
+use crate::media::bwe::DownlinkEstimate;
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use rand::rngs::StdRng;
 use rtc::shared::TaggedBytesMut;
@@ -101,7 +102,8 @@ pub struct Consumer {
     pub payload_type: u8,
     /// Rewriting state (its SSRC is the consumer's).
     pub stream: OutboundStream,
-    /// The simulcast layer of its publisher's video it is to carry (0 without simulcast).
+    /// The simulcast layer of its publisher's video it is to carry (0 without simulcast), or
+    /// `allocation::PAUSED` when its subscriber's downlink has no room for it.
     pub layer: u8,
 }
 
@@ -134,6 +136,12 @@ pub trait Transport: Send {
     /// offer lists them (0 for a transport without simulcast).
     fn layer_of(&self, _ssrc: u32) -> u8 {
         0
+    }
+
+    /// What the participant's downlink carries, as estimated from its congestion feedback
+    /// (`None`: a transport that estimates nothing, never limited).
+    fn downlink_estimate(&self) -> Option<&DownlinkEstimate> {
+        None
     }
 
     /// The next datagram to send on the node's socket.

@@ -168,7 +168,12 @@ impl MediaCore {
                 self.metrics.gop_replays.inc();
             }
             match forward(s, slot, packet, &inbound, now, &self.metrics) {
-                Ok(()) => wrote = true,
+                Ok(()) => {
+                    wrote = true;
+                    if packet.header.marker && kind == MediaKind::Video && s.prober.is_probing() {
+                        pad(s, slot, &inbound, now, &self.metrics);
+                    }
+                }
                 Err(reason) => {
                     wants_keyframe |= reason == DropReason::WaitingForKeyframe;
                     self.metrics.drop_packet(Dropped::Slot(reason));
@@ -296,6 +301,45 @@ pub(super) fn inbound_of(packet: &rtc::rtp::Packet, keyframe_start: bool) -> Inb
 
 /// Rewrites `packet` for consumer `slot` of `subscriber` and writes it (counted as forwarded,
 /// or as a failed write); the rewriting's refusal otherwise.
+/// Sends the padding a probe of `subscriber`'s downlink owes now on `slot`, right after
+/// `after`, the end of a frame just forwarded there (see `allocation::Prober`).
+fn pad(
+    subscriber: &mut Participant,
+    slot: usize,
+    after: &InboundPacket,
+    now: Instant,
+    metrics: &Metrics,
+) {
+    let Some(estimate) = subscriber.transport.downlink_estimate() else {
+        return;
+    };
+    for _ in 0..subscriber.prober.padding_due(now, estimate) {
+        let Some(at) = subscriber
+            .transport
+            .consumers_mut()
+            .get_mut(slot)
+            .and_then(|c| c.stream.pad(after))
+        else {
+            return;
+        };
+        let padding = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                padding: true,
+                sequence_number: at.seq,
+                timestamp: at.timestamp,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::new(),
+        };
+        if subscriber.transport.write_rtp(now, slot, padding).is_err() {
+            metrics.drop_packet(Dropped::WriteFailed);
+            return;
+        }
+        metrics.probe_padding.inc();
+    }
+}
+
 fn forward(
     subscriber: &mut Participant,
     slot: usize,

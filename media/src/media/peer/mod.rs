@@ -9,6 +9,7 @@
 
 mod engine;
 
+use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
 use crate::media::transport::{
@@ -21,7 +22,8 @@ use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
-    NackGeneratorBuilder, NackResponderBuilder, Registry, Slot as InterceptorSlot,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry,
+    Slot as InterceptorSlot, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
@@ -93,6 +95,8 @@ pub struct WebRtcPeer {
     inbound: VecDeque<Inbound>,
     /// The simulcast layer of each inbound SSRC seen (0 for audio and single-stream video).
     layers: Vec<(u32, u8)>,
+    /// What its downlink carries, as its congestion feedback says.
+    downlink: DownlinkEstimate,
 }
 
 impl WebRtcPeer {
@@ -111,6 +115,7 @@ impl WebRtcPeer {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ]);
         }
+        let label = ufrag.clone();
         let setting_engine = SettingEngineBuilder::new()
             .with_ice_credentials(ufrag, pwd)
             .with_lite(true)
@@ -127,7 +132,22 @@ impl WebRtcPeer {
                 InterceptorSlot::NackGenerator,
                 NackGeneratorBuilder::new().build(),
             );
+        // both halves of transport-wide congestion control: feedback on what the participant
+        // sends, and sequence numbers on what it is sent, whose feedback drives its estimate.
+        // No pacer: the node forwards each packet as it arrives, and the allocator keeps the
+        // rate within the estimate by choosing layers.
         let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
+        let downlink = DownlinkEstimate::default();
+        let registry = registry
+            .with(
+                InterceptorSlot::TwccSender,
+                TwccSenderBuilder::new().build(),
+            )
+            .with(
+                InterceptorSlot::CongestionControl,
+                CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone(), label))
+                    .build(),
+            );
         let registry = configure_rtcp_reports(registry);
         let registry = registry.with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
         let pc = RTCPeerConnectionBuilder::new()
@@ -146,6 +166,7 @@ impl WebRtcPeer {
             senders: Vec::new(),
             inbound: VecDeque::new(),
             layers: Vec::new(),
+            downlink,
         })
     }
 
@@ -411,6 +432,10 @@ impl Transport for WebRtcPeer {
             .iter()
             .find(|(s, _)| *s == ssrc)
             .map_or(0, |(_, layer)| *layer)
+    }
+
+    fn downlink_estimate(&self) -> Option<&DownlinkEstimate> {
+        Some(&self.downlink)
     }
 
     fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {

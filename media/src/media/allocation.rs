@@ -1,0 +1,434 @@
+//! Downlink allocation: which layer of each publisher's video a subscriber receives, given its
+//! downlink estimate (see `bwe`) and the heights it renders each tile at.
+//!
+//! Audio comes first: its share is set aside before any video. Then every tile gets its
+//! smallest layer, the active speaker's first, as long as the budget holds (the speaker's
+//! always: a subscriber sees the speaker even on a link too thin for anything); a tile that
+//! does not fit is paused, and shows its last picture. What remains lifts tiles towards the
+//! layer their rendered size asks for, again the speaker's first, one step at a time. A step
+//! above the layer a tile carries now must fit with [`UPSWITCH_HEADROOM`] to spare, so that an
+//! estimate hovering at a layer's rate does not switch it up and down at every tick (each
+//! switch costs a keyframe); a tile keeps its layer while the layer itself fits.
+//!
+//! Pure and allocation-free: the core calls it for every subscriber at each layer-choice tick.
+//!
+//! A subscriber held under a ceiling its path showed (see `bwe`) while its tiles want more is
+//! probed: for [`PROBE_DURATION`] the node sends it padding on top of its media, aiming its
+//! downlink [`PROBE_RATE`] times over the estimate. If the path carries it cleanly the
+//! estimator lifts the ceiling and the allocator moves the tiles up; if not, the probe cost a
+//! moment's queue, not a keyframe and a freeze, and the next one waits twice as long (up to
+//! [`MAX_PROBE_INTERVAL`]).
+
+use crate::media::bwe::DownlinkEstimate;
+use crate::media::simulcast::{Ladder, MAX_LAYERS};
+use std::time::{Duration, Instant};
+
+/// The share of the downlink set aside for each audio stream a subscriber receives: Opus at
+/// 32 kbit/s and its packets' overhead.
+pub const AUDIO_SHARE: u32 = 48_000;
+
+/// A step up must fit its layer's rate this much over: a layer's rate varies with the picture
+/// and a keyframe's burst is several frames' worth.
+pub const UPSWITCH_HEADROOM: f64 = 1.2;
+
+/// Most video tiles one allocation weighs (a subscriber's receive slots).
+pub const MAX_TILES: usize = 32;
+
+/// The layer a tile is given: a layer number, or [`PAUSED`].
+pub type Choice = u8;
+
+/// A tile given no layer: it carries nothing until the budget grows.
+pub const PAUSED: Choice = u8::MAX;
+
+/// One video tile of a subscriber, as the allocator weighs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tile {
+    /// The publisher's layers the tile may carry.
+    pub ladder: Ladder,
+    /// The position on the ladder its rendered size asks for.
+    pub wanted: usize,
+    /// The layer it carries now (or [`PAUSED`]).
+    pub current: Choice,
+    /// Whether it shows the active speaker.
+    pub speaker: bool,
+}
+
+/// Chooses a layer for each of `tiles` (at most [`MAX_TILES`]; the rest are not weighed)
+/// within `budget` bits per second of video. A tile whose publisher sent nothing yet gets
+/// layer 0, whatever comes first.
+pub fn allocate(budget: u32, tiles: &[Tile]) -> [Choice; MAX_TILES] {
+    let count = tiles.len().min(MAX_TILES);
+    let mut order: [usize; MAX_TILES] = std::array::from_fn(|i| i);
+    // the speaker first, then the tiles in the subscriber's order
+    order[..count].sort_by_key(|&i| (!tiles[i].speaker, i));
+    let mut positions: [Option<usize>; MAX_TILES] = [None; MAX_TILES];
+    let mut left = u64::from(budget);
+    for (rank, &i) in order[..count].iter().enumerate() {
+        if tiles[i].ladder.rungs().is_empty() {
+            continue;
+        }
+        let cost = step_cost(&tiles[i], 0, None);
+        if cost <= left || rank == 0 {
+            positions[i] = Some(0);
+            left = left.saturating_sub(cost);
+        }
+    }
+    for &i in &order[..count] {
+        let tile = &tiles[i];
+        let Some(mut at) = positions[i] else {
+            continue;
+        };
+        while at < tile.wanted.min(tile.ladder.rungs().len().saturating_sub(1)) {
+            let cost = step_cost(tile, at + 1, Some(at));
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            at += 1;
+        }
+        positions[i] = Some(at);
+    }
+    let mut choices = [PAUSED; MAX_TILES];
+    for (i, tile) in tiles.iter().enumerate().take(count) {
+        let rungs = tile.ladder.rungs();
+        choices[i] = match positions[i] {
+            Some(at) => rungs[at].layer,
+            // nothing arrived yet: whatever comes first
+            None if rungs.is_empty() => 0,
+            None => PAUSED,
+        };
+    }
+    choices
+}
+
+/// What moving `tile` to position `to` costs, from position `from` (none: from nothing).
+fn step_cost(tile: &Tile, to: usize, from: Option<usize>) -> u64 {
+    let rungs = tile.ladder.rungs();
+    let rate = u64::from(rungs[to].bitrate);
+    let current = tile
+        .ladder
+        .position(tile.current)
+        .filter(|_| tile.current != PAUSED);
+    let with_headroom = if current.is_some_and(|c| to <= c) {
+        rate
+    } else {
+        (rate as f64 * UPSWITCH_HEADROOM) as u64
+    };
+    let already = from.map_or(0, |f| u64::from(rungs[f].bitrate));
+    with_headroom.saturating_sub(already)
+}
+
+const _: () = assert!(MAX_LAYERS <= MAX_TILES);
+
+/// How long a probe lasts: long enough to empty a shaper's token bucket, fill the estimator's
+/// half-second window and hold there for `bwe::LIFT_AFTER`.
+pub const PROBE_DURATION: Duration = Duration::from_millis(1500);
+/// A probe aims the subscriber's downlink this many times over its estimate.
+pub const PROBE_RATE: f64 = 1.5;
+/// The least a probe adds, in bits per second.
+const MIN_PROBE_EXTRA: u32 = 32_000;
+/// Wire bytes of one padding packet: an RTP header with its extensions, four bytes of
+/// padding, the SRTP tag, UDP and IPv4.
+pub const PADDING_PACKET_BYTES: f64 = 80.0;
+/// Most padding packets sent after one media packet.
+const MAX_PADDING_BURST: usize = 16;
+/// The wait before the first probe of a subscriber held under a ceiling, and after a probe
+/// that lifted one.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest wait between probes that each found the ceiling still there.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Probes a subscriber's downlink for room above the ceiling its estimate is held under.
+#[derive(Debug)]
+pub struct Prober {
+    probe: Option<Probe>,
+    next_at: Option<Instant>,
+    interval: Duration,
+}
+
+#[derive(Debug)]
+struct Probe {
+    until: Instant,
+    extra_bps: f64,
+    /// Padding bytes owed.
+    credit: f64,
+    last: Instant,
+    /// The estimate when it began: the probe ends early when it falls.
+    from_bps: u32,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self {
+            probe: None,
+            next_at: None,
+            interval: MIN_PROBE_INTERVAL,
+        }
+    }
+}
+
+/// What came of a probe that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The path carried it: the ceiling is lifted.
+    Lifted,
+    /// The ceiling is still there.
+    Held,
+}
+
+impl Prober {
+    /// After each allocation: whether a tile got less than its size asks for (`limited`),
+    /// the subscriber's estimate, and the bits per second the allocation sends it. Starts a
+    /// probe when one is due; returns the outcome of one that ended.
+    pub fn on_allocation(
+        &mut self,
+        now: Instant,
+        estimate: &DownlinkEstimate,
+        limited: bool,
+        sending: u32,
+    ) -> Option<ProbeOutcome> {
+        let bps = estimate.get()?;
+        if let Some(probe) = &self.probe {
+            if now < probe.until && bps >= probe.from_bps {
+                return None;
+            }
+            self.probe = None;
+            let outcome = if estimate.under_ceiling() {
+                self.interval = (self.interval * 2).min(MAX_PROBE_INTERVAL);
+                ProbeOutcome::Held
+            } else {
+                self.interval = MIN_PROBE_INTERVAL;
+                ProbeOutcome::Lifted
+            };
+            self.next_at = Some(now + self.interval);
+            return Some(outcome);
+        }
+        if !estimate.under_ceiling() {
+            self.interval = MIN_PROBE_INTERVAL;
+        }
+        if !(limited && estimate.under_ceiling()) {
+            self.next_at = None;
+            return None;
+        }
+        match self.next_at {
+            None => self.next_at = Some(now + self.interval),
+            Some(at) if now >= at => {
+                let aim = f64::from(bps) * PROBE_RATE - f64::from(sending);
+                self.probe = Some(Probe {
+                    until: now + PROBE_DURATION,
+                    extra_bps: aim.max(f64::from(MIN_PROBE_EXTRA)),
+                    credit: 0.0,
+                    last: now,
+                    from_bps: bps,
+                });
+            }
+            Some(_) => {}
+        }
+        None
+    }
+
+    /// Whether a probe is under way.
+    pub fn is_probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// How many padding packets to send now, after a media packet: none once the probe is
+    /// over, or as soon as the estimate falls (the path is queueing it).
+    pub fn padding_due(&mut self, now: Instant, estimate: &DownlinkEstimate) -> usize {
+        let falling = |p: &Probe| estimate.get().is_none_or(|bps| bps < p.from_bps);
+        let Some(probe) = self.probe.as_mut().filter(|p| now < p.until && !falling(p)) else {
+            return 0;
+        };
+        let elapsed = now.saturating_duration_since(probe.last).as_secs_f64();
+        probe.last = now;
+        probe.credit += probe.extra_bps / 8.0 * elapsed;
+        let due = ((probe.credit / PADDING_PACKET_BYTES) as usize).min(MAX_PADDING_BURST);
+        probe.credit -= due as f64 * PADDING_PACKET_BYTES;
+        // what a burst could not send is not owed later
+        probe.credit = probe
+            .credit
+            .min(PADDING_PACKET_BYTES * MAX_PADDING_BURST as f64);
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::simulcast::VideoLayers;
+    use std::time::{Duration, Instant};
+
+    /// SPS of 320x240 and 160x120 (x264 baseline) and 1920x1080.
+    const SPS_240: [u8; 24] = [
+        0x67, 0x42, 0xc0, 0x0b, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x00, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+    ];
+    const SPS_120: [u8; 24] = [
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x02, 0x84, 0x7e, 0x5c, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00,
+        0x40, 0x00, 0x00, 0x03, 0x00, 0x83, 0xc4, 0x89, 0x92,
+    ];
+    const SPS_1080: [u8; 26] = [
+        0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03,
+        0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0x08, 0x3c, 0x60, 0xc9, 0x20,
+    ];
+
+    /// A publisher's three layers at 1,200 / 400 / 120 kbit/s (layers 0 / 1 / 2), measured
+    /// over two seconds of 25 packets a second each.
+    fn ladder() -> Ladder {
+        let t0 = Instant::now();
+        let mut v = VideoLayers::default();
+        let layers: [(u8, &[u8], u64); 3] = [
+            (0, &SPS_1080, 1_200_000),
+            (1, &SPS_240, 400_000),
+            (2, &SPS_120, 120_000),
+        ];
+        for tick in 0..=50u32 {
+            let at = t0 + Duration::from_millis(40) * tick;
+            for (layer, sps, bps) in layers {
+                // 25 packets a second, each with its share of the rate (less the overhead)
+                let size = (bps / 8 / 25 - 70) as usize;
+                let mut payload = vec![0u8; size];
+                payload[..sps.len()].copy_from_slice(sps);
+                v.on_packet(at, layer, 0x10 + u32::from(layer), &payload, tick == 0);
+            }
+        }
+        v.ladder(t0 + Duration::from_secs(2))
+    }
+
+    fn tile(wanted: usize, current: Choice, speaker: bool) -> Tile {
+        Tile {
+            ladder: ladder(),
+            wanted,
+            current,
+            speaker,
+        }
+    }
+
+    #[test]
+    fn the_ladder_knows_each_layers_rate() {
+        let ladder = ladder();
+        let rates: Vec<(u8, u32)> = ladder
+            .rungs()
+            .iter()
+            .map(|r| (r.layer, r.bitrate))
+            .collect();
+        assert_eq!(rates.len(), 3);
+        for ((layer, bps), (want_layer, want_bps)) in
+            rates
+                .into_iter()
+                .zip([(2, 120_000), (1, 400_000), (0, 1_200_000)])
+        {
+            assert_eq!(layer, want_layer);
+            assert!(bps.abs_diff(want_bps) < want_bps / 20, "{layer}: {bps}");
+        }
+    }
+
+    /// A budget, tiles as (wanted position, current layer, speaker), and the choices expected.
+    type Case = (u32, &'static [(usize, Choice, bool)], &'static [Choice]);
+
+    #[test]
+    fn layers_fit_the_budget_speaker_first() {
+        let cases: [Case; 8] = [
+            // plenty: each tile what its size asks for
+            (5_000_000, &[(2, 0, false), (1, 1, true)], &[0, 1]),
+            // the speaker's top layer fits beside the other's lowest, and nothing more
+            (1_400_000, &[(2, 0, false), (2, 0, true)], &[2, 0]),
+            // less: both one step down
+            (1_300_000, &[(2, 0, false), (2, 0, true)], &[1, 1]),
+            // thin: the speaker's low layer, the other paused
+            (150_000, &[(2, 0, false), (2, 0, true)], &[PAUSED, 2]),
+            // too thin for anything: the speaker still gets its lowest
+            (50_000, &[(2, 2, false), (2, 2, true)], &[PAUSED, 2]),
+            // a layer carried now is kept while it fits, without headroom
+            (1_250_000, &[(2, 0, true)], &[0]),
+            // but a step up needs the headroom: 1.2 x 1.2 Mbit/s
+            (1_250_000, &[(2, 1, true)], &[1]),
+            (1_450_000, &[(2, 1, true)], &[0]),
+        ];
+        for (budget, tiles, expected) in cases {
+            let tiles: Vec<Tile> = tiles
+                .iter()
+                .map(|&(wanted, current, speaker)| tile(wanted, current, speaker))
+                .collect();
+            let choices = allocate(budget, &tiles);
+            assert_eq!(&choices[..tiles.len()], expected, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn a_subscriber_under_a_ceiling_is_probed_less_often_while_it_holds() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let estimate = DownlinkEstimate::default();
+        let mut prober = Prober::default();
+        assert_eq!(
+            prober.on_allocation(t0, &estimate, true, 0),
+            None,
+            "no estimate"
+        );
+        estimate.set(270_000.0, true);
+        // the first limited allocation only schedules a probe
+        prober.on_allocation(at(0), &estimate, true, 220_000);
+        assert!(!prober.is_probing());
+        prober.on_allocation(at(1_000), &estimate, true, 220_000);
+        assert!(!prober.is_probing());
+        prober.on_allocation(at(2_000), &estimate, true, 220_000);
+        assert!(prober.is_probing());
+        // it pads 1.5 x 270 - 220 = 185 kbit/s for 1.5 s, spread over the media packets (the
+        // last of them here 1.48 s in)
+        let mut padding = 0;
+        for ms in (2_000..3_600).step_by(20) {
+            padding += prober.padding_due(at(ms), &estimate);
+        }
+        let expected = 185_000.0 / 8.0 * 1.48 / PADDING_PACKET_BYTES;
+        assert!(
+            (padding as f64 - expected).abs() < 3.0,
+            "{padding} vs {expected}"
+        );
+        // the ceiling held: the next probe waits twice as long
+        assert_eq!(
+            prober.on_allocation(at(3_500), &estimate, true, 220_000),
+            Some(ProbeOutcome::Held)
+        );
+        prober.on_allocation(at(7_400), &estimate, true, 220_000);
+        assert!(!prober.is_probing());
+        prober.on_allocation(at(7_500), &estimate, true, 220_000);
+        assert!(prober.is_probing());
+        // the estimate falls during a probe: it ends at once
+        estimate.set(200_000.0, true);
+        assert_eq!(
+            prober.on_allocation(at(7_600), &estimate, true, 220_000),
+            Some(ProbeOutcome::Held)
+        );
+        assert_eq!(prober.padding_due(at(7_650), &estimate), 0);
+        // the next one (5 s later, the longest wait) finds the ceiling lifted
+        prober.on_allocation(at(12_500), &estimate, true, 150_000);
+        assert!(!prober.is_probing());
+        prober.on_allocation(at(12_600), &estimate, true, 150_000);
+        assert!(prober.is_probing());
+        estimate.set(400_000.0, false);
+        assert_eq!(
+            prober.on_allocation(at(14_100), &estimate, true, 150_000),
+            Some(ProbeOutcome::Lifted)
+        );
+        // a subscriber that gets what it wants is not probed
+        estimate.set(270_000.0, true);
+        for ms in (16_000..30_000).step_by(250) {
+            prober.on_allocation(at(ms), &estimate, false, 220_000);
+            assert!(!prober.is_probing());
+        }
+    }
+
+    #[test]
+    fn tiles_without_layers_are_left_alone() {
+        let empty = Tile {
+            ladder: Ladder::default(),
+            wanted: 0,
+            current: 0,
+            speaker: true,
+        };
+        let choices = allocate(2_000_000, &[empty, tile(2, 0, false)]);
+        assert_eq!(choices[0], 0);
+        assert_eq!(choices[1], 0);
+    }
+}

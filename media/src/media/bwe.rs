@@ -1,0 +1,457 @@
+//! Send-side bandwidth estimation of a subscriber's downlink: how much the node may send it.
+//!
+//! The node numbers every packet it writes to a WebRTC subscriber with a transport-wide
+//! sequence number; the subscriber's TWCC feedback says when each arrived. `rtc`'s congestion
+//! control interceptor keeps that send history and resolves the feedback into packet reports;
+//! [`DownlinkEstimator`] reads three congestion signals from them: GCC's delay-gradient overuse
+//! detector (kept in `rtc`), the queueing delay (one-way delay over its minimum of the last ten
+//! seconds: a queue that has filled no longer grows, and a shaper's queue fills in a moment),
+//! and loss; and it runs a rate controller of its own.
+//!
+//! The controller differs from GCC's where an SFU differs from a browser: the node cannot send
+//! more than its publishers send, so it does not learn a path's capacity by filling it. When the
+//! path shows congestion (a growing queue, or heavy loss) the estimate falls under the rate that
+//! got through, and that rate becomes the path's *ceiling*: the estimate climbs back towards it
+//! (8 % a second) but not past it, so the allocator does not switch a subscriber up into the
+//! congestion it just left. Only evidence lifts a ceiling: the path delivering clearly more than
+//! it, without loss or a growing queue, which the node provokes with a short probe of padding
+//! (see `allocation::Prober`). Without a ceiling (a path never congested, or one that proved it
+//! carries more) the estimate grows fast, 50 % a second, and the allocator fills it.
+//!
+//! The estimate leaves the peer connection through a [`DownlinkEstimate`], an atomic the
+//! estimator writes and the core reads at its layer-choice tick: no lock, no allocation.
+
+use rtc::interceptor::{
+    BandwidthEstimator, EstimatorStats, OveruseDetector, PacketReport, RateCalculator,
+    RateControlState, SlopeEstimator, Usage,
+};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the estimate starts when the first feedback arrives: enough for a few top layers, so
+/// a call starts in full quality and backs off when the path says so.
+pub const INITIAL_ESTIMATE: f64 = 2_500_000.0;
+/// The floor: a low layer and audio.
+pub const MIN_ESTIMATE: f64 = 150_000.0;
+/// The ceiling: far above anything a room of ten sends one subscriber.
+pub const MAX_ESTIMATE: f64 = 50_000_000.0;
+/// The share of the received rate the estimate falls to at congestion (GCC's beta).
+const DECREASE_FACTOR: f64 = 0.85;
+/// Growth per second back towards a known ceiling.
+const CAREFUL_INCREASE: f64 = 1.08;
+/// Growth per second where no ceiling is known.
+const FAST_INCREASE: f64 = 1.5;
+/// Delivering this much more than its ceiling, cleanly, lifts it.
+pub const LIFT_MARGIN: f64 = 1.15;
+/// Loss (share of packets, smoothed and in the latest feedback alike) above which the path is
+/// congested.
+const HEAVY_LOSS: f64 = 0.10;
+/// Loss under which delivery counts as clean.
+const CLEAN_LOSS: f64 = 0.02;
+/// Queueing delay above which the path is congested.
+const QUEUE_CONGESTED_MS: f64 = 50.0;
+/// Queueing delay under which delivery counts as clean.
+const QUEUE_CLEAN_MS: f64 = 25.0;
+/// How long the path must deliver clearly more than its ceiling, cleanly, to lift it: longer
+/// than a shaper's token bucket lets a burst through.
+pub const LIFT_AFTER: Duration = Duration::from_millis(700);
+/// The window the one-way delay's minimum is taken over.
+const BASE_DELAY_WINDOW: Duration = Duration::from_secs(10);
+/// Least time between two increases of the estimate, so each acts on new evidence.
+const CHANGE_INTERVAL: Duration = Duration::from_millis(200);
+/// Least time between two decreases: a subscriber's streams take a keyframe's time to move to
+/// smaller layers, and the loss until then says nothing new about the path.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
+/// Bytes a packet costs on the wire beyond its RTP size: the SRTP tag, UDP and IPv4. Counted
+/// so that the estimate is in wire bits, as the layers' rates are, and a probe of small
+/// padding packets is measured at what it really costs the path.
+const WIRE_OVERHEAD: usize = 16 + 8 + 20;
+
+/// A subscriber's current downlink estimate, shared between its estimator (inside the peer
+/// connection's interceptor chain) and the core.
+#[derive(Debug, Clone, Default)]
+pub struct DownlinkEstimate(Arc<AtomicU64>);
+
+/// The ceiling flag, above the estimate's 32 bits.
+const CEILING_BIT: u64 = 1 << 32;
+
+impl DownlinkEstimate {
+    /// The estimate in bits per second; `None` until the subscriber's first feedback (a peer
+    /// that sends none is never limited).
+    pub fn get(&self) -> Option<u32> {
+        match self.0.load(Ordering::Relaxed) as u32 {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+
+    /// Whether the estimate is held under a ceiling the path showed: only a probe's evidence
+    /// lets it grow past.
+    pub fn under_ceiling(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & CEILING_BIT != 0
+    }
+
+    pub(crate) fn set(&self, bits_per_second: f64, ceiling: bool) {
+        // the estimate is clamped to MIN..=MAX, far inside u32
+        let bps = bits_per_second.clamp(1.0, f64::from(u32::MAX)) as u64;
+        let flag = if ceiling { CEILING_BIT } else { 0 };
+        self.0.store(bps | flag, Ordering::Relaxed);
+    }
+}
+
+/// What one feedback batch says about the path.
+#[derive(Debug, Clone, Copy)]
+struct Signals {
+    /// Congested: a growing queue, a full one, or heavy loss.
+    congested: bool,
+    /// Delivering cleanly: no queue to speak of, next to no loss.
+    clean: bool,
+    /// The rate arriving, in wire bits per second.
+    received: Option<f64>,
+}
+
+/// The one-way delay over its recent minimum: how long packets wait in a queue.
+#[derive(Debug, Default)]
+struct QueueDelay {
+    /// The first departure seen: one-way delays are taken against it.
+    epoch: Option<Instant>,
+    /// Each batch's smallest one-way delay (ms, up to the clocks' offset), newest last.
+    minima: VecDeque<(Instant, f64)>,
+}
+
+impl QueueDelay {
+    /// The mean queueing delay of `reports` in ms, once a delay is known.
+    fn update(&mut self, now: Instant, reports: &[PacketReport]) -> Option<f64> {
+        let mut sum = 0.0;
+        let mut count = 0u32;
+        let mut least = f64::MAX;
+        for report in reports {
+            let Some(arrival) = report.arrival else {
+                continue;
+            };
+            let epoch = *self.epoch.get_or_insert(report.departure);
+            let sent = report.departure.saturating_duration_since(epoch);
+            let delay = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+            sum += delay;
+            count += 1;
+            least = least.min(delay);
+        }
+        if count == 0 {
+            return None;
+        }
+        while self
+            .minima
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > BASE_DELAY_WINDOW)
+        {
+            self.minima.pop_front();
+        }
+        self.minima.push_back((now, least));
+        let base = self.minima.iter().map(|(_, d)| *d).fold(f64::MAX, f64::min);
+        Some(sum / f64::from(count) - base)
+    }
+}
+
+/// GCC's delay detection with a rate controller made for forwarding.
+pub struct DownlinkEstimator {
+    slope: SlopeEstimator,
+    detector: OveruseDetector,
+    received: RateCalculator,
+    queue: QueueDelay,
+    state: RateControlState,
+    /// Smoothed share of packets lost.
+    loss: Option<f64>,
+    /// The rate that got through when the path last showed congestion.
+    ceiling: Option<f64>,
+    /// Since when the path delivers clearly more than its ceiling, cleanly.
+    evidence_since: Option<Instant>,
+    last_change: Option<Instant>,
+    last_decrease: Option<Instant>,
+    target: f64,
+    published: DownlinkEstimate,
+    /// Names the subscriber in logs.
+    label: String,
+}
+
+impl DownlinkEstimator {
+    /// An estimator writing its estimate to `published`; `label` names the subscriber in logs.
+    pub fn new(published: DownlinkEstimate, label: String) -> Self {
+        Self {
+            label,
+            slope: SlopeEstimator::new(),
+            detector: OveruseDetector::new(),
+            received: RateCalculator::default(),
+            queue: QueueDelay::default(),
+            state: RateControlState::default(),
+            loss: None,
+            ceiling: None,
+            evidence_since: None,
+            last_change: None,
+            last_decrease: None,
+            target: INITIAL_ESTIMATE,
+            published,
+        }
+    }
+
+    /// Folds one batch's signals into the target.
+    fn control(&mut self, now: Instant, signals: Signals) {
+        let since_change = self
+            .last_change
+            .map_or(CHANGE_INTERVAL, |last| now.saturating_duration_since(last));
+        if signals.congested {
+            self.evidence_since = None;
+            let since_decrease = self.last_decrease.map_or(DECREASE_INTERVAL, |last| {
+                now.saturating_duration_since(last)
+            });
+            if let Some(received) = signals
+                .received
+                .filter(|_| since_decrease >= DECREASE_INTERVAL)
+            {
+                // back off under what the path delivers, not from what was aimed at; the
+                // ceiling is measured as the evidence that lifts it will be
+                self.target = (received * DECREASE_FACTOR).min(self.target);
+                self.ceiling = Some(received);
+                self.last_change = Some(now);
+                self.last_decrease = Some(now);
+            }
+            return;
+        }
+        if let Some(ceiling) = self.ceiling {
+            let evidence = signals.clean
+                && signals
+                    .received
+                    .is_some_and(|received| received > ceiling * LIFT_MARGIN);
+            let since = if evidence {
+                *self.evidence_since.get_or_insert(now)
+            } else {
+                self.evidence_since = None;
+                now
+            };
+            if now.saturating_duration_since(since) >= LIFT_AFTER {
+                // the path carries clearly more than it did when congested
+                self.ceiling = None;
+                self.evidence_since = None;
+                self.target = self.target.max(signals.received.unwrap_or(0.0));
+            }
+        }
+        if self.state != RateControlState::Increase || since_change < CHANGE_INTERVAL {
+            return;
+        }
+        let seconds = since_change.as_secs_f64().min(1.0);
+        self.target = match self.ceiling {
+            Some(ceiling) => {
+                (self.target * CAREFUL_INCREASE.powf(seconds)).min(ceiling.max(self.target))
+            }
+            None => self.target * FAST_INCREASE.powf(seconds),
+        };
+        self.last_change = Some(now);
+    }
+}
+
+impl BandwidthEstimator for DownlinkEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let mut usage = self.detector.usage();
+        for report in reports {
+            if report.arrived {
+                self.received.add(now, report.size + WIRE_OVERHEAD);
+            }
+            if let Some(trend) = self.slope.accumulate(report) {
+                usage = self.detector.update(trend.at, trend.estimate_ms);
+            }
+        }
+        self.state = self.state.next(usage);
+        let received = self.received.rate_bits_per_second(now);
+        let queueing = self.queue.update(now, reports);
+        let lost = reports.iter().filter(|r| !r.arrived).count() as f64 / reports.len() as f64;
+        let loss = self.loss.map_or(lost, |average| 0.8 * average + 0.2 * lost);
+        self.loss = Some(loss);
+        let queued = |limit: f64| queueing.is_some_and(|q| q > limit);
+        let signals = Signals {
+            congested: self.state == RateControlState::Decrease
+                || queued(QUEUE_CONGESTED_MS)
+                || loss.min(lost) > HEAVY_LOSS,
+            clean: usage == Usage::Normal && loss < CLEAN_LOSS && !queued(QUEUE_CLEAN_MS),
+            received,
+        };
+        let before = self.target;
+        self.control(now, signals);
+        self.target = self.target.clamp(MIN_ESTIMATE, MAX_ESTIMATE);
+        if (self.target - before).abs() > before * 0.1 {
+            tracing::debug!(
+                subscriber = %self.label,
+                target_bps = self.target as u64,
+                ceiling_bps = self.ceiling.map(|c| c as u64),
+                received_bps = received.map(|r| r as u64),
+                queueing_ms = queueing.map(|q| q as u64),
+                loss,
+                ?usage,
+                "downlink estimate"
+            );
+        }
+        self.published.set(self.target, self.ceiling.is_some());
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.target
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        let mut stats = EstimatorStats::default();
+        stats.delay_based_bitrate = Some(self.target);
+        stats.packet_loss = self.loss;
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+
+    /// 1,200-byte packets sent at a steady rate through a bottleneck with a 200 ms queue (a
+    /// `tbf`), reported on every 50 ms.
+    struct Path {
+        epoch: Instant,
+        sent: u64,
+        clock: Duration,
+        /// When the bottleneck's queue drains.
+        drained: Duration,
+    }
+
+    const SIZE: usize = 1200;
+    const BASE_DELAY: Duration = Duration::from_millis(20);
+
+    impl Path {
+        fn new() -> Self {
+            Self {
+                epoch: Instant::now(),
+                sent: 0,
+                clock: Duration::ZERO,
+                drained: Duration::ZERO,
+            }
+        }
+
+        /// `seconds` of sending at `kbps` through a `cap` (kbit/s, none: no bottleneck),
+        /// losing every `lose_every`-th packet besides.
+        fn run(
+            &mut self,
+            e: &mut DownlinkEstimator,
+            seconds: u64,
+            kbps: u64,
+            cap: Option<u64>,
+            lose_every: Option<u64>,
+        ) {
+            let gap = Duration::from_micros(SIZE as u64 * 8 * 1000 / kbps);
+            let end = self.clock + Duration::from_secs(seconds);
+            let mut batch = Vec::new();
+            let mut batch_end = self.clock + Duration::from_millis(50);
+            while self.clock < end {
+                self.sent += 1;
+                self.clock += gap;
+                let departure = self.clock;
+                let arrival = match cap {
+                    Some(cap) => {
+                        let start = self.drained.max(departure);
+                        let done = start + Duration::from_micros(SIZE as u64 * 8 * 1000 / cap);
+                        if done - departure > Duration::from_millis(200) {
+                            None
+                        } else {
+                            self.drained = done;
+                            Some(done + BASE_DELAY)
+                        }
+                    }
+                    None => Some(departure + BASE_DELAY),
+                }
+                .filter(|_| lose_every.is_none_or(|n| !self.sent.is_multiple_of(n)));
+                batch.push(PacketReport {
+                    ssrc: 1,
+                    id: self.sent,
+                    rtp_sequence_number: self.sent as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: self.sent as u16,
+                    size: SIZE,
+                    arrived: arrival.is_some(),
+                    departure: self.epoch + departure,
+                    arrival,
+                    ecn: Ecn::default(),
+                });
+                if self.clock >= batch_end {
+                    let now = self.epoch + self.clock + Duration::from_millis(250);
+                    e.on_reports(now, &batch);
+                    batch.clear();
+                    batch_end += Duration::from_millis(50);
+                }
+            }
+        }
+    }
+
+    fn estimator() -> (DownlinkEstimate, DownlinkEstimator) {
+        let estimate = DownlinkEstimate::default();
+        let estimator = DownlinkEstimator::new(estimate.clone(), "test".into());
+        (estimate, estimator)
+    }
+
+    #[test]
+    fn nothing_is_published_before_feedback() {
+        let (estimate, _estimator) = estimator();
+        assert_eq!(estimate.get(), None);
+        assert!(!estimate.under_ceiling());
+    }
+
+    #[test]
+    fn a_calm_path_keeps_the_estimate_up() {
+        let (estimate, mut e) = estimator();
+        Path::new().run(&mut e, 5, 800, None, None);
+        let bps = estimate.get().expect("published");
+        assert!(f64::from(bps) >= INITIAL_ESTIMATE, "{bps}");
+        assert!(!estimate.under_ceiling());
+    }
+
+    #[test]
+    fn a_cap_holds_the_estimate_under_it_until_the_path_shows_more() {
+        let (estimate, mut e) = estimator();
+        let mut path = Path::new();
+        // 800 kbit/s into a 300 kbit/s bottleneck: under what gets through, at once
+        path.run(&mut e, 2, 800, Some(300), None);
+        let capped = estimate.get().expect("published");
+        assert!((200_000..300_000).contains(&capped), "{capped}");
+        assert!(estimate.under_ceiling());
+        // sending what fits: back up to the ceiling, and not past it, however long
+        path.run(&mut e, 20, 220, Some(300), None);
+        let held = estimate.get().expect("published");
+        assert!((capped..=320_000).contains(&held), "{capped} -> {held}");
+        assert!(estimate.under_ceiling());
+        // the cap lifts and a probe delivers clearly more than the ceiling: the estimate is
+        // free again, and grows past what the subscriber's layers need within seconds
+        path.run(&mut e, 2, 400, None, None);
+        assert!(!estimate.under_ceiling(), "{:?}", estimate.get());
+        path.run(&mut e, 3, 250, None, None);
+        let free = estimate.get().expect("published");
+        assert!(free > 1_000_000, "{free}");
+    }
+
+    #[test]
+    fn a_probe_into_the_cap_lifts_nothing() {
+        let (estimate, mut e) = estimator();
+        let mut path = Path::new();
+        path.run(&mut e, 2, 800, Some(300), None);
+        path.run(&mut e, 5, 220, Some(300), None);
+        path.run(&mut e, 2, 400, Some(300), None);
+        assert!(estimate.under_ceiling());
+        let after = estimate.get().expect("published");
+        assert!(after < 300_000, "{after}");
+    }
+
+    #[test]
+    fn heavy_loss_brings_it_under_what_gets_through() {
+        let (estimate, mut e) = estimator();
+        Path::new().run(&mut e, 3, 800, None, Some(4));
+        let lossy = estimate.get().expect("published");
+        assert!(lossy < 800_000, "{lossy}");
+    }
+}
