@@ -12,7 +12,7 @@
 // Machine-readable lines (node's test runner prefixes them with "# "):
 //   DOWNLINK case=<cap> ms_to_layer=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> ...
 //   DOWNLINK_RECOVERY ms_to_top=<ms> frozen_ms=<ms>
-//   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n>
+//   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> plis=<n> frames=<n> keyframes=<n>
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -64,7 +64,7 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     for (const close of closers) await close();
     for (const row of timeline) {
       console.log(`DOWNLINK_TIMELINE t_ms=${row.t} cap=${row.cap} bob_sees=${row.bobSees} bob_frozen_ms=${row.bobFrozenMs} ` +
-        `bob_kbps=${row.bobKbps} alice_f_kbps=${row.f} alice_h_kbps=${row.h}`);
+        `bob_kbps=${row.bobKbps} alice_f_kbps=${row.f} alice_h_kbps=${row.h} ${row.detail}`);
     }
   });
 
@@ -118,6 +118,8 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
             ? kbps(layers[rid].bytesSent, last.layers[rid].bytesSent) : 0);
           timeline.push({ t: now.t, cap: capKbit, bobSees: seen?.frameHeight ?? 0,
             bobFrozenMs: Math.round(1000 * (seen?.totalFreezesDuration ?? 0)),
+            detail: seen ? `lost=${seen.packetsLost} nacks=${seen.nackCount} plis=${seen.pliCount} ` +
+              `frames=${seen.framesDecoded} keyframes=${seen.keyFramesDecoded}` : '',
             bobKbps: kbps(bytes, last.bytes), f: layerKbps('f'), h: layerKbps('h') });
         }
         last = now;

@@ -13,10 +13,11 @@
 //! path shows congestion (a growing queue, or heavy loss) the estimate falls under the rate that
 //! got through, and that rate becomes the path's *ceiling*: the estimate climbs back towards it
 //! (8 % a second) but not past it, so the allocator does not switch a subscriber up into the
-//! congestion it just left. Only evidence lifts a ceiling: the path delivering clearly more than
-//! it, without loss or a growing queue, which the node provokes with a short probe of padding
-//! (see `allocation::Prober`). Without a ceiling (a path never congested, or one that proved it
-//! carries more) the estimate grows fast, 50 % a second, and the allocator fills it.
+//! congestion it just left. Only evidence raises a ceiling: the path delivering clearly more than
+//! it for a while, without loss or a growing queue, which the node provokes with short probes of
+//! padding (see `allocation::Prober`); the ceiling (and the estimate) then rise to what was
+//! delivered. Without a ceiling (a path never congested) the estimate grows fast, 50 % a second,
+//! and the allocator fills it.
 //!
 //! The estimate leaves the peer connection through a [`DownlinkEstimate`], an atomic the
 //! estimator writes and the core reads at its layer-choice tick: no lock, no allocation.
@@ -43,7 +44,7 @@ const DECREASE_FACTOR: f64 = 0.85;
 const CAREFUL_INCREASE: f64 = 1.08;
 /// Growth per second where no ceiling is known.
 const FAST_INCREASE: f64 = 1.5;
-/// Delivering this much more than its ceiling, cleanly, lifts it.
+/// Delivering this much more than its ceiling, cleanly, raises it.
 pub const LIFT_MARGIN: f64 = 1.15;
 /// Loss (share of packets, smoothed and in the latest feedback alike) above which the path is
 /// congested.
@@ -54,7 +55,7 @@ const CLEAN_LOSS: f64 = 0.02;
 const QUEUE_CONGESTED_MS: f64 = 50.0;
 /// Queueing delay under which delivery counts as clean.
 const QUEUE_CLEAN_MS: f64 = 25.0;
-/// How long the path must deliver clearly more than its ceiling, cleanly, to lift it: longer
+/// How long the path must deliver clearly more than its ceiling, cleanly, to raise it: longer
 /// than a shaper's token bucket lets a burst through.
 pub const LIFT_AFTER: Duration = Duration::from_millis(700);
 /// The window the one-way delay's minimum is taken over.
@@ -76,6 +77,8 @@ pub struct DownlinkEstimate(Arc<AtomicU64>);
 
 /// The ceiling flag, above the estimate's 32 bits.
 const CEILING_BIT: u64 = 1 << 32;
+/// The clean-delivery flag.
+const CLEAN_BIT: u64 = 1 << 33;
 
 impl DownlinkEstimate {
     /// The estimate in bits per second; `None` until the subscriber's first feedback (a peer
@@ -87,17 +90,23 @@ impl DownlinkEstimate {
         }
     }
 
-    /// Whether the estimate is held under a ceiling the path showed: only a probe's evidence
-    /// lets it grow past.
+    /// Whether the estimate is held under a ceiling the path showed: only evidence (what a
+    /// probe gets through) lets it grow past.
     pub fn under_ceiling(&self) -> bool {
         self.0.load(Ordering::Relaxed) & CEILING_BIT != 0
     }
 
-    pub(crate) fn set(&self, bits_per_second: f64, ceiling: bool) {
+    /// Whether the latest feedback showed clean delivery: no queue to speak of, next to no
+    /// loss (a probe starts only then, and stops when it is no longer so).
+    pub fn is_clean(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & CLEAN_BIT != 0
+    }
+
+    pub(crate) fn set(&self, bits_per_second: f64, ceiling: bool, clean: bool) {
         // the estimate is clamped to MIN..=MAX, far inside u32
         let bps = bits_per_second.clamp(1.0, f64::from(u32::MAX)) as u64;
-        let flag = if ceiling { CEILING_BIT } else { 0 };
-        self.0.store(bps | flag, Ordering::Relaxed);
+        let flags = if ceiling { CEILING_BIT } else { 0 } | if clean { CLEAN_BIT } else { 0 };
+        self.0.store(bps | flags, Ordering::Relaxed);
     }
 }
 
@@ -229,11 +238,13 @@ impl DownlinkEstimator {
                 self.evidence_since = None;
                 now
             };
-            if now.saturating_duration_since(since) >= LIFT_AFTER {
+            if now.saturating_duration_since(since) >= LIFT_AFTER
+                && let Some(received) = signals.received
+            {
                 // the path carries clearly more than it did when congested
-                self.ceiling = None;
+                self.ceiling = Some(received);
                 self.evidence_since = None;
-                self.target = self.target.max(signals.received.unwrap_or(0.0));
+                self.target = self.target.max(received);
             }
         }
         if self.state != RateControlState::Increase || since_change < CHANGE_INTERVAL {
@@ -293,7 +304,8 @@ impl BandwidthEstimator for DownlinkEstimator {
                 "downlink estimate"
             );
         }
-        self.published.set(self.target, self.ceiling.is_some());
+        self.published
+            .set(self.target, self.ceiling.is_some(), signals.clean);
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -426,23 +438,25 @@ mod tests {
         let held = estimate.get().expect("published");
         assert!((capped..=320_000).contains(&held), "{capped} -> {held}");
         assert!(estimate.under_ceiling());
-        // the cap lifts and a probe delivers clearly more than the ceiling: the estimate is
-        // free again, and grows past what the subscriber's layers need within seconds
-        path.run(&mut e, 2, 400, None, None);
-        assert!(!estimate.under_ceiling(), "{:?}", estimate.get());
-        path.run(&mut e, 3, 250, None, None);
-        let free = estimate.get().expect("published");
-        assert!(free > 1_000_000, "{free}");
+        // the cap lifts and probes deliver clearly more than the ceiling: each raises it (and
+        // the estimate) to what got through, until the estimate exceeds what the layers need
+        let mut rate = 400;
+        let mut seconds = 0;
+        while estimate.get().expect("published") < 1_000_000 {
+            path.run(&mut e, 2, rate, None, None);
+            rate = rate * 3 / 2;
+            seconds += 2;
+            assert!(seconds <= 8, "{:?} after {seconds} s", estimate.get());
+        }
     }
 
     #[test]
-    fn a_probe_into_the_cap_lifts_nothing() {
+    fn a_probe_into_the_cap_raises_nothing() {
         let (estimate, mut e) = estimator();
         let mut path = Path::new();
         path.run(&mut e, 2, 800, Some(300), None);
         path.run(&mut e, 5, 220, Some(300), None);
         path.run(&mut e, 2, 400, Some(300), None);
-        assert!(estimate.under_ceiling());
         let after = estimate.get().expect("published");
         assert!(after < 300_000, "{after}");
     }

@@ -134,6 +134,7 @@ impl MediaCore {
                 .get_mut(&id)
                 .and_then(|s| s.transport.consumers_mut().get_mut(index))
             {
+                debug!(subscriber = %id, slot = index, from = consumer.layer, to = layer, "layer chosen");
                 consumer.layer = layer;
                 if layer == PAUSED {
                     consumer.stream.detach();
