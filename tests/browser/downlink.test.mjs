@@ -1,7 +1,8 @@
 // A subscriber behind a capped downlink, in headless Chromium against a running kaskade node:
 // the node's estimate of Bob's downlink (from his browser's transport-wide congestion
 // feedback) makes it send him the simulcast layers that fit, while Carol, on an open link,
-// keeps Alice's top layer; when the cap lifts, Bob gets the top layer back.
+// keeps Alice's top layer; when the cap lifts, Bob gets the top layer back; behind 1 Mbit/s he
+// keeps it.
 //
 //   KASKADE_URL=http://10.77.0.1:PORT KASKADE_FAR_NETNS=<ns> KASKADE_CAP_DEVICE=<dev> \
 //     node --test downlink.test.mjs
@@ -206,5 +207,12 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     console.log(`DOWNLINK_RECOVERY ms_to_top=${ms} frozen_ms=${frozenMs}`);
     assert.ok(ms <= 10_000, `back on the top layer in ${ms} ms`);
     assert.equal(settled.frameHeight, 480, `and stays there: ${show(settled)}`);
+  });
+
+  step('4. behind 1 Mbit/s Bob keeps Alice\'s top layer without freezing', async () => {
+    const r = await capped(1000, 480);
+    assert.deepEqual(r.heights, [480], `Bob stays on the top layer: ${show(r)}`);
+    assert.ok(r.decodedPct >= 95, `Bob decodes what Alice's top layer sends: ${show(r)}`);
+    assert.ok(r.frozenMs < 500, `Bob's picture does not freeze: ${show(r)}`);
   });
 });
