@@ -11,7 +11,7 @@
 // browser runs in the namespace KASKADE_FAR_NETNS, reaching the node through the veth
 // KASKADE_CAP_DEVICE, whose node end this script shapes with `tc ... tbf`.
 // Machine-readable lines (node's test runner prefixes them with "# "):
-//   DOWNLINK case=<cap> ms_to_layer=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> ...
+//   DOWNLINK case=<cap> ms_to_layer=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> switch_frozen_ms=<ms> ...
 //   DOWNLINK_RECOVERY ms_to_top=<ms> frozen_ms=<ms>
 //   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> plis=<n> frames=<n> keyframes=<n>
 import { after, before, describe, it } from 'node:test';
@@ -153,7 +153,7 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
 
   /** Caps Bob's link at `kbit` and measures what he sees of Alice once it settles. */
   async function capped(kbit, expectedHeight) {
-    const carolBefore = await aliceAt(p.Carol);
+    const [carolBefore, bobAtCap] = [await aliceAt(p.Carol), await aliceAt(p.Bob)];
     capKbit = kbit;
     const at = Date.now();
     cap(kbit);
@@ -175,11 +175,13 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     const freezes = (bobAfter.freezeCount ?? 0) - (bobBefore.freezeCount ?? 0);
     const frozenMs = Math.round(1000 * ((bobAfter.totalFreezesDuration ?? 0) - (bobBefore.totalFreezesDuration ?? 0)));
     const carolFrozenMs = Math.round(1000 * ((carolAfter.totalFreezesDuration ?? 0) - (carolBefore.totalFreezesDuration ?? 0)));
+    // what the change itself cost, from the cap to the settled window (reported, not asserted)
+    const switchFrozenMs = Math.round(1000 * ((bobBefore.totalFreezesDuration ?? 0) - (bobAtCap.totalFreezesDuration ?? 0)));
     const result = { kbit, msToLayer, reached: `${reached.frameWidth}x${reached.frameHeight}`,
       decodedPct: Math.round((1000 * decoded) / Math.max(sent, 1)) / 10, sent, decoded, freezes,
-      frozenMs, heights: [...heights], carolSees: carolAfter.frameHeight, carolFrozenMs };
+      frozenMs, switchFrozenMs, heights: [...heights], carolSees: carolAfter.frameHeight, carolFrozenMs };
     console.log(`DOWNLINK case=${kbit}kbit ms_to_layer=${msToLayer} layer=${result.reached} ` +
-      `decoded_pct=${result.decodedPct} freezes=${freezes} frozen_ms=${frozenMs} ` +
+      `decoded_pct=${result.decodedPct} freezes=${freezes} frozen_ms=${frozenMs} switch_frozen_ms=${switchFrozenMs} ` +
       `carol_sees=${carolAfter.frameHeight} carol_frozen_ms=${carolFrozenMs}`);
     return result;
   }

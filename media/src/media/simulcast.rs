@@ -56,17 +56,30 @@ impl Rate {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
-            // a window that ended long ago says nothing about the one before this packet
+            // a window that ended long ago (the layer paused) says nothing about this one
             self.last = if elapsed < RATE_WINDOW * 2 {
                 u32::try_from(self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64)
                     .unwrap_or(u32::MAX)
             } else {
-                self.last
+                0
             };
             self.window_start = Some(now);
             self.bytes = 0;
         }
         self.bytes += bytes as u64 + PACKET_OVERHEAD;
+    }
+}
+
+/// What a layer is taken to cost before its rate was measured (it just started, or was paused
+/// since the call began), by its picture height: about what browsers send at that size.
+fn assumed_bitrate(height: Option<u32>) -> u32 {
+    match height {
+        Some(0..=135) => 100_000,
+        Some(136..=270) => 200_000,
+        Some(271..=405) => 500_000,
+        Some(406..=540) => 800_000,
+        Some(_) => 1_500_000,
+        None => 300_000,
     }
 }
 
@@ -77,7 +90,8 @@ pub struct Rung {
     pub layer: u8,
     /// Its picture height, once a keyframe said.
     pub height: Option<u32>,
-    /// The bits per second it arrives at (0 before a full window was measured).
+    /// The bits per second it arrives at (until a full window of it was measured since it last
+    /// paused: what a layer of its height is taken to cost).
     pub bitrate: u32,
 }
 
@@ -123,6 +137,19 @@ struct Layer {
 }
 
 impl Layer {
+    /// What it costs a subscriber: its rate over the last full window while it sends, else
+    /// what a layer of its height is taken to cost (a rate measured before a pause, or while
+    /// its encoder was starting, says little about the next one).
+    fn bitrate(&self, now: Instant) -> u32 {
+        let fresh = self
+            .last_packet
+            .is_some_and(|at| now.saturating_duration_since(at) < RATE_WINDOW);
+        match self.rate.last {
+            measured if fresh && measured > 0 => measured,
+            _ => assumed_bitrate(self.height),
+        }
+    }
+
     /// Whether it sends: recently, and not far behind the `freshest` layer.
     fn is_live(&self, now: Instant, freshest: Instant) -> bool {
         self.last_packet.is_some_and(|at| {
@@ -210,7 +237,7 @@ impl VideoLayers {
             ladder.rungs[ladder.len] = Rung {
                 layer: i as u8,
                 height: l.height,
-                bitrate: l.rate.last,
+                bitrate: l.bitrate(now),
             };
             ladder.len += 1;
         }
@@ -324,6 +351,18 @@ mod tests {
         assert!(v.is_simulcast());
         assert_eq!(v.layer_of(0xB), Some(1));
         assert_eq!(v.ssrc(2), Some(0x1));
+    }
+
+    #[test]
+    fn a_layer_not_measured_yet_is_taken_to_cost_what_its_size_does() {
+        let t0 = Instant::now();
+        let ladder = three_layers(t0).ladder(t0);
+        let rates: Vec<(u8, u32)> = ladder
+            .rungs()
+            .iter()
+            .map(|r| (r.layer, r.bitrate))
+            .collect();
+        assert_eq!(rates, [(2, 100_000), (1, 200_000), (0, 1_500_000)]);
     }
 
     #[test]

@@ -49,102 +49,116 @@ impl MediaCore {
     /// `allocation`). A consumer paused for want of bandwidth stops at once; one given a layer
     /// switches at that layer's keyframe.
     pub(super) fn choose_layers_of(&mut self, now: Instant, subscribers: &[ParticipantId]) {
-        let mut changes = Vec::new();
-        let mut allocations = Vec::new();
-        let mut tiles = Vec::new();
-        for id in subscribers {
-            let Some(s) = self.participants.get(id) else {
+        for &id in subscribers {
+            let Some(allocation) = self.allocation_of(now, id) else {
                 continue;
             };
-            let speaker = self.rooms.get(&s.room).and_then(|r| r.speaker.current());
-            tiles.clear();
-            let mut audio: u32 = 0;
-            for (index, (slot, consumer)) in s.slots.iter().zip(s.transport.consumers()).enumerate()
-            {
-                let Some(publisher) = slot.publisher else {
-                    continue;
-                };
-                let Some(p) = self.participants.get(&publisher) else {
-                    continue;
-                };
-                if slot.kind == MediaKind::Audio {
-                    audio += u32::from(!p.audio_muted);
-                    continue;
-                }
-                let ladder = p.video.ladder(now);
-                tiles.push((
-                    index,
-                    Tile {
-                        ladder,
-                        wanted: ladder.fitting(s.viewing_height(publisher)).unwrap_or(0),
-                        current: consumer.layer,
-                        speaker: speaker == Some(publisher),
-                    },
-                ));
+            for &(index, layer, squeezed) in &allocation.changes {
+                self.set_layer(id, index, layer, squeezed);
             }
-            let wanted = |t: &Tile| t.ladder.rungs().get(t.wanted).map_or(0, |r| r.layer);
-            let choices = match s.transport.downlink_estimate().and_then(|e| e.get()) {
-                Some(estimate) => {
-                    let weighed: Vec<Tile> = tiles.iter().map(|(_, t)| *t).collect();
-                    allocate(estimate.saturating_sub(audio * AUDIO_SHARE), &weighed)
-                }
-                None => std::array::from_fn(|i| tiles.get(i).map_or(PAUSED, |(_, t)| wanted(t))),
-            };
-            let mut limited = false;
-            let mut sending = audio * AUDIO_SHARE;
-            for ((index, tile), layer) in tiles.iter().zip(choices) {
-                limited |= layer != wanted(tile);
-                sending += tile
-                    .ladder
-                    .rungs()
-                    .iter()
-                    .find(|r| r.layer == layer)
-                    .map_or(0, |r| r.bitrate);
-                if layer != tile.current {
-                    changes.push((*id, *index, layer));
-                }
-            }
-            allocations.push((*id, limited, sending));
-        }
-        for (id, limited, sending) in allocations {
-            let Some(s) = self.participants.get_mut(&id) else {
-                continue;
-            };
-            let Some(estimate) = s.transport.downlink_estimate() else {
-                continue;
-            };
-            let probing = s.prober.is_probing();
-            let outcome = s.prober.on_allocation(now, estimate, limited, sending);
-            if outcome.is_some() || (s.prober.is_probing() && !probing) {
-                debug!(subscriber = %id, ?outcome, probing = s.prober.is_probing(), estimate = ?estimate.get(), sending, "downlink probe");
-            }
-            match outcome {
-                Some(ProbeOutcome::Lifted) => {
-                    self.metrics.probes_lifted.inc();
-                }
-                Some(ProbeOutcome::Held) => {
-                    self.metrics.probes_held.inc();
-                }
-                None => {}
-            }
-        }
-        for (id, index, layer) in changes {
-            if let Some(consumer) = self
-                .participants
-                .get_mut(&id)
-                .and_then(|s| s.transport.consumers_mut().get_mut(index))
-            {
-                debug!(subscriber = %id, slot = index, from = consumer.layer, to = layer, "layer chosen");
-                consumer.layer = layer;
-                if layer == PAUSED {
-                    consumer.stream.detach();
-                    self.metrics.tiles_paused.inc();
-                } else {
-                    self.metrics.layer_switches.inc();
-                }
-            }
+            self.probe(now, id, &allocation);
         }
         self.hold_unreceived_layers(now);
+    }
+
+    /// The layers `id`'s video consumers are to carry now.
+    fn allocation_of(&self, now: Instant, id: ParticipantId) -> Option<Allocation> {
+        let s = self.participants.get(&id)?;
+        let speaker = self.rooms.get(&s.room).and_then(|r| r.speaker.current());
+        let mut tiles = Vec::new();
+        let mut audio: u32 = 0;
+        for (index, (slot, consumer)) in s.slots.iter().zip(s.transport.consumers()).enumerate() {
+            let Some(p) = slot.publisher.and_then(|p| self.participants.get(&p)) else {
+                continue;
+            };
+            if slot.kind == MediaKind::Audio {
+                audio += u32::from(!p.audio_muted);
+                continue;
+            }
+            let ladder = p.video.ladder(now);
+            tiles.push((
+                index,
+                Tile {
+                    ladder,
+                    wanted: ladder.fitting(s.viewing_height(p.id)).unwrap_or(0),
+                    current: consumer.layer,
+                    speaker: speaker == Some(p.id),
+                },
+            ));
+        }
+        let wanted = |t: &Tile| t.ladder.rungs().get(t.wanted).map_or(0, |r| r.layer);
+        let choices = match s.transport.downlink_estimate().and_then(|e| e.get()) {
+            Some(estimate) => {
+                let weighed: Vec<Tile> = tiles.iter().map(|(_, t)| *t).collect();
+                allocate(estimate.saturating_sub(audio * AUDIO_SHARE), &weighed)
+            }
+            None => std::array::from_fn(|i| tiles.get(i).map_or(PAUSED, |(_, t)| wanted(t))),
+        };
+        let mut allocation = Allocation {
+            changes: Vec::new(),
+            limited: false,
+            sending: audio * AUDIO_SHARE,
+        };
+        for ((index, tile), layer) in tiles.iter().zip(choices) {
+            let short = layer != wanted(tile);
+            allocation.limited |= short;
+            let rung = tile.ladder.rungs().iter().find(|r| r.layer == layer);
+            allocation.sending += rung.map_or(0, |r| r.bitrate);
+            if layer != tile.current {
+                let position = |layer| tile.ladder.position(layer);
+                let down = position(layer) < position(tile.current);
+                allocation.changes.push((*index, layer, short && down));
+            }
+        }
+        Some(allocation)
+    }
+
+    /// Gives consumer `index` of `id` the layer `layer` (or pauses it). A consumer moved down
+    /// for want of bandwidth (`squeezed`) drops its layer at once rather than at the new
+    /// layer's keyframe: the old layer's packets would only deepen the queue that keyframe
+    /// must cross.
+    fn set_layer(&mut self, id: ParticipantId, index: usize, layer: u8, squeezed: bool) {
+        let Some(consumer) = self
+            .participants
+            .get_mut(&id)
+            .and_then(|s| s.transport.consumers_mut().get_mut(index))
+        else {
+            return;
+        };
+        debug!(subscriber = %id, slot = index, from = consumer.layer, to = layer, "layer");
+        consumer.layer = layer;
+        if squeezed || layer == PAUSED {
+            consumer.stream.detach();
+        }
+        if layer == PAUSED {
+            self.metrics.tiles_paused.inc();
+        } else {
+            self.metrics.layer_switches.inc();
+        }
+    }
+
+    /// Starts or ends a probe of `id`'s downlink after its allocation (see `Prober`).
+    fn probe(&mut self, now: Instant, id: ParticipantId, allocation: &Allocation) {
+        let Some(s) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(estimate) = s.transport.downlink_estimate() else {
+            return;
+        };
+        let was_probing = s.prober.is_probing();
+        let outcome = s
+            .prober
+            .on_allocation(now, estimate, allocation.limited, allocation.sending);
+        if outcome.is_some() || (s.prober.is_probing() && !was_probing) {
+            let estimate = estimate.get();
+            debug!(subscriber = %id, ?outcome, ?estimate, sending = allocation.sending, "probe");
+        }
+        let counter = match outcome {
+            Some(ProbeOutcome::Lifted) => &self.metrics.probes_lifted,
+            Some(ProbeOutcome::Held) => &self.metrics.probes_held,
+            None => return,
+        };
+        counter.inc();
     }
 
     /// Tells each simulcast publisher of this node which of its layers anyone receives (a
@@ -194,6 +208,17 @@ impl MediaCore {
             self.send(id, ServerMessage::Layers { active });
         }
     }
+}
+
+/// What an allocation changes for one subscriber.
+struct Allocation {
+    /// Consumers (by index), the layers they are to carry now, and whether that is a move down
+    /// for want of bandwidth.
+    changes: Vec<(usize, u8, bool)>,
+    /// Whether a tile got less than its size asks for.
+    limited: bool,
+    /// What the allocation sends the subscriber, in bits per second.
+    sending: u32,
 }
 
 /// Marks as wanted the layer a stream is to carry and the one it still shows (`shown`) until
