@@ -18,7 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { Participant, launchBrowser, show, sleep, waitFor } from './helpers.mjs';
+import { Participant, launchBrowser, stepper, show, sleep, waitFor } from './helpers.mjs';
 
 const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const FAR_NETNS = process.env.KASKADE_FAR_NETNS;
@@ -43,7 +43,6 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
   const closers = [];
   /** @type {Record<string, Participant>} */
   const p = {};
-  let broken = null;
   let capKbit = 0; // for the timeline: 0 is no cap
   const timeline = [];
   let sampler = null;
@@ -69,18 +68,7 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     }
   });
 
-  function step(name, body, { essential = false } = {}) {
-    it(name, { timeout: STEP_TIMEOUT }, async (t) => {
-      if (broken) return t.skip(`skipped: "${broken}" failed`);
-      try {
-        await body(t);
-      } catch (err) {
-        if (essential) broken = name;
-        for (const who of Object.values(p)) console.error(await who.diagnostics());
-        throw err;
-      }
-    });
-  }
+  const step = stepper(it, STEP_TIMEOUT, () => Object.values(p));
 
   /** What `who` decodes of Alice: her inbound-rtp entry, once frames decode. */
   const aliceAt = async (who) => (await who.inboundDetail())

@@ -54,6 +54,27 @@ export async function launchBrowser({ netns = null, args = [] } = {}) {
 }
 
 /**
+ * A test script's steps: `step(name, body, {essential})` runs `body` as a node:test `it` with
+ * `timeout`; when a step fails it prints every page's diagnostics (`participants()` lists
+ * them), and an essential step's failure skips every later step.
+ */
+export function stepper(it, timeout, participants) {
+  let broken = null; // set when a step fails that every later step depends on
+  return function step(name, body, { essential = false } = {}) {
+    it(name, { timeout }, async (t) => {
+      if (broken) return t.skip(`skipped: "${broken}" failed`);
+      try {
+        await body(t);
+      } catch (err) {
+        if (essential) broken = name;
+        for (const who of participants()) console.error(await who.diagnostics());
+        throw err;
+      }
+    });
+  };
+}
+
+/**
  * Polls `probe` every `interval` ms until `check(value)` is true; returns that value. On
  * timeout, throws with the last value seen, so failures say what the page looked like.
  */

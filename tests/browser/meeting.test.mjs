@@ -14,7 +14,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Participant, launchBrowser, show, sleep, waitFor } from './helpers.mjs';
+import { Participant, launchBrowser, stepper, show, sleep, waitFor } from './helpers.mjs';
 
 const BASE_URL = (process.env.KASKADE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const MEETING = process.env.KASKADE_MEETING || `e2e-${randomBytes(4).toString('hex')}`;
@@ -29,7 +29,6 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
   /** @type {Record<string, Participant>} */
   const p = {};
   let everyone = [];
-  let broken = null; // set when a step fails that every later step depends on
 
   before(async () => {
     ({ browser, close: closeBrowser } = await launchBrowser());
@@ -39,19 +38,7 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
     await closeBrowser();
   });
 
-  /** Runs a step; on failure prints every page's state and console, then rethrows. */
-  function step(name, body, { essential = false } = {}) {
-    it(name, { timeout: STEP_TIMEOUT }, async (t) => {
-      if (broken) return t.skip(`skipped: "${broken}" failed`);
-      try {
-        await body(t);
-      } catch (err) {
-        if (essential) broken = name;
-        for (const who of everyone) console.error(await who.diagnostics());
-        throw err;
-      }
-    });
-  }
+  const step = stepper(it, STEP_TIMEOUT, () => everyone);
 
   const others = (me) => everyone.filter((x) => x !== me);
 

@@ -21,12 +21,16 @@ fn one_browser_test_at_a_time() -> MutexGuard<'static, ()> {
 /// The all-in-one default (`kaskade` with no arguments: a locator with its node and recorder),
 /// the way the README runs kaskade.
 fn start_all_in_one(ns: &Netns, scratch: &Scratch) -> Node {
+    start_all_in_one_with(ns, scratch, &[])
+}
+
+/// [`start_all_in_one`] with more arguments (`extra`).
+fn start_all_in_one_with(ns: &Netns, scratch: &Scratch, extra: &[&str]) -> Node {
     let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
-    Node::start(
-        ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
-        &["--db", &db, "--recordings", &recordings],
-    )
-    .expect("all-in-one starts")
+    let mut args = vec!["--db", &db, "--recordings", &recordings];
+    args.extend_from_slice(extra);
+    Node::start(ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")), &args)
+        .expect("all-in-one starts")
 }
 
 /// Runs one playwright-core script against `node` inside `ns` and asserts it passed; prints
@@ -168,19 +172,7 @@ fn a_subscriber_behind_a_capped_link_gets_the_layers_that_fit() {
     ns.link_to(&far, "kdl0", "10.77.0.1/24", "10.77.0.2/24")
         .expect("veth between the namespaces");
     let scratch = Scratch::new("browser");
-    let (db, recordings) = (scratch.path("cdr.sqlite"), scratch.path("recordings"));
-    let node = Node::start(
-        ns.command(env!("CARGO_BIN_EXE_kaskade-under-test")),
-        &[
-            "--db",
-            &db,
-            "--recordings",
-            &recordings,
-            "--listen",
-            "10.77.0.1:0",
-        ],
-    )
-    .expect("all-in-one starts");
+    let node = start_all_in_one_with(&ns, &scratch, &["--listen", "10.77.0.1:0"]);
     run_script_with(
         &ns,
         &node,

@@ -20,12 +20,17 @@
 //! and the allocator fills it.
 //!
 //! The estimate leaves the peer connection through a [`DownlinkEstimate`], an atomic the
-//! estimator writes and the core reads at its layer-choice tick: no lock, no allocation.
+//! estimator writes and the core reads at its layer-choice tick: no lock, no allocation. The
+//! congestion controller sits behind [`TwccStreamsOnly`], so that a subscriber that did not
+//! negotiate transport-wide feedback costs no send history.
 
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, OveruseDetector, PacketReport, RateCalculator,
-    RateControlState, SlopeEstimator, Usage,
+    BandwidthEstimator, EstimatorStats, Interceptor, OveruseDetector, PacketReport, RateCalculator,
+    RateControlState, SlopeEstimator, StreamInfo, TaggedPacket, Usage,
 };
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::TRANSPORT_CC_URI;
+use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,6 +322,85 @@ impl BandwidthEstimator for DownlinkEstimator {
         stats.delay_based_bitrate = Some(self.target);
         stats.packet_loss = self.loss;
         stats
+    }
+}
+
+/// An interceptor that sees only the local streams that negotiated transport-wide congestion
+/// control: `rtc`'s congestion controller otherwise keeps a send history of every packet of
+/// every stream (for RFC 8888 feedback, which kaskade does not negotiate), and a subscriber
+/// that sends no TWCC feedback (kaskade's lean load generator) would cost a history for
+/// nothing. Everything else passes straight through.
+pub struct TwccStreamsOnly<I>(pub I);
+
+fn negotiates_twcc(info: &StreamInfo) -> bool {
+    info.rtp_header_extensions
+        .iter()
+        .any(|e| e.uri == TRANSPORT_CC_URI)
+}
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for TwccStreamsOnly<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.0.handle_read(msg)
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_read()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.0.handle_write(msg)
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_write()
+    }
+
+    fn handle_event(&mut self, event: ()) -> Result<(), Error> {
+        self.0.handle_event(event)
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        self.0.poll_event()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.0.handle_timeout(now)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        self.0.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for TwccStreamsOnly<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if negotiates_twcc(info) {
+            self.0.bind_local_stream(info);
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        if negotiates_twcc(info) {
+            self.0.unbind_local_stream(info);
+        }
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_remote_stream(info);
     }
 }
 

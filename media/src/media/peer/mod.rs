@@ -9,7 +9,7 @@
 
 mod engine;
 
-use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator};
+use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
 use crate::media::transport::{
@@ -50,13 +50,16 @@ use rtc::statistics::StatsSelector;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Packets of each forwarded video stream kept to answer subscribers' NACKs: 3.2 s at the
 /// largest bit rate kaskade takes (1,440 kbit/s, about 160 packets a second), 1.8 s at
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
 /// participant in the soak (docs/RELIABILITY.md). A power of two.
 const NACK_HISTORY: u16 = 512;
+/// How long a packet sent to a subscriber is remembered for its TWCC feedback: browsers report
+/// every 50-100 ms, and rtc's default of 2 s doubled the history for nothing.
+const SEND_HISTORY: Duration = Duration::from_secs(1);
 /// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
 /// room for a restarted encoder.
 const MAX_INBOUND_SSRCS: usize = 8;
@@ -145,8 +148,11 @@ impl WebRtcPeer {
             )
             .with(
                 InterceptorSlot::CongestionControl,
-                CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone(), label))
-                    .build(),
+                TwccStreamsOnly(
+                    CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone(), label))
+                        .with_prune_horizon(SEND_HISTORY)
+                        .build(),
+                ),
             );
         let registry = configure_rtcp_reports(registry);
         let registry = registry.with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
