@@ -15,7 +15,7 @@
 //! (8 % a second) but not past it, so the allocator does not switch a subscriber up into the
 //! congestion it just left. Only evidence raises a ceiling: the path delivering clearly more than
 //! it for a while, without loss or a growing queue, which the node provokes with short probes of
-//! padding (see `allocation::Prober`); the ceiling (and the estimate) then rise to what was
+//! padding (see `probe::Prober`); the ceiling (and the estimate) then rise to what was
 //! delivered. Without a ceiling (a path never congested) the estimate grows fast, 50 % a second,
 //! and the allocator fills it.
 //!

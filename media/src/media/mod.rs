@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod keyframe;
 pub mod participant;
 pub mod peer;
+pub mod probe;
 pub mod relayed;
 pub mod room;
 pub mod rtcp_tap;

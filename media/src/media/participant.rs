@@ -7,10 +7,10 @@
 //! node's capacity, leaves a call record and is announced to peer nodes; a relayed one is all
 //! of that on its own node.
 
-use crate::media::allocation::Prober;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::gop::GopCache;
+use crate::media::probe::Prober;
 use crate::media::room::SlotSource;
 use crate::media::simulcast::VideoLayers;
 use crate::media::transport::Transport;

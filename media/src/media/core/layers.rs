@@ -7,9 +7,10 @@
 //! with `layers`), and asked for again when a consumer's choice falls on one.
 
 use super::MediaCore;
-use crate::media::allocation::{AUDIO_SHARE, PAUSED, ProbeOutcome, Tile, allocate};
+use crate::media::allocation::{AUDIO_SHARE, PAUSED, Tile, allocate};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::probe::ProbeOutcome;
 use crate::media::simulcast::MAX_LAYERS;
 use kaskade_protocol::signaling::{ServerMessage, TileView};
 use std::collections::HashMap;
@@ -65,7 +66,7 @@ impl MediaCore {
     fn allocation_of(&self, now: Instant, id: ParticipantId) -> Option<Allocation> {
         let s = self.participants.get(&id)?;
         let speaker = self.rooms.get(&s.room).and_then(|r| r.speaker.current());
-        let mut tiles = Vec::new();
+        let (mut indices, mut tiles) = (Vec::new(), Vec::new());
         let mut audio: u32 = 0;
         for (index, (slot, consumer)) in s.slots.iter().zip(s.transport.consumers()).enumerate() {
             let Some(p) = slot.publisher.and_then(|p| self.participants.get(&p)) else {
@@ -76,30 +77,25 @@ impl MediaCore {
                 continue;
             }
             let ladder = p.video.ladder(now);
-            tiles.push((
-                index,
-                Tile {
-                    ladder,
-                    wanted: ladder.fitting(s.viewing_height(p.id)).unwrap_or(0),
-                    current: consumer.layer,
-                    speaker: speaker == Some(p.id),
-                },
-            ));
+            indices.push(index);
+            tiles.push(Tile {
+                ladder,
+                wanted: ladder.fitting(s.viewing_height(p.id)).unwrap_or(0),
+                current: consumer.layer,
+                speaker: speaker == Some(p.id),
+            });
         }
         let wanted = |t: &Tile| t.ladder.rungs().get(t.wanted).map_or(0, |r| r.layer);
         let choices = match s.transport.downlink_estimate().and_then(|e| e.get()) {
-            Some(estimate) => {
-                let weighed: Vec<Tile> = tiles.iter().map(|(_, t)| *t).collect();
-                allocate(estimate.saturating_sub(audio * AUDIO_SHARE), &weighed)
-            }
-            None => std::array::from_fn(|i| tiles.get(i).map_or(PAUSED, |(_, t)| wanted(t))),
+            Some(estimate) => allocate(estimate.saturating_sub(audio * AUDIO_SHARE), &tiles),
+            None => std::array::from_fn(|i| tiles.get(i).map_or(PAUSED, wanted)),
         };
         let mut allocation = Allocation {
             changes: Vec::new(),
             limited: false,
             sending: audio * AUDIO_SHARE,
         };
-        for ((index, tile), layer) in tiles.iter().zip(choices) {
+        for ((index, tile), layer) in indices.into_iter().zip(&tiles).zip(choices) {
             let short = layer != wanted(tile);
             allocation.limited |= short;
             let rung = tile.ladder.rungs().iter().find(|r| r.layer == layer);
@@ -107,7 +103,7 @@ impl MediaCore {
             if layer != tile.current {
                 let position = |layer| tile.ladder.position(layer);
                 let down = position(layer) < position(tile.current);
-                allocation.changes.push((*index, layer, short && down));
+                allocation.changes.push((index, layer, short && down));
             }
         }
         Some(allocation)

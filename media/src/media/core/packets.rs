@@ -3,7 +3,7 @@
 
 use super::MediaCore;
 use crate::media::demux::ParticipantId;
-use crate::media::forwarder::{DropReason, InboundPacket, MediaKind};
+use crate::media::forwarder::{DropReason, InboundPacket, MediaKind, Rewritten};
 use crate::media::gop::GopCache;
 use crate::media::keyframe::h264_keyframe_start;
 use crate::media::participant::{Participant, RoomIndex};
@@ -299,10 +299,8 @@ pub(super) fn inbound_of(packet: &rtc::rtp::Packet, keyframe_start: bool) -> Inb
     }
 }
 
-/// Rewrites `packet` for consumer `slot` of `subscriber` and writes it (counted as forwarded,
-/// or as a failed write); the rewriting's refusal otherwise.
 /// Sends the padding a probe of `subscriber`'s downlink owes now on `slot`, right after
-/// `after`, the end of a frame just forwarded there (see `allocation::Prober`).
+/// `after`, the end of a frame just forwarded there (see `probe::Prober`).
 fn pad(
     subscriber: &mut Participant,
     slot: usize,
@@ -322,24 +320,21 @@ fn pad(
         else {
             return;
         };
-        let padding = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                padding: true,
-                sequence_number: at.seq,
-                timestamp: at.timestamp,
-                ..Default::default()
-            },
+        let padding = Outgoing {
+            at,
+            marker: false,
+            padding: true,
             payload: bytes::Bytes::new(),
         };
-        if subscriber.transport.write_rtp(now, slot, padding).is_err() {
-            metrics.drop_packet(Dropped::WriteFailed);
+        if !write(subscriber, slot, padding, now, metrics) {
             return;
         }
         metrics.probe_padding.inc();
     }
 }
 
+/// Rewrites `packet` for consumer `slot` of `subscriber` and writes it (counted as forwarded,
+/// or as a failed write); the rewriting's refusal otherwise.
 fn forward(
     subscriber: &mut Participant,
     slot: usize,
@@ -353,27 +348,53 @@ fn forward(
         .consumers_mut()
         .get_mut(slot)
         .ok_or(DropReason::NoSource)?;
-    let rewritten = consumer.stream.rewrite(inbound, now)?;
-    // a fresh header: the publisher's extensions (ids negotiated with the publisher) are not
-    // forwarded, and nothing here allocates
-    let out = rtc::rtp::Packet {
-        header: rtc::rtp::header::Header {
-            version: 2,
-            marker: packet.header.marker,
-            sequence_number: rewritten.seq,
-            timestamp: rewritten.timestamp,
-            ..Default::default()
-        },
+    let out = Outgoing {
+        at: consumer.stream.rewrite(inbound, now)?,
+        marker: packet.header.marker,
+        padding: false,
         payload: packet.payload.clone(),
     };
-    match subscriber.transport.write_rtp(now, slot, out) {
-        Ok(()) => {
-            metrics.rtp_forwarded.inc();
-        }
+    if write(subscriber, slot, out, now, metrics) {
+        metrics.rtp_forwarded.inc();
+    }
+    Ok(())
+}
+
+/// A packet for a consumer: where its stream puts it, and what it carries.
+struct Outgoing {
+    at: Rewritten,
+    marker: bool,
+    padding: bool,
+    payload: bytes::Bytes,
+}
+
+/// Writes `out` to consumer `slot` of `subscriber` under a fresh header (the publisher's
+/// extensions, ids negotiated with the publisher, are not forwarded, and nothing here
+/// allocates); whether it was written (a failed write is counted).
+fn write(
+    subscriber: &mut Participant,
+    slot: usize,
+    out: Outgoing,
+    now: Instant,
+    metrics: &Metrics,
+) -> bool {
+    let packet = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: out.marker,
+            padding: out.padding,
+            sequence_number: out.at.seq,
+            timestamp: out.at.timestamp,
+            ..Default::default()
+        },
+        payload: out.payload,
+    };
+    match subscriber.transport.write_rtp(now, slot, packet) {
+        Ok(()) => true,
         Err(e) => {
             metrics.drop_packet(Dropped::WriteFailed);
-            debug!(subscriber = %subscriber.id, "forward failed: {e}");
+            debug!(subscriber = %subscriber.id, "write failed: {e}");
+            false
         }
-    };
-    Ok(())
+    }
 }
