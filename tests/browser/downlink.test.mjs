@@ -11,7 +11,7 @@
 // browser runs in the namespace KASKADE_FAR_NETNS, reaching the node through the veth
 // KASKADE_CAP_DEVICE, whose node end this script shapes with `tc ... tbf`.
 // Machine-readable lines (node's test runner prefixes them with "# "):
-//   DOWNLINK case=<cap> ms_to_layer=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> switch_frozen_ms=<ms> ...
+//   DOWNLINK case=<cap> ms_to_layer=<ms> ms_to_settled=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> switch_frozen_ms=<ms> ...
 //   DOWNLINK_RECOVERY ms_to_top=<ms> frozen_ms=<ms>
 //   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> plis=<n> frames=<n> keyframes=<n>
 import { after, before, describe, it } from 'node:test';
@@ -139,6 +139,19 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     startSampler();
   }, { essential: true });
 
+  /** Waits until `who`'s picture of Alice has gone 3 s without a new freeze (at most 30 s). */
+  async function untilCalm(who) {
+    let last = await aliceAt(who);
+    let calmSince = Date.now();
+    const deadline = Date.now() + 30_000;
+    while (Date.now() - calmSince < 3_000 && Date.now() < deadline) {
+      await sleep(500);
+      const now = await aliceAt(who);
+      if ((now.totalFreezesDuration ?? 0) > (last.totalFreezesDuration ?? 0)) calmSince = Date.now();
+      last = now;
+    }
+  }
+
   /** Caps Bob's link at `kbit` and measures what he sees of Alice once it settles. */
   async function capped(kbit, expectedHeight) {
     const [carolBefore, bobAtCap] = [await aliceAt(p.Carol), await aliceAt(p.Bob)];
@@ -148,8 +161,9 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     const reached = await waitFor(`Bob decoding Alice at ${expectedHeight} px behind ${kbit} kbit/s`,
       () => aliceAt(p.Bob), (r) => r && r.frameHeight === expectedHeight, { timeout: 30_000 });
     const msToLayer = Date.now() - at;
-    // settled: 15 s at the cap
-    await sleep(3_000);
+    // settled: the switch's own freezes are over (no new one for 3 s); then 15 s at the cap
+    await untilCalm(p.Bob);
+    const msToSettled = Date.now() - at;
     const [bobBefore, sentBefore] = [await aliceAt(p.Bob), await aliceLayers()];
     const heights = new Set();
     for (let i = 0; i < 15; i++) {
@@ -165,10 +179,10 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     const carolFrozenMs = Math.round(1000 * ((carolAfter.totalFreezesDuration ?? 0) - (carolBefore.totalFreezesDuration ?? 0)));
     // what the change itself cost, from the cap to the settled window (reported, not asserted)
     const switchFrozenMs = Math.round(1000 * ((bobBefore.totalFreezesDuration ?? 0) - (bobAtCap.totalFreezesDuration ?? 0)));
-    const result = { kbit, msToLayer, reached: `${reached.frameWidth}x${reached.frameHeight}`,
+    const result = { kbit, msToLayer, msToSettled, reached: `${reached.frameWidth}x${reached.frameHeight}`,
       decodedPct: Math.round((1000 * decoded) / Math.max(sent, 1)) / 10, sent, decoded, freezes,
       frozenMs, switchFrozenMs, heights: [...heights], carolSees: carolAfter.frameHeight, carolFrozenMs };
-    console.log(`DOWNLINK case=${kbit}kbit ms_to_layer=${msToLayer} layer=${result.reached} ` +
+    console.log(`DOWNLINK case=${kbit}kbit ms_to_layer=${msToLayer} ms_to_settled=${msToSettled} layer=${result.reached} ` +
       `decoded_pct=${result.decodedPct} freezes=${freezes} frozen_ms=${frozenMs} switch_frozen_ms=${switchFrozenMs} ` +
       `carol_sees=${carolAfter.frameHeight} carol_frozen_ms=${carolFrozenMs}`);
     return result;

@@ -50,16 +50,13 @@ use rtc::statistics::StatsSelector;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Packets of each forwarded video stream kept to answer subscribers' NACKs: 3.2 s at the
 /// largest bit rate kaskade takes (1,440 kbit/s, about 160 packets a second), 1.8 s at
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
 /// participant in the soak (docs/RELIABILITY.md). A power of two.
 const NACK_HISTORY: u16 = 512;
-/// How long a packet sent to a subscriber is remembered for its TWCC feedback: browsers report
-/// every 50-100 ms, and rtc's default of 2 s doubled the history for nothing.
-const SEND_HISTORY: Duration = Duration::from_secs(1);
 /// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
 /// room for a restarted encoder.
 const MAX_INBOUND_SSRCS: usize = 8;
@@ -150,7 +147,6 @@ impl WebRtcPeer {
                 InterceptorSlot::CongestionControl,
                 TwccStreamsOnly(
                     CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone(), label))
-                        .with_prune_horizon(SEND_HISTORY)
                         .build(),
                 ),
             );
