@@ -3,16 +3,17 @@
 //! datagram holds (`decode`, `nacked`).
 //!
 //! Input: `mode | ...`. Mode bit 0 clear: the rest is parsed as a datagram header and decoded
-//! as a frame. Set: a relayed RTP frame, a keyframe request and a NACK are built from the input
-//! with the node's own writers and must decode to what was written.
+//! as a frame. Set: a relayed RTP frame (of any simulcast layer), a keyframe request and a NACK
+//! are built from the input with the node's own writers and must decode to what was written.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use kaskade_fuzz::ops::Fields;
 use kaskade_sfu::cascade::frame::{
-    self, DatagramHeader, Frame, MAX_NACKS, RelayedRtp, decode, nacked, parse_header,
+    self, DatagramHeader, Frame, LinkStream, MAX_NACKS, RelayedRtp, decode, nacked, parse_header,
 };
 use kaskade_sfu::media::forwarder::MediaKind;
+use kaskade_sfu::media::simulcast::MAX_LAYERS;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Frame::Rtp(rtp) | Frame::Cached(rtp)) => {
                 assert!(rtp.payload_type < 128);
                 assert!(rtp.level.is_none_or(|l| l <= 127));
+                assert!(usize::from(rtp.layer) < MAX_LAYERS);
             }
             _ => {}
         }
@@ -50,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let rtp = RelayedRtp {
         publisher: f.u32().into(),
         kind,
+        layer: f.u8() % MAX_LAYERS as u8,
         level: (level != 0xFF).then_some(level & 0x7F),
         marker: f.bool(),
         payload_type: f.u8() & 0x7F,
@@ -61,11 +64,12 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::new();
     frame::put_rtp(&mut buf, &rtp);
     assert_eq!(decode(buf.split().freeze()), Ok(Frame::Rtp(rtp.clone())));
-    frame::put_keyframe_request(&mut buf, rtp.publisher);
+    frame::put_keyframe_request(&mut buf, rtp.publisher, rtp.layer);
     assert_eq!(
         decode(buf.split().freeze()),
         Ok(Frame::KeyframeRequest {
-            publisher: rtp.publisher
+            publisher: rtp.publisher,
+            layer: rtp.layer
         })
     );
     let seqs: Vec<u16> = f
@@ -73,14 +77,10 @@ fuzz_target!(|data: &[u8]| {
         .chunks_exact(2)
         .map(|p| u16::from_be_bytes([p[0], p[1]]))
         .collect();
-    frame::put_nack(&mut buf, rtp.publisher, kind, &seqs);
+    frame::put_nack(&mut buf, rtp.stream(), &seqs);
     match decode(buf.split().freeze()) {
-        Ok(Frame::Nack {
-            publisher,
-            kind: got_kind,
-            seqs: got,
-        }) => {
-            assert_eq!((publisher, got_kind), (rtp.publisher, kind));
+        Ok(Frame::Nack { stream, seqs: got }) => {
+            assert_eq!(stream, rtp.stream());
             let want: Vec<u16> = seqs.iter().copied().take(MAX_NACKS).collect();
             assert_eq!(nacked(&got).collect::<Vec<_>>(), want);
         }

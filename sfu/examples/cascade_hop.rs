@@ -72,6 +72,7 @@ fn main() {
         let rtp = RelayedRtp {
             publisher: PUBLISHER,
             kind: MediaKind::Video,
+            layer: 0,
             level: None,
             marker: i % 8 == 7,
             payload_type: 102,

@@ -1,7 +1,8 @@
 //! Simulcast through real SRTP: a publisher sends three layers (rid q, h, f in its offer; each
 //! packet names its layer in the rid header extension), and each subscriber gets the layer its
 //! tile needs, switched at that layer's keyframe with no gap in its slot's sequence numbers; a
-//! layer the publisher pauses is passed over, on this node and across a cascade link.
+//! layer the publisher pauses is passed over, on this node and across a cascade link, which
+//! carries only the layers the far node's subscribers need.
 
 use kaskade_loadtest::lean::sdp::{MID_EXT_ID, RID_EXT_ID};
 use kaskade_media::media::core::Output;
@@ -195,8 +196,13 @@ fn assert_seamless(packets: &[Received], paused_freeze: u32) -> Vec<u8> {
 }
 
 fn viewing(sim: &mut Sim, subscriber: usize, publisher: usize, height: u32) {
+    viewing_on(sim, 0, subscriber, publisher, height);
+}
+
+/// Subscriber `subscriber`, on node `node`, shows `publisher` `height` pixels tall.
+fn viewing_on(sim: &mut Sim, node: usize, subscriber: usize, publisher: usize, height: u32) {
     let (now, id, participant) = (sim.now, sim.id(subscriber), sim.id(publisher));
-    sim.core(0).client_message(
+    sim.core(node).client_message(
         now,
         id,
         ClientMessage::Viewing {
@@ -282,31 +288,92 @@ fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_seamlessly() {
 }
 
 #[test]
-fn a_cascade_link_carries_the_best_live_layer_as_one_stream() {
+fn a_cascade_link_carries_only_the_layers_the_far_node_needs() {
     let mut sim = Sim::new(12, 2);
     let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
     let dave = sim.join(1, "m", "dave", None).unwrap();
-    // Erin, beside Ann, shows her small: the small layer flows too
+    // Erin, beside Ann, shows her as large as she comes: the top layer
     let erin = sim.join(0, "m", "erin", None).unwrap();
     sim.connect_all(Duration::from_secs(5)).unwrap();
-    viewing(&mut sim, erin, ann, 100);
+    // Dave, across the link, shows her small
+    viewing_on(&mut sim, 1, dave, ann, 100);
     let mut video = Simulcast::new(&sim, ann, 300);
     video.send_frames(&mut sim, 45);
-    let slot = sim.consumer_of(dave, ann, MediaKind::Video).unwrap();
-    let layers = assert_seamless(&on_slot(&sim, dave, slot), 0);
-    assert_eq!(*layers.last().unwrap(), 2, "the top layer crosses the link");
+    let dave_slot = sim.consumer_of(dave, ann, MediaKind::Video).unwrap();
+    let erin_slot = sim.consumer_of(erin, ann, MediaKind::Video).unwrap();
+    let layers = assert_seamless(&on_slot(&sim, dave, dave_slot), 0);
+    assert_eq!(
+        *layers.last().unwrap(),
+        0,
+        "the small layer crosses the link"
+    );
+    let layers = assert_seamless(&on_slot(&sim, erin, erin_slot), 0);
+    assert_eq!(*layers.last().unwrap(), 2);
     assert_eq!(
         video.told.last().map(Vec::as_slice),
         Some(&[true, false, true][..]),
-        "the middle layer, which nobody receives, is paused"
+        "the middle layer, which nobody receives on either node, is paused"
+    );
+    assert_eq!(
+        relayed_over(&mut sim, &mut video, 30),
+        30,
+        "one packet a frame crosses the link: the small layer's, not the top one's"
     );
 
-    // the top layer pauses (Ann is short of bandwidth): the link goes on with the middle one,
-    // asked of Ann again, from its keyframe
+    // Dave's tile grows to 240 px: the middle layer crosses the link instead, from its
+    // keyframe, and the small one, which nobody receives any more, is paused
+    viewing_on(&mut sim, 1, dave, ann, 240);
+    video.send_frames(&mut sim, 30);
+    let layers = assert_seamless(&on_slot(&sim, dave, dave_slot), 0);
+    assert_eq!(*layers.last().unwrap(), 1);
+    assert_eq!(
+        video.told.last().map(Vec::as_slice),
+        Some(&[false, true, true][..])
+    );
+    assert_eq!(relayed_over(&mut sim, &mut video, 30), 30);
+
+    // Dave shows her as large as she comes, and Fay, beside him, small: two layers cross
+    viewing_on(&mut sim, 1, dave, ann, 1080);
+    let fay = sim.join(1, "m", "fay", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    viewing_on(&mut sim, 1, fay, ann, 100);
+    video.send_frames(&mut sim, 45);
+    let fay_slot = sim.consumer_of(fay, ann, MediaKind::Video).unwrap();
+    let layers = assert_seamless(&on_slot(&sim, fay, fay_slot), 0);
+    assert_eq!(*layers.last().unwrap(), 0);
+    let layers = assert_seamless(&on_slot(&sim, dave, dave_slot), 0);
+    assert_eq!(*layers.last().unwrap(), 2);
+    assert_eq!(relayed_over(&mut sim, &mut video, 30), 60);
+
+    // the top layer pauses (Ann is short of bandwidth): the middle one stands in for it on
+    // the link, asked of Ann again, and Dave and Erin fall back to it
     video.sending[2] = false;
     video.send_frames(&mut sim, 90);
-    let layers = assert_seamless(&on_slot(&sim, dave, slot), PAUSED_FREEZE);
-    assert_eq!(*layers.last().unwrap(), 1);
-    assert!(layers.contains(&2));
-    assert_eq!(video.told.last().map(|t| t[1]), Some(true));
+    for (n, slot) in [(dave, dave_slot), (erin, erin_slot)] {
+        let layers = assert_seamless(&on_slot(&sim, n, slot), PAUSED_FREEZE);
+        assert_eq!(*layers.last().unwrap(), 1);
+    }
+    // and when it comes back, so do they
+    video.sending[2] = true;
+    video.send_frames(&mut sim, 60);
+    for (n, slot) in [(dave, dave_slot), (erin, erin_slot)] {
+        let layers = assert_seamless(&on_slot(&sim, n, slot), PAUSED_FREEZE);
+        assert_eq!(*layers.last().unwrap(), 2);
+    }
+}
+
+/// Sends `frames` frames and returns how many relayed packets node 1 received over its link
+/// meanwhile.
+fn relayed_over(sim: &mut Sim, video: &mut Simulcast, frames: usize) -> u64 {
+    let received = |sim: &Sim| -> u64 {
+        sim.metrics(1)
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("kaskade_sfu_cascade_rtp_received_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = received(sim);
+    video.send_frames(sim, frames);
+    received(sim) - before
 }

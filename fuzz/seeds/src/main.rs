@@ -37,8 +37,9 @@ use kaskade_recorder::participant::{MediaKind as TrackKind, ParticipantRecorder}
 use kaskade_recorder::timeline::RtpPacket;
 use kaskade_sfu::cascade::cipher::{Channel, LinkCipher};
 use kaskade_sfu::cascade::control::{self, LinkMessage, StreamRef};
-use kaskade_sfu::cascade::frame::{self, RelayedRtp};
+use kaskade_sfu::cascade::frame::{self, LinkStream, RelayedRtp};
 use kaskade_sfu::media::demux::ufrag_for;
+use kaskade_sfu::media::simulcast::LayerSet;
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -268,6 +269,7 @@ fn relayed(kind: MediaKind, seq: u16, payload: &[u8], level: Option<u8>) -> Vec<
         &RelayedRtp {
             publisher: node::REMOTE_ID,
             kind,
+            layer: 0,
             level,
             marker: true,
             payload_type: if kind == MediaKind::Audio { 111 } else { 102 },
@@ -336,10 +338,12 @@ fn link_messages() -> Vec<(&'static str, LinkMessage)> {
                     StreamRef {
                         publisher: node::FIRST_ID,
                         kind: MediaKind::Audio,
+                        layers: LayerSet::ALL,
                     },
                     StreamRef {
                         publisher: node::FIRST_ID,
                         kind: MediaKind::Video,
+                        layers: LayerSet::NONE.with(1),
                     },
                 ],
             },

@@ -69,14 +69,14 @@ pub(super) fn cascade(c: &mut Corpus, m: &Media) {
     let video = relayed(MediaKind::Video, 1, &m.video[0].0[0], None);
     let audio = relayed(MediaKind::Audio, 2, &m.audio[0], Some(10));
     let mut keyframe = BytesMut::new();
-    frame::put_keyframe_request(&mut keyframe, node::FIRST_ID);
+    frame::put_keyframe_request(&mut keyframe, node::FIRST_ID, 2);
     let mut nack_frame = BytesMut::new();
-    frame::put_nack(
-        &mut nack_frame,
-        node::FIRST_ID,
-        MediaKind::Audio,
-        &[5, 6, 65_535],
-    );
+    let audio_stream = LinkStream {
+        publisher: node::FIRST_ID,
+        kind: MediaKind::Audio,
+        layer: 0,
+    };
+    frame::put_nack(&mut nack_frame, audio_stream, &[5, 6, 65_535]);
     let mut peer = node::peer_media_cipher();
     let datagram = node::sealed_link_datagram(&mut peer, &video);
     for (name, bytes) in [

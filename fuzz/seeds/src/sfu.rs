@@ -134,14 +134,14 @@ pub(super) fn node_datagrams(c: &mut Corpus, m: &Media) {
     );
     c.add(t, "relayed-media-with-gap", relayed_video);
     let mut requests = BytesMut::new();
-    frame::put_keyframe_request(&mut requests, node::FIRST_ID);
+    frame::put_keyframe_request(&mut requests, node::FIRST_ID, 0);
     let mut nack_frame = BytesMut::new();
-    frame::put_nack(
-        &mut nack_frame,
-        node::FIRST_ID,
-        MediaKind::Video,
-        &[1, 2, 3],
-    );
+    let video = LinkStream {
+        publisher: node::FIRST_ID,
+        kind: MediaKind::Video,
+        layer: 0,
+    };
+    frame::put_nack(&mut nack_frame, video, &[1, 2, 3]);
     c.add(
         t,
         "relayed-keyframe-request-and-nack",
@@ -282,12 +282,15 @@ pub(super) fn sdp_offer(c: &mut Corpus) {
 /// offer, answers with PCMU only and with H.264 renumbered; each followed by the far end's RTP
 /// on what it agrees (a PCMU packet, an H.264 packet, a telephone event).
 pub(super) fn sip_sdp(c: &mut Corpus) {
-    use kaskade_sfu::sip::sdp::{LocalMedia, offer};
+    use kaskade_sfu::sip::sdp::{LocalKeys, LocalMedia, OfferedProtection, SrtpPolicy, offer};
+    use rand::SeedableRng;
     let room_system = include_str!("../../../sfu/src/sip/testdata/room-system-offer.sdp");
     let local = LocalMedia {
         address: "192.0.2.5".parse().expect("an address"),
         audio_port: 30_000,
         video_port: Some(30_002),
+        srtp: SrtpPolicy::BestEffort,
+        keys: LocalKeys::random(&mut rand::rngs::StdRng::seed_from_u64(5)),
     };
     let pcmu_answer = "v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
         t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
@@ -310,7 +313,13 @@ pub(super) fn sip_sdp(c: &mut Corpus) {
     };
     for (name, mode, text, audio, video) in [
         ("room-system-offer", 0, room_system.to_string(), 0, 109),
-        ("kaskade-offer", 0, offer(&local, 1, 1), 111, 96),
+        (
+            "kaskade-offer",
+            0,
+            offer(&local, 1, 1, OfferedProtection::BestEffort),
+            111,
+            96,
+        ),
         ("pcmu-answer", 1, pcmu_answer.to_string(), 0, 96),
         ("renumbered-answer", 1, h264_answer.to_string(), 120, 126),
     ] {

@@ -5,6 +5,7 @@
 use super::cipher::{LinkCipher, OpenError, TAG_LEN};
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::simulcast::LayerSet;
 use bytes::BytesMut;
 use kaskade_protocol::signaling::{LeaveReason, ModerateAction, ParticipantInfo};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,10 @@ pub struct StreamRef {
     pub publisher: ParticipantId,
     /// Which of its streams.
     pub kind: MediaKind,
+    /// Of a video, the simulcast layers wanted (every layer when absent); the link carries
+    /// each as its own stream.
+    #[serde(default)]
+    pub layers: LayerSet,
 }
 
 /// Why a control frame was refused.

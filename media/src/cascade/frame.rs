@@ -2,25 +2,31 @@
 //! counter) and a sealed frame: a relayed RTP packet, a keyframe request or a NACK.
 //!
 //! ```text
-//! datagram: 0xCA | version 1 | sender index u16 | counter u64 | sealed frame | tag (16)
-//! RTP:      1 | kind | publisher u32 | level (0xFF none) | M+PT | seq u16 | ts u32 | ssrc u32 | payload
-//! keyframe: 2 | publisher u32
-//! NACK:     3 | kind | publisher u32 | seq u16 ...
+//! datagram: 0xCA | version 2 | sender index u16 | counter u64 | sealed frame | tag (16)
+//! RTP:      1 | stream | publisher u32 | level (0xFF none) | M+PT | seq u16 | ts u32 | ssrc u32 | payload
+//! keyframe: 2 | publisher u32 | layer
+//! NACK:     3 | stream | publisher u32 | seq u16 ...
 //! cached:   4 | (as RTP): a packet of a camera's cached group of pictures, for the receiver's
 //!           own cache, not to be forwarded
+//! stream:   kind (low 4 bits: 0 audio, 1 video) | simulcast layer (high 4 bits)
 //! ```
+//!
+//! Each simulcast layer of a video crosses the link as its own stream, with the publisher's
+//! SSRC, sequence numbers and timestamps, so that the receiving node chooses among the layers
+//! for its own subscribers.
 //!
 //! Everything after the first datagram byte is checked before use: a short or unknown frame is
 //! an error, never a panic.
 
 use crate::media::forwarder::MediaKind;
+use crate::media::simulcast::MAX_LAYERS;
 use bytes::{BufMut, Bytes, BytesMut};
 use kaskade_protocol::ids::ParticipantId;
 
 /// First byte of every link datagram (outside the RFC 7983 ranges of WebRTC traffic).
 pub const MAGIC: u8 = 0xCA;
 /// Wire version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the cleartext header.
 pub const HEADER_LEN: usize = 12;
 /// Where the counter sits in the header.
@@ -88,6 +94,8 @@ pub struct RelayedRtp {
     pub publisher: ParticipantId,
     /// Audio or video.
     pub kind: MediaKind,
+    /// The simulcast layer of a video (0 for audio and for a video of one layer).
+    pub layer: u8,
     /// RFC 6464 level (0 loudest, 127 silence), for audio.
     pub level: Option<u8>,
     /// RTP marker bit.
@@ -104,6 +112,28 @@ pub struct RelayedRtp {
     pub payload: Bytes,
 }
 
+/// One stream a link carries: a publisher's audio, or one simulcast layer of its video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkStream {
+    /// The publisher.
+    pub publisher: ParticipantId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The simulcast layer of a video (0 otherwise).
+    pub layer: u8,
+}
+
+impl RelayedRtp {
+    /// The stream the packet belongs to.
+    pub fn stream(&self) -> LinkStream {
+        LinkStream {
+            publisher: self.publisher,
+            kind: self.kind,
+            layer: self.layer,
+        }
+    }
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -113,16 +143,16 @@ pub enum Frame {
     KeyframeRequest {
         /// The publisher.
         publisher: ParticipantId,
+        /// Of which simulcast layer.
+        layer: u8,
     },
     /// A packet of a publisher's cached group of pictures (a camera's): for the receiver's
     /// cache of that publisher, from which it replays to its own new viewers.
     Cached(RelayedRtp),
     /// Resend these packets of a stream.
     Nack {
-        /// The publisher.
-        publisher: ParticipantId,
-        /// Which of its streams.
-        kind: MediaKind,
+        /// The stream.
+        stream: LinkStream,
         /// Missing sequence numbers, two bytes each.
         seqs: Bytes,
     },
@@ -141,7 +171,7 @@ pub fn put_cached(buf: &mut BytesMut, rtp: &RelayedRtp) {
 fn put_relayed(buf: &mut BytesMut, frame_type: u8, rtp: &RelayedRtp) {
     buf.reserve(RTP_FIXED + rtp.payload.len());
     buf.put_u8(frame_type);
-    buf.put_u8(kind_byte(rtp.kind));
+    buf.put_u8(stream_byte(rtp.kind, rtp.layer));
     buf.put_u32(rtp.publisher.into());
     buf.put_u8(rtp.level.map_or(NO_LEVEL, |l| l.min(127)));
     buf.put_u8(u8::from(rtp.marker) << 7 | (rtp.payload_type & 0x7F));
@@ -151,17 +181,18 @@ fn put_relayed(buf: &mut BytesMut, frame_type: u8, rtp: &RelayedRtp) {
     buf.put_slice(&rtp.payload);
 }
 
-/// Appends a keyframe request.
-pub fn put_keyframe_request(buf: &mut BytesMut, publisher: ParticipantId) {
+/// Appends a keyframe request for `layer` of `publisher`'s video.
+pub fn put_keyframe_request(buf: &mut BytesMut, publisher: ParticipantId, layer: u8) {
     buf.put_u8(KEYFRAME);
     buf.put_u32(publisher.into());
+    buf.put_u8(layer);
 }
 
-/// Appends a NACK for up to [`MAX_NACKS`] of `seqs`.
-pub fn put_nack(buf: &mut BytesMut, publisher: ParticipantId, kind: MediaKind, seqs: &[u16]) {
+/// Appends a NACK for up to [`MAX_NACKS`] of `seqs` of one stream.
+pub fn put_nack(buf: &mut BytesMut, stream: LinkStream, seqs: &[u16]) {
     buf.put_u8(NACK);
-    buf.put_u8(kind_byte(kind));
-    buf.put_u32(publisher.into());
+    buf.put_u8(stream_byte(stream.kind, stream.layer));
+    buf.put_u32(stream.publisher.into());
     for seq in seqs.iter().take(MAX_NACKS) {
         buf.put_u16(*seq);
     }
@@ -169,11 +200,6 @@ pub fn put_nack(buf: &mut BytesMut, publisher: ParticipantId, kind: MediaKind, s
 
 /// Decodes an opened frame.
 pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
-    let kind_at = |i: usize| match frame.get(i) {
-        Some(0) => Ok(MediaKind::Audio),
-        Some(1) => Ok(MediaKind::Video),
-        _ => Err(FrameError::Malformed),
-    };
     let u32_at = |i: usize| -> Result<u32, FrameError> {
         let b = frame.get(i..i + 4).ok_or(FrameError::Malformed)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -181,14 +207,23 @@ pub fn decode(frame: Bytes) -> Result<Frame, FrameError> {
     match frame.first() {
         Some(&RTP) if frame.len() >= RTP_FIXED => Ok(Frame::Rtp(relayed(&frame)?)),
         Some(&CACHED) if frame.len() >= RTP_FIXED => Ok(Frame::Cached(relayed(&frame)?)),
-        Some(&KEYFRAME) if frame.len() == 5 => Ok(Frame::KeyframeRequest {
-            publisher: u32_at(1)?.into(),
-        }),
-        Some(&NACK) if frame.len() >= 6 && frame.len().is_multiple_of(2) => Ok(Frame::Nack {
-            kind: kind_at(1)?,
-            publisher: u32_at(2)?.into(),
-            seqs: frame.slice(6..),
-        }),
+        Some(&KEYFRAME) if frame.len() == 6 && usize::from(frame[5]) < MAX_LAYERS => {
+            Ok(Frame::KeyframeRequest {
+                publisher: u32_at(1)?.into(),
+                layer: frame[5],
+            })
+        }
+        Some(&NACK) if frame.len() >= 6 && frame.len().is_multiple_of(2) => {
+            let (kind, layer) = stream_of(frame[1])?;
+            Ok(Frame::Nack {
+                stream: LinkStream {
+                    publisher: u32_at(2)?.into(),
+                    kind,
+                    layer,
+                },
+                seqs: frame.slice(6..),
+            })
+        }
         Some(&(RTP | KEYFRAME | NACK | CACHED)) | None => Err(FrameError::Malformed),
         Some(_) => Err(FrameError::UnknownType),
     }
@@ -199,12 +234,10 @@ fn relayed(frame: &Bytes) -> Result<RelayedRtp, FrameError> {
     let u32_at = |i: usize| -> u32 {
         u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]])
     };
+    let (kind, layer) = stream_of(frame[1])?;
     Ok(RelayedRtp {
-        kind: match frame[1] {
-            0 => MediaKind::Audio,
-            1 => MediaKind::Video,
-            _ => return Err(FrameError::Malformed),
-        },
+        kind,
+        layer,
         publisher: u32_at(2).into(),
         level: (frame[6] != NO_LEVEL).then_some(frame[6] & 0x7F),
         marker: frame[7] & 0x80 != 0,
@@ -222,11 +255,28 @@ pub fn nacked(seqs: &[u8]) -> impl Iterator<Item = u16> + '_ {
         .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
 }
 
-fn kind_byte(kind: MediaKind) -> u8 {
-    match kind {
+/// The byte naming one stream of a publisher: its kind and simulcast layer.
+fn stream_byte(kind: MediaKind, layer: u8) -> u8 {
+    let kind = match kind {
         MediaKind::Audio => 0,
         MediaKind::Video => 1,
+    };
+    kind | (layer & 0x0F) << 4
+}
+
+/// The kind and layer a stream byte names (an unknown kind or a layer beyond
+/// [`MAX_LAYERS`] is malformed).
+fn stream_of(byte: u8) -> Result<(MediaKind, u8), FrameError> {
+    let kind = match byte & 0x0F {
+        0 => MediaKind::Audio,
+        1 => MediaKind::Video,
+        _ => return Err(FrameError::Malformed),
+    };
+    let layer = byte >> 4;
+    if usize::from(layer) >= MAX_LAYERS {
+        return Err(FrameError::Malformed);
     }
+    Ok((kind, layer))
 }
 
 #[cfg(test)]
@@ -237,6 +287,7 @@ mod tests {
         RelayedRtp {
             publisher: ParticipantId::from(0x0010_0003),
             kind: MediaKind::Video,
+            layer: 2,
             level: None,
             marker: true,
             payload_type: 102,
@@ -254,6 +305,7 @@ mod tests {
         assert_eq!(decode(buf.split().freeze()), Ok(Frame::Rtp(rtp())));
         let audio = RelayedRtp {
             kind: MediaKind::Audio,
+            layer: 0,
             level: Some(30),
             marker: false,
             payload: Bytes::new(),
@@ -263,28 +315,28 @@ mod tests {
         assert_eq!(decode(buf.split().freeze()), Ok(Frame::Rtp(audio)));
         put_cached(&mut buf, &rtp());
         assert_eq!(decode(buf.split().freeze()), Ok(Frame::Cached(rtp())));
-        put_keyframe_request(&mut buf, ParticipantId::from(7));
+        put_keyframe_request(&mut buf, ParticipantId::from(7), 1);
         assert_eq!(
             decode(buf.split().freeze()),
             Ok(Frame::KeyframeRequest {
-                publisher: ParticipantId::from(7)
+                publisher: ParticipantId::from(7),
+                layer: 1
             })
         );
-        put_nack(
-            &mut buf,
-            ParticipantId::from(7),
-            MediaKind::Audio,
-            &[1, 65_535],
-        );
+        let stream = LinkStream {
+            publisher: ParticipantId::from(7),
+            kind: MediaKind::Video,
+            layer: 2,
+        };
+        put_nack(&mut buf, stream, &[1, 65_535]);
         let Ok(Frame::Nack {
-            publisher,
-            kind: MediaKind::Audio,
+            stream: nacked_stream,
             seqs,
         }) = decode(buf.split().freeze())
         else {
             panic!("not a NACK");
         };
-        assert_eq!(publisher, ParticipantId::from(7));
+        assert_eq!(nacked_stream, stream);
         assert_eq!(nacked(&seqs).collect::<Vec<_>>(), [1, 65_535]);
     }
 
@@ -316,6 +368,18 @@ mod tests {
             "unknown kind"
         );
         assert_eq!(
+            decode(Bytes::from_static(&[
+                1, 0x31, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ])),
+            Err(FrameError::Malformed),
+            "a layer beyond the last"
+        );
+        assert_eq!(
+            decode(Bytes::from_static(&[2, 0, 0, 0, 1, 3])),
+            Err(FrameError::Malformed),
+            "a keyframe request for a layer beyond the last"
+        );
+        assert_eq!(
             decode(Bytes::from_static(&[3, 0, 0, 0, 0, 1, 0])),
             Err(FrameError::Malformed),
             "odd NACK"
@@ -335,7 +399,11 @@ mod tests {
             })
         );
         assert_eq!(parse_header(&datagram[..20]), Err(FrameError::Malformed));
-        datagram[1] = 2;
-        assert_eq!(parse_header(&datagram), Err(FrameError::Malformed));
+        datagram[1] = 1;
+        assert_eq!(
+            parse_header(&datagram),
+            Err(FrameError::Malformed),
+            "version 1 named no layers"
+        );
     }
 }

@@ -2,10 +2,11 @@
 //! from it, the recently relayed packets kept for the peer's NACKs, and the loss detection
 //! that sends NACKs the other way: a packet a jump skipped is NACKed at once, and again a
 //! round trip later (measured from the retransmissions that came) while it is still missing.
+//! A stream that was silent for a while (its layer was not wanted, its publisher muted) starts
+//! afresh: what it skipped was never sent over the link.
 
 use super::cipher::{Channel, LinkCipher, OpenError};
-use super::frame::{self, COUNTER_AT, Frame, FrameError, HEADER_LEN, RelayedRtp};
-use crate::media::forwarder::MediaKind;
+use super::frame::{self, COUNTER_AT, Frame, FrameError, HEADER_LEN, LinkStream, RelayedRtp};
 use bytes::{Bytes, BytesMut};
 use kaskade_protocol::ids::ParticipantId;
 use std::collections::HashMap;
@@ -24,6 +25,9 @@ const MAX_NACKS: u8 = 4;
 const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Re-NACKs wait at least this long (a link on one LAN measures a round trip of microseconds).
 const MIN_RENACK: Duration = Duration::from_millis(20);
+/// A stream silent this long starts afresh: the far node stopped relaying it (nobody here
+/// wanted that layer, or its publisher was muted), so its jump is no loss.
+const RESUMED_AFTER: Duration = Duration::from_secs(1);
 
 /// How to reach a peer node.
 #[derive(Debug, Clone)]
@@ -65,8 +69,7 @@ impl From<FrameError> for LinkDrop {
 }
 
 struct Sent {
-    publisher: ParticipantId,
-    kind: MediaKind,
+    stream: LinkStream,
     seq: u16,
     datagram: Vec<u8>,
 }
@@ -78,9 +81,10 @@ pub struct Link {
     cipher: LinkCipher,
     sent: Vec<Sent>,
     next_sent: usize,
-    highest: HashMap<(ParticipantId, MediaKind), u16>,
+    /// Each relayed stream's highest sequence number and when a packet of it last came.
+    highest: HashMap<LinkStream, (u16, Instant)>,
     /// Packets NACKed and not arrived: when last NACKed, and how often.
-    missing: HashMap<(ParticipantId, MediaKind, u16), (Instant, u8)>,
+    missing: HashMap<(LinkStream, u16), (Instant, u8)>,
     /// Smoothed round trip, from NACK to retransmission.
     rtt: Duration,
 }
@@ -124,8 +128,7 @@ impl Link {
         frame::put_rtp(&mut buf, rtp);
         self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
         let entry = Sent {
-            publisher: rtp.publisher,
-            kind: rtp.kind,
+            stream: rtp.stream(),
             seq: rtp.seq,
             datagram: Vec::new(),
         };
@@ -133,8 +136,7 @@ impl Link {
             self.sent.push(entry);
         }
         let slot = &mut self.sent[self.next_sent];
-        slot.publisher = rtp.publisher;
-        slot.kind = rtp.kind;
+        slot.stream = rtp.stream();
         slot.seq = rtp.seq;
         slot.datagram.clear();
         slot.datagram.extend_from_slice(&buf);
@@ -152,10 +154,10 @@ impl Link {
         buf
     }
 
-    /// Seals a keyframe request for a publisher on the peer.
-    pub fn keyframe_request(&mut self, publisher: ParticipantId) -> BytesMut {
+    /// Seals a keyframe request for `layer` of a publisher's video on the peer.
+    pub fn keyframe_request(&mut self, publisher: ParticipantId, layer: u8) -> BytesMut {
         let mut buf = frame::start_datagram(self.local, 8);
-        frame::put_keyframe_request(&mut buf, publisher);
+        frame::put_keyframe_request(&mut buf, publisher, layer);
         self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
         buf
     }
@@ -163,14 +165,13 @@ impl Link {
     /// The datagrams the peer asks again for (those still kept).
     pub fn retransmissions<'a>(
         &'a self,
-        publisher: ParticipantId,
-        kind: MediaKind,
+        stream: LinkStream,
         seqs: impl Iterator<Item = u16> + 'a,
     ) -> impl Iterator<Item = BytesMut> + 'a {
         seqs.filter_map(move |seq| {
             self.sent
                 .iter()
-                .find(|s| s.publisher == publisher && s.kind == kind && s.seq == seq)
+                .find(|s| s.stream == stream && s.seq == seq)
                 .map(|s| BytesMut::from(&s.datagram[..]))
         })
     }
@@ -185,19 +186,19 @@ impl Link {
     /// Notes a relayed packet's sequence number, received at `now`; returns a NACK datagram
     /// for the packets a jump skipped, if any. A packet that was awaited measures the round
     /// trip.
-    pub fn received(
-        &mut self,
-        now: Instant,
-        publisher: ParticipantId,
-        kind: MediaKind,
-        seq: u16,
-    ) -> Option<BytesMut> {
-        if let Some((nacked_at, _)) = self.missing.remove(&(publisher, kind, seq)) {
+    pub fn received(&mut self, now: Instant, stream: LinkStream, seq: u16) -> Option<BytesMut> {
+        if let Some((nacked_at, _)) = self.missing.remove(&(stream, seq)) {
             let sample = now.saturating_duration_since(nacked_at);
             self.rtt = (self.rtt * 7 + sample) / 8;
         }
-        let highest = self.highest.entry((publisher, kind)).or_insert(seq);
+        let (highest, last) = self.highest.entry(stream).or_insert((seq, now));
+        let resumed = now.saturating_duration_since(*last) >= RESUMED_AFTER;
+        *last = now;
         let ahead = seq.wrapping_sub(*highest);
+        if resumed {
+            *highest = seq;
+            return None;
+        }
         if ahead == 0 || ahead > u16::MAX / 2 {
             return None;
         }
@@ -209,18 +210,18 @@ impl Link {
         let missing: Vec<u16> = (1..ahead).map(|d| from.wrapping_add(d)).collect();
         for &lost in &missing {
             if self.missing.len() < MAX_MISSING {
-                self.missing.insert((publisher, kind, lost), (now, 1));
+                self.missing.insert((stream, lost), (now, 1));
             }
         }
-        Some(self.nack(publisher, kind, &missing))
+        Some(self.nack(stream, &missing))
     }
 
     /// NACKs again what is still missing a round trip after its last NACK (at most
     /// [`MAX_NACKS`] times in all); appends the datagrams to `out`.
     pub fn renack(&mut self, now: Instant, out: &mut Vec<BytesMut>) {
         let wait = self.renack_wait();
-        let mut due: HashMap<(ParticipantId, MediaKind), Vec<u16>> = HashMap::new();
-        self.missing.retain(|&(publisher, kind, seq), (at, count)| {
+        let mut due: HashMap<LinkStream, Vec<u16>> = HashMap::new();
+        self.missing.retain(|&(stream, seq), (at, count)| {
             if now.saturating_duration_since(*at) < wait {
                 return true;
             }
@@ -229,11 +230,11 @@ impl Link {
             }
             *at = now;
             *count += 1;
-            due.entry((publisher, kind)).or_default().push(seq);
+            due.entry(stream).or_default().push(seq);
             true
         });
-        for ((publisher, kind), seqs) in due {
-            out.push(self.nack(publisher, kind, &seqs));
+        for (stream, seqs) in due {
+            out.push(self.nack(stream, &seqs));
         }
     }
 
@@ -247,23 +248,34 @@ impl Link {
         (self.rtt + self.rtt / 2).max(MIN_RENACK)
     }
 
-    fn nack(&mut self, publisher: ParticipantId, kind: MediaKind, seqs: &[u16]) -> BytesMut {
+    fn nack(&mut self, stream: LinkStream, seqs: &[u16]) -> BytesMut {
         let mut buf = frame::start_datagram(self.local, 6 + 2 * seqs.len());
-        frame::put_nack(&mut buf, publisher, kind, seqs);
+        frame::put_nack(&mut buf, stream, seqs);
         self.cipher.seal(&mut buf, HEADER_LEN, COUNTER_AT);
         buf
     }
 
     /// Forgets a publisher's streams (it left).
     pub fn forget(&mut self, publisher: ParticipantId) {
-        self.highest.retain(|(p, _), _| *p != publisher);
-        self.missing.retain(|(p, _, _), _| *p != publisher);
+        self.highest.retain(|s, _| s.publisher != publisher);
+        self.missing.retain(|(s, _), _| s.publisher != publisher);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::forwarder::MediaKind;
+
+    const VIDEO: LinkStream = LinkStream {
+        publisher: ParticipantId::from_wire(5),
+        kind: MediaKind::Video,
+        layer: 0,
+    };
+    const AUDIO: LinkStream = LinkStream {
+        kind: MediaKind::Audio,
+        ..VIDEO
+    };
 
     fn link(local: u16, peer: u16) -> Link {
         Link::new(
@@ -281,6 +293,7 @@ mod tests {
         RelayedRtp {
             publisher: ParticipantId::from(5),
             kind: MediaKind::Video,
+            layer: 0,
             level: None,
             marker: false,
             payload_type: 102,
@@ -304,25 +317,19 @@ mod tests {
         let _lost = a.relay(&rtp(11));
         let third = a.relay(&rtp(12));
         assert!(matches!(deliver(&mut b, first), Ok(Frame::Rtp(r)) if r.seq == 10));
-        assert!(
-            b.received(now, ParticipantId::from(5), MediaKind::Video, 10)
-                .is_none()
-        );
+        assert!(b.received(now, VIDEO, 10).is_none());
         assert!(matches!(deliver(&mut b, third), Ok(Frame::Rtp(r)) if r.seq == 12));
-        let nack = b
-            .received(now, ParticipantId::from(5), MediaKind::Video, 12)
-            .expect("a NACK for 11");
-        let Ok(Frame::Nack {
-            publisher,
-            kind,
-            seqs,
-        }) = deliver(&mut a, nack)
-        else {
+        let nack = b.received(now, VIDEO, 12).expect("a NACK for 11");
+        let Ok(Frame::Nack { stream, seqs }) = deliver(&mut a, nack) else {
             panic!("not a NACK");
         };
-        let resent: Vec<_> = a
-            .retransmissions(publisher, kind, frame::nacked(&seqs))
-            .collect();
+        let other_layer = LinkStream { layer: 1, ..stream };
+        assert_eq!(
+            a.retransmissions(other_layer, frame::nacked(&seqs)).count(),
+            0,
+            "another layer's numbers are its own"
+        );
+        let resent: Vec<_> = a.retransmissions(stream, frame::nacked(&seqs)).collect();
         assert_eq!(resent.len(), 1);
         let resent = resent.into_iter().next().unwrap();
         assert!(matches!(deliver(&mut b, resent), Ok(Frame::Rtp(r)) if r.seq == 11));
@@ -332,16 +339,15 @@ mod tests {
     fn a_packet_still_missing_a_round_trip_later_is_nacked_again_then_given_up() {
         let t0 = Instant::now();
         let mut b = link(2, 1);
-        let (p, video) = (ParticipantId::from(5), MediaKind::Video);
-        b.received(t0, p, video, 10);
-        assert!(b.received(t0, p, video, 13).is_some(), "11 and 12 NACKed");
+        b.received(t0, VIDEO, 10);
+        assert!(b.received(t0, VIDEO, 13).is_some(), "11 and 12 NACKed");
         let wait = INITIAL_RTT + INITIAL_RTT / 2;
         assert_eq!(b.poll_timeout(), Some(t0 + wait));
         let mut out = Vec::new();
         b.renack(t0 + wait - Duration::from_millis(1), &mut out);
         assert!(out.is_empty(), "not before a round trip and a half");
         // 12's retransmission comes 40 ms after the NACK: the round trip shrinks towards it
-        b.received(t0 + Duration::from_millis(40), p, video, 12);
+        b.received(t0 + Duration::from_millis(40), VIDEO, 12);
         assert!(b.rtt() < INITIAL_RTT);
         let mut now = t0;
         let mut renacks = 0;
@@ -370,21 +376,29 @@ mod tests {
         let now = Instant::now();
         let mut b = link(2, 1);
         for seq in [65_534, 65_535, 0, 1] {
-            assert!(
-                b.received(now, ParticipantId::from(5), MediaKind::Audio, seq)
-                    .is_none(),
-                "{seq}"
-            );
+            assert!(b.received(now, AUDIO, seq).is_none(), "{seq}");
         }
+        assert!(b.received(now, AUDIO, 0).is_none(), "late");
+        assert!(b.received(now, AUDIO, 30_000).is_none(), "restart");
+    }
+
+    #[test]
+    fn a_stream_that_resumes_after_a_silence_is_not_nacked_for_what_it_skipped() {
+        let t0 = Instant::now();
+        let mut b = link(2, 1);
+        let layer = LinkStream { layer: 2, ..VIDEO };
+        assert!(b.received(t0, layer, 100).is_none());
+        // the far node stopped relaying this layer for a while (nobody here wanted it)
+        let resumed = t0 + RESUMED_AFTER;
+        assert!(b.received(resumed, layer, 140).is_none(), "no loss");
         assert!(
-            b.received(now, ParticipantId::from(5), MediaKind::Audio, 0)
-                .is_none(),
-            "late"
+            b.received(resumed, layer, 142).is_some(),
+            "a jump right after is loss again"
         );
         assert!(
-            b.received(now, ParticipantId::from(5), MediaKind::Audio, 30_000)
+            b.received(resumed, LinkStream { layer: 1, ..VIDEO }, 7)
                 .is_none(),
-            "restart"
+            "layers are counted apart"
         );
     }
 

@@ -71,7 +71,8 @@ pub struct RtpIngest {
     delivery: Option<SocketAddr>,
     outbound: VecDeque<TaggedBytesMut>,
     connected_told: bool,
-    keyframe_wanted: bool,
+    /// The SSRC a keyframe was last asked of, until the event is taken.
+    keyframe_wanted: Option<u32>,
     closed: bool,
 }
 
@@ -86,7 +87,7 @@ impl RtpIngest {
             delivery: None,
             outbound: VecDeque::new(),
             connected_told: false,
-            keyframe_wanted: false,
+            keyframe_wanted: None,
             closed: false,
         }
     }
@@ -183,9 +184,8 @@ impl Transport for RtpIngest {
                 protection: "none".into(),
             });
         }
-        if self.keyframe_wanted {
-            self.keyframe_wanted = false;
-            return Some(TransportEvent::KeyframeWanted);
+        if let Some(media_ssrc) = self.keyframe_wanted.take() {
+            return Some(TransportEvent::KeyframeWanted { media_ssrc });
         }
         None
     }
@@ -240,12 +240,8 @@ impl Transport for RtpIngest {
         Ok(())
     }
 
-    fn request_keyframe(
-        &mut self,
-        _now: Instant,
-        _media_ssrc: u32,
-    ) -> Result<bool, TransportError> {
-        self.keyframe_wanted = true;
+    fn request_keyframe(&mut self, _now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {
+        self.keyframe_wanted = Some(media_ssrc);
         Ok(true)
     }
 
@@ -321,7 +317,7 @@ mod tests {
         assert!(t.request_keyframe(now, 0x1234).unwrap());
         assert!(matches!(
             t.poll_event(now),
-            Some(TransportEvent::KeyframeWanted)
+            Some(TransportEvent::KeyframeWanted { media_ssrc: 0x1234 })
         ));
         assert!(t.poll_event(now).is_none(), "coalesced until drained");
     }

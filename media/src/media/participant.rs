@@ -8,7 +8,7 @@
 //! of that on its own node.
 
 use crate::media::demux::ParticipantId;
-use crate::media::forwarder::{MediaKind, OutboundStream};
+use crate::media::forwarder::MediaKind;
 use crate::media::gop::GopCache;
 use crate::media::probe::Prober;
 use crate::media::room::SlotSource;
@@ -46,8 +46,6 @@ pub struct Participant {
     /// The height at which it renders each publisher's video, as its client reports it (none
     /// reported: as large as the publisher sends).
     pub viewing: Vec<(ParticipantId, u32)>,
-    /// Its simulcast video as the cascade links carry it: one layer, rewritten onto one stream.
-    pub relayed_video: Option<OutboundStream>,
     /// Probes its downlink when its estimate holds its tiles under what they ask for.
     pub prober: Prober,
     /// Its video since the last keyframe, when its source cannot be asked for one.
@@ -98,7 +96,6 @@ impl Participant {
             slots: Vec::new(),
             video: VideoLayers::default(),
             viewing: Vec::new(),
-            relayed_video: None,
             prober: Prober::default(),
             gop,
             source: None,

@@ -7,8 +7,9 @@
 //! transport differs. The link is shared by every participant of that node, so the core opens
 //! the link's datagrams and hands each relayed packet to the fan-out; this transport says what
 //! the participant publishes and turns a keyframe request into
-//! [`TransportEvent::KeyframeWanted`], which the core sends over the link to the participant's
-//! node (which asks the participant, throttled there too).
+//! [`TransportEvent::KeyframeWanted`] naming the SSRC (so the simulcast layer) it is for, which
+//! the core sends over the link to the participant's node (which asks the participant,
+//! throttled there too).
 
 use crate::media::transport::{Inbound, Publication, Transport, TransportError, TransportEvent};
 use rtc::shared::TaggedBytesMut;
@@ -18,7 +19,8 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct LinkTransport {
     publication: Publication,
-    keyframe_wanted: bool,
+    /// The SSRCs keyframes were asked of, until their events are taken.
+    keyframes_wanted: Vec<u32>,
     closed: bool,
 }
 
@@ -27,7 +29,7 @@ impl LinkTransport {
     pub fn new(publication: Publication) -> Self {
         Self {
             publication,
-            keyframe_wanted: false,
+            keyframes_wanted: Vec::new(),
             closed: false,
         }
     }
@@ -45,7 +47,8 @@ impl Transport for LinkTransport {
     }
 
     fn poll_event(&mut self, _now: Instant) -> Option<TransportEvent> {
-        std::mem::take(&mut self.keyframe_wanted).then_some(TransportEvent::KeyframeWanted)
+        let media_ssrc = self.keyframes_wanted.pop()?;
+        Some(TransportEvent::KeyframeWanted { media_ssrc })
     }
 
     fn is_connected(&self) -> bool {
@@ -56,21 +59,19 @@ impl Transport for LinkTransport {
         &self.publication
     }
 
-    fn request_keyframe(
-        &mut self,
-        _now: Instant,
-        _media_ssrc: u32,
-    ) -> Result<bool, TransportError> {
+    fn request_keyframe(&mut self, _now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {
         if self.closed {
             return Ok(false);
         }
-        self.keyframe_wanted = true;
+        if !self.keyframes_wanted.contains(&media_ssrc) {
+            self.keyframes_wanted.push(media_ssrc);
+        }
         Ok(true)
     }
 
     fn close(&mut self) {
         self.closed = true;
-        self.keyframe_wanted = false;
+        self.keyframes_wanted.clear();
     }
 }
 
@@ -88,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn keyframe_requests_become_one_event_until_drained_and_none_once_closed() {
+    fn keyframe_requests_become_one_event_per_layer_until_drained_and_none_once_closed() {
         let mut t = relayed();
         let now = Instant::now();
         assert!(
@@ -97,11 +98,14 @@ mod tests {
         );
         assert!(t.request_keyframe(now, 1).unwrap());
         assert!(t.request_keyframe(now, 1).unwrap());
-        assert!(matches!(
-            t.poll_event(now),
-            Some(TransportEvent::KeyframeWanted)
-        ));
-        assert!(t.poll_event(now).is_none());
+        assert!(t.request_keyframe(now, 2).unwrap());
+        let mut asked = Vec::new();
+        while let Some(TransportEvent::KeyframeWanted { media_ssrc }) = t.poll_event(now) {
+            asked.push(media_ssrc);
+        }
+        asked.sort_unstable();
+        assert_eq!(asked, [1, 2], "one event per SSRC");
+        assert!(t.request_keyframe(now, 1).unwrap());
         t.close();
         assert!(!t.request_keyframe(now, 1).unwrap());
         assert!(t.poll_event(now).is_none());

@@ -4,6 +4,7 @@
 use crate::cascade::control::StreamRef;
 use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
+use crate::media::simulcast::LayerSet;
 use crate::media::speaker::SpeakerDetector;
 use std::collections::HashMap;
 
@@ -35,8 +36,9 @@ pub struct Room {
     pub speaker: SpeakerDetector<ParticipantId>,
     /// Fan-out table: (publisher, kind) -> subscriber slots, rebuilt when assignments change.
     routes: HashMap<(ParticipantId, MediaKind), Vec<Route>>,
-    /// Relay table: (local publisher, kind) -> peers that want it, rebuilt from subscriptions.
-    relays: HashMap<(ParticipantId, MediaKind), Vec<u16>>,
+    /// Relay table: (local publisher, kind) -> peers that want it and the layers they want,
+    /// rebuilt from subscriptions.
+    relays: HashMap<(ParticipantId, MediaKind), Vec<(u16, LayerSet)>>,
 }
 
 impl Room {
@@ -63,8 +65,8 @@ impl Room {
         (self.routes.len(), self.relays.len())
     }
 
-    /// The peers that want `publisher`'s stream of `kind` relayed.
-    pub fn relays(&self, publisher: ParticipantId, kind: MediaKind) -> &[u16] {
+    /// The peers that want `publisher`'s stream of `kind` relayed, and the layers each wants.
+    pub fn relays(&self, publisher: ParticipantId, kind: MediaKind) -> &[(u16, LayerSet)] {
         self.relays
             .get(&(publisher, kind))
             .map(Vec::as_slice)
@@ -79,7 +81,7 @@ impl Room {
                 self.relays
                     .entry((stream.publisher, stream.kind))
                     .or_default()
-                    .push(*peer);
+                    .push((*peer, stream.layers));
             }
         }
     }

@@ -19,6 +19,7 @@
 
 use crate::media::keyframe::KeyframeThrottle;
 use crate::media::sps;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// Most layers of one publisher's video.
@@ -80,6 +81,50 @@ fn assumed_bitrate(height: Option<u32>) -> u32 {
         Some(406..=540) => 800_000,
         Some(_) => 1_500_000,
         None => 300_000,
+    }
+}
+
+/// A set of a publisher's layers (by number), as a cascade link's subscription names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LayerSet(u8);
+
+impl LayerSet {
+    /// No layer.
+    pub const NONE: Self = Self(0);
+    /// Every layer.
+    pub const ALL: Self = Self((1 << MAX_LAYERS) - 1);
+
+    /// Whether `layer` is in the set.
+    pub fn contains(self, layer: u8) -> bool {
+        layer < 8 && self.0 & (1 << layer) != 0
+    }
+
+    /// The set with `layer` added (out-of-range layers are ignored).
+    #[must_use]
+    pub fn with(self, layer: u8) -> Self {
+        if usize::from(layer) < MAX_LAYERS {
+            Self(self.0 | 1 << layer)
+        } else {
+            self
+        }
+    }
+
+    /// The layers in either set.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The layers in this set and not in `other`.
+    pub fn without(self, other: Self) -> impl Iterator<Item = u8> {
+        (0..MAX_LAYERS as u8).filter(move |&l| self.contains(l) && !other.contains(l))
+    }
+}
+
+impl Default for LayerSet {
+    fn default() -> Self {
+        Self::ALL
     }
 }
 
@@ -280,6 +325,41 @@ impl VideoLayers {
         Some((0..count).map(|i| !held[i]).collect())
     }
 
+    /// The layers not held (see [`Self::hold`]): those wanted, those paused by the publisher
+    /// itself, and those never seen (a cascade link's subscription asks for these, so that the
+    /// node learns every layer its peer's publisher has).
+    pub fn requested(&self) -> LayerSet {
+        (0..MAX_LAYERS as u8)
+            .filter(|&l| !self.held[usize::from(l)])
+            .fold(LayerSet::NONE, LayerSet::with)
+    }
+
+    /// The layers a cascade link carries to a peer that asked for `requested`: those, and in
+    /// place of one the publisher paused itself, the best live layer no taller than it (the
+    /// lowest live one when none is), so that the peer sees the pause as soon as this node
+    /// does and its subscribers fall back to what still flows. Allocates nothing: the link
+    /// asks at every packet it relays.
+    pub fn carried(&self, now: Instant, requested: LayerSet) -> LayerSet {
+        let ladder = self.ladder(now);
+        let mut carried = requested;
+        for layer in 0..MAX_LAYERS as u8 {
+            let l = &self.layers[usize::from(layer)];
+            if !requested.contains(layer) || l.ssrc.is_none() || ladder.position(layer).is_some() {
+                continue;
+            }
+            let rungs = ladder.rungs();
+            let stand_in = rungs
+                .iter()
+                .rev()
+                .find(|r| r.height.unwrap_or(0) <= l.height.unwrap_or(0))
+                .or(rungs.first());
+            if let Some(rung) = stand_in {
+                carried = carried.with(rung.layer);
+            }
+        }
+        carried
+    }
+
     /// Someone wants a keyframe of `layer`: its SSRC when a request must be sent now (it is
     /// otherwise folded into one sent at [`Self::poll_timeout`]).
     pub fn request_keyframe(&mut self, now: Instant, layer: u8) -> Option<u32> {
@@ -441,6 +521,34 @@ pub(crate) mod tests {
         let mut one = VideoLayers::default();
         one.on_packet(t0, 0, 0x5, &[0x65], true);
         assert_eq!(one.hold(t0, [false; 3]), None);
+    }
+
+    #[test]
+    fn a_link_carries_what_its_peer_asks_and_a_stand_in_for_a_paused_layer() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        let (top, middle, small) = (LayerSet::NONE.with(0), 1, 2);
+        assert_eq!(v.carried(t0, top), top, "all live: just what was asked");
+        assert_eq!(v.requested(), LayerSet::ALL, "nothing held yet");
+        // the 1080 layer pauses (its encoder is short of bandwidth): the 240 one stands in
+        let paused = t0 + PAUSE_GAP;
+        v.on_packet(paused, 1, 0xB, &[0x41], false);
+        v.on_packet(paused, 2, 0x1, &[0x41], false);
+        assert_eq!(v.carried(paused, top), top.with(middle));
+        // the small layer, asked for alone and paused, has nothing below it: the lowest
+        // live one stands in
+        let later = paused + PAUSE_GAP;
+        v.on_packet(later, 0, 0xF, &[0x41], false);
+        v.on_packet(later, 1, 0xB, &[0x41], false);
+        let small_only = LayerSet::NONE.with(small);
+        assert_eq!(v.carried(later, small_only), small_only.with(middle));
+        // held layers (nobody here receives them) are not asked of a peer
+        v.hold(later, [true, false, false]);
+        assert_eq!(v.requested(), LayerSet::NONE.with(0).with(small));
+        assert_eq!(
+            LayerSet::ALL.without(v.requested()).collect::<Vec<_>>(),
+            [middle]
+        );
     }
 
     #[test]

@@ -59,9 +59,14 @@ pub enum TransportEvent {
     },
     /// The transport failed or closed.
     Disconnected,
-    /// A keyframe was asked of a source the node's shell feeds (the shell asks its source, or
-    /// waits for its next keyframe when the source has no way to be asked).
-    KeyframeWanted,
+    /// A keyframe of what arrives on `media_ssrc` was asked of a source that is not reached
+    /// through this transport: the shell feeds it (the shell asks its source, or waits for its
+    /// next keyframe when the source has no way to be asked), or a peer node relays it (asked
+    /// over the link, for that simulcast layer).
+    KeyframeWanted {
+        /// The SSRC the video arrives on here.
+        media_ssrc: u32,
+    },
 }
 
 /// What a participant publishes: its producers' payload types and the header extension its

@@ -3,8 +3,9 @@
 //! when a subscriber reports its tiles, when slots change, and at every room tick (a layer the
 //! publisher paused or took up again); the packet path then switches at the new layer's
 //! keyframe (see `packets`). A subscriber with a downlink estimate gets what fits it, the
-//! active speaker first (see `allocation`). Layers nobody receives are paused at the publisher (it is told
-//! with `layers`), and asked for again when a consumer's choice falls on one.
+//! active speaker first (see `allocation`). Layers nobody receives are paused at the
+//! publisher (it is told with `layers`; a relayed publisher's node, through this node's
+//! subscription), and asked for again when a consumer's choice falls on one.
 
 use super::MediaCore;
 use crate::media::allocation::{AUDIO_SHARE, PAUSED, Tile, allocate};
@@ -157,10 +158,12 @@ impl MediaCore {
         counter.inc();
     }
 
-    /// Tells each simulcast publisher of this node which of its layers anyone receives (a
-    /// consumer here, or a cascade link, which carries the best layer), so that it pauses the
-    /// others: its uplink and encoder spend nothing on pictures nobody sees.
-    fn hold_unreceived_layers(&mut self, now: Instant) {
+    /// Tells each simulcast publisher which of its layers anyone receives (a consumer here, or
+    /// a peer node whose subscription names the layer), so that it pauses the others: its
+    /// uplink and encoder spend nothing on pictures nobody sees. A publisher on this node is
+    /// told with `layers`; of one relayed from a peer, this node's subscription asks the peer
+    /// only for the layers wanted here, so the link carries nothing nobody here sees.
+    pub(super) fn hold_unreceived_layers(&mut self, now: Instant) {
         let mut wanted: HashMap<ParticipantId, [bool; MAX_LAYERS]> = HashMap::new();
         for s in self.participants.values() {
             for (slot, consumer) in s.slots.iter().zip(s.transport.consumers()) {
@@ -177,31 +180,39 @@ impl MediaCore {
                 want(wanted.entry(publisher).or_default(), consumer.layer, shown);
             }
         }
-        let mut told = Vec::new();
-        for p in self.participants.values_mut() {
-            if !p.is_here() || !p.video.is_simulcast() {
+        // what peers' subscriptions ask, and the stand-ins for layers the publisher paused
+        let subscriptions = self.rooms.values().flat_map(|r| r.subscriptions.values());
+        for stream in subscriptions.flatten() {
+            let Some(p) = self
+                .participants
+                .get(&stream.publisher)
+                .filter(|_| stream.kind == MediaKind::Video)
+            else {
                 continue;
+            };
+            let carried = p.video.carried(now, stream.layers);
+            let layers = wanted.entry(stream.publisher).or_default();
+            for (layer, wanted) in (0..).zip(layers.iter_mut()) {
+                *wanted |= carried.contains(layer);
             }
-            let mut layers = wanted.get(&p.id).copied().unwrap_or_default();
-            let relayed = self
-                .rooms
-                .get(&p.room)
-                .is_some_and(|room| !room.relays(p.id, MediaKind::Video).is_empty());
-            if relayed {
-                // the links' best layer, and the one they carry until its keyframe
-                let shown = p
-                    .relayed_video
-                    .as_ref()
-                    .and_then(|stream| stream.mapped())
-                    .and_then(|ssrc| p.video.layer_of(ssrc));
-                want(&mut layers, p.video.choose(now, None), shown);
-            }
-            if let Some(active) = p.video.hold(now, layers) {
-                told.push((p.id, active));
+        }
+        let (mut told, mut resubscribe) = (Vec::new(), Vec::new());
+        for p in self.participants.values_mut() {
+            let layers = wanted.get(&p.id).copied().unwrap_or_default();
+            let Some(active) = p.video.hold(now, layers) else {
+                continue;
+            };
+            match p.relayed_from {
+                None => told.push((p.id, active)),
+                Some(_) if !resubscribe.contains(&p.room) => resubscribe.push(p.room),
+                Some(_) => {}
             }
         }
         for (id, active) in told {
             self.send(id, ServerMessage::Layers { active });
+        }
+        for room in resubscribe {
+            self.update_subscriptions(room);
         }
     }
 }

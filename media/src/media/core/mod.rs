@@ -390,7 +390,9 @@ impl MediaCore {
                             .inc();
                     }
                     TransportEvent::Disconnected => disconnected.push(id),
-                    TransportEvent::KeyframeWanted => keyframes_wanted.push(id),
+                    TransportEvent::KeyframeWanted { media_ssrc } => {
+                        keyframes_wanted.push((id, media_ssrc));
+                    }
                 }
             }
             while let Some(datagram) = p.transport.poll_transmit() {
@@ -400,8 +402,8 @@ impl MediaCore {
             let deadline = p.next_deadline();
             self.deadlines.set(id, deadline);
         }
-        for id in keyframes_wanted {
-            self.ask_source_for_keyframe(now, id);
+        for (id, media_ssrc) in keyframes_wanted {
+            self.ask_source_for_keyframe(now, id, media_ssrc);
         }
         for id in disconnected {
             warn!(participant = %id, "media connection lost");

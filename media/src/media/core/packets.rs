@@ -24,7 +24,7 @@ impl MediaCore {
         now: Instant,
         publisher: ParticipantId,
         packet: rtc::rtp::Packet,
-        level: Option<u8>,
+        from_link: Option<FromLink>,
     ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
@@ -44,7 +44,7 @@ impl MediaCore {
         let room_index = p.room;
         let mut keyframe_start = false;
         let mut layer = 0;
-        let mut level = level;
+        let mut level = from_link.and_then(|l| l.level);
         match kind {
             MediaKind::Audio => {
                 level = level.or_else(|| {
@@ -63,7 +63,8 @@ impl MediaCore {
             }
             MediaKind::Video => {
                 keyframe_start = h264_keyframe_start(&packet.payload);
-                layer = p.transport.layer_of(packet.header.ssrc);
+                layer =
+                    from_link.map_or_else(|| p.transport.layer_of(packet.header.ssrc), |l| l.layer);
                 p.video.on_packet(
                     now,
                     layer,
@@ -274,6 +275,15 @@ impl MediaCore {
         }
         self.mark_dirty(publisher);
     }
+}
+
+/// What a cascade link's frame says of a relayed packet beside the packet itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FromLink {
+    /// Its RFC 6464 audio level, as its node read it.
+    pub level: Option<u8>,
+    /// The simulcast layer it belongs to on its node.
+    pub layer: u8,
 }
 
 /// What the packet path knows of an inbound packet beside the packet itself.

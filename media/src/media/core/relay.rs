@@ -2,25 +2,27 @@
 //! subscriptions), sealing local packets into link datagrams, opening the peer's datagrams into
 //! the fan-out, and keyframe requests and NACKs across links.
 
-use super::packets::{Received, inbound_of};
+use super::packets::{FromLink, Received};
 use super::{MediaCore, Output};
 use crate::cascade::control::{LinkMessage, StreamRef};
 use crate::cascade::frame::{self, Frame, RelayedRtp};
 use crate::cascade::link::LinkDrop;
 use crate::media::demux::ParticipantId;
-use crate::media::forwarder::{DropReason, MediaKind, OutboundStream, Rewritten};
+use crate::media::forwarder::MediaKind;
 use crate::media::keyframe::h264_keyframe_start;
-use crate::media::participant::{Participant, RoomIndex};
-use crate::media::room::Room;
+use crate::media::participant::RoomIndex;
+use crate::media::simulcast::LayerSet;
 use crate::metrics::Dropped;
 use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 impl MediaCore {
-    /// After slots changed: asks each peer for exactly the streams local subscribers watch.
+    /// After slots or layer choices changed: asks each peer for exactly the streams local
+    /// subscribers watch, and of a simulcast video the layers not held here (see
+    /// `VideoLayers::requested`).
     pub(super) fn update_subscriptions(&mut self, room_index: RoomIndex) {
         let Some(room) = self.rooms.get_mut(&room_index) else {
             return;
@@ -36,9 +38,20 @@ impl MediaCore {
                         .is_some_and(|p| p.relayed_from == Some(peer))
                 })
                 .flat_map(|&publisher| {
-                    [MediaKind::Audio, MediaKind::Video]
-                        .into_iter()
-                        .map(move |kind| StreamRef { publisher, kind })
+                    let video_layers = self
+                        .participants
+                        .get(&publisher)
+                        .map_or(LayerSet::ALL, |p| p.video.requested());
+                    [
+                        (MediaKind::Audio, LayerSet::ALL),
+                        (MediaKind::Video, video_layers),
+                    ]
+                    .into_iter()
+                    .map(move |(kind, layers)| StreamRef {
+                        publisher,
+                        kind,
+                        layers,
+                    })
                 })
                 .filter(|s| !room.routes(s.publisher, s.kind).is_empty())
                 .collect();
@@ -59,8 +72,9 @@ impl MediaCore {
         }
     }
 
-    /// Sends a local publisher's packet once over every link whose far side watches it. Of a
-    /// simulcast video, the links carry its best live layer as one stream.
+    /// Sends a local publisher's packet once over every link whose far side watches it. Each
+    /// simulcast layer of a video is its own stream on the link, sent to the peers that want
+    /// that layer: the far node chooses among them for its own subscribers.
     pub(super) fn relay(
         &mut self,
         now: Instant,
@@ -69,38 +83,34 @@ impl MediaCore {
         received: Received,
         packet: &rtc::rtp::Packet,
     ) {
-        fn relayed(
-            rooms: &HashMap<RoomIndex, Room>,
-            room_index: RoomIndex,
-            publisher: ParticipantId,
-            kind: MediaKind,
-        ) -> &[u16] {
-            rooms
-                .get(&room_index)
-                .map_or(&[][..], |room| room.relays(publisher, kind))
-        }
-        if relayed(&self.rooms, room_index, publisher, received.kind).is_empty() {
+        let Some(room) = self.rooms.get(&room_index) else {
+            return;
+        };
+        let peers = room.relays(publisher, received.kind);
+        if peers.is_empty() {
             return;
         }
-        let mut rtp = relayed_of(publisher, received.kind, received.level, packet);
-        if received.kind == MediaKind::Video
-            && let Some(p) = self.participants.get_mut(&publisher)
-            && p.video.is_simulcast()
-        {
-            match relayed_layer(p, now, received.layer, packet, received.keyframe_start) {
-                Ok((ssrc, rewritten)) => {
-                    rtp.ssrc = ssrc;
-                    rtp.seq = rewritten.seq;
-                    rtp.timestamp = rewritten.timestamp;
-                }
-                Err(DropReason::WaitingForKeyframe) => {
-                    self.request_keyframe(now, publisher, received.layer);
-                    return;
-                }
-                Err(_) => return,
-            }
+        let simulcast = self
+            .participants
+            .get(&publisher)
+            .map(|p| &p.video)
+            .filter(|v| received.kind == MediaKind::Video && v.is_simulcast());
+        let carries = |layers: LayerSet| {
+            simulcast
+                .map_or(layers, |v| v.carried(now, layers))
+                .contains(received.layer)
+        };
+        if !peers.iter().any(|&(_, layers)| carries(layers)) {
+            return;
         }
-        for peer in relayed(&self.rooms, room_index, publisher, received.kind) {
+        let rtp = relayed_of(
+            publisher,
+            received.kind,
+            received.layer,
+            received.level,
+            packet,
+        );
+        for (peer, _) in peers.iter().filter(|&&(_, layers)| carries(layers)) {
             if let Some((link, counters)) = self.links.get_mut(peer) {
                 let datagram = link.relay(&rtp);
                 counters.rtp_sent.inc();
@@ -110,31 +120,39 @@ impl MediaCore {
         }
     }
 
-    /// A participant's transport wants a keyframe of what it publishes from whatever feeds
-    /// it: the node of a relayed participant is asked over the link, the shell is asked for a
-    /// source it feeds.
-    pub(super) fn ask_source_for_keyframe(&mut self, now: Instant, publisher: ParticipantId) {
-        let Some(peer) = self.relayed_from(publisher) else {
+    /// A participant's transport wants a keyframe of what it publishes on `media_ssrc` from
+    /// whatever feeds it: the node of a relayed participant is asked over the link (for that
+    /// simulcast layer), the shell is asked for a source it feeds.
+    pub(super) fn ask_source_for_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        media_ssrc: u32,
+    ) {
+        let Some(p) = self.participants.get(&publisher) else {
+            return;
+        };
+        let Some(peer) = p.relayed_from else {
             self.outputs.push_back(Output::KeyframeWanted(publisher));
             return;
         };
+        let layer = p.video.layer_of(media_ssrc).unwrap_or(0);
         if let Some((link, _)) = self.links.get_mut(&peer) {
-            let datagram = link.keyframe_request(publisher);
+            let datagram = link.keyframe_request(publisher, layer);
             self.metrics.cascade_keyframe_requests.inc();
             self.transmits
                 .push_back(to_peer(now, link.params().media_addr, datagram));
         }
     }
 
-    /// A peer asks for a keyframe of a local publisher: asked of it (throttled), or, for one
-    /// that cannot be asked (a camera), its cached group of pictures sent for the peer's own
-    /// cache, from which the peer replays to its viewers.
-    fn keyframe_for_peer(&mut self, now: Instant, peer: u16, publisher: ParticipantId) {
+    /// A peer asks for a keyframe of `layer` of a local publisher: asked of it (throttled),
+    /// or, for one that cannot be asked (a camera), its cached group of pictures sent for the
+    /// peer's own cache, from which the peer replays to its viewers.
+    fn keyframe_for_peer(&mut self, now: Instant, peer: u16, publisher: ParticipantId, layer: u8) {
         let Some(p) = self.participants.get(&publisher) else {
             return;
         };
         let Some(gop) = p.gop.as_ref() else {
-            let layer = p.video.choose(now, None);
             self.request_keyframe(now, publisher, layer);
             return;
         };
@@ -143,7 +161,7 @@ impl MediaCore {
         };
         let addr = link.params().media_addr;
         for packet in gop.packets() {
-            let cached = relayed_of(publisher, MediaKind::Video, None, packet);
+            let cached = relayed_of(publisher, MediaKind::Video, 0, None, packet);
             self.transmits
                 .push_back(to_peer(now, addr, link.cached(&cached)));
         }
@@ -198,14 +216,14 @@ impl MediaCore {
         match frame {
             Frame::Rtp(rtp) => {
                 counters.rtp_received.inc();
-                if let Some(nack) = link.received(now, rtp.publisher, rtp.kind, rtp.seq) {
+                if let Some(nack) = link.received(now, rtp.stream(), rtp.seq) {
                     self.metrics.cascade_nacks_sent.inc();
                     self.transmits
                         .push_back(to_peer(now, link.params().media_addr, nack));
                 }
                 self.on_relayed_rtp(now, peer, rtp);
             }
-            Frame::KeyframeRequest { publisher } => {
+            Frame::KeyframeRequest { publisher, layer } => {
                 let shared = self
                     .participants
                     .get(&publisher)
@@ -213,7 +231,7 @@ impl MediaCore {
                     .and_then(|p| self.rooms.get(&p.room))
                     .is_some_and(|r| r.peers.contains(&peer));
                 if shared {
-                    self.keyframe_for_peer(now, peer, publisher);
+                    self.keyframe_for_peer(now, peer, publisher, layer);
                 }
             }
             Frame::Cached(rtp) => {
@@ -227,15 +245,10 @@ impl MediaCore {
                     gop.push(&packet, h264_keyframe_start(&packet.payload));
                 }
             }
-            Frame::Nack {
-                publisher,
-                kind,
-                seqs,
-            } => {
+            Frame::Nack { stream, seqs } => {
                 let media_addr = link.params().media_addr;
-                let resent: Vec<BytesMut> = link
-                    .retransmissions(publisher, kind, frame::nacked(&seqs))
-                    .collect();
+                let resent: Vec<BytesMut> =
+                    link.retransmissions(stream, frame::nacked(&seqs)).collect();
                 for datagram in resent {
                     self.metrics.cascade_retransmits.inc();
                     self.transmits.push_back(to_peer(now, media_addr, datagram));
@@ -244,13 +257,18 @@ impl MediaCore {
         }
     }
 
-    /// A relayed packet of one of `peer`'s participants: forwarded as that participant's.
+    /// A relayed packet of one of `peer`'s participants: forwarded as that participant's, of
+    /// the layer the frame names.
     fn on_relayed_rtp(&mut self, now: Instant, peer: u16, rtp: RelayedRtp) {
         if self.relayed_from(rtp.publisher) != Some(peer) {
             self.metrics.drop_packet(Dropped::CascadeUnknownPublisher);
             return;
         }
-        self.on_rtp(now, rtp.publisher, packet_of(&rtp), rtp.level);
+        let from_link = FromLink {
+            level: rtp.level,
+            layer: rtp.layer,
+        };
+        self.on_rtp(now, rtp.publisher, packet_of(&rtp), Some(from_link));
     }
 
     pub(super) fn on_subscribe(
@@ -263,10 +281,14 @@ impl MediaCore {
         let Some(room) = self.rooms.get(&room_index) else {
             return;
         };
-        let before: HashSet<StreamRef> = room
+        let before: HashMap<(ParticipantId, MediaKind), LayerSet> = room
             .subscriptions
             .get(&peer)
-            .map(|s| s.iter().copied().collect())
+            .map(|s| {
+                s.iter()
+                    .map(|s| ((s.publisher, s.kind), s.layers))
+                    .collect()
+            })
             .unwrap_or_default();
         let valid: Vec<StreamRef> = streams
             .into_iter()
@@ -276,22 +298,27 @@ impl MediaCore {
                 })
             })
             .collect();
-        let new_video: Vec<ParticipantId> = valid
+        // the layers the peer starts to receive begin at a keyframe
+        let new_layers: Vec<(ParticipantId, u8)> = valid
             .iter()
-            .filter(|s| s.kind == MediaKind::Video && !before.contains(s))
-            .map(|s| s.publisher)
+            .filter(|s| s.kind == MediaKind::Video)
+            .flat_map(|s| {
+                let had = before
+                    .get(&(s.publisher, s.kind))
+                    .copied()
+                    .unwrap_or(LayerSet::NONE);
+                s.layers.without(had).map(move |layer| (s.publisher, layer))
+            })
             .collect();
         if let Some(room) = self.rooms.get_mut(&room_index) {
             room.subscriptions.insert(peer, valid);
             room.rebuild_relays();
         }
-        for publisher in new_video {
-            let layer = self
-                .participants
-                .get(&publisher)
-                .map_or(0, |p| p.video.choose(now, None));
+        for (publisher, layer) in new_layers {
             self.request_keyframe(now, publisher, layer);
         }
+        // the peer's layers count among those the publishers are to send
+        self.hold_unreceived_layers(now);
         self.update_link_gauges();
     }
 }
@@ -310,39 +337,19 @@ fn to_peer(now: Instant, addr: SocketAddr, message: BytesMut) -> TaggedBytesMut 
     }
 }
 
-/// Rewrites a packet of `layer` of `p`'s simulcast video onto the one stream the links carry:
-/// the stream's SSRC and the packet's sequence number and timestamp, or why the links do not
-/// carry it. The stream follows the best live layer, switching at its keyframes.
-fn relayed_layer(
-    p: &mut Participant,
-    now: Instant,
-    layer: u8,
-    packet: &rtc::rtp::Packet,
-    keyframe_start: bool,
-) -> Result<(u32, Rewritten), DropReason> {
-    let best = p.video.choose(now, None);
-    let stream = p.relayed_video.get_or_insert_with(|| {
-        OutboundStream::new(packet.header.ssrc, MediaKind::Video, 0, 0, now)
-    });
-    if layer == best {
-        stream.attach(packet.header.ssrc);
-    } else if !stream.maps(packet.header.ssrc) {
-        return Err(DropReason::OtherSource);
-    }
-    let rewritten = stream.rewrite(&inbound_of(packet, keyframe_start), now)?;
-    Ok((stream.ssrc(), rewritten))
-}
-
-/// `packet` of `publisher`'s `kind` (with its audio `level`) as a link frame carries it.
+/// `packet` of `publisher`'s `kind` (of simulcast `layer`, with its audio `level`) as a link
+/// frame carries it.
 fn relayed_of(
     publisher: ParticipantId,
     kind: MediaKind,
+    layer: u8,
     level: Option<u8>,
     packet: &rtc::rtp::Packet,
 ) -> RelayedRtp {
     RelayedRtp {
         publisher,
         kind,
+        layer,
         level,
         marker: packet.header.marker,
         payload_type: packet.header.payload_type,

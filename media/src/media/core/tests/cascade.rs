@@ -283,6 +283,7 @@ fn link_datagrams_that_do_not_authenticate_are_counted_and_dropped() {
     let rtp = crate::cascade::frame::RelayedRtp {
         publisher: ParticipantId::new(2, 1).unwrap(),
         kind: crate::media::forwarder::MediaKind::Audio,
+        layer: 0,
         level: Some(3),
         marker: false,
         payload_type: 111,
@@ -373,8 +374,14 @@ fn a_room_emptied_here_forgets_the_streams_its_link_tracked_for_relayed_members(
     // relayed packets of bob arrived over the link
     let (link, _) = pair.a.links.get_mut(&2).unwrap();
     use crate::media::forwarder::MediaKind;
-    let _ = link.received(Instant::now(), bob.id, MediaKind::Audio, 1);
-    let _ = link.received(Instant::now(), bob.id, MediaKind::Video, 1);
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let stream = crate::cascade::frame::LinkStream {
+            publisher: bob.id,
+            kind,
+            layer: 0,
+        };
+        let _ = link.received(Instant::now(), stream, 1);
+    }
     let streams = |core: &mut MediaCore| {
         core.map_sizes()
             .into_iter()
