@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use kaskade_fuzz::ops::Fields;
 use kaskade_sfu::cascade::frame::{
-    self, DatagramHeader, Frame, LinkStream, MAX_NACKS, RelayedRtp, decode, nacked, parse_header,
+    self, DatagramHeader, Frame, MAX_NACKS, RelayedRtp, decode, nacked, parse_header,
 };
 use kaskade_sfu::media::forwarder::MediaKind;
 use kaskade_sfu::media::simulcast::MAX_LAYERS;

@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
                 if seen.iter().all(Option::is_none) {
                     assert_eq!(chosen, 0);
                 } else {
-                    assert!(seen[usize::from(chosen)].is_some(), "layer {chosen} never arrived");
+                    assert!(
+                        seen[usize::from(chosen)].is_some(),
+                        "layer {chosen} never arrived"
+                    );
                 }
             }
             _ => {

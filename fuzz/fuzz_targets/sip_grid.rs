@@ -63,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
                 let mut packet = header.to_vec();
                 packet.extend_from_slice(body);
                 if let Some(ssrc) = compositor.packet(now, &Bytes::from(packet)) {
-                    assert!(STREAMS.contains(&ssrc), "a keyframe asked of a shown stream");
+                    assert!(
+                        STREAMS.contains(&ssrc),
+                        "a keyframe asked of a shown stream"
+                    );
                 }
             }
             2 => {

@@ -205,6 +205,20 @@ export class Participant {
     });
   }
 
+  /** The inbound-rtp row (see inboundDetail) of participant `id`'s video once one of its
+   *  frames was decoded, or null. */
+  async videoFrom(id) {
+    return (await this.inboundDetail() ?? [])
+      .find((r) => r.kind === 'video' && r.participant === id && r.framesDecoded > 0) ?? null;
+  }
+
+  /** Sets the CSS width of participant `id`'s tile ('' gives it back to the grid). */
+  setTileWidth(id, width) {
+    return this.page.evaluate(([tile, w]) => {
+      document.querySelector(`#grid .tile[data-participant-id="${tile}"]`).style.width = w;
+    }, [id, width]);
+  }
+
   /**
    * What the own video sender sends now: the largest layer it sends ({frameWidth, frameHeight,
    * framesEncoded}), every layer it sends (`layers`: {rid, frameWidth, frameHeight}) and the

@@ -175,8 +175,7 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
 
   step('7. Alice changes her resolution and bitrate mid-call; Bob follows without freezing', async () => {
     // Bob's inbound video from Alice, once it decodes
-    const fromAlice = async () => (await p.Bob.inboundDetail())
-      .find((r) => r.kind === 'video' && r.participant === p.Alice.id && r.framesDecoded > 0) ?? null;
+    const fromAlice = () => p.Bob.videoFrom(p.Alice.id);
     // (resolution, kbps, what Bob's frames must then be: at most 160 wide, or wider than that)
     const changes = [['160x120', '48', (w) => w <= 160], ['1280x720', '1440', (w) => w > 160],
       ['640x480', '1000', (w) => w > 160]];
@@ -208,8 +207,7 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
   });
 
   step('8. Bob shows Alice small, then large: the node sends him the simulcast layer that fits and pauses the one nobody receives', async () => {
-    const fromAlice = async () => (await p.Bob.inboundDetail())
-      .find((r) => r.kind === 'video' && r.participant === p.Alice.id && r.framesDecoded > 0) ?? null;
+    const fromAlice = () => p.Bob.videoFrom(p.Alice.id);
     // Bob alone receives Alice, in a large tile: her full-size layer; her 320x240 layer ('h')
     // is paused at the node's word (her camera gives 640x480: Chromium sends no 'q' of it)
     const sent = await waitFor("Alice sending her full-size layer, 'h' paused", () => p.Alice.outboundVideo(),
@@ -218,13 +216,10 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
     const smallest = largest / 2;
     await waitFor(`Bob decoding Alice's top layer (${show(sent)})`, fromAlice,
       (r) => r && r.frameHeight === largest, { timeout: 15_000 });
-    const resize = (width) => p.Bob.page.evaluate(([id, w]) => {
-      document.querySelector(`#grid .tile[data-participant-id="${id}"]`).style.width = w;
-    }, [p.Alice.id, width]);
     const measure = async (what, width, height) => {
       const before = await fromAlice();
       const started = Date.now();
-      await resize(width);
+      await p.Bob.setTileWidth(p.Alice.id, width);
       const reached = await waitFor(`Bob decoding Alice at ${height} px (${what})`, fromAlice,
         (r) => r && r.frameHeight === height, { timeout: 15_000 });
       const ms = Date.now() - started;

@@ -406,13 +406,14 @@ async fn impostor_nodes_and_forged_cascade_packets_are_refused_without_harm() {
     everyone_receives_everyone(&people, Instant::now()).await;
 
     // forged link datagrams: a made-up sender, and a real sender index with a wrong key
+    use kaskade_sfu::cascade::frame::{MAGIC, VERSION};
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for target in &honest {
-        let mut forged = vec![0xCA, 1, 0x0F, 0xFF];
+        let mut forged = vec![MAGIC, VERSION, 0x0F, 0xFF];
         forged.extend_from_slice(&[0; 40]);
         socket.send_to(&forged, target.udp_addr).unwrap();
         for sender in 1..=3u16 {
-            let mut wrong_key = vec![0xCA, 1];
+            let mut wrong_key = vec![MAGIC, VERSION];
             wrong_key.extend_from_slice(&sender.to_be_bytes());
             wrong_key.extend_from_slice(&[7; 60]);
             socket.send_to(&wrong_key, target.udp_addr).unwrap();
