@@ -25,7 +25,7 @@
 //! negotiate transport-wide feedback costs no send history.
 
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, Interceptor, OveruseDetector, PacketReport, RateCalculator,
+    BandwidthEstimator, EstimatorStats, Interceptor, OveruseDetector, PacketReport,
     RateControlState, SlopeEstimator, StreamInfo, TaggedPacket, Usage,
 };
 use rtc::sansio::Protocol;
@@ -63,6 +63,12 @@ const QUEUE_CLEAN_MS: f64 = 25.0;
 /// How long the path must deliver clearly more than its ceiling, cleanly, to raise it: longer
 /// than a shaper's token bucket lets a burst through.
 pub const LIFT_AFTER: Duration = Duration::from_millis(700);
+/// The window of arrival times the received rate is measured over.
+const ARRIVAL_WINDOW: Duration = Duration::from_millis(500);
+/// The least span of arrivals that measures a rate.
+const MIN_ARRIVAL_SPAN: Duration = Duration::from_millis(100);
+/// An arrival this far before the latest one means the subscriber's clock started over.
+const ARRIVAL_CLOCK_RESET: Duration = Duration::from_secs(5);
 /// The window the one-way delay's minimum is taken over.
 const BASE_DELAY_WINDOW: Duration = Duration::from_secs(10);
 /// Least time between two increases of the estimate, so each acts on new evidence.
@@ -168,11 +174,63 @@ impl QueueDelay {
     }
 }
 
+/// The rate packets arrive at the subscriber, timed by its own clock (the arrival times its
+/// feedback reports): behind a bottleneck with a queue, exactly what the bottleneck lets
+/// through. Timed by when feedback happens to reach the node instead, a window holds a burst of
+/// reports and the traffic from before a cap, and reads far above the cap just when the first
+/// decrease needs it.
+#[derive(Debug, Default)]
+struct ArrivalRate {
+    /// Arrived packets within the window before the latest arrival: when, and their wire size.
+    samples: VecDeque<(Duration, usize)>,
+    bytes: usize,
+    latest: Duration,
+    /// When an arrival was last added, by the node's clock: a window nothing was added to for
+    /// longer than itself measures nothing now.
+    added_at: Option<Instant>,
+}
+
+impl ArrivalRate {
+    fn add(&mut self, now: Instant, arrival: Duration, size: usize) {
+        if arrival + ARRIVAL_CLOCK_RESET < self.latest {
+            *self = Self::default();
+        }
+        self.latest = self.latest.max(arrival);
+        if arrival + ARRIVAL_WINDOW < self.latest {
+            return;
+        }
+        self.samples.push_back((arrival, size));
+        self.bytes += size;
+        self.added_at = Some(now);
+        while let Some(&(at, size)) = self.samples.front() {
+            if at + ARRIVAL_WINDOW >= self.latest {
+                break;
+            }
+            self.samples.pop_front();
+            self.bytes -= size;
+        }
+    }
+
+    /// Bits per second over the window: what arrived after its first packet, over the time
+    /// from that packet to the latest.
+    fn bits_per_second(&self, now: Instant) -> Option<f64> {
+        let fresh = self
+            .added_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= ARRIVAL_WINDOW);
+        let &(first, first_size) = self.samples.front().filter(|_| fresh)?;
+        let span = self.latest.saturating_sub(first);
+        if span < MIN_ARRIVAL_SPAN {
+            return None;
+        }
+        Some(((self.bytes - first_size) * 8) as f64 / span.as_secs_f64())
+    }
+}
+
 /// GCC's delay detection with a rate controller made for forwarding.
 pub struct DownlinkEstimator {
     slope: SlopeEstimator,
     detector: OveruseDetector,
-    received: RateCalculator,
+    received: ArrivalRate,
     queue: QueueDelay,
     state: RateControlState,
     /// Smoothed share of packets lost.
@@ -196,7 +254,7 @@ impl DownlinkEstimator {
             label,
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
-            received: RateCalculator::default(),
+            received: ArrivalRate::default(),
             queue: QueueDelay::default(),
             state: RateControlState::default(),
             loss: None,
@@ -273,15 +331,15 @@ impl BandwidthEstimator for DownlinkEstimator {
         }
         let mut usage = self.detector.usage();
         for report in reports {
-            if report.arrived {
-                self.received.add(now, report.size + WIRE_OVERHEAD);
+            if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
+                self.received.add(now, arrival, report.size + WIRE_OVERHEAD);
             }
             if let Some(trend) = self.slope.accumulate(report) {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
             }
         }
         self.state = self.state.next(usage);
-        let received = self.received.rate_bits_per_second(now);
+        let received = self.received.bits_per_second(now);
         let queueing = self.queue.update(now, reports);
         let lost = reports.iter().filter(|r| !r.arrived).count() as f64 / reports.len() as f64;
         let loss = self.loss.map_or(lost, |average| 0.8 * average + 0.2 * lost);
@@ -532,6 +590,42 @@ mod tests {
             seconds += 2;
             assert!(seconds <= 8, "{:?} after {seconds} s", estimate.get());
         }
+    }
+
+    #[test]
+    fn a_cap_that_starts_mid_call_is_read_behind_the_bottleneck_at_once() {
+        let (estimate, mut e) = estimator();
+        let mut path = Path::new();
+        // a call at 700 kbit/s, then a 300 kbit/s cap: the first decrease reads what gets
+        // through the cap, not a window that still holds the traffic from before it
+        path.run(&mut e, 3, 700, None, None);
+        path.run(&mut e, 1, 700, Some(300), None);
+        let first = estimate.get().expect("published");
+        assert!((200_000..300_000).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn arrivals_measure_the_rate_by_the_subscribers_clock() {
+        let now = Instant::now();
+        let mut rate = ArrivalRate::default();
+        assert_eq!(rate.bits_per_second(now), None);
+        // 1,000 bytes every 10 ms of arrival time, all reported at one instant: 800 kbit/s
+        for i in 0..60u64 {
+            rate.add(now, Duration::from_millis(10_000 + 10 * i), 1_000);
+        }
+        let bps = rate.bits_per_second(now).expect("a span");
+        assert!((bps - 800_000.0).abs() < 1_000.0, "{bps}");
+        // reordered and stale arrivals count as what they are
+        rate.add(now, Duration::from_millis(10_005), 1_000);
+        assert!((rate.bits_per_second(now).unwrap() - bps).abs() < 1.0);
+        assert_eq!(
+            rate.bits_per_second(now + ARRIVAL_WINDOW * 2),
+            None,
+            "nothing new for a window: no reading"
+        );
+        // the subscriber's clock starts over: so does the window
+        rate.add(now, Duration::from_millis(1), 1_000);
+        assert_eq!(rate.bits_per_second(now), None, "one packet is no span");
     }
 
     #[test]
