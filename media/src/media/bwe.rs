@@ -6,7 +6,8 @@
 //! [`DownlinkEstimator`] reads three congestion signals from them: GCC's delay-gradient overuse
 //! detector (kept in `rtc`), the queueing delay (one-way delay over its minimum of the last ten
 //! seconds: a queue that has filled no longer grows, and a shaper's queue fills in a moment),
-//! and loss; and it runs a rate controller of its own.
+//! and loss; and it runs a rate controller of its own. The rate that gets through is timed by
+//! the subscriber's own clock, the arrival times its feedback reports (`ArrivalRate`).
 //!
 //! The controller differs from GCC's where an SFU differs from a browser: the node cannot send
 //! more than its publishers send, so it does not learn a path's capacity by filling it. When the
