@@ -33,6 +33,32 @@ async function token(identity) {
   return (await response.json()).token;
 }
 
+/**
+ * Nora's simulcast layers cross the link as separate streams and the far node picks among them
+ * for Nils: his tile of her takes the layer that fills it, and her browser sends only that one
+ * (nobody on her own node watches her, so the far node's subscription alone decides).
+ */
+async function eachLayerCrossesTheLinkAsNeeded(nora, nils) {
+  const noraId = (await nora.state()).you.id;
+  // her fake camera gives 640x480: she sends that and 320x240 (Chromium drops a third layer of
+  // a picture this size); once Nils's large tile settled, the full-size one alone
+  const largest = 480;
+  await waitFor('Nora sending her full-size layer alone', () => nora.outboundVideo(),
+    (o) => o && o.layers.length === 1 && o.frameHeight === largest && o.paused.length > 0,
+    { timeout: 20_000 });
+  for (const [what, width, height] of [['small', '120px', largest / 2], ['large', '', largest]]) {
+    // set again at each look: the grid may lay its tiles out anew meanwhile
+    await waitFor(`Nils decoding Nora at ${height} px (${what}) across the link`, async () => {
+      await nils.setTileWidth(noraId, width);
+      return nils.videoFrom(noraId);
+    }, (r) => r && r.frameHeight === height, { timeout: 15_000 });
+    const now = await waitFor(`Nora sending her ${height} px layer alone`, () => nora.outboundVideo(),
+      (o) => o && o.layers.length === 1 && o.frameHeight === height, { timeout: 10_000 });
+    console.log(`CROSSING ${what} nils_sees=${height} nora_sends=${JSON.stringify(now.layers)} ` +
+      `paused=${now.paused}`);
+  }
+}
+
 describe('a meeting across nodes', { timeout: 150_000 }, () => {
   let browser;
   let close = async () => {};
@@ -56,6 +82,7 @@ describe('a meeting across nodes', { timeout: 150_000 }, () => {
       await waitFor(`${who.name} decodes the other across the link`, () => who.framesFromOnlyOther(),
         (n) => n > 10, { timeout: 30_000 });
     }
+    await eachLayerCrossesTheLinkAsNeeded(nora, nils);
     console.log(`NODE_MAY_DIE ${first}`);
     const lost = Date.now();
     await waitFor('Nora is on another node', async () => (await nora.state()).node,

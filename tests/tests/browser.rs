@@ -312,7 +312,7 @@ fn browsers_on_two_nodes_meet_and_one_survives_its_node() {
                 drop(nodes.remove(i));
             }
         }
-        if line.contains("FAILOVER_TO_FIRST_FRAME_MS") {
+        if line.contains("FAILOVER_TO_FIRST_FRAME_MS") || line.contains("CROSSING") {
             println!("{line}");
         }
         output.push(line);

@@ -300,10 +300,12 @@ impl VideoLayers {
     }
 
     /// Which layers the publisher is to send, given the layers its consumers carry or show
-    /// (`wanted`, by layer): those wanted, and those it paused itself (asked for nothing, it
-    /// takes them up again when it can); while nobody receives any, all of them. Returns the
-    /// layers' new state when it changed: what the publisher is told (`layers`), the order
-    /// being its offer's.
+    /// (`wanted`, by layer): those wanted, those it paused itself (asked for nothing, it
+    /// takes them up again when it can), and those whose picture size no keyframe has told
+    /// yet (ranked by size, they could not be chosen rightly: a cascade link's layer that
+    /// began mid-picture goes on until its keyframe); while nobody receives any, all of them.
+    /// Returns the layers' new state when it changed: what the publisher is told (`layers`),
+    /// the order being its offer's.
     pub fn hold(&mut self, now: Instant, wanted: [bool; MAX_LAYERS]) -> Option<Vec<bool>> {
         if !self.is_simulcast() {
             return None;
@@ -312,8 +314,10 @@ impl VideoLayers {
         let seen: [bool; MAX_LAYERS] = std::array::from_fn(|i| self.layers[i].ssrc.is_some());
         let watched = (0..MAX_LAYERS).any(|i| wanted[i] && seen[i]);
         let held: [bool; MAX_LAYERS] = std::array::from_fn(|i| {
-            let live = freshest.is_some_and(|f| self.layers[i].is_live(now, f));
-            watched && seen[i] && !wanted[i] && (self.held[i] || live)
+            let layer = &self.layers[i];
+            let live = freshest.is_some_and(|f| layer.is_live(now, f));
+            let sized = layer.height.is_some();
+            watched && seen[i] && sized && !wanted[i] && (self.held[i] || live)
         });
         if held == self.held {
             return None;
@@ -516,6 +520,16 @@ pub(crate) mod tests {
             v.choose(paused, Some(100)),
             1,
             "the silent small layer is passed over"
+        );
+        // a layer whose size no keyframe has told yet is not held: it cannot be ranked
+        let mut unknown_size = VideoLayers::default();
+        unknown_size.on_packet(t0, 0, 0xF, &[0x41], false);
+        unknown_size.on_packet(t0, 1, 0xB, &SPS_240, true);
+        assert_eq!(unknown_size.hold(t0, [false, true, false]), None);
+        unknown_size.on_packet(t0, 0, 0xF, &SPS_1080, true);
+        assert_eq!(
+            unknown_size.hold(t0, [false, true, false]),
+            Some(vec![false, true])
         );
         // a publisher without simulcast is never told
         let mut one = VideoLayers::default();
