@@ -86,33 +86,29 @@ impl MediaCore {
         let Some(room) = self.rooms.get(&room_index) else {
             return;
         };
-        let peers = room.relays(publisher, received.kind);
-        if peers.is_empty() {
-            return;
-        }
         let simulcast = self
             .participants
             .get(&publisher)
             .map(|p| &p.video)
             .filter(|v| received.kind == MediaKind::Video && v.is_simulcast());
-        let carries = |layers: LayerSet| {
-            simulcast
-                .map_or(layers, |v| v.carried(now, layers))
-                .contains(received.layer)
-        };
-        if !peers.iter().any(|&(_, layers)| carries(layers)) {
-            return;
-        }
-        let rtp = relayed_of(
-            publisher,
-            received.kind,
-            received.layer,
-            received.level,
-            packet,
-        );
-        for (peer, _) in peers.iter().filter(|&&(_, layers)| carries(layers)) {
-            if let Some((link, counters)) = self.links.get_mut(peer) {
-                let datagram = link.relay(&rtp);
+        // built for the first peer that takes the packet, shared by the others
+        let mut rtp = None;
+        for &(peer, layers) in room.relays(publisher, received.kind) {
+            let carried = simulcast.map_or(layers, |v| v.carried(now, layers));
+            if !carried.contains(received.layer) {
+                continue;
+            }
+            let rtp = rtp.get_or_insert_with(|| {
+                relayed_of(
+                    publisher,
+                    received.kind,
+                    received.layer,
+                    received.level,
+                    packet,
+                )
+            });
+            if let Some((link, counters)) = self.links.get_mut(&peer) {
+                let datagram = link.relay(rtp);
                 counters.rtp_sent.inc();
                 self.transmits
                     .push_back(to_peer(now, link.params().media_addr, datagram));
