@@ -5,7 +5,8 @@
 //! control interceptor keeps that send history and resolves the feedback into packet reports;
 //! [`DownlinkEstimator`] reads three congestion signals from them: GCC's delay-gradient overuse
 //! detector (kept in `rtc`), the queueing delay (one-way delay over its minimum of the last ten
-//! seconds: a queue that has filled no longer grows, and a shaper's queue fills in a moment),
+//! seconds: a queue that has filled no longer grows, and a shaper's queue fills in a moment;
+//! counted once it has stood for 100 ms, since a busy machine's stall delays a batch as much),
 //! and loss; and it runs a rate controller of its own. The rate that gets through is timed by
 //! the subscriber's own clock, the arrival times its feedback reports (`ArrivalRate`).
 //!
@@ -59,6 +60,10 @@ const HEAVY_LOSS: f64 = 0.10;
 const CLEAN_LOSS: f64 = 0.02;
 /// Queueing delay above which the path is congested.
 const QUEUE_CONGESTED_MS: f64 = 50.0;
+/// How long a queue over [`QUEUE_CONGESTED_MS`] must stand, in every feedback batch, to count
+/// as congestion: a stall of the subscriber's or the node's process (a busy machine) delays a
+/// batch or two by as much, and drains at once; a bottleneck's queue stays.
+const QUEUE_STANDS: Duration = Duration::from_millis(100);
 /// Queueing delay under which delivery counts as clean.
 const QUEUE_CLEAN_MS: f64 = 25.0;
 /// How long the path must deliver clearly more than its ceiling, cleanly, to raise it: longer
@@ -233,6 +238,8 @@ pub struct DownlinkEstimator {
     detector: OveruseDetector,
     received: ArrivalRate,
     queue: QueueDelay,
+    /// Since when every feedback batch shows a queue over [`QUEUE_CONGESTED_MS`].
+    queued_since: Option<Instant>,
     state: RateControlState,
     /// Smoothed share of packets lost.
     loss: Option<f64>,
@@ -257,6 +264,7 @@ impl DownlinkEstimator {
             detector: OveruseDetector::new(),
             received: ArrivalRate::default(),
             queue: QueueDelay::default(),
+            queued_since: None,
             state: RateControlState::default(),
             loss: None,
             ceiling: None,
@@ -346,13 +354,29 @@ impl BandwidthEstimator for DownlinkEstimator {
         let loss = self.loss.map_or(lost, |average| 0.8 * average + 0.2 * lost);
         self.loss = Some(loss);
         let queued = |limit: f64| queueing.is_some_and(|q| q > limit);
+        self.queued_since = if queued(QUEUE_CONGESTED_MS) {
+            self.queued_since.or(Some(now))
+        } else {
+            None
+        };
+        let queue_stands = self
+            .queued_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= QUEUE_STANDS);
         let signals = Signals {
             congested: self.state == RateControlState::Decrease
-                || queued(QUEUE_CONGESTED_MS)
+                || queue_stands
                 || loss.min(lost) > HEAVY_LOSS,
             clean: usage == Usage::Normal && loss < CLEAN_LOSS && !queued(QUEUE_CLEAN_MS),
             received,
         };
+        tracing::trace!(
+            subscriber = %self.label,
+            received_bps = received.map(|r| r as u64),
+            queueing_ms = queueing.map(|q| q as u64),
+            lost,
+            ?usage,
+            "feedback"
+        );
         let before = self.target;
         self.control(now, signals);
         self.target = self.target.clamp(MIN_ESTIMATE, MAX_ESTIMATE);
@@ -467,6 +491,7 @@ impl<I: Interceptor> Interceptor for TwccStreamsOnly<I> {
 mod tests {
     use super::*;
     use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
+    use std::ops::Range;
 
     /// 1,200-byte packets sent at a steady rate through a bottleneck with a 200 ms queue (a
     /// `tbf`), reported on every 50 ms.
@@ -476,6 +501,9 @@ mod tests {
         clock: Duration,
         /// When the bottleneck's queue drains.
         drained: Duration,
+        /// Packets sent within it arrive no sooner than its end (a machine too busy to run the
+        /// receiving process).
+        stall: Option<Range<Duration>>,
     }
 
     const SIZE: usize = 1200;
@@ -488,6 +516,7 @@ mod tests {
                 sent: 0,
                 clock: Duration::ZERO,
                 drained: Duration::ZERO,
+                stall: None,
             }
         }
 
@@ -522,6 +551,12 @@ mod tests {
                     }
                     None => Some(departure + BASE_DELAY),
                 }
+                .map(|arrival| match &self.stall {
+                    Some(stall) if stall.contains(&departure) => {
+                        arrival.max(stall.end + BASE_DELAY)
+                    }
+                    _ => arrival,
+                })
                 .filter(|_| lose_every.is_none_or(|n| !self.sent.is_multiple_of(n)));
                 batch.push(PacketReport {
                     ssrc: 1,
@@ -603,6 +638,20 @@ mod tests {
         path.run(&mut e, 1, 700, Some(300), None);
         let first = estimate.get().expect("published");
         assert!((200_000..300_000).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn a_stall_of_a_busy_machine_is_no_congestion() {
+        let (estimate, mut e) = estimator();
+        let mut path = Path::new();
+        path.run(&mut e, 2, 400, None, None);
+        // what is sent over 120 ms arrives at its end: a feedback batch shows a queue of 95 ms,
+        // the next one none
+        path.stall = Some(path.clock..path.clock + Duration::from_millis(120));
+        path.run(&mut e, 2, 400, None, None);
+        assert!(!estimate.under_ceiling(), "{:?}", estimate.get());
+        let bps = estimate.get().expect("published");
+        assert!(f64::from(bps) >= INITIAL_ESTIMATE, "{bps}");
     }
 
     #[test]

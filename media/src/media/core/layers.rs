@@ -202,6 +202,7 @@ impl MediaCore {
             let Some(active) = p.video.hold(now, layers) else {
                 continue;
             };
+            debug!(publisher = %p.id, ?active, "layers held");
             match p.relayed_from {
                 None => told.push((p.id, active)),
                 Some(_) if !resubscribe.contains(&p.room) => resubscribe.push(p.room),

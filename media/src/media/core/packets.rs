@@ -268,6 +268,7 @@ impl MediaCore {
         };
         match p.transport.request_keyframe(now, media_ssrc) {
             Ok(true) => {
+                debug!(%publisher, media_ssrc, "keyframe asked");
                 self.metrics.plis_sent.inc();
             }
             Ok(false) => {}
