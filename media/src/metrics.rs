@@ -211,6 +211,8 @@ pub struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     /// Lost packets subscribers asked for (NACK entries received).
     pub nacks_received: Counter,
+    /// NACKed packets not resent: sent before their stream's current source began.
+    pub nacks_stale: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: Counter,
     /// Keyframe requests sent to publishers after coalescing (PLIs; requests to a camera task or over a link).
@@ -327,6 +329,12 @@ impl Metrics {
                 &mut r,
                 "nacks_received",
                 "Lost packets subscribers asked to retransmit",
+                Counter::default(),
+            ),
+            nacks_stale: register(
+                &mut r,
+                "nacks_stale",
+                "NACKed packets not resent: sent before their stream's current source (layer) began",
                 Counter::default(),
             ),
             keyframe_requests_received: register(

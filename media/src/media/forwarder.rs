@@ -81,6 +81,8 @@ struct Mapping {
     padded: VecDeque<u16>,
     /// When the mapping began (at a keyframe, for video).
     began: Instant,
+    /// The outbound sequence number of its first packet.
+    first_out: u16,
 }
 
 impl Mapping {
@@ -191,6 +193,17 @@ impl OutboundStream {
         self.mapping
             .as_ref()
             .is_some_and(|m| now.saturating_duration_since(m.began) < window)
+    }
+
+    /// The outbound sequence number from which this stream carries its current source (its
+    /// first packet, a keyframe for video), and the last one sent; `None` before anything was
+    /// sent. Detached, everything sent so far belongs to no current source.
+    pub fn fresh_from(&self) -> Option<(u16, u16)> {
+        let first = match &self.mapping {
+            Some(m) => m.first_out,
+            None => self.last.seq.wrapping_add(1),
+        };
+        self.sent_any.then_some((first, self.last.seq))
     }
 
     /// Stop forwarding (source muted or gone). The next [`Self::attach`] re-syncs.
@@ -309,6 +322,7 @@ impl OutboundStream {
             skipped: VecDeque::new(),
             padded: VecDeque::new(),
             began: now,
+            first_out: out_seq,
         });
         self.pending = None;
     }
@@ -365,6 +379,26 @@ mod tests {
         assert!(!s.began_within(later(520), window));
         s.detach();
         assert!(!s.began_within(later(30), window), "detached");
+    }
+
+    #[test]
+    fn a_stream_tells_from_where_it_carries_its_current_source() {
+        let start = Instant::now();
+        let mut s = OutboundStream::new(1, MediaKind::Video, 100, 1000, start);
+        assert_eq!(s.fresh_from(), None, "nothing sent");
+        s.attach(A);
+        for seq in 8..12 {
+            s.rewrite(&pkt(A, seq, 80, seq == 8), start).unwrap();
+        }
+        assert_eq!(s.fresh_from(), Some((100, 103)));
+        // a switch to B at its keyframe: B's packets are fresh, A's are not any more
+        s.attach(B);
+        s.rewrite(&pkt(A, 12, 90, false), start).unwrap();
+        s.rewrite(&pkt(B, 50, 90, true), start).unwrap();
+        assert_eq!(s.fresh_from(), Some((105, 105)));
+        // detached (squeezed off its layer): nothing sent so far is fresh
+        s.detach();
+        assert_eq!(s.fresh_from(), Some((106, 105)));
     }
 
     #[test]
@@ -575,6 +609,11 @@ mod tests {
             s.rewrite(&pkt(A, 3, 3000, false), start),
             Err(DropReason::BeforeSwitch),
             "a packet older than the skipped ones remembered is dropped"
+        );
+        assert_eq!(
+            s.fresh_from(),
+            Some((100, 200)),
+            "the source still began where it began: NACKs for its packets are answered"
         );
     }
 

@@ -19,5 +19,6 @@ pub mod rtcp_tap;
 pub mod simulcast;
 pub mod speaker;
 pub mod sps;
+pub mod stale_nacks;
 pub mod surroundings;
 pub mod transport;

@@ -12,6 +12,7 @@ mod engine;
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
+use crate::media::stale_nacks::{self, FreshFrom};
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
@@ -57,6 +58,8 @@ use std::time::Instant;
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
 /// participant in the soak (docs/RELIABILITY.md). A power of two.
 const NACK_HISTORY: u16 = 512;
+/// Where the stale-NACK filter sits in the interceptor chain: under the NACK responder.
+const STALE_NACKS_SLOT: usize = 3_500;
 /// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
 /// room for a restarted encoder.
 const MAX_INBOUND_SSRCS: usize = 8;
@@ -97,6 +100,8 @@ pub struct WebRtcPeer {
     layers: Vec<(u32, u8)>,
     /// What its downlink carries, as its congestion feedback says.
     downlink: DownlinkEstimate,
+    /// Where each consumer's current source began, for the NACK filter in its chain.
+    fresh: FreshFrom,
 }
 
 impl WebRtcPeer {
@@ -151,7 +156,14 @@ impl WebRtcPeer {
                 ),
             );
         let registry = configure_rtcp_reports(registry);
-        let registry = registry.with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
+        // under the NACK responder (4_000): what it is asked to resend is narrowed first
+        let fresh = FreshFrom::new(2 * settings.max_slots);
+        let registry = registry
+            .with(
+                InterceptorSlot::Custom(STALE_NACKS_SLOT),
+                stale_nacks::tap(fresh.clone(), metrics.clone()),
+            )
+            .with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
         let pc = RTCPeerConnectionBuilder::new()
             .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
@@ -169,6 +181,7 @@ impl WebRtcPeer {
             inbound: VecDeque::new(),
             layers: Vec::new(),
             downlink,
+            fresh,
         })
     }
 
@@ -416,6 +429,12 @@ impl Transport for WebRtcPeer {
     }
 
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
+        if is_rtcp(&datagram.message) {
+            for (index, consumer) in self.consumers.iter().enumerate() {
+                let stream = &consumer.stream;
+                self.fresh.note(index, stream.ssrc(), stream.fresh_from());
+            }
+        }
         self.pc.handle_read(datagram).map_err(rtc_error)
     }
 
@@ -534,4 +553,10 @@ impl Transport for WebRtcPeer {
     fn close(&mut self) {
         let _ = self.pc.close();
     }
+}
+
+/// Whether a datagram is (S)RTCP: an RTP-range first byte (RFC 7983) and an RTCP packet type
+/// in the second, whose header SRTCP leaves in the clear (RFC 5761).
+fn is_rtcp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, 192..=223, ..])
 }
