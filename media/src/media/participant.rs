@@ -48,6 +48,9 @@ pub struct Participant {
     pub viewing: Vec<(ParticipantId, u32)>,
     /// Probes its downlink when its estimate holds its tiles under what they ask for.
     pub prober: Prober,
+    /// The downlink estimate its layers were last chosen for: when the estimate falls under
+    /// it, they are chosen again at once rather than at the next tick.
+    pub allocated_for: Option<u32>,
     /// Its video since the last keyframe, when its source cannot be asked for one.
     pub gop: Option<GopCache>,
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
@@ -97,6 +100,7 @@ impl Participant {
             video: VideoLayers::default(),
             viewing: Vec::new(),
             prober: Prober::default(),
+            allocated_for: None,
             gop,
             source: None,
             relayed_from: None,

@@ -35,6 +35,21 @@ impl MediaCore {
         self.choose_layers_of(now, &[id]);
     }
 
+    /// Chooses again the layers of subscriber `id` when its downlink estimate fell under the
+    /// one they were chosen for (a decrease, read from the feedback it just sent): a squeezed
+    /// path is relieved now, not up to a tick later, while its queue grows.
+    pub(super) fn choose_layers_if_squeezed(&mut self, now: Instant, id: ParticipantId) {
+        let fell = self.participants.get(&id).is_some_and(|p| {
+            let estimate = p.transport.downlink_estimate().and_then(|e| e.get());
+            estimate
+                .zip(p.allocated_for)
+                .is_some_and(|(now, was)| now < was)
+        });
+        if fell {
+            self.choose_layers_of(now, &[id]);
+        }
+    }
+
     /// Chooses again the layer of every video consumer of the node.
     pub(super) fn choose_layers(&mut self, now: Instant) {
         let subscribers: Vec<ParticipantId> = self
@@ -57,6 +72,9 @@ impl MediaCore {
             };
             for &(index, layer, squeezed) in &allocation.changes {
                 self.set_layer(id, index, layer, squeezed);
+            }
+            if let Some(s) = self.participants.get_mut(&id) {
+                s.allocated_for = allocation.estimate;
             }
             self.probe(now, id, &allocation);
         }
@@ -87,11 +105,13 @@ impl MediaCore {
             });
         }
         let wanted = |t: &Tile| t.ladder.rungs().get(t.wanted).map_or(0, |r| r.layer);
-        let choices = match s.transport.downlink_estimate().and_then(|e| e.get()) {
+        let estimate = s.transport.downlink_estimate().and_then(|e| e.get());
+        let choices = match estimate {
             Some(estimate) => allocate(estimate.saturating_sub(audio * AUDIO_SHARE), &tiles),
             None => std::array::from_fn(|i| tiles.get(i).map_or(PAUSED, wanted)),
         };
         let mut allocation = Allocation {
+            estimate,
             changes: Vec::new(),
             limited: false,
             sending: audio * AUDIO_SHARE,
@@ -220,6 +240,8 @@ impl MediaCore {
 
 /// What an allocation changes for one subscriber.
 struct Allocation {
+    /// The downlink estimate it was made for.
+    estimate: Option<u32>,
     /// Consumers (by index), the layers they are to carry now, and whether that is a move down
     /// for want of bandwidth.
     changes: Vec<(usize, u8, bool)>,

@@ -279,6 +279,7 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::RejectedByTransport);
             debug!(participant = %id, "datagram rejected: {e}");
         }
+        self.choose_layers_if_squeezed(now, id);
         self.mark_dirty(id);
         while let Some(inbound) = self
             .participants
