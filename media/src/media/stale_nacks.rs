@@ -74,49 +74,62 @@ pub fn tap(fresh: FreshFrom, metrics: Arc<Metrics>) -> RtcpTap<StaleNacks> {
 }
 
 impl StaleNacks {
-    /// `nack` without the packets sent before its stream's current source began; `None` when
-    /// it asks for nothing else.
-    fn narrow(&self, nack: &TransportLayerNack) -> Option<Option<TransportLayerNack>> {
-        let first = self.fresh.of(nack.media_ssrc)?;
-        let asked: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
-        let fresh: Vec<u16> = asked
-            .iter()
-            .copied()
-            .filter(|&seq| !seq_before(seq, first))
-            .collect();
-        if fresh.len() == asked.len() {
-            return None;
+    /// What is left of `nack` without the packets sent before its stream's current source
+    /// began. Allocates only when it narrows a NACK.
+    fn narrow(&self, nack: &TransportLayerNack) -> Narrowed {
+        let Some(first) = self.fresh.of(nack.media_ssrc) else {
+            return Narrowed::Untouched;
+        };
+        let asked = || nack.nacks.iter().flat_map(|pair| pair.into_iter());
+        let stale = asked().filter(|&seq| seq_before(seq, first)).count();
+        if stale == 0 {
+            return Narrowed::Untouched;
         }
-        self.metrics
-            .nacks_stale
-            .inc_by((asked.len() - fresh.len()) as u64);
-        Some((!fresh.is_empty()).then(|| TransportLayerNack {
+        self.metrics.nacks_stale.inc_by(stale as u64);
+        let fresh: Vec<u16> = asked().filter(|&seq| !seq_before(seq, first)).collect();
+        if fresh.is_empty() {
+            return Narrowed::Nothing;
+        }
+        Narrowed::Rest(TransportLayerNack {
             sender_ssrc: nack.sender_ssrc,
             media_ssrc: nack.media_ssrc,
             nacks: nack_pairs_from_sequence_numbers(&fresh),
-        }))
+        })
     }
+}
+
+/// What is left of a NACK once the stale packets are taken out.
+enum Narrowed {
+    /// It asks for nothing stale.
+    Untouched,
+    /// It asks for these packets besides.
+    Rest(TransportLayerNack),
+    /// It asked for stale packets only.
+    Nothing,
 }
 
 impl RtcpObserver for StaleNacks {
     fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
-        let before = packets.len();
         let mut narrowed = false;
-        let mut kept: Vec<Box<dyn RtcpPacket>> = Vec::with_capacity(before);
-        for packet in packets.drain(..) {
-            let change = packet
+        let mut index = 0;
+        while index < packets.len() {
+            let change = packets[index]
                 .as_any()
                 .downcast_ref::<TransportLayerNack>()
-                .and_then(|nack| self.narrow(nack));
+                .map_or(Narrowed::Untouched, |nack| self.narrow(nack));
             match change {
-                None => kept.push(packet),
-                Some(rest) => {
+                Narrowed::Untouched => index += 1,
+                Narrowed::Rest(rest) => {
+                    packets[index] = Box::new(rest);
                     narrowed = true;
-                    kept.extend(rest.map(|nack| Box::new(nack) as Box<dyn RtcpPacket>));
+                    index += 1;
+                }
+                Narrowed::Nothing => {
+                    packets.remove(index);
+                    narrowed = true;
                 }
             }
         }
-        *packets = kept;
         if narrowed && packets.is_empty() {
             Verdict::Drop
         } else {
