@@ -101,6 +101,40 @@ fn rtp_roundtrip_decodes_every_frame_across_sequence_wrap() {
 }
 
 #[test]
+fn padding_between_frames_is_passed_over() {
+    let mut cursor = VideoCursor::new(clip());
+    // after each frame, two padding-only packets (a bandwidth probe): the frame's timestamp,
+    // no marker, an empty payload, each a sequence number of its own
+    let mut packets = Vec::new();
+    let mut seq = 100u16;
+    for p in packetize(&mut cursor, 30, 0) {
+        let (ts, marker) = (p.ts, p.marker);
+        packets.push(Sent { seq, ..p });
+        seq = seq.wrapping_add(1);
+        if marker {
+            for _ in 0..2 {
+                packets.push(Sent {
+                    seq,
+                    ts,
+                    marker: false,
+                    payload: bytes::Bytes::new(),
+                });
+                seq = seq.wrapping_add(1);
+            }
+        }
+    }
+    let mut rx = H264Receiver::default();
+    let (mut decoded, mut errors) = (0, 0);
+    let now = Instant::now();
+    for p in packets {
+        let o = rx.push(now, p.seq, p.ts, p.marker, p.payload);
+        decoded += o.decoded;
+        errors += o.errors;
+    }
+    assert_eq!((decoded, errors), (30, 0));
+}
+
+#[test]
 fn reordered_packets_are_reassembled() {
     let mut cursor = VideoCursor::new(clip());
     let mut packets = packetize(&mut cursor, 40, 100);

@@ -136,9 +136,16 @@ impl FrameAssembler {
 
     /// Emits the next complete frame as Annex B into `out` (cleared first), if there is one.
     pub fn pop(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<AssembledFrame> {
-        let (Some(start), Some(highest)) = (self.next, self.highest) else {
+        let (Some(mut start), Some(highest)) = (self.next, self.highest) else {
             return None;
         };
+        // padding-only packets (a sender probing the path, between two frames) hold a sequence
+        // number and nothing else
+        while start <= highest && self.slot(start).is_some_and(|s| s.payload.is_empty()) {
+            self.clear(start, start + 1);
+            start += 1;
+            self.next = Some(start);
+        }
         if start > highest {
             return None;
         }

@@ -7,7 +7,8 @@
 use kaskade_loadtest::lean::sdp::{MID_EXT_ID, RID_EXT_ID};
 use kaskade_media::media::core::Output;
 use kaskade_protocol::signaling::{ClientMessage, MediaKind, ServerMessage, TileView};
-use kaskade_simnet::{Received, Sim};
+use kaskade_simnet::{Impairment, Received, Sim};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const FRAME: Duration = Duration::from_millis(33);
@@ -285,6 +286,59 @@ fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_seamlessly() {
     let carol_layers = assert_seamless(&on_slot(&sim, carol, carol_slot), PAUSED_FREEZE);
     assert_eq!(*carol_layers.last().unwrap(), 1);
     assert_seamless(&on_slot(&sim, bob, bob_slot), 0);
+}
+
+#[test]
+fn nacks_for_packets_from_before_a_layer_switch_go_unanswered() {
+    let mut sim = Sim::new(13, 1);
+    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut video = Simulcast::new(&sim, ann, 300);
+    video.send_frames(&mut sim, 30);
+    let slot = sim.consumer_of(bob, ann, MediaKind::Video).unwrap();
+    let top_last = on_slot(&sim, bob, slot).last().expect("the top layer").seq;
+
+    // Bob's path loses everything for a while, across his switch to Ann's small layer
+    let lossy = Impairment {
+        loss: 1.0,
+        ..Impairment::default()
+    };
+    sim.impair(bob, lossy);
+    video.send_frames(&mut sim, 3);
+    viewing(&mut sim, bob, ann, 100);
+    video.send_frames(&mut sim, 8);
+    sim.impair(bob, Impairment::default());
+    video.send_frames(&mut sim, 10);
+    sim.run_for(Duration::from_millis(500));
+
+    // his NACKs brought back what the small layer lost, not what the top layer lost before
+    // the switch (his decoder starts over at the small layer's keyframe)
+    let seqs: BTreeSet<u16> = on_slot(&sim, bob, slot).iter().map(|p| p.seq).collect();
+    let small_first = on_slot(&sim, bob, slot)
+        .iter()
+        .filter(|p| frame_of(p).1 == 0 && p.seq > top_last)
+        .map(|p| p.seq)
+        .min()
+        .expect("the small layer");
+    let lost_top: Vec<u16> = (top_last + 1..small_first).collect();
+    assert!(
+        !lost_top.is_empty(),
+        "the top layer lost packets before the switch"
+    );
+    assert!(
+        lost_top.iter().all(|s| !seqs.contains(s)),
+        "none of them was resent: {lost_top:?}"
+    );
+    let last = *seqs.last().unwrap();
+    assert!(
+        (small_first..=last).all(|s| seqs.contains(&s)),
+        "every packet of the small layer arrived, repaired"
+    );
+    assert!(
+        sim.metrics(0).nacks_stale.get() >= lost_top.len() as u64,
+        "the stale ones were NACKed and left unanswered"
+    );
 }
 
 #[test]
