@@ -22,6 +22,10 @@ use kaskade_picture::receive::{H264Receiver, ReceiveOutcome, starts_keyframe};
 
 /// Minimum interval between two PLIs for one slot.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// How long a frame waits for a missing packet before it is given up (and a keyframe asked
+/// for): over a long round trip a retransmission that is itself lost needs a second NACK, a
+/// round trip later, and browsers wait for it too.
+const REPAIR_WAIT: Duration = Duration::from_millis(1_000);
 
 /// Maps each new remote track of `session` to its slot (mid) and starts its receiver task.
 pub async fn dispatch_tracks(
@@ -93,7 +97,8 @@ async fn receive_track(track: Arc<dyn TrackRemote>, slot: Slot, shared: Arc<Shar
         level_ext,
         session,
     } = slot;
-    let mut h264 = (kind == MediaKind::Video && shared.decode_video).then(H264Receiver::default);
+    let mut h264 =
+        (kind == MediaKind::Video && shared.decode_video).then(|| H264Receiver::new(REPAIR_WAIT));
     let mut keyframes = KeyframeWant::default();
     while let Some(event) = track.poll().await {
         let packet = match event {
