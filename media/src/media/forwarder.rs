@@ -329,7 +329,7 @@ impl OutboundStream {
 }
 
 /// `a` comes before `b` in RTP sequence space (RFC 3550 wrap-around arithmetic).
-fn seq_before(a: u16, b: u16) -> bool {
+pub(crate) fn seq_before(a: u16, b: u16) -> bool {
     (a.wrapping_sub(b) as i16) < 0
 }
 

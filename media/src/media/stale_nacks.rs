@@ -10,6 +10,7 @@
 //! [`StaleNacks`] sits in the interceptor chain under the NACK responder and takes the
 //! sequence numbers from before that point out of inbound NACKs.
 
+use crate::media::forwarder::seq_before;
 use crate::metrics::Metrics;
 use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict};
 use rtc::rtcp::Packet as RtcpPacket;
@@ -136,11 +137,6 @@ impl RtcpObserver for StaleNacks {
             Verdict::Pass
         }
     }
-}
-
-/// `a` comes before `b` in RTP sequence space.
-fn seq_before(a: u16, b: u16) -> bool {
-    (a.wrapping_sub(b) as i16) < 0
 }
 
 #[cfg(test)]
