@@ -213,6 +213,10 @@ pub struct Metrics {
     pub nacks_received: Counter,
     /// NACKed packets not resent: sent before their stream's current source began.
     pub nacks_stale: Counter,
+    /// Publishers' retransmissions that came on a repair stream (RTX), unwrapped.
+    pub rtx_unwrapped: Counter,
+    /// Publishers' RTX packets repairing what had arrived already (a browser's probes).
+    pub rtx_redundant: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: Counter,
     /// Keyframe requests sent to publishers after coalescing (PLIs; requests to a camera task or over a link).
@@ -335,6 +339,18 @@ impl Metrics {
                 &mut r,
                 "nacks_stale",
                 "NACKed packets not resent: sent before their stream's current source (layer) began",
+                Counter::default(),
+            ),
+            rtx_unwrapped: register(
+                &mut r,
+                "rtx_unwrapped",
+                "Publishers' retransmissions received on a repair stream (RTX) and unwrapped",
+                Counter::default(),
+            ),
+            rtx_redundant: register(
+                &mut r,
+                "rtx_redundant",
+                "Publishers' RTX packets repairing what had arrived already (a browser's probes), not forwarded",
                 Counter::default(),
             ),
             keyframe_requests_received: register(

@@ -69,6 +69,8 @@ pub struct Client {
     pub keyframes_asked_of: Vec<u32>,
     /// NACKed sequence numbers the node asked it to send again.
     pub nacks: usize,
+    /// Retransmissions received on a repair stream (RTX), recorded as the packets they repair.
+    pub rtx_received: usize,
     /// Sequence numbers it NACKed (a gap in what it received), in total.
     pub nacks_sent: usize,
     /// The highest sequence number received on each consumer SSRC.
@@ -103,6 +105,7 @@ impl Client {
             video_rids: video_rids.iter().map(|r| r.to_string()).collect(),
             cname: format!("simcname{seed}"),
             recv_slots: welcome.recv_slots,
+            rtx: true,
         };
         let answer_sdp = negotiate(sdp::offer(&offer))?;
         let answer = Answer::parse(&answer_sdp).map_err(|e| anyhow!("answer: {e}"))?;
@@ -126,6 +129,7 @@ impl Client {
             keyframe_requests: 0,
             keyframes_asked_of: Vec::new(),
             nacks: 0,
+            rtx_received: 0,
             nacks_sent: 0,
             highest: HashMap::new(),
             missing: HashMap::new(),
@@ -268,7 +272,8 @@ impl Client {
             .remote
             .decrypt_rtp_with_header(datagram, &header)
             .ok()?;
-        let packet = rtp::Packet::unmarshal(&mut &plain[..]).ok()?;
+        let mut packet = rtp::Packet::unmarshal(&mut &plain[..]).ok()?;
+        self.unwrap_repair(&mut packet)?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         self.missing.remove(&(ssrc, seq));
         let missing: Vec<u16> = match self.highest.get(&ssrc) {
@@ -288,8 +293,8 @@ impl Client {
         }
         self.received.push(Received {
             at: now,
-            ssrc: packet.header.ssrc,
-            seq: packet.header.sequence_number,
+            ssrc,
+            seq,
             timestamp: packet.header.timestamp,
             payload: packet.payload,
         });
@@ -297,6 +302,27 @@ impl Client {
             self.missing.insert((ssrc, lost), (now, 1));
         }
         self.seal_nack(ssrc, &missing)
+    }
+
+    /// Turns a retransmission on a slot's repair stream into the packet it repairs (RFC 4588:
+    /// the original sequence number leads the payload); `None` for one with nothing to repair.
+    fn unwrap_repair(&mut self, packet: &mut rtp::Packet) -> Option<()> {
+        let Some(media) = self
+            .answer
+            .sections
+            .iter()
+            .flat_map(|s| &s.repairs)
+            .find(|&&(_, rtx)| rtx == packet.header.ssrc)
+            .map(|&(media, _)| media)
+        else {
+            return Some(());
+        };
+        let osn = packet.payload.get(..2)?;
+        packet.header.sequence_number = u16::from_be_bytes([osn[0], osn[1]]);
+        packet.header.ssrc = media;
+        packet.payload = packet.payload.slice(2..);
+        self.rtx_received += 1;
+        Some(())
     }
 
     /// NACKs again, an interval after the last NACK, what is still missing (as browsers do;

@@ -4,7 +4,7 @@
 //! layer the publisher pauses is passed over, on this node and across a cascade link, which
 //! carries only the layers the far node's subscribers need.
 
-use kaskade_loadtest::lean::sdp::{MID_EXT_ID, RID_EXT_ID};
+use kaskade_loadtest::lean::sdp::{MID_EXT_ID, REPAIRED_RID_EXT_ID, RID_EXT_ID, RTX_PAYLOAD_TYPE};
 use kaskade_media::media::core::Output;
 use kaskade_protocol::signaling::{ClientMessage, MediaKind, ServerMessage, TileView};
 use kaskade_simnet::{Impairment, Received, Sim};
@@ -55,6 +55,9 @@ struct Simulcast {
     told: Vec<Vec<bool>>,
     outputs_seen: usize,
     requests_seen: usize,
+    /// The layer whose next packet is lost on the way to the node, and that packet.
+    withhold: Option<usize>,
+    withheld: Option<rtc::rtp::Packet>,
 }
 
 impl Simulcast {
@@ -72,6 +75,8 @@ impl Simulcast {
             told: Vec::new(),
             outputs_seen: 0,
             requests_seen: 0,
+            withhold: None,
+            withheld: None,
         }
     }
 
@@ -134,12 +139,43 @@ impl Simulcast {
                 header,
                 payload: payload.into(),
             };
-            sim.send_rtp(self.client, &packet).expect("connected");
+            if self.withhold == Some(layer) {
+                self.withhold = None;
+                self.withheld = Some(packet);
+            } else {
+                sim.send_rtp(self.client, &packet).expect("connected");
+            }
             self.seqs[layer] = self.seqs[layer].wrapping_add(1);
         }
         self.frame += 1;
         sim.run_for(FRAME);
         keyframes
+    }
+
+    /// Sends the withheld packet again as a browser does: on its layer's repair stream (RTX),
+    /// the original sequence number before the payload, the layer named by its repaired rid.
+    fn retransmit_withheld(&mut self, sim: &mut Sim) {
+        let original = self.withheld.take().expect("a packet was withheld");
+        let mut header = rtc::rtp::header::Header {
+            version: 2,
+            marker: original.header.marker,
+            payload_type: RTX_PAYLOAD_TYPE,
+            sequence_number: 1,
+            timestamp: original.header.timestamp,
+            ssrc: original.header.ssrc + 1,
+            extension: true,
+            extension_profile: 0xBEDE,
+            ..Default::default()
+        };
+        let rid = original.header.get_extension(RID_EXT_ID).expect("a rid");
+        header.set_extension(MID_EXT_ID, "1".into()).unwrap();
+        header.set_extension(REPAIRED_RID_EXT_ID, rid).unwrap();
+        let osn = original.header.sequence_number.to_be_bytes();
+        let packet = rtc::rtp::Packet {
+            header,
+            payload: [&osn[..], &original.payload].concat().into(),
+        };
+        sim.send_rtp(self.client, &packet).expect("connected");
     }
 
     fn send_frames(&mut self, sim: &mut Sim, frames: usize) {
@@ -339,6 +375,50 @@ fn nacks_for_packets_from_before_a_layer_switch_go_unanswered() {
         sim.metrics(0).nacks_stale.get() >= lost_top.len() as u64,
         "the stale ones were NACKed and left unanswered"
     );
+    assert!(
+        sim.clients[bob].rtx_received > 0,
+        "the repairs came on the slot's repair stream (RTX)"
+    );
+}
+
+#[test]
+fn a_layers_retransmission_on_its_repair_stream_reaches_subscribers_as_the_original() {
+    let mut sim = Sim::new(14, 1);
+    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let answer = &sim.clients[ann].answer;
+    let publish = answer.publish_section(MediaKind::Video).unwrap();
+    assert!(
+        publish.payload_types.contains(&RTX_PAYLOAD_TYPE),
+        "the node takes RTX from a publisher: {:?}",
+        publish.payload_types
+    );
+    let mut video = Simulcast::new(&sim, ann, 300);
+    video.send_frames(&mut sim, 30);
+    let slot = sim.consumer_of(bob, ann, MediaKind::Video).unwrap();
+
+    // a packet of the top layer, which Bob receives, is lost on the way; the node NACKs it
+    let nacked = sim.clients[ann].nacks;
+    video.withhold = Some(2);
+    video.send_frames(&mut sim, 5);
+    assert!(
+        sim.clients[ann].nacks > nacked,
+        "the node asked for it again"
+    );
+    video.retransmit_withheld(&mut sim);
+    video.send_frames(&mut sim, 5);
+
+    let mut packets = on_slot(&sim, bob, slot);
+    let first = packets[0].seq;
+    packets.sort_by_key(|p| p.seq.wrapping_sub(first));
+    // seamless: no gap in the slot's sequence numbers, the repaired packet in its place
+    let layers = assert_seamless(&packets, 0);
+    assert!(
+        layers.ends_with(&[2; 11]),
+        "the top layer around the loss: {layers:?}"
+    );
+    assert_eq!(sim.metrics(0).rtx_unwrapped.get(), 1);
 }
 
 #[test]

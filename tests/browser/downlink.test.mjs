@@ -13,7 +13,8 @@
 // Machine-readable lines (node's test runner prefixes them with "# "):
 //   DOWNLINK case=<cap> ms_to_layer=<ms> ms_to_settled=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> switch_frozen_ms=<ms> ...
 //   DOWNLINK_RECOVERY ms_to_top=<ms> frozen_ms=<ms>
-//   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> plis=<n> frames=<n> keyframes=<n>
+//   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> rtx=<n> plis=<n> frames=<n> keyframes=<n>
+//   DOWNLINK_REPAIRS nacks_received=<n> nacks_stale=<n> rtx_unwrapped=<n> rtx_redundant=<n> (the node's counters)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -62,6 +63,10 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     clearInterval(sampler);
     try { cap(null); } catch { /* no cap left */ }
     for (const close of closers) await close();
+    const metrics = await (await fetch(`${BASE_URL}/node/metrics`)).text();
+    const counter = (name) => metrics.match(new RegExp(`^kaskade_sfu_${name}_total (\\S+)`, 'm'))?.[1];
+    console.log(`DOWNLINK_REPAIRS ${['nacks_received', 'nacks_stale', 'rtx_unwrapped', 'rtx_redundant']
+      .map((name) => `${name}=${counter(name)}`).join(' ')}`);
     for (const row of timeline) {
       console.log(`DOWNLINK_TIMELINE t_ms=${row.t} cap=${row.cap} bob_sees=${row.bobSees} bob_frozen_ms=${row.bobFrozenMs} ` +
         `bob_kbps=${row.bobKbps} alice_f_kbps=${row.f} alice_h_kbps=${row.h} ${row.detail}`);
@@ -107,7 +112,8 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
             ? kbps(layers[rid].bytesSent, last.layers[rid].bytesSent) : 0);
           timeline.push({ t: now.t, cap: capKbit, bobSees: seen?.frameHeight ?? 0,
             bobFrozenMs: Math.round(1000 * (seen?.totalFreezesDuration ?? 0)),
-            detail: seen ? `lost=${seen.packetsLost} nacks=${seen.nackCount} plis=${seen.pliCount} ` +
+            detail: seen ? `lost=${seen.packetsLost} nacks=${seen.nackCount} rtx=${seen.retransmittedPacketsReceived} ` +
+              `plis=${seen.pliCount} ` +
               `frames=${seen.framesDecoded} keyframes=${seen.keyFramesDecoded}` : '',
             bobKbps: kbps(bytes, last.bytes), f: layerKbps('f'), h: layerKbps('h') });
         }
@@ -136,6 +142,15 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
       await waitFor(`${who.name} decoding Alice's top layer`, () => aliceAt(who),
         (r) => r && r.frameHeight === 480, { timeout: 30_000 });
     }
+    // the node's answer negotiates retransmissions on repair streams (RTX): taken from the
+    // browser's video, and sent on a repair SSRC of each video slot that carries a stream
+    const answer = await p.Bob.page.evaluate(() => window.kaskade.pc.remoteDescription.sdp);
+    const video = answer.split('\r\nm=').filter((m) => m.startsWith('video'));
+    assert.ok(video.length > 1 && video.every((m) => /a=rtpmap:\d+ rtx\/90000/.test(m)),
+      `RTX on every video m-line of the answer:\n${answer}`);
+    const slots = video.filter((m) => m.includes('a=ssrc:'));
+    assert.ok(slots.length > 0 && slots.every((m) => m.includes('a=ssrc-group:FID ')),
+      `a repair SSRC for every video slot:\n${answer}`);
     startSampler();
   }, { essential: true });
 

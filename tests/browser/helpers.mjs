@@ -197,6 +197,7 @@ export class Participant {
           framesReceived: s.framesReceived, framesDecoded: s.framesDecoded, framesDropped: s.framesDropped,
           keyFramesDecoded: s.keyFramesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
           nackCount: s.nackCount, pliCount: s.pliCount, firCount: s.firCount,
+          retransmittedPacketsReceived: s.retransmittedPacketsReceived,
           freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
           decoder: s.decoderImplementation,
         });

@@ -84,6 +84,8 @@ impl LeanParticipant {
             video_rids: Vec::new(),
             cname: random_token(16),
             recv_slots: welcome.recv_slots,
+            // the load generator only counts what arrives; retransmissions come as originals
+            rtx: false,
         };
         let answer = offer_answer(
             &cfg,

@@ -17,6 +17,10 @@ pub const AUDIO_LEVEL_EXT_ID: u8 = 1;
 pub const MID_EXT_ID: u8 = 4;
 /// The header extension id offered for the RTP stream id (RFC 8852), with simulcast.
 pub const RID_EXT_ID: u8 = 5;
+/// The header extension id offered for the repaired RTP stream id, with simulcast and RTX.
+pub const REPAIRED_RID_EXT_ID: u8 = 6;
+/// The payload type offered for H.264's retransmissions (RFC 4588), with RTX.
+pub const RTX_PAYLOAD_TYPE: u8 = 103;
 
 /// What the offer says about this client.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct OfferParams {
     pub cname: String,
     /// Receive slots of each kind (the `welcome`'s `recv_slots`).
     pub recv_slots: usize,
+    /// Offer retransmissions on repair streams (RFC 4588) for video, as browsers do.
+    pub rtx: bool,
 }
 
 /// The direction of one m-line of the offer.
@@ -79,9 +85,15 @@ pub fn offer(p: &OfferParams) -> String {
             MediaKind::Audio => ("audio", OPUS_PAYLOAD_TYPE),
             MediaKind::Video => ("video", H264_PAYLOAD_TYPE),
         };
+        let rtx = p.rtx && kind == MediaKind::Video;
+        let formats = if rtx {
+            format!("{pt} {RTX_PAYLOAD_TYPE}")
+        } else {
+            pt.to_string()
+        };
         let _ = write!(
             sdp,
-            "m={media} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
+            "m={media} 9 UDP/TLS/RTP/SAVPF {formats}\r\nc=IN IP4 0.0.0.0\r\n\
              a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n\
              a=fingerprint:sha-256 {}\r\na=setup:active\r\na=mid:{mid}\r\n",
             p.ufrag, p.pwd, p.fingerprint,
@@ -104,6 +116,13 @@ pub fn offer(p: &OfferParams) -> String {
                      a=fmtp:{pt} {H264_FMTP}\r\n",
                     direction.attribute(),
                 );
+                if rtx {
+                    let _ = write!(
+                        sdp,
+                        "a=rtpmap:{RTX_PAYLOAD_TYPE} rtx/{VIDEO_CLOCK_RATE}\r\n\
+                         a=fmtp:{RTX_PAYLOAD_TYPE} apt={pt}\r\n",
+                    );
+                }
             }
         }
         if kind == MediaKind::Video
@@ -115,6 +134,13 @@ pub fn offer(p: &OfferParams) -> String {
                 "a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
                  a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n",
             );
+            if p.rtx {
+                let _ = write!(
+                    sdp,
+                    "a=extmap:{REPAIRED_RID_EXT_ID} \
+                     urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r\n",
+                );
+            }
             for rid in &p.video_rids {
                 let _ = write!(sdp, "a=rid:{rid} send\r\n");
             }
@@ -154,8 +180,11 @@ pub struct AnswerSection {
     pub node_sends: bool,
     /// The node receives on it (one of our publish m-lines).
     pub node_receives: bool,
-    /// The SSRCs the node announced on it.
+    /// The media SSRCs the node announced on it.
     pub ssrcs: Vec<u32>,
+    /// Its repair flows (`a=ssrc-group:FID`): each media SSRC and the SSRC of its
+    /// retransmissions.
+    pub repairs: Vec<(u32, u32)>,
     /// The payload types accepted, in order.
     pub payload_types: Vec<u8>,
     /// The id of the audio level extension, if accepted.
@@ -277,8 +306,19 @@ impl AnswerSection {
                 let ssrc = value.split(' ').next().and_then(|s| s.parse().ok());
                 if let Some(ssrc) = ssrc
                     && !self.ssrcs.contains(&ssrc)
+                    && !self.repairs.iter().any(|&(_, rtx)| rtx == ssrc)
                 {
                     self.ssrcs.push(ssrc);
+                }
+            }
+            "ssrc-group" => {
+                let mut fields = value.split_ascii_whitespace();
+                if fields.next() == Some("FID")
+                    && let (Some(Ok(media)), Some(Ok(rtx))) =
+                        (fields.next().map(str::parse), fields.next().map(str::parse))
+                {
+                    self.ssrcs.retain(|&s| s != rtx);
+                    self.repairs.push((media, rtx));
                 }
             }
             "extmap" => {
@@ -322,6 +362,7 @@ mod tests {
             video_rids: Vec::new(),
             cname: "lean".into(),
             recv_slots,
+            rtx: false,
         }
     }
 
@@ -397,6 +438,32 @@ mod tests {
             slots,
             [(1001, "2", MediaKind::Audio), (2002, "3", MediaKind::Video)]
         );
+    }
+
+    #[test]
+    fn with_rtx_video_offers_repair_streams_and_the_answers_are_read() {
+        let mut p = params(1);
+        (p.rtx, p.video_rids) = (true, vec!["q".into(), "f".into()]);
+        let sdp = offer(&p);
+        let count = |needle: &str| sdp.matches(needle).count();
+        assert_eq!(count("m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\n"), 2);
+        assert_eq!(count("a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n"), 2);
+        assert_eq!(count("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"), 2);
+        assert_eq!(
+            count("repaired-rtp-stream-id"),
+            1,
+            "for the simulcast layers"
+        );
+
+        // the repair SSRC is announced before or after its group: never a slot of its own
+        let answer = ANSWER.replace(
+            "a=ssrc:2002 cname:k\r\n",
+            "a=ssrc:2003 cname:k\r\na=ssrc-group:FID 2002 2003\r\na=ssrc:2002 cname:k\r\n",
+        );
+        let answer = Answer::parse(&answer).unwrap();
+        let slots: Vec<_> = answer.slots().map(|(ssrc, _, _)| ssrc).collect();
+        assert_eq!(slots, [1001, 2002]);
+        assert_eq!(answer.sections[3].repairs, [(2002, 2003)]);
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //!
 //! The estimate leaves the peer connection through a [`DownlinkEstimate`], an atomic the
 //! estimator writes and the core reads at its layer-choice tick: no lock, no allocation. The
-//! congestion controller sits behind [`TwccStreamsOnly`], so that a subscriber that did not
-//! negotiate transport-wide feedback costs no send history.
+//! congestion controller and the TWCC sender sit behind [`TwccStreamsOnly`], so that a
+//! subscriber that did not negotiate transport-wide feedback costs no send history, and a
+//! stream's retransmissions on its repair SSRC (RTX) are numbered and counted like the rest.
 
 use rtc::interceptor::{
     BandwidthEstimator, EstimatorStats, Interceptor, OveruseDetector, PacketReport,
@@ -412,8 +413,22 @@ impl BandwidthEstimator for DownlinkEstimator {
 /// control: `rtc`'s congestion controller otherwise keeps a send history of every packet of
 /// every stream (for RFC 8888 feedback, which kaskade does not negotiate), and a subscriber
 /// that sends no TWCC feedback (kaskade's lean load generator) would cost a history for
-/// nothing. Everything else passes straight through.
+/// nothing. A stream's repair SSRC (RTX) is bound beside it: `rtc` binds only the media SSRC,
+/// and a retransmission the TWCC sender does not number is one the estimate never sees.
+/// Everything else passes straight through.
 pub struct TwccStreamsOnly<I>(pub I);
+
+/// The repair stream (RTX) of a local stream that negotiated one, as a stream of its own.
+fn repair_stream(info: &StreamInfo) -> Option<StreamInfo> {
+    let (ssrc, payload_type) = info.ssrc_rtx.zip(info.payload_type_rtx)?;
+    Some(StreamInfo {
+        ssrc,
+        ssrc_rtx: None,
+        payload_type,
+        payload_type_rtx: None,
+        ..info.clone()
+    })
+}
 
 fn negotiates_twcc(info: &StreamInfo) -> bool {
     info.rtp_header_extensions
@@ -469,12 +484,18 @@ impl<I: Interceptor> Interceptor for TwccStreamsOnly<I> {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if negotiates_twcc(info) {
             self.0.bind_local_stream(info);
+            if let Some(repair) = repair_stream(info) {
+                self.0.bind_local_stream(&repair);
+            }
         }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         if negotiates_twcc(info) {
             self.0.unbind_local_stream(info);
+            if let Some(repair) = repair_stream(info) {
+                self.0.unbind_local_stream(&repair);
+            }
         }
     }
 
@@ -695,5 +716,47 @@ mod tests {
         Path::new().run(&mut e, 3, 800, None, Some(4));
         let lossy = estimate.get().expect("published");
         assert!(lossy < 800_000, "{lossy}");
+    }
+
+    #[test]
+    fn retransmissions_on_a_repair_stream_are_numbered_for_feedback() {
+        use rtc::interceptor::{Packet, RTPHeaderExtension, TwccSenderBuilder};
+        use rtc::shared::TransportContext;
+        let mut twcc = TwccStreamsOnly(TwccSenderBuilder::new().build());
+        twcc.bind_local_stream(&StreamInfo {
+            ssrc: 10,
+            ssrc_rtx: Some(11),
+            payload_type: 102,
+            payload_type_rtx: Some(103),
+            rtp_header_extensions: vec![RTPHeaderExtension {
+                uri: TRANSPORT_CC_URI.into(),
+                id: 3,
+            }],
+            ..Default::default()
+        });
+        let mut numbered = |ssrc: u32| {
+            let header = rtc::rtp::header::Header {
+                version: 2,
+                ssrc,
+                ..Default::default()
+            };
+            twcc.handle_write(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: Packet::Rtp(rtc::rtp::Packet {
+                    header,
+                    payload: Default::default(),
+                })
+                .into(),
+            })
+            .unwrap();
+            let Packet::Rtp(out) = twcc.poll_write().unwrap().message.packet else {
+                panic!("rtp");
+            };
+            out.header.get_extension(3).is_some()
+        };
+        assert!(numbered(10), "the media stream");
+        assert!(numbered(11), "its repair stream");
+        assert!(!numbered(12), "nothing else");
     }
 }

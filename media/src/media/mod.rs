@@ -16,6 +16,7 @@ pub mod probe;
 pub mod relayed;
 pub mod room;
 pub mod rtcp_tap;
+pub mod rtx;
 pub mod simulcast;
 pub mod speaker;
 pub mod sps;

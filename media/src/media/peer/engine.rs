@@ -2,14 +2,15 @@
 //! tracks of its receive slots.
 
 use crate::media::forwarder::MediaKind;
+use crate::media::rtx::{REPAIRED_RID_URI, RID_URI};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MediaEngine,
 };
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error as RtcError;
@@ -17,13 +18,15 @@ use rtc::shared::error::Error as RtcError;
 /// H.264 constrained baseline, packetization mode 1: what every kaskade participant sends.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 const H264_PAYLOAD_TYPE: u8 = 102;
+/// H.264's retransmissions (RFC 4588).
+const RTX_PAYLOAD_TYPE: u8 = 103;
 const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// The header extensions of simulcast: the m-line's mid, the layer's RTP stream id and that of
 /// the layer a retransmission repairs (RFC 8843, RFC 8852).
 const SIMULCAST_EXTENSIONS: [&str; 3] = [
     "urn:ietf:params:rtp-hdrext:sdes:mid",
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    RID_URI,
+    REPAIRED_RID_URI,
 ];
 
 pub(super) fn is_forwarded_codec(mime: &str) -> bool {
@@ -70,8 +73,8 @@ fn h264_codec() -> RTCRtpCodec {
     }
 }
 
-/// The codecs and header extensions a kaskade node negotiates: Opus and H.264 CB mode 1, audio
-/// levels, and simulcast's.
+/// The codecs and header extensions a kaskade node negotiates: Opus, H.264 CB mode 1 and its
+/// retransmissions, audio levels, and simulcast's.
 pub(super) fn media_engine() -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
@@ -85,6 +88,19 @@ pub(super) fn media_engine() -> Result<MediaEngine, RtcError> {
         RTCRtpCodecParameters {
             rtp_codec: h264_codec(),
             payload_type: H264_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_RTX.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={H264_PAYLOAD_TYPE}"),
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type: RTX_PAYLOAD_TYPE,
         },
         RtpCodecKind::Video,
     )?;
@@ -107,10 +123,16 @@ pub(super) fn media_engine() -> Result<MediaEngine, RtcError> {
     Ok(engine)
 }
 
-pub(super) fn slot_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
-    let (codec, rtp_kind) = match kind {
-        MediaKind::Audio => (opus_codec(), RtpCodecKind::Audio),
-        MediaKind::Video => (h264_codec(), RtpCodecKind::Video),
+/// The track of a receive slot sending on `ssrc`; a video slot's retransmissions go on
+/// `rtx_ssrc` where the subscriber negotiated RTX.
+pub(super) fn slot_track(kind: MediaKind, ssrc: u32, rtx_ssrc: u32) -> MediaStreamTrack {
+    let (codec, rtp_kind, rtx) = match kind {
+        MediaKind::Audio => (opus_codec(), RtpCodecKind::Audio, None),
+        MediaKind::Video => (
+            h264_codec(),
+            RtpCodecKind::Video,
+            Some(RTCRtpRtxParameters { ssrc: rtx_ssrc }),
+        ),
     };
     MediaStreamTrack::new(
         format!("kaskade-{ssrc:08x}"),
@@ -120,6 +142,7 @@ pub(super) fn slot_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx,
                 ..Default::default()
             },
             active: true,

@@ -12,6 +12,7 @@ mod engine;
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::rtcp_tap;
+use crate::media::rtx::RtxUnwrap;
 use crate::media::stale_nacks::{self, FreshFrom};
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
@@ -60,6 +61,9 @@ use std::time::Instant;
 const NACK_HISTORY: u16 = 512;
 /// Where the stale-NACK filter sits in the interceptor chain: under the NACK responder.
 const STALE_NACKS_SLOT: usize = 3_500;
+/// Where a publisher's RTX packets are unwrapped: under the NACK generator (7_000), so that it
+/// sees a repaired packet as the original.
+const RTX_UNWRAP_SLOT: usize = 5_500;
 /// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
 /// room for a restarted encoder.
 const MAX_INBOUND_SSRCS: usize = 8;
@@ -146,7 +150,7 @@ impl WebRtcPeer {
         let registry = registry
             .with(
                 InterceptorSlot::TwccSender,
-                TwccSenderBuilder::new().build(),
+                TwccStreamsOnly(TwccSenderBuilder::new().build()),
             )
             .with(
                 InterceptorSlot::CongestionControl,
@@ -162,6 +166,10 @@ impl WebRtcPeer {
             .with(
                 InterceptorSlot::Custom(STALE_NACKS_SLOT),
                 stale_nacks::tap(fresh.clone(), metrics.clone()),
+            )
+            .with(
+                InterceptorSlot::Custom(RTX_UNWRAP_SLOT),
+                RtxUnwrap::new(metrics.clone()),
             )
             .with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
         let pc = RTCPeerConnectionBuilder::new()
@@ -213,10 +221,10 @@ impl WebRtcPeer {
         ];
         for (kind, count) in wanted {
             for _ in 0..count {
-                let ssrc = rng.random();
+                let (ssrc, rtx_ssrc) = (rng.random(), rng.random());
                 self.pc
                     .add_transceiver_from_track(
-                        slot_track(kind, ssrc),
+                        slot_track(kind, ssrc, rtx_ssrc),
                         Some(RTCRtpTransceiverInit {
                             direction: RTCRtpTransceiverDirection::Sendonly,
                             streams: vec![],
