@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod loadtest;
 pub mod media_file;
@@ -299,6 +299,24 @@ impl Node {
     pub fn metric(&self, sample: &str) -> Result<f64> {
         let text = http_get(self.http, "/metrics")?;
         Ok(parse_metric(&text, sample).unwrap_or(0.0))
+    }
+
+    /// Waits (at most `within`) until this locator lists `names` among its nodes: a node
+    /// prints its URL before its first report reaches the locator, which places no one on it
+    /// until then.
+    pub async fn wait_for_nodes(&self, names: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let listed = http_get(self.http, "/api/nodes").unwrap_or_default();
+            if names.iter().all(|n| listed.contains(&format!("\"{n}\""))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes {names:?} never registered: {listed}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// CPU time (user + system) the process has used, from /proc.

@@ -51,22 +51,6 @@ fn sfu(locators: &[&Node], name: &str, capacity: usize, extra: &[&str]) -> Node 
     .expect("node starts")
 }
 
-/// Waits until the locator lists `names` as its nodes.
-async fn wait_for_nodes(locator: &Node, names: &[&str]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let listed = http_get(locator.http, "/api/nodes").unwrap_or_default();
-        if names.iter().all(|n| listed.contains(&format!("\"{n}\""))) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes {names:?} never registered: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A participant token for `meeting`, signed with the cluster secret as an operator's backend
 /// would sign it.
 fn token(meeting: &str, name: &str) -> String {
@@ -132,7 +116,7 @@ async fn ten_participants_on_three_nodes_receive_everyone_and_each_stream_crosse
     let (locator, _db) = locator(&[]);
     let names = ["n1", "n2", "n3"];
     let nodes: Vec<Node> = names.iter().map(|n| sfu(&[&locator], n, 4, &[])).collect();
-    wait_for_nodes(&locator, &names).await;
+    locator.wait_for_nodes(&names, WAIT).await;
 
     let mut people = Vec::new();
     for i in 0..10 {
@@ -267,7 +251,7 @@ async fn participants_from_two_regions_meet_on_their_own_regions_nodes() {
     let (locator, _db) = locator(&[]);
     let _eu = sfu(&[&locator], "eu-1", 10, &["--region", "eu"]);
     let _us = sfu(&[&locator], "us-1", 10, &["--region", "us"]);
-    wait_for_nodes(&locator, &["eu-1", "us-1"]).await;
+    locator.wait_for_nodes(&["eu-1", "us-1"], WAIT).await;
     let mut people = Vec::new();
     for (name, region) in [("anna", "eu"), ("bill", "us"), ("carl", "eu")] {
         let mut cfg = config(&locator, "transatlantic", name);
@@ -292,7 +276,7 @@ async fn the_participants_of_a_killed_node_are_back_within_five_seconds() {
         .iter()
         .map(|n| (n.to_string(), sfu(&[&locator], n, 4, &[])))
         .collect();
-    wait_for_nodes(&locator, &names).await;
+    locator.wait_for_nodes(&names, WAIT).await;
     let mut chair = config(&locator, "failover", "f0");
     chair.token = Some(token_as("failover", "f0", Role::Moderator));
     let mut people = vec![Participant::join(chair).await.expect("the moderator joins")];
@@ -359,8 +343,8 @@ async fn two_locators_share_redis_and_joins_go_on_when_one_dies() {
     let (first, _db1) = locator(&["--redis", &url]);
     let (second, _db2) = locator(&["--redis", &url]);
     let node = sfu(&[&first, &second], "r1", 10, &[]);
-    wait_for_nodes(&first, &["r1"]).await;
-    wait_for_nodes(&second, &["r1"]).await;
+    first.wait_for_nodes(&["r1"], WAIT).await;
+    second.wait_for_nodes(&["r1"], WAIT).await;
 
     let a = join(&first, "shared", "a").await;
     let b = join(&second, "shared", "b").await;
@@ -394,7 +378,7 @@ async fn impostor_nodes_and_forged_cascade_packets_are_refused_without_harm() {
         ],
     )
     .expect("impostor starts");
-    wait_for_nodes(&locator, &["h1", "h2"]).await;
+    locator.wait_for_nodes(&["h1", "h2"], WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let nodes = http_get(locator.http, "/api/nodes").unwrap();
     assert!(!nodes.contains("impostor"), "{nodes}");
@@ -460,7 +444,7 @@ async fn a_participant_never_receives_or_touches_another_meetings_media_across_n
         sfu(&[&locator], "n1", 10, &[]),
         sfu(&[&locator], "n2", 10, &[]),
     ];
-    wait_for_nodes(&locator, &["n1", "n2"]).await;
+    locator.wait_for_nodes(&["n1", "n2"], WAIT).await;
     // both meetings span both nodes: every stream shares the one n1-n2 link
     let pinned = |meeting: &str, name: &str, node: &str, role: Role| {
         let mut cfg = config(&locator, meeting, name);

@@ -287,9 +287,9 @@ impl Cluster {
         Self { locator, scratch }
     }
 
-    /// An SFU node named `name`, reporting to the locator.
-    fn node(&self, name: &str) -> Node {
-        Node::start(
+    /// An SFU node named `name`, once the locator knows it.
+    async fn node(&self, name: &str) -> Node {
+        let node = Node::start(
             Command::new(env!("CARGO_BIN_EXE_kaskade-sfu-under-test")),
             &[
                 "--secret",
@@ -300,7 +300,9 @@ impl Cluster {
                 &self.locator.url(),
             ],
         )
-        .expect("node starts")
+        .expect("node starts");
+        self.locator.wait_for_nodes(&[name], WAIT).await;
+        node
     }
 
     /// The recorder: always named `rec-1`, so that a restarted one takes over what the one
@@ -372,7 +374,7 @@ async fn start_once_a_recorder_is_there(api: &Recordings) -> RecordingInfo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_cut_by_kill_9_is_recovered_to_within_two_seconds() {
     let cluster = Cluster::start("recording-crash");
-    let _node = cluster.node("n1");
+    let _node = cluster.node("n1").await;
     let first = cluster.recorder();
     let _people = cluster.join_mod_and_guest("crash").await;
     let api = cluster.recordings("crash");
@@ -486,11 +488,11 @@ async fn a_full_disk_is_reported_and_what_was_written_stays_playable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_survives_the_loss_of_the_node_it_records_from() {
     let cluster = Cluster::start("recording-node-loss");
-    let first_node = cluster.node("a1");
+    let first_node = cluster.node("a1").await;
     let _recorder = cluster.recorder();
     let people = cluster.join_mod_and_guest("lossy").await;
     // a second node to fail over to, registered once everyone is on the first
-    let _second_node = cluster.node("a2");
+    let _second_node = cluster.node("a2").await;
     let api = cluster.recordings("lossy");
     let started = start_once_a_recorder_is_there(&api).await;
     let recording_started = Instant::now();
