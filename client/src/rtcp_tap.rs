@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use kaskade_rtcp_tap::{KeyframeRequests, RtcpObserver, RtcpTap, Verdict, nacked_packets};
 use rtc::interceptor::{Registry, Slot};
@@ -56,7 +57,7 @@ pub struct RtcpCounter {
 }
 
 impl RtcpObserver for RtcpCounter {
-    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+    fn inbound(&mut self, _now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
         let c = &self.counters;
         for packet in packets.iter() {
             let any = packet.as_any();

@@ -213,6 +213,8 @@ pub struct Metrics {
     pub nacks_received: Counter,
     /// NACKed packets not resent: sent before their stream's current source began.
     pub nacks_stale: Counter,
+    /// NACKed packets not resent: resent less than a round trip ago.
+    pub nacks_repeated: Counter,
     /// Publishers' retransmissions that came on a repair stream (RTX), unwrapped.
     pub rtx_unwrapped: Counter,
     /// Publishers' RTX packets repairing what had arrived already (a browser's probes).
@@ -339,6 +341,12 @@ impl Metrics {
                 &mut r,
                 "nacks_stale",
                 "NACKed packets not resent: sent before their stream's current source (layer) began",
+                Counter::default(),
+            ),
+            nacks_repeated: register(
+                &mut r,
+                "nacks_repeated",
+                "NACKed packets not resent: resent to that subscriber less than a round trip ago",
                 Counter::default(),
             ),
             rtx_unwrapped: register(

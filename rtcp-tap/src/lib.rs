@@ -29,8 +29,8 @@ pub enum Verdict {
 
 /// Sees the RTCP crossing the tap's place in the chain.
 pub trait RtcpObserver: Send + Sync + 'static {
-    /// An inbound compound packet; the observer may narrow `packets`.
-    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict;
+    /// An inbound compound packet, read at `now`; the observer may narrow `packets`.
+    fn inbound(&mut self, now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict;
 
     /// An outbound compound packet.
     fn outbound(&mut self, _packets: &[Box<dyn RtcpPacket>]) {}
@@ -63,7 +63,7 @@ impl<O: RtcpObserver> Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap<O> {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            match self.observer.inbound(packets) {
+            match self.observer.inbound(msg.now, packets) {
                 Verdict::Pass => {}
                 Verdict::Deliver => {
                     msg.message.add(Attribute::DeliverToApplication);
@@ -110,7 +110,7 @@ impl<O: RtcpObserver> Interceptor for RtcpTap<O> {
 pub struct KeyframeRequests;
 
 impl RtcpObserver for KeyframeRequests {
-    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+    fn inbound(&mut self, _now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
         packets.retain(|p| is_keyframe_request(p.as_ref()));
         if packets.is_empty() {
             Verdict::Drop

@@ -97,6 +97,8 @@ pub struct DownlinkEstimate(Arc<AtomicU64>);
 const CEILING_BIT: u64 = 1 << 32;
 /// The clean-delivery flag.
 const CLEAN_BIT: u64 = 1 << 33;
+/// Where the round-trip time sits, in milliseconds (0: not known), 16 bits.
+const RTT_SHIFT: u32 = 40;
 
 impl DownlinkEstimate {
     /// The estimate in bits per second; `None` until the subscriber's first feedback (a peer
@@ -120,11 +122,30 @@ impl DownlinkEstimate {
         self.0.load(Ordering::Relaxed) & CLEAN_BIT != 0
     }
 
-    pub(crate) fn set(&self, bits_per_second: f64, ceiling: bool, clean: bool) {
+    /// The round-trip time to the subscriber, as its congestion feedback shows it (queueing
+    /// included: what a retransmission takes to be asked for and to arrive).
+    pub fn rtt(&self) -> Option<Duration> {
+        match (self.0.load(Ordering::Relaxed) >> RTT_SHIFT) as u16 {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }
+    }
+
+    pub(crate) fn set(
+        &self,
+        bits_per_second: f64,
+        ceiling: bool,
+        clean: bool,
+        rtt: Option<Duration>,
+    ) {
         // the estimate is clamped to MIN..=MAX, far inside u32
         let bps = bits_per_second.clamp(1.0, f64::from(u32::MAX)) as u64;
         let flags = if ceiling { CEILING_BIT } else { 0 } | if clean { CLEAN_BIT } else { 0 };
-        self.0.store(bps | flags, Ordering::Relaxed);
+        let rtt_ms = rtt.map_or(0, |rtt| {
+            rtt.as_millis().clamp(1, u128::from(u16::MAX)) as u64
+        });
+        self.0
+            .store(bps | flags | rtt_ms << RTT_SHIFT, Ordering::Relaxed);
     }
 }
 
@@ -252,6 +273,9 @@ pub struct DownlinkEstimator {
     last_decrease: Option<Instant>,
     target: f64,
     published: DownlinkEstimate,
+    /// The smoothed round-trip time: from a packet's departure to the feedback that reports
+    /// it, for the newest packet of each batch.
+    rtt: Option<Duration>,
     /// Names the subscriber in logs.
     label: String,
 }
@@ -273,8 +297,23 @@ impl DownlinkEstimator {
             last_change: None,
             last_decrease: None,
             target: INITIAL_ESTIMATE,
+            rtt: None,
             published,
         }
+    }
+
+    /// Folds the round trip of a batch's newest arrived packet into the smoothed RTT.
+    fn sample_rtt(&mut self, now: Instant, reports: &[PacketReport]) {
+        let Some(newest) = reports
+            .iter()
+            .filter(|r| r.arrived)
+            .map(|r| r.departure)
+            .max()
+        else {
+            return;
+        };
+        let sample = now.saturating_duration_since(newest);
+        self.rtt = Some(self.rtt.map_or(sample, |rtt| (rtt * 7 + sample) / 8));
     }
 
     /// Folds one batch's signals into the target.
@@ -339,6 +378,7 @@ impl BandwidthEstimator for DownlinkEstimator {
         if reports.is_empty() {
             return;
         }
+        self.sample_rtt(now, reports);
         let mut usage = self.detector.usage();
         for report in reports {
             if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
@@ -394,7 +434,7 @@ impl BandwidthEstimator for DownlinkEstimator {
             );
         }
         self.published
-            .set(self.target, self.ceiling.is_some(), signals.clean);
+            .set(self.target, self.ceiling.is_some(), signals.clean, self.rtt);
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -605,6 +645,19 @@ mod tests {
         let estimate = DownlinkEstimate::default();
         let estimator = DownlinkEstimator::new(estimate.clone(), "test".into());
         (estimate, estimator)
+    }
+
+    #[test]
+    fn the_round_trip_is_read_from_the_feedback() {
+        let (estimate, mut e) = estimator();
+        assert_eq!(estimate.rtt(), None);
+        // each batch reports its newest packet 250 ms after it left
+        Path::new().run(&mut e, 2, 800, None, None);
+        let rtt = estimate.rtt().expect("published");
+        assert!(
+            rtt.abs_diff(Duration::from_millis(250)) < Duration::from_millis(5),
+            "{rtt:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict, is_keyframe_request, nack
 use rtc::rtcp::Packet as RtcpPacket;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Delivers PLI/FIR to the core and counts NACKed packets into the node's metrics.
 pub struct NodeRtcp {
@@ -22,7 +23,7 @@ pub fn tap(metrics: Arc<Metrics>) -> RtcpTap<NodeRtcp> {
 }
 
 impl RtcpObserver for NodeRtcp {
-    fn inbound(&mut self, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+    fn inbound(&mut self, _now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
         let mut keyframe_request = false;
         for packet in packets.iter() {
             if is_keyframe_request(packet.as_ref()) {

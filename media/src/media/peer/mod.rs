@@ -11,9 +11,9 @@ mod engine;
 
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
+use crate::media::nack_filter::{self, FreshFrom};
 use crate::media::rtcp_tap;
 use crate::media::rtx::RtxUnwrap;
-use crate::media::stale_nacks::{self, FreshFrom};
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
@@ -59,8 +59,8 @@ use std::time::Instant;
 /// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
 /// participant in the soak (docs/RELIABILITY.md). A power of two.
 const NACK_HISTORY: u16 = 512;
-/// Where the stale-NACK filter sits in the interceptor chain: under the NACK responder.
-const STALE_NACKS_SLOT: usize = 3_500;
+/// Where the NACK filter sits in the interceptor chain: under the NACK responder.
+const NACK_FILTER_SLOT: usize = 3_500;
 /// Where a publisher's RTX packets are unwrapped: under the NACK generator (7_000), so that it
 /// sees a repaired packet as the original.
 const RTX_UNWRAP_SLOT: usize = 5_500;
@@ -164,8 +164,8 @@ impl WebRtcPeer {
         let fresh = FreshFrom::new(2 * settings.max_slots);
         let registry = registry
             .with(
-                InterceptorSlot::Custom(STALE_NACKS_SLOT),
-                stale_nacks::tap(fresh.clone(), metrics.clone()),
+                InterceptorSlot::Custom(NACK_FILTER_SLOT),
+                nack_filter::tap(fresh.clone(), downlink.clone(), metrics.clone()),
             )
             .with(
                 InterceptorSlot::Custom(RTX_UNWRAP_SLOT),

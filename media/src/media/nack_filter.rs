@@ -1,0 +1,338 @@
+//! Retransmission requests not worth answering, taken out of a subscriber's NACKs before the
+//! NACK responder reads them.
+//!
+//! Stale: packets an outbound stream sent before its current source began (a simulcast layer
+//! switch, a publisher's new source, a resync at a keyframe) ask for pictures the subscriber no
+//! longer needs: its decoder starts over at the new source's keyframe. Resent, they only
+//! deepen the queue that keyframe must cross, and a subscriber squeezed down to a smaller layer
+//! for want of bandwidth stands exactly behind such a queue, with the old layer's losses in it.
+//! The peer notes where each consumer's current source began ([`FreshFrom`]) before it reads a
+//! datagram of RTCP.
+//!
+//! Repeated: a packet resent less than a round trip ago is still on its way. A browser asks
+//! again on its own timer (Chromium every 100 ms until it knows the round trip), and behind a
+//! capped link the round trip is the shaper's queue: answering every repeat sends each lost
+//! packet several times into the queue that lost it. The round trip is the subscriber's
+//! congestion feedback's (`bwe::DownlinkEstimate::rtt`); without feedback every NACK is
+//! answered.
+//!
+//! [`NackFilter`] sits in the interceptor chain under the NACK responder.
+
+use crate::media::bwe::DownlinkEstimate;
+use crate::media::forwarder::seq_before;
+use crate::metrics::Metrics;
+use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict};
+use rtc::rtcp::Packet as RtcpPacket;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How far a stream may run past the start of its source before that start is forgotten:
+/// far beyond what the NACK responder keeps, and short of where sequence numbers wrap.
+const FRESH_SPAN: u16 = 16_384;
+/// Marks an entry in use.
+const IN_USE: u64 = 1 << 63;
+/// Resent packets remembered per stream: as many as the NACK responder keeps.
+const RESENT_SPAN: usize = 512;
+/// Streams whose resent packets are remembered: a subscriber's video slots.
+const MAX_RESENT_STREAMS: usize = 16;
+/// The longest a repeat is held back, whatever the round trip.
+const MAX_REPEAT_HOLD: Duration = Duration::from_secs(1);
+
+/// Where each consumer's current source began (outbound SSRC and first sequence number),
+/// written by the peer as it sends and read by its [`NackFilter`]: lock-free, one atomic per
+/// consumer.
+#[derive(Debug, Clone)]
+pub struct FreshFrom(Arc<[AtomicU64]>);
+
+impl FreshFrom {
+    /// Room for `consumers` consumers (later indices are not tracked).
+    pub fn new(consumers: usize) -> Self {
+        Self((0..consumers).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Consumer `index`, sending on `ssrc`, carries its current source from sequence number
+    /// `first` and last sent `last` (see `OutboundStream::fresh_from`). Stores only a change.
+    pub fn note(&self, index: usize, ssrc: u32, fresh_from: Option<(u16, u16)>) {
+        let Some(entry) = self.0.get(index) else {
+            return;
+        };
+        let value = fresh_from
+            .filter(|&(first, last)| last.wrapping_sub(first).wrapping_add(1) <= FRESH_SPAN)
+            .map_or(0, |(first, _)| {
+                IN_USE | u64::from(ssrc) << 16 | u64::from(first)
+            });
+        if entry.load(Ordering::Relaxed) != value {
+            entry.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The first sequence number of `ssrc`'s current source, if known.
+    fn of(&self, ssrc: u32) -> Option<u16> {
+        self.0.iter().find_map(|entry| {
+            let value = entry.load(Ordering::Relaxed);
+            (value & IN_USE != 0 && (value >> 16) as u32 == ssrc).then_some(value as u16)
+        })
+    }
+}
+
+/// The NACK filter in a subscriber's chain.
+pub struct NackFilter {
+    fresh: FreshFrom,
+    estimate: DownlinkEstimate,
+    resent: Vec<ResentLog>,
+    /// What the logs' times count from.
+    epoch: Option<Instant>,
+    metrics: Arc<Metrics>,
+}
+
+/// When each of a stream's last [`RESENT_SPAN`] NACKed packets was last let through to the
+/// responder, in milliseconds from the filter's epoch.
+struct ResentLog {
+    ssrc: u32,
+    /// By sequence number modulo the span: the sequence number and the time (0: never).
+    at: Box<[(u16, u32); RESENT_SPAN]>,
+}
+
+/// The filter for a peer whose consumers note their sources in `fresh`, sending on a downlink
+/// whose round trip `estimate` carries.
+pub fn tap(
+    fresh: FreshFrom,
+    estimate: DownlinkEstimate,
+    metrics: Arc<Metrics>,
+) -> RtcpTap<NackFilter> {
+    RtcpTap::new(NackFilter {
+        fresh,
+        estimate,
+        resent: Vec::new(),
+        epoch: None,
+        metrics,
+    })
+}
+
+impl NackFilter {
+    /// What is left of `nack`, read at `now`, without the stale packets and those resent less
+    /// than a round trip ago; notes when the rest is resent. Allocates only when it narrows a
+    /// NACK, or the first time a stream is NACKed.
+    fn narrow(&mut self, now: Instant, nack: &TransportLayerNack) -> Narrowed {
+        let first = self.fresh.of(nack.media_ssrc);
+        let hold = self.estimate.rtt().map(|rtt| rtt.min(MAX_REPEAT_HOLD));
+        if first.is_none() && hold.is_none() {
+            return Narrowed::Untouched;
+        }
+        let epoch = *self.epoch.get_or_insert(now);
+        // saturates after 49 days: every repeat is let through then
+        let now_ms = u32::try_from(now.saturating_duration_since(epoch).as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let hold_ms = hold.map_or(0, |h| h.as_millis() as u32);
+        let log = hold.and_then(|_| log_of(&mut self.resent, nack.media_ssrc));
+        let asked = || nack.nacks.iter().flat_map(|pair| pair.into_iter());
+        let is_stale = |seq: u16| first.is_some_and(|first| seq_before(seq, first));
+        let is_repeat = |log: &ResentLog, seq: u16| {
+            let (logged, at) = log.at[usize::from(seq) % RESENT_SPAN];
+            logged == seq && at != 0 && now_ms.saturating_sub(at) < hold_ms
+        };
+        let (mut stale, mut repeated) = (0, 0);
+        for seq in asked() {
+            if is_stale(seq) {
+                stale += 1;
+            } else if log.as_deref().is_some_and(|log| is_repeat(log, seq)) {
+                repeated += 1;
+            }
+        }
+        self.metrics.nacks_stale.inc_by(stale);
+        self.metrics.nacks_repeated.inc_by(repeated);
+        let keep =
+            |seq: u16| !is_stale(seq) && !log.as_deref().is_some_and(|log| is_repeat(log, seq));
+        let kept: Option<Vec<u16>> =
+            (stale + repeated > 0).then(|| asked().filter(|&s| keep(s)).collect());
+        if let Some(log) = log {
+            for seq in asked().filter(|&s| !is_stale(s)) {
+                let entry = &mut log.at[usize::from(seq) % RESENT_SPAN];
+                if entry.0 != seq || entry.1 == 0 || now_ms.saturating_sub(entry.1) >= hold_ms {
+                    *entry = (seq, now_ms);
+                }
+            }
+        }
+        match kept {
+            None => Narrowed::Untouched,
+            Some(kept) if kept.is_empty() => Narrowed::Nothing,
+            Some(kept) => Narrowed::Rest(TransportLayerNack {
+                sender_ssrc: nack.sender_ssrc,
+                media_ssrc: nack.media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(&kept),
+            }),
+        }
+    }
+}
+
+/// The resend log of `ssrc` among `resent`, made the first time it is NACKed (`None` past the
+/// streams tracked).
+fn log_of(resent: &mut Vec<ResentLog>, ssrc: u32) -> Option<&mut ResentLog> {
+    let index = match resent.iter().position(|l| l.ssrc == ssrc) {
+        Some(index) => index,
+        None if resent.len() < MAX_RESENT_STREAMS => {
+            resent.push(ResentLog {
+                ssrc,
+                at: Box::new([(0, 0); RESENT_SPAN]),
+            });
+            resent.len() - 1
+        }
+        None => return None,
+    };
+    resent.get_mut(index)
+}
+
+/// What is left of a NACK once the packets not worth answering are taken out.
+enum Narrowed {
+    /// All of it is worth answering.
+    Untouched,
+    /// These packets are.
+    Rest(TransportLayerNack),
+    /// None is.
+    Nothing,
+}
+
+impl RtcpObserver for NackFilter {
+    fn inbound(&mut self, now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
+        let mut narrowed = false;
+        let mut index = 0;
+        while index < packets.len() {
+            let change = packets[index]
+                .as_any()
+                .downcast_ref::<TransportLayerNack>()
+                .map_or(Narrowed::Untouched, |nack| self.narrow(now, nack));
+            match change {
+                Narrowed::Untouched => index += 1,
+                Narrowed::Rest(rest) => {
+                    packets[index] = Box::new(rest);
+                    narrowed = true;
+                    index += 1;
+                }
+                Narrowed::Nothing => {
+                    packets.remove(index);
+                    narrowed = true;
+                }
+            }
+        }
+        if narrowed && packets.is_empty() {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nack(media_ssrc: u32, seqs: &[u16]) -> Box<dyn RtcpPacket> {
+        Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        })
+    }
+
+    fn asked(packets: &[Box<dyn RtcpPacket>]) -> Vec<(u32, Vec<u16>)> {
+        packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+            .map(|n| {
+                let seqs = n.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                (n.media_ssrc, seqs)
+            })
+            .collect()
+    }
+
+    fn filter(fresh: &FreshFrom) -> NackFilter {
+        filter_with(fresh, DownlinkEstimate::default())
+    }
+
+    fn filter_with(fresh: &FreshFrom, estimate: DownlinkEstimate) -> NackFilter {
+        NackFilter {
+            fresh: fresh.clone(),
+            estimate,
+            resent: Vec::new(),
+            epoch: None,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    #[test]
+    fn packets_from_before_the_source_began_are_not_resent() {
+        let fresh = FreshFrom::new(2);
+        // consumer 1 (SSRC 7) switched layers at 100 and has sent up to 105
+        fresh.note(1, 7, Some((100, 105)));
+        let mut f = filter(&fresh);
+        let mut packets = vec![nack(7, &[97, 98, 101]), nack(9, &[97])];
+        assert_eq!(f.inbound(Instant::now(), &mut packets), Verdict::Pass);
+        assert_eq!(asked(&packets), vec![(7, vec![101]), (9, vec![97])]);
+        assert_eq!(f.metrics.nacks_stale.get(), 2);
+        // a NACK for the old layer alone goes no further
+        let mut packets = vec![nack(7, &[98, 99])];
+        assert_eq!(f.inbound(Instant::now(), &mut packets), Verdict::Drop);
+        assert!(packets.is_empty());
+    }
+
+    #[test]
+    fn a_source_start_is_forgotten_before_sequence_numbers_wrap() {
+        let fresh = FreshFrom::new(1);
+        fresh.note(0, 7, Some((65_530, 65_530)));
+        let mut f = filter(&fresh);
+        // across the wrap: 65,529 is before the start, 3 after it
+        let mut packets = vec![nack(7, &[65_529, 3])];
+        f.inbound(Instant::now(), &mut packets);
+        assert_eq!(asked(&packets), vec![(7, vec![3])]);
+        // the stream ran on far past its start: every NACK is answered again
+        fresh.note(0, 7, Some((65_530, 65_530u16.wrapping_add(FRESH_SPAN))));
+        let mut packets = vec![nack(7, &[65_529])];
+        assert_eq!(f.inbound(Instant::now(), &mut packets), Verdict::Pass);
+        assert_eq!(asked(&packets), vec![(7, vec![65_529])]);
+        // a stream that sent nothing filters nothing
+        fresh.note(0, 7, None);
+        assert_eq!(fresh.of(7), None);
+    }
+
+    #[test]
+    fn a_packet_resent_less_than_a_round_trip_ago_is_not_resent_again() {
+        let estimate = DownlinkEstimate::default();
+        estimate.set(1e6, false, true, Some(Duration::from_millis(300)));
+        let fresh = FreshFrom::new(1);
+        let mut f = filter_with(&fresh, estimate.clone());
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+
+        let mut packets = vec![nack(7, &[10, 11])];
+        assert_eq!(f.inbound(at(0), &mut packets), Verdict::Pass);
+        assert_eq!(
+            asked(&packets),
+            vec![(7, vec![10, 11])],
+            "the first ask is answered"
+        );
+        // the browser asks again 100 ms later, and for a new loss: only the new one goes on
+        let mut packets = vec![nack(7, &[10, 11, 12])];
+        f.inbound(at(100), &mut packets);
+        assert_eq!(asked(&packets), vec![(7, vec![12])]);
+        let mut packets = vec![nack(7, &[10, 11])];
+        assert_eq!(f.inbound(at(200), &mut packets), Verdict::Drop);
+        assert_eq!(f.metrics.nacks_repeated.get(), 4);
+        // a round trip after the resend, the repair is lost too: it is resent again
+        let mut packets = vec![nack(7, &[10, 11, 12])];
+        f.inbound(at(320), &mut packets);
+        assert_eq!(asked(&packets), vec![(7, vec![10, 11])]);
+
+        // without a round trip (no congestion feedback) every ask is answered
+        let mut f = filter(&fresh);
+        for ms in [0, 50] {
+            let mut packets = vec![nack(7, &[10])];
+            f.inbound(at(ms), &mut packets);
+            assert_eq!(asked(&packets), vec![(7, vec![10])]);
+        }
+    }
+}
