@@ -209,7 +209,8 @@ pub struct Metrics {
     dropped: Vec<Counter>,
     /// Clients refused or cut off, by [`Refused`] reason.
     refused: Family<ReasonLabel, Counter>,
-    /// Lost packets subscribers asked for (NACK entries received).
+    /// Lost packets subscribers asked for (NACK entries), past the NACK filter: the ones the
+    /// responder is asked to resend.
     pub nacks_received: Counter,
     /// NACKed packets not resent: sent before their stream's current source began.
     pub nacks_stale: Counter,
@@ -334,7 +335,7 @@ impl Metrics {
             nacks_received: register(
                 &mut r,
                 "nacks_received",
-                "Lost packets subscribers asked to retransmit",
+                "Lost packets subscribers asked to retransmit, past the NACK filter (not stale, not repeated within a round trip)",
                 Counter::default(),
             ),
             nacks_stale: register(
