@@ -324,12 +324,18 @@ fn each_subscriber_gets_the_layer_its_tile_needs_and_switches_seamlessly() {
     assert_seamless(&on_slot(&sim, bob, bob_slot), 0);
 }
 
-#[test]
-fn nacks_for_packets_from_before_a_layer_switch_go_unanswered() {
-    let mut sim = Sim::new(13, 1);
+/// A node (seeded `seed`) with Ann publishing simulcast and Bob watching her, connected.
+fn ann_and_bob(seed: u64) -> (Sim, usize, usize) {
+    let mut sim = Sim::new(seed, 1);
     let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
     let bob = sim.join(0, "m", "bob", None).unwrap();
     sim.connect_all(Duration::from_secs(5)).unwrap();
+    (sim, ann, bob)
+}
+
+#[test]
+fn nacks_for_packets_from_before_a_layer_switch_go_unanswered() {
+    let (mut sim, ann, bob) = ann_and_bob(13);
     let mut video = Simulcast::new(&sim, ann, 300);
     video.send_frames(&mut sim, 30);
     let slot = sim.consumer_of(bob, ann, MediaKind::Video).unwrap();
@@ -383,10 +389,7 @@ fn nacks_for_packets_from_before_a_layer_switch_go_unanswered() {
 
 #[test]
 fn a_layers_retransmission_on_its_repair_stream_reaches_subscribers_as_the_original() {
-    let mut sim = Sim::new(14, 1);
-    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
-    let bob = sim.join(0, "m", "bob", None).unwrap();
-    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let (mut sim, ann, bob) = ann_and_bob(14);
     let answer = &sim.clients[ann].answer;
     let publish = answer.publish_section(MediaKind::Video).unwrap();
     assert!(

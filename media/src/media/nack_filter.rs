@@ -128,36 +128,34 @@ impl NackFilter {
         let now_ms = u32::try_from(now.saturating_duration_since(epoch).as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
-        let hold_ms = hold.map_or(0, |h| h.as_millis() as u32);
-        let log = hold.and_then(|_| log_of(&mut self.resent, nack.media_ssrc));
+        let mut log = hold.and_then(|hold| {
+            let hold_ms = u32::try_from(hold.as_millis()).unwrap_or(u32::MAX);
+            log_of(&mut self.resent, nack.media_ssrc).map(|log| (log, hold_ms))
+        });
         let asked = || nack.nacks.iter().flat_map(|pair| pair.into_iter());
-        let is_stale = |seq: u16| first.is_some_and(|first| seq_before(seq, first));
-        let is_repeat = |log: &ResentLog, seq: u16| {
-            let (logged, at) = log.at[usize::from(seq) % RESENT_SPAN];
-            logged == seq && at != 0 && now_ms.saturating_sub(at) < hold_ms
-        };
         let (mut stale, mut repeated) = (0, 0);
-        for seq in asked() {
-            if is_stale(seq) {
+        // made at the first packet left out: every one before it was kept
+        let mut kept: Option<Vec<u16>> = None;
+        for (index, seq) in asked().enumerate() {
+            let keep = if first.is_some_and(|first| seq_before(seq, first)) {
                 stale += 1;
-            } else if log.as_deref().is_some_and(|log| is_repeat(log, seq)) {
+                false
+            } else if let Some((log, hold_ms)) = log.as_mut()
+                && !log.let_through(seq, now_ms, *hold_ms)
+            {
                 repeated += 1;
+                false
+            } else {
+                true
+            };
+            match (&mut kept, keep) {
+                (Some(kept), true) => kept.push(seq),
+                (None, false) => kept = Some(asked().take(index).collect()),
+                _ => {}
             }
         }
         self.metrics.nacks_stale.inc_by(stale);
         self.metrics.nacks_repeated.inc_by(repeated);
-        let keep =
-            |seq: u16| !is_stale(seq) && !log.as_deref().is_some_and(|log| is_repeat(log, seq));
-        let kept: Option<Vec<u16>> =
-            (stale + repeated > 0).then(|| asked().filter(|&s| keep(s)).collect());
-        if let Some(log) = log {
-            for seq in asked().filter(|&s| !is_stale(s)) {
-                let entry = &mut log.at[usize::from(seq) % RESENT_SPAN];
-                if entry.0 != seq || entry.1 == 0 || now_ms.saturating_sub(entry.1) >= hold_ms {
-                    *entry = (seq, now_ms);
-                }
-            }
-        }
         match kept {
             None => Narrowed::Untouched,
             Some(kept) if kept.is_empty() => Narrowed::Nothing,
@@ -167,6 +165,19 @@ impl NackFilter {
                 nacks: nack_pairs_from_sequence_numbers(&kept),
             }),
         }
+    }
+}
+
+impl ResentLog {
+    /// Whether `seq`, asked for at `now_ms`, goes on to the responder: not if it was let
+    /// through less than `hold_ms` before. Notes the time when it goes on.
+    fn let_through(&mut self, seq: u16, now_ms: u32, hold_ms: u32) -> bool {
+        let entry = &mut self.at[usize::from(seq) % RESENT_SPAN];
+        let repeat = entry.0 == seq && entry.1 != 0 && now_ms.saturating_sub(entry.1) < hold_ms;
+        if !repeat {
+            *entry = (seq, now_ms);
+        }
+        !repeat
     }
 }
 

@@ -85,10 +85,7 @@ impl ArrivalLog {
                 self.highest = Some(seq);
             }
             Some(_) => {}
-            None => {
-                self.bits = [0; LOG_SPAN as usize / 64];
-                self.highest = Some(seq);
-            }
+            None => self.highest = Some(seq),
         }
         self.set(seq, true);
     }

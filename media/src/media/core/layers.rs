@@ -2,10 +2,11 @@
 //! the height its subscriber shows that video at and the layers that are live. Chosen again
 //! when a subscriber reports its tiles, when slots change, at every room tick (a layer the
 //! publisher paused or took up again), and at once when its downlink estimate falls; the
-//! packet path then switches at the new layer's keyframe (see `packets`). A subscriber with a downlink estimate gets what fits it, the
-//! active speaker first (see `allocation`). Layers nobody receives are paused at the
-//! publisher (it is told with `layers`; a relayed publisher's node, through this node's
-//! subscription), and asked for again when a consumer's choice falls on one.
+//! packet path then switches at the new layer's keyframe (see `packets`). A subscriber with a
+//! downlink estimate gets what fits it, the active speaker first (see `allocation`). Layers
+//! nobody receives are paused at the publisher (it is told with `layers`; a relayed
+//! publisher's node, through this node's subscription), and asked for again when a consumer's
+//! choice falls on one.
 
 use super::MediaCore;
 use crate::media::allocation::{AUDIO_SHARE, PAUSED, Tile, allocate};
