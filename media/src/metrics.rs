@@ -220,6 +220,14 @@ pub struct Metrics {
     pub rtx_unwrapped: Counter,
     /// Publishers' RTX packets repairing what had arrived already (a browser's probes).
     pub rtx_redundant: Counter,
+    /// Publishers' audio packets lost on their way in and made good from the redundancy of
+    /// the RED packets after them.
+    pub red_recovered: Counter,
+    /// RED packets from publishers that could not be read (dropped).
+    pub red_unreadable: Counter,
+    /// Audio packets sent to subscribers as RED, with the packets before them, while their
+    /// path loses packets.
+    pub red_sent: Counter,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: Counter,
     /// Keyframe requests sent to publishers after coalescing (PLIs; requests to a camera task or over a link).
@@ -360,6 +368,24 @@ impl Metrics {
                 &mut r,
                 "rtx_redundant",
                 "Publishers' RTX packets repairing what had arrived already (a browser's probes), not forwarded",
+                Counter::default(),
+            ),
+            red_recovered: register(
+                &mut r,
+                "red_recovered",
+                "Publishers' audio packets lost on the way in and made good from later RED packets",
+                Counter::default(),
+            ),
+            red_unreadable: register(
+                &mut r,
+                "red_unreadable",
+                "RED packets from publishers that could not be read, dropped",
+                Counter::default(),
+            ),
+            red_sent: register(
+                &mut r,
+                "red_sent",
+                "Audio packets sent to subscribers as RED (with the packets before them) while their path loses packets",
                 Counter::default(),
             ),
             keyframe_requests_received: register(

@@ -1,16 +1,21 @@
 //! One participant in-process: the lean client's pieces (a hand-written offer, STUN checks, a
 //! DTLS client, SRTP contexts) with no socket. It takes datagrams and time, and hands back the
-//! datagrams it sends; what it receives is decrypted and recorded.
+//! datagrams it sends; what it receives is decrypted and recorded (RED audio as the Opus packets
+//! it carries, as a browser plays it). Like a browser, it reports what it received every second
+//! (RTCP receiver reports) and NACKs what it misses.
 
 use anyhow::{Context, anyhow};
 use bytes::BytesMut;
 use kaskade_loadtest::lean::dtls::{self, DtlsClient, SrtpContexts};
 use kaskade_loadtest::lean::ice::{Credentials, IceChecks};
 use kaskade_loadtest::lean::sdp::{self, Answer, OfferParams};
+use kaskade_media::media::red::RedUnwrap;
 use kaskade_protocol::signaling::{MediaKind, ParticipantId, Welcome};
 use rtc::crypto::RTCCryptoProvider;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
@@ -27,6 +32,8 @@ const CONSENT_INTERVAL: Duration = Duration::from_secs(2);
 const NACK_INTERVAL: Duration = Duration::from_millis(120);
 /// NACKs sent for one packet at most.
 const MAX_NACKS: u8 = 8;
+/// Receiver reports are sent this often.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An RTP packet a client received, decrypted.
 #[derive(Debug, Clone)]
@@ -39,8 +46,64 @@ pub struct Received {
     pub seq: u16,
     /// Its timestamp as the node wrote it.
     pub timestamp: u32,
+    /// Its payload type (Opus's for what came as RED).
+    pub payload_type: u8,
     /// Its payload.
     pub payload: bytes::Bytes,
+}
+
+/// What arrived on one consumer SSRC, for receiver reports (RFC 3550 appendix A.3).
+#[derive(Debug, Default)]
+struct Reception {
+    /// The highest sequence number, extended with its wrap count.
+    highest: Option<u32>,
+    first: u32,
+    received: u32,
+    expected_prior: u32,
+    received_prior: u32,
+}
+
+impl Reception {
+    fn note(&mut self, seq: u16) {
+        self.received += 1;
+        let extended = match self.highest {
+            None => {
+                self.first = u32::from(seq);
+                u32::from(seq)
+            }
+            Some(highest) => {
+                let delta = seq.wrapping_sub(highest as u16);
+                if delta < 0x8000 {
+                    highest + u32::from(delta)
+                } else {
+                    highest
+                }
+            }
+        };
+        self.highest = Some(extended);
+    }
+
+    /// This interval's report block: the share lost since the last one.
+    fn report(&mut self, ssrc: u32) -> ReceptionReport {
+        let highest = self.highest.unwrap_or(self.first);
+        let expected = highest - self.first + 1;
+        let (expected_interval, received_interval) = (
+            expected - self.expected_prior,
+            self.received - self.received_prior,
+        );
+        (self.expected_prior, self.received_prior) = (expected, self.received);
+        let lost = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = (lost * 256)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
+        ReceptionReport {
+            ssrc,
+            fraction_lost,
+            total_lost: expected.saturating_sub(self.received),
+            last_sequence_number: highest,
+            ..Default::default()
+        }
+    }
 }
 
 /// A participant whose datagrams the simulation carries.
@@ -73,6 +136,15 @@ pub struct Client {
     pub rtx_received: usize,
     /// Sequence numbers it NACKed (a gap in what it received), in total.
     pub nacks_sent: usize,
+    /// Audio packets that came as RED (RFC 2198).
+    pub red_received: usize,
+    /// Audio packets lost on the way and made good from the RED packets after them.
+    pub red_recovered: usize,
+    /// What arrived on each consumer SSRC since the last receiver report.
+    reception: HashMap<u32, Reception>,
+    last_report: Option<Instant>,
+    /// One RED unwrapper per audio slot that got RED.
+    red: HashMap<u32, RedUnwrap>,
     /// The highest sequence number received on each consumer SSRC.
     highest: HashMap<u32, u16>,
     /// Sequence numbers missing on each consumer SSRC: when last NACKed, and how often.
@@ -106,6 +178,7 @@ impl Client {
             cname: format!("simcname{seed}"),
             recv_slots: welcome.recv_slots,
             rtx: true,
+            red: true,
         };
         let answer_sdp = negotiate(sdp::offer(&offer))?;
         let answer = Answer::parse(&answer_sdp).map_err(|e| anyhow!("answer: {e}"))?;
@@ -131,6 +204,11 @@ impl Client {
             nacks: 0,
             rtx_received: 0,
             nacks_sent: 0,
+            red_received: 0,
+            red_recovered: 0,
+            reception: HashMap::new(),
+            last_report: None,
+            red: HashMap::new(),
             highest: HashMap::new(),
             missing: HashMap::new(),
         })
@@ -180,6 +258,14 @@ impl Client {
         }
         self.drain_dtls(&mut out);
         self.renack(now, &mut out);
+        if self.connected()
+            && self
+                .last_report
+                .is_none_or(|t| now.saturating_duration_since(t) >= REPORT_INTERVAL)
+        {
+            self.last_report = Some(now);
+            out.extend(self.seal_receiver_report());
+        }
         out
     }
 
@@ -198,7 +284,8 @@ impl Client {
             .values()
             .map(|(at, _)| *at + NACK_INTERVAL)
             .min();
-        [check, dtls, renack].into_iter().flatten().min()
+        let report = self.last_report.map(|t| t + REPORT_INTERVAL);
+        [check, dtls, renack, report].into_iter().flatten().min()
     }
 
     /// Takes one datagram from the node at `now`; returns its answers.
@@ -275,6 +362,30 @@ impl Client {
         let mut packet = rtp::Packet::unmarshal(&mut &plain[..]).ok()?;
         self.unwrap_repair(&mut packet)?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
+        self.reception.entry(ssrc).or_default().note(seq);
+        if let Some((red, opus)) = self.red_payload_types()
+            && packet.header.payload_type == red
+        {
+            self.red_received += 1;
+            let unwrap = self
+                .red
+                .entry(ssrc)
+                .or_insert_with(|| RedUnwrap::new(red, opus));
+            let mut carried = Vec::new();
+            let unwrapped = unwrap.unwrap(packet, |p| carried.push(p)).ok()?;
+            self.red_recovered += unwrapped.recovered;
+            for packet in carried {
+                self.record(now, packet);
+            }
+            return None;
+        }
+        self.record(now, packet)
+            .and_then(|missing| self.seal_nack(ssrc, &missing))
+    }
+
+    /// Records a received packet; the sequence numbers it shows missing.
+    fn record(&mut self, now: Instant, packet: rtp::Packet) -> Option<Vec<u16>> {
+        let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         self.missing.remove(&(ssrc, seq));
         let missing: Vec<u16> = match self.highest.get(&ssrc) {
             Some(&highest) if seq.wrapping_sub(highest) < 0x8000 => {
@@ -296,12 +407,50 @@ impl Client {
             ssrc,
             seq,
             timestamp: packet.header.timestamp,
+            payload_type: packet.header.payload_type,
             payload: packet.payload,
         });
         for &lost in &missing {
             self.missing.insert((ssrc, lost), (now, 1));
         }
-        self.seal_nack(ssrc, &missing)
+        Some(missing)
+    }
+
+    /// The payload types the node accepted for RED and for the Opus in it, if it did.
+    fn red_payload_types(&self) -> Option<(u8, u8)> {
+        self.offer.red.then_some(())?;
+        let audio = &self
+            .answer
+            .sections
+            .iter()
+            .find(|s| s.kind == Some(MediaKind::Audio))?
+            .payload_types;
+        let red = audio
+            .iter()
+            .copied()
+            .find(|&pt| pt == sdp::RED_PAYLOAD_TYPE)?;
+        let opus = audio.iter().copied().find(|&pt| pt != red)?;
+        Some((red, opus))
+    }
+
+    /// A receiver report on every consumer SSRC it received from, sealed.
+    fn seal_receiver_report(&mut self) -> Option<BytesMut> {
+        let reports: Vec<ReceptionReport> = self
+            .reception
+            .iter_mut()
+            .map(|(&ssrc, reception)| reception.report(ssrc))
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let report = ReceiverReport {
+            ssrc: 1,
+            reports,
+            ..Default::default()
+        };
+        let plain = report.marshal().ok()?;
+        let sealed = self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok()?;
+        Some(BytesMut::from(&sealed[..]))
     }
 
     /// Turns a retransmission on a slot's repair stream into the packet it repairs (RFC 4588:

@@ -266,6 +266,7 @@ pub fn join_client(core: &mut MediaCore, now: Instant, n: u8) -> Option<Client> 
         cname: format!("fuzzcname{n}"),
         recv_slots: welcome.recv_slots,
         rtx: true,
+        red: true,
     };
     let answer_sdp = core.offer(now, admitted.id, sdp::offer(&offer)).ok()?;
     let answer = Answer::parse(&answer_sdp).ok()?;

@@ -86,6 +86,7 @@ impl LeanParticipant {
             recv_slots: welcome.recv_slots,
             // the load generator only counts what arrives; retransmissions come as originals
             rtx: false,
+            red: false,
         };
         let answer = offer_answer(
             &cfg,

@@ -21,6 +21,8 @@ pub const RID_EXT_ID: u8 = 5;
 pub const REPAIRED_RID_EXT_ID: u8 = 6;
 /// The payload type offered for H.264's retransmissions (RFC 4588), with RTX.
 pub const RTX_PAYLOAD_TYPE: u8 = 103;
+/// The payload type offered for redundant audio (RFC 2198), with RED.
+pub const RED_PAYLOAD_TYPE: u8 = 63;
 
 /// What the offer says about this client.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct OfferParams {
     pub recv_slots: usize,
     /// Offer retransmissions on repair streams (RFC 4588) for video, as browsers do.
     pub rtx: bool,
+    /// Offer redundant audio (RED, RFC 2198) after Opus, as browsers do.
+    pub red: bool,
 }
 
 /// The direction of one m-line of the offer.
@@ -86,8 +90,11 @@ pub fn offer(p: &OfferParams) -> String {
             MediaKind::Video => ("video", H264_PAYLOAD_TYPE),
         };
         let rtx = p.rtx && kind == MediaKind::Video;
+        let red = p.red && kind == MediaKind::Audio;
         let formats = if rtx {
             format!("{pt} {RTX_PAYLOAD_TYPE}")
+        } else if red {
+            format!("{pt} {RED_PAYLOAD_TYPE}")
         } else {
             pt.to_string()
         };
@@ -107,6 +114,13 @@ pub fn offer(p: &OfferParams) -> String {
                      a=fmtp:{pt} minptime=10;useinbandfec=1\r\n",
                     direction.attribute(),
                 );
+                if red {
+                    let _ = write!(
+                        sdp,
+                        "a=rtpmap:{RED_PAYLOAD_TYPE} red/{OPUS_CLOCK_RATE}/2\r\n\
+                         a=fmtp:{RED_PAYLOAD_TYPE} {pt}/{pt}\r\n",
+                    );
+                }
             }
             MediaKind::Video => {
                 let _ = write!(
@@ -363,6 +377,7 @@ mod tests {
             cname: "lean".into(),
             recv_slots,
             rtx: false,
+            red: false,
         }
     }
 
@@ -464,6 +479,17 @@ mod tests {
         let slots: Vec<_> = answer.slots().map(|(ssrc, _, _)| ssrc).collect();
         assert_eq!(slots, [1001, 2002]);
         assert_eq!(answer.sections[3].repairs, [(2002, 2003)]);
+    }
+
+    #[test]
+    fn with_red_audio_offers_redundancy_after_opus() {
+        let mut p = params(1);
+        p.red = true;
+        let sdp = offer(&p);
+        let count = |needle: &str| sdp.matches(needle).count();
+        assert_eq!(count("m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\n"), 2);
+        assert_eq!(count("a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n"), 2);
+        assert_eq!(count("m=video 9 UDP/TLS/RTP/SAVPF 102\r\n"), 2);
     }
 
     #[test]

@@ -99,6 +99,8 @@ const CEILING_BIT: u64 = 1 << 32;
 const CLEAN_BIT: u64 = 1 << 33;
 /// Where the round-trip time sits, in milliseconds (0: not known), 16 bits.
 const RTT_SHIFT: u32 = 40;
+/// Where the smoothed loss sits, in 255ths, 8 bits.
+const LOSS_SHIFT: u32 = 56;
 
 impl DownlinkEstimate {
     /// The estimate in bits per second; `None` until the subscriber's first feedback (a peer
@@ -131,12 +133,19 @@ impl DownlinkEstimate {
         }
     }
 
+    /// The share of packets the path lost lately, as its feedback shows it (smoothed; 0 before
+    /// any feedback).
+    pub fn loss(&self) -> f64 {
+        f64::from((self.0.load(Ordering::Relaxed) >> LOSS_SHIFT) as u8) / 255.0
+    }
+
     pub(crate) fn set(
         &self,
         bits_per_second: f64,
         ceiling: bool,
         clean: bool,
         rtt: Option<Duration>,
+        loss: f64,
     ) {
         // the estimate is clamped to MIN..=MAX, far inside u32
         let bps = bits_per_second.clamp(1.0, f64::from(u32::MAX)) as u64;
@@ -144,8 +153,11 @@ impl DownlinkEstimate {
         let rtt_ms = rtt.map_or(0, |rtt| {
             rtt.as_millis().clamp(1, u128::from(u16::MAX)) as u64
         });
-        self.0
-            .store(bps | flags | rtt_ms << RTT_SHIFT, Ordering::Relaxed);
+        let loss = (loss.clamp(0.0, 1.0) * 255.0).round() as u64;
+        self.0.store(
+            bps | flags | rtt_ms << RTT_SHIFT | loss << LOSS_SHIFT,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -433,8 +445,13 @@ impl BandwidthEstimator for DownlinkEstimator {
                 "downlink estimate"
             );
         }
-        self.published
-            .set(self.target, self.ceiling.is_some(), signals.clean, self.rtt);
+        self.published.set(
+            self.target,
+            self.ceiling.is_some(),
+            signals.clean,
+            self.rtt,
+            loss,
+        );
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -769,6 +786,8 @@ mod tests {
         Path::new().run(&mut e, 3, 800, None, Some(4));
         let lossy = estimate.get().expect("published");
         assert!(lossy < 800_000, "{lossy}");
+        let loss = estimate.loss();
+        assert!((0.15..0.35).contains(&loss), "published loss {loss}");
     }
 
     #[test]

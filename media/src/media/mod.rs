@@ -2,6 +2,7 @@
 //! per-subscriber rewriting, RTCP handling, speaker detection and room state.
 
 pub mod allocation;
+pub mod arrival;
 pub mod bwe;
 pub mod core;
 pub mod deadlines;
@@ -14,6 +15,7 @@ pub mod nack_filter;
 pub mod participant;
 pub mod peer;
 pub mod probe;
+pub mod red;
 pub mod relayed;
 pub mod room;
 pub mod rtcp_tap;

@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn a_packet_resent_less_than_a_round_trip_ago_is_not_resent_again() {
         let estimate = DownlinkEstimate::default();
-        estimate.set(1e6, false, true, Some(Duration::from_millis(300)));
+        estimate.set(1e6, false, true, Some(Duration::from_millis(300)), 0.0);
         let fresh = FreshFrom::new(1);
         let mut f = filter_with(&fresh, estimate.clone());
         let t0 = Instant::now();

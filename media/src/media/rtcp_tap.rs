@@ -1,18 +1,22 @@
-//! The node's RTCP observer: subscribers' keyframe requests reach the forwarder, NACKs are
-//! counted.
+//! The node's RTCP observer: subscribers' keyframe requests reach the forwarder, receiver
+//! reports that show loss reach the peer's RED encoders, NACKs are counted.
 //!
 //! The NACK responder answers retransmission requests from its cache inside the chain; the SFU
 //! must still see PLI/FIR about the streams it forwards, to relay them, coalesced, to the
-//! publisher, so exactly those are delivered to the application.
+//! publisher, and the loss its subscribers report, to protect their audio with redundancy, so
+//! exactly those are delivered to the application.
 
 use crate::metrics::Metrics;
 use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict, is_keyframe_request, nacked_packets};
 use rtc::rtcp::Packet as RtcpPacket;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Delivers PLI/FIR to the core and counts NACKed packets into the node's metrics.
+/// Delivers PLI/FIR and lossy receiver reports to the peer and counts NACKed packets into the node's metrics.
 pub struct NodeRtcp {
     metrics: Arc<Metrics>,
 }
@@ -24,18 +28,28 @@ pub fn tap(metrics: Arc<Metrics>) -> RtcpTap<NodeRtcp> {
 
 impl RtcpObserver for NodeRtcp {
     fn inbound(&mut self, _now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) -> Verdict {
-        let mut keyframe_request = false;
+        let mut deliver = false;
         for packet in packets.iter() {
+            let any = packet.as_any();
             if is_keyframe_request(packet.as_ref()) {
-                keyframe_request = true;
-            } else if let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() {
+                deliver = true;
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.metrics.nacks_received.inc_by(nacked_packets(nack));
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                deliver |= shows_loss(&report.reports);
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                deliver |= shows_loss(&report.reports);
             }
         }
-        if keyframe_request {
+        if deliver {
             Verdict::Deliver
         } else {
             Verdict::Pass
         }
     }
+}
+
+/// Whether a report block says something was lost since the last report.
+fn shows_loss(reports: &[ReceptionReport]) -> bool {
+    reports.iter().any(|r| r.fraction_lost > 0)
 }

@@ -17,7 +17,7 @@
 //! reaches the TWCC receiver (its arrival is feedback the browser's estimate needs) and goes no
 //! further: `rtc` drops an RTX packet with no original sequence number.
 
-use crate::media::forwarder::seq_before;
+use crate::media::arrival::ArrivalLog;
 use crate::metrics::Metrics;
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtp;
@@ -36,9 +36,6 @@ pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp
 const MAX_STREAMS: usize = 16;
 /// The longest rid tracked (RFC 8851 allows 255; browsers use one or two characters).
 const MAX_RID: usize = 16;
-/// Sequence numbers of a stream whose arrival is remembered, back from the highest: more than
-/// the NACK generator asks for. A multiple of 64.
-const LOG_SPAN: u16 = 1_024;
 
 /// A publisher's media stream that a repair flow may name.
 #[derive(Debug, Clone, Copy)]
@@ -48,62 +45,6 @@ struct Primary {
     /// Its rid, for a simulcast layer.
     rid: Option<Rid>,
     arrived: ArrivalLog,
-}
-
-/// Which of a stream's last [`LOG_SPAN`] sequence numbers arrived.
-#[derive(Debug, Clone, Copy)]
-struct ArrivalLog {
-    highest: Option<u16>,
-    bits: [u64; LOG_SPAN as usize / 64],
-}
-
-impl ArrivalLog {
-    const EMPTY: Self = Self {
-        highest: None,
-        bits: [0; LOG_SPAN as usize / 64],
-    };
-
-    fn set(&mut self, seq: u16, on: bool) {
-        let index = usize::from(seq % LOG_SPAN);
-        let (word, bit) = (index / 64, 1u64 << (index % 64));
-        if on {
-            self.bits[word] |= bit;
-        } else {
-            self.bits[word] &= !bit;
-        }
-    }
-
-    /// Notes `seq`'s arrival.
-    fn note(&mut self, seq: u16) {
-        match self.highest {
-            Some(highest) if seq_before(highest, seq) => {
-                // the sequence numbers jumped over have not arrived (yet)
-                let jump = seq.wrapping_sub(highest).min(LOG_SPAN);
-                for step in 1..jump {
-                    self.set(seq.wrapping_sub(step), false);
-                }
-                self.highest = Some(seq);
-            }
-            Some(_) => {}
-            None => self.highest = Some(seq),
-        }
-        self.set(seq, true);
-    }
-
-    /// Whether `seq` arrived already, or is too old to tell (then a repair is no use either).
-    fn has(&self, seq: u16) -> bool {
-        let Some(highest) = self.highest else {
-            return false;
-        };
-        if seq_before(highest, seq) {
-            return false;
-        }
-        if highest.wrapping_sub(seq) >= LOG_SPAN {
-            return true;
-        }
-        let index = usize::from(seq % LOG_SPAN);
-        self.bits[index / 64] & (1 << (index % 64)) != 0
-    }
 }
 
 /// A rid kept inline, so learning one allocates nothing.
@@ -445,25 +386,6 @@ mod tests {
         }
         assert_eq!(unwrapper.metrics.rtx_redundant.get(), 2);
         assert_eq!(unwrapper.metrics.rtx_unwrapped.get(), 2);
-    }
-
-    #[test]
-    fn the_arrival_log_forgets_what_it_jumped_over_and_what_is_too_old() {
-        let mut log = ArrivalLog::EMPTY;
-        assert!(!log.has(5), "nothing arrived");
-        log.note(65_530);
-        log.note(3); // across the wrap: 65_531..=2 are missing
-        assert!(log.has(65_530) && log.has(3));
-        assert!(!log.has(65_535) && !log.has(0) && !log.has(4));
-        log.note(0);
-        assert!(log.has(0));
-        // a jump of more than the span leaves none of the skipped ones marked
-        log.note(3 + LOG_SPAN + 10);
-        assert!(!log.has(3 + LOG_SPAN + 9) && !log.has(20 + LOG_SPAN));
-        assert!(
-            log.has(3),
-            "older than the span counts as arrived: its repair is no use"
-        );
     }
 
     #[test]

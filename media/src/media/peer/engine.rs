@@ -2,6 +2,7 @@
 //! tracks of its receive slots.
 
 use crate::media::forwarder::MediaKind;
+use crate::media::red::{RED_MIME, RED_PAYLOAD_TYPE};
 use crate::media::rtx::{REPAIRED_RID_URI, RID_URI};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
@@ -31,6 +32,11 @@ const SIMULCAST_EXTENSIONS: [&str; 3] = [
 
 pub(super) fn is_forwarded_codec(mime: &str) -> bool {
     mime.eq_ignore_ascii_case(MIME_TYPE_H264) || mime.eq_ignore_ascii_case(MIME_TYPE_OPUS)
+}
+
+/// Whether `mime` is RED (RFC 2198), the redundant audio a node reads and writes around Opus.
+pub(super) fn is_red(mime: &str) -> bool {
+    mime.eq_ignore_ascii_case(RED_MIME)
 }
 
 pub(super) fn kind_of(kind: RtpCodecKind) -> MediaKind {
@@ -73,14 +79,27 @@ fn h264_codec() -> RTCRtpCodec {
     }
 }
 
-/// The codecs and header extensions a kaskade node negotiates: Opus, H.264 CB mode 1 and its
-/// retransmissions, audio levels, and simulcast's.
+/// The codecs and header extensions a kaskade node negotiates: Opus and its redundancy (RED),
+/// H.264 CB mode 1 and its retransmissions, audio levels, and simulcast's.
 pub(super) fn media_engine() -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         RTCRtpCodecParameters {
             rtp_codec: opus_codec(),
             payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: RED_MIME.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type: RED_PAYLOAD_TYPE,
         },
         RtpCodecKind::Audio,
     )?;

@@ -12,13 +12,14 @@ mod engine;
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::nack_filter::{self, FreshFrom};
+use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::rtcp_tap;
 use crate::media::rtx::RtxUnwrap;
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
 use crate::metrics::Metrics;
-use engine::{is_forwarded_codec, kind_of, media_engine, slot_track};
+use engine::{is_forwarded_codec, is_red, kind_of, media_engine, slot_track};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -41,6 +42,9 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 };
@@ -106,6 +110,11 @@ pub struct WebRtcPeer {
     downlink: DownlinkEstimate,
     /// Where each consumer's current source began, for the NACK filter in its chain.
     fresh: FreshFrom,
+    /// Unwraps its audio when it publishes RED.
+    red_in: Option<RedUnwrap>,
+    /// A RED encoder for each consumer whose slot negotiated RED (same index).
+    red_out: Vec<Option<RedEncoder>>,
+    metrics: Arc<Metrics>,
 }
 
 impl WebRtcPeer {
@@ -171,7 +180,10 @@ impl WebRtcPeer {
                 InterceptorSlot::Custom(RTX_UNWRAP_SLOT),
                 RtxUnwrap::new(metrics.clone()),
             )
-            .with(InterceptorSlot::Custom(14_000), rtcp_tap::tap(metrics));
+            .with(
+                InterceptorSlot::Custom(14_000),
+                rtcp_tap::tap(metrics.clone()),
+            );
         let pc = RTCPeerConnectionBuilder::new()
             .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
@@ -190,6 +202,9 @@ impl WebRtcPeer {
             layers: Vec::new(),
             downlink,
             fresh,
+            red_in: None,
+            red_out: Vec::new(),
+            metrics,
         })
     }
 
@@ -319,16 +334,18 @@ impl WebRtcPeer {
                 };
                 let ssrc = sender.track().ssrcs().next().unwrap_or_default();
                 let kind = kind_of(sender.track().kind());
-                let Some(payload_type) = sender
-                    .get_parameters()
-                    .rtp_parameters
-                    .codecs
+                let codecs = &sender.get_parameters().rtp_parameters.codecs;
+                let Some(payload_type) = codecs
                     .iter()
                     .find(|c| is_forwarded_codec(&c.rtp_codec.mime_type))
                     .map(|c| c.payload_type)
                 else {
                     continue;
                 };
+                let red = codecs
+                    .iter()
+                    .find(|c| is_red(&c.rtp_codec.mime_type))
+                    .map(|c| RedEncoder::new(c.payload_type));
                 let (seq, ts) = (rng.random(), rng.random());
                 self.consumers.push(Consumer {
                     mid,
@@ -337,6 +354,7 @@ impl WebRtcPeer {
                     layer: 0,
                 });
                 self.senders.push(sender_id);
+                self.red_out.push(red);
             } else if direction.has_recv()
                 && let Some(receiver_id) = receiver
             {
@@ -354,6 +372,18 @@ impl WebRtcPeer {
                 }
                 match kind {
                     MediaKind::Audio => {
+                        let payload_type = |wanted: fn(&str) -> bool| {
+                            params
+                                .codecs
+                                .iter()
+                                .find(|c| wanted(&c.rtp_codec.mime_type))
+                                .map(|c| c.payload_type)
+                        };
+                        if let (Some(red), Some(opus)) =
+                            (payload_type(is_red), payload_type(is_forwarded_codec))
+                        {
+                            self.red_in = Some(RedUnwrap::new(red, opus));
+                        }
                         self.receivers.audio = Some(receiver_id);
                         self.publication.audio_level_ext = params
                             .header_extensions
@@ -367,13 +397,28 @@ impl WebRtcPeer {
         }
     }
 
-    /// Parses a decrypted message into inbound media: RTP as is, PLI and FIR as keyframe
-    /// requests per consumer SSRC, other RTCP (handled by the interceptors) dropped.
-    fn queue_inbound(&mut self, message: RTCMessage) {
+    /// Parses a decrypted message into inbound media: RTP as is (RED as the Opus packets it
+    /// carries), PLI and FIR as keyframe requests per consumer SSRC, the loss receiver reports
+    /// show to the RED encoders; other RTCP (handled by the interceptors) dropped.
+    fn queue_inbound(&mut self, now: Instant, message: RTCMessage) {
         match message {
             RTCMessage::RtpPacket(_, packet) => {
                 self.learn_layer(packet.header.ssrc);
-                self.inbound.push_back(Inbound::Rtp(packet));
+                let Some(red) = &mut self.red_in else {
+                    self.inbound.push_back(Inbound::Rtp(packet));
+                    return;
+                };
+                let inbound = &mut self.inbound;
+                match red.unwrap(packet, |p| inbound.push_back(Inbound::Rtp(p))) {
+                    Ok(unwrapped) => {
+                        self.metrics
+                            .red_recovered
+                            .inc_by(unwrapped.recovered as u64);
+                    }
+                    Err(_) => {
+                        self.metrics.red_unreadable.inc();
+                    }
+                }
             }
             RTCMessage::RtcpPacket(_, packets) => {
                 for packet in packets {
@@ -382,10 +427,28 @@ impl WebRtcPeer {
                         for ssrc in packet.destination_ssrc() {
                             self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
                         }
+                    } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                        self.observe_reports(now, &report.reports);
+                    } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                        self.observe_reports(now, &report.reports);
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Hands the loss a subscriber's receiver reports show on a RED slot to its encoder.
+    fn observe_reports(&mut self, now: Instant, reports: &[ReceptionReport]) {
+        for report in reports {
+            let slot = self
+                .consumers
+                .iter()
+                .zip(&mut self.red_out)
+                .find(|(consumer, _)| consumer.stream.ssrc() == report.ssrc);
+            if let Some((_, Some(encoder))) = slot {
+                encoder.observe_loss(now, f64::from(report.fraction_lost) / 256.0);
+            }
         }
     }
 
@@ -452,7 +515,7 @@ impl Transport for WebRtcPeer {
                 return Some(inbound);
             }
             let message = self.pc.poll_read()?;
-            self.queue_inbound(message.message);
+            self.queue_inbound(message.now, message.message);
         }
     }
 
@@ -533,6 +596,12 @@ impl Transport for WebRtcPeer {
         };
         packet.header.payload_type = consumer.payload_type;
         packet.header.ssrc = consumer.stream.ssrc();
+        if let Some(Some(red)) = self.red_out.get_mut(index) {
+            red.observe_loss(now, self.downlink.loss());
+            if red.encode(now, &mut packet) {
+                self.metrics.red_sent.inc();
+            }
+        }
         let Some(mut sender) = self.pc.rtp_sender(*sender) else {
             return Ok(());
         };
