@@ -220,6 +220,8 @@ pub struct Metrics {
     pub rtx_unwrapped: Counter,
     /// Publishers' RTX packets repairing what had arrived already (a browser's probes).
     pub rtx_redundant: Counter,
+    /// Publishers' audio packets that came as RED (RFC 2198).
+    pub red_received: Counter,
     /// Publishers' audio packets lost on their way in and made good from the redundancy of
     /// the RED packets after them.
     pub red_recovered: Counter,
@@ -368,6 +370,12 @@ impl Metrics {
                 &mut r,
                 "rtx_redundant",
                 "Publishers' RTX packets repairing what had arrived already (a browser's probes), not forwarded",
+                Counter::default(),
+            ),
+            red_received: register(
+                &mut r,
+                "red_received",
+                "Publishers' audio packets that came as RED (RFC 2198)",
                 Counter::default(),
             ),
             red_recovered: register(

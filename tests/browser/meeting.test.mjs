@@ -91,6 +91,12 @@ describe(`kaskade meeting ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEOU
           `+${b.audioBytes - a.audioBytes} audio bytes in ~2 s`);
       }
     }
+    // the audio above went out as RED (the web client prefers it, the node accepts it) and
+    // reached the others through the node's unwrapping
+    const metrics = await (await fetch(`${BASE_URL}/node/metrics`)).text();
+    const red = Number(metrics.match(/^kaskade_sfu_red_received_total (\S+)/m)?.[1]);
+    console.log(`RED_RECEIVED packets=${red}`);
+    assert.ok(red > 100, `the browsers' audio came as RED: ${red} packets`);
   }, { essential: true });
 
   step('3. Bob mutes his audio; Alice and Carol see it within 3 s', async () => {

@@ -713,7 +713,7 @@
     sess.pc = pc;
     state.pc = pc;
     if (local.audio) {
-      pc.addTransceiver(local.audio, { direction: 'sendonly', streams: [local.stream] });
+      preferRed(pc.addTransceiver(local.audio, { direction: 'sendonly', streams: [local.stream] }));
     }
     if (local.video) {
       const t = pc.addTransceiver(local.video, {
@@ -740,25 +740,41 @@
 
   /** Puts H.264 constrained baseline, packetization-mode 1 (42e01f) first, other H.264 next. */
   function preferH264(transceiver, side) {
-    if (typeof transceiver.setCodecPreferences !== 'function') return;
-    const rank = (c) => {
+    preferCodecs(transceiver, 'video', side, (c) => {
       const mime = c.mimeType.toLowerCase();
       const fmtp = (c.sdpFmtpLine || '').toLowerCase();
       if (mime !== 'video/h264') return mime === 'video/vp8' ? 3 : 4;
       const pm1 = fmtp.includes('packetization-mode=1');
       if (pm1 && fmtp.includes('profile-level-id=42e01f')) return 0;
       return pm1 ? 1 : 2;
-    };
+    });
+  }
+
+  /**
+   * Puts redundant audio (RED, RFC 2198) first and Opus next on the audio we publish, so that
+   * the browser sends RED: each packet also carries the one before it, and the node makes good
+   * what the uplink loses. Browsers without RED keep Opus.
+   */
+  function preferRed(transceiver) {
+    preferCodecs(transceiver, 'audio', 'sender', (c) => {
+      const mime = c.mimeType.toLowerCase();
+      return mime === 'audio/red' ? 0 : mime === 'audio/opus' ? 1 : 2;
+    });
+  }
+
+  /** Orders `kind`'s codecs by `rank` (lowest first) on `transceiver`. */
+  function preferCodecs(transceiver, kind, side, rank) {
+    if (typeof transceiver.setCodecPreferences !== 'function') return;
     // Browsers validate preferences against sender or receiver capabilities depending on
     // version and direction: try the natural side first, then the other.
     const sides = side === 'sender' ? [RTCRtpSender, RTCRtpReceiver] : [RTCRtpReceiver, RTCRtpSender];
     for (const api of sides) {
-      const caps = api.getCapabilities && api.getCapabilities('video');
+      const caps = api.getCapabilities && api.getCapabilities(kind);
       if (!caps) continue;
       const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b)); // stable sort
       try { transceiver.setCodecPreferences(codecs); return; } catch (err) { /* next side */ }
     }
-    console.warn('kaskade: could not set H.264 codec preference');
+    console.warn(`kaskade: could not set the ${kind} codec preference`);
   }
 
   function onPeerState(sess) {

@@ -131,9 +131,11 @@ pub fn parse(payload: &[u8]) -> Result<Blocks, RedError> {
     Ok(blocks)
 }
 
-/// What one RED packet gave.
+/// What one packet gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Unwrapped {
+    /// It came as RED.
+    pub red: bool,
     /// Lost packets made good from its redundant blocks.
     pub recovered: usize,
 }
@@ -188,7 +190,10 @@ impl RedUnwrap {
         };
         let primary_seq = header.sequence_number;
         let fresh = !arrived.has(primary_seq);
-        let mut unwrapped = Unwrapped::default();
+        let mut unwrapped = Unwrapped {
+            red: true,
+            recovered: 0,
+        };
         let redundant = blocks.redundant();
         for (back, block) in (1..=redundant.len()).rev().zip(redundant) {
             let seq = primary_seq.wrapping_sub(back as u16);

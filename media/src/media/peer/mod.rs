@@ -411,6 +411,9 @@ impl WebRtcPeer {
                 let inbound = &mut self.inbound;
                 match red.unwrap(packet, |p| inbound.push_back(Inbound::Rtp(p))) {
                     Ok(unwrapped) => {
+                        if unwrapped.red {
+                            self.metrics.red_received.inc();
+                        }
                         self.metrics
                             .red_recovered
                             .inc_by(unwrapped.recovered as u64);
