@@ -39,6 +39,7 @@ use kaskade_sfu::cascade::cipher::{Channel, LinkCipher};
 use kaskade_sfu::cascade::control::{self, LinkMessage, StreamRef};
 use kaskade_sfu::cascade::frame::{self, LinkStream, RelayedRtp};
 use kaskade_sfu::media::demux::ufrag_for;
+use kaskade_sfu::media::red::{RED_PAYLOAD_TYPE, RedEncoder};
 use kaskade_sfu::media::simulcast::LayerSet;
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -57,7 +58,7 @@ mod sfu;
 use locator::locator;
 use messages::{cascade, signaling_json, token};
 use recorder::{recorder, recorder_depacketize};
-use sfu::{node_datagrams, node_media, rtp_rtcp, sdp_offer, sip_sdp, udp_demux};
+use sfu::{node_datagrams, node_media, red_audio, rtp_rtcp, sdp_offer, sip_sdp, udp_demux};
 
 /// The key `recording_at_rest` decrypts with.
 const AT_REST_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -259,6 +260,8 @@ fn offer(recv_slots: usize, audio: bool, video: bool) -> String {
         video_rids: Vec::new(),
         cname: "fuzzcname0".into(),
         recv_slots,
+        rtx: true,
+        red: true,
     })
 }
 
@@ -462,6 +465,7 @@ fn main() {
     let mut corpus = Corpus::default();
     udp_demux(&mut corpus, &media);
     rtp_rtcp(&mut corpus, &media);
+    red_audio(&mut corpus, &media);
     node_datagrams(&mut corpus, &media);
     node_media(&mut corpus, &media);
     sdp_offer(&mut corpus);

@@ -329,3 +329,46 @@ pub(super) fn sip_sdp(c: &mut Corpus) {
         c.add("sip_sdp", name, input);
     }
 }
+
+pub(super) fn red_audio(c: &mut Corpus, m: &Media) {
+    // a publisher's RED, as a browser sends it on a lossy uplink: two earlier frames in each
+    let mut encoder = RedEncoder::new(RED_PAYLOAD_TYPE);
+    let now = Instant::now();
+    encoder.observe_loss(now, 0.1);
+    let mut publisher = Vec::new();
+    let mut slot = Vec::new();
+    record(&mut slot, 2, &[25]);
+    for (n, frame) in m.audio.iter().take(8).enumerate() {
+        let seq = 100 + n as u16;
+        let mut packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ..Default::default()
+            },
+            payload: frame.clone(),
+        };
+        let opus = [
+            &seq.to_be_bytes()[..],
+            &packet.header.timestamp.to_be_bytes(),
+            frame,
+        ]
+        .concat();
+        record(&mut slot, 1, &opus);
+        record(&mut slot, 3, &20u16.to_be_bytes());
+        let red = encoder.encode(now, &mut packet);
+        // every third packet lost on the way
+        if n % 3 != 1 {
+            let op = if red { 4 } else { 0 };
+            record(
+                &mut publisher,
+                op,
+                &[&seq.to_be_bytes()[..], &packet.payload].concat(),
+            );
+        }
+    }
+    c.add("red_audio", "lossy-uplink", publisher);
+    c.add("red_audio", "lossy-downlink", slot);
+}

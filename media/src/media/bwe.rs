@@ -88,6 +88,19 @@ const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
 /// padding packets is measured at what it really costs the path.
 const WIRE_OVERHEAD: usize = 16 + 8 + 20;
 
+/// What the latest feedback showed of a subscriber's path, published beside its estimate.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PathState {
+    /// Delivering cleanly: no queue to speak of, next to no loss.
+    pub clean: bool,
+    /// Congested: a growing queue, a standing one, or heavy loss.
+    pub congested: bool,
+    /// The round trip of its feedback.
+    pub rtt: Option<Duration>,
+    /// The share of packets lost, smoothed.
+    pub loss: f64,
+}
+
 /// A subscriber's current downlink estimate, shared between its estimator (inside the peer
 /// connection's interceptor chain) and the core.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +110,8 @@ pub struct DownlinkEstimate(Arc<AtomicU64>);
 const CEILING_BIT: u64 = 1 << 32;
 /// The clean-delivery flag.
 const CLEAN_BIT: u64 = 1 << 33;
+/// The congestion flag.
+const CONGESTED_BIT: u64 = 1 << 34;
 /// Where the round-trip time sits, in milliseconds (0: not known), 16 bits.
 const RTT_SHIFT: u32 = 40;
 /// Where the smoothed loss sits, in 255ths, 8 bits.
@@ -124,6 +139,13 @@ impl DownlinkEstimate {
         self.0.load(Ordering::Relaxed) & CLEAN_BIT != 0
     }
 
+    /// Whether the latest feedback showed congestion: a growing queue, a standing one, or heavy
+    /// loss. Loss on a congested path is the bottleneck's; loss on a path that is not is the
+    /// kind redundancy makes good.
+    pub fn is_congested(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & CONGESTED_BIT != 0
+    }
+
     /// The round-trip time to the subscriber, as its congestion feedback shows it (queueing
     /// included: what a retransmission takes to be asked for and to arrive).
     pub fn rtt(&self) -> Option<Duration> {
@@ -139,17 +161,18 @@ impl DownlinkEstimate {
         f64::from((self.0.load(Ordering::Relaxed) >> LOSS_SHIFT) as u8) / 255.0
     }
 
-    pub(crate) fn set(
-        &self,
-        bits_per_second: f64,
-        ceiling: bool,
-        clean: bool,
-        rtt: Option<Duration>,
-        loss: f64,
-    ) {
+    pub(crate) fn set(&self, bits_per_second: f64, ceiling: bool, path: PathState) {
         // the estimate is clamped to MIN..=MAX, far inside u32
         let bps = bits_per_second.clamp(1.0, f64::from(u32::MAX)) as u64;
-        let flags = if ceiling { CEILING_BIT } else { 0 } | if clean { CLEAN_BIT } else { 0 };
+        let PathState {
+            clean,
+            congested,
+            rtt,
+            loss,
+        } = path;
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        let flags =
+            flag(ceiling, CEILING_BIT) | flag(clean, CLEAN_BIT) | flag(congested, CONGESTED_BIT);
         let rtt_ms = rtt.map_or(0, |rtt| {
             rtt.as_millis().clamp(1, u128::from(u16::MAX)) as u64
         });
@@ -448,9 +471,12 @@ impl BandwidthEstimator for DownlinkEstimator {
         self.published.set(
             self.target,
             self.ceiling.is_some(),
-            signals.clean,
-            self.rtt,
-            loss,
+            PathState {
+                clean: signals.clean,
+                congested: signals.congested,
+                rtt: self.rtt,
+                loss,
+            },
         );
     }
 

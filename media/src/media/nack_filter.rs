@@ -241,6 +241,7 @@ impl RtcpObserver for NackFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::bwe::PathState;
 
     fn nack(media_ssrc: u32, seqs: &[u16]) -> Box<dyn RtcpPacket> {
         Box::new(TransportLayerNack {
@@ -313,7 +314,15 @@ mod tests {
     #[test]
     fn a_packet_resent_less_than_a_round_trip_ago_is_not_resent_again() {
         let estimate = DownlinkEstimate::default();
-        estimate.set(1e6, false, true, Some(Duration::from_millis(300)), 0.0);
+        estimate.set(
+            1e6,
+            false,
+            PathState {
+                clean: true,
+                rtt: Some(Duration::from_millis(300)),
+                ..PathState::default()
+            },
+        );
         let fresh = FreshFrom::new(1);
         let mut f = filter_with(&fresh, estimate.clone());
         let t0 = Instant::now();

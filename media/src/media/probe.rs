@@ -156,6 +156,16 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::bwe::PathState;
+
+    /// Publishes an estimate held under a ceiling, delivering cleanly or not.
+    fn under_ceiling(estimate: &DownlinkEstimate, bps: f64, clean: bool) {
+        let path = PathState {
+            clean,
+            ..PathState::default()
+        };
+        estimate.set(bps, true, path);
+    }
 
     #[test]
     fn a_subscriber_under_a_ceiling_is_probed_less_often_while_it_holds() {
@@ -168,7 +178,7 @@ mod tests {
             None,
             "no estimate"
         );
-        estimate.set(270_000.0, true, true, None, 0.0);
+        under_ceiling(&estimate, 270_000.0, true);
         // the first limited allocation only schedules a probe
         prober.on_allocation(at(0), &estimate, true, 220_000);
         assert!(!prober.is_probing());
@@ -197,7 +207,7 @@ mod tests {
         prober.on_allocation(at(7_500), &estimate, true, 220_000);
         assert!(prober.is_probing());
         // the estimate falls during a probe: it ends at once
-        estimate.set(200_000.0, true, true, None, 0.0);
+        under_ceiling(&estimate, 200_000.0, true);
         assert_eq!(
             prober.on_allocation(at(7_600), &estimate, true, 220_000),
             Some(ProbeOutcome::Held)
@@ -208,7 +218,7 @@ mod tests {
         assert!(!prober.is_probing());
         prober.on_allocation(at(11_600), &estimate, true, 150_000);
         assert!(prober.is_probing());
-        estimate.set(300_000.0, true, true, None, 0.0);
+        under_ceiling(&estimate, 300_000.0, true);
         assert_eq!(
             prober.on_allocation(at(13_100), &estimate, true, 150_000),
             Some(ProbeOutcome::Lifted)
@@ -219,18 +229,18 @@ mod tests {
         prober.on_allocation(at(13_600), &estimate, true, 150_000);
         assert!(prober.is_probing());
         // delivery no longer clean: the probe ends, found wanting
-        estimate.set(300_000.0, true, false, None, 0.0);
+        under_ceiling(&estimate, 300_000.0, false);
         assert_eq!(
             prober.on_allocation(at(13_800), &estimate, true, 150_000),
             Some(ProbeOutcome::Held)
         );
         // nor one whose path still drains a queue, or that is sent more than its estimate
-        estimate.set(270_000.0, true, false, None, 0.0);
+        under_ceiling(&estimate, 270_000.0, false);
         for ms in (16_000..30_000).step_by(250) {
             prober.on_allocation(at(ms), &estimate, true, 220_000);
             assert!(!prober.is_probing());
         }
-        estimate.set(270_000.0, true, true, None, 0.0);
+        under_ceiling(&estimate, 270_000.0, true);
         for ms in (30_000..44_000).step_by(250) {
             prober.on_allocation(at(ms), &estimate, true, 280_000);
             assert!(!prober.is_probing());
@@ -239,10 +249,10 @@ mod tests {
         prober.on_allocation(at(44_000), &estimate, true, 220_000);
         assert!(prober.is_probing());
         assert!(prober.padding_due(at(44_100), &estimate) > 0);
-        estimate.set(270_000.0, true, false, None, 0.0);
+        under_ceiling(&estimate, 270_000.0, false);
         assert_eq!(prober.padding_due(at(44_200), &estimate), 0);
         // a subscriber that gets what it wants is not probed
-        estimate.set(270_000.0, true, true, None, 0.0);
+        under_ceiling(&estimate, 270_000.0, true);
         for ms in (46_000..60_000).step_by(250) {
             prober.on_allocation(at(ms), &estimate, false, 220_000);
             assert!(!prober.is_probing());

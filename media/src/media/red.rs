@@ -14,7 +14,9 @@
 //! To a subscriber that negotiated RED: [`RedEncoder`] wraps each Opus packet of a slot with
 //! the slot's one or two previous ones, only while the subscriber's path shows loss (its
 //! congestion feedback or its receiver reports) and for a while after, so that a clean path
-//! pays nothing for it.
+//! pays nothing for it; and never while the path is congested (a queue that grows or stands,
+//! heavy loss, an estimate held under a ceiling): there the loss is the bottleneck's, and more
+//! bytes would only deepen it.
 
 use crate::media::arrival::ArrivalLog;
 use crate::media::forwarder::seq_before;
@@ -276,6 +278,11 @@ impl RedEncoder {
             repeat
         };
         self.until = Some(now + HOLD);
+    }
+
+    /// Stops repeating at once: the path is congested.
+    pub fn stand_down(&mut self) {
+        self.until = None;
     }
 
     /// How many earlier packets go with each packet at `now`.

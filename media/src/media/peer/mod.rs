@@ -441,15 +441,24 @@ impl WebRtcPeer {
         }
     }
 
+    /// Whether its downlink is congested (then its losses are the bottleneck's, and RED would
+    /// only add to them).
+    fn is_congested(&self) -> bool {
+        self.downlink.is_congested() || self.downlink.under_ceiling()
+    }
+
     /// Hands the loss a subscriber's receiver reports show on a RED slot to its encoder.
     fn observe_reports(&mut self, now: Instant, reports: &[ReceptionReport]) {
+        let congested = self.is_congested();
         for report in reports {
             let slot = self
                 .consumers
                 .iter()
                 .zip(&mut self.red_out)
                 .find(|(consumer, _)| consumer.stream.ssrc() == report.ssrc);
-            if let Some((_, Some(encoder))) = slot {
+            if let Some((_, Some(encoder))) = slot
+                && !congested
+            {
                 encoder.observe_loss(now, f64::from(report.fraction_lost) / 256.0);
             }
         }
@@ -599,8 +608,13 @@ impl Transport for WebRtcPeer {
         };
         packet.header.payload_type = consumer.payload_type;
         packet.header.ssrc = consumer.stream.ssrc();
+        let congested = self.is_congested();
         if let Some(Some(red)) = self.red_out.get_mut(index) {
-            red.observe_loss(now, self.downlink.loss());
+            if congested {
+                red.stand_down();
+            } else {
+                red.observe_loss(now, self.downlink.loss());
+            }
             if red.encode(now, &mut packet) {
                 self.metrics.red_sent.inc();
             }

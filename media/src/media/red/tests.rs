@@ -94,8 +94,12 @@ fn a_clean_path_gets_plain_opus_and_a_lossy_one_red_until_the_hold_runs_out() {
         2,
         "held at two while losses go on"
     );
+    encoder.stand_down();
+    assert_eq!(encoder.repeating(start), 0, "a congested path gets none");
+    encoder.observe_loss(start, 0.01);
     encoder.observe_loss(start, 0.0);
-    let later = start + Duration::from_secs(1) + HOLD;
+    assert_eq!(encoder.repeating(start), 1, "no loss is no news");
+    let later = start + HOLD;
     assert_eq!(encoder.repeating(later), 0, "the hold ran out");
     let mut packet = opus(3);
     assert!(!encoder.encode(later, &mut packet));
