@@ -84,6 +84,39 @@ fn three_browsers_meet_mute_speak_and_get_removed() {
 }
 
 #[test]
+fn a_720p_camera_goes_out_in_three_layers_and_each_tile_gets_the_one_that_fills_it() {
+    let _machine = one_browser_test_at_a_time();
+    let ns = Netns::new("kh").expect("network namespace (needs root)");
+    let scratch = Scratch::new("browser-hd");
+    // Chromium's fake camera gives 640x480 unless a file gives it more: two seconds of a moving
+    // test picture at 1280x720, looped
+    let camera = scratch.path("camera-720p.y4m");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=1280x720:rate=30")
+        .args([
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "yuv4mpegpipe",
+            "-y",
+            &camera,
+        ])
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success(), "ffmpeg wrote the 720p camera");
+    let node = start_all_in_one(&ns, &scratch);
+    run_script_with(
+        &ns,
+        &node,
+        "hd.test.mjs",
+        &[("KASKADE_CAMERA_Y4M", &camera)],
+    );
+}
+
+#[test]
 fn a_moderator_records_in_the_browser_and_the_recording_plays_and_seeks() {
     let _machine = one_browser_test_at_a_time();
     let ns = Netns::new("kp").expect("network namespace (needs root)");

@@ -245,7 +245,26 @@ impl VideoLayers {
         if keyframe_start {
             l.keyframes.keyframe_seen();
             if let Some((_, height)) = sps::picture_size(payload) {
-                l.height = Some(height);
+                let before = l.height.replace(height);
+                if let Some(before) = before.filter(|&b| b != height && b > 0) {
+                    self.rescale_held(usize::from(layer), before, height);
+                }
+            }
+        }
+    }
+
+    /// The publisher's picture changed size (a new camera resolution, or its encoder scaling
+    /// under load): the layers held paused send no keyframe to tell their new size, so they
+    /// are taken to have changed alike (a browser's layers are fixed fractions of the camera's
+    /// picture) until they send again. Without this a small tile would pass over a held layer
+    /// by its old, smaller height and keep the large one.
+    fn rescale_held(&mut self, changed: usize, before: u32, after: u32) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if i != changed && self.held[i] {
+                layer.height = layer.height.map(|h| {
+                    u32::try_from(u64::from(h) * u64::from(after) / u64::from(before))
+                        .unwrap_or(u32::MAX)
+                });
             }
         }
     }
@@ -468,6 +487,25 @@ pub(crate) mod tests {
         let silent = later + LAYER_TIMEOUT * 2;
         assert_eq!(v.choose(silent, Some(100)), 2);
         assert_eq!(v.choose(silent, None), 0);
+    }
+
+    #[test]
+    fn held_layers_follow_a_new_picture_size_of_the_live_one() {
+        let t0 = Instant::now();
+        let mut v = VideoLayers::default();
+        v.on_packet(t0, 0, 0xF, &SPS_240, true);
+        v.on_packet(t0, 1, 0xB, &SPS_120, true);
+        // only the top layer is received: the small one is paused
+        assert_eq!(v.hold(t0, [true, false, false]), Some(vec![true, false]));
+        // the camera goes from 320x240 to 1920x1080; the paused layer sends nothing to say so
+        v.on_packet(t0, 0, 0xF, &SPS_1080, true);
+        let heights: Vec<_> = v.ladder(t0).rungs().iter().map(|r| r.height).collect();
+        assert_eq!(heights, [Some(540), Some(1080)]);
+        // a tile 294 px tall now takes the paused layer (its old 120 px would not fill it)
+        assert_eq!(v.choose(t0, Some(294)), 1);
+        // once it sends again, its own keyframe tells its size
+        v.on_packet(t0, 1, 0xB, &SPS_240, true);
+        assert_eq!(v.ladder(t0).rungs()[0].height, Some(240));
     }
 
     #[test]
