@@ -212,6 +212,8 @@ pub struct VideoLayers {
     /// [`Self::hold`]): they were live, stopped because the node asked, and are still chosen
     /// when they fit, which asks for them again.
     held: [bool; MAX_LAYERS],
+    /// Nobody on this node receives any layer (see [`Self::watch`]).
+    unwatched: bool,
 }
 
 impl VideoLayers {
@@ -223,6 +225,7 @@ impl VideoLayers {
                 ..Layer::default()
             }),
             held: [false; MAX_LAYERS],
+            unwatched: false,
         }
     }
 
@@ -348,10 +351,22 @@ impl VideoLayers {
         Some((0..count).map(|i| !held[i]).collect())
     }
 
-    /// The layers not held (see [`Self::hold`]): those wanted, those paused by the publisher
-    /// itself, and those never seen (a cascade link's subscription asks for these, so that the
-    /// node learns every layer its peer's publisher has).
+    /// Notes whether anyone on this node receives a layer of this video (a relayed one: its
+    /// consumers' allocations may all be paused for want of bandwidth); whether that changed.
+    pub fn watch(&mut self, watched: bool) -> bool {
+        let changed = self.unwatched == watched;
+        self.unwatched = !watched;
+        changed
+    }
+
+    /// The layers a cascade link's subscription asks of a relayed video: none while nobody here
+    /// receives any (see [`Self::watch`]); else those not held (see [`Self::hold`]): those
+    /// wanted, those paused by the publisher itself, and those never seen (so that the node
+    /// learns every layer its peer's publisher has).
     pub fn requested(&self) -> LayerSet {
+        if self.unwatched {
+            return LayerSet::NONE;
+        }
         (0..MAX_LAYERS as u8)
             .filter(|&l| !self.held[usize::from(l)])
             .fold(LayerSet::NONE, LayerSet::with)
@@ -573,6 +588,22 @@ pub(crate) mod tests {
         let mut one = VideoLayers::default();
         one.on_packet(t0, 0, 0x5, &[0x65], true);
         assert_eq!(one.hold(t0, [false; 3]), None);
+    }
+
+    #[test]
+    fn a_relayed_video_nobody_here_receives_is_asked_for_not_at_all() {
+        let t0 = Instant::now();
+        let mut v = three_layers(t0);
+        assert_eq!(v.requested(), LayerSet::ALL, "asked for whole until told");
+        // every consumer here is paused for want of bandwidth: nothing is asked of the peer
+        assert!(v.watch(false));
+        v.hold(t0, [false; 3]);
+        assert_eq!(v.requested(), LayerSet::NONE);
+        assert!(!v.watch(false), "no change");
+        // a consumer is given the small layer again: it is asked for, the others held
+        assert!(v.watch(true));
+        v.hold(t0, [false, false, true]);
+        assert_eq!(v.requested(), LayerSet::NONE.with(2));
     }
 
     #[test]

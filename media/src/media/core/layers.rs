@@ -220,6 +220,13 @@ impl MediaCore {
         let (mut told, mut resubscribe) = (Vec::new(), Vec::new());
         for p in self.participants.values_mut() {
             let layers = wanted.get(&p.id).copied().unwrap_or_default();
+            // a relayed video whose every consumer here is paused is asked for not at all
+            if p.relayed_from.is_some()
+                && p.video.watch(layers.contains(&true))
+                && !resubscribe.contains(&p.room)
+            {
+                resubscribe.push(p.room);
+            }
             let Some(active) = p.video.hold(now, layers) else {
                 continue;
             };
