@@ -12,6 +12,10 @@ use kaskade_loadtest::lean::sdp::{self, Answer, OfferParams};
 use kaskade_media::media::red::RedUnwrap;
 use kaskade_protocol::signaling::{MediaKind, ParticipantId, Welcome};
 use rtc::crypto::RTCCryptoProvider;
+use rtc::interceptor::{
+    Interceptor, Packet as InterceptedPacket, RTPHeaderExtension, StreamInfo, TaggedPacket,
+    TwccReceiverBuilder, TwccReceiverInterceptor,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -20,6 +24,8 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::rtp;
+use rtc::sansio::Protocol;
+use rtc::shared::TransportContext;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,6 +56,23 @@ pub struct Received {
     pub payload_type: u8,
     /// Its payload.
     pub payload: bytes::Bytes,
+}
+
+/// The congestion feedback of a client whose answer numbers what the node sends it.
+fn congestion_feedback(answer: &Answer) -> Option<TwccReceiverInterceptor> {
+    let id = answer.sections.iter().find_map(|s| s.transport_cc_ext)?;
+    let mut feedback = TwccReceiverBuilder::new().build();
+    for (ssrc, _, _) in answer.slots() {
+        feedback.bind_remote_stream(&StreamInfo {
+            ssrc,
+            rtp_header_extensions: vec![RTPHeaderExtension {
+                uri: sdp::TRANSPORT_CC_URI.into(),
+                id: id.into(),
+            }],
+            ..Default::default()
+        });
+    }
+    Some(feedback)
 }
 
 /// What arrived on one consumer SSRC, for receiver reports (RFC 3550 appendix A.3).
@@ -106,6 +129,18 @@ impl Reception {
     }
 }
 
+/// What a client offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offering<'a> {
+    /// The SSRCs of the audio and video it publishes (none: it only receives).
+    pub publish: Option<(u32, u32)>,
+    /// The RTP stream ids of its video's simulcast layers, lowest first (none: one stream).
+    pub video_rids: &'a [&'a str],
+    /// It sends transport-wide congestion feedback (as browsers do), from which the node
+    /// estimates its downlink.
+    pub congestion_feedback: bool,
+}
+
 /// A participant whose datagrams the simulation carries.
 pub struct Client {
     /// Its participant id.
@@ -145,6 +180,8 @@ pub struct Client {
     last_report: Option<Instant>,
     /// One RED unwrapper per audio slot that got RED.
     red: HashMap<u32, RedUnwrap>,
+    /// Transport-wide congestion feedback on what it receives, where the node agreed to it.
+    feedback: Option<TwccReceiverInterceptor>,
     /// The highest sequence number received on each consumer SSRC.
     highest: HashMap<u32, u16>,
     /// Sequence numbers missing on each consumer SSRC: when last NACKed, and how often.
@@ -152,21 +189,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client at `addr`, admitted to a meeting (its `welcome`), that offers to publish
-    /// audio and video on `audio_ssrc` and `video_ssrc` (none: it only receives), its video as
-    /// simulcast layers `video_rids` when there are any; `negotiate` hands its offer to the
-    /// node and returns the answer. `seed` makes its ICE tie-breaker.
-    #[allow(clippy::too_many_arguments)]
+    /// A client at `addr`, admitted to a meeting (its `welcome`), that offers what `offering`
+    /// says; `negotiate` hands its offer to the node and returns the answer. `seed` makes its
+    /// ICE tie-breaker.
     pub fn negotiate(
         id: ParticipantId,
         welcome: &Welcome,
-        addr: SocketAddr,
-        node: SocketAddr,
-        publish: Option<(u32, u32)>,
-        video_rids: &[&str],
+        (addr, node): (SocketAddr, SocketAddr),
+        offering: &Offering,
         seed: u64,
         negotiate: impl FnOnce(String) -> anyhow::Result<String>,
     ) -> anyhow::Result<Self> {
+        let Offering {
+            publish,
+            video_rids,
+            ..
+        } = offering;
         let (_, fingerprint) = dtls::identity()?;
         let offer = OfferParams {
             ufrag: format!("sim{seed}"),
@@ -179,6 +217,7 @@ impl Client {
             recv_slots: welcome.recv_slots,
             rtx: true,
             red: true,
+            congestion_feedback: offering.congestion_feedback,
         };
         let answer_sdp = negotiate(sdp::offer(&offer))?;
         let answer = Answer::parse(&answer_sdp).map_err(|e| anyhow!("answer: {e}"))?;
@@ -186,6 +225,7 @@ impl Client {
             Credentials::of(&offer, &answer),
             0x0123_4567_89ab_cdef ^ seed,
         );
+        let feedback = congestion_feedback(&answer);
         Ok(Self {
             id,
             addr,
@@ -209,6 +249,7 @@ impl Client {
             reception: HashMap::new(),
             last_report: None,
             red: HashMap::new(),
+            feedback,
             highest: HashMap::new(),
             missing: HashMap::new(),
         })
@@ -258,6 +299,7 @@ impl Client {
         }
         self.drain_dtls(&mut out);
         self.renack(now, &mut out);
+        self.send_feedback(now, &mut out);
         if self.connected()
             && self
                 .last_report
@@ -270,7 +312,7 @@ impl Client {
     }
 
     /// When [`Self::poll`] must next run.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
         let check = self.last_check.map(|t| {
             t + if self.ice_answered {
                 CONSENT_INTERVAL
@@ -285,7 +327,11 @@ impl Client {
             .map(|(at, _)| *at + NACK_INTERVAL)
             .min();
         let report = self.last_report.map(|t| t + REPORT_INTERVAL);
-        [check, dtls, renack, report].into_iter().flatten().min()
+        let feedback = self.feedback.as_mut().and_then(|f| f.poll_timeout());
+        [check, dtls, renack, report, feedback]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Takes one datagram from the node at `now`; returns its answers.
@@ -363,6 +409,14 @@ impl Client {
         self.unwrap_repair(&mut packet)?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         self.reception.entry(ssrc).or_default().note(seq);
+        if let Some(feedback) = &mut self.feedback {
+            let _ = feedback.handle_read(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: InterceptedPacket::Rtp(packet.clone()).into(),
+            });
+            while feedback.poll_read().is_some() {}
+        }
         if let Some((red, opus)) = self.red_payload_types()
             && packet.header.payload_type == red
         {
@@ -431,6 +485,29 @@ impl Client {
             .find(|&pt| pt == sdp::RED_PAYLOAD_TYPE)?;
         let opus = audio.iter().copied().find(|&pt| pt != red)?;
         Some((red, opus))
+    }
+
+    /// The transport-wide congestion feedback due at `now`, sealed.
+    fn send_feedback(&mut self, now: Instant, out: &mut Vec<BytesMut>) {
+        let Some(feedback) = &mut self.feedback else {
+            return;
+        };
+        if feedback.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = feedback.handle_timeout(now);
+        }
+        let mut packets = Vec::new();
+        while let Some(message) = feedback.poll_write() {
+            if let InterceptedPacket::Rtcp(rtcp) = message.message.packet {
+                packets.extend(rtcp);
+            }
+        }
+        for packet in packets {
+            let sealed = packet
+                .marshal()
+                .ok()
+                .and_then(|plain| self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok());
+            out.extend(sealed.map(|s| BytesMut::from(&s[..])));
+        }
     }
 
     /// A receiver report on every consumer SSRC it received from, sealed.

@@ -13,5 +13,5 @@
 mod client;
 mod net;
 
-pub use client::{Client, Received};
+pub use client::{Client, Offering, Received};
 pub use net::{Impairment, NodeId, Sim};

@@ -1,8 +1,9 @@
 //! The simulation: node cores, clients, the datagrams in flight between them, and one clock.
 
-use crate::client::Client;
+use crate::client::{Client, Offering};
 use anyhow::{Context, anyhow};
 use bytes::BytesMut;
+use kaskade_media::cascade::control::LinkMessage;
 use kaskade_media::cascade::link::LinkParams;
 use kaskade_media::media::core::{CoreConfig, JoinRequest, MediaCore, Output};
 use kaskade_media::media::ingest::Delivery;
@@ -97,8 +98,14 @@ pub struct Sim {
     impairments: HashMap<SocketAddr, Impairment>,
     /// What the paths between nodes do.
     pub link: Impairment,
+    /// Clients that join from now on send transport-wide congestion feedback, as browsers do,
+    /// and so get a downlink estimate at their node (its allocator then weighs their tiles
+    /// against it).
+    pub congestion_feedback: bool,
     /// Frames for participants and every other output the cores produced, by node.
     pub outputs: Vec<(NodeId, Output)>,
+    /// The control messages each node sent over its links, in order.
+    pub control_sent: Vec<(NodeId, LinkMessage)>,
     /// Datagrams that reached an address of neither a node nor a client (a subscribing
     /// source's shell): where to and what.
     pub delivered: Vec<(SocketAddr, BytesMut)>,
@@ -148,6 +155,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             impairments: HashMap::new(),
             link: Impairment::default(),
+            congestion_feedback: false,
+            control_sent: Vec::new(),
             outputs: Vec::new(),
             delivered: Vec::new(),
         };
@@ -232,13 +241,16 @@ impl Sim {
         let ServerMessage::Welcome(welcome) = &admitted.welcome else {
             return Err(anyhow!("no welcome"));
         };
+        let offering = Offering {
+            publish,
+            video_rids: rids,
+            congestion_feedback: self.congestion_feedback,
+        };
         let client = Client::negotiate(
             admitted.id,
             welcome,
-            client_addr(n),
-            node_addr,
-            publish,
-            rids,
+            (client_addr(n), node_addr),
+            &offering,
             n as u64,
             |offer| {
                 core.offer(now, admitted.id, offer)
@@ -409,7 +421,7 @@ impl Sim {
                 .filter_map(|n| n.core.poll_timeout())
                 .min(),
             self.clients
-                .iter()
+                .iter_mut()
                 .zip(&self.memberships)
                 .filter(|(_, m)| m.2)
                 .filter_map(|(c, _)| c.poll_timeout())
@@ -518,6 +530,7 @@ impl Sim {
                 while let Some(output) = self.nodes[node].core.poll_output() {
                     match output {
                         Output::Link(peer, message) => {
+                            self.control_sent.push((node, message.clone()));
                             control.push_back((peer as usize - 1, node as u16 + 1, message));
                         }
                         Output::FindPeers(meeting) => self.find_peers(node, &meeting),

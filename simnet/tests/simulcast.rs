@@ -5,8 +5,12 @@
 //! carries only the layers the far node's subscribers need.
 
 use kaskade_loadtest::lean::sdp::{MID_EXT_ID, REPAIRED_RID_EXT_ID, RID_EXT_ID, RTX_PAYLOAD_TYPE};
+use kaskade_media::cascade::control::LinkMessage;
 use kaskade_media::media::core::Output;
-use kaskade_protocol::signaling::{ClientMessage, MediaKind, ServerMessage, TileView};
+use kaskade_media::media::simulcast::LayerSet;
+use kaskade_protocol::signaling::{
+    ClientMessage, MediaKind, ParticipantId, ServerMessage, TileView,
+};
 use kaskade_simnet::{Impairment, Received, Sim};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -502,15 +506,94 @@ fn a_cascade_link_carries_only_the_layers_the_far_node_needs() {
 /// Sends `frames` frames and returns how many relayed packets node 1 received over its link
 /// meanwhile.
 fn relayed_over(sim: &mut Sim, video: &mut Simulcast, frames: usize) -> u64 {
-    let received = |sim: &Sim| -> u64 {
-        sim.metrics(1)
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("kaskade_sfu_cascade_rtp_received_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    let before = received(sim);
+    let before = cascade_rtp_received(sim);
     video.send_frames(sim, frames);
-    received(sim) - before
+    cascade_rtp_received(sim) - before
+}
+
+/// Relayed packets node 1 received over its links, in all.
+fn cascade_rtp_received(sim: &Sim) -> u64 {
+    sim.metrics(1)
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("kaskade_sfu_cascade_rtp_received_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_far_subscriber_squeezed_off_a_relayed_video_leaves_it_off_the_link() {
+    let mut sim = Sim::new(18, 2);
+    let ann = sim.join_simulcast(0, "m", "ann", 0xa0, &RIDS).unwrap();
+    let cid = sim.join_simulcast(0, "m", "cid", 0xc0, &RIDS).unwrap();
+    // Bob, across the link, sends congestion feedback as browsers do: his node weighs his
+    // tiles against what it estimates his downlink carries
+    sim.congestion_feedback = true;
+    let bob = sim.join(1, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut videos = [
+        Simulcast::new(&sim, ann, 300),
+        Simulcast::new(&sim, cid, 300),
+    ];
+    let mut rounds = |sim: &mut Sim, n: usize| -> u64 {
+        let before = cascade_rtp_received(sim);
+        for _ in 0..n {
+            for video in &mut videos {
+                video.send_frame(sim);
+            }
+        }
+        cascade_rtp_received(sim) - before
+    };
+    rounds(&mut sim, 45);
+    let asked = video_asked_of_peer(&sim, 1);
+    assert_eq!(asked.len(), 2);
+    assert!(asked.iter().all(|(_, layers)| *layers != LayerSet::NONE));
+
+    // his path loses a third of everything: his estimate falls to the least, which carries
+    // one tile's smallest layer beside the audio; the other tile is paused, and his node
+    // asks Ann's and Cid's node for none of that video
+    sim.impair(
+        bob,
+        Impairment {
+            loss: 0.3,
+            ..Impairment::default()
+        },
+    );
+    rounds(&mut sim, 150);
+    let asked = video_asked_of_peer(&sim, 1);
+    let none: Vec<_> = asked.iter().filter(|(_, l)| *l == LayerSet::NONE).collect();
+    assert_eq!(none.len(), 1, "one video asked for not at all: {asked:?}");
+    assert_eq!(
+        rounds(&mut sim, 30),
+        30,
+        "one layer of one video crosses the link"
+    );
+
+    // his path heals: his estimate grows back and both videos cross again
+    sim.impair(bob, Impairment::default());
+    rounds(&mut sim, 600);
+    let asked = video_asked_of_peer(&sim, 1);
+    assert!(
+        asked.iter().all(|(_, layers)| *layers != LayerSet::NONE),
+        "{asked:?}"
+    );
+    assert!(sim.clients[bob].received.len() > 1_000);
+}
+
+/// The videos (publisher and layers) `node`'s last subscription asked of its peer.
+fn video_asked_of_peer(sim: &Sim, node: usize) -> Vec<(ParticipantId, LayerSet)> {
+    sim.control_sent
+        .iter()
+        .rev()
+        .find_map(|(from, message)| match message {
+            LinkMessage::Subscribe { streams, .. } if *from == node => Some(
+                streams
+                    .iter()
+                    .filter(|s| s.kind == MediaKind::Video)
+                    .map(|s| (s.publisher, s.layers))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

@@ -267,6 +267,7 @@ pub fn join_client(core: &mut MediaCore, now: Instant, n: u8) -> Option<Client> 
         recv_slots: welcome.recv_slots,
         rtx: true,
         red: true,
+        congestion_feedback: true,
     };
     let answer_sdp = core.offer(now, admitted.id, sdp::offer(&offer)).ok()?;
     let answer = Answer::parse(&answer_sdp).ok()?;

@@ -262,6 +262,7 @@ fn offer(recv_slots: usize, audio: bool, video: bool) -> String {
         recv_slots,
         rtx: true,
         red: true,
+        congestion_feedback: true,
     })
 }
 

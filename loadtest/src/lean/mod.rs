@@ -87,6 +87,7 @@ impl LeanParticipant {
             // the load generator only counts what arrives; retransmissions come as originals
             rtx: false,
             red: false,
+            congestion_feedback: false,
         };
         let answer = offer_answer(
             &cfg,

@@ -21,6 +21,12 @@ pub const RID_EXT_ID: u8 = 5;
 pub const REPAIRED_RID_EXT_ID: u8 = 6;
 /// The payload type offered for H.264's retransmissions (RFC 4588), with RTX.
 pub const RTX_PAYLOAD_TYPE: u8 = 103;
+/// The header extension id offered for transport-wide sequence numbers, with congestion
+/// feedback.
+pub const TRANSPORT_CC_EXT_ID: u8 = 3;
+/// The transport-wide congestion control header extension.
+pub const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 /// The payload type offered for redundant audio (RFC 2198), with RED.
 pub const RED_PAYLOAD_TYPE: u8 = 63;
 
@@ -48,6 +54,9 @@ pub struct OfferParams {
     pub rtx: bool,
     /// Offer redundant audio (RED, RFC 2198) after Opus, as browsers do.
     pub red: bool,
+    /// Offer transport-wide congestion feedback (`transport-cc`), as browsers do: the node
+    /// numbers what it sends us and estimates our downlink from our feedback.
+    pub congestion_feedback: bool,
 }
 
 /// The direction of one m-line of the offer.
@@ -105,6 +114,13 @@ pub fn offer(p: &OfferParams) -> String {
              a=fingerprint:sha-256 {}\r\na=setup:active\r\na=mid:{mid}\r\n",
             p.ufrag, p.pwd, p.fingerprint,
         );
+        if p.congestion_feedback {
+            let _ = write!(
+                sdp,
+                "a=extmap:{TRANSPORT_CC_EXT_ID} {TRANSPORT_CC_URI}\r\n\
+                 a=rtcp-fb:{pt} transport-cc\r\n",
+            );
+        }
         match kind {
             MediaKind::Audio => {
                 let _ = write!(
@@ -203,6 +219,8 @@ pub struct AnswerSection {
     pub payload_types: Vec<u8>,
     /// The id of the audio level extension, if accepted.
     pub audio_level_ext: Option<u8>,
+    /// The id of the transport-wide sequence number extension, if accepted.
+    pub transport_cc_ext: Option<u8>,
 }
 
 /// What the lean client needs from the node's answer.
@@ -342,8 +360,10 @@ impl AnswerSection {
                     .next()
                     .and_then(|f| f.split('/').next())
                     .and_then(|f| f.parse().ok());
-                if let (Some(id), Some(AUDIO_LEVEL_URI)) = (id, fields.next()) {
-                    self.audio_level_ext = Some(id);
+                match (id, fields.next()) {
+                    (Some(id), Some(AUDIO_LEVEL_URI)) => self.audio_level_ext = Some(id),
+                    (Some(id), Some(TRANSPORT_CC_URI)) => self.transport_cc_ext = Some(id),
+                    _ => {}
                 }
             }
             _ => {}
@@ -378,6 +398,7 @@ mod tests {
             recv_slots,
             rtx: false,
             red: false,
+            congestion_feedback: false,
         }
     }
 
@@ -479,6 +500,23 @@ mod tests {
         let slots: Vec<_> = answer.slots().map(|(ssrc, _, _)| ssrc).collect();
         assert_eq!(slots, [1001, 2002]);
         assert_eq!(answer.sections[3].repairs, [(2002, 2003)]);
+    }
+
+    #[test]
+    fn with_congestion_feedback_every_line_offers_transport_cc() {
+        let mut p = params(1);
+        p.congestion_feedback = true;
+        let sdp = offer(&p);
+        let count = |needle: &str| sdp.matches(needle).count();
+        assert_eq!(count(&format!("a=extmap:3 {TRANSPORT_CC_URI}\r\n")), 4);
+        assert_eq!(count("a=rtcp-fb:111 transport-cc\r\n"), 2);
+        assert_eq!(count("a=rtcp-fb:102 transport-cc\r\n"), 2);
+        let answer = ANSWER.replace(
+            "a=mid:1\r\n",
+            &format!("a=mid:1\r\na=extmap:3 {TRANSPORT_CC_URI}\r\n"),
+        );
+        let answer = Answer::parse(&answer).unwrap();
+        assert_eq!(answer.sections[1].transport_cc_ext, Some(3));
     }
 
     #[test]
