@@ -376,3 +376,66 @@ fn a_viewer_that_floods_keyframe_requests_gets_a_cameras_cache_at_most_twice_a_s
         received.len()
     );
 }
+
+#[test]
+fn a_nack_repeated_within_the_round_trip_is_held_back_and_every_loss_still_repaired() {
+    let mut sim = Sim::new(19, 1);
+    let alice = sim.join(0, "m", "alice", Some((0xa11ce, 0xa11cf))).unwrap();
+    // Bob sends congestion feedback, as browsers do: his node knows his round trip
+    sim.congestion_feedback = true;
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut video = Video::new(&sim, alice, 0xa11cf, b'A', 60);
+    for _ in 0..30 {
+        video.send_frame(&mut sim);
+    }
+    // a long path that loses 5 % both ways: Bob NACKs a gap again every 120 ms, three
+    // times a round trip of over 300 ms
+    sim.impair(
+        bob,
+        Impairment {
+            delay: Duration::from_millis(150),
+            jitter: Duration::ZERO,
+            loss: 0.05,
+        },
+    );
+    for _ in 0..300 {
+        video.send_frame(&mut sim);
+    }
+    sim.impair(bob, Impairment::default());
+    for _ in 0..30 {
+        video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(1));
+
+    let slot = sim.consumer_of(bob, alice, MediaKind::Video).unwrap();
+    let packets = by_sequence(&sim.clients[bob].received, slot);
+    let (_, first_frame, _) = frame_of(&packets[0]);
+    assert_eq!(
+        packets.len(),
+        360 - first_frame as usize,
+        "every frame from the first keyframe on arrived"
+    );
+    let repeated = sim
+        .metrics(0)
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("kaskade_sfu_nacks_repeated_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let client = &sim.clients[bob];
+    println!(
+        "REPEATS nacked={} held_back={repeated} resent={}",
+        client.nacks_sent, client.rtx_received
+    );
+    assert!(
+        repeated > 0.0,
+        "repeats within the round trip were held back"
+    );
+    assert!(
+        client.rtx_received * 2 < client.nacks_sent,
+        "far fewer resends ({}) than NACK entries ({})",
+        client.rtx_received,
+        client.nacks_sent
+    );
+}
