@@ -97,16 +97,6 @@ fn camera_frame(frame: u32) -> rtc::rtp::Packet {
     }
 }
 
-/// The camera's groups of pictures a node has replayed from its cache.
-fn gop_replays(sim: &Sim, node: usize) -> f64 {
-    sim.metrics(node)
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("kaskade_sfu_gop_replays_total "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
 /// The (publisher tag, frame) a received packet carries, and whether it is a keyframe.
 fn frame_of(packet: &Received) -> (u8, u32, bool) {
     let p = &packet.payload;
@@ -338,8 +328,8 @@ fn a_viewer_on_another_node_sees_a_camera_at_once_from_its_own_nodes_cache() {
             .all(|(i, p)| frame_of(p).1 == i as u32 && p.seq == first.seq.wrapping_add(i as u16)),
         "every frame from the keyframe on, in order, without a gap"
     );
-    let replays = gop_replays(&sim, 1);
-    assert!(replays >= 1.0, "Bob's own node replayed its cache");
+    let replays = sim.metrics(1).gop_replays.get();
+    assert!(replays >= 1, "Bob's own node replayed its cache");
 }
 
 #[test]
@@ -355,7 +345,7 @@ fn a_viewer_that_floods_keyframe_requests_gets_a_cameras_cache_at_most_twice_a_s
     let slot = sim
         .consumer_of_id(viewer, camera, MediaKind::Video)
         .expect("the viewer has a slot for the camera");
-    let before = gop_replays(&sim, 0);
+    let before = sim.metrics(0).gop_replays.get();
     // a keyframe request before every frame for one second: only the first, and one half a
     // second later, start the viewer over from the camera's cache
     for frame in 30..60 {
@@ -364,9 +354,9 @@ fn a_viewer_that_floods_keyframe_requests_gets_a_cameras_cache_at_most_twice_a_s
         sim.ingest(camera, &camera_frame(frame)).unwrap();
         sim.run_for(FRAME - Duration::from_millis(5));
     }
-    let replays = gop_replays(&sim, 0) - before;
+    let replays = sim.metrics(0).gop_replays.get() - before;
     assert!(
-        (1.0..=2.0).contains(&replays),
+        (1..=2).contains(&replays),
         "{replays} replays for 30 requests in a second"
     );
     let received = by_sequence(&sim.clients[viewer].received, slot);
@@ -416,22 +406,13 @@ fn a_nack_repeated_within_the_round_trip_is_held_back_and_every_loss_still_repai
         360 - first_frame as usize,
         "every frame from the first keyframe on arrived"
     );
-    let repeated = sim
-        .metrics(0)
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("kaskade_sfu_nacks_repeated_total "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let repeated = sim.metrics(0).nacks_repeated.get();
     let client = &sim.clients[bob];
     println!(
         "REPEATS nacked={} held_back={repeated} resent={}",
         client.nacks_sent, client.rtx_received
     );
-    assert!(
-        repeated > 0.0,
-        "repeats within the round trip were held back"
-    );
+    assert!(repeated > 0, "repeats within the round trip were held back");
     assert!(
         client.rtx_received * 2 < client.nacks_sent,
         "far fewer resends ({}) than NACK entries ({})",
