@@ -505,9 +505,15 @@ impl Client {
             let sealed = packet
                 .marshal()
                 .ok()
-                .and_then(|plain| self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok());
-            out.extend(sealed.map(|s| BytesMut::from(&s[..])));
+                .and_then(|plain| self.seal_rtcp(&plain));
+            out.extend(sealed);
         }
+    }
+
+    /// A marshalled RTCP packet, sealed (none before DTLS completed).
+    fn seal_rtcp(&mut self, plain: &[u8]) -> Option<BytesMut> {
+        let sealed = self.srtp.as_mut()?.local.encrypt_rtcp(plain).ok()?;
+        Some(BytesMut::from(&sealed[..]))
     }
 
     /// A receiver report on every consumer SSRC it received from, sealed.
@@ -525,9 +531,7 @@ impl Client {
             reports,
             ..Default::default()
         };
-        let plain = report.marshal().ok()?;
-        let sealed = self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok()?;
-        Some(BytesMut::from(&sealed[..]))
+        self.seal_rtcp(&report.marshal().ok()?)
     }
 
     /// Turns a retransmission on a slot's repair stream into the packet it repairs (RFC 4588:
@@ -582,9 +586,7 @@ impl Client {
             media_ssrc,
             nacks: nack_pairs_from_sequence_numbers(seqs),
         };
-        let plain = nack.marshal().ok()?;
-        let sealed = self.srtp.as_mut()?.local.encrypt_rtcp(&plain).ok()?;
-        Some(BytesMut::from(&sealed[..]))
+        self.seal_rtcp(&nack.marshal().ok()?)
     }
 
     /// The payload type the node accepted for its `kind`.

@@ -3,7 +3,7 @@
 //! packets (its receiver reports say so) gets RED and makes good what it loses, while one on a
 //! clean path gets plain Opus. Deterministic (seeded).
 
-use kaskade_media::media::red::RedEncoder;
+use kaskade_media::media::red::{RED_PAYLOAD_TYPE, RedEncoder};
 use kaskade_protocol::signaling::MediaKind;
 use kaskade_simnet::{Impairment, Sim};
 use std::collections::BTreeSet;
@@ -76,7 +76,12 @@ fn red_from_a_publisher_makes_good_its_uplink_losses_and_subscribers_get_plain_o
     let red = sim.clients[alice]
         .answer
         .publish_section(MediaKind::Audio)
-        .and_then(|s| s.payload_types.iter().copied().find(|&pt| pt == 63))
+        .and_then(|s| {
+            s.payload_types
+                .iter()
+                .copied()
+                .find(|&pt| pt == RED_PAYLOAD_TYPE)
+        })
         .expect("the node accepts RED");
     speak(&mut sim, alice, 0xa1, Some(RedEncoder::new(red)));
 

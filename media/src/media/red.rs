@@ -97,12 +97,12 @@ pub fn parse(payload: &[u8]) -> Result<Blocks, RedError> {
     };
     let mut at = 0;
     let mut data_len = 0;
-    loop {
+    let primary_type = loop {
         let first = *payload.get(at).ok_or(RedError::Truncated)?;
         let payload_type = first & 0x7f;
         if first & 0x80 == 0 {
             at += 1;
-            break;
+            break payload_type;
         }
         let header = payload.get(at..at + 4).ok_or(RedError::Truncated)?;
         let slot = blocks
@@ -118,7 +118,7 @@ pub fn parse(payload: &[u8]) -> Result<Blocks, RedError> {
         blocks.count += 1;
         data_len += length;
         at += 4;
-    }
+    };
     if at + data_len > payload.len() {
         return Err(RedError::LengthBeyondPayload);
     }
@@ -126,7 +126,7 @@ pub fn parse(payload: &[u8]) -> Result<Blocks, RedError> {
         block.data = block.data.start + at..block.data.end + at;
     }
     blocks.primary = Block {
-        payload_type: payload[at - 1] & 0x7f,
+        payload_type: primary_type,
         timestamp_offset: 0,
         data: at + data_len..payload.len(),
     };
@@ -170,28 +170,23 @@ impl RedUnwrap {
         packet: rtp::Packet,
         mut out: impl FnMut(rtp::Packet),
     ) -> Result<Unwrapped, RedError> {
-        let header = &packet.header;
-        let is_red = header.payload_type == self.red_payload_type;
-        if !is_red && header.payload_type != self.opus_payload_type {
+        let (ssrc, primary_seq) = (packet.header.ssrc, packet.header.sequence_number);
+        let payload_type = packet.header.payload_type;
+        if payload_type == self.opus_payload_type {
+            self.arrivals(ssrc).note(primary_seq);
+        }
+        if payload_type != self.red_payload_type {
             out(packet);
             return Ok(Unwrapped::default());
         }
-        let blocks = if is_red {
-            Some(parse(&packet.payload)?)
-        } else {
-            None
-        };
-        let arrived = match &mut self.stream {
-            Some((ssrc, arrived)) if *ssrc == header.ssrc => arrived,
-            stream => &mut stream.insert((header.ssrc, ArrivalLog::EMPTY)).1,
-        };
-        let Some(blocks) = blocks else {
-            arrived.note(header.sequence_number);
-            out(packet);
-            return Ok(Unwrapped::default());
-        };
-        let primary_seq = header.sequence_number;
+        let blocks = parse(&packet.payload)?;
+        let opus = self.opus_payload_type;
+        let arrived = self.arrivals(ssrc);
         let fresh = !arrived.has(primary_seq);
+        let rtp::Packet {
+            mut header,
+            payload,
+        } = packet;
         let mut unwrapped = Unwrapped {
             red: true,
             recovered: 0,
@@ -199,7 +194,7 @@ impl RedUnwrap {
         let redundant = blocks.redundant();
         for (back, block) in (1..=redundant.len()).rev().zip(redundant) {
             let seq = primary_seq.wrapping_sub(back as u16);
-            if block.payload_type != self.opus_payload_type
+            if block.payload_type != opus
                 || block.timestamp_offset == 0
                 || block.data.is_empty()
                 || arrived.has(seq)
@@ -207,31 +202,43 @@ impl RedUnwrap {
                 continue;
             }
             arrived.note(seq);
+            // a loss made good: the only place a header is copied
             let mut recovered = header.clone();
             recovered.sequence_number = seq;
             recovered.timestamp = header
                 .timestamp
                 .wrapping_sub(u32::from(block.timestamp_offset));
-            recovered.payload_type = block.payload_type;
             recovered.marker = false;
             recovered.padding = false;
+            recovered.payload_type = opus;
             out(rtp::Packet {
                 header: recovered,
-                payload: packet.payload.slice(block.data.clone()),
+                payload: payload.slice(block.data.clone()),
             });
             unwrapped.recovered += 1;
         }
-        if fresh && blocks.primary.payload_type == self.opus_payload_type {
+        if fresh && blocks.primary.payload_type == opus {
             arrived.note(primary_seq);
-            let mut primary = packet.header.clone();
-            primary.payload_type = blocks.primary.payload_type;
-            primary.padding = false;
+            header.payload_type = opus;
+            header.padding = false;
             out(rtp::Packet {
-                header: primary,
-                payload: packet.payload.slice(blocks.primary.data.clone()),
+                header,
+                payload: payload.slice(blocks.primary.data.clone()),
             });
         }
         Ok(unwrapped)
+    }
+
+    /// Which packets of the audio stream `ssrc` arrived (a new SSRC starts over).
+    fn arrivals(&mut self, ssrc: u32) -> &mut ArrivalLog {
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|(known, _)| *known != ssrc)
+        {
+            self.stream = None;
+        }
+        &mut self.stream.get_or_insert((ssrc, ArrivalLog::EMPTY)).1
     }
 }
 

@@ -16,7 +16,8 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Delivers PLI/FIR and lossy receiver reports to the peer and counts NACKed packets into the node's metrics.
+/// Delivers PLI/FIR and receiver reports that show loss to the peer, and counts NACKed
+/// packets into the node's metrics.
 pub struct NodeRtcp {
     metrics: Arc<Metrics>,
 }

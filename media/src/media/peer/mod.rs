@@ -441,15 +441,9 @@ impl WebRtcPeer {
         }
     }
 
-    /// Whether its downlink is congested (then its losses are the bottleneck's, and RED would
-    /// only add to them).
-    fn is_congested(&self) -> bool {
-        self.downlink.is_congested() || self.downlink.under_ceiling()
-    }
-
     /// Hands the loss a subscriber's receiver reports show on a RED slot to its encoder.
     fn observe_reports(&mut self, now: Instant, reports: &[ReceptionReport]) {
-        let congested = self.is_congested();
+        let congested = is_congested(&self.downlink);
         for report in reports {
             let slot = self
                 .consumers
@@ -495,6 +489,12 @@ impl WebRtcPeer {
         };
         self.layers.push((ssrc, layer));
     }
+}
+
+/// Whether a subscriber's downlink is congested (then its losses are the bottleneck's, and RED
+/// would only add to them).
+fn is_congested(downlink: &DownlinkEstimate) -> bool {
+    downlink.is_congested() || downlink.under_ceiling()
 }
 
 fn rtc_error(e: RtcError) -> TransportError {
@@ -608,9 +608,8 @@ impl Transport for WebRtcPeer {
         };
         packet.header.payload_type = consumer.payload_type;
         packet.header.ssrc = consumer.stream.ssrc();
-        let congested = self.is_congested();
         if let Some(Some(red)) = self.red_out.get_mut(index) {
-            if congested {
+            if is_congested(&self.downlink) {
                 red.stand_down();
             } else {
                 red.observe_loss(now, self.downlink.loss());

@@ -118,7 +118,7 @@ fn only_the_packets_right_before_are_repeated() {
     let mut switched = opus(3);
     switched.header.timestamp = 10;
     assert!(!encoder.encode(now, &mut switched), "no offset fits");
-    // a gap: 5 is not right after 3, so only... nothing is repeated
+    // a gap: 5 is not right after 3, so nothing is repeated with it
     assert!(!encoder.encode(now, &mut opus(5)));
     let mut next = opus(6);
     assert!(encoder.encode(now, &mut next));
