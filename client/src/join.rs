@@ -33,6 +33,12 @@ pub struct JoinConfig {
     pub publish_audio: bool,
     /// Publish the H.264 test pattern.
     pub publish_video: bool,
+    /// Publish the video in three simulcast layers (a quarter, a half and the whole of
+    /// `width` x `height`, see [`VideoClipConfig::simulcast_layers`]), each paused while the
+    /// node says nobody receives it, as the web client does. Default off: one stream.
+    ///
+    /// [`VideoClipConfig::simulcast_layers`]: crate::video::VideoClipConfig::simulcast_layers
+    pub simulcast: bool,
     /// Video width (even).
     pub width: u32,
     /// Video height (even).
@@ -110,6 +116,7 @@ impl JoinConfig {
             token: None,
             publish_audio: true,
             publish_video: true,
+            simulcast: false,
             width: 320,
             height: 240,
             video_bitrate_bps: 300_000,

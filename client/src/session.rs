@@ -28,26 +28,34 @@ use crate::{receive, send};
 /// session.
 #[derive(Clone)]
 pub struct Media {
-    video: Option<Arc<VideoClip>>,
+    /// The video's encodings, lowest first (one unless simulcast); the last is the picture
+    /// at its configured size.
+    video: Vec<Arc<VideoClip>>,
+    simulcast: bool,
     audio: Option<Arc<OpusClip>>,
 }
 
 impl Media {
     /// Encodes (or fetches) the clips `cfg` asks for.
     pub async fn prepare(cfg: &JoinConfig) -> anyhow::Result<Self> {
-        let video = if cfg.publish_video {
+        let mut video = Vec::new();
+        if cfg.publish_video {
             let mut config =
                 VideoClipConfig::new(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate_bps);
             config.frames = cfg.fps.max(1) * cfg.clip_seconds.max(1);
             config.sync_marks = cfg.sync_marks;
-            Some(
-                tokio::task::spawn_blocking(move || VideoClip::shared(config))
+            let configs = if cfg.simulcast {
+                config.simulcast_layers().to_vec()
+            } else {
+                vec![config]
+            };
+            for config in configs {
+                let clip = tokio::task::spawn_blocking(move || VideoClip::shared(config))
                     .await
-                    .context("video encoder task")??,
-            )
-        } else {
-            None
-        };
+                    .context("video encoder task")??;
+                video.push(clip);
+            }
+        }
         let audio = if cfg.publish_audio && cfg.sync_marks {
             Some(OpusClip::shared_sync_marks(cfg.clip_seconds.max(1))?)
         } else if cfg.publish_audio {
@@ -55,12 +63,21 @@ impl Media {
         } else {
             None
         };
-        Ok(Self { video, audio })
+        Ok(Self {
+            video,
+            simulcast: cfg.simulcast,
+            audio,
+        })
     }
 
-    /// The video clip, if the participant publishes video.
+    /// The video clip at the configured size, if the participant publishes video.
     pub fn video(&self) -> Option<&Arc<VideoClip>> {
-        self.video.as_ref()
+        self.video.last()
+    }
+
+    /// The clips of the video's simulcast layers, lowest first, if it publishes simulcast.
+    pub fn simulcast_layers(&self) -> Option<&[Arc<VideoClip>]> {
+        (self.simulcast && !self.video.is_empty()).then_some(&self.video[..])
     }
 
     /// The Opus clip, if the participant publishes audio.
@@ -83,7 +100,7 @@ impl Media {
             let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
             let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
             if is(track_ssrc(&local.video))
-                && let (Some((track, ssrc)), Some(clip)) = (&local.video, &self.video)
+                && let (Some((track, ssrc)), Some(clip)) = (&local.video, self.video())
             {
                 let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
                 tasks.push(tokio::spawn(send::send_video(

@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use kaskade_protocol::signaling::{
     CameraRequest, ClientMessage, DialRequest, ErrorCode, LeaveReason, MediaKind, ModerateAction,
     ParticipantId, ParticipantInfo, Role, RtspTransport, ServerMessage, SlotAssignment, SourceKind,
-    SourceState, Welcome,
+    SourceState, TileView, Welcome,
 };
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

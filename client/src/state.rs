@@ -162,6 +162,9 @@ pub struct MeetingState {
     pub locked_by: Option<ParticipantId>,
     /// Current slot map, by mid.
     pub slots: HashMap<String, SlotState>,
+    /// Which of this client's simulcast layers the node wants sent, lowest first, as the last
+    /// `layers` frame said (empty: all of them).
+    pub active_layers: Vec<bool>,
     /// Everyone who left, with the reason, in order.
     pub left: Vec<(ParticipantId, LeaveReason)>,
     /// `muted_by_moderator` frames received: (audio, video, by).
@@ -212,6 +215,7 @@ impl MeetingState {
     pub(crate) fn new_session(&mut self) {
         self.participants.clear();
         self.slots.clear();
+        self.active_layers.clear();
         self.speaker = None;
         self.signaling_closed = false;
         self.connection_state.clear();
@@ -229,8 +233,8 @@ impl MeetingState {
                 self.speaker = w.speaker;
                 self.participants = w.participants.iter().map(|p| (p.id, p.clone())).collect();
             }
-            // this client publishes one stream: no simulcast layers to pause
-            ServerMessage::Answer { .. } | ServerMessage::Layers { .. } => {}
+            ServerMessage::Answer { .. } => {}
+            ServerMessage::Layers { active } => self.active_layers.clone_from(active),
             ServerMessage::Slots { slots } => {
                 self.slots = slots
                     .iter()

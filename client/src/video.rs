@@ -28,6 +28,8 @@ use rtc::rtp::packetizer::Payloader;
 
 /// RTP payload budget per packet (bytes), leaving room for SRTP and header extensions.
 pub const RTP_PAYLOAD_MTU: usize = 1160;
+/// The least bitrate of a simulcast layer (bits/s).
+pub const MIN_LAYER_BITRATE: u32 = 30_000;
 /// The RTP clock rate of video.
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
@@ -62,6 +64,23 @@ impl VideoClipConfig {
             frames: fps.max(1) * 2,
             sync_marks: false,
         }
+    }
+
+    /// The three simulcast layers of this picture, lowest first, as a browser encodes them:
+    /// a quarter and a half of its size at about 1/8 and 3/10 of its bitrate (at least
+    /// [`MIN_LAYER_BITRATE`]), then the picture itself.
+    pub fn simulcast_layers(&self) -> [VideoClipConfig; 3] {
+        let scaled = |divisor: u32, bitrate_bps: u32| VideoClipConfig {
+            width: (self.width / divisor).max(16) & !1,
+            height: (self.height / divisor).max(16) & !1,
+            bitrate_bps: bitrate_bps.max(MIN_LAYER_BITRATE),
+            ..*self
+        };
+        [
+            scaled(4, self.bitrate_bps / 8),
+            scaled(2, self.bitrate_bps / 10 * 3),
+            *self,
+        ]
     }
 
     /// The index of the white frame in a sync-mark clip (`None` for the test pattern): the
@@ -259,6 +278,31 @@ pub fn sync_mark_picture(width: usize, height: usize, white: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulcast_layers_are_a_quarter_a_half_and_the_whole() {
+        let sizes = |c: VideoClipConfig| {
+            c.simulcast_layers()
+                .map(|l| (l.width, l.height, l.bitrate_bps, l.fps))
+        };
+        assert_eq!(
+            sizes(VideoClipConfig::new(640, 360, 20, 500_000)),
+            [
+                (160, 90, 62_500, 20),
+                (320, 180, 150_000, 20),
+                (640, 360, 500_000, 20)
+            ]
+        );
+        assert_eq!(
+            sizes(VideoClipConfig::new(36, 20, 15, 200_000)),
+            [
+                (16, 16, 30_000, 15),
+                (18, 16, 60_000, 15),
+                (36, 20, 200_000, 15)
+            ],
+            "at least 16x16 (even) and 30 kbit/s"
+        );
+    }
 
     fn sync_clip(fps: u32, seconds: u32) -> VideoClipConfig {
         let mut config = VideoClipConfig::new(64, 48, fps, 100_000);

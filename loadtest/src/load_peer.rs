@@ -23,8 +23,15 @@ pub struct LoadSpec {
     pub resolution: (u32, u32),
     /// Video frames per second.
     pub fps: u32,
-    /// Video bitrate, bits/s.
+    /// Video bitrate, bits/s (of the top layer, with simulcast).
     pub video_bitrate_bps: u32,
+    /// Publish the video in three simulcast layers (kaskade's lean client; the others
+    /// publish one stream).
+    pub simulcast: bool,
+    /// Show every room-mate's video this many pixels tall and report it (`viewing`), so the
+    /// node sends the simulcast layer that fills the tile (kaskade's lean client; none: the
+    /// best layer).
+    pub tile_height: Option<u32>,
     /// Decode received video with openh264 (costly: off for load, on to check pictures).
     pub decode_video: bool,
     /// Access token, when the target wants one.
@@ -62,6 +69,7 @@ impl LoadSpec {
         (cfg.width, cfg.height) = self.resolution;
         cfg.fps = self.fps;
         cfg.video_bitrate_bps = self.video_bitrate_bps;
+        cfg.simulcast = self.simulcast;
         cfg.token = self.token.clone();
         cfg.sink = Some(self.sink.clone());
         cfg.decode_video = self.decode_video;

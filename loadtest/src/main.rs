@@ -43,6 +43,8 @@ use run::{Run, Series, Snapshots, Usage, Window, build_report, finish_freezes};
 
 /// How long to wait, after the last join, for media to flow between every pair.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long simulcast layers get to settle once media flows, before the window opens.
+const LAYERS_SETTLE: Duration = Duration::from_secs(2);
 /// How long the last packets get to arrive after everyone stopped sending.
 const DRAIN: Duration = Duration::from_secs(1);
 /// Timeout of each join step.
@@ -81,6 +83,16 @@ struct Args {
     /// Video bitrate of each participant, kbit/s.
     #[arg(long, default_value_t = 500)]
     video_bitrate: u32,
+    /// kaskade, lean client: publish the video in three simulcast layers (a quarter, a half
+    /// and the whole of `--resolution`, at about 1/8, 3/10 and all of `--video-bitrate`),
+    /// pausing each while the node says nobody receives it, as the web client does.
+    #[arg(long)]
+    simulcast: bool,
+    /// kaskade, lean client: show every room-mate's video this many pixels tall and tell the
+    /// node (`viewing`), which then sends each the simulcast layer that fills the tile
+    /// (without it: the best layer).
+    #[arg(long)]
+    tile_height: Option<u32>,
     /// Video resolution, WIDTHxHEIGHT (even numbers).
     #[arg(long, default_value = "640x360", value_parser = parse_resolution)]
     resolution: (u32, u32),
@@ -277,6 +289,11 @@ async fn main() -> anyhow::Result<()> {
         args.churn_every.is_none_or(|every| !every.is_zero()),
         "--churn-every must be positive"
     );
+    anyhow::ensure!(
+        !(args.simulcast || args.tile_height.is_some())
+            || (args.target == TargetKind::Kaskade && args.client == ClientKind::Lean),
+        "--simulcast and --tile-height need --target kaskade --client lean"
+    );
     let server_pid = args.server_pid.map(|pid| pid.to_string());
     let server_idle = server_pid.as_deref().map(usage).transpose()?;
     let series = open_series(&args).await?;
@@ -332,6 +349,11 @@ async fn ramp_up(run: &mut Run) {
         .await;
     if !run.media_flows() {
         eprintln!("warning: media does not flow between every pair; measuring anyway");
+    }
+    if run.args.simulcast {
+        // the node chooses layers every 250 ms and pauses those nobody receives once a
+        // keyframe told their size: the window measures the layers it settled on
+        run.pump(Instant::now() + LAYERS_SETTLE, |_| false).await;
     }
 }
 

@@ -18,6 +18,7 @@ mod driver;
 pub mod dtls;
 pub mod ice;
 pub mod sdp;
+mod tiles;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -40,6 +41,10 @@ use kaskade_client::signaling::{ClientMessage, ParticipantId, SignalWriter};
 use kaskade_client::state::ParticipantStats;
 use sdp::{Answer, OfferParams};
 
+/// The RTP stream ids of a simulcast publisher's layers, lowest first, as the web client
+/// names them.
+const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
 /// The socket receive buffer asked for (bursts of nine publishers' frames arrive at once).
 const RECEIVE_BUFFER: usize = 2 << 20;
 
@@ -47,7 +52,7 @@ const RECEIVE_BUFFER: usize = 2 << 20;
 pub struct LeanParticipant {
     id: ParticipantId,
     shared: Arc<Shared>,
-    writer: Mutex<SignalWriter>,
+    writer: Arc<Mutex<SignalWriter>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -81,7 +86,10 @@ impl LeanParticipant {
             fingerprint: fingerprint.clone(),
             audio_ssrc: media.audio().map(|_| random_u32()),
             video_ssrc: media.video().map(|_| random_u32()),
-            video_rids: Vec::new(),
+            video_rids: media
+                .simulcast_layers()
+                .map(|_| SIMULCAST_RIDS.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default(),
             cname: random_token(16),
             recv_slots: welcome.recv_slots,
             // the load generator only counts what arrives; retransmissions come as originals
@@ -107,14 +115,19 @@ impl LeanParticipant {
             answer,
             media,
         })?;
-        let tasks = vec![
+        let writer = Arc::new(Mutex::new(writer));
+        let mut tasks = vec![
             tokio::spawn(read_signaling(reader, Arc::clone(&shared), session)),
             tokio::spawn(driver.run()),
         ];
+        if let Some(height) = spec.tile_height {
+            let (shared, writer) = (Arc::clone(&shared), Arc::clone(&writer));
+            tasks.push(tokio::spawn(tiles::report(shared, writer, height)));
+        }
         Ok(Self {
             id: welcome.you.id,
             shared,
-            writer: Mutex::new(writer),
+            writer,
             tasks,
         })
     }

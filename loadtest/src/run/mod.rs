@@ -213,6 +213,8 @@ impl Run {
             resolution: args.resolution,
             fps: args.fps,
             video_bitrate_bps: args.video_bitrate.saturating_mul(1000),
+            simulcast: args.simulcast,
+            tile_height: args.tile_height,
             decode_video: args.decode,
             token,
             sink,

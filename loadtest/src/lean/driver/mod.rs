@@ -26,15 +26,16 @@ use tokio::net::UdpSocket;
 
 use super::dtls::{self, DtlsClient, SrtpContexts};
 use super::ice::{CHECK_INTERVAL, CONSENT_INTERVAL, Credentials, IceChecks};
-use super::sdp::{Answer, OfferParams};
+use super::sdp::{Answer, MID_EXT_ID, OfferParams, RID_EXT_ID};
 use kaskade_client::audio::{OpusClip, parse_audio_level};
 use kaskade_client::join::ReceivedPacket;
 use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
 use kaskade_client::receive::{KeyframeWant, sink_packet};
-use kaskade_client::send::{AudioSource, VideoSource};
+use kaskade_client::send::{AudioSource, SimulcastExtensions, VideoEncodings, VideoSource};
 use kaskade_client::session::Media;
 use kaskade_client::signaling::MediaKind;
 use kaskade_client::state::Event;
+use kaskade_client::video::VideoClip;
 use kaskade_picture::receive::{H264Receiver, ReceiveOutcome, starts_keyframe};
 
 /// Datagrams read before the task looks at its deadlines again.
@@ -81,7 +82,7 @@ struct Arrival {
 
 /// The senders, once media flows.
 struct Senders {
-    video: Option<(VideoSource, Duration, Instant)>,
+    video: Option<(VideoEncodings, Duration, Instant)>,
     audio: Option<(AudioSource, Arc<OpusClip>, Instant)>,
     start: Instant,
     audio_sent: u64,
@@ -107,6 +108,9 @@ pub(crate) struct Driver {
     audio_pt: u8,
     audio_level_ext: Option<u8>,
     video_ssrc: Option<u32>,
+    /// Our video's m-line and simulcast rids (none: one stream on `video_ssrc`).
+    video_mid: String,
+    video_rids: Vec<String>,
     audio_ssrc: Option<u32>,
     senders: Option<Senders>,
     slots: Vec<RecvSlot>,
@@ -183,6 +187,11 @@ impl Driver {
             audio_level_ext: audio.and_then(|a| a.1),
             // publish only what the node accepted
             video_ssrc: offer.video_ssrc.filter(|_| video.is_some()),
+            video_mid: answer
+                .publish_section(MediaKind::Video)
+                .map(|s| s.mid.clone())
+                .unwrap_or_default(),
+            video_rids: offer.video_rids.clone(),
             audio_ssrc: offer.audio_ssrc.filter(|_| audio.is_some()),
             senders: None,
             slots,
@@ -274,11 +283,13 @@ impl Driver {
         let Some(mut senders) = self.senders.take() else {
             return;
         };
-        if let Some((source, period, next)) = &mut senders.video
+        if let Some((camera, period, next)) = &mut senders.video
             && now >= *next
         {
+            self.shared
+                .with_state(|s| camera.set_active(&s.active_layers));
             // the frame's instant is its deadline's, like the ordinary sender's ticks
-            for packet in source.frame(*next, &self.shared) {
+            for packet in camera.frame(*next, &self.shared) {
                 self.send_rtp(&packet);
             }
             advance(next, *period, now);
@@ -391,8 +402,7 @@ impl Driver {
     fn start_media(&mut self, now: Instant) {
         let video = self.media.video().zip(self.video_ssrc).map(|(clip, ssrc)| {
             let period = Duration::from_secs(1) / clip.config().fps.max(1);
-            let source = VideoSource::new(Arc::clone(clip), ssrc, self.video_pt);
-            (source, period, now)
+            (self.video_encodings(clip, ssrc), period, now)
         });
         let audio = self.media.audio().zip(self.audio_ssrc).map(|(clip, ssrc)| {
             let source = AudioSource::new(ssrc, self.audio_pt, self.audio_level_ext);
@@ -404,6 +414,33 @@ impl Driver {
             start: now,
             audio_sent: 0,
         });
+    }
+
+    /// Our camera: the clip on `ssrc`, or each simulcast layer on its own SSRC (the top one
+    /// on `ssrc`) when we offered rids.
+    fn video_encodings(&self, clip: &Arc<VideoClip>, ssrc: u32) -> VideoEncodings {
+        let Some(clips) = self
+            .media
+            .simulcast_layers()
+            .filter(|l| l.len() == self.video_rids.len())
+        else {
+            return VideoEncodings::single(VideoSource::new(Arc::clone(clip), ssrc, self.video_pt));
+        };
+        let top = clips.len() - 1;
+        let layers = clips
+            .iter()
+            .zip(&self.video_rids)
+            .enumerate()
+            .map(|(i, (clip, rid))| {
+                let layer_ssrc = if i == top { ssrc } else { random_u32() };
+                (Arc::clone(clip), layer_ssrc, rid.as_str())
+            })
+            .collect();
+        let ids = SimulcastExtensions {
+            mid: MID_EXT_ID,
+            rid: RID_EXT_ID,
+        };
+        VideoEncodings::simulcast(layers, self.video_pt, &self.video_mid, ids)
     }
 
     /// Encrypts and sends one of our RTP packets.

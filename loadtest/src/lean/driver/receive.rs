@@ -32,8 +32,10 @@ impl Driver {
             } else {
                 None
             };
-            if keyframe_for.is_some() && keyframe_for == self.video_ssrc {
-                self.shared.force_keyframe.store(true, Ordering::Relaxed);
+            if let (Some(ssrc), Some(senders)) = (keyframe_for, &mut self.senders)
+                && let Some((camera, _, _)) = &mut senders.video
+            {
+                camera.request_keyframe(ssrc);
             }
         }
     }
