@@ -35,7 +35,8 @@ pub struct JoinConfig {
     pub publish_video: bool,
     /// Publish the video in three simulcast layers (a quarter, a half and the whole of
     /// `width` x `height`, see [`VideoClipConfig::simulcast_layers`]), each paused while the
-    /// node says nobody receives it, as the web client does. Default off: one stream.
+    /// node says nobody receives it, as the web client does. Default off: one stream. Not
+    /// with `sync_marks` (the join is refused: that video is one stream).
     ///
     /// [`VideoClipConfig::simulcast_layers`]: crate::video::VideoClipConfig::simulcast_layers
     pub simulcast: bool,

@@ -227,7 +227,8 @@ impl PeerConnectionEventHandler for Handler {
 /// The local sending tracks.
 pub struct LocalTracks {
     pub audio: Option<(Arc<TrackLocalStaticRTP>, u32)>,
-    pub video: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+    /// The video track and the SSRCs of its encodings, lowest first.
+    pub video: Option<(Arc<TrackLocalStaticRTP>, Vec<u32>)>,
 }
 
 /// A built peer connection with its transceivers.
@@ -266,6 +267,14 @@ fn h264_codec() -> RTCRtpCodecParameters {
     }
 }
 
+/// The RTP stream ids of a simulcast publisher's layers, lowest first, as the web client
+/// names them.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+/// The header extension that names a packet's m-line (RFC 8843).
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The header extension that names a packet's simulcast layer (RFC 8852).
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
 /// Process-unique pseudo-random 32-bit values (SSRCs, initial sequence numbers).
 pub fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -276,25 +285,32 @@ pub fn random_u32() -> u32 {
     (h.finish() >> 16) as u32
 }
 
+/// A local track of `kind` with one encoding per `(ssrc, rid)` (an empty rid: one stream).
 fn local_track(
     kind: RtpCodecKind,
     codec: &RTCRtpCodecParameters,
-    ssrc: u32,
+    encodings: &[(u32, &str)],
 ) -> TrackLocalStaticRTP {
     let label = format!("kaskade-loadtest-{kind}");
+    let ssrc = encodings.first().map_or(0, |(ssrc, _)| *ssrc);
+    let codings = encodings
+        .iter()
+        .map(|&(ssrc, rid)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                rid: rid.to_owned(),
+                ..Default::default()
+            },
+            codec: codec.rtp_codec.clone(),
+            ..Default::default()
+        })
+        .collect();
     TrackLocalStaticRTP::new(MediaStreamTrack::new(
         format!("kaskade-loadtest-{ssrc:08x}"),
         format!("{label}-{ssrc:08x}"),
         label,
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: codec.rtp_codec.clone(),
-            ..Default::default()
-        }],
+        codings,
     ))
 }
 
@@ -313,19 +329,25 @@ pub async fn build(
     local_ip: IpAddr,
     publish_audio: bool,
     publish_video: bool,
+    video_rids: &[&str],
     recv_slots: usize,
 ) -> Result<Peer> {
     let mut media_engine = MediaEngine::default();
     let (opus, h264) = (opus_codec(), h264_codec());
     media_engine.register_codec(opus.clone(), RtpCodecKind::Audio)?;
     media_engine.register_codec(h264.clone(), RtpCodecKind::Video)?;
-    media_engine.register_header_extension(
-        RTCRtpHeaderExtensionCapability {
-            uri: AUDIO_LEVEL_URI.to_owned(),
-        },
-        RtpCodecKind::Audio,
-        None,
-    )?;
+    let mut extensions = vec![(AUDIO_LEVEL_URI, RtpCodecKind::Audio)];
+    if !video_rids.is_empty() {
+        extensions.extend([MID_URI, RID_URI].map(|uri| (uri, RtpCodecKind::Video)));
+    }
+    for (uri, kind) in extensions {
+        let uri = uri.to_owned();
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri },
+            kind,
+            None,
+        )?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let registry = rtcp_tap::register(registry, Arc::clone(&shared.rtcp));
     let (tracks_tx, tracks_rx) = mpsc::unbounded_channel();
@@ -357,7 +379,7 @@ pub async fn build(
     };
     if publish_audio {
         let ssrc = random_u32();
-        let track = Arc::new(local_track(RtpCodecKind::Audio, &opus, ssrc));
+        let track = Arc::new(local_track(RtpCodecKind::Audio, &opus, &[(ssrc, "")]));
         pc.add_transceiver_from_track(
             Arc::clone(&track) as Arc<dyn TrackLocal>,
             init(RTCRtpTransceiverDirection::Sendonly),
@@ -366,14 +388,19 @@ pub async fn build(
         local.audio = Some((track, ssrc));
     }
     if publish_video {
-        let ssrc = random_u32();
-        let track = Arc::new(local_track(RtpCodecKind::Video, &h264, ssrc));
+        let rids = if video_rids.is_empty() {
+            &[""][..]
+        } else {
+            video_rids
+        };
+        let encodings: Vec<(u32, &str)> = rids.iter().map(|&rid| (random_u32(), rid)).collect();
+        let track = Arc::new(local_track(RtpCodecKind::Video, &h264, &encodings));
         pc.add_transceiver_from_track(
             Arc::clone(&track) as Arc<dyn TrackLocal>,
             init(RTCRtpTransceiverDirection::Sendonly),
         )
         .await?;
-        local.video = Some((track, ssrc));
+        local.video = Some((track, encodings.iter().map(|(ssrc, _)| *ssrc).collect()));
     }
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
         for _ in 0..recv_slots {

@@ -16,7 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kaskade_rtcp_tap::keyframe_wanted_of;
 use rtc::rtp;
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
@@ -78,27 +80,27 @@ async fn media_origin(shared: &Shared) -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
-/// Sends the looped H.264 clip in real time; serves keyframe requests.
+/// Sends the `camera`'s frames in real time at `fps`: the layers the node wants (`layers`),
+/// a keyframe of the layer each request (`keyframes`, media SSRCs) names.
 pub async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    payload_type: u8,
-    clip: Arc<VideoClip>,
+    mut camera: VideoEncodings,
+    fps: u32,
     shared: Arc<Shared>,
+    mut keyframes: mpsc::UnboundedReceiver<u32>,
 ) {
-    if clip.config().sync_marks {
-        return send_video_sync_marks(track, ssrc, payload_type, clip, shared).await;
-    }
     shared.connected().await;
-    let fps = clip.config().fps;
-    let mut source = VideoSource::new(clip, ssrc, payload_type);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / fps.max(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         // the frame's instant is its tick's, not when the task got to run: a camera's capture
         // times are regular even when the sender is late
         let tick = ticker.tick().await;
-        for packet in source.frame(tick.into_std(), &shared) {
+        while let Ok(ssrc) = keyframes.try_recv() {
+            camera.request_keyframe(ssrc);
+        }
+        shared.with_state(|s| camera.set_active(&s.active_layers));
+        for packet in camera.frame(tick.into_std(), &shared) {
             if let Err(e) = track.write_rtp(packet).await {
                 tracing::debug!("video write_rtp: {e}");
             }
@@ -283,14 +285,16 @@ impl VideoEncodings {
     }
 }
 
-/// [`send_video`] of a sync-mark clip (all IDRs): frame `n` of the loop at its instant on the
-/// session's [`SyncClock`]; keyframe requests need nothing, every frame is one.
-async fn send_video_sync_marks(
+/// [`send_video`] of a sync-mark clip (all IDRs), on `ssrc`: frame `n` of the loop at its
+/// instant on the session's [`SyncClock`]; keyframe requests need nothing, every frame is one
+/// (they are only counted).
+pub async fn send_video_sync_marks(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
     clip: Arc<VideoClip>,
     shared: Arc<Shared>,
+    mut keyframes: mpsc::UnboundedReceiver<u32>,
 ) {
     let mut clock = SyncClock::new(media_origin(&shared).await, clip.config().fps);
     let mut seq = random_u32() as u16;
@@ -304,7 +308,10 @@ async fn send_video_sync_marks(
         if !shared.send_video.load(Ordering::Relaxed) {
             continue;
         }
-        let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
+        let mut forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
+        while keyframes.try_recv().is_ok() {
+            forced = true;
+        }
         let frames = clip.frames();
         let frame = &frames[(unit % frames.len() as u64) as usize];
         let timestamp = ts0.wrapping_add(clock.rtp_offset(unit, VIDEO_CLOCK_RATE));
@@ -391,13 +398,24 @@ fn count_encoding(shared: &Shared, frame: &EncodedFrame, written: (u64, u64), fo
     }
 }
 
-/// Turns PLI/FIR delivered to the local video track into a keyframe at the next frame.
-pub(crate) async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
+/// Hands the media SSRC of each PLI/FIR delivered to the local video track to its sender
+/// (`keyframes`), until the sender is gone.
+pub(crate) async fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    keyframes: mpsc::UnboundedSender<u32>,
+) {
     loop {
         match track.poll().await {
-            Some(TrackLocalEvent::OnRtcpPacket(_packets)) => {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
                 // Only PLI/FIR reach here (see rtcp_tap); counting happens in the tap.
-                shared.force_keyframe.store(true, Ordering::Relaxed);
+                let wanted = packets
+                    .iter()
+                    .filter_map(|p| keyframe_wanted_of(p.as_ref()));
+                for ssrc in wanted {
+                    if keyframes.send(ssrc).is_err() {
+                        return;
+                    }
+                }
             }
             Some(_) => {}
             None => tokio::time::sleep(Duration::from_millis(100)).await, // not bound yet

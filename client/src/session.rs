@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use tokio::sync::{MappedMutexGuard, MutexGuard};
+use tokio::sync::{MappedMutexGuard, MutexGuard, mpsc};
 use tokio::task::JoinHandle;
 use webrtc::peer_connection::PeerConnection;
 
 use crate::audio::{AUDIO_LEVEL_URI, OpusClip};
 use crate::join::{JoinConfig, JoinError};
 use crate::join_api::{self, JoinRequest};
-use crate::peer::{self, LocalTracks, Shared};
+use crate::peer::{self, LocalTracks, MID_URI, RID_URI, SIMULCAST_RIDS, Shared};
+use crate::send::{SimulcastExtensions, VideoEncodings, VideoSource};
 use crate::signaling::{
     self, ClientMessage, Incoming, ServerMessage, SignalReader, SignalWriter, Welcome,
 };
@@ -38,6 +39,10 @@ pub struct Media {
 impl Media {
     /// Encodes (or fetches) the clips `cfg` asks for.
     pub async fn prepare(cfg: &JoinConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !(cfg.simulcast && cfg.sync_marks),
+            "sync-mark video goes out as one stream, not in simulcast layers"
+        );
         let mut video = Vec::new();
         if cfg.publish_video {
             let mut config =
@@ -80,6 +85,31 @@ impl Media {
         (self.simulcast && !self.video.is_empty()).then_some(&self.video[..])
     }
 
+    /// The camera on the negotiated video m-line: each simulcast layer on its SSRC of `ssrcs`
+    /// (lowest first) naming `mid` and its rid in the extensions `ids`, or (without
+    /// simulcast, or without those extensions negotiated) the picture on the last SSRC.
+    pub fn camera(
+        &self,
+        ssrcs: &[u32],
+        payload_type: u8,
+        mid: Option<(&str, SimulcastExtensions)>,
+    ) -> Option<VideoEncodings> {
+        let top = self.video()?;
+        let layers = self
+            .simulcast_layers()
+            .filter(|layers| layers.len() == ssrcs.len() && layers.len() <= SIMULCAST_RIDS.len());
+        if let (Some(layers), Some((mid, ids))) = (layers, mid) {
+            let layers = layers.iter().zip(ssrcs).zip(SIMULCAST_RIDS);
+            let layers = layers
+                .map(|((clip, ssrc), rid)| (Arc::clone(clip), *ssrc, rid))
+                .collect();
+            return Some(VideoEncodings::simulcast(layers, payload_type, mid, ids));
+        }
+        let ssrc = *ssrcs.last()?;
+        let source = VideoSource::new(Arc::clone(top), ssrc, payload_type);
+        Some(VideoEncodings::single(source))
+    }
+
     /// The Opus clip, if the participant publishes audio.
     pub fn audio(&self) -> Option<&Arc<OpusClip>> {
         self.audio.as_ref()
@@ -95,26 +125,42 @@ impl Media {
         shared: &Arc<Shared>,
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
-        for sender in pc.get_senders().await {
-            let track_ssrc = |t: &Option<(Arc<_>, u32)>| t.as_ref().map(|(_, s)| *s);
+        for transceiver in pc.get_transceivers().await {
+            let Some(sender) = transceiver.sender().await? else {
+                continue;
+            };
             let ssrcs = webrtc::media_stream::Track::ssrcs(sender.track().as_ref()).await;
             let is = |ssrc: Option<u32>| ssrc.is_some_and(|s| ssrcs.contains(&s));
-            if is(track_ssrc(&local.video))
-                && let (Some((track, ssrc)), Some(clip)) = (&local.video, self.video())
+            let video_ssrc = local.video.as_ref().and_then(|(_, s)| s.first().copied());
+            if is(video_ssrc)
+                && let (Some((track, ssrcs)), Some(clip)) = (&local.video, self.video())
             {
-                let (pt, _) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
-                tasks.push(tokio::spawn(send::send_video(
-                    Arc::clone(track),
-                    *ssrc,
-                    pt,
-                    Arc::clone(clip),
-                    Arc::clone(shared),
-                )));
+                let (pt, mid_ext) = peer::sender_params(&sender, MID_URI).await?;
+                let (_, rid_ext) = peer::sender_params(&sender, RID_URI).await?;
+                let mid = transceiver.mid().await?;
+                let (keyframes, requests) = mpsc::unbounded_channel();
+                let (track, shared) = (Arc::clone(track), Arc::clone(shared));
                 tasks.push(tokio::spawn(send::watch_keyframe_requests(
-                    Arc::clone(track),
-                    Arc::clone(shared),
+                    Arc::clone(&track),
+                    keyframes,
                 )));
-            } else if is(track_ssrc(&local.audio))
+                let config = clip.config();
+                if config.sync_marks {
+                    let (ssrc, clip) = (ssrcs[0], Arc::clone(clip));
+                    let sender =
+                        send::send_video_sync_marks(track, ssrc, pt, clip, shared, requests);
+                    tasks.push(tokio::spawn(sender));
+                    continue;
+                }
+                let ids = mid_ext
+                    .zip(rid_ext)
+                    .map(|(mid, rid)| SimulcastExtensions { mid, rid });
+                let negotiated = mid.as_deref().zip(ids);
+                if let Some(camera) = self.camera(ssrcs, pt, negotiated) {
+                    let sender = send::send_video(track, camera, config.fps, shared, requests);
+                    tasks.push(tokio::spawn(sender));
+                }
+            } else if is(local.audio.as_ref().map(|(_, s)| *s))
                 && let (Some((track, ssrc)), Some(clip)) = (&local.audio, &self.audio)
             {
                 let (pt, level_ext) = peer::sender_params(&sender, AUDIO_LEVEL_URI).await?;
@@ -227,6 +273,7 @@ impl Session {
             local_ip,
             cfg.publish_audio,
             cfg.publish_video,
+            if cfg.simulcast { &SIMULCAST_RIDS } else { &[] },
             welcome.recv_slots,
         )
         .await?;

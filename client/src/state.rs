@@ -31,6 +31,8 @@ pub struct RemoteStats {
     pub first_frame_at: Option<Instant>,
     /// When the last video frame was decoded.
     pub last_frame_at: Option<Instant>,
+    /// The size (width, height) of the last picture decoded: which simulcast layer arrives.
+    pub picture_size: Option<(u32, u32)>,
     /// The RFC 6464 level of the last audio packet that carried one.
     pub last_audio_level: Option<u8>,
 }
@@ -110,6 +112,9 @@ impl ParticipantStats {
                     if o.decoded > 0 {
                         r.first_frame_at.get_or_insert(now);
                         r.last_frame_at = Some(now);
+                    }
+                    if o.picture_size.is_some() {
+                        r.picture_size = o.picture_size;
                     }
                 }
             }

@@ -25,7 +25,7 @@ pub struct LoadSpec {
     pub fps: u32,
     /// Video bitrate, bits/s (of the top layer, with simulcast).
     pub video_bitrate_bps: u32,
-    /// Publish the video in three simulcast layers (kaskade's lean client; the others
+    /// Publish the video in three simulcast layers (kaskade's clients; the other targets'
     /// publish one stream).
     pub simulcast: bool,
     /// Show every room-mate's video this many pixels tall and report it (`viewing`), so the

@@ -83,9 +83,9 @@ struct Args {
     /// Video bitrate of each participant, kbit/s.
     #[arg(long, default_value_t = 500)]
     video_bitrate: u32,
-    /// kaskade, lean client: publish the video in three simulcast layers (a quarter, a half
-    /// and the whole of `--resolution`, at about 1/8, 3/10 and all of `--video-bitrate`),
-    /// pausing each while the node says nobody receives it, as the web client does.
+    /// kaskade: publish the video in three simulcast layers (a quarter, a half and the whole
+    /// of `--resolution`, at about 1/8, 3/10 and all of `--video-bitrate`), pausing each
+    /// while the node says nobody receives it, as the web client does.
     #[arg(long)]
     simulcast: bool,
     /// kaskade, lean client: show every room-mate's video this many pixels tall and tell the
@@ -290,9 +290,13 @@ async fn main() -> anyhow::Result<()> {
         "--churn-every must be positive"
     );
     anyhow::ensure!(
-        !(args.simulcast || args.tile_height.is_some())
+        !args.simulcast || args.target == TargetKind::Kaskade,
+        "--simulcast needs --target kaskade"
+    );
+    anyhow::ensure!(
+        args.tile_height.is_none()
             || (args.target == TargetKind::Kaskade && args.client == ClientKind::Lean),
-        "--simulcast and --tile-height need --target kaskade --client lean"
+        "--tile-height needs --target kaskade --client lean"
     );
     let server_pid = args.server_pid.map(|pid| pid.to_string());
     let server_idle = server_pid.as_deref().map(usage).transpose()?;

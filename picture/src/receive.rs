@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use openh264::OpenH264API;
 use openh264::decoder::{Decoder, DecoderConfig};
+use openh264::formats::YUVSource;
 
 use crate::canvas::Picture;
 
@@ -315,6 +316,8 @@ pub struct ReceiveOutcome {
     pub dropped: u32,
     /// The receiver wants a keyframe (send a PLI).
     pub want_keyframe: bool,
+    /// The size (width, height) of the last picture decoded.
+    pub picture_size: Option<(u32, u32)>,
 }
 
 /// Reassembles and decodes one H.264 RTP stream.
@@ -403,8 +406,11 @@ impl H264Receiver {
             self.waiting_for_keyframe = false;
             self.have_parameter_sets |= frame.has_sps;
             match self.decode_buffer() {
-                Ok(true) => outcome.decoded += 1,
-                Ok(false) => {}
+                Ok(Some(size)) => {
+                    outcome.decoded += 1;
+                    outcome.picture_size = Some(size);
+                }
+                Ok(None) => {}
                 Err(()) => {
                     outcome.errors += 1;
                     outcome.want_keyframe = true;
@@ -416,7 +422,8 @@ impl H264Receiver {
         outcome
     }
 
-    fn decode_buffer(&mut self) -> Result<bool, ()> {
+    /// Decodes the frame in the buffer: the picture's size, if it gave one.
+    fn decode_buffer(&mut self) -> Result<Option<(u32, u32)>, ()> {
         if self.decoder.is_none() {
             let decoder =
                 Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
@@ -431,9 +438,10 @@ impl H264Receiver {
                         .get_or_insert_with(Picture::default)
                         .copy_from(&yuv);
                 }
-                Ok(true)
+                let (width, height) = yuv.dimensions();
+                Ok(Some((width as u32, height as u32)))
             }
-            Ok(None) => Ok(false),
+            Ok(None) => Ok(None),
             Err(e) => {
                 tracing::debug!("H.264 decode error ({} bytes): {e}", self.buf.len());
                 Err(())

@@ -126,6 +126,16 @@ pub fn is_keyframe_request(packet: &dyn RtcpPacket) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+/// The SSRC whose keyframe `packet` asks for, if it is a PLI or a FIR (a FIR's first entry).
+pub fn keyframe_wanted_of(packet: &dyn RtcpPacket) -> Option<u32> {
+    let any = packet.as_any();
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        return Some(pli.media_ssrc);
+    }
+    let fir = any.downcast_ref::<FullIntraRequest>()?;
+    Some(fir.fir.first().map_or(fir.media_ssrc, |entry| entry.ssrc))
+}
+
 /// How many sequence numbers a NACK asks for.
 pub fn nacked_packets(nack: &TransportLayerNack) -> u64 {
     nack.nacks
@@ -174,6 +184,25 @@ mod tests {
         tap.handle_write(rtcp(vec![Box::new(ReceiverReport::default())]))
             .unwrap();
         assert!(tap.poll_write().is_some(), "writes are never swallowed");
+    }
+
+    #[test]
+    fn a_keyframe_request_names_the_ssrc_it_wants_a_keyframe_of() {
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+        };
+        assert_eq!(keyframe_wanted_of(&pli), Some(7));
+        let fir = FullIntraRequest {
+            sender_ssrc: 1,
+            media_ssrc: 0,
+            fir: vec![rtc::rtcp::payload_feedbacks::full_intra_request::FirEntry {
+                ssrc: 9,
+                sequence_number: 3,
+            }],
+        };
+        assert_eq!(keyframe_wanted_of(&fir), Some(9));
+        assert_eq!(keyframe_wanted_of(&ReceiverReport::default()), None);
     }
 
     #[test]

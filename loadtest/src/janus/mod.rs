@@ -123,7 +123,7 @@ async fn publish(
     local_ip: IpAddr,
 ) -> Result<(Arc<dyn PeerConnection>, Vec<JoinHandle<()>>)> {
     let session = sending.begin_session();
-    let sender = peer::build(sending, session, local_ip, true, true, 0).await?;
+    let sender = peer::build(sending, session, local_ip, true, true, &[], 0).await?;
     let offer = sender.pc.create_offer(None).await.context("create_offer")?;
     let offer = session::local_sdp(&sender.pc, sending, offer).await?;
     let (_, answer) = janus
@@ -168,7 +168,7 @@ impl JanusParticipant {
         // subscribe
         let subscriber = janus.attach(videoroom::PLUGIN).await?;
         let session = receiving.begin_session();
-        let receiver = peer::build(&receiving, session, local_ip, false, false, 0).await?;
+        let receiver = peer::build(&receiving, session, local_ip, false, false, &[], 0).await?;
         tasks.push(tokio::spawn(kaskade_client::receive::dispatch_tracks(
             Arc::clone(&receiver.pc),
             receiver.tracks_rx,

@@ -35,15 +35,11 @@ use tokio::task::JoinHandle;
 use crate::load_peer::{LoadPeer, LoadSpec};
 use driver::{Driver, DriverConfig};
 use kaskade_client::join::JoinError;
-use kaskade_client::peer::{Shared, random_u32};
+use kaskade_client::peer::{SIMULCAST_RIDS, Shared, random_u32};
 use kaskade_client::session::{Media, join_signaling, locate, offer_answer, read_signaling};
 use kaskade_client::signaling::{ClientMessage, ParticipantId, SignalWriter};
 use kaskade_client::state::ParticipantStats;
 use sdp::{Answer, OfferParams};
-
-/// The RTP stream ids of a simulcast publisher's layers, lowest first, as the web client
-/// names them.
-const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
 /// The socket receive buffer asked for (bursts of nine publishers' frames arrive at once).
 const RECEIVE_BUFFER: usize = 2 << 20;

@@ -37,6 +37,9 @@ pub struct RemoteReport {
     pub frames_decoded: u64,
     /// Decode errors on its video (whole run).
     pub decode_errors: u64,
+    /// The size (width, height) of the last picture of it decoded (only with decoding on):
+    /// which simulcast layer it sent.
+    pub picture: Option<(u32, u32)>,
     /// Milliseconds from the moment both were joined to its first complete frame.
     pub first_frame_ms: Option<f64>,
     /// Freezes of its video.

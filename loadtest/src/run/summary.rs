@@ -181,6 +181,7 @@ fn remote(
         frames_received: frames.frames(),
         frames_decoded: now.video_frames_decoded,
         decode_errors: now.decode_errors,
+        picture: now.picture_size,
         first_frame_ms: frames
             .first_at()
             .zip(both_joined)

@@ -31,11 +31,10 @@ use kaskade_client::audio::{OpusClip, parse_audio_level};
 use kaskade_client::join::ReceivedPacket;
 use kaskade_client::peer::{H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Shared, random_u32};
 use kaskade_client::receive::{KeyframeWant, sink_packet};
-use kaskade_client::send::{AudioSource, SimulcastExtensions, VideoEncodings, VideoSource};
+use kaskade_client::send::{AudioSource, SimulcastExtensions, VideoEncodings};
 use kaskade_client::session::Media;
 use kaskade_client::signaling::MediaKind;
 use kaskade_client::state::Event;
-use kaskade_client::video::VideoClip;
 use kaskade_picture::receive::{H264Receiver, ReceiveOutcome, starts_keyframe};
 
 /// Datagrams read before the task looks at its deadlines again.
@@ -400,10 +399,24 @@ impl Driver {
 
     /// Starts the senders (DTLS is done): the first frame and packet at once.
     fn start_media(&mut self, now: Instant) {
-        let video = self.media.video().zip(self.video_ssrc).map(|(clip, ssrc)| {
-            let period = Duration::from_secs(1) / clip.config().fps.max(1);
-            (self.video_encodings(clip, ssrc), period, now)
-        });
+        let video = self
+            .media
+            .video()
+            .zip(self.video_ssrc)
+            .and_then(|(clip, ssrc)| {
+                let period = Duration::from_secs(1) / clip.config().fps.max(1);
+                // the layers below the top one, which goes out on the offer's SSRC
+                let below = self.video_rids.len().saturating_sub(1);
+                let mut ssrcs: Vec<u32> = (0..below).map(|_| random_u32()).collect();
+                ssrcs.push(ssrc);
+                let ids = SimulcastExtensions {
+                    mid: MID_EXT_ID,
+                    rid: RID_EXT_ID,
+                };
+                let mid = Some((self.video_mid.as_str(), ids));
+                let camera = self.media.camera(&ssrcs, self.video_pt, mid)?;
+                Some((camera, period, now))
+            });
         let audio = self.media.audio().zip(self.audio_ssrc).map(|(clip, ssrc)| {
             let source = AudioSource::new(ssrc, self.audio_pt, self.audio_level_ext);
             (source, Arc::clone(clip), now)
@@ -414,33 +427,6 @@ impl Driver {
             start: now,
             audio_sent: 0,
         });
-    }
-
-    /// Our camera: the clip on `ssrc`, or each simulcast layer on its own SSRC (the top one
-    /// on `ssrc`) when we offered rids.
-    fn video_encodings(&self, clip: &Arc<VideoClip>, ssrc: u32) -> VideoEncodings {
-        let Some(clips) = self
-            .media
-            .simulcast_layers()
-            .filter(|l| l.len() == self.video_rids.len())
-        else {
-            return VideoEncodings::single(VideoSource::new(Arc::clone(clip), ssrc, self.video_pt));
-        };
-        let top = clips.len() - 1;
-        let layers = clips
-            .iter()
-            .zip(&self.video_rids)
-            .enumerate()
-            .map(|(i, (clip, rid))| {
-                let layer_ssrc = if i == top { ssrc } else { random_u32() };
-                (Arc::clone(clip), layer_ssrc, rid.as_str())
-            })
-            .collect();
-        let ids = SimulcastExtensions {
-            mid: MID_EXT_ID,
-            rid: RID_EXT_ID,
-        };
-        VideoEncodings::simulcast(layers, self.video_pt, &self.video_mid, ids)
     }
 
     /// Encrypts and sends one of our RTP packets.
