@@ -27,6 +27,15 @@ async fn decodes(viewer: &Participant, publisher: ParticipantId, size: (u32, u32
     );
 }
 
+/// Waits until the node told `publisher` to send just the `layers` (lowest first).
+async fn told(publisher: &Participant, layers: [bool; 3], why: &str) {
+    let told = publisher
+        .wait_until(WAIT, |s| s.active_layers == layers)
+        .await;
+    let now = publisher.state().active_layers;
+    assert!(told.is_ok(), "{why}: told {now:?}");
+}
+
 /// Bob's tile of `publisher`, `height` pixels tall.
 fn viewing(publisher: ParticipantId, height: u32) -> ClientMessage {
     ClientMessage::Viewing {
@@ -56,27 +65,19 @@ async fn each_viewer_decodes_the_layer_its_tile_asks_for() {
 
     decodes(&bob, alice.id(), (80, 60)).await;
     decodes(&carol, alice.id(), (320, 240)).await;
-    let told = alice
-        .wait_until(WAIT, |s| s.active_layers == [true, false, true])
-        .await;
-    assert!(
-        told.is_ok(),
-        "alice pauses the layer nobody receives: {:?}",
-        alice.state().active_layers
-    );
+    told(
+        &alice,
+        [true, false, true],
+        "alice pauses the layer nobody receives",
+    )
+    .await;
 
     bob.send(&viewing(alice.id(), 120))
         .await
         .expect("bob's tiles");
     decodes(&bob, alice.id(), (160, 120)).await;
-    let told = alice
-        .wait_until(WAIT, |s| s.active_layers == [false, true, true])
-        .await;
-    assert!(
-        told.is_ok(),
-        "alice sends the middle layer again and pauses the lowest: {:?}",
-        alice.state().active_layers
-    );
+    let why = "alice sends the middle layer again and pauses the lowest";
+    told(&alice, [false, true, true], why).await;
     let sent = alice.stats();
     assert!(
         sent.keyframes_sent >= 3,
