@@ -108,9 +108,9 @@ pub async fn send_video(
     }
 }
 
-/// The looped H.264 clip as one sender publishes it: a frame per tick (a latency stamp packet
-/// first when the participant sends them), RTP time from the tick's instant, a keyframe when
-/// asked for ([`Shared::force_keyframe`], [`VideoSource::request_keyframe`]) and when sending
+/// One encoding of a camera ([`VideoEncodings`]): the looped H.264 clip, a frame per tick (a
+/// latency stamp packet first when the participant sends them), RTP time from the tick's
+/// instant, a keyframe when asked for ([`VideoSource::request_keyframe`]) and when sending
 /// resumes.
 pub struct VideoSource {
     cursor: VideoCursor,
@@ -157,18 +157,6 @@ impl VideoSource {
     /// Makes its next frame a keyframe.
     pub fn request_keyframe(&mut self) {
         self.keyframe_asked = true;
-    }
-
-    /// The packets of the frame due at `tick` (none while video is stopped), counted as sent.
-    pub fn frame(&mut self, tick: Instant, shared: &Shared) -> Vec<rtp::Packet> {
-        if shared.force_keyframe.swap(false, Ordering::Relaxed) {
-            self.request_keyframe();
-        }
-        let packets = self.encoding(tick, shared);
-        if !packets.is_empty() {
-            shared.sent.video_frames.fetch_add(1, Ordering::Relaxed);
-        }
-        packets
     }
 
     /// The packets of this encoding's frame due at `tick` (none while video is stopped or the
@@ -267,7 +255,8 @@ impl VideoEncodings {
     }
 
     /// The packets of every sending layer's frame due at `tick`, counted as sent (one frame,
-    /// whatever the number of layers it went out in).
+    /// whatever the number of layers it went out in); a keyframe of every layer when the
+    /// participant asked for one (`Shared::force_keyframe`).
     pub fn frame(&mut self, tick: Instant, shared: &Shared) -> Vec<rtp::Packet> {
         if shared.force_keyframe.swap(false, Ordering::Relaxed) {
             self.layers

@@ -156,6 +156,9 @@ impl Media {
                     .zip(rid_ext)
                     .map(|(mid, rid)| SimulcastExtensions { mid, rid });
                 let negotiated = mid.as_deref().zip(ids);
+                if self.simulcast_layers().is_some() && negotiated.is_none() {
+                    tracing::warn!("simulcast without the mid and rid extensions: one stream");
+                }
                 if let Some(camera) = self.camera(ssrcs, pt, negotiated) {
                     let sender = send::send_video(track, camera, config.fps, shared, requests);
                     tasks.push(tokio::spawn(sender));
