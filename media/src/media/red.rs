@@ -45,6 +45,9 @@ const HOLD: Duration = Duration::from_secs(10);
 const MAX_OFFSET: u32 = (1 << 14) - 1;
 /// The largest block length a redundant block header holds (10 bits).
 const MAX_BLOCK: usize = (1 << 10) - 1;
+/// Bytes of wrapped payloads one allocation of a [`RedEncoder`] holds (a few seconds of a
+/// voice's RED at 20-40 kbit/s).
+const SCRATCH: usize = 16 * 1024;
 
 /// Why a RED payload cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -259,6 +262,9 @@ pub struct RedEncoder {
     /// Packets repeated in each, and until when.
     repeat: usize,
     until: Option<Instant>,
+    /// Where wrapped payloads are written: each is split off it, so one allocation serves
+    /// [`SCRATCH`] bytes of them, not one per packet.
+    scratch: BytesMut,
 }
 
 impl RedEncoder {
@@ -269,6 +275,7 @@ impl RedEncoder {
             past: Vec::with_capacity(MAX_REPEATED + 1),
             repeat: 0,
             until: None,
+            scratch: BytesMut::new(),
         }
     }
 
@@ -330,7 +337,10 @@ impl RedEncoder {
             let size = repeated.iter().map(|p| 4 + p.payload.len()).sum::<usize>()
                 + 1
                 + packet.payload.len();
-            let mut payload = BytesMut::with_capacity(size);
+            if self.scratch.capacity() < size {
+                self.scratch = BytesMut::with_capacity(SCRATCH.max(size));
+            }
+            let payload = &mut self.scratch;
             let opus = packet.header.payload_type;
             for past in repeated {
                 let offset = this.timestamp.wrapping_sub(past.timestamp);
@@ -345,7 +355,7 @@ impl RedEncoder {
                 payload.put_slice(&past.payload);
             }
             payload.put_slice(&packet.payload);
-            packet.payload = payload.freeze();
+            packet.payload = payload.split().freeze();
             packet.header.payload_type = self.red_payload_type;
         }
         let newest = self.past.last().map(|p| p.seq);

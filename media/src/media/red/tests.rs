@@ -203,3 +203,37 @@ fn third_header() -> rtp::Packet {
     packet.header.payload_type = RED;
     packet
 }
+
+#[test]
+fn wrapped_payloads_are_cut_from_one_allocation_and_keep_their_bytes() {
+    let now = Instant::now();
+    let mut encoder = RedEncoder::new(RED);
+    encoder.observe_loss(now, 0.2);
+    let wrapped: Vec<rtp::Packet> = (1..=40)
+        .map(|seq| {
+            let mut packet = opus(seq);
+            encoder.encode(now, &mut packet);
+            packet
+        })
+        .collect();
+    for pair in wrapped[1..].windows(2) {
+        let end_of_first = pair[0].payload.as_ptr_range().end;
+        assert_eq!(
+            end_of_first,
+            pair[1].payload.as_ptr(),
+            "each payload follows the one before in the same buffer"
+        );
+    }
+    for (packet, seq) in wrapped.iter().zip(1u16..).skip(2) {
+        let red = parse(&packet.payload).expect("RED");
+        let data = |block: &Block| &packet.payload[block.data.clone()];
+        let blocks: Vec<&[u8]> = red
+            .redundant()
+            .iter()
+            .chain([&red.primary])
+            .map(data)
+            .collect();
+        let sent = [seq - 2, seq - 1, seq].map(|s| opus(s).payload);
+        assert_eq!(blocks, sent.iter().map(|p| &p[..]).collect::<Vec<_>>());
+    }
+}
