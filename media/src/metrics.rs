@@ -216,6 +216,9 @@ pub struct Metrics {
     pub nacks_stale: Counter,
     /// NACKed packets not resent: resent less than a round trip ago.
     pub nacks_repeated: Counter,
+    /// NACKed packets not resent: sent longer ago than the subscriber's round trip keeps
+    /// packets worth resending.
+    pub nacks_too_old: Counter,
     /// Publishers' retransmissions that came on a repair stream (RTX), unwrapped.
     pub rtx_unwrapped: Counter,
     /// Publishers' RTX packets repairing what had arrived already (a browser's probes).
@@ -345,7 +348,7 @@ impl Metrics {
             nacks_received: register(
                 &mut r,
                 "nacks_received",
-                "Lost packets subscribers asked to retransmit, past the NACK filter (not stale, not repeated within a round trip)",
+                "Lost packets subscribers asked to retransmit, past the NACK filter (not stale, not repeated within a round trip, not too old)",
                 Counter::default(),
             ),
             nacks_stale: register(
@@ -358,6 +361,12 @@ impl Metrics {
                 &mut r,
                 "nacks_repeated",
                 "NACKed packets not resent: resent to that subscriber less than a round trip ago",
+                Counter::default(),
+            ),
+            nacks_too_old: register(
+                &mut r,
+                "nacks_too_old",
+                "NACKed packets not resent: sent longer ago than the subscriber's round trip keeps packets worth resending (6 round trips, 1 to 3 s)",
                 Counter::default(),
             ),
             rtx_unwrapped: register(

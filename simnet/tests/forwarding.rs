@@ -420,3 +420,73 @@ fn a_nack_repeated_within_the_round_trip_is_held_back_and_every_loss_still_repai
         client.nacks_sent
     );
 }
+
+#[test]
+fn after_an_outage_only_the_packets_still_worth_resending_are_resent() {
+    // Alice's camera sends one packet a frame; Bob's path (30 ms each way) drops everything
+    // for 2 s; when it comes back he NACKs all he missed
+    let mut sim = Sim::new(23, 1);
+    let alice = sim.join(0, "m", "alice", Some((0xa11ce, 0xa11cf))).unwrap();
+    // Bob sends congestion feedback, as browsers do: his node knows his round trip (60 ms)
+    sim.congestion_feedback = true;
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    // a keyframe only when asked: what an outage costs shows in the frames repaired
+    let mut video = Video::new(&sim, alice, 0xa11cf, b'A', 10_000);
+    let path = Impairment {
+        delay: Duration::from_millis(30),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+    };
+    sim.impair(bob, path);
+    for _ in 0..60 {
+        video.send_frame(&mut sim);
+    }
+    // Bob's path drops everything for 2 s (60 frames), then comes back
+    sim.impair(bob, Impairment { loss: 1.0, ..path });
+    for _ in 0..60 {
+        video.send_frame(&mut sim);
+    }
+    sim.impair(bob, path);
+    for _ in 0..60 {
+        video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(1));
+
+    let slot = sim.consumer_of(bob, alice, MediaKind::Video).unwrap();
+    let packets = by_sequence(&sim.clients[bob].received, slot);
+    let frames: Vec<u32> = packets.iter().map(|p| frame_of(p).1).collect();
+    let lost: Vec<u32> = (60..120).filter(|f| !frames.contains(f)).collect();
+    let too_old = sim.metrics(0).nacks_too_old.get();
+    let client = &sim.clients[bob];
+    println!(
+        "OUTAGE lost_for_good={} too_old={too_old} nacked={} resent={}",
+        lost.len(),
+        client.nacks_sent,
+        client.rtx_received
+    );
+    // Bob's NACKs reach the node 2 s after the outage began: its first second is older than
+    // a 60 ms round trip keeps packets worth resending (1 s), the second is not
+    assert!(
+        (25..=35).contains(&lost.len()),
+        "about the outage's first second is not resent: {lost:?}"
+    );
+    assert_eq!(
+        lost,
+        (60..60 + lost.len() as u32).collect::<Vec<_>>(),
+        "the oldest packets are the ones left"
+    );
+    assert_eq!(
+        client.rtx_received,
+        60 - lost.len(),
+        "the rest are resent once"
+    );
+    assert!(
+        too_old > 0,
+        "Bob's repeated asks for the old ones are counted"
+    );
+    assert!(
+        (120..180).all(|f| frames.contains(&f)),
+        "the path is whole again"
+    );
+}

@@ -9,6 +9,14 @@
 //! The peer notes where each consumer's current source began ([`FreshFrom`]) before it reads a
 //! datagram of RTCP.
 //!
+//! Too old: how long a sent packet is worth resending follows the round trip. A subscriber
+//! asks for a packet again every round trip, and after a few its decoder has moved on (it asks
+//! for a keyframe instead); a packet sent more than [`RETENTION_RTTS`] round trips ago (at
+//! least [`MIN_RETENTION`], at most [`MAX_RETENTION`]) is not resent. The peer notes when each
+//! consumer's stream reached which sequence number ([`SentMarks`]) as it writes. The NACK
+//! responder's buffer (512 packets a video slot, 3.2 s at the
+//! largest bit rate kaskade takes) holds more than the longest retention.
+//!
 //! Repeated: a packet resent less than a round trip ago is still on its way. A browser asks
 //! again on its own timer (Chromium every 100 ms until it knows the round trip), and behind a
 //! capped link the round trip is the shaper's queue: answering every repeat sends each lost
@@ -41,6 +49,22 @@ const RESENT_SPAN: usize = 512;
 const MAX_RESENT_STREAMS: usize = 16;
 /// The longest a repeat is held back, whatever the round trip.
 const MAX_REPEAT_HOLD: Duration = Duration::from_secs(1);
+/// Round trips a sent packet stays worth resending.
+pub const RETENTION_RTTS: u32 = 6;
+/// The least a sent packet stays worth resending, however short the round trip.
+pub const MIN_RETENTION: Duration = Duration::from_secs(1);
+/// The most a sent packet stays worth resending, however long the round trip.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3);
+/// Send marks kept per consumer: at one per [`MARK_EVERY`] or less often, they reach further
+/// back than [`MAX_RETENTION`].
+const MARKS: usize = 32;
+/// The least time between two send marks of a consumer.
+const MARK_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a packet sent on a path of round trip `rtt` is worth resending.
+pub fn retention(rtt: Duration) -> Duration {
+    (rtt * RETENTION_RTTS).clamp(MIN_RETENTION, MAX_RETENTION)
+}
 
 /// Where each consumer's current source began (outbound SSRC and first sequence number),
 /// written by the peer as it sends and read by its [`NackFilter`]: lock-free, one atomic per
@@ -79,9 +103,97 @@ impl FreshFrom {
     }
 }
 
+/// When each consumer's stream had sent up to which sequence number: marks at least
+/// [`MARK_EVERY`] apart, the last [`MARKS`] of them, written by the peer as it writes and read
+/// by its [`NackFilter`]; lock-free, a few atomics per consumer, no allocation.
+#[derive(Debug, Clone)]
+pub struct SentMarks {
+    epoch: Instant,
+    consumers: Arc<[ConsumerMarks]>,
+}
+
+/// One consumer's send marks: `IN_USE | ms << 16 | seq`, ms from the marks' epoch.
+#[derive(Debug)]
+struct ConsumerMarks {
+    /// `IN_USE | ssrc` of the stream the marks are of.
+    ssrc: AtomicU64,
+    marks: [AtomicU64; MARKS],
+    next: AtomicU64,
+}
+
+impl SentMarks {
+    /// Room for `consumers` consumers (later indices are not tracked), times counted from
+    /// `epoch`.
+    pub fn new(epoch: Instant, consumers: usize) -> Self {
+        let consumers = (0..consumers)
+            .map(|_| ConsumerMarks {
+                ssrc: AtomicU64::new(0),
+                marks: std::array::from_fn(|_| AtomicU64::new(0)),
+                next: AtomicU64::new(0),
+            })
+            .collect();
+        Self { epoch, consumers }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        let ms = at.saturating_duration_since(self.epoch).as_millis();
+        u64::try_from(ms)
+            .unwrap_or(u64::MAX)
+            .min(u64::from(u32::MAX))
+    }
+
+    /// Consumer `index` sends packet `seq` on `ssrc` at `now`. Marks it unless the
+    /// consumer's last mark is less than [`MARK_EVERY`] old.
+    pub fn note(&self, index: usize, ssrc: u32, seq: u16, now: Instant) {
+        let Some(consumer) = self.consumers.get(index) else {
+            return;
+        };
+        let owner = IN_USE | u64::from(ssrc);
+        if consumer.ssrc.load(Ordering::Relaxed) != owner {
+            consumer.ssrc.store(owner, Ordering::Relaxed);
+            consumer
+                .marks
+                .iter()
+                .for_each(|m| m.store(0, Ordering::Relaxed));
+        }
+        let now_ms = self.ms(now);
+        let next = consumer.next.load(Ordering::Relaxed);
+        let newest = consumer.marks[(next as usize + MARKS - 1) % MARKS].load(Ordering::Relaxed);
+        let every = MARK_EVERY.as_millis() as u64;
+        if newest & IN_USE != 0 && ((newest >> 16) & 0xffff_ffff) + every > now_ms {
+            return;
+        }
+        let mark = IN_USE | now_ms << 16 | u64::from(seq);
+        consumer.marks[next as usize % MARKS].store(mark, Ordering::Relaxed);
+        consumer.next.store(next.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether `ssrc`'s packet `seq` had been sent by `before`, as far as the marks tell.
+    fn sent_by(&self, ssrc: u32, seq: u16, before: Instant) -> bool {
+        let owner = IN_USE | u64::from(ssrc);
+        let Some(consumer) = self
+            .consumers
+            .iter()
+            .find(|c| c.ssrc.load(Ordering::Relaxed) == owner)
+        else {
+            return false;
+        };
+        let before_ms = self.ms(before);
+        consumer.marks.iter().any(|mark| {
+            let mark = mark.load(Ordering::Relaxed);
+            let (at_ms, reached) = ((mark >> 16) & 0xffff_ffff, mark as u16);
+            mark & IN_USE != 0
+                && at_ms < before_ms
+                && !seq_before(reached, seq)
+                && reached.wrapping_sub(seq) < FRESH_SPAN
+        })
+    }
+}
+
 /// The NACK filter in a subscriber's chain.
 pub struct NackFilter {
     fresh: FreshFrom,
+    marks: SentMarks,
     estimate: DownlinkEstimate,
     resent: Vec<ResentLog>,
     /// What the logs' times count from.
@@ -97,15 +209,17 @@ struct ResentLog {
     at: Box<[(u16, u32); RESENT_SPAN]>,
 }
 
-/// The filter for a peer whose consumers note their sources in `fresh`, sending on a downlink
-/// whose round trip `estimate` carries.
+/// The filter for a peer whose consumers note their sources in `fresh` and their sending in
+/// `marks`, sending on a downlink whose round trip `estimate` carries.
 pub fn tap(
     fresh: FreshFrom,
+    marks: SentMarks,
     estimate: DownlinkEstimate,
     metrics: Arc<Metrics>,
 ) -> RtcpTap<NackFilter> {
     RtcpTap::new(NackFilter {
         fresh,
+        marks,
         estimate,
         resent: Vec::new(),
         epoch: None,
@@ -114,12 +228,14 @@ pub fn tap(
 }
 
 impl NackFilter {
-    /// What is left of `nack`, read at `now`, without the stale packets and those resent less
-    /// than a round trip ago; notes when the rest is resent. Allocates only when it narrows a
-    /// NACK, or the first time a stream is NACKed.
+    /// What is left of `nack`, read at `now`, without the stale packets, those too old and
+    /// those resent less than a round trip ago; notes when the rest is resent. Allocates only
+    /// when it narrows a NACK, or the first time a stream is NACKed.
     fn narrow(&mut self, now: Instant, nack: &TransportLayerNack) -> Narrowed {
         let first = self.fresh.of(nack.media_ssrc);
-        let hold = self.estimate.rtt().map(|rtt| rtt.min(MAX_REPEAT_HOLD));
+        let rtt = self.estimate.rtt();
+        let hold = rtt.map(|rtt| rtt.min(MAX_REPEAT_HOLD));
+        let oldest = rtt.and_then(|rtt| now.checked_sub(retention(rtt)));
         if first.is_none() && hold.is_none() {
             return Narrowed::Untouched;
         }
@@ -133,12 +249,15 @@ impl NackFilter {
             log_of(&mut self.resent, nack.media_ssrc).map(|log| (log, hold_ms))
         });
         let asked = || nack.nacks.iter().flat_map(|pair| pair.into_iter());
-        let (mut stale, mut repeated) = (0, 0);
+        let (mut stale, mut too_old, mut repeated) = (0, 0, 0);
         // made at the first packet left out: every one before it was kept
         let mut kept: Option<Vec<u16>> = None;
         for (index, seq) in asked().enumerate() {
             let keep = if first.is_some_and(|first| seq_before(seq, first)) {
                 stale += 1;
+                false
+            } else if oldest.is_some_and(|at| self.marks.sent_by(nack.media_ssrc, seq, at)) {
+                too_old += 1;
                 false
             } else if let Some((log, hold_ms)) = log.as_mut()
                 && !log.let_through(seq, now_ms, *hold_ms)
@@ -155,6 +274,7 @@ impl NackFilter {
             }
         }
         self.metrics.nacks_stale.inc_by(stale);
+        self.metrics.nacks_too_old.inc_by(too_old);
         self.metrics.nacks_repeated.inc_by(repeated);
         match kept {
             None => Narrowed::Untouched,
@@ -269,6 +389,7 @@ mod tests {
     fn filter_with(fresh: &FreshFrom, estimate: DownlinkEstimate) -> NackFilter {
         NackFilter {
             fresh: fresh.clone(),
+            marks: SentMarks::new(Instant::now(), 2),
             estimate,
             resent: Vec::new(),
             epoch: None,
@@ -354,5 +475,43 @@ mod tests {
             f.inbound(at(ms), &mut packets);
             assert_eq!(asked(&packets), vec![(7, vec![10])]);
         }
+    }
+
+    #[test]
+    fn a_packet_sent_more_than_six_round_trips_ago_is_not_resent() {
+        let estimate = DownlinkEstimate::default();
+        let rtt = Duration::from_millis(200);
+        let path = PathState {
+            clean: true,
+            rtt: Some(rtt),
+            ..PathState::default()
+        };
+        estimate.set(1e6, false, path);
+        assert_eq!(retention(rtt), Duration::from_millis(1_200));
+        assert_eq!(retention(Duration::from_millis(20)), MIN_RETENTION);
+        assert_eq!(retention(Duration::from_secs(2)), MAX_RETENTION);
+        let fresh = FreshFrom::new(2);
+        let mut f = filter_with(&fresh, estimate);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        f.marks = SentMarks::new(t0, 2);
+        // consumer 0 (SSRC 7) sent 100 at 0 ms, 110 at 100 ms, 200 at 1 s, 240 at 1.4 s
+        for (ms, last) in [(0, 100), (100, 110), (1_000, 200), (1_400, 240)] {
+            f.marks.note(0, 7, last, at(ms));
+        }
+        // at 1.4 s the retention reaches back to 200 ms: 105 went out before it
+        let mut packets = vec![nack(7, &[105, 150, 230])];
+        assert_eq!(f.inbound(at(1_400), &mut packets), Verdict::Pass);
+        assert_eq!(asked(&packets), vec![(7, vec![150, 230])]);
+        assert_eq!(f.metrics.nacks_too_old.get(), 1);
+        // another stream's marks say nothing of SSRC 7's packets
+        let mut packets = vec![nack(9, &[105])];
+        f.inbound(at(1_400), &mut packets);
+        assert_eq!(asked(&packets), vec![(9, vec![105])]);
+        // the consumer now sends on SSRC 8: its old marks are gone
+        f.marks.note(0, 8, 5, at(1_500));
+        let mut packets = vec![nack(7, &[104])];
+        f.inbound(at(1_500), &mut packets);
+        assert_eq!(asked(&packets), vec![(7, vec![104])]);
     }
 }

@@ -11,7 +11,7 @@ mod engine;
 
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
 use crate::media::forwarder::{MediaKind, OutboundStream};
-use crate::media::nack_filter::{self, FreshFrom};
+use crate::media::nack_filter::{self, FreshFrom, SentMarks};
 use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::rtcp_tap;
 use crate::media::rtx::RtxUnwrap;
@@ -110,6 +110,8 @@ pub struct WebRtcPeer {
     downlink: DownlinkEstimate,
     /// Where each consumer's current source began, for the NACK filter in its chain.
     fresh: FreshFrom,
+    /// When each consumer had sent what (noted as it writes), for its NACK filter.
+    marks: SentMarks,
     /// Unwraps its audio when it publishes RED.
     red_in: Option<RedUnwrap>,
     /// A RED encoder for each consumer whose slot negotiated RED (same index).
@@ -171,11 +173,15 @@ impl WebRtcPeer {
         let registry = configure_rtcp_reports(registry);
         // under the NACK responder (4_000): what it is asked to resend is narrowed first
         let fresh = FreshFrom::new(2 * settings.max_slots);
+        let marks = SentMarks::new(now, 2 * settings.max_slots);
+        let filter = nack_filter::tap(
+            fresh.clone(),
+            marks.clone(),
+            downlink.clone(),
+            metrics.clone(),
+        );
         let registry = registry
-            .with(
-                InterceptorSlot::Custom(NACK_FILTER_SLOT),
-                nack_filter::tap(fresh.clone(), downlink.clone(), metrics.clone()),
-            )
+            .with(InterceptorSlot::Custom(NACK_FILTER_SLOT), filter)
             .with(
                 InterceptorSlot::Custom(RTX_UNWRAP_SLOT),
                 RtxUnwrap::new(metrics.clone()),
@@ -202,6 +208,7 @@ impl WebRtcPeer {
             layers: Vec::new(),
             downlink,
             fresh,
+            marks,
             red_in: None,
             red_out: Vec::new(),
             metrics,
@@ -608,6 +615,8 @@ impl Transport for WebRtcPeer {
         };
         packet.header.payload_type = consumer.payload_type;
         packet.header.ssrc = consumer.stream.ssrc();
+        let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
+        self.marks.note(index, ssrc, seq, now);
         if let Some(Some(red)) = self.red_out.get_mut(index) {
             if is_congested(&self.downlink) {
                 red.stand_down();
