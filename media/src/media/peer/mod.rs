@@ -8,9 +8,9 @@
 //! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
 
 mod engine;
+mod negotiation;
 
 use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
-use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::nack_filter::{self, FreshFrom, SentMarks};
 use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::rtcp_tap;
@@ -19,11 +19,9 @@ use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
 use crate::metrics::Metrics;
-use engine::{is_forwarded_codec, is_red, kind_of, media_engine, slot_track};
-use rand::Rng;
+use engine::media_engine;
 use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{
     CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry,
     Slot as InterceptorSlot, TwccSenderBuilder,
@@ -34,22 +32,16 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp_transceiver::{
-    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
-};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::error::Error as RtcError;
 use rtc::statistics::StatsSelector;
@@ -213,195 +205,6 @@ impl WebRtcPeer {
             red_out: Vec::new(),
             metrics,
         })
-    }
-
-    /// Answers the client's one offer; `rng` picks a fresh SSRC for each slot and the random
-    /// first sequence number and timestamp of its stream.
-    fn answer(
-        &mut self,
-        now: Instant,
-        offer_sdp: String,
-        rng: &mut impl Rng,
-    ) -> Result<String, NegotiationError> {
-        if self.negotiated {
-            return Err(NegotiationError::AlreadyNegotiated);
-        }
-        let invalid = |e: RtcError| NegotiationError::InvalidOffer(e.to_string());
-        let offer = RTCSessionDescription::offer(offer_sdp).map_err(invalid)?;
-        let parsed = offer.unmarshal().map_err(invalid)?;
-        let recvonly = |kind: &str| {
-            parsed
-                .media_descriptions
-                .iter()
-                .filter(|m| m.media_name.media == kind && m.attribute("recvonly").is_some())
-                .count()
-                .min(self.settings.max_slots)
-        };
-        let wanted = [
-            (MediaKind::Audio, recvonly("audio")),
-            (MediaKind::Video, recvonly("video")),
-        ];
-        for (kind, count) in wanted {
-            for _ in 0..count {
-                let (ssrc, rtx_ssrc) = (rng.random(), rng.random());
-                self.pc
-                    .add_transceiver_from_track(
-                        slot_track(kind, ssrc, rtx_ssrc),
-                        Some(RTCRtpTransceiverInit {
-                            direction: RTCRtpTransceiverDirection::Sendonly,
-                            streams: vec![],
-                            send_encodings: vec![],
-                        }),
-                    )
-                    .map_err(invalid)?;
-            }
-        }
-        self.pc
-            .set_remote_description(now, offer)
-            .map_err(invalid)?;
-        for candidate in self.local_candidates().map_err(invalid)? {
-            self.pc.add_local_candidate(candidate).map_err(invalid)?;
-        }
-        let answer = self.pc.create_answer(None).map_err(invalid)?;
-        self.pc
-            .set_local_description(now, answer)
-            .map_err(invalid)?;
-        let local = self
-            .pc
-            .local_description()
-            .ok_or_else(|| NegotiationError::InvalidOffer("no local description".into()))?;
-        // an offer none of whose m-lines can be negotiated (no codec this node forwards) gets
-        // an answer rejecting them all, without ICE credentials: no connection can follow it.
-        // The session is spent (kaskade negotiates once), and the client is told why.
-        let accepted = local
-            .unmarshal()
-            .map_err(invalid)?
-            .media_descriptions
-            .iter()
-            .any(|m| m.media_name.port.value != 0);
-        if !accepted {
-            self.negotiated = true;
-            return Err(NegotiationError::InvalidOffer(
-                "no m-line of the offer can be negotiated (Opus or H.264 packetization mode 1)"
-                    .into(),
-            ));
-        }
-        self.learn_negotiated(now, rng);
-        self.negotiated = true;
-        Ok(local.sdp)
-    }
-
-    fn local_candidates(&self) -> Result<Vec<RTCIceCandidateInit>, RtcError> {
-        let udp = self
-            .settings
-            .udp_candidates
-            .iter()
-            .map(|a| (a, "udp", TcpType::Unspecified));
-        let tcp = self
-            .settings
-            .tcp_candidates
-            .iter()
-            .map(|a| (a, "tcp", TcpType::Passive));
-        udp.chain(tcp)
-            .map(|(addr, network, tcp_type)| {
-                let candidate = CandidateHostConfig {
-                    base_config: CandidateConfig {
-                        network: network.to_owned(),
-                        address: addr.ip().to_string(),
-                        port: addr.port(),
-                        component: 1,
-                        ..Default::default()
-                    },
-                    tcp_type,
-                }
-                .new_candidate_host()?;
-                RTCIceCandidate::from(&candidate).to_json()
-            })
-            .collect()
-    }
-
-    /// Records the slots and publish m-lines the answer settled.
-    fn learn_negotiated(&mut self, now: Instant, rng: &mut impl Rng) {
-        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
-        for id in transceivers {
-            let Some(transceiver) = self.pc.rtp_transceiver(id) else {
-                continue;
-            };
-            let Some(mid) = transceiver.mid().clone() else {
-                continue;
-            };
-            let direction = transceiver.direction();
-            let sender = transceiver.sender();
-            let receiver = transceiver.receiver();
-            if direction == RTCRtpTransceiverDirection::Sendonly
-                && let Some(sender_id) = sender
-            {
-                let Some(mut sender) = self.pc.rtp_sender(sender_id) else {
-                    continue;
-                };
-                let ssrc = sender.track().ssrcs().next().unwrap_or_default();
-                let kind = kind_of(sender.track().kind());
-                let codecs = &sender.get_parameters().rtp_parameters.codecs;
-                let Some(payload_type) = codecs
-                    .iter()
-                    .find(|c| is_forwarded_codec(&c.rtp_codec.mime_type))
-                    .map(|c| c.payload_type)
-                else {
-                    continue;
-                };
-                let red = codecs
-                    .iter()
-                    .find(|c| is_red(&c.rtp_codec.mime_type))
-                    .map(|c| RedEncoder::new(c.payload_type));
-                let (seq, ts) = (rng.random(), rng.random());
-                self.consumers.push(Consumer {
-                    mid,
-                    payload_type,
-                    stream: OutboundStream::new(ssrc, kind, seq, ts, now),
-                    layer: 0,
-                });
-                self.senders.push(sender_id);
-                self.red_out.push(red);
-            } else if direction.has_recv()
-                && let Some(receiver_id) = receiver
-            {
-                let Some(mut receiver) = self.pc.rtp_receiver(receiver_id) else {
-                    continue;
-                };
-                let kind = kind_of(receiver.track().kind());
-                let params = receiver.get_parameters().rtp_parameters.clone();
-                for codec in &params.codecs {
-                    if is_forwarded_codec(&codec.rtp_codec.mime_type) {
-                        self.publication
-                            .payload_kinds
-                            .push((codec.payload_type, kind));
-                    }
-                }
-                match kind {
-                    MediaKind::Audio => {
-                        let payload_type = |wanted: fn(&str) -> bool| {
-                            params
-                                .codecs
-                                .iter()
-                                .find(|c| wanted(&c.rtp_codec.mime_type))
-                                .map(|c| c.payload_type)
-                        };
-                        if let (Some(red), Some(opus)) =
-                            (payload_type(is_red), payload_type(is_forwarded_codec))
-                        {
-                            self.red_in = Some(RedUnwrap::new(red, opus));
-                        }
-                        self.receivers.audio = Some(receiver_id);
-                        self.publication.audio_level_ext = params
-                            .header_extensions
-                            .iter()
-                            .find(|e| e.uri == AUDIO_LEVEL_URI)
-                            .and_then(|e| u8::try_from(e.id).ok());
-                    }
-                    MediaKind::Video => self.receivers.video = Some(receiver_id),
-                }
-            }
-        }
     }
 
     /// Parses a decrypted message into inbound media: RTP as is (RED as the Opus packets it
