@@ -7,8 +7,10 @@
 //! by hand ([`sdp`]). Media is one UDP socket and one task per participant ([`driver`]): STUN
 //! checks towards the ICE-lite node ([`ice`]), a DTLS client handshake and the SRTP keys it
 //! exports ([`dtls`]), then the task sends the same synthetic media as the ordinary participant
-//! (the looped H.264 clip with a latency stamp ahead of each frame, the Opus clip at 50
-//! packets/s with its audio level), answers PLI/FIR with a keyframe, and decrypts, counts,
+//! (the looped H.264 clip with a latency stamp ahead of each frame, as one stream or, with
+//! `simulcast`, three layers paused as the node's `layers` says; the Opus clip at 50
+//! packets/s with its audio level), answers PLI/FIR with a keyframe (of the layer named), and,
+//! with a tile height, reports its room-mates' tiles ([`tiles`]); it decrypts, counts,
 //! decodes (if asked) and hands to the sink everything the node sends, attributed through the
 //! slot map. No interceptors: no NACKs (loss is measured from sequence numbers), no reports,
 //! no congestion control; a PLI only after a gap in a video slot, like the ordinary client.
