@@ -49,17 +49,6 @@ impl VideoSource {
         }
     }
 
-    /// The same, with these header extensions (id, value) on every packet.
-    pub fn with_extensions(mut self, extensions: Vec<(u8, Bytes)>) -> Self {
-        self.extensions = extensions;
-        self
-    }
-
-    /// The SSRC it sends on.
-    pub fn ssrc(&self) -> u32 {
-        self.ssrc
-    }
-
     /// Makes its next frame a keyframe.
     pub fn request_keyframe(&mut self) {
         self.keyframe_asked = true;
@@ -139,8 +128,9 @@ impl VideoEncodings {
             .into_iter()
             .map(|(clip, ssrc, rid)| {
                 let rid = Bytes::copy_from_slice(rid.as_bytes());
-                VideoSource::new(clip, ssrc, payload_type)
-                    .with_extensions(vec![(ids.mid, mid.clone()), (ids.rid, rid)])
+                let mut layer = VideoSource::new(clip, ssrc, payload_type);
+                layer.extensions = vec![(ids.mid, mid.clone()), (ids.rid, rid)];
+                layer
             })
             .collect();
         Self { layers }
@@ -148,7 +138,7 @@ impl VideoEncodings {
 
     /// Pauses the layers whose entry in `active` (the node's `layers`, lowest first) is
     /// false, and resumes the others (a layer without an entry sends).
-    pub fn set_active(&mut self, active: &[bool]) {
+    fn set_active(&mut self, active: &[bool]) {
         for (i, layer) in self.layers.iter_mut().enumerate() {
             layer.active = active.get(i).copied().unwrap_or(true);
         }
@@ -161,9 +151,13 @@ impl VideoEncodings {
     }
 
     /// The packets of every sending layer's frame due at `tick`, counted as sent (one frame,
-    /// whatever the number of layers it went out in); a keyframe of every layer when the
-    /// participant asked for one (`Shared::force_keyframe`).
+    /// whatever the number of layers it went out in): the layers the node last wanted
+    /// (`MeetingState::active_layers`), a keyframe of every layer when the participant asked
+    /// for one (`Shared::force_keyframe`).
     pub fn frame(&mut self, tick: Instant, shared: &Shared) -> Vec<rtp::Packet> {
+        if self.layers.len() > 1 {
+            shared.with_state(|s| self.set_active(&s.active_layers));
+        }
         if shared.force_keyframe.swap(false, Ordering::Relaxed) {
             self.layers
                 .iter_mut()
@@ -240,6 +234,8 @@ mod tests {
             "n",
         ));
         let mut camera = three_layers();
+        // what the node's `layers` frames leave in the participant's state
+        let tell = |active: &[bool]| shared.with_state(|s| s.active_layers = active.to_vec());
         let t0 = Instant::now();
         let tick = |n: u64| t0 + Duration::from_millis(100 * n);
         let first = camera.frame(tick(0), &shared);
@@ -255,7 +251,7 @@ mod tests {
         }
         assert_eq!(keyframes(&camera.frame(tick(1), &shared)).len(), 3);
 
-        camera.set_active(&[true, false, false]);
+        tell(&[true, false, false]);
         assert_eq!(keyframes(&camera.frame(tick(2), &shared)), [(1, false)]);
         assert!(camera.request_keyframe(1));
         assert!(!camera.request_keyframe(9), "no layer sends on SSRC 9");
@@ -264,13 +260,13 @@ mod tests {
             [(1, true)],
             "a keyframe of the layer asked, the paused ones still silent"
         );
-        camera.set_active(&[true, true, false]);
+        tell(&[true, true, false]);
         assert_eq!(
             keyframes(&camera.frame(tick(4), &shared)),
             [(1, false), (2, true)],
             "a resumed layer starts at a keyframe"
         );
-        camera.set_active(&[]);
+        tell(&[]);
         assert_eq!(
             keyframes(&camera.frame(tick(5), &shared)),
             [(1, false), (2, false), (3, true)],

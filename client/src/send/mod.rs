@@ -105,7 +105,6 @@ pub async fn send_video(
         while let Ok(ssrc) = keyframes.try_recv() {
             camera.request_keyframe(ssrc);
         }
-        shared.with_state(|s| camera.set_active(&s.active_layers));
         for packet in camera.frame(tick.into_std(), &shared) {
             if let Err(e) = track.write_rtp(packet).await {
                 tracing::debug!("video write_rtp: {e}");

@@ -135,11 +135,11 @@ impl SentMarks {
         Self { epoch, consumers }
     }
 
-    fn ms(&self, at: Instant) -> u64 {
+    /// Milliseconds from the marks' epoch to `at` (saturating after 49 days), the clock of
+    /// the marks and of the filter's resend logs.
+    fn ms(&self, at: Instant) -> u32 {
         let ms = at.saturating_duration_since(self.epoch).as_millis();
-        u64::try_from(ms)
-            .unwrap_or(u64::MAX)
-            .min(u64::from(u32::MAX))
+        u32::try_from(ms).unwrap_or(u32::MAX)
     }
 
     /// Consumer `index` sends packet `seq` on `ssrc` at `now`. Marks it unless the
@@ -156,7 +156,7 @@ impl SentMarks {
                 .iter()
                 .for_each(|m| m.store(0, Ordering::Relaxed));
         }
-        let now_ms = self.ms(now);
+        let now_ms = u64::from(self.ms(now));
         let next = consumer.next.load(Ordering::Relaxed);
         let newest = consumer.marks[(next as usize + MARKS - 1) % MARKS].load(Ordering::Relaxed);
         let every = MARK_EVERY.as_millis() as u64;
@@ -178,7 +178,7 @@ impl SentMarks {
         else {
             return false;
         };
-        let before_ms = self.ms(before);
+        let before_ms = u64::from(self.ms(before));
         consumer.marks.iter().any(|mark| {
             let mark = mark.load(Ordering::Relaxed);
             let (at_ms, reached) = ((mark >> 16) & 0xffff_ffff, mark as u16);
@@ -193,16 +193,15 @@ impl SentMarks {
 /// The NACK filter in a subscriber's chain.
 pub struct NackFilter {
     fresh: FreshFrom,
+    /// What each consumer sent when; their clock times the resend logs too.
     marks: SentMarks,
     estimate: DownlinkEstimate,
     resent: Vec<ResentLog>,
-    /// What the logs' times count from.
-    epoch: Option<Instant>,
     metrics: Arc<Metrics>,
 }
 
 /// When each of a stream's last [`RESENT_SPAN`] NACKed packets was last let through to the
-/// responder, in milliseconds from the filter's epoch.
+/// responder, in milliseconds on the clock of the filter's [`SentMarks`].
 struct ResentLog {
     ssrc: u32,
     /// By sequence number modulo the span: the sequence number and the time (0: never).
@@ -222,7 +221,6 @@ pub fn tap(
         marks,
         estimate,
         resent: Vec::new(),
-        epoch: None,
         metrics,
     })
 }
@@ -239,11 +237,8 @@ impl NackFilter {
         if first.is_none() && hold.is_none() {
             return Narrowed::Untouched;
         }
-        let epoch = *self.epoch.get_or_insert(now);
-        // saturates after 49 days: every repeat is let through then
-        let now_ms = u32::try_from(now.saturating_duration_since(epoch).as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
+        // 0 marks an entry never resent; saturates after 49 days: every repeat goes through then
+        let now_ms = self.marks.ms(now).max(1);
         let mut log = hold.and_then(|hold| {
             let hold_ms = u32::try_from(hold.as_millis()).unwrap_or(u32::MAX);
             log_of(&mut self.resent, nack.media_ssrc).map(|log| (log, hold_ms))
@@ -392,7 +387,6 @@ mod tests {
             marks: SentMarks::new(Instant::now(), 2),
             estimate,
             resent: Vec::new(),
-            epoch: None,
             metrics: Arc::new(Metrics::default()),
         }
     }

@@ -107,9 +107,10 @@ pub(crate) struct Driver {
     audio_pt: u8,
     audio_level_ext: Option<u8>,
     video_ssrc: Option<u32>,
-    /// Our video's m-line and simulcast rids (none: one stream on `video_ssrc`).
+    /// Our video's m-line, and how many simulcast layers we offered (none: one stream on
+    /// `video_ssrc`).
     video_mid: String,
-    video_rids: Vec<String>,
+    video_layers: usize,
     audio_ssrc: Option<u32>,
     senders: Option<Senders>,
     slots: Vec<RecvSlot>,
@@ -190,7 +191,7 @@ impl Driver {
                 .publish_section(MediaKind::Video)
                 .map(|s| s.mid.clone())
                 .unwrap_or_default(),
-            video_rids: offer.video_rids.clone(),
+            video_layers: offer.video_rids.len(),
             audio_ssrc: offer.audio_ssrc.filter(|_| audio.is_some()),
             senders: None,
             slots,
@@ -285,8 +286,6 @@ impl Driver {
         if let Some((camera, period, next)) = &mut senders.video
             && now >= *next
         {
-            self.shared
-                .with_state(|s| camera.set_active(&s.active_layers));
             // the frame's instant is its deadline's, like the ordinary sender's ticks
             for packet in camera.frame(*next, &self.shared) {
                 self.send_rtp(&packet);
@@ -406,7 +405,7 @@ impl Driver {
             .and_then(|(clip, ssrc)| {
                 let period = Duration::from_secs(1) / clip.config().fps.max(1);
                 // the layers below the top one, which goes out on the offer's SSRC
-                let below = self.video_rids.len().saturating_sub(1);
+                let below = self.video_layers.saturating_sub(1);
                 let mut ssrcs: Vec<u32> = (0..below).map(|_| random_u32()).collect();
                 ssrcs.push(ssrc);
                 let ids = SimulcastExtensions {

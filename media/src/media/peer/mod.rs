@@ -253,16 +253,16 @@ impl WebRtcPeer {
 
     /// Hands the loss a subscriber's receiver reports show on a RED slot to its encoder.
     fn observe_reports(&mut self, now: Instant, reports: &[ReceptionReport]) {
-        let congested = is_congested(&self.downlink);
+        if is_congested(&self.downlink) {
+            return;
+        }
         for report in reports {
             let slot = self
                 .consumers
                 .iter()
                 .zip(&mut self.red_out)
                 .find(|(consumer, _)| consumer.stream.ssrc() == report.ssrc);
-            if let Some((_, Some(encoder))) = slot
-                && !congested
-            {
+            if let Some((_, Some(encoder))) = slot {
                 encoder.observe_loss(now, f64::from(report.fraction_lost) / 256.0);
             }
         }
