@@ -210,8 +210,14 @@ pub struct Metrics {
     /// Clients refused or cut off, by [`Refused`] reason.
     refused: Family<ReasonLabel, Counter>,
     /// Lost packets subscribers asked for (NACK entries), past the NACK filter: the ones the
-    /// responder is asked to resend.
+    /// node looks up to resend.
     pub nacks_received: Counter,
+    /// Packets resent to subscribers from their publishers' retransmission rings.
+    pub retransmitted: Counter,
+    /// NACKed packets past the filter that could not be resent: no longer in the publisher's
+    /// ring, never sent by it (the stream's own padding), or of a consumer that carries
+    /// another source now.
+    pub nacks_missed: Counter,
     /// NACKed packets not resent: sent before their stream's current source began.
     pub nacks_stale: Counter,
     /// NACKed packets not resent: resent less than a round trip ago.
@@ -349,6 +355,18 @@ impl Metrics {
                 &mut r,
                 "nacks_received",
                 "Lost packets subscribers asked to retransmit, past the NACK filter (not stale, not repeated within a round trip, not too old)",
+                Counter::default(),
+            ),
+            retransmitted: register(
+                &mut r,
+                "retransmitted",
+                "Packets resent to subscribers from their publishers' retransmission rings (on RTX where negotiated)",
+                Counter::default(),
+            ),
+            nacks_missed: register(
+                &mut r,
+                "nacks_missed",
+                "NACKed packets past the filter that could not be resent (out of the publisher's ring, the stream's own padding, or another source's)",
                 Counter::default(),
             ),
             nacks_stale: register(

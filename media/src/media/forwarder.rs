@@ -83,6 +83,10 @@ struct Mapping {
     began: Instant,
     /// The outbound sequence number of its first packet.
     first_out: u16,
+    /// The first source sequence number that went out with its own timestamp (rewritten by the
+    /// offset): those before it went out in a replayed group of pictures, their timestamps
+    /// squeezed, and are not resent.
+    resend_from: u16,
 }
 
 impl Mapping {
@@ -94,6 +98,33 @@ impl Mapping {
             .wrapping_sub(before(&self.skipped) as u16)
             .wrapping_add(before(&self.padded) as u16)
     }
+
+    /// The source packet that went out as `out`, if it is one of this mapping's: the inverse
+    /// of [`Self::out_seq`], searched over the few places skips and padding can shift it.
+    fn source_seq(&self, out: u16) -> Option<u16> {
+        let guess = out.wrapping_sub(self.seq_offset);
+        let reach = (self.skipped.len() + self.padded.len()) as u16;
+        (0..=reach)
+            .flat_map(|d| [guess.wrapping_add(d), guess.wrapping_sub(d)])
+            .find(|&seq| {
+                !seq_before(seq, self.resend_from)
+                    && !seq_before(seq, self.base_seq)
+                    && !seq_before(self.highest_seq, seq)
+                    && !self.skipped.contains(&seq)
+                    && self.out_seq(seq) == out
+            })
+    }
+}
+
+/// Where a packet this stream sent came from: what to resend when its subscriber asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentFrom {
+    /// The source stream's SSRC.
+    pub ssrc: u32,
+    /// The source's sequence number of the packet.
+    pub seq: u16,
+    /// What the stream adds to the source's timestamps.
+    pub ts_offset: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +235,29 @@ impl OutboundStream {
             None => self.last.seq.wrapping_add(1),
         };
         self.sent_any.then_some((first, self.last.seq))
+    }
+
+    /// The source packet this stream sent as `out`, while it still carries that packet's
+    /// source; `None` for a packet of an earlier source, padding the stream sent of its own, a
+    /// packet of a replayed group of pictures, or one not sent yet.
+    pub fn source_of(&self, out: u16) -> Option<SentFrom> {
+        let mapping = self.mapping.as_ref()?;
+        let seq = mapping.source_seq(out)?;
+        Some(SentFrom {
+            ssrc: mapping.ssrc,
+            seq,
+            ts_offset: mapping.ts_offset,
+        })
+    }
+
+    /// The packets of the current source up to `seq` went out in a replayed group of pictures
+    /// (their timestamps squeezed): they are not resent with their own.
+    pub fn replayed_through(&mut self, seq: u16) {
+        if let Some(mapping) = self.mapping.as_mut()
+            && !seq_before(seq, mapping.resend_from)
+        {
+            mapping.resend_from = seq.wrapping_add(1);
+        }
     }
 
     /// Stop forwarding (source muted or gone). The next [`Self::attach`] re-syncs.
@@ -323,6 +377,7 @@ impl OutboundStream {
             padded: VecDeque::new(),
             began: now,
             first_out: out_seq,
+            resend_from: packet.seq,
         });
         self.pending = None;
     }

@@ -17,6 +17,7 @@ pub mod peer;
 pub mod probe;
 pub mod red;
 pub mod relayed;
+pub mod repair;
 pub mod room;
 pub mod rtcp_tap;
 pub mod rtx;

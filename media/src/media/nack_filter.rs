@@ -1,5 +1,5 @@
 //! Retransmission requests not worth answering, taken out of a subscriber's NACKs before the
-//! NACK responder reads them.
+//! core reads them (and resends the rest from the publishers' rings, `media::repair`).
 //!
 //! Stale: packets an outbound stream sent before its current source began (a simulcast layer
 //! switch, a publisher's new source, a resync at a keyframe) ask for pictures the subscriber no
@@ -13,9 +13,9 @@
 //! asks for a packet again every round trip, and after a few its decoder has moved on (it asks
 //! for a keyframe instead); a packet sent more than [`RETENTION_RTTS`] round trips ago (at
 //! least [`MIN_RETENTION`], at most [`MAX_RETENTION`]) is not resent. The peer notes when each
-//! consumer's stream reached which sequence number ([`SentMarks`]) as it writes. The NACK
-//! responder's buffer (512 packets a video slot, 3.2 s at the
-//! largest bit rate kaskade takes) holds more than the longest retention.
+//! consumer's stream reached which sequence number ([`SentMarks`]) as it writes. A
+//! publisher's ring (512 packets a stream, 3.2 s at the largest bit rate kaskade takes) holds
+//! more than the longest retention.
 //!
 //! Repeated: a packet resent less than a round trip ago is still on its way. A browser asks
 //! again on its own timer (Chromium every 100 ms until it knows the round trip), and behind a
@@ -24,7 +24,8 @@
 //! congestion feedback's (`bwe::DownlinkEstimate::rtt`); without feedback every NACK is
 //! answered.
 //!
-//! [`NackFilter`] sits in the interceptor chain under the NACK responder.
+//! [`NackFilter`] sits in the interceptor chain under the RTCP tap that hands NACKs to the
+//! core.
 
 use crate::media::bwe::DownlinkEstimate;
 use crate::media::forwarder::seq_before;
@@ -39,11 +40,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How far a stream may run past the start of its source before that start is forgotten:
-/// far beyond what the NACK responder keeps, and short of where sequence numbers wrap.
+/// far beyond what a publisher's retransmission ring keeps, and short of where sequence
+/// numbers wrap.
 const FRESH_SPAN: u16 = 16_384;
 /// Marks an entry in use.
 const IN_USE: u64 = 1 << 63;
-/// Resent packets remembered per stream: as many as the NACK responder keeps.
+/// Resent packets remembered per stream: as many as a retransmission ring keeps.
 const RESENT_SPAN: usize = 512;
 /// Streams whose resent packets are remembered: a subscriber's video slots.
 const MAX_RESENT_STREAMS: usize = 16;
@@ -201,7 +203,7 @@ pub struct NackFilter {
 }
 
 /// When each of a stream's last [`RESENT_SPAN`] NACKed packets was last let through to the
-/// responder, in milliseconds on the clock of the filter's [`SentMarks`].
+/// core to resend, in milliseconds on the clock of the filter's [`SentMarks`].
 struct ResentLog {
     ssrc: u32,
     /// By sequence number modulo the span: the sequence number and the time (0: never).
@@ -284,7 +286,7 @@ impl NackFilter {
 }
 
 impl ResentLog {
-    /// Whether `seq`, asked for at `now_ms`, goes on to the responder: not if it was let
+    /// Whether `seq`, asked for at `now_ms`, goes on to be resent: not if it was let
     /// through less than `hold_ms` before. Notes the time when it goes on.
     fn let_through(&mut self, seq: u16, now_ms: u32, hold_ms: u32) -> bool {
         let entry = &mut self.at[usize::from(seq) % RESENT_SPAN];

@@ -11,6 +11,7 @@ use crate::media::demux::ParticipantId;
 use crate::media::forwarder::MediaKind;
 use crate::media::gop::GopCache;
 use crate::media::probe::Prober;
+use crate::media::repair::RepairHistory;
 use crate::media::room::SlotSource;
 use crate::media::simulcast::VideoLayers;
 use crate::media::transport::Transport;
@@ -53,6 +54,8 @@ pub struct Participant {
     pub allocated_for: Option<u32>,
     /// Its video since the last keyframe, when its source cannot be asked for one.
     pub gop: Option<GopCache>,
+    /// The last packets of each of its video streams, resent to subscribers that NACK them.
+    pub repair: RepairHistory,
     /// Set for a source the node connects to (a camera added by a moderator), with its state.
     /// A source stays only while someone else is in the meeting.
     pub source: Option<Source>,
@@ -102,6 +105,7 @@ impl Participant {
             prober: Prober::default(),
             allocated_for: None,
             gop,
+            repair: RepairHistory::default(),
             source: None,
             relayed_from: None,
             dirty: false,

@@ -1,10 +1,11 @@
-//! The node's RTCP observer: subscribers' keyframe requests reach the forwarder, receiver
-//! reports that show loss reach the peer's RED encoders, NACKs are counted.
+//! The node's RTCP observer: subscribers' keyframe requests and NACKs reach the forwarder,
+//! receiver reports that show loss reach the peer's RED encoders, NACKs are counted.
 //!
-//! The NACK responder answers retransmission requests from its cache inside the chain; the SFU
-//! must still see PLI/FIR about the streams it forwards, to relay them, coalesced, to the
-//! publisher, and the loss its subscribers report, to protect their audio with redundancy, so
-//! exactly those are delivered to the application.
+//! The SFU relays PLI/FIR about the streams it forwards, coalesced, to the publisher, answers
+//! NACKs from the publisher's retransmission ring (`media::repair`; the NACK filter under this
+//! tap has already taken out what is not worth resending), and protects the audio of
+//! subscribers whose reports show loss with redundancy, so exactly those are delivered to the
+//! application.
 
 use crate::metrics::Metrics;
 use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict, is_keyframe_request, nacked_packets};
@@ -16,7 +17,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Delivers PLI/FIR and receiver reports that show loss to the peer, and counts NACKed
+/// Delivers PLI/FIR, NACKs and receiver reports that show loss to the peer, and counts NACKed
 /// packets into the node's metrics.
 pub struct NodeRtcp {
     metrics: Arc<Metrics>,
@@ -36,6 +37,7 @@ impl RtcpObserver for NodeRtcp {
                 deliver = true;
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.metrics.nacks_received.inc_by(nacked_packets(nack));
+                deliver = true;
             } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
                 deliver |= shows_loss(&report.reports);
             } else if let Some(report) = any.downcast_ref::<SenderReport>() {

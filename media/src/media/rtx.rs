@@ -1,7 +1,8 @@
 //! Retransmissions on a repair stream of their own (RTX, RFC 4588), in both directions.
 //!
 //! To a subscriber: each video slot announces a repair SSRC beside its media SSRC
-//! (`a=ssrc-group:FID`), and `rtc`'s NACK responder answers a NACK with an RTX packet on it, so
+//! (`a=ssrc-group:FID`), and the node answers a NACK with an RTX packet on it (the packet from
+//! the publisher's ring, `media::repair`, wrapped by the peer), so
 //! the subscriber's receive statistics and its jitter buffer tell a retransmission from a late
 //! original. What binds streams for transport-wide congestion control binds each repair SSRC
 //! too (`bwe::TwccStreamsOnly`), so retransmissions carry TWCC sequence numbers and count in

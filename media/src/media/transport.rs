@@ -47,6 +47,14 @@ pub enum Inbound {
         /// The consumer's SSRC (the media SSRC of the PLI or FIR).
         ssrc: u32,
     },
+    /// It asks again for the packet its consumer with outbound SSRC `ssrc` sent as `seq` (an
+    /// entry of its NACK, past the NACK filter).
+    Nack {
+        /// The consumer's SSRC (the media SSRC of the NACK).
+        ssrc: u32,
+        /// The consumer's sequence number of the lost packet.
+        seq: u16,
+    },
 }
 
 /// Something a transport did that the core must act on.
@@ -192,6 +200,18 @@ pub trait Transport: Send {
         _packet: rtc::rtp::Packet,
     ) -> Result<(), TransportError> {
         Err(TransportError("this transport receives nothing".into()))
+    }
+
+    /// Resends a packet consumer `index` sent before, rebuilt with its sequence number and
+    /// timestamp as they went out: on the consumer's repair stream (RTX) where the subscriber
+    /// negotiated one, as it was otherwise.
+    fn resend_rtp(
+        &mut self,
+        _now: Instant,
+        _index: usize,
+        _packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        Err(TransportError("this transport resends nothing".into()))
     }
 
     /// Asks the participant for a keyframe of its video, whose SSRC is `media_ssrc`. Returns

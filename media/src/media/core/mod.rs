@@ -289,6 +289,7 @@ impl MediaCore {
             match inbound {
                 Inbound::Rtp(packet) => self.on_rtp(now, id, packet, None),
                 Inbound::KeyframeRequest { ssrc } => self.on_keyframe_request(now, id, ssrc),
+                Inbound::Nack { ssrc, seq } => self.on_nack(now, id, ssrc, seq),
             }
         }
     }

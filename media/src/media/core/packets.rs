@@ -84,6 +84,16 @@ impl MediaCore {
             self.metrics.drop_packet(Dropped::Muted);
             return;
         }
+        if kind == MediaKind::Video {
+            let header = &packet.header;
+            p.repair.keep(
+                header.ssrc,
+                header.sequence_number,
+                header.timestamp,
+                header.marker,
+                &packet.payload,
+            );
+        }
         let received = Received {
             kind,
             layer,
@@ -166,6 +176,14 @@ impl MediaCore {
                     };
                     wrote |= forward(s, slot, cached, &cached_inbound, now, &self.metrics).is_ok();
                 }
+                if let (Some(consumer), Some(last)) = (
+                    s.transport.consumers_mut().get_mut(slot),
+                    gop.packets().last(),
+                ) {
+                    consumer
+                        .stream
+                        .replayed_through(last.header.sequence_number);
+                }
                 self.metrics.gop_replays.inc();
             }
             match forward(s, slot, packet, &inbound, now, &self.metrics) {
@@ -239,6 +257,50 @@ impl MediaCore {
                 .unwrap_or(0);
             self.request_keyframe(now, publisher, layer);
         }
+    }
+
+    /// A subscriber asks again for the packet its consumer `ssrc` sent as `seq`: resent from
+    /// the retransmission ring of the publisher it came from, while the consumer still carries
+    /// that publisher's stream and the ring still holds it.
+    pub(super) fn on_nack(&mut self, now: Instant, subscriber: ParticipantId, ssrc: u32, seq: u16) {
+        let Some((index, publisher, from)) = self.participants.get(&subscriber).and_then(|s| {
+            let consumers = s.transport.consumers();
+            let index = consumers.iter().position(|c| c.stream.ssrc() == ssrc)?;
+            let from = consumers[index].stream.source_of(seq)?;
+            Some((index, s.slots.get(index)?.publisher?, from))
+        }) else {
+            self.metrics.nacks_missed.inc();
+            return;
+        };
+        let Some(kept) = self
+            .participants
+            .get(&publisher)
+            .and_then(|p| p.repair.get(from.ssrc, from.seq))
+            .cloned()
+        else {
+            self.metrics.nacks_missed.inc();
+            return;
+        };
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: kept.marker,
+                sequence_number: seq,
+                timestamp: kept.timestamp.wrapping_add(from.ts_offset),
+                ..Default::default()
+            },
+            payload: kept.payload,
+        };
+        let Some(s) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        match s.transport.resend_rtp(now, index, packet) {
+            Ok(()) => {
+                self.metrics.retransmitted.inc();
+            }
+            Err(e) => debug!(%subscriber, "resend failed: {e}"),
+        }
+        self.mark_dirty(subscriber);
     }
 
     /// Where the group-of-pictures cache of `publisher` lives (`None` inside when its source

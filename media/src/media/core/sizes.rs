@@ -32,6 +32,10 @@ impl MediaCore {
                 "participant_slots",
                 self.participants.values().map(|p| p.slots.len()).sum(),
             ),
+            (
+                "repair_packets",
+                self.participants.values().map(|p| p.repair.len()).sum(),
+            ),
             ("rooms", self.rooms.len()),
             ("room_names", self.room_names.len()),
             ("room_members", sum(&|r| r.members.len())),

@@ -359,3 +359,52 @@ fn attaching_the_current_source_again_changes_nothing() {
     assert!(!s.awaits_keyframe());
     run(&mut s, start, &[(pkt(A, 2, 0, false), 1, Ok((1, 0)))]);
 }
+
+#[test]
+fn every_packet_sent_of_the_current_source_maps_back_to_it() {
+    let start = Instant::now();
+    let mut s = OutboundStream::new(1, MediaKind::Video, 65_530, 1000, start);
+    assert_eq!(s.source_of(65_530), None, "nothing sent");
+    s.attach(A);
+    let mut sent = Vec::new();
+    for seq in 10..20u16 {
+        let packet = pkt(A, seq, 90 * u32::from(seq), seq == 10);
+        if seq == 13 {
+            s.skip(&packet);
+            continue;
+        }
+        let out = s.rewrite(&packet, start).unwrap();
+        sent.push((out.seq, seq));
+        if seq == 15 {
+            let padding = s.pad(&packet).unwrap();
+            assert_eq!(
+                s.source_of(padding.seq),
+                None,
+                "padding is the stream's own"
+            );
+        }
+    }
+    let offset = 1000u32.wrapping_sub(900);
+    for (out, seq) in &sent {
+        assert_eq!(
+            s.source_of(*out),
+            Some(SentFrom {
+                ssrc: A,
+                seq: *seq,
+                ts_offset: offset
+            }),
+            "{out} was {seq}"
+        );
+    }
+    let next = sent.last().unwrap().0.wrapping_add(1);
+    assert_eq!(s.source_of(next), None, "not sent yet");
+    // packets up to 12 went out in a replay: not resent
+    s.replayed_through(12);
+    assert_eq!(s.source_of(sent[2].0), None);
+    assert_eq!(s.source_of(sent[3].0).map(|f| f.seq), Some(14));
+    // after a switch to B, A's packets are not B's to resend
+    s.attach(B);
+    s.rewrite(&pkt(B, 500, 0, true), start).unwrap();
+    assert_eq!(s.source_of(sent[5].0), None);
+    assert_eq!(s.source_of(next).map(|f| f.seq), Some(500));
+}

@@ -39,6 +39,11 @@ pub(super) fn is_red(mime: &str) -> bool {
     mime.eq_ignore_ascii_case(RED_MIME)
 }
 
+/// Whether `mime` is RTX (RFC 4588), a repair stream's retransmissions.
+pub(super) fn is_rtx(mime: &str) -> bool {
+    mime.eq_ignore_ascii_case(MIME_TYPE_RTX)
+}
+
 pub(super) fn kind_of(kind: RtpCodecKind) -> MediaKind {
     if kind == RtpCodecKind::Audio {
         MediaKind::Audio

@@ -23,15 +23,15 @@ use engine::media_engine;
 use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Registry,
-    Slot as InterceptorSlot, TwccSenderBuilder,
+    CongestionControlBuilder, NackGeneratorBuilder, Registry, Slot as InterceptorSlot,
+    TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
@@ -40,7 +40,8 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::error::Error as RtcError;
@@ -50,12 +51,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Packets of each forwarded video stream kept to answer subscribers' NACKs: 3.2 s at the
-/// largest bit rate kaskade takes (1,440 kbit/s, about 160 packets a second), 1.8 s at
-/// 2.5 Mbit/s; mediasoup keeps 2 s of video. rtc's default of 1,024 held 2.3 MiB per
-/// participant in the soak (docs/RELIABILITY.md). A power of two.
-const NACK_HISTORY: u16 = 512;
-/// Where the NACK filter sits in the interceptor chain: under the NACK responder.
+/// Where the NACK filter sits in the interceptor chain: under the RTCP tap that hands what
+/// is left of each NACK to the core (which resends it from the publisher's ring).
 const NACK_FILTER_SLOT: usize = 3_500;
 /// Where a publisher's RTX packets are unwrapped: under the NACK generator (7_000), so that it
 /// sees a repaired packet as the original.
@@ -91,9 +88,10 @@ pub struct WebRtcPeer {
     negotiated: bool,
     receivers: Receivers,
     publication: Publication,
-    /// One consumer per receive slot, and the sender writing it (same index).
+    /// One consumer per receive slot.
     consumers: Vec<Consumer>,
-    senders: Vec<RTCRtpSenderId>,
+    /// The repair stream (RTX) of each consumer whose subscriber negotiated one (same index).
+    repairs: Vec<Option<RepairStream>>,
     /// Inbound media parsed from one decrypted message and not yet drained.
     inbound: VecDeque<Inbound>,
     /// The simulcast layer of each inbound SSRC seen (0 for audio and single-stream video).
@@ -135,15 +133,12 @@ impl WebRtcPeer {
             .with_srtp_protection_profiles(profiles)
             .build();
         let mut media_engine = media_engine()?;
-        let registry = Registry::new()
-            .with(
-                InterceptorSlot::NackResponder,
-                NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-            )
-            .with(
-                InterceptorSlot::NackGenerator,
-                NackGeneratorBuilder::new().build(),
-            );
+        // no NACK responder: the core answers NACKs from each publisher's one ring
+        // (`media::repair`) instead of a copy of every packet per consumer
+        let registry = Registry::new().with(
+            InterceptorSlot::NackGenerator,
+            NackGeneratorBuilder::new().build(),
+        );
         // both halves of transport-wide congestion control: feedback on what the participant
         // sends, and sequence numbers on what it is sent, whose feedback drives its estimate.
         // No pacer: the node forwards each packet as it arrives, and the allocator keeps the
@@ -163,7 +158,7 @@ impl WebRtcPeer {
                 ),
             );
         let registry = configure_rtcp_reports(registry);
-        // under the NACK responder (4_000): what it is asked to resend is narrowed first
+        // under the tap (14_000): what the core is asked to resend is narrowed first
         let fresh = FreshFrom::new(2 * settings.max_slots);
         let marks = SentMarks::new(now, 2 * settings.max_slots);
         let filter = nack_filter::tap(
@@ -195,7 +190,7 @@ impl WebRtcPeer {
             receivers: Receivers::default(),
             publication: Publication::default(),
             consumers: Vec::new(),
-            senders: Vec::new(),
+            repairs: Vec::new(),
             inbound: VecDeque::new(),
             layers: Vec::new(),
             downlink,
@@ -208,8 +203,9 @@ impl WebRtcPeer {
     }
 
     /// Parses a decrypted message into inbound media: RTP as is (RED as the Opus packets it
-    /// carries), PLI and FIR as keyframe requests per consumer SSRC, the loss receiver reports
-    /// show to the RED encoders; other RTCP (handled by the interceptors) dropped.
+    /// carries), PLI and FIR as keyframe requests per consumer SSRC, NACKs (what the filter
+    /// left of them) as one request per lost packet, the loss receiver reports show to the RED
+    /// encoders; other RTCP (handled by the interceptors) dropped.
     fn queue_inbound(&mut self, now: Instant, message: RTCMessage) {
         match message {
             RTCMessage::RtpPacket(_, packet) => {
@@ -239,6 +235,12 @@ impl WebRtcPeer {
                     if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                         for ssrc in packet.destination_ssrc() {
                             self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
+                        }
+                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                        let ssrc = nack.media_ssrc;
+                        for pair in &nack.nacks {
+                            self.inbound
+                                .extend(pair.into_iter().map(|seq| Inbound::Nack { ssrc, seq }));
                         }
                     } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
                         self.observe_reports(now, &report.reports);
@@ -298,6 +300,49 @@ impl WebRtcPeer {
             _ => 0,
         };
         self.layers.push((ssrc, layer));
+    }
+}
+
+impl WebRtcPeer {
+    /// Hands a packet for one of its consumers (or their repair streams) to the connection's
+    /// outbound interceptors and SRTP: the consumer's SSRC and payload type were negotiated
+    /// here, so the sender's checks of them are not run again for every packet.
+    fn send(&mut self, now: Instant, packet: rtc::rtp::Packet) -> Result<(), TransportError> {
+        self.pc
+            .handle_write(TaggedRTCMessage {
+                now,
+                message: RTCMessage::RtpPacket(String::new(), packet),
+            })
+            .map_err(rtc_error)
+    }
+}
+
+/// A consumer's repair stream (RTX, RFC 4588): its own SSRC, payload type and sequence
+/// numbers; each packet carries the original sequence number ahead of the original payload.
+#[derive(Debug)]
+struct RepairStream {
+    ssrc: u32,
+    payload_type: u8,
+    next_seq: u16,
+}
+
+impl RepairStream {
+    /// `packet`, as it went out on the consumer, wrapped for the repair stream.
+    fn wrap(&mut self, packet: rtc::rtp::Packet) -> rtc::rtp::Packet {
+        let mut payload = bytes::BytesMut::with_capacity(2 + packet.payload.len());
+        payload.extend_from_slice(&packet.header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&packet.payload);
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                ssrc: self.ssrc,
+                payload_type: self.payload_type,
+                sequence_number: seq,
+                ..packet.header
+            },
+            payload: payload.freeze(),
+        }
     }
 }
 
@@ -412,8 +457,7 @@ impl Transport for WebRtcPeer {
         index: usize,
         mut packet: rtc::rtp::Packet,
     ) -> Result<(), TransportError> {
-        let (Some(consumer), Some(sender)) = (self.consumers.get(index), self.senders.get(index))
-        else {
+        let Some(consumer) = self.consumers.get(index) else {
             return Ok(());
         };
         packet.header.payload_type = consumer.payload_type;
@@ -430,10 +474,24 @@ impl Transport for WebRtcPeer {
                 self.metrics.red_sent.inc();
             }
         }
-        let Some(mut sender) = self.pc.rtp_sender(*sender) else {
+        self.send(now, packet)
+    }
+
+    fn resend_rtp(
+        &mut self,
+        now: Instant,
+        index: usize,
+        mut packet: rtc::rtp::Packet,
+    ) -> Result<(), TransportError> {
+        let Some(consumer) = self.consumers.get(index) else {
             return Ok(());
         };
-        sender.write_rtp(now, packet).map_err(rtc_error)
+        packet.header.payload_type = consumer.payload_type;
+        packet.header.ssrc = consumer.stream.ssrc();
+        if let Some(Some(repair)) = self.repairs.get_mut(index) {
+            packet = repair.wrap(packet);
+        }
+        self.send(now, packet)
     }
 
     fn request_keyframe(&mut self, now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {

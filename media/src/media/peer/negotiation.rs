@@ -15,8 +15,8 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error as RtcError;
 
-use super::WebRtcPeer;
-use super::engine::{is_forwarded_codec, is_red, kind_of, slot_track};
+use super::engine::{is_forwarded_codec, is_red, is_rtx, kind_of, slot_track};
+use super::{RepairStream, WebRtcPeer};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::transport::{Consumer, NegotiationError};
@@ -148,7 +148,8 @@ impl WebRtcPeer {
                 };
                 let ssrc = sender.track().ssrcs().next().unwrap_or_default();
                 let kind = kind_of(sender.track().kind());
-                let codecs = &sender.get_parameters().rtp_parameters.codecs;
+                let parameters = sender.get_parameters();
+                let codecs = &parameters.rtp_parameters.codecs;
                 let Some(payload_type) = codecs
                     .iter()
                     .find(|c| is_forwarded_codec(&c.rtp_codec.mime_type))
@@ -160,6 +161,20 @@ impl WebRtcPeer {
                     .iter()
                     .find(|c| is_red(&c.rtp_codec.mime_type))
                     .map(|c| RedEncoder::new(c.payload_type));
+                let repair = codecs
+                    .iter()
+                    .find(|c| is_rtx(&c.rtp_codec.mime_type))
+                    .zip(
+                        parameters
+                            .encodings
+                            .first()
+                            .and_then(|e| e.rtp_coding_parameters.rtx.as_ref()),
+                    )
+                    .map(|(codec, rtx)| RepairStream {
+                        ssrc: rtx.ssrc,
+                        payload_type: codec.payload_type,
+                        next_seq: rng.random(),
+                    });
                 let (seq, ts) = (rng.random(), rng.random());
                 self.consumers.push(Consumer {
                     mid,
@@ -167,7 +182,7 @@ impl WebRtcPeer {
                     stream: OutboundStream::new(ssrc, kind, seq, ts, now),
                     layer: 0,
                 });
-                self.senders.push(sender_id);
+                self.repairs.push(repair);
                 self.red_out.push(red);
             } else if direction.has_recv()
                 && let Some(receiver_id) = receiver
