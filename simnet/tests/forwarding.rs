@@ -490,3 +490,64 @@ fn after_an_outage_only_the_packets_still_worth_resending_are_resent() {
         "the path is whole again"
     );
 }
+
+#[test]
+fn one_ring_of_the_publishers_packets_repairs_every_subscribers_losses() {
+    let mut sim = Sim::new(29, 1);
+    let alice = sim.join(0, "m", "alice", Some((0xa11ce, 0xa11cf))).unwrap();
+    let bob = sim.join(0, "m", "bob", None).unwrap();
+    let carol = sim.join(0, "m", "carol", None).unwrap();
+    sim.connect_all(Duration::from_secs(5)).unwrap();
+    let mut video = Video::new(&sim, alice, 0xa11cf, b'A', 60);
+    for _ in 0..30 {
+        video.send_frame(&mut sim);
+    }
+    // Bob and Carol each lose 10 % of what they are sent (and of their NACKs), each their own
+    let lossy = Impairment {
+        delay: Duration::from_millis(20),
+        jitter: Duration::ZERO,
+        loss: 0.1,
+    };
+    sim.impair(bob, lossy);
+    sim.impair(carol, lossy);
+    for _ in 0..300 {
+        video.send_frame(&mut sim);
+    }
+    sim.impair(bob, Impairment::default());
+    sim.impair(carol, Impairment::default());
+    for _ in 0..30 {
+        video.send_frame(&mut sim);
+    }
+    sim.run_for(Duration::from_secs(1));
+
+    let mut resent = 0;
+    for subscriber in [bob, carol] {
+        let slot = sim
+            .consumer_of(subscriber, alice, MediaKind::Video)
+            .unwrap();
+        let packets = by_sequence(&sim.clients[subscriber].received, slot);
+        let (_, first_frame, _) = frame_of(&packets[0]);
+        assert_eq!(
+            packets.len(),
+            360 - first_frame as usize,
+            "every frame from the first keyframe on reached {subscriber}"
+        );
+        assert!(
+            sim.clients[subscriber].rtx_received > 10,
+            "{subscriber}'s losses were resent"
+        );
+        resent += sim.clients[subscriber].rtx_received;
+    }
+    assert!(
+        sim.metrics(0).retransmitted.get() as usize >= resent,
+        "every resend came from the ring"
+    );
+    // one copy of each of Alice's last packets, however many subscribers she has
+    let kept = sim
+        .core(0)
+        .map_sizes()
+        .into_iter()
+        .find(|(name, _)| *name == "repair_packets")
+        .map(|(_, n)| n);
+    assert_eq!(kept, Some(360));
+}

@@ -14,7 +14,7 @@
 //   DOWNLINK case=<cap> ms_to_layer=<ms> ms_to_settled=<ms> layer=<WxH> decoded_pct=<n> freezes=<n> frozen_ms=<ms> switch_frozen_ms=<ms> ...
 //   DOWNLINK_RECOVERY ms_to_top=<ms> frozen_ms=<ms>
 //   DOWNLINK_TIMELINE t_ms=<ms> cap=<kbit> bob_sees=<height> bob_frozen_ms=<total> bob_kbps=<n> alice_f_kbps=<n> alice_h_kbps=<n> lost=<n> nacks=<n> rtx=<n> plis=<n> frames=<n> keyframes=<n>
-//   DOWNLINK_REPAIRS nacks_received=<n> nacks_stale=<n> nacks_repeated=<n> rtx_unwrapped=<n> rtx_redundant=<n> red_received=<n> red_sent=<n> keyframe_requests_received=<n> plis_sent=<n> (the node's counters)
+//   DOWNLINK_REPAIRS nacks_received=<n> nacks_stale=<n> nacks_repeated=<n> retransmitted=<n> nacks_missed=<n> rtx_unwrapped=<n> rtx_redundant=<n> red_received=<n> red_sent=<n> keyframe_requests_received=<n> plis_sent=<n> (the node's counters)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -65,7 +65,7 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     for (const close of closers) await close();
     const metrics = await (await fetch(`${BASE_URL}/node/metrics`)).text();
     const counter = (name) => metrics.match(new RegExp(`^kaskade_sfu_${name}_total (\\S+)`, 'm'))?.[1];
-    console.log(`DOWNLINK_REPAIRS ${['nacks_received', 'nacks_stale', 'nacks_repeated', 'rtx_unwrapped', 'rtx_redundant', 'red_received', 'red_sent',
+    console.log(`DOWNLINK_REPAIRS ${['nacks_received', 'nacks_stale', 'nacks_repeated', 'retransmitted', 'nacks_missed', 'rtx_unwrapped', 'rtx_redundant', 'red_received', 'red_sent',
       'keyframe_requests_received', 'plis_sent']
       .map((name) => `${name}=${counter(name)}`).join(' ')}`);
     for (const row of timeline) {

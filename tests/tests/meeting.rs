@@ -258,13 +258,14 @@ async fn nack_retransmission_repairs_five_percent_loss() {
     let remote = state.stats.remote(pid);
     let (up, down) = (pub_handle.stats(), sub_handle.stats());
     println!(
-        "LOSSY frames={} decode_errors={} dropped_frames={} relay_drops_pub={} relay_drops_sub={} node_nacks={}",
+        "LOSSY frames={} decode_errors={} dropped_frames={} relay_drops_pub={} relay_drops_sub={} node_nacks={} node_resent={}",
         remote.video_frames_decoded,
         remote.decode_errors,
         remote.video_frames_dropped,
         up.dropped_up + up.dropped_down,
         down.dropped_up + down.dropped_down,
-        node.metric("kaskade_sfu_nacks_received_total").unwrap()
+        node.metric("kaskade_sfu_nacks_received_total").unwrap(),
+        node.metric("kaskade_sfu_retransmitted_total").unwrap()
     );
     assert!(
         up.dropped_up > 10 && down.dropped_down > 10,
@@ -273,6 +274,10 @@ async fn nack_retransmission_repairs_five_percent_loss() {
     assert!(
         node.metric("kaskade_sfu_nacks_received_total").unwrap() > 0.0,
         "the subscriber asked for retransmissions"
+    );
+    assert!(
+        node.metric("kaskade_sfu_retransmitted_total").unwrap() > 0.0,
+        "the node resent from the publisher's ring"
     );
     assert_eq!(
         remote.decode_errors, 0,

@@ -523,3 +523,39 @@ impl Transport for WebRtcPeer {
 fn is_rtcp(datagram: &[u8]) -> bool {
     matches!(datagram, [128..=191, 192..=223, ..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resent_packet_goes_out_on_the_repair_stream_with_its_sequence_number_ahead() {
+        let mut repair = RepairStream {
+            ssrc: 0xBEEF,
+            payload_type: 103,
+            next_seq: 65_535,
+        };
+        let original = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: 102,
+                sequence_number: 0x1234,
+                timestamp: 90_000,
+                ssrc: 0xCAFE,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[7, 8, 9]),
+        };
+        let first = repair.wrap(original.clone());
+        let second = repair.wrap(original);
+        let h = &first.header;
+        assert_eq!(
+            (h.version, h.ssrc, h.payload_type, h.sequence_number),
+            (2, 0xBEEF, 103, 65_535)
+        );
+        assert_eq!((h.timestamp, h.marker), (90_000, true));
+        assert_eq!(&first.payload[..], &[0x12, 0x34, 7, 8, 9]);
+        assert_eq!(second.header.sequence_number, 0, "its own sequence numbers");
+    }
+}
