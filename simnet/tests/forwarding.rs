@@ -121,6 +121,26 @@ fn by_sequence(received: &[Received], ssrc: u32) -> Vec<Received> {
     packets
 }
 
+/// `subscriber` received every one of the `frames` frames `publisher` sent, from the first
+/// keyframe it got on.
+fn assert_every_frame_from_the_first_keyframe(
+    sim: &Sim,
+    subscriber: usize,
+    publisher: usize,
+    frames: usize,
+) {
+    let slot = sim
+        .consumer_of(subscriber, publisher, MediaKind::Video)
+        .unwrap();
+    let packets = by_sequence(&sim.clients[subscriber].received, slot);
+    let (_, first_frame, _) = frame_of(&packets[0]);
+    assert_eq!(
+        packets.len(),
+        frames - first_frame as usize,
+        "every frame from the first keyframe on reached {subscriber}"
+    );
+}
+
 #[test]
 fn a_stream_crosses_two_nodes_through_loss_and_reordering_and_switches_source_seamlessly() {
     let mut sim = Sim::new(7, 2);
@@ -398,14 +418,7 @@ fn a_nack_repeated_within_the_round_trip_is_held_back_and_every_loss_still_repai
     }
     sim.run_for(Duration::from_secs(1));
 
-    let slot = sim.consumer_of(bob, alice, MediaKind::Video).unwrap();
-    let packets = by_sequence(&sim.clients[bob].received, slot);
-    let (_, first_frame, _) = frame_of(&packets[0]);
-    assert_eq!(
-        packets.len(),
-        360 - first_frame as usize,
-        "every frame from the first keyframe on arrived"
-    );
+    assert_every_frame_from_the_first_keyframe(&sim, bob, alice, 360);
     let repeated = sim.metrics(0).nacks_repeated.get();
     let client = &sim.clients[bob];
     println!(
@@ -522,16 +535,7 @@ fn one_ring_of_the_publishers_packets_repairs_every_subscribers_losses() {
 
     let mut resent = 0;
     for subscriber in [bob, carol] {
-        let slot = sim
-            .consumer_of(subscriber, alice, MediaKind::Video)
-            .unwrap();
-        let packets = by_sequence(&sim.clients[subscriber].received, slot);
-        let (_, first_frame, _) = frame_of(&packets[0]);
-        assert_eq!(
-            packets.len(),
-            360 - first_frame as usize,
-            "every frame from the first keyframe on reached {subscriber}"
-        );
+        assert_every_frame_from_the_first_keyframe(&sim, subscriber, alice, 360);
         assert!(
             sim.clients[subscriber].rtx_received > 10,
             "{subscriber}'s losses were resent"

@@ -304,6 +304,17 @@ impl WebRtcPeer {
 }
 
 impl WebRtcPeer {
+    /// Puts consumer `index`'s SSRC and payload type on `packet`; false when there is no such
+    /// consumer.
+    fn stamp(&self, index: usize, packet: &mut rtc::rtp::Packet) -> bool {
+        let Some(consumer) = self.consumers.get(index) else {
+            return false;
+        };
+        packet.header.payload_type = consumer.payload_type;
+        packet.header.ssrc = consumer.stream.ssrc();
+        true
+    }
+
     /// Hands a packet for one of its consumers (or their repair streams) to the connection's
     /// outbound interceptors and SRTP: the consumer's SSRC and payload type were negotiated
     /// here, so the sender's checks of them are not run again for every packet.
@@ -457,11 +468,9 @@ impl Transport for WebRtcPeer {
         index: usize,
         mut packet: rtc::rtp::Packet,
     ) -> Result<(), TransportError> {
-        let Some(consumer) = self.consumers.get(index) else {
+        if !self.stamp(index, &mut packet) {
             return Ok(());
-        };
-        packet.header.payload_type = consumer.payload_type;
-        packet.header.ssrc = consumer.stream.ssrc();
+        }
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         self.marks.note(index, ssrc, seq, now);
         if let Some(Some(red)) = self.red_out.get_mut(index) {
@@ -483,11 +492,9 @@ impl Transport for WebRtcPeer {
         index: usize,
         mut packet: rtc::rtp::Packet,
     ) -> Result<(), TransportError> {
-        let Some(consumer) = self.consumers.get(index) else {
+        if !self.stamp(index, &mut packet) {
             return Ok(());
-        };
-        packet.header.payload_type = consumer.payload_type;
-        packet.header.ssrc = consumer.stream.ssrc();
+        }
         if let Some(Some(repair)) = self.repairs.get_mut(index) {
             packet = repair.wrap(packet);
         }
