@@ -24,6 +24,13 @@ impl WallClock {
         }
     }
 
+    /// Unix microseconds at `now` (the origin's for instants before it).
+    pub fn unix_micros(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin);
+        (self.origin_unix_ms.saturating_mul(1_000))
+            .saturating_add(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+    }
+
     /// Unix milliseconds at `now` (the origin's for instants before it).
     pub fn unix_ms(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.origin);

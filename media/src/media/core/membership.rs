@@ -28,10 +28,11 @@ impl MediaCore {
     ) -> Result<Admitted, (ErrorCode, String)> {
         let settings = self.config.peer.clone();
         let metrics = self.metrics.clone();
+        let wall = self.surroundings.clock;
         self.admit(now, request, None, |id, rng| {
             let ufrag = ufrag_for(id, &random_ice_chars(rng, 8));
             let pwd = random_ice_chars(rng, 24);
-            WebRtcPeer::new(now, ufrag, pwd, settings, metrics)
+            WebRtcPeer::new(now, ufrag, pwd, settings, metrics, wall)
                 .map(|peer| Box::new(peer) as Box<dyn Transport>)
                 .map_err(|e| format!("cannot create a session: {e}"))
         })

@@ -1,55 +1,60 @@
-//! A browser-style participant's transport: one sans-IO `RTCPeerConnection` on the node's
-//! shared socket, negotiated once, with a fixed set of receive slots.
+//! A browser-style participant's transport on the node's shared socket, negotiated once, with
+//! a fixed set of receive slots.
 //!
 //! The client offers its publish m-lines (sendonly) and N recvonly slots per kind; the peer
 //! answers with one sendonly transceiver per slot, each with an SSRC chosen here: the slot is a
-//! [`Consumer`] whose [`OutboundStream`] rewrites whatever feeds it onto that SSRC. ICE is lite with credentials
-//! chosen here (the ufrag names the participant, for routing), DTLS is the server role, and
-//! SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
+//! [`Consumer`] whose [`OutboundStream`] rewrites whatever feeds it onto that SSRC. ICE is lite
+//! with credentials chosen here (the ufrag names the participant, for routing), DTLS is the
+//! server role, and SRTP is AEAD_AES_256_GCM unless legacy profiles are enabled.
+//!
+//! The node holds the participant's DTLS association and SRTP keys itself (`dtls`), and sends
+//! what it forwards on its own path (`send`): numbered for congestion control, sealed once,
+//! straight into the send batch. rtc's `RTCPeerConnection` negotiates, does ICE and the receive
+//! side behind an in-process leg (`leg`), and hands up what the participant sends (`inbound`).
 
+mod dtls;
 mod engine;
+mod inbound;
+mod leg;
 mod negotiation;
+mod send;
 
-use crate::media::bwe::{DownlinkEstimate, DownlinkEstimator, TwccStreamsOnly};
+use crate::media::bwe::DownlinkEstimate;
 use crate::media::nack_filter::{self, FreshFrom, SentMarks};
 use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::rtcp_tap;
 use crate::media::rtx::RtxUnwrap;
+use crate::media::surroundings::WallClock;
 use crate::media::transport::{
     Consumer, Inbound, NegotiationError, Publication, Transport, TransportError, TransportEvent,
 };
 use crate::metrics::Metrics;
+use dtls::{Association, SrtpKeys};
 use engine::media_engine;
+use leg::Leg;
 use rand::rngs::StdRng;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    CongestionControlBuilder, NackGeneratorBuilder, Registry, Slot as InterceptorSlot,
-    TwccSenderBuilder,
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot as InterceptorSlot,
 };
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_twcc_receiver_only,
-};
+use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
-use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
-use rtc::shared::TaggedBytesMut;
 use rtc::shared::error::Error as RtcError;
-use rtc::statistics::StatsSelector;
+use rtc::shared::{TaggedBytesMut, TransportContext};
+use send::SendPath;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where the NACK filter sits in the interceptor chain: under the RTCP tap that hands what
 /// is left of each NACK to the core (which resends it from the publisher's ring).
@@ -57,9 +62,9 @@ const NACK_FILTER_SLOT: usize = 3_500;
 /// Where a publisher's RTX packets are unwrapped: under the NACK generator (7_000), so that it
 /// sees a repaired packet as the original.
 const RTX_UNWRAP_SLOT: usize = 5_500;
-/// Inbound SSRCs whose layer a peer remembers: its audio, up to three simulcast layers, and
-/// room for a restarted encoder.
-const MAX_INBOUND_SSRCS: usize = 8;
+/// When the node's certificate, as the peer connection holds it, expires: never, in
+/// practice (the node makes a new one at every start).
+const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How a peer connection is configured; the same for every participant of a node.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
@@ -106,17 +111,35 @@ pub struct WebRtcPeer {
     red_in: Option<RedUnwrap>,
     /// A RED encoder for each consumer whose slot negotiated RED (same index).
     red_out: Vec<Option<RedEncoder>>,
+    /// The SRTP profiles it offers the participant.
+    profiles: Vec<SrtpProtectionProfile>,
+    /// Its DTLS association with the participant (from the offer on).
+    participant: Option<Association>,
+    /// The participant's SRTP keys, once its handshake completed.
+    keys: Option<SrtpKeys>,
+    /// Where the participant's datagrams come from, and what it is sent goes to.
+    tuple: Option<TransportContext>,
+    /// Whether the connection's ICE is connected.
+    ice_connected: bool,
+    /// The in-process leg to the connection.
+    leg: Leg,
+    /// What the node sends of its own.
+    send: SendPath,
+    /// Datagrams for the participant.
+    transmits: VecDeque<TaggedBytesMut>,
     metrics: Arc<Metrics>,
 }
 
 impl WebRtcPeer {
-    /// A peer whose ICE ufrag is `ufrag` (routes its STUN to it) and password `pwd`.
+    /// A peer whose ICE ufrag is `ufrag` (routes its STUN to it) and password `pwd`; `wall`
+    /// dates its sender reports.
     pub fn new(
         now: Instant,
         ufrag: String,
         pwd: String,
         settings: Arc<PeerSettings>,
         metrics: Arc<Metrics>,
+        wall: WallClock,
     ) -> Result<Self, RtcError> {
         let mut profiles = vec![SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm];
         if settings.legacy_srtp {
@@ -130,7 +153,16 @@ impl WebRtcPeer {
             .with_ice_credentials(ufrag, pwd)
             .with_lite(true)
             .with_answering_dtls_role(RTCDtlsRole::Server)
-            .with_srtp_protection_profiles(profiles)
+            // the connection's DTLS is the leg's, whose client is the node itself; the
+            // participant's certificate is checked on the node's own association
+            .with_disable_certificate_fingerprint_verification(true)
+            .build();
+        let certificate = RTCCertificate::from_existing(
+            dtls::identity()?.clone(),
+            SystemTime::UNIX_EPOCH + CERTIFICATE_LIFETIME,
+        );
+        let configuration = RTCConfigurationBuilder::new()
+            .with_certificates(vec![certificate])
             .build();
         let mut media_engine = media_engine()?;
         // no NACK responder: the core answers NACKs from each publisher's one ring
@@ -139,25 +171,18 @@ impl WebRtcPeer {
             InterceptorSlot::NackGenerator,
             NackGeneratorBuilder::new().build(),
         );
-        // both halves of transport-wide congestion control: feedback on what the participant
-        // sends, and sequence numbers on what it is sent, whose feedback drives its estimate.
-        // No pacer: the node forwards each packet as it arrives, and the allocator keeps the
-        // rate within the estimate by choosing layers.
+        // transport-wide congestion feedback on what the participant sends; the other half
+        // (sequence numbers on what it is sent, whose feedback drives its estimate) is the send
+        // path's. No pacer: the node forwards each packet as it arrives, and the allocator keeps
+        // the rate within the estimate by choosing layers.
         let registry = configure_twcc_receiver_only(registry, &mut media_engine)?;
         let downlink = DownlinkEstimate::default();
-        let registry = registry
-            .with(
-                InterceptorSlot::TwccSender,
-                TwccStreamsOnly(TwccSenderBuilder::new().build()),
-            )
-            .with(
-                InterceptorSlot::CongestionControl,
-                TwccStreamsOnly(
-                    CongestionControlBuilder::new(DownlinkEstimator::new(downlink.clone(), label))
-                        .build(),
-                ),
-            );
-        let registry = configure_rtcp_reports(registry);
+        // receiver reports on what it sends; the sender reports of what it is sent are the
+        // send path's
+        let registry = registry.with(
+            InterceptorSlot::ReceiverReport,
+            ReceiverReportBuilder::new().build(),
+        );
         // under the tap (14_000): what the core is asked to resend is narrowed first
         let fresh = FreshFrom::new(2 * settings.max_slots);
         let marks = SentMarks::new(now, 2 * settings.max_slots);
@@ -178,10 +203,12 @@ impl WebRtcPeer {
                 rtcp_tap::tap(metrics.clone()),
             );
         let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(configuration)
             .with_setting_engine(setting_engine)
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .build(now)?;
+        let send = SendPath::new(now, downlink.clone(), label, wall);
         Ok(Self {
             pc,
             settings,
@@ -198,112 +225,27 @@ impl WebRtcPeer {
             marks,
             red_in: None,
             red_out: Vec::new(),
+            profiles,
+            participant: None,
+            keys: None,
+            tuple: None,
+            ice_connected: false,
+            leg: Leg::default(),
+            send,
+            transmits: VecDeque::new(),
             metrics,
         })
     }
 
-    /// Parses a decrypted message into inbound media: RTP as is (RED as the Opus packets it
-    /// carries), PLI and FIR as keyframe requests per consumer SSRC, NACKs (what the filter
-    /// left of them) as one request per lost packet, the loss receiver reports show to the RED
-    /// encoders; other RTCP (handled by the interceptors) dropped.
-    fn queue_inbound(&mut self, now: Instant, message: RTCMessage) {
-        match message {
-            RTCMessage::RtpPacket(_, packet) => {
-                self.learn_layer(packet.header.ssrc);
-                let Some(red) = &mut self.red_in else {
-                    self.inbound.push_back(Inbound::Rtp(packet));
-                    return;
-                };
-                let inbound = &mut self.inbound;
-                match red.unwrap(packet, |p| inbound.push_back(Inbound::Rtp(p))) {
-                    Ok(unwrapped) => {
-                        if unwrapped.red {
-                            self.metrics.red_received.inc();
-                        }
-                        self.metrics
-                            .red_recovered
-                            .inc_by(unwrapped.recovered as u64);
-                    }
-                    Err(_) => {
-                        self.metrics.red_unreadable.inc();
-                    }
-                }
-            }
-            RTCMessage::RtcpPacket(_, packets) => {
-                for packet in packets {
-                    let any = packet.as_any();
-                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                        for ssrc in packet.destination_ssrc() {
-                            self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
-                        }
-                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                        let ssrc = nack.media_ssrc;
-                        for pair in &nack.nacks {
-                            self.inbound
-                                .extend(pair.into_iter().map(|seq| Inbound::Nack { ssrc, seq }));
-                        }
-                    } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
-                        self.observe_reports(now, &report.reports);
-                    } else if let Some(report) = any.downcast_ref::<SenderReport>() {
-                        self.observe_reports(now, &report.reports);
-                    }
-                }
-            }
-            _ => {}
+    /// Notes where each consumer's current source began, for the NACK filter, before RTCP
+    /// reaches it.
+    fn note_fresh(&self) {
+        for (index, consumer) in self.consumers.iter().enumerate() {
+            let stream = &consumer.stream;
+            self.fresh.note(index, stream.ssrc(), stream.fresh_from());
         }
     }
 
-    /// Hands the loss a subscriber's receiver reports show on a RED slot to its encoder.
-    fn observe_reports(&mut self, now: Instant, reports: &[ReceptionReport]) {
-        if is_congested(&self.downlink) {
-            return;
-        }
-        for report in reports {
-            let slot = self
-                .consumers
-                .iter()
-                .zip(&mut self.red_out)
-                .find(|(consumer, _)| consumer.stream.ssrc() == report.ssrc);
-            if let Some((_, Some(encoder))) = slot {
-                encoder.observe_loss(now, f64::from(report.fraction_lost) / 256.0);
-            }
-        }
-    }
-
-    /// Notes the layer of a new inbound SSRC: its encoding's place in the video receiver's
-    /// encodings (the order of the offer's `a=simulcast`), or 0 when the video has one encoding
-    /// or the SSRC is not video. An SSRC of a simulcast video whose rid is not known yet is
-    /// looked up again at its next packet.
-    fn learn_layer(&mut self, ssrc: u32) {
-        if self.layers.len() >= MAX_INBOUND_SSRCS || self.layers.iter().any(|(s, _)| *s == ssrc) {
-            return;
-        }
-        let codings = self
-            .receivers
-            .video
-            .and_then(|id| self.pc.rtp_receiver(id))
-            .map(|receiver| {
-                let codings = receiver.track().codings();
-                let index = codings
-                    .iter()
-                    .position(|c| c.rtp_coding_parameters.ssrc == Some(ssrc));
-                (codings.len(), index)
-            });
-        let is_audio = self
-            .receivers
-            .audio
-            .and_then(|id| self.pc.rtp_receiver(id))
-            .is_some_and(|receiver| receiver.track().ssrcs().any(|s| s == ssrc));
-        let layer = match codings {
-            Some((_, Some(index))) => u8::try_from(index).unwrap_or(0),
-            Some((count, None)) if count > 1 && !is_audio => return,
-            _ => 0,
-        };
-        self.layers.push((ssrc, layer));
-    }
-}
-
-impl WebRtcPeer {
     /// Puts consumer `index`'s SSRC and payload type on `packet`; false when there is no such
     /// consumer.
     fn stamp(&self, index: usize, packet: &mut rtc::rtp::Packet) -> bool {
@@ -315,16 +257,46 @@ impl WebRtcPeer {
         true
     }
 
-    /// Hands a packet for one of its consumers (or their repair streams) to the connection's
-    /// outbound interceptors and SRTP: the consumer's SSRC and payload type were negotiated
-    /// here, so the sender's checks of them are not run again for every packet.
-    fn send(&mut self, now: Instant, packet: rtc::rtp::Packet) -> Result<(), TransportError> {
-        self.pc
-            .handle_write(TaggedRTCMessage {
-                now,
-                message: RTCMessage::RtpPacket(String::new(), packet),
-            })
-            .map_err(rtc_error)
+    /// Seals a packet of consumer `index` (a resend on its repair stream when `resend`) on the
+    /// send path, for the participant.
+    fn transmit(
+        &mut self,
+        now: Instant,
+        index: usize,
+        packet: rtc::rtp::Packet,
+        resend: bool,
+    ) -> Result<(), TransportError> {
+        let (Some(keys), Some(transport)) = (self.keys.as_mut(), self.tuple) else {
+            return Ok(());
+        };
+        let message = self
+            .send
+            .seal(now, index, packet, resend, &mut keys.local)
+            .map_err(rtc_error)?;
+        self.transmits.push_back(TaggedBytesMut {
+            now,
+            transport,
+            message,
+        });
+        Ok(())
+    }
+
+    /// Sends the sender reports that are due.
+    fn send_reports(&mut self, now: Instant) -> Result<(), TransportError> {
+        let (Some(keys), Some(transport)) = (self.keys.as_mut(), self.tuple) else {
+            return Ok(());
+        };
+        let Some(reports) = self.send.poll_reports(now) else {
+            return Ok(());
+        };
+        let plain = rtc::rtcp::packet::marshal(&reports).map_err(rtc_error)?;
+        let message = keys.local.encrypt_rtcp(&plain).map_err(rtc_error)?;
+        self.transmits.push_back(TaggedBytesMut {
+            now,
+            transport,
+            message,
+        });
+        Ok(())
     }
 }
 
@@ -378,13 +350,9 @@ impl Transport for WebRtcPeer {
     }
 
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
-        if is_rtcp(&datagram.message) {
-            for (index, consumer) in self.consumers.iter().enumerate() {
-                let stream = &consumer.stream;
-                self.fresh.note(index, stream.ssrc(), stream.fresh_from());
-            }
-        }
-        self.pc.handle_read(datagram).map_err(rtc_error)
+        let now = datagram.now;
+        self.read_datagram(datagram)?;
+        self.pump(now)
     }
 
     fn poll_inbound(&mut self) -> Option<Inbound> {
@@ -408,30 +376,41 @@ impl Transport for WebRtcPeer {
         Some(&self.downlink)
     }
 
+    /// What the participant is to be sent: the connection's output was carried out at the
+    /// datagram, timeout or event that made it.
     fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
-        self.pc.poll_write()
+        self.transmits.pop_front()
     }
 
     fn poll_event(&mut self, now: Instant) -> Option<TransportEvent> {
+        if let Err(e) = self.pump(now) {
+            tracing::debug!("peer connection output dropped: {e}");
+        }
         while let Some(event) = self.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                match state {
+            match event {
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+                ) if !self.ice_connected => {
+                    self.ice_connected = true;
+                    if let Err(e) = self.start_leg(now) {
+                        tracing::debug!("peer connection leg not started: {e}");
+                    }
+                }
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected if !self.connected => {
                         self.connected = true;
-                        let protection = self
-                            .pc
-                            .get_stats(now, StatsSelector::None)
-                            .transport()
-                            .map(|t| t.srtp_cipher.clone())
-                            .unwrap_or_default();
-                        return Some(TransportEvent::Connected { protection });
+                        let protection = self.keys.as_ref().map(|k| k.profile).unwrap_or_default();
+                        return Some(TransportEvent::Connected {
+                            protection: protection.to_owned(),
+                        });
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         self.connected = false;
                         return Some(TransportEvent::Disconnected);
                     }
                     _ => {}
-                }
+                },
+                _ => {}
             }
         }
         None
@@ -439,15 +418,43 @@ impl Transport for WebRtcPeer {
 
     /// Drives ICE consent, DTLS retransmission, RTCP reports and NACK generation.
     fn handle_timeout(&mut self, now: Instant) -> Result<(), TransportError> {
-        self.pc.handle_timeout(now).map_err(rtc_error)
+        self.pc.handle_timeout(now).map_err(rtc_error)?;
+        if let Some(association) = &mut self.participant {
+            association.handle_timeout(now).map_err(rtc_error)?;
+            while let Some(flight) = association.poll_transmit() {
+                if let Some(transport) = self.tuple {
+                    self.transmits.push_back(TaggedBytesMut {
+                        now,
+                        transport,
+                        message: flight,
+                    });
+                }
+            }
+        }
+        self.leg_timeout(now)?;
+        self.send.handle_timeout(now).map_err(rtc_error)?;
+        self.send_reports(now)?;
+        self.pump(now)
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
+        let participant = self
+            .participant
+            .as_ref()
+            .and_then(Association::poll_timeout);
+        [
+            self.pc.poll_timeout(),
+            participant,
+            self.leg.poll_timeout(),
+            self.send.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn is_connected(&self) -> bool {
-        self.connected
+        self.connected && self.keys.is_some()
     }
 
     fn publication(&self) -> &Publication {
@@ -483,7 +490,7 @@ impl Transport for WebRtcPeer {
                 self.metrics.red_sent.inc();
             }
         }
-        self.send(now, packet)
+        self.transmit(now, index, packet, false)
     }
 
     fn resend_rtp(
@@ -498,7 +505,7 @@ impl Transport for WebRtcPeer {
         if let Some(Some(repair)) = self.repairs.get_mut(index) {
             packet = repair.wrap(packet);
         }
-        self.send(now, packet)
+        self.transmit(now, index, packet, true)
     }
 
     fn request_keyframe(&mut self, now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {
@@ -517,18 +524,13 @@ impl Transport for WebRtcPeer {
                 })],
             )
             .map_err(rtc_error)?;
+        self.pump(now)?;
         Ok(true)
     }
 
     fn close(&mut self) {
         let _ = self.pc.close();
     }
-}
-
-/// Whether a datagram is (S)RTCP: an RTP-range first byte (RFC 7983) and an RTCP packet type
-/// in the second, whose header SRTCP leaves in the clear (RFC 5761).
-fn is_rtcp(datagram: &[u8]) -> bool {
-    matches!(datagram, [128..=191, 192..=223, ..])
 }
 
 #[cfg(test)]

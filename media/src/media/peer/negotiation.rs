@@ -15,11 +15,13 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error as RtcError;
 
+use super::dtls::{self, Association, offered_fingerprint};
 use super::engine::{is_forwarded_codec, is_red, is_rtx, kind_of, slot_track};
 use super::{RepairStream, WebRtcPeer};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::red::{RedEncoder, RedUnwrap};
 use crate::media::transport::{Consumer, NegotiationError};
+use rtc::interceptor::{RTCPFeedback, RTPHeaderExtension, StreamInfo};
 
 impl WebRtcPeer {
     /// Answers the client's one offer; `rng` picks a fresh SSRC for each slot and the random
@@ -36,6 +38,7 @@ impl WebRtcPeer {
         let invalid = |e: RtcError| NegotiationError::InvalidOffer(e.to_string());
         let offer = RTCSessionDescription::offer(offer_sdp).map_err(invalid)?;
         let parsed = offer.unmarshal().map_err(invalid)?;
+        let fingerprint = offered_fingerprint(&parsed);
         let recvonly = |kind: &str| {
             parsed
                 .media_descriptions
@@ -93,8 +96,15 @@ impl WebRtcPeer {
                     .into(),
             ));
         }
-        self.learn_negotiated(now, rng);
         self.negotiated = true;
+        let fingerprint = fingerprint.ok_or_else(|| {
+            NegotiationError::InvalidOffer("the offer has no sha-256 DTLS fingerprint".into())
+        })?;
+        let identity = dtls::identity().map_err(invalid)?;
+        self.participant = Some(
+            Association::server(identity, fingerprint, self.profiles.clone()).map_err(invalid)?,
+        );
+        self.learn_negotiated(now, rng);
         Ok(local.sdp)
     }
 
@@ -175,6 +185,41 @@ impl WebRtcPeer {
                         payload_type: codec.payload_type,
                         next_seq: rng.random(),
                     });
+                let Some(codec) = codecs
+                    .iter()
+                    .find(|c| c.payload_type == payload_type)
+                    .map(|c| c.rtp_codec.clone())
+                else {
+                    continue;
+                };
+                self.send.add_stream(&StreamInfo {
+                    ssrc,
+                    ssrc_rtx: repair.as_ref().map(|r| r.ssrc),
+                    payload_type,
+                    payload_type_rtx: repair.as_ref().map(|r| r.payload_type),
+                    rtp_header_extensions: parameters
+                        .rtp_parameters
+                        .header_extensions
+                        .iter()
+                        .map(|e| RTPHeaderExtension {
+                            uri: e.uri.clone(),
+                            id: e.id,
+                        })
+                        .collect(),
+                    mime_type: codec.mime_type.clone(),
+                    clock_rate: codec.clock_rate,
+                    channels: codec.channels,
+                    sdp_fmtp_line: codec.sdp_fmtp_line.clone(),
+                    rtcp_feedback: codec
+                        .rtcp_feedback
+                        .iter()
+                        .map(|f| RTCPFeedback {
+                            typ: f.typ.clone(),
+                            parameter: f.parameter.clone(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                });
                 let (seq, ts) = (rng.random(), rng.random());
                 self.consumers.push(Consumer {
                     mid,
