@@ -68,6 +68,8 @@ describe(`downlink caps in ${MEETING} at ${BASE_URL}`, { timeout: 6 * STEP_TIMEO
     console.log(`DOWNLINK_REPAIRS ${['nacks_received', 'nacks_stale', 'nacks_repeated', 'retransmitted', 'nacks_missed', 'rtx_unwrapped', 'rtx_redundant', 'red_received', 'red_sent',
       'keyframe_requests_received', 'plis_sent']
       .map((name) => `${name}=${counter(name)}`).join(' ')}`);
+    console.log(`DOWNLINK_DROPPED ${[...metrics.matchAll(/^kaskade_sfu_dropped_total\{reason="([^"]+)"\} (\S+)/gm)]
+      .filter((m) => m[2] !== '0').map((m) => `${m[1]}=${m[2]}`).join(' ')}`);
     for (const row of timeline) {
       console.log(`DOWNLINK_TIMELINE t_ms=${row.t} cap=${row.cap} bob_sees=${row.bobSees} bob_frozen_ms=${row.bobFrozenMs} ` +
         `bob_kbps=${row.bobKbps} alice_f_kbps=${row.f} alice_h_kbps=${row.h} ${row.detail}`);

@@ -19,7 +19,6 @@ pub mod red;
 pub mod relayed;
 pub mod repair;
 pub mod room;
-pub mod rtcp_tap;
 pub mod rtx;
 pub mod simulcast;
 pub mod speaker;

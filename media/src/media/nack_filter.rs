@@ -24,13 +24,13 @@
 //! congestion feedback's (`bwe::DownlinkEstimate::rtt`); without feedback every NACK is
 //! answered.
 //!
-//! [`NackFilter`] sits in the interceptor chain under the RTCP tap that hands NACKs to the
-//! core.
+//! Each WebRTC peer runs its [`NackFilter`] over the participant's RTCP as it opens it, before
+//! it hands the NACKs to the core.
 
 use crate::media::bwe::DownlinkEstimate;
 use crate::media::forwarder::seq_before;
 use crate::metrics::Metrics;
-use kaskade_rtcp_tap::{RtcpObserver, RtcpTap, Verdict};
+use kaskade_rtcp_tap::{RtcpObserver, Verdict};
 use rtc::rtcp::Packet as RtcpPacket;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
@@ -192,7 +192,7 @@ impl SentMarks {
     }
 }
 
-/// The NACK filter in a subscriber's chain.
+/// The NACK filter of a subscriber's peer.
 pub struct NackFilter {
     fresh: FreshFrom,
     /// What each consumer sent when; their clock times the resend logs too.
@@ -210,24 +210,24 @@ struct ResentLog {
     at: Box<[(u16, u32); RESENT_SPAN]>,
 }
 
-/// The filter for a peer whose consumers note their sources in `fresh` and their sending in
-/// `marks`, sending on a downlink whose round trip `estimate` carries.
-pub fn tap(
-    fresh: FreshFrom,
-    marks: SentMarks,
-    estimate: DownlinkEstimate,
-    metrics: Arc<Metrics>,
-) -> RtcpTap<NackFilter> {
-    RtcpTap::new(NackFilter {
-        fresh,
-        marks,
-        estimate,
-        resent: Vec::new(),
-        metrics,
-    })
-}
-
 impl NackFilter {
+    /// The filter for a peer whose consumers note their sources in `fresh` and their sending
+    /// in `marks`, sending on a downlink whose round trip `estimate` carries.
+    pub fn new(
+        fresh: FreshFrom,
+        marks: SentMarks,
+        estimate: DownlinkEstimate,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            fresh,
+            marks,
+            estimate,
+            resent: Vec::new(),
+            metrics,
+        }
+    }
+
     /// What is left of `nack`, read at `now`, without the stale packets, those too old and
     /// those resent less than a round trip ago; notes when the rest is resent. Allocates only
     /// when it narrows a NACK, or the first time a stream is NACKed.

@@ -269,6 +269,7 @@ impl MediaCore {
             let from = consumers[index].stream.source_of(seq)?;
             Some((index, s.slots.get(index)?.publisher?, from))
         }) else {
+            debug!(%subscriber, ssrc, seq, "NACKed packet not sent from a current source");
             self.metrics.nacks_missed.inc();
             return;
         };
@@ -278,9 +279,11 @@ impl MediaCore {
             .and_then(|p| p.repair.get(from.ssrc, from.seq))
             .cloned()
         else {
+            debug!(%subscriber, ssrc, seq, "NACKed packet out of the publisher's ring");
             self.metrics.nacks_missed.inc();
             return;
         };
+        debug!(%subscriber, ssrc, seq, "resending");
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
@@ -298,7 +301,10 @@ impl MediaCore {
             Ok(()) => {
                 self.metrics.retransmitted.inc();
             }
-            Err(e) => debug!(%subscriber, "resend failed: {e}"),
+            Err(e) => {
+                self.metrics.drop_packet(Dropped::WriteFailed);
+                debug!(%subscriber, "resend failed: {e}");
+            }
         }
         self.mark_dirty(subscriber);
     }

@@ -39,9 +39,16 @@ pub(super) fn is_red(mime: &str) -> bool {
     mime.eq_ignore_ascii_case(RED_MIME)
 }
 
-/// Whether `mime` is RTX (RFC 4588), a repair stream's retransmissions.
-pub(super) fn is_rtx(mime: &str) -> bool {
-    mime.eq_ignore_ascii_case(MIME_TYPE_RTX)
+/// Whether `codec` is RTX (RFC 4588) for the codec of `payload_type`: its `apt` names it (a
+/// subscriber offers one RTX payload type per video payload type it takes).
+pub(super) fn repairs(codec: &RTCRtpCodec, payload_type: u8) -> bool {
+    codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RTX)
+        && codec.sdp_fmtp_line.split(';').any(|parameter| {
+            parameter
+                .trim()
+                .strip_prefix("apt=")
+                .is_some_and(|apt| apt.trim().parse() == Ok(payload_type))
+        })
 }
 
 pub(super) fn kind_of(kind: RtpCodecKind) -> MediaKind {
@@ -174,4 +181,28 @@ pub(super) fn slot_track(kind: MediaKind, ssrc: u32, rtx_ssrc: u32) -> MediaStre
             ..Default::default()
         }],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtx(fmtp: &str) -> RTCRtpCodec {
+        RTCRtpCodec {
+            mime_type: "video/rtx".to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_repair_codec_is_the_one_whose_apt_names_the_payload_type() {
+        assert!(repairs(&rtx("apt=102"), 102));
+        assert!(repairs(&rtx("rtx-time=3000; apt=102"), 102));
+        assert!(!repairs(&rtx("apt=104"), 102), "another H.264's");
+        assert!(!repairs(&rtx(""), 102));
+        assert!(!repairs(&h264_codec(), 102), "not RTX");
+    }
 }

@@ -1,10 +1,12 @@
-//! What the peer connection hands up from the participant: its RTP (RED unwrapped), the
-//! keyframe requests and NACKs of its consumers, the loss its receiver reports show, and the
-//! simulcast layer of each SSRC it publishes on.
+//! What the participant sends, as the node reads it: its RTP as the peer connection hands it
+//! up (RED unwrapped, the simulcast layer of each SSRC), and its RTCP as it arrives (the
+//! keyframe requests and NACKs of its consumers, the loss its receiver reports show).
 
 use super::{WebRtcPeer, is_congested};
 use crate::media::transport::Inbound;
+use kaskade_rtcp_tap::{RtcpObserver, nacked_packets};
 use rtc::peer_connection::message::RTCMessage;
+use rtc::rtcp::Packet as RtcpPacket;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -18,54 +20,59 @@ use std::time::Instant;
 const MAX_INBOUND_SSRCS: usize = 8;
 
 impl WebRtcPeer {
-    /// Parses a decrypted message into inbound media: RTP as is (RED as the Opus packets it
-    /// carries), PLI and FIR as keyframe requests per consumer SSRC, NACKs (what the filter
-    /// left of them) as one request per lost packet, the loss receiver reports show to the RED
-    /// encoders; other RTCP (handled by the interceptors) dropped.
-    pub(super) fn queue_inbound(&mut self, now: Instant, message: RTCMessage) {
-        match message {
-            RTCMessage::RtpPacket(_, packet) => {
-                self.learn_layer(packet.header.ssrc);
-                let Some(red) = &mut self.red_in else {
-                    self.inbound.push_back(Inbound::Rtp(packet));
-                    return;
-                };
-                let inbound = &mut self.inbound;
-                match red.unwrap(packet, |p| inbound.push_back(Inbound::Rtp(p))) {
-                    Ok(unwrapped) => {
-                        if unwrapped.red {
-                            self.metrics.red_received.inc();
-                        }
-                        self.metrics
-                            .red_recovered
-                            .inc_by(unwrapped.recovered as u64);
-                    }
-                    Err(_) => {
-                        self.metrics.red_unreadable.inc();
-                    }
+    /// Parses a message of the peer connection into inbound media: RTP as is (RED as the Opus
+    /// packets it carries). Its RTCP was read as it arrived ([`Self::read_rtcp`]).
+    pub(super) fn queue_inbound(&mut self, message: RTCMessage) {
+        let RTCMessage::RtpPacket(_, packet) = message else {
+            return;
+        };
+        self.learn_layer(packet.header.ssrc);
+        let Some(red) = &mut self.red_in else {
+            self.inbound.push_back(Inbound::Rtp(packet));
+            return;
+        };
+        let inbound = &mut self.inbound;
+        match red.unwrap(packet, |p| inbound.push_back(Inbound::Rtp(p))) {
+            Ok(unwrapped) => {
+                if unwrapped.red {
+                    self.metrics.red_received.inc();
                 }
+                self.metrics
+                    .red_recovered
+                    .inc_by(unwrapped.recovered as u64);
             }
-            RTCMessage::RtcpPacket(_, packets) => {
-                for packet in packets {
-                    let any = packet.as_any();
-                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                        for ssrc in packet.destination_ssrc() {
-                            self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
-                        }
-                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                        let ssrc = nack.media_ssrc;
-                        for pair in &nack.nacks {
-                            self.inbound
-                                .extend(pair.into_iter().map(|seq| Inbound::Nack { ssrc, seq }));
-                        }
-                    } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
-                        self.observe_reports(now, &report.reports);
-                    } else if let Some(report) = any.downcast_ref::<SenderReport>() {
-                        self.observe_reports(now, &report.reports);
-                    }
+            Err(_) => {
+                self.metrics.red_unreadable.inc();
+            }
+        }
+    }
+
+    /// The participant's RTCP, as it arrives: PLI and FIR become keyframe requests per
+    /// consumer SSRC, NACKs (what the filter leaves of them) one request per lost packet, and
+    /// the loss its reports show goes to the RED encoders. Read here rather than from the
+    /// peer connection, which hands its application only compounds whose first packet names
+    /// a stream it knows (Chromium's start with a receiver report of nothing).
+    pub(super) fn read_rtcp(&mut self, now: Instant, packets: &mut Vec<Box<dyn RtcpPacket>>) {
+        self.note_fresh();
+        self.nack_filter.inbound(now, packets);
+        for packet in packets.iter() {
+            let any = packet.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                for ssrc in packet.destination_ssrc() {
+                    self.inbound.push_back(Inbound::KeyframeRequest { ssrc });
                 }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let ssrc = nack.media_ssrc;
+                self.metrics.nacks_received.inc_by(nacked_packets(nack));
+                for pair in &nack.nacks {
+                    self.inbound
+                        .extend(pair.into_iter().map(|seq| Inbound::Nack { ssrc, seq }));
+                }
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                self.observe_reports(now, &report.reports);
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                self.observe_reports(now, &report.reports);
             }
-            _ => {}
         }
     }
 

@@ -139,11 +139,9 @@ impl WebRtcPeer {
         }
         .map_err(rtc_error)?;
         self.tuple = Some(transport);
-        if rtcp {
-            if let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.clone().freeze()) {
-                self.send.handle_rtcp(now, packets);
-            }
-            self.note_fresh();
+        if rtcp && let Ok(mut packets) = rtc::rtcp::packet::unmarshal(&mut plain.clone().freeze()) {
+            self.read_rtcp(now, &mut packets);
+            self.send.handle_rtcp(now, packets);
         }
         let Some(leg_keys) = self.leg.keys.as_mut() else {
             return Err(TransportError(

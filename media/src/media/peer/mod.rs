@@ -20,9 +20,8 @@ mod negotiation;
 mod send;
 
 use crate::media::bwe::DownlinkEstimate;
-use crate::media::nack_filter::{self, FreshFrom, SentMarks};
+use crate::media::nack_filter::{FreshFrom, NackFilter, SentMarks};
 use crate::media::red::{RedEncoder, RedUnwrap};
-use crate::media::rtcp_tap;
 use crate::media::rtx::RtxUnwrap;
 use crate::media::surroundings::WallClock;
 use crate::media::transport::{
@@ -56,9 +55,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Where the NACK filter sits in the interceptor chain: under the RTCP tap that hands what
-/// is left of each NACK to the core (which resends it from the publisher's ring).
-const NACK_FILTER_SLOT: usize = 3_500;
 /// Where a publisher's RTX packets are unwrapped: under the NACK generator (7_000), so that it
 /// sees a repaired packet as the original.
 const RTX_UNWRAP_SLOT: usize = 5_500;
@@ -107,6 +103,8 @@ pub struct WebRtcPeer {
     fresh: FreshFrom,
     /// When each consumer had sent what (noted as it writes), for its NACK filter.
     marks: SentMarks,
+    /// Takes out of the participant's NACKs what is not worth resending.
+    nack_filter: NackFilter,
     /// Unwraps its audio when it publishes RED.
     red_in: Option<RedUnwrap>,
     /// A RED encoder for each consumer whose slot negotiated RED (same index).
@@ -183,25 +181,18 @@ impl WebRtcPeer {
             InterceptorSlot::ReceiverReport,
             ReceiverReportBuilder::new().build(),
         );
-        // under the tap (14_000): what the core is asked to resend is narrowed first
         let fresh = FreshFrom::new(2 * settings.max_slots);
         let marks = SentMarks::new(now, 2 * settings.max_slots);
-        let filter = nack_filter::tap(
+        let nack_filter = NackFilter::new(
             fresh.clone(),
             marks.clone(),
             downlink.clone(),
             metrics.clone(),
         );
-        let registry = registry
-            .with(InterceptorSlot::Custom(NACK_FILTER_SLOT), filter)
-            .with(
-                InterceptorSlot::Custom(RTX_UNWRAP_SLOT),
-                RtxUnwrap::new(metrics.clone()),
-            )
-            .with(
-                InterceptorSlot::Custom(14_000),
-                rtcp_tap::tap(metrics.clone()),
-            );
+        let registry = registry.with(
+            InterceptorSlot::Custom(RTX_UNWRAP_SLOT),
+            RtxUnwrap::new(metrics.clone()),
+        );
         let pc = RTCPeerConnectionBuilder::new()
             .with_configuration(configuration)
             .with_setting_engine(setting_engine)
@@ -223,6 +214,7 @@ impl WebRtcPeer {
             downlink,
             fresh,
             marks,
+            nack_filter,
             red_in: None,
             red_out: Vec::new(),
             profiles,
@@ -361,7 +353,7 @@ impl Transport for WebRtcPeer {
                 return Some(inbound);
             }
             let message = self.pc.poll_read()?;
-            self.queue_inbound(message.now, message.message);
+            self.queue_inbound(message.message);
         }
     }
 

@@ -16,7 +16,7 @@ use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use rtc::shared::error::Error as RtcError;
 
 use super::dtls::{self, Association, offered_fingerprint};
-use super::engine::{is_forwarded_codec, is_red, is_rtx, kind_of, slot_track};
+use super::engine::{is_forwarded_codec, is_red, kind_of, repairs, slot_track};
 use super::{RepairStream, WebRtcPeer};
 use crate::media::forwarder::{MediaKind, OutboundStream};
 use crate::media::red::{RedEncoder, RedUnwrap};
@@ -173,7 +173,7 @@ impl WebRtcPeer {
                     .map(|c| RedEncoder::new(c.payload_type));
                 let repair = codecs
                     .iter()
-                    .find(|c| is_rtx(&c.rtp_codec.mime_type))
+                    .find(|c| repairs(&c.rtp_codec, payload_type))
                     .zip(
                         parameters
                             .encodings
