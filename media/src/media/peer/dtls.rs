@@ -173,8 +173,12 @@ impl Association {
         self.endpoint.poll_transmit().map(|t| t.message)
     }
 
-    /// When [`Self::handle_timeout`] is due (a flight to send again).
+    /// When [`Self::handle_timeout`] is due (a flight to send again); never once keyed (a
+    /// lost last flight is sent again when the other end repeats its own).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.keyed {
+            return None;
+        }
         self.endpoint.poll_timeout(self.remote.as_ref()?)
     }
 
@@ -255,4 +259,118 @@ pub fn offered_fingerprint(offer: &rtc::sdp::SessionDescription) -> Option<Strin
         .filter_map(|m| m.attribute("fingerprint").flatten())
         .chain(offer.attribute("fingerprint").map(String::as_str))
         .find_map(sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(name: &str) -> Certificate {
+        Certificate::generate_self_signed(vec![name.to_owned()], provider().unwrap().crypto())
+            .unwrap()
+    }
+
+    /// Carries every flight between `client` and `server` until neither has more to say;
+    /// returns what each handshake ended in, once keyed.
+    fn handshake(
+        now: Instant,
+        client: &mut Association,
+        server: &mut Association,
+    ) -> (Option<SrtpKeys>, Option<SrtpKeys>) {
+        let (client_addr, server_addr): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:6000".parse().unwrap(),
+        );
+        let (mut client_keys, mut server_keys) = (None, None);
+        for _ in 0..10 {
+            let mut quiet = true;
+            while let Some(flight) = client.poll_transmit() {
+                quiet = false;
+                if let Ok(Progress::Keyed(keys)) = server.handle(now, client_addr, &flight) {
+                    server_keys = Some(*keys);
+                }
+            }
+            while let Some(flight) = server.poll_transmit() {
+                quiet = false;
+                if let Ok(Progress::Keyed(keys)) = client.handle(now, server_addr, &flight) {
+                    client_keys = Some(*keys);
+                }
+            }
+            if quiet {
+                break;
+            }
+        }
+        (client_keys, server_keys)
+    }
+
+    #[test]
+    fn a_participant_whose_certificate_matches_its_offer_gets_keys_that_interoperate() {
+        let now = Instant::now();
+        let participant = certificate("participant");
+        let expected = fingerprint(participant.certificate[0].as_ref());
+        let mut server = Association::server(
+            identity().unwrap(),
+            expected,
+            vec![SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm],
+        )
+        .unwrap();
+        let mut client =
+            Association::client(now, &participant, "10.0.0.2:6000".parse().unwrap()).unwrap();
+        let (Some(mut client_keys), Some(mut server_keys)) =
+            handshake(now, &mut client, &mut server)
+        else {
+            panic!("both ends keyed");
+        };
+        assert_eq!(server_keys.profile, "SRTP_AEAD_AES_256_GCM");
+        assert_eq!(server.poll_timeout(), None, "no timer once keyed");
+        let rtp = [0x80, 102, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xaa, 0xbb, 0xcc];
+        let sealed = client_keys.local.encrypt_rtp(&rtp).unwrap();
+        assert_eq!(&server_keys.remote.decrypt_rtp(&sealed).unwrap()[..], &rtp);
+        let back = server_keys.local.encrypt_rtp(&rtp).unwrap();
+        assert_eq!(&client_keys.remote.decrypt_rtp(&back).unwrap()[..], &rtp);
+    }
+
+    #[test]
+    fn a_certificate_other_than_the_offer_names_is_refused() {
+        let now = Instant::now();
+        let offered = fingerprint(certificate("offered").certificate[0].as_ref());
+        let mut server = Association::server(
+            identity().unwrap(),
+            offered,
+            vec![SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm],
+        )
+        .unwrap();
+        let mut client = Association::client(
+            now,
+            &certificate("impostor"),
+            "10.0.0.2:6000".parse().unwrap(),
+        )
+        .unwrap();
+        let (_, server_keys) = handshake(now, &mut client, &mut server);
+        assert!(server_keys.is_none(), "the impostor gets no keys");
+    }
+
+    #[test]
+    fn the_offer_names_its_sha256_fingerprint_at_media_or_session_level() {
+        let parse = |sdp: &str| {
+            let offer =
+                rtc::sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp)).unwrap();
+            offered_fingerprint(&offer)
+        };
+        let head = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+        let media = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n";
+        assert_eq!(
+            parse(&format!("{head}{media}a=fingerprint:sha-256 AB:CD\r\n")),
+            Some("AB:CD".to_owned())
+        );
+        assert_eq!(
+            parse(&format!("{head}a=fingerprint:sha-256 EF:01\r\n{media}")),
+            Some("EF:01".to_owned())
+        );
+        assert_eq!(
+            parse(&format!("{head}{media}a=fingerprint:sha-1 AB:CD\r\n")),
+            None
+        );
+        assert_eq!(parse(&format!("{head}{media}")), None);
+    }
 }

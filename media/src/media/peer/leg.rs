@@ -19,11 +19,25 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use std::time::Instant;
 
-/// The in-process leg: its DTLS association with the connection, and its keys once keyed.
+/// What the participant sent, opened, before the leg was keyed: held for the connection, up
+/// to [`MAX_EARLY`] datagrams (a publisher's first keyframe among them).
+const MAX_EARLY: usize = 64;
+
+/// The in-process leg: its DTLS association with the connection, its keys once keyed, and
+/// what waits for them.
 #[derive(Default)]
 pub(super) struct Leg {
     dtls: Option<Association>,
     keys: Option<SrtpKeys>,
+    early: Vec<Early>,
+}
+
+/// A datagram of the participant's, opened before the leg was keyed.
+struct Early {
+    now: Instant,
+    transport: TransportContext,
+    plain: BytesMut,
+    rtcp: bool,
 }
 
 impl Leg {
@@ -143,15 +157,38 @@ impl WebRtcPeer {
             self.read_rtcp(now, &mut packets);
             self.send.handle_rtcp(now, packets);
         }
+        if self.leg.keys.is_none() {
+            if self.leg.early.len() == MAX_EARLY {
+                return Err(TransportError(
+                    "SRTP long before the peer connection's leg".into(),
+                ));
+            }
+            self.leg.early.push(Early {
+                now,
+                transport,
+                plain,
+                rtcp,
+            });
+            return Ok(());
+        }
+        self.hand_to_connection(now, transport, &plain, rtcp)
+    }
+
+    /// An opened datagram of the participant's, sealed on the leg for the connection.
+    fn hand_to_connection(
+        &mut self,
+        now: Instant,
+        transport: TransportContext,
+        plain: &[u8],
+        rtcp: bool,
+    ) -> Result<(), TransportError> {
         let Some(leg_keys) = self.leg.keys.as_mut() else {
-            return Err(TransportError(
-                "SRTP before the peer connection's leg".into(),
-            ));
+            return Ok(());
         };
         let resealed = if rtcp {
-            leg_keys.local.encrypt_rtcp(&plain)
+            leg_keys.local.encrypt_rtcp(plain)
         } else {
-            leg_keys.local.encrypt_rtp(&plain)
+            leg_keys.local.encrypt_rtp(plain)
         }
         .map_err(rtc_error)?;
         self.pc
@@ -222,10 +259,17 @@ impl WebRtcPeer {
         let progress = association
             .handle(now, tuple.peer_addr, &datagram.message)
             .map_err(rtc_error)?;
+        let keyed = matches!(progress, Progress::Keyed(_));
         if let Progress::Keyed(keys) = progress {
             self.leg.keys = Some(*keys);
         }
-        self.feed_leg_flights(now)
+        self.feed_leg_flights(now)?;
+        if keyed {
+            for early in std::mem::take(&mut self.leg.early) {
+                self.hand_to_connection(early.now, early.transport, &early.plain, early.rtcp)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends the leg's handshake flight again when due, into the connection.
@@ -268,5 +312,26 @@ fn reseal(
         to.encrypt_rtcp(&from.decrypt_rtcp(datagram)?)
     } else {
         to.encrypt_rtp(&from.decrypt_rtp(datagram)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_told_apart_by_their_first_bytes() {
+        assert_eq!(kind_of(&[0, 1, 0, 0]), Kind::Stun);
+        assert_eq!(kind_of(&[22, 254, 253]), Kind::Dtls);
+        assert_eq!(kind_of(&[0x80, 102, 0, 1]), Kind::Rtp);
+        assert_eq!(
+            kind_of(&[0x80, 0x80 | 102, 0, 1]),
+            Kind::Rtp,
+            "a marker bit"
+        );
+        assert_eq!(kind_of(&[0x81, 205, 0, 4]), Kind::Rtcp);
+        assert_eq!(kind_of(&[0x80, 200, 0, 6]), Kind::Rtcp);
+        assert_eq!(kind_of(&[0xCA, 2]), Kind::Other, "a cascade link's");
+        assert_eq!(kind_of(&[]), Kind::Other);
     }
 }

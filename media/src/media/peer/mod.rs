@@ -119,6 +119,13 @@ pub struct WebRtcPeer {
     tuple: Option<TransportContext>,
     /// Whether the connection's ICE is connected.
     ice_connected: bool,
+    /// The connection got input since its events were last read: a subscriber that is only
+    /// written forwarded media leaves its connection alone.
+    pc_events: bool,
+    /// The connection's deadline, as last asked (asked again after it got input).
+    pc_deadline: Option<Instant>,
+    /// The connection got input since its deadline was last asked.
+    pc_deadline_stale: bool,
     /// The in-process leg to the connection.
     leg: Leg,
     /// What the node sends of its own.
@@ -222,11 +229,20 @@ impl WebRtcPeer {
             keys: None,
             tuple: None,
             ice_connected: false,
+            pc_events: true,
+            pc_deadline: None,
+            pc_deadline_stale: true,
             leg: Leg::default(),
             send,
             transmits: VecDeque::new(),
             metrics,
         })
+    }
+
+    /// Notes that the connection got input: its events and deadline are read again.
+    fn touch_pc(&mut self) {
+        self.pc_events = true;
+        self.pc_deadline_stale = true;
     }
 
     /// Notes where each consumer's current source began, for the NACK filter, before RTCP
@@ -338,11 +354,13 @@ impl Transport for WebRtcPeer {
         offer: String,
         rng: &mut StdRng,
     ) -> Result<String, NegotiationError> {
+        self.touch_pc();
         self.answer(now, offer, rng)
     }
 
     fn handle_datagram(&mut self, datagram: TaggedBytesMut) -> Result<(), TransportError> {
         let now = datagram.now;
+        self.touch_pc();
         self.read_datagram(datagram)?;
         self.pump(now)
     }
@@ -375,6 +393,9 @@ impl Transport for WebRtcPeer {
     }
 
     fn poll_event(&mut self, now: Instant) -> Option<TransportEvent> {
+        if !self.pc_events {
+            return None;
+        }
         if let Err(e) = self.pump(now) {
             tracing::debug!("peer connection output dropped: {e}");
         }
@@ -405,12 +426,16 @@ impl Transport for WebRtcPeer {
                 _ => {}
             }
         }
+        self.pc_events = false;
         None
     }
 
     /// Drives ICE consent, DTLS retransmission, RTCP reports and NACK generation.
     fn handle_timeout(&mut self, now: Instant) -> Result<(), TransportError> {
-        self.pc.handle_timeout(now).map_err(rtc_error)?;
+        if self.pc_deadline.is_some_and(|at| at <= now) {
+            self.touch_pc();
+            self.pc.handle_timeout(now).map_err(rtc_error)?;
+        }
         if let Some(association) = &mut self.participant {
             association.handle_timeout(now).map_err(rtc_error)?;
             while let Some(flight) = association.poll_transmit() {
@@ -434,8 +459,12 @@ impl Transport for WebRtcPeer {
             .participant
             .as_ref()
             .and_then(Association::poll_timeout);
+        if self.pc_deadline_stale {
+            self.pc_deadline = self.pc.poll_timeout();
+            self.pc_deadline_stale = false;
+        }
         [
-            self.pc.poll_timeout(),
+            self.pc_deadline,
             participant,
             self.leg.poll_timeout(),
             self.send.poll_timeout(),
@@ -501,6 +530,7 @@ impl Transport for WebRtcPeer {
     }
 
     fn request_keyframe(&mut self, now: Instant, media_ssrc: u32) -> Result<bool, TransportError> {
+        self.touch_pc();
         let Some(receiver_id) = self.receivers.video else {
             return Ok(false);
         };
@@ -521,6 +551,7 @@ impl Transport for WebRtcPeer {
     }
 
     fn close(&mut self) {
+        self.touch_pc();
         let _ = self.pc.close();
     }
 }

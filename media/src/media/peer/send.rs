@@ -201,6 +201,77 @@ fn ntp(unix_micros: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::srtp::protection_profile::ProtectionProfile;
+
+    fn key() -> Context {
+        let provider = rtc::crypto::default_provider().unwrap();
+        Context::new(
+            &[7; 32],
+            &[9; 12],
+            ProtectionProfile::AeadAes256Gcm,
+            None,
+            None,
+            provider.crypto(),
+        )
+        .unwrap()
+    }
+
+    fn packet(seq: u16, timestamp: u32) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 102,
+                sequence_number: seq,
+                timestamp,
+                ssrc: 7,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[1; 100]),
+        }
+    }
+
+    #[test]
+    fn a_consumer_that_sent_gets_a_sender_report_with_its_counts_and_clock() {
+        let start = Instant::now();
+        let wall = WallClock::new(start, 1_700_000_000_000);
+        let mut path = SendPath::new(start, DownlinkEstimate::default(), "t".into(), wall);
+        path.add_stream(&StreamInfo {
+            ssrc: 7,
+            clock_rate: 90_000,
+            ..Default::default()
+        });
+        let mut key = key();
+        assert_eq!(path.poll_timeout(), None, "nothing sent, nothing to report");
+        for seq in 0..3 {
+            let sealed = path
+                .seal(start, 0, packet(seq, 1_000), false, &mut key)
+                .unwrap();
+            assert_eq!(sealed.len(), 12 + 100 + 16, "header, payload, tag");
+        }
+        path.seal(start, 0, packet(1, 1_000), true, &mut key)
+            .unwrap();
+        let due = path.poll_timeout().expect("a report is due");
+        assert!(path.poll_reports(due - Duration::from_millis(1)).is_none());
+        let at = start + Duration::from_millis(1_500);
+        let reports = path.poll_reports(at).expect("reports");
+        let report = reports[0].as_any().downcast_ref::<SenderReport>().unwrap();
+        assert_eq!(
+            (report.ssrc, report.packet_count),
+            (7, 3),
+            "the resend is not counted"
+        );
+        assert_eq!(report.octet_count, 300);
+        assert_eq!(
+            report.rtp_time,
+            1_000 + 135_000,
+            "1.5 s after the last packet"
+        );
+        assert_eq!(report.ntp_time, ntp(1_700_000_001_500_000));
+        assert!(
+            path.poll_reports(at + REPORT_INTERVAL).is_none(),
+            "nothing new sent"
+        );
+    }
 
     #[test]
     fn ntp_time_counts_from_1900_with_a_binary_fraction() {
